@@ -1,0 +1,1 @@
+"""Data code for AttnFlow: keypoint conventions, layouts, validation, synthetic data, shards, loader."""

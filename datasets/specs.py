@@ -1,0 +1,56 @@
+"""Typed params for the data stages: per-dataset entries, synthesis and preprocessing."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One entry of params.yaml ``datasets``: where the raw data lies and how to read it."""
+
+    layout: Literal["deepfashion", "market", "portrait"]
+    root: str  # raw data in the field's layout (synthetic sets are written here)
+    image_size: tuple[int, int]  # (H, W) the pipeline works at
+    source_size: tuple[int, int]  # (H, W) frame the annotation coordinates refer to
+    shards: str  # output folder of the preprocess stage
+    task: Literal["pose", "portrait"] = "pose"
+    synthetic: bool = False  # True: pipelines.synthesize writes ``root``
+
+
+@dataclass(frozen=True)
+class SynthesizeSpec:
+    """One entry of params.yaml ``synthesize``: a generator run for a synthetic dataset."""
+
+    generator: Literal["figure", "portrait"]
+    seed: int = 0
+    height: int = 128
+    width: int = 88
+    train_identities: int = 48
+    test_identities: int = 8
+    views_per_identity: int = 4
+    background: Literal["plain", "gradient", "clutter"] = "gradient"
+    jpeg_quality: int = 95
+    file_prefix: str = "fasion"  # file names and CSV names: fasion-…, market-…, portrait-…
+
+    def __post_init__(self) -> None:
+        if self.height < 32 or self.width < 16:
+            raise ValueError(f"height/width must be at least 32x16, got {self.height}x{self.width}")
+        if self.train_identities < 1 or self.test_identities < 1:
+            raise ValueError("train_identities and test_identities must be >= 1")
+        if self.views_per_identity < 2:
+            raise ValueError("views_per_identity must be >= 2 (pairs are drawn within identities)")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    """params.yaml ``preprocess``: validation, pose heatmaps, face crops and shard writing."""
+
+    heatmap_sigma: float = 3.0  # Gaussian σ in pixels of image_size
+    shard_size: int = 64  # samples per shard
+    jpeg_quality: int = 95
+    face_size: int = 32  # face crops are face_size × face_size
+    min_visible_joints: int = 4
+    max_reject_fraction: float = 0.2  # stage fails when more of a split is rejected
