@@ -1,0 +1,43 @@
+# AttnFlow: `make run` sets up and runs the whole pipeline on the embedded
+# synthetic data; `make test` sets up and runs the fast test suite.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PIP := $(BIN)/pip
+export PATH := $(abspath $(BIN)):$(PATH)
+export PYTHONPATH := $(CURDIR)
+
+.PHONY: run test test-slow test-faults bench setup clean-outputs
+
+setup: $(STAMP)
+
+# torch goes in first, from the pinned CPU build, and constraints.txt holds it
+# (and numpy<2, mlflow 3.17.2) through every later install.
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q torch==2.13.0 -c constraints.txt
+	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
+	$(BIN)/python -c "import torch, numpy; assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__; assert numpy.__version__ < '2', numpy.__version__"
+	$(BIN)/dvc config --local core.analytics false 2>/dev/null || true
+	@touch $@
+
+run: $(STAMP)
+	$(BIN)/dvc repro
+	@$(BIN)/python -m pipelines.summary
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+test-faults: $(STAMP)
+	$(BIN)/python -m pytest -q -m faults
+
+bench: $(STAMP)
+	$(BIN)/python -m pipelines.bench data
+	$(BIN)/python -m pipelines.bench model
+	$(BIN)/python -m pipelines.bench train
