@@ -1,0 +1,126 @@
+"""The typed config loader: round trip, overrides and every kind of error."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import (
+    ConfigError, add_config_args, apply_override, config_from_args, load_config, to_dict,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "params.yaml"
+
+
+def write_params(tmp_path: Path, mutate) -> Path:
+    raw = yaml.safe_load(PARAMS.read_text())
+    mutate(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def test_repo_params_load_and_round_trip(tmp_path):
+    cfg = load_config(PARAMS)
+    assert cfg.dataset("synthetic_fashion").image_size == (128, 88)
+    dumped = tmp_path / "resolved.yaml"
+    dumped.write_text(yaml.safe_dump(to_dict(cfg)))
+    assert load_config(dumped) == cfg
+    json.dumps(to_dict(cfg))  # the resolved config is JSON-able
+
+
+def test_frozen_sections():
+    cfg = load_config(PARAMS)
+    with pytest.raises(AttributeError):
+        cfg.preprocess.shard_size = 3  # type: ignore[misc]
+
+
+def test_override_changes_one_key():
+    cfg = load_config(PARAMS, ["preprocess.shard_size=7", "datasets.synthetic_fashion.image_size=[64, 44]"])
+    assert cfg.preprocess.shard_size == 7
+    assert cfg.dataset("synthetic_fashion").image_size == (64, 44)
+    assert cfg.preprocess.heatmap_sigma == load_config(PARAMS).preprocess.heatmap_sigma
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    path = write_params(tmp_path, lambda r: r["preprocess"].update(shard_sise=3))
+    with pytest.raises(ConfigError, match=r"params.yaml: preprocess: unknown key 'shard_sise'"):
+        load_config(path)
+
+
+def test_unknown_section(tmp_path):
+    path = write_params(tmp_path, lambda r: r.update(trian={"a": 1}))
+    with pytest.raises(ConfigError, match="unknown key 'trian'"):
+        load_config(path)
+
+
+def test_wrong_type_names_key(tmp_path):
+    path = write_params(tmp_path, lambda r: r["preprocess"].update(shard_size="many"))
+    with pytest.raises(ConfigError, match=r"preprocess.shard_size: expected an integer, got str 'many'"):
+        load_config(path)
+
+
+def test_bool_is_not_an_int():
+    with pytest.raises(ConfigError, match="preprocess.shard_size: expected an integer"):
+        load_config(PARAMS, ["preprocess.shard_size=true"])
+
+
+def test_missing_required_key(tmp_path):
+    path = write_params(tmp_path, lambda r: r["datasets"]["market"].pop("root"))
+    with pytest.raises(ConfigError, match=r"datasets.market.root: required key is missing"):
+        load_config(path)
+
+
+def test_literal_choices_listed():
+    with pytest.raises(ConfigError, match="datasets.market.layout: 'coco' is not one of"):
+        load_config(PARAMS, ["datasets.market.layout=coco"])
+
+
+def test_tuple_length_checked():
+    with pytest.raises(ConfigError, match=r"image_size: expected 2 items, got 3"):
+        load_config(PARAMS, ["datasets.market.image_size=[1, 2, 3]"])
+
+
+def test_missing_file():
+    with pytest.raises(ConfigError, match="params file not found"):
+        load_config("/nonexistent/params.yaml")
+
+
+def test_bad_override_syntax():
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        apply_override({}, "preprocess.shard_size")
+    with pytest.raises(ConfigError, match="expected section.key=value"):
+        apply_override({}, "shard_size=3")
+
+
+def _parse(argv):
+    parser = argparse.ArgumentParser()
+    add_config_args(parser)
+    return parser.parse_args(argv)
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["--params", "/nonexistent.yaml"], "params file not found"),
+        (["--set", "preprocess.bogus=1"], "unknown key 'bogus'"),
+        (["--set", "preprocess.shard_size=abc"], "expected an integer"),
+    ],
+)
+def test_cli_errors_are_one_line_exit_2(argv, needle, capsys):
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(_parse(["--params", str(PARAMS), *argv]))
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert needle in err and err.count("\n") == 1
+
+
+def test_dump_config_prints_json(capsys):
+    with pytest.raises(SystemExit) as exc:
+        config_from_args(_parse(["--params", str(PARAMS), "--dump-config"]))
+    assert exc.value.code == 0
+    assert json.loads(capsys.readouterr().out)["preprocess"]["shard_size"] == 64
