@@ -9,17 +9,18 @@ PIP := $(BIN)/pip
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test test-slow test-faults bench setup clean-outputs
+.PHONY: run test test-slow test-faults bench setup setup-pose mlflow-ui clean-outputs
 
 setup: $(STAMP)
 
 # torch goes in first, from the pinned CPU build, and constraints.txt holds it
 # (and numpy<2, mlflow 3.17.2) through every later install.
-$(STAMP): requirements.txt requirements-dev.txt constraints.txt
+$(STAMP): requirements.txt requirements-dev.txt requirements-pose.txt constraints.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q torch==2.13.0 -c constraints.txt
 	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
+	$(PIP) install -q --no-deps -r requirements-pose.txt -c constraints.txt
 	$(BIN)/python -c "import torch, numpy; assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__; assert numpy.__version__ < '2', numpy.__version__"
 	$(BIN)/dvc config --local core.analytics false 2>/dev/null || true
 	@touch $@
@@ -41,3 +42,8 @@ bench: $(STAMP)
 	$(BIN)/python -m pipelines.bench data
 	$(BIN)/python -m pipelines.bench model
 	$(BIN)/python -m pipelines.bench train
+
+# The pose extra (mediapipe, keypoints from photos) is part of `setup`; this target
+# (re)installs only it, --no-deps for the reasons in requirements-pose.txt.
+setup-pose: $(STAMP)
+	$(PIP) install -q --no-deps -r requirements-pose.txt -c constraints.txt
