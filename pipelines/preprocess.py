@@ -1,0 +1,223 @@
+"""Stage ``preprocess``: raw dataset (field layout) -> validated WebDataset shards.
+
+    python -m pipelines.preprocess --dataset synthetic_fashion [--root DIR] [--out DIR] [--set k=v]
+
+Writes ``OUT/{train,test}-NNNNNN.tar``, ``OUT/manifest.json``, ``OUT/rejects.csv``,
+the counts as DVC metrics (``metrics/preprocess/<dataset>.json``) and a contact
+sheet (``reports/figures/<dataset>-shards.png``).  The whole output folder is
+built under a staging name and swapped in at the end, so an interrupted run
+leaves the previous output intact.  Exit status: 0 ok, 1 too much rejected or
+a data error, 2 bad config / unknown dataset / missing raw files.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import json
+import os
+import shutil
+import sys
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+from datasets.contact_sheet import contact_sheet
+from datasets.layout import SPLITS, LayoutError, get_layout
+from datasets.samples import encode_view, meta_json, test_samples, train_groups
+from datasets.shards import ShardWriter, atomic_write_bytes, fsync_dir
+from datasets.specs import DatasetSpec, PreprocessConfig
+from datasets.validate import Reject, SplitResult, count_universe, identity_leaks, validate_dataset
+from pipelines.config import add_config_args, config_from_args, to_dict
+
+FORMAT_VERSION = 1
+
+
+class RejectFractionError(RuntimeError):
+    """More of a split was rejected than preprocess.max_reject_fraction allows."""
+
+
+def _bar(total: int, desc: str, enabled: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", disable=not enabled, file=sys.stderr, leave=False)
+
+
+def rejects_csv(rejects: list[Reject]) -> bytes:
+    order = {s: i for i, s in enumerate(SPLITS)}
+    rows = sorted(rejects, key=lambda r: (order.get(r.split, 99), r.kind, r.name, r.reason))
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["split", "kind", "name", "reason"])
+    writer.writerows([r.split, r.kind, r.name, r.reason] for r in rows)
+    return buf.getvalue().encode("utf-8")
+
+
+def check_fractions(results: dict[str, SplitResult], limit: float) -> None:
+    """Raise :class:`RejectFractionError` naming the split, kind and top reasons when over ``limit``."""
+    for split, res in results.items():
+        for kind in ("images", "pairs"):
+            total, bad = res.counts[f"{kind}_in"], res.counts[f"{kind}_rejected"]
+            if total and bad / total > limit:
+                reasons = Counter(r.reason.split(":")[0] for r in res.rejects if r.kind == kind[:-1])
+                top = ", ".join(f"{n}× {reason}" for reason, n in reasons.most_common(3))
+                raise RejectFractionError(
+                    f"{split}: {bad} of {total} {kind} rejected ({bad / total:.1%}) > "
+                    f"preprocess.max_reject_fraction={limit:g}; most common: {top}")
+
+
+def write_split(res: SplitResult, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
+                show_progress: bool) -> tuple[list, dict[str, int]]:
+    """Write one split's shards; returns the shard infos and extra counts."""
+    samples = train_groups(res.images, res.pairs) if res.split == "train" else test_samples(res.images, res.pairs)
+    cache: dict[str, tuple[list[tuple[str, bytes]], bool]] = {}
+    no_face: set[str] = set()
+    bar = _bar(sum(len(n) for n, _ in samples), f"write {res.split}", show_progress)
+    with ShardWriter(out, res.split, cfg.shard_size) as writer:
+        for index, (names, pairs) in enumerate(samples):
+            members = [("meta.json", meta_json(res.split, names, pairs, res.images, spec.image_size))]
+            for v, name in enumerate(names):
+                if name not in cache:
+                    cache[name] = encode_view(res.images[name], spec.image_size, cfg.heatmap_sigma,
+                                              cfg.face_size, cfg.jpeg_quality)
+                files, has_face = cache[name]
+                if not has_face:
+                    no_face.add(name)
+                members.extend((f"v{v}.{ext}", data) for ext, data in files)
+                bar.update(1)
+            if res.split == "train":
+                cache.clear()  # a training image is in exactly one group
+            writer.write(f"{index:06d}", members, images=len(names), pairs=len(pairs))
+        shards = writer.close()
+    bar.close()
+    return shards, {"samples": len(samples), "faces_missing": len(no_face)}
+
+
+def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
+               figure: Path | None = None, metrics: Path | None = None, show_progress: bool = True) -> dict:
+    """Run the stage; returns the manifest.  Raises LayoutError / RejectFractionError."""
+    layout = get_layout(spec.layout)
+    bar = _bar(count_universe(spec, layout), "validate", show_progress)
+    results = validate_dataset(spec, layout, cfg, name, progress=bar.update)
+    bar.close()
+    all_rejects = [r for res in results.values() for r in res.rejects]
+    try:
+        check_fractions(results, cfg.max_reject_fraction)
+    except RejectFractionError:
+        failed = out.parent / f"{out.name}.rejects-failed.csv"
+        atomic_write_bytes(failed, rejects_csv(all_rejects))
+        print(f"preprocess: the rejected inputs are listed in {failed}", file=sys.stderr)
+        raise
+
+    out = Path(out)
+    staging = out.parent / f".{out.name}.staging"
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted run
+    staging.mkdir(parents=True)
+    shards, splits = [], {}
+    for split in SPLITS:
+        res = results[split]
+        written, extra = write_split(res, spec, cfg, staging, show_progress)
+        shards.extend(written)
+        splits[split] = {**res.counts, **extra, "shards": len(written), "source": {
+            "images": str(res.files.image_dir.relative_to(spec.root)),
+            "annotations": res.files.annotation_csv.name, "pairs": res.files.pairs_csv.name}}
+    leaks = identity_leaks(results)
+    manifest = {
+        "dataset": name,
+        "format_version": FORMAT_VERSION,
+        "layout": spec.layout,
+        "task": spec.task,
+        "image_size": list(spec.image_size),
+        "source_size": list(spec.source_size),
+        "num_keypoints": get_layout(spec.layout).num_keypoints,
+        "preprocess": to_dict(cfg),
+        "splits": splits,
+        "identities_in_both_splits": {"count": len(leaks), "examples": leaks[:20]},
+        "shards": [s.as_dict() for s in shards],
+    }
+    atomic_write_bytes(staging / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
+    atomic_write_bytes(staging / "rejects.csv", rejects_csv(all_rejects))
+    fsync_dir(staging)
+    _swap_in(staging, out)
+
+    if metrics is not None:
+        counts = {s: {k: v for k, v in d.items() if isinstance(v, int)} for s, d in splits.items()}
+        body = {"dataset": name, "splits": counts, "identities_in_both_splits": len(leaks),
+                "shards": len(shards), "bytes": sum(s.bytes for s in shards)}
+        atomic_write_bytes(metrics, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+    if figure is not None:
+        train = [out / s.name for s in shards if s.split == "train"] or [out / s.name for s in shards]
+        if train:
+            contact_sheet(train, figure, spec.image_size)
+    return manifest
+
+
+def _swap_in(staging: Path, out: Path) -> None:
+    """Replace ``out`` by ``staging`` with renames only (the old folder is removed after)."""
+    old = out.parent / f".{out.name}.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if out.exists():
+        os.replace(out, old)
+    os.replace(staging, out)
+    fsync_dir(out.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def _summary(manifest: dict, out: Path, figure: Path | None, metrics: Path | None) -> str:
+    lines = [f"preprocess {manifest['dataset']}: {len(manifest['shards'])} shards in {out}/"]
+    for split, c in manifest["splits"].items():
+        lines.append(
+            f"  {split:5s} images {c['images_written']}/{c['images_in']} written ({c['images_rejected']} rejected), "
+            f"pairs {c['pairs_written']}/{c['pairs_in']} ({c['pairs_rejected']} rejected), "
+            f"rows rejected {c['rows_rejected']}, faces missing {c['faces_missing']}, samples {c['samples']}")
+    leaks = manifest["identities_in_both_splits"]
+    if leaks["count"]:
+        lines.append(f"  warning: {leaks['count']} identities have images in both splits, "
+                     f"e.g. {', '.join(leaks['examples'][:3])}")
+    lines.append(f"  manifest: {out / 'manifest.json'}   rejects: {out / 'rejects.csv'}")
+    if metrics:
+        lines.append(f"  metrics: {metrics}")
+    if figure:
+        lines.append(f"  contact sheet: {figure}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.preprocess", description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", required=True, help="a key of params.yaml datasets")
+    parser.add_argument("--root", help="raw dataset folder (default: datasets.NAME.root)")
+    parser.add_argument("--out", help="output folder (default: datasets.NAME.shards)")
+    parser.add_argument("--metrics", help="counts as JSON (default: metrics/preprocess/NAME.json)")
+    parser.add_argument("--figure", help="contact sheet PNG (default: reports/figures/NAME-shards.png)")
+    parser.add_argument("--no-figure", action="store_true", help="skip the contact sheet")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_config_args(parser)
+    args = parser.parse_args(argv)
+    cfg = config_from_args(args)
+    try:
+        spec = cfg.dataset(args.dataset)
+    except KeyError as exc:
+        print(f"config error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    if args.root:
+        spec = replace(spec, root=args.root)
+    out = Path(args.out or spec.shards)
+    metrics = Path(args.metrics or f"metrics/preprocess/{args.dataset}.json")
+    figure = None if args.no_figure else Path(args.figure or f"reports/figures/{args.dataset}-shards.png")
+    try:
+        manifest = preprocess(args.dataset, spec, cfg.preprocess, out, figure, metrics, show_progress=not args.quiet)
+    except LayoutError as exc:
+        print(f"preprocess: {exc}", file=sys.stderr)
+        return 2
+    except RejectFractionError as exc:
+        print(f"preprocess: {exc}", file=sys.stderr)
+        return 1
+    print(_summary(manifest, out, figure, metrics))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
