@@ -1,0 +1,138 @@
+"""Generator and discriminator shapes, value ranges and gradients for every variant (tiny configs)."""
+import pytest
+import torch
+
+from model import (VARIANTS, GanStep, LossConfig, ModelConfig, OptimConfig, build_discriminators, build_generator,
+                   count_parameters)
+from tests.model_utils import H, P, W, synthetic_batch, tiny_config
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+def _run(variant, b=2, **kw):
+    g = build_generator(tiny_config(variant))
+    batch = synthetic_batch(b)
+    return g, g(batch["source_image"], batch["source_pose"], batch["target_pose"], **kw)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_shapes_for_every_variant(variant):
+    cfg = tiny_config(variant)
+    g, out = _run(variant, b=3)
+    assert out.image.shape == (3, 3, H, W)
+    assert out.image.abs().max() <= 1
+    expect_flow = {8: (4, 3), 4: (8, 6), 2: (16, 11)} if cfg.uses_flow else {}
+    assert {s: tuple(f.shape[-2:]) for s, f in out.flows.items()} == expect_flow
+    assert all(f.shape[:2] == (3, 2) for f in out.flows.values())
+    assert set(out.flow_warped) == set(out.flow_warped_image) == set(expect_flow)
+    expect_attn = {8, 4} if cfg.uses_attention else set()
+    assert set(out.attn_warped) == set(out.attn_warped_image) == expect_attn
+    for s in expect_attn:
+        assert out.attn_warped[s].shape == (3, cfg.width(s), *out.attn_warped_image[s].shape[-2:])
+        assert out.attn_warped_image[s].shape[1] == 3
+    both = expect_attn & set(expect_flow)
+    assert set(out.combination_maps) == both
+    assert out.query_attention is None
+
+
+@pytest.mark.parametrize("variant", ["full", "no_face"])
+def test_combination_maps_lie_in_unit_interval(variant):
+    _, out = _run(variant)
+    for m in out.combination_maps.values():
+        assert m.shape[1] == 1 and m.min() >= 0 and m.max() <= 1
+
+
+def test_combined_textures_are_the_convex_mix():
+    g = build_generator(tiny_config("full"))
+    batch = synthetic_batch(2)
+    captured = {}
+    block = g.warp_blocks["4"]
+    block.register_forward_hook(lambda mod, args, out: captured.setdefault("tex", args[1]))
+    out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    m = out.combination_maps[4]
+    assert torch.allclose(captured["tex"], m * out.attn_warped[4] + (1 - m) * out.flow_warped[4], atol=1e-6)
+
+
+def test_query_attention_is_a_distribution_over_the_source():
+    queries = torch.tensor([[3.0, 4.0], [20.0, 30.0]])
+    _, out = _run("full", attn_queries=queries)
+    assert set(out.query_attention) == {8, 4}
+    a = out.query_attention[4]
+    assert a.shape == (2, 2, 8, 6) and torch.allclose(a.sum((-1, -2)), torch.ones(2, 2), atol=1e-5)
+
+
+def test_baseline_and_flow_have_no_attention_modules():
+    assert build_generator(tiny_config("baseline")).attention is None
+    assert build_generator(tiny_config("baseline")).flow_estimator is None
+    assert build_generator(tiny_config("flow")).attention is None
+    assert build_generator(tiny_config("attn")).flow_estimator is None
+
+
+def test_unknown_variant_fails_clearly():
+    with pytest.raises(ValueError, match="valid variants: baseline, attn, flow, no_face, full"):
+        ModelConfig(variant="attention")
+
+
+@pytest.mark.parametrize("bad", [dict(attn_scales=(3,)), dict(flow_scales=(8, 8)), dict(norm="batch"),
+                                 dict(attn_dim=4), dict(flow_depth=4), dict(base_channels=0)])
+def test_bad_config_values_fail(bad):
+    with pytest.raises(ValueError):
+        tiny_config(**bad)
+
+
+def test_bad_inputs_fail_with_value_error():
+    g = build_generator(tiny_config("full"))
+    batch = synthetic_batch(2)
+    with pytest.raises(ValueError, match="pose_channels"):
+        g(batch["source_image"], batch["source_pose"][:, :5], batch["target_pose"])
+    with pytest.raises(ValueError, match="source_image"):
+        g(batch["source_image"][:, :1], batch["source_pose"], batch["target_pose"])
+    with pytest.raises(ValueError, match="too small"):
+        g(torch.zeros(1, 3, 8, 8), torch.zeros(1, P, 8, 8), torch.zeros(1, P, 8, 8))
+    with pytest.raises(ValueError, match="attn_queries"):
+        g(batch["source_image"], batch["source_pose"], batch["target_pose"], attn_queries=torch.zeros(3))
+
+
+def test_discriminators_per_variant():
+    for variant in VARIANTS:
+        d, d_face = build_discriminators(tiny_config(variant))
+        assert (d_face is not None) == (variant == "full")
+        assert d(torch.zeros(2, 3, H, W)).shape[:2] == (2, 1)
+    d, d_face = build_discriminators(tiny_config("full"))
+    faces = d_face.crop(torch.zeros(2, 3, H, W), synthetic_batch(2)["target_face_box"])
+    assert faces.shape == (2, 3, 16, 16) and d_face(faces).shape[:2] == (2, 1)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_every_parameter_gets_a_finite_nonzero_gradient(variant):
+    cfg = tiny_config(variant)
+    g = build_generator(cfg)
+    d, d_face = build_discriminators(cfg)
+    step = GanStep(g, d, d_face, cfg, LossConfig(backbone="none", r1_gamma=1.0), OptimConfig())
+    batch = step.prepare_batch(synthetic_batch(2))
+    g_total, terms, out = step.generator_loss(batch)
+    g_total.backward()
+    for name, p in g.named_parameters():
+        assert p.grad is not None, f"G.{name} got no gradient"
+        assert torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"G.{name}: {p.grad.abs().sum()}"
+    step.opt_d.zero_grad(set_to_none=True)
+    d_total, _ = step.discriminator_loss(batch, out.image, r1=True)
+    d_total.backward()
+    for prefix, module in (("D", d), ("D_face", d_face)):
+        for name, p in (module.named_parameters() if module is not None else []):
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{prefix}.{name}"
+
+
+def test_parameter_counts_grow_with_the_variant():
+    counts = {v: count_parameters(build_generator(tiny_config(v))) for v in VARIANTS}
+    assert counts["full"] == counts["no_face"] > counts["flow"] > counts["baseline"]
+    assert counts["full"] > counts["attn"]
+
+
+def test_paper_configuration_builds():
+    cfg = ModelConfig.paper(variant="full")
+    assert cfg.base_channels == 64 and cfg.face_crop_size == 64
+    assert 5e6 < count_parameters(build_generator(cfg)) < 5e7
