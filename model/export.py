@@ -23,11 +23,14 @@ def pack_inputs(source_image: Tensor, source_pose: Tensor, target_pose: Tensor) 
 class PackedGenerator(nn.Module):
     """A frozen generator taking the packed input tensor and returning only the image."""
 
-    def __init__(self, generator: nn.Module, pose_channels: int, image_size: tuple[int, int]) -> None:
+    def __init__(self, generator: nn.Module, pose_channels: int, image_size: tuple[int, int],
+                 heatmap_sigma: float = 3.0) -> None:
         super().__init__()
         self.generator = copy.deepcopy(generator).float().cpu().eval().requires_grad_(False)
         self.pose_channels = int(pose_channels)
         self.image_size = (int(image_size[0]), int(image_size[1]))
+        # How the pose inputs were rendered in training, so inference renders them the same way.
+        self.heatmap_sigma = float(heatmap_sigma)
 
     @property
     def in_channels(self) -> int:
