@@ -216,8 +216,9 @@ def iter_members(data: bytes | memoryview) -> Iterator[tuple[str, memoryview]]:
         if kind in (b"0", b"\0"):
             yield name, view[start:start + size]
         pos = start + (size + BLOCK - 1) // BLOCK * BLOCK
-    if pos < end:
-        raise ShardFormatError(f"truncated tar: {end - pos} stray bytes at byte {pos}")
+    # A complete archive ends with a zero block: reaching the end without one
+    # means the file was cut, even when the cut falls between members.
+    raise ShardFormatError(f"truncated tar: no end-of-archive marker after byte {pos} ({end} bytes)")
 
 
 def _iter_with_tarfile(data: memoryview) -> Iterator[tuple[str, memoryview]]:

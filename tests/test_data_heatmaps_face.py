@@ -1,0 +1,88 @@
+"""Pose heatmaps (peak, zero channel, storage) and the face box rule."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datasets import heatmaps
+from datasets.face import MIN_SIDE_FRACTION, NECK_SCALE, SPREAD_SCALE, crop_face, face_box
+from datasets.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
+
+
+def _kp(**joints) -> np.ndarray:
+    kp = np.full((NUM_JOINTS, 2), -1, np.float32)
+    for name, xy in joints.items():
+        kp[JOINT_INDEX[name]] = xy
+    return kp
+
+
+def test_heatmap_peak_at_keypoint_and_zero_channel_for_missing():
+    kp = _kp(nose=(20, 30), neck=(21.4, 40.6), Rsho=(0, 0))
+    dense = heatmaps.quantise(heatmaps.render_dense(kp, (64, 44), 2.0))
+    assert np.unravel_index(dense[0].argmax(), dense[0].shape) == (30, 20) and dense[0, 30, 20] == 255
+    assert np.unravel_index(dense[1].argmax(), dense[1].shape) == (41, 21)
+    assert dense[2, 0, 0] == 255
+    missing = [i for i in range(NUM_JOINTS) if i not in (0, 1, 2)]
+    assert dense[missing].max() == 0
+
+
+@pytest.mark.parametrize("sigma", [1.5, 3.0, 6.0])
+def test_sparse_storage_equals_dense_render(sigma):
+    rng = np.random.default_rng(1)
+    for _ in range(40):
+        kp = rng.uniform(-20, [110, 150], (NUM_JOINTS, 2)).astype(np.float32)
+        kp[rng.random(NUM_JOINTS) < 0.3] = -1
+        dense = heatmaps.quantise(heatmaps.render_dense(kp, (128, 88), sigma))
+        stored = heatmaps.decode(heatmaps.encode(heatmaps.render_sparse(kp, (128, 88), sigma)))
+        assert np.array_equal(heatmaps.to_dense(stored), dense)
+        out = np.zeros((1, NUM_JOINTS, 128, 88), np.float32)
+        heatmaps.paste_into(out, [stored])
+        assert np.allclose(out[0], dense / 255.0, atol=1e-6)
+
+
+def test_heatmap_bytes_are_compact_and_corruption_is_detected():
+    kp = np.random.default_rng(0).uniform(0, [88, 128], (NUM_JOINTS, 2)).astype(np.float32)
+    data = heatmaps.encode(heatmaps.render_sparse(kp, (128, 88), 3.0))
+    assert len(data) < 8000  # vs 202,752 bytes dense uint8
+    with pytest.raises(ValueError, match="magic"):
+        heatmaps.decode(b"XXXX" + data[4:])
+    with pytest.raises(ValueError):
+        heatmaps.decode(data[:-10])
+
+
+def test_flip_swaps_left_and_right_channels():
+    kp = _kp(Rsho=(10, 20), Lsho=(30, 20), nose=(22, 8))
+    hm = heatmaps.render_sparse(kp, (64, 44), 2.0)
+    flipped = heatmaps.to_dense(heatmaps.flip_horizontal(hm, flip_permutation()))
+    mirrored_kp = kp[flip_permutation()].copy()
+    vis = mirrored_kp[:, 0] >= 0
+    mirrored_kp[vis, 0] = 43 - mirrored_kp[vis, 0]
+    assert np.array_equal(flipped, heatmaps.to_dense(heatmaps.render_sparse(mirrored_kp, (64, 44), 2.0)))
+    assert flipped[JOINT_INDEX["Lsho"], 20, 33] == 255  # right shoulder at x=10 -> left at x=33
+
+
+def test_face_box_rule():
+    h, w = 128, 88
+    frontal = _kp(nose=(44, 20), neck=(44, 36), Reye=(41, 18), Leye=(47, 18))
+    fb = face_box(frontal, (h, w))
+    side = max(SPREAD_SCALE * np.hypot(6, 0), NECK_SCALE * 16)
+    cx, cy = (44 + 41 + 47) / 3, (20 + 18 + 18) / 3
+    assert fb.valid and np.allclose(fb.box, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), atol=0.01)
+    ears = _kp(Rear=(30, 20), Lear=(50, 20))  # seen from the back: ears only
+    fb = face_box(ears, (h, w))
+    assert fb.valid and np.isclose(fb.box[2] - fb.box[0], SPREAD_SCALE * 20, atol=0.01)
+    assert not face_box(_kp(neck=(44, 36)), (h, w)).valid  # no head point
+    lone = face_box(_kp(nose=(44, 20)), (h, w))
+    assert not lone.valid and MIN_SIDE_FRACTION * h > 0 and "too close" in lone.reason
+    edge = face_box(_kp(nose=(0, 0), neck=(0, 20), Reye=(1, 1)), (h, w))  # head in the corner
+    assert not edge.valid and "outside" in edge.reason
+    clipped = face_box(_kp(nose=(5, 20), neck=(5, 36), Reye=(3, 18), Leye=(7, 18)), (h, w))
+    assert clipped.valid and clipped.box[0] == 0.0
+
+
+def test_face_crop_and_missing_face():
+    img = np.zeros((64, 44, 3), np.uint8)
+    img[10:20, 10:20] = 200
+    crop = crop_face(img, (10, 10, 20, 20), 16, True)
+    assert crop.shape == (16, 16, 3) and crop.min() == 200
+    assert crop_face(img, (10, 10, 20, 20), 16, False).max() == 0
