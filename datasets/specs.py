@@ -32,6 +32,15 @@ class SynthesizeSpec:
     background: Literal["plain", "gradient", "clutter"] = "gradient"
     jpeg_quality: int = 95
     file_prefix: str = "fasion"  # file names and CSV names: fasion-…, market-…, portrait-…
+    # Figure generator ("figure") options.
+    patterns: tuple[Literal["hstripes", "vstripes", "checks", "dots"], ...] = (
+        "hstripes", "vstripes", "checks", "dots")
+    pattern_probability: float = 0.6  # share of tops (skirts a bit fewer, trousers rarely) with a pattern
+    figure_scale: tuple[float, float] = (0.8, 0.9)  # standing height as a fraction of the image height
+    crop_probability: float = 0.2  # share of front views framed as close-ups with the legs cut off
+    blur_sigma: float = 0.0  # Gaussian blur of the finished image (low-resolution camera look)
+    noise_std: float = 0.0  # sensor noise, in 0..255 grey levels
+    supersample: int = 2  # render at this factor, then area-downsample (antialiasing)
 
     def __post_init__(self) -> None:
         if self.height < 32 or self.width < 16:
@@ -42,6 +51,15 @@ class SynthesizeSpec:
             raise ValueError("views_per_identity must be >= 2 (pairs are drawn within identities)")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if not 0.0 <= self.pattern_probability <= 1.0 or not 0.0 <= self.crop_probability <= 1.0:
+            raise ValueError("pattern_probability and crop_probability must be in 0..1")
+        lo, hi = self.figure_scale
+        if not 0.3 <= lo <= hi <= 1.0:
+            raise ValueError(f"figure_scale must be 0.3 <= low <= high <= 1.0, got {self.figure_scale}")
+        if self.blur_sigma < 0 or self.noise_std < 0:
+            raise ValueError("blur_sigma and noise_std must be >= 0")
+        if not 1 <= self.supersample <= 4:
+            raise ValueError(f"supersample must be in 1..4, got {self.supersample}")
 
 
 @dataclass(frozen=True)
