@@ -1,29 +1,90 @@
 """Typed params of the train, evaluate and register stages."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class FaultInjection:
+    """params.yaml ``train.faults`` (or ``ATTNFLOW_FAULTS``): test hooks, off (-1) by default."""
+
+    raise_at_step: int = -1  # rank ``raise_rank`` raises before this step, once per run (a worker failure)
+    raise_rank: int = 1
+    nan_at_step: int = -1  # rank ``nan_rank`` feeds a NaN batch at this step (a numerical fault)
+    nan_rank: int = 1
+    nan_steps: int = 1  # consecutive poisoned steps, to exercise ``max_consecutive_skips``
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """params.yaml ``train``."""
+    """params.yaml ``train``: the Ray Train stage (pipelines.train)."""
 
     dataset: str = "synthetic_fashion"
     workers: int = 2  # Ray Train workers; 0 runs the same loop in-process without Ray
     batch_size: int = 4  # per worker
-    total_images: int = 4000  # progress is counted in images, across workers
+    total_images: int = 4000  # progress is counted in images, summed over workers
     seed: int = 0
+    run_name: str = ""  # "" → the dataset name; the same name resumes that run
+    storage_path: str = "runs"  # checkpoints + summaries: local folder, shared filesystem or s3:// URL
+    checkpoint_every_images: int = 1000
+    keep_checkpoints: int = 2
+    log_every_images: int = 64  # loss terms, images/s, skips, data errors → MLflow
+    grid_every_images: int = 1000  # image grid PNG → runs/<run>/grids and MLflow
+    max_failures: int = 3  # Ray FailureConfig: worker-group restarts from the last checkpoint
+    max_consecutive_skips: int = 8  # non-finite steps in a row before the run stops with an error
+    loader_workers: int = 0  # data-loading processes per training worker (0: decode in the worker)
+    augment: bool = True  # flips (left/right joints swapped), small affine jitter
+    threads_per_worker: int = 1  # torch intra-op threads per worker on CPU
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: one GPU per worker when the cluster has GPUs
+    ray_address: str = ""  # "" → RAY_ADDRESS, else a local Ray started on 127.0.0.1
+    mlflow_experiment: str = "attnflow"
+    faults: FaultInjection = field(default_factory=FaultInjection)
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "total_images", "checkpoint_every_images", "keep_checkpoints",
+                     "log_every_images", "grid_every_images", "max_consecutive_skips", "threads_per_worker"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("workers", "loader_workers"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_failures < -1:
+            raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
+        if "/" in self.run_name or self.run_name.startswith("."):
+            raise ValueError(f"train.run_name must be a plain folder name, got {self.run_name!r}")
 
 
 @dataclass(frozen=True)
 class EvaluateConfig:
-    """params.yaml ``evaluate``."""
+    """params.yaml ``evaluate``: the test-pair protocol of pipelines.evaluate.
+
+    ``fid``/``lpips`` are reported only when the field's networks are given by path; otherwise the
+    Fréchet and perceptual distances run on ``feature_backbone`` and are named for it.
+    """
 
     batch_size: int = 8
+    feature_backbone: Literal["effnet_lite0", "vgg19"] = "effnet_lite0"  # vgg19 reads loss.vgg19_weights
+    inception_weights: str | None = None  # FID Inception TorchScript (inception-2015-12-05.pt) -> fid
+    lpips_vgg16_weights: str | None = None  # LPIPS VGG16 TorchScript with its learned weights (vgg16.pt) -> lpips
+    masked_metrics: Literal["auto", "always", "never"] = "auto"  # auto: Market layouts, as the field reports
+    mask_radius: float = 4.0  # half-width in pixels of PATN's limb mask
+    grid_pairs: int = 8  # rows of the sample grid
+    images_dir: str = "data/eval"  # generated test images: <images_dir>/<dataset>/<from>_2_<to>.png
+    threads: int = 2  # torch intra-op threads
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "grid_pairs", "threads"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"evaluate.{name} must be >= 1, got {getattr(self, name)}")
+        if not self.mask_radius > 0:
+            raise ValueError(f"evaluate.mask_radius must be > 0, got {self.mask_radius}")
 
 
 @dataclass(frozen=True)
 class RegisterConfig:
-    """params.yaml ``register``."""
+    """params.yaml ``register``: which metric decides the champion, where the model is logged."""
 
-    primary_metric: str = "ssim"
+    primary_metric: str = "ssim"  # a key of metrics/<dataset>.json "model" (ssim, psnr, fd_*, lpd_*, fid, lpips)
+    model_name: str = ""  # "" -> by the dataset's task: attnflow-pose / attnflow-portrait
+    rescore_champion: bool = True  # re-evaluate a champion scored under another protocol before comparing

@@ -1,0 +1,176 @@
+"""Train the generator and discriminators (the DVC ``train`` stage).
+
+    python -m pipelines.train --dataset synthetic_fashion [--workers N] [--run-name NAME] [--set …]
+
+``--workers N`` (default ``train.workers``) runs a Ray ``TorchTrainer`` with N workers: gloo and one
+thread per worker on CPU, nccl and one GPU per worker when the cluster has GPUs. It joins the
+cluster named by ``train.ray_address`` or ``RAY_ADDRESS``, else starts a local Ray bound to
+127.0.0.1 (shut down again at the end). ``--workers 0`` runs the same loop in this process
+without Ray.
+
+Resuming: the run name (``--run-name``, else ``train.run_name``, else the dataset name) names
+``runs/<run>/`` and the checkpoints under ``<train.storage_path>/<run>/checkpoints``. Re-running
+with the same name continues from the newest committed checkpoint (a larger
+``train.total_images`` extends the run); a new name starts fresh. A run whose newest checkpoint
+was trained with a different model, loss or optimiser config is refused rather than resumed.
+
+Outputs: ``runs/<run>/summary.json`` (images, steps, losses, images/s, skipped steps, MLflow run
+id), ``runs/<run>/grids/*.png``, checkpoints, and the MLflow run (see pipelines/tracking.py).
+Exit status: 0 when training completed, 1 when it stopped (numerical fault, failures beyond
+``train.max_failures``), 2 for a usage or config error.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+T_COMMAND = time.time()
+
+from pipelines.checkpoint import CheckpointStore  # noqa: E402 - after the start-time stamp
+from pipelines.config import add_config_args, config_from_args, to_dict  # noqa: E402
+from pipelines.tracking import file_sha256, git_commit, project_root  # noqa: E402
+from pipelines.train_loop import LocalSession, LoopContext, loop_config_from, run_worker  # noqa: E402
+
+# Sections whose change makes an existing checkpoint the wrong starting point.
+_RESUME_MUST_MATCH = ("model", "loss", "optim")
+_RUN_STATE = ("tracking", "grids", "faults", "summary.json", "config.json", "checkpoint_manager_snapshot.json")
+
+
+def _usage_error(message: str) -> int:
+    print(f"train: {message}", file=sys.stderr)
+    return 2
+
+
+def _resolve(path: str, root: Path) -> str:
+    """Absolute form of a params path (URLs untouched): workers may run in another directory."""
+    if "://" in path:
+        return path
+    p = Path(path)
+    return str(p if p.is_absolute() else root / p)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset", help="dataset name from params.yaml (default: train.dataset)")
+    parser.add_argument("--workers", type=int, help="Ray Train workers; 0 = in-process, no Ray (default: train.workers)")
+    parser.add_argument("--run-name", help="run folder name; the same name resumes (default: train.run_name or the dataset)")
+    add_config_args(parser)
+    return parser
+
+
+def prepare_run(run_dir: Path, store: CheckpointStore, cfg_dict: dict) -> bool:
+    """True to resume. A run with no committed checkpoint starts clean: stale tracking journals,
+    grids and Ray's checkpoint snapshot from an earlier attempt are removed so that nothing (Ray's
+    silent restore by run name included) mixes two runs."""
+    committed = store.committed()
+    if not committed:
+        for name in _RUN_STATE:
+            path = run_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+        return False
+    meta = store.read_meta(committed[-1])
+    old = meta.get("config") or {}
+    changed = [s for s in _RESUME_MUST_MATCH if old.get(s) is not None and old.get(s) != cfg_dict.get(s)]
+    if changed:
+        raise ValueError(
+            f"run {run_dir.name!r} was trained with different {', '.join(changed)} params "
+            f"(checkpoint {committed[-1].path}); use a new --run-name to start fresh, or restore those params")
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides = list(args.overrides)
+    if args.dataset:
+        overrides.append(f"train.dataset={args.dataset}")
+    if args.workers is not None:
+        overrides.append(f"train.workers={args.workers}")
+    if args.run_name:
+        overrides.append(f"train.run_name={args.run_name}")
+    args.overrides = overrides
+    cfg = config_from_args(args)
+    tcfg = cfg.train
+    root = project_root()
+    try:
+        spec = cfg.dataset(tcfg.dataset)
+    except KeyError as exc:
+        return _usage_error(str(exc.args[0]))
+    shards = Path(_resolve(spec.shards, root))
+    manifest = shards / "manifest.json"
+    if not manifest.is_file():
+        return _usage_error(f"no shards for {tcfg.dataset!r} at {shards} (missing manifest.json); "
+                            f"run `python -m pipelines.preprocess --dataset {tcfg.dataset}` (or `dvc repro`) first")
+    run_name = tcfg.run_name or tcfg.dataset
+    run_dir = root / "runs" / run_name
+    storage = _resolve(tcfg.storage_path, root)
+    store = CheckpointStore(f"{storage}/{run_name}/checkpoints", keep=tcfg.keep_checkpoints)
+    cfg_dict = to_dict(cfg)
+    try:
+        resuming = prepare_run(run_dir, store, cfg_dict)
+    except ValueError as exc:
+        return _usage_error(str(exc))
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tags = {
+        "git_commit": git_commit(root),
+        "dvc_lock_sha256": file_sha256(root / "dvc.lock"),
+        "manifest_sha256": file_sha256(manifest),
+        "dataset": tcfg.dataset,
+    }
+    ctx = LoopContext(config=cfg_dict, run_name=run_name, run_dir=str(run_dir),
+                      checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",
+                      shards=str(shards), tags=tags, t_command=T_COMMAND)
+    print(f"[train] run {run_name!r}: {'resuming' if resuming else 'fresh'}, dataset {tcfg.dataset}, "
+          f"{tcfg.workers or 'no'} Ray workers, {tcfg.total_images} images, checkpoints in {ctx.checkpoint_root}",
+          file=sys.stderr)
+    if tcfg.workers == 0:
+        summary = run_worker(ctx, LocalSession(tcfg.device))
+    else:
+        summary = _run_on_ray(ctx, cfg, storage)
+        if summary is None:
+            return 1
+    return _report(summary, run_dir)
+
+
+def _run_on_ray(ctx: LoopContext, cfg, storage: str) -> dict | None:
+    from pipelines import ray_glue
+
+    tcfg = cfg.train
+    address = ray_glue.resolve_address(tcfg.ray_address)
+    started = ray_glue.connect(address, tcfg.workers, ray_glue.worker_env(tcfg.threads_per_worker, project_root()),
+                               project_root())
+    try:
+        use_gpu = tcfg.device == "cuda" or (tcfg.device == "auto" and ray_glue.cluster_has_gpus())
+        ray_glue.fit(ray_glue.worker_fn, loop_config_from(ctx), num_workers=tcfg.workers, use_gpu=use_gpu,
+                     threads_per_worker=tcfg.threads_per_worker, run_name=ctx.run_name, storage_path=storage,
+                     max_failures=tcfg.max_failures)
+    except Exception as exc:  # Ray wraps the worker's exception; show the cause in one line
+        print(f"train: training failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}",
+              file=sys.stderr)
+        return None
+    finally:
+        ray_glue.shutdown(started)
+    path = Path(ctx.run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _report(summary: dict, run_dir: Path) -> int:
+    if summary.get("status") != "completed":
+        print(f"train: stopped: {summary.get('error')}", file=sys.stderr)
+        return 1
+    first, last = summary.get("first_losses") or {}, summary.get("final_losses") or {}
+    print(f"[train] done: {summary['images']} images, {summary['steps']} steps, "
+          f"{summary['images_per_s']:.1f} images/s, {summary['skipped_steps']} skipped steps; "
+          f"g_total {first.get('g_total', float('nan')):.3f} -> {last.get('g_total', float('nan')):.3f}; "
+          f"summary {run_dir / 'summary.json'}; MLflow run {summary.get('mlflow_run_id')}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
