@@ -12,7 +12,7 @@ float32 [B,3,H,W] in [-1,1]; ``source_pose``, ``target_pose`` float32 [B,K,H,W] 
 [0,1]; ``target_face`` float32 [B,3,f,f] in [-1,1]; ``target_face_box`` float32
 [B,4] (x0,y0,x1,y1) pixels; ``target_face_valid`` bool [B]; ``source_keypoints``,
 ``target_keypoints`` float32 [B,K,2]; ``source_name``, ``target_name`` lists.
-:func:`test_loader` batches add ``pair_index`` and ``pair_line`` (int64 [B]).
+:func:`eval_loader` (test split, CSV order) batches add ``pair_index`` and ``pair_line`` (int64 [B]).
 
 How an epoch is split (:func:`plan_epoch`, a pure function of the manifest):
 the training pairs form one global sequence — shards in a per-epoch shuffled
@@ -304,11 +304,15 @@ class _PairStream(IterableDataset):
         return samples, slots[:expected] + [None] * (expected - len(slots))
 
     def _view(self, sample: Sample, v: int, cache: dict, si: int) -> np.ndarray:
-        """Decoded RGB of a view, decoded once per shard visit however many pairs use it."""
-        key = (si, v)
-        if key not in cache:
-            cache[key] = decode_image(sample.views[v].jpeg, f"key {sample.key} view {v} image", self.size)
-        return cache[key]
+        """Decoded RGB of a view, decoded once per shard visit however many pairs use it.
+
+        All views of a sample are decoded at its first use, so a sample with one
+        bad view is skipped as a whole, whichever of its pairs comes first.
+        """
+        if (si, v) not in cache:
+            for i, view in enumerate(sample.views):
+                cache[(si, i)] = decode_image(view.jpeg, f"key {sample.key} view {i} image", self.size)
+        return cache[(si, v)]
 
     def _make_pair(self, sample: Sample, j: int, cache: dict, si: int, aug: Augmenter | None,
                    pair_index: int) -> _Pair:
@@ -452,7 +456,7 @@ def train_loader(shards_dir: str | Path, *, rank: int, world_size: int, batch_si
                       max_consecutive_errors=max_consecutive_errors, **kw)
 
 
-def test_loader(shards_dir: str | Path, *, batch_size: int, rank: int = 0, world_size: int = 1,
+def eval_loader(shards_dir: str | Path, *, batch_size: int, rank: int = 0, world_size: int = 1,
                 num_workers: int = 0, equal_batches: bool = False, **kw: Any) -> PairLoader:
     """Test pairs in pairs-CSV order, no augmentation; rank r gets the r-th contiguous chunk.
 

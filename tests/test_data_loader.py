@@ -1,0 +1,179 @@
+"""Loader: ranks × workers cover an epoch once with equal batch counts; bad data; augmentation."""
+from __future__ import annotations
+
+import collections
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from data_fixtures import make_raw, tiny_config
+from datasets.augment import AugmentConfig, Augmenter
+from datasets.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
+from datasets.loader import BATCH_KEYS, DataLoaderError, eval_loader, plan_epoch, train_loader
+from datasets.shards import ShardWriter, iter_samples, load_manifest
+from pipelines import preprocess as stage
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("loader")
+    info = make_raw(root / "raw", "fasion", train_ids=4, test_ids=3, views=3)  # 24 train, 6 test pairs
+    stage.preprocess("l", info.spec(), tiny_config(shard_size=1), root / "shards", None, None, False)
+    return info, root / "shards"
+
+
+def _positions(plan, shard_pairs):
+    starts = np.concatenate([[0], np.cumsum(shard_pairs)])
+    return [(int(starts[s.shard]), s.lo, s.hi) for w in plan.workers for s in w]
+
+
+@pytest.mark.parametrize("pad", [True, False])
+def test_plan_covers_every_pair_with_equal_batches(pad):
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        shard_pairs = rng.integers(0, 9, rng.integers(1, 7)).tolist()
+        if sum(shard_pairs) == 0:
+            shard_pairs[0] = 1
+        world, batch, workers = int(rng.integers(1, 5)), int(rng.integers(1, 6)), int(rng.integers(0, 4))
+        total = sum(shard_pairs)
+        if not pad and total < world:
+            continue
+        plans = [plan_epoch(shard_pairs, r, world, batch, workers, seed=3, epoch=1, pad=pad) for r in range(world)]
+        assert len({p.num_batches for p in plans}) == 1 and len({p.num_pairs for p in plans}) == 1
+        seen = collections.Counter()
+        for plan in plans:
+            assert sum(plan.worker_pairs) == plan.num_pairs
+            for shard, lo, hi in _positions(plan, shard_pairs):
+                seen.update((shard, i) for i in range(lo, hi))
+        assert sum(seen.values()) == world * plans[0].num_pairs
+        if pad:
+            assert len(seen) == total  # all covered, fewer than world_size repeats
+            assert sum(seen.values()) - total < world
+        else:
+            assert max(seen.values()) == 1 and total - len(seen) < world
+
+
+def _run_epoch(shards_dir, world, workers, batch, **kw):
+    seen, batches, skipped = collections.Counter(), [], 0
+    for rank in range(world):
+        loader = train_loader(shards_dir, rank=rank, world_size=world, batch_size=batch, num_workers=workers, **kw)
+        loader.set_epoch(2)
+        n = 0
+        for b in loader:
+            n += 1
+            seen.update(zip(b["source_name"], b["target_name"]))
+        batches.append((len(loader), n))
+        skipped += loader.skipped
+    return seen, batches, skipped
+
+
+def test_two_ranks_two_workers_cover_the_epoch_exactly_once(shards):
+    info, shards_dir = shards
+    seen, batches, skipped = _run_epoch(shards_dir, world=2, workers=2, batch=5)
+    assert batches == [(3, 3), (3, 3)]  # 12 pairs per rank -> 5 + 5 + 2
+    assert set(seen) == set(info.pairs["train"]) and set(seen.values()) == {1}
+    assert skipped == 0
+
+
+def test_uneven_split_pads_with_few_repeats_and_equal_batches(shards):
+    info, shards_dir = shards
+    seen, batches, _ = _run_epoch(shards_dir, world=5, workers=2, batch=2, augment=None)
+    assert len({b for b in batches}) == 1 and batches[0] == (3, 3)  # ceil(24/5)=5 pairs -> 3 batches
+    assert set(seen) == set(info.pairs["train"]) and sum(seen.values()) == 25
+
+
+def test_batch_contract(shards):
+    info, shards_dir = shards
+    loader = train_loader(shards_dir, rank=0, world_size=1, batch_size=4, num_workers=0)
+    batch = next(iter(loader))
+    assert set(batch) == set(BATCH_KEYS)
+    h, w = info.size
+    for key in ("source_image", "target_image"):
+        assert batch[key].shape == (4, 3, h, w) and batch[key].dtype == torch.float32
+        assert batch[key].min() >= -1 and batch[key].max() <= 1
+    for key in ("source_pose", "target_pose"):
+        assert batch[key].shape == (4, NUM_JOINTS, h, w) and batch[key].dtype == torch.float32
+        assert batch[key].min() >= 0 and batch[key].max() <= 1
+    assert batch["target_face"].shape == (4, 3, 16, 16) and batch["target_face"].min() >= -1
+    assert batch["target_face_box"].shape == (4, 4) and batch["target_face_valid"].dtype == torch.bool
+    assert batch["source_keypoints"].shape == (4, NUM_JOINTS, 2) and len(batch["target_name"]) == 4
+    # Pose maps are drawn at the (augmented) keypoints; missing joints are empty channels.
+    for kp, pose in ((batch["target_keypoints"], batch["target_pose"]), (batch["source_keypoints"], batch["source_pose"])):
+        for i in range(4):
+            for c in range(NUM_JOINTS):
+                x, y = kp[i, c].tolist()
+                if x == -1:
+                    assert pose[i, c].max() == 0
+                else:
+                    yy, xx = np.unravel_index(int(pose[i, c].argmax()), (h, w))
+                    assert abs(xx - x) <= 1 and abs(yy - y) <= 1
+
+
+def test_augmenter_flip_swaps_sides_and_moves_box():
+    rgb = np.zeros((64, 44, 3), np.uint8)
+    rgb[10:20, 5:15] = 255
+    kp = np.full((NUM_JOINTS, 2), -1, np.float32)
+    kp[JOINT_INDEX["Rsho"]] = (5, 30)
+    kp[JOINT_INDEX["nose"]] = (20, 10)
+    aug = Augmenter(AugmentConfig(flip_p=1.0, affine_p=0.0), flip_permutation(), seed=0)
+    out = aug(rgb, kp, np.array([5, 10, 15, 20], np.float32), True)
+    assert out.flipped and np.array_equal(out.rgb, rgb[:, ::-1])
+    assert out.keypoints[JOINT_INDEX["Lsho"]].tolist() == [38, 30] and out.keypoints[JOINT_INDEX["Rsho"]].tolist() == [-1, -1]
+    assert out.keypoints[JOINT_INDEX["nose"]].tolist() == [23, 10]
+    assert out.face_valid and out.face_box.tolist() == [28, 10, 38, 20]
+    shifted = Augmenter(AugmentConfig(flip_p=0.0, affine_p=1.0, scale=(1, 1), translate=0.0, rotate=30.0),
+                        flip_permutation(), seed=1)(rgb, kp, np.array([5, 10, 15, 20], np.float32), True)
+    assert not shifted.flipped and not np.array_equal(shifted.keypoints, kp)
+
+
+def _corrupt_one_sample(src, dst, shard_name):
+    """Copy the shards, replacing one view's JPEG of ``shard_name`` by garbage."""
+    shutil.copytree(src, dst)
+    data = (dst / shard_name).read_bytes()
+    (dst / shard_name).unlink()
+    writer = ShardWriter(dst / "tmp", "x", 100)
+    for key, files in iter_samples(data):
+        files = {k: bytes(v) for k, v in files.items()}
+        files["v0.jpg"] = b"garbage" * 10
+        writer.write(key, list(files.items()))
+    (info,) = writer.close()
+    (dst / "tmp" / info.name).rename(dst / shard_name)
+
+
+def test_bad_samples_are_logged_counted_and_skipped(shards, tmp_path, caplog):
+    info, shards_dir = shards
+    name = load_manifest(shards_dir)["shards"][1]["name"]
+    _corrupt_one_sample(shards_dir, tmp_path / "bad", name)
+    (tmp_path / "bad" / load_manifest(shards_dir)["shards"][2]["name"]).write_bytes(b"not a tar" * 100)
+    seen, batches, skipped = _run_epoch(tmp_path / "bad", world=2, workers=0, batch=5, augment=None)
+    assert batches == [(3, 3), (3, 3)]  # bad data never changes the batch count
+    assert len(seen) == 24 - 12 and sum(seen.values()) == 24  # two groups of 6 pairs replaced by repeats
+    assert skipped == 2  # one bad sample, one unreadable shard
+    assert "skipping bad data" in caplog.text and name in caplog.text and "key 000001" in caplog.text
+    strict = train_loader(tmp_path / "bad", rank=0, world_size=1, batch_size=5, num_workers=2,
+                          max_consecutive_errors=0)
+    with pytest.raises(DataLoaderError, match="consecutive bad samples"):
+        list(strict)
+
+
+def test_skip_counter(shards, tmp_path):
+    _, shards_dir = shards
+    name = load_manifest(shards_dir)["shards"][0]["name"]
+    _corrupt_one_sample(shards_dir, tmp_path / "bad", name)
+    loader = train_loader(tmp_path / "bad", rank=0, world_size=1, batch_size=4, num_workers=2, augment=None)
+    assert sum(1 for _ in loader) == len(loader) == 6
+    assert loader.skipped == 1 and loader.substituted == 6 and "key 000000" in loader.recent_errors[0]
+
+
+@pytest.mark.parametrize("world,workers", [(1, 0), (2, 2)])
+def test_test_loader_yields_csv_order(shards, world, workers):
+    info, shards_dir = shards
+    got, index = [], []
+    for rank in range(world):
+        for b in eval_loader(shards_dir, batch_size=1, rank=rank, world_size=world, num_workers=workers):
+            got += list(zip(b["source_name"], b["target_name"]))
+            index += b["pair_index"].tolist()
+            assert "pair_line" in b and b["source_image"].shape[0] == 1
+    assert got == info.pairs["test"] and index == list(range(len(got)))
