@@ -32,6 +32,9 @@ class SynthesizeSpec:
     background: Literal["plain", "gradient", "clutter"] = "gradient"
     jpeg_quality: int = 95
     file_prefix: str = "fasion"  # file names and CSV names: fasion-…, market-…, portrait-…
+    # portrait generator only: head pose ranges (degrees) of the views
+    max_yaw_deg: float = 30.0
+    max_roll_deg: float = 15.0
     # Figure generator ("figure") options.
     patterns: tuple[Literal["hstripes", "vstripes", "checks", "dots"], ...] = (
         "hstripes", "vstripes", "checks", "dots")
@@ -49,6 +52,8 @@ class SynthesizeSpec:
             raise ValueError("train_identities and test_identities must be >= 1")
         if self.views_per_identity < 2:
             raise ValueError("views_per_identity must be >= 2 (pairs are drawn within identities)")
+        if not 0.0 <= self.max_yaw_deg <= 45.0 or not 0.0 <= self.max_roll_deg <= 45.0:
+            raise ValueError(f"max_yaw_deg/max_roll_deg must be in [0, 45], got {self.max_yaw_deg}/{self.max_roll_deg}")
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if not 0.0 <= self.pattern_probability <= 1.0 or not 0.0 <= self.crop_probability <= 1.0:
