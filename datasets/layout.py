@@ -80,6 +80,15 @@ LAYOUTS: dict[str, LayoutSpec] = {
         # 0002_c1s1_000451_03.jpg -> 0002
         identity_pattern=r"^(?P<id>-?\d+)_",
     ),
+    # Portraits (docs/portrait.md): 68 iBUG landmarks; portrait-id00012_03.jpg -> portrait-id00012
+    "portrait": LayoutSpec(
+        name="portrait",
+        num_keypoints=68,
+        annotation_names=("portrait-landmarks-{split}.csv",),
+        pair_names=("portrait-pairs-{split}.csv",),
+        y_column="landmarks_y",
+        x_column="landmarks_x",
+    ),
 }
 
 

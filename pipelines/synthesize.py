@@ -37,6 +37,8 @@ class Generator:
 GENERATORS: dict[str, Generator] = {
     "figure": Generator("datasets.synthetic_fashion:write_dataset", "datasets.synthetic_fashion:total_images",
                         "datasets.synthetic_fashion:describe"),
+    "portrait": Generator("datasets.synthetic_portrait:write_dataset", "datasets.synthetic_portrait:total_images",
+                          "datasets.synthetic_portrait:describe"),
 }
 
 # The CSV prefixes each raw layout is read back with (see datasets.layout).
