@@ -318,7 +318,7 @@ def render_figure(app: Appearance, pose: Pose, view: View, background: np.ndarra
     torso = RibbonShape(
         widths=((0.0, sh_w, 0.07 * w), (0.3, sh_w * 0.93, 0.075 * w),
                 (0.62, (0.092 if not women else 0.078) * w, 0.062 * w),
-                (1.0, (0.106 if not women else 0.118) * w, 0.072 * w)),
+                (1.0, (0.118 if not women else 0.128) * w, 0.072 * w)),  # hips cover the thigh tops
         corner=0.035, yaw=view.yaw)
     parts: list[tuple[float, object]] = []
 
@@ -372,7 +372,7 @@ def render_figure(app: Appearance, pose: Pose, view: View, background: np.ndarra
     rolled = lambda p3: _roll_about(ctx.to_view(p3), head_v, roll)  # noqa: E731
     face_v = {n: rolled(head_c + head_rot @ (p * HEAD_R * np.array([1.0, HEAD_ELONG, 1.0])))
               for n, p in _FACE_POINTS.items()}
-    for tag in "RL":
+    for tag in "RL" if app.hair_style != "long" else "":  # long hair covers the ears
         add(depth_of(head_c) + 0.021, lambda t=tag: draw_disc(
             ctx, _PID["ear_" + t], face_v[t + "ear"], 0.2 * HEAD_R, app.skin, squash=0.75,
             bias=0.3 * HEAD_R * unit))

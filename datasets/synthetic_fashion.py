@@ -235,18 +235,20 @@ def sample_view(rng: np.random.Generator, spec: SynthesizeSpec, k: int) -> View:
 # --------------------------------------------------------------------------- identities, names, images
 
 def plan_identities(spec: SynthesizeSpec) -> list[Identity]:
-    """All identities, train first; their ids are drawn without replacement from one pool."""
-    n = spec.train_identities + spec.test_identities
-    pool = np.random.default_rng([spec.seed, 7]).choice(
-        np.arange(2, max(1502, n + 2)) if spec.file_prefix == "market" else np.arange(1, 100000),
-        size=n, replace=False)
+    """All identities, train first.  Ids come from one seeded permutation of the id pool, train
+    from its front and test from its back: no id is in both splits, and changing one split's
+    size leaves the other split's names (and looks) unchanged."""
+    n_train, n_test = spec.train_identities, spec.test_identities
+    first = 2 if spec.file_prefix == "market" else 1  # Market's 0000 and -1 are junk/distractor ids
+    top = max(1502 if spec.file_prefix == "market" else 100000, first + n_train + n_test)
+    pool = np.random.default_rng([spec.seed, 7]).permutation(np.arange(first, top))
+    numbers = {"train": pool[:n_train], "test": pool[::-1][:n_test]}
     out = []
-    for i in range(n):
-        split = "train" if i < spec.train_identities else "test"
-        index = i if split == "train" else i - spec.train_identities
-        rng = np.random.default_rng([spec.seed, SPLITS.index(split), index, 0])
-        look, category = sample_identity_look(rng, spec)
-        out.append(Identity(split, index, int(pool[i]), look, category))
+    for split in SPLITS:
+        for index, number in enumerate(numbers[split]):
+            rng = np.random.default_rng([spec.seed, SPLITS.index(split), index, 0])
+            look, category = sample_identity_look(rng, spec)
+            out.append(Identity(split, index, int(number), look, category))
     return out
 
 

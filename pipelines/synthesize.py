@@ -98,7 +98,7 @@ def write_contact_sheet(root: Path, prefix: str, layout: str, out: Path, identit
             if key not in groups and len(groups) == limit:
                 continue
             image = np.asarray(Image.open(root / split / name).convert("RGB"))
-            groups.setdefault(key, []).append((image, kp, f"{split} {Path(name).stem[-14:]}"))
+            groups.setdefault(key, []).append((image, kp, f"{split} {Path(name).stem}"))
         rows += list(groups.values())
     return save_png(out, contact_sheet(rows, scale=2))
 

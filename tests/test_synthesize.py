@@ -234,3 +234,15 @@ def test_cli_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_
     assert message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "never").exists()
 
+
+
+def test_split_sizes_do_not_rename_the_other_split() -> None:
+    def names(spec: SynthesizeSpec) -> dict[str, list[str]]:
+        return {s: [sf.identity_key(i, spec) for i in sf.plan_identities(spec) if i.split == s]
+                for s in ("train", "test")}
+
+    base = names(TINY)
+    more_train = names(replace(TINY, train_identities=5))
+    more_test = names(replace(TINY, test_identities=4))
+    assert more_train["train"][:3] == base["train"] and more_train["test"] == base["test"]
+    assert more_test["train"] == base["train"] and more_test["test"][:2] == base["test"]
