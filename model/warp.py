@@ -54,7 +54,8 @@ def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _tokens(x: Tensor) -> Tensor:
-    return x.flatten(2).transpose(1, 2)  # [B,C,h,w] -> [B,h*w,C]
+    # [B,C,h,w] -> [B,h*w,C]; fused kernels need unit stride along C (free for channels-last input)
+    return x.flatten(2).transpose(1, 2).contiguous()
 
 
 def attention_warp(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
