@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -327,6 +328,9 @@ def write_dataset(spec: SynthesizeSpec, root: str | Path,
                   on_image: Callable[[Sample], None] | None = None) -> Summary:
     """Render the whole dataset into ``root`` atomically (temp sibling folder, then rename)."""
     root = Path(root)
+    if root.exists() and not _replaceable(root):
+        raise FileExistsError(f"{root} exists and holds more than a dataset in this layout; "
+                              "refusing to replace it (pass an empty or new folder)")
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -345,6 +349,15 @@ def write_dataset(spec: SynthesizeSpec, root: str | Path,
         raise
     images, pairs, identities = counts
     return Summary(root, images, pairs, identities, time.perf_counter() - start)
+
+
+_LAYOUT_ENTRY = re.compile(r"^(train|test|[\w.-]+-(annotation|pairs)-(train|test)\.csv)$")
+
+
+def _replaceable(root: Path) -> bool:
+    """True for an empty folder or one holding only a raw dataset in the field's layout: the
+    rename-into-place replaces the whole folder, so anything else in it would be lost."""
+    return root.is_dir() and all(_LAYOUT_ENTRY.match(p.name) for p in root.iterdir())
 
 
 def _write_into(spec: SynthesizeSpec, out: Path, on_image):

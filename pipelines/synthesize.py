@@ -129,6 +129,8 @@ def main(argv: list[str] | None = None) -> int:
                disable=args.no_progress or None, file=sys.stderr)
     try:
         summary = _resolve(gen.write)(spec, root, lambda _sample: bar.update(1))
+    except FileExistsError as exc:
+        _fail(str(exc))
     finally:
         bar.close()
     print(f"synthesize {name}: {_resolve(gen.describe)(summary)}")

@@ -54,7 +54,8 @@ def test_layout_files(fashion: Path) -> None:
     assert sorted(p.name for p in fashion.iterdir()) == [
         "fasion-annotation-test.csv", "fasion-annotation-train.csv", "fasion-pairs-test.csv",
         "fasion-pairs-train.csv", "test", "train"]
-    assert (fashion / "fasion-annotation-train.csv").read_bytes().startswith(b"name:keypoints_y:keypoints_x\n")
+    header = (fashion / "fasion-annotation-train.csv").read_bytes().split(b"\n")[0]
+    assert header == b"name:keypoints_y:keypoints_x"
     assert (fashion / "fasion-pairs-train.csv").read_bytes().startswith(b"from,to\n")
     for split, ids in (("train", 3), ("test", 2)):
         names = sorted(p.name for p in (fashion / split).iterdir())
@@ -146,6 +147,17 @@ def test_interrupted_write_leaves_no_partial_dataset(fashion: Path, tmp_path: Pa
         calls.clear()
         sf.write_dataset(TINY, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
+
+
+def test_refuses_to_replace_a_folder_that_is_not_a_dataset(tmp_path: Path, capsys) -> None:
+    (tmp_path / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError):
+        sf.write_dataset(TINY, tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["--dataset", "synthetic_fashion", "--out", str(tmp_path),
+                  "--params", str(ROOT / "params.yaml"), "--no-progress"])
+    assert exc.value.code == 2 and "refusing to replace" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
 
 
 def _figure(yaw: float, cx: float = 44.0, pose_kind: str = "stand"):
