@@ -4,17 +4,22 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
+from model.config import LossConfig, ModelConfig, OptimConfig
 from pipelines.stage_configs import EvaluateConfig, RegisterConfig, TrainConfig
 
-try:  # model/ is written alongside; keep the data stages usable while it is absent
-    from model.config import LossConfig, ModelConfig, OptimConfig
-except ImportError:  # pragma: no cover - only while model/config.py does not exist yet
-    LossConfig = ModelConfig = OptimConfig = dict  # type: ignore[misc,assignment]
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """params.yaml ``pipeline``: which datasets each foreach stage of dvc.yaml runs over."""
+
+    synthesize: tuple[str, ...] = ("synthetic_fashion", "synthetic_market")
+    preprocess: tuple[str, ...] = ("synthetic_fashion", "synthetic_market")
 
 
 @dataclass(frozen=True)
 class Config:
     datasets: dict[str, DatasetSpec]
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     synthesize: dict[str, SynthesizeSpec] = field(default_factory=dict)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -28,6 +33,13 @@ class Config:
         for name in self.synthesize:
             if name not in self.datasets:
                 raise ValueError(f"synthesize.{name} has no entry in datasets")
+        for stage in ("synthesize", "preprocess"):
+            for name in getattr(self.pipeline, stage):
+                if name not in self.datasets:
+                    raise ValueError(f"pipeline.{stage} lists {name!r}, which has no entry in datasets")
+        for name in self.pipeline.synthesize:
+            if name not in self.synthesize:
+                raise ValueError(f"pipeline.synthesize lists {name!r}, which has no entry in synthesize")
 
     def dataset(self, name: str) -> DatasetSpec:
         if name not in self.datasets:

@@ -1,0 +1,98 @@
+"""End to end: ``dvc repro`` of every stage on a tiny params profile, in a temporary copy.
+
+This is the path users take (``make run``), so CI guards it as a whole, not only its parts.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Every stage at the smallest size that still exercises it.
+TINY = {
+    "synthesize.synthetic_fashion.train_identities": 4,
+    "synthesize.synthetic_fashion.test_identities": 2,
+    "synthesize.synthetic_fashion.views_per_identity": 3,
+    "synthesize.synthetic_market.train_identities": 3,
+    "synthesize.synthetic_market.test_identities": 2,
+    "synthesize.synthetic_market.views_per_identity": 2,
+    "preprocess.shard_size": 8,
+}
+
+
+def _set(raw: dict, dotted: str, value) -> None:
+    *path, key = dotted.split(".")
+    node = raw
+    for part in path:
+        node = node.setdefault(part, {})
+    node[key] = value
+
+
+def _copy_tree(dst: Path) -> None:
+    """Copy what git would ship (tracked + untracked, not ignored) into ``dst``."""
+    files = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=ROOT, check=True, capture_output=True,
+    ).stdout.decode().split("\0")
+    for rel in filter(None, files):
+        src = ROOT / rel
+        if src.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / rel)
+
+
+def _stages_run(output: str) -> list[str]:
+    return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
+
+
+@pytest.fixture(scope="module")
+def repro_copy(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    _copy_tree(work)
+    raw = yaml.safe_load((work / "params.yaml").read_text())
+    for dotted, value in TINY.items():
+        _set(raw, dotted, value)
+    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlruns.db"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=ci@attnflow", "-c", "user.name=ci", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=work, check=True, env=env)
+    return work, env
+
+
+def _dvc(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+    dvc = Path(sys.executable).parent / "dvc"
+    proc = subprocess.run([str(dvc), *args], cwd=work, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    return proc
+
+
+def test_dvc_repro_runs_every_stage_then_nothing(repro_copy):
+    work, env = repro_copy
+    stages = _dvc(work, env, "stage", "list", "--name-only").stdout.split()
+    assert "synthesize@synthetic_fashion" in stages and "preprocess@synthetic_fashion" in stages
+    first = _dvc(work, env, "repro")
+    ran = _stages_run(first.stdout)
+    assert sorted(ran) == sorted(stages), first.stdout[-3000:]
+    assert (work / "dvc.lock").is_file()
+
+    second = _dvc(work, env, "repro")
+    assert _stages_run(second.stdout) == [], second.stdout
+
+    # A synthesize param of one dataset reruns that dataset's stages only.
+    raw = yaml.safe_load((work / "params.yaml").read_text())
+    raw["synthesize"]["synthetic_market"]["seed"] += 1
+    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    third = _dvc(work, env, "repro")
+    rerun = _stages_run(third.stdout)
+    assert "synthesize@synthetic_market" in rerun
+    assert not any(name.endswith("synthetic_fashion") for name in rerun), rerun
