@@ -40,7 +40,7 @@ from datasets.specs import SynthesizeSpec
 
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
     (0.97, 0.82, 0.71), (0.93, 0.74, 0.6), (0.84, 0.62, 0.46), (0.68, 0.47, 0.33),
-    (0.5, 0.33, 0.23), (0.36, 0.24, 0.17),
+    (0.52, 0.35, 0.25), (0.4, 0.27, 0.19),
 )
 HAIR_COLOURS: tuple[tuple[float, float, float], ...] = (
     (0.07, 0.06, 0.06), (0.2, 0.12, 0.08), (0.38, 0.24, 0.13), (0.55, 0.26, 0.12),
@@ -100,7 +100,9 @@ def sample_identity(seed: int, number: int, background: str) -> Identity:
     skin = _mix(rng, SKIN_TONES, 0.02)
     lips = tuple(np.clip(np.asarray(skin) * [0.85, 0.55, 0.55] + [0.05, 0.0, 0.02], 0, 1).tolist())
     hue = rng.uniform(0.15, 0.85, 3)
-    bg_dark = rng.random() < 0.5
+    # Mostly a background of the opposite brightness to the skin, so the outline reads.
+    luma = float(np.dot(skin, (0.299, 0.587, 0.114)))
+    bg_dark = rng.random() < (0.7 if luma > 0.55 else 0.25)
     bg = (tuple((hue * (0.45 if bg_dark else 1.0)).tolist()), tuple((hue * (0.25 if bg_dark else 0.6)).tolist()))
     light = (_u(rng, -0.7, 0.7), _u(rng, -0.7, -0.1), 1.0)
     app = Appearance(
@@ -111,7 +113,7 @@ def sample_identity(seed: int, number: int, background: str) -> Identity:
         glasses_colour=tuple(rng.uniform(0.0, 0.5, 3).tolist()),  # type: ignore[arg-type]
         earrings=("none", "stud", "hoop")[int(rng.choice(3, p=[0.6, 0.2, 0.2]))],
         background=background, bg_colours=bg, bg_seed=int(rng.integers(2**31)),  # type: ignore[arg-type]
-        light=light, ambient=_u(rng, 0.35, 0.5),
+        light=light, ambient=_u(rng, 0.4, 0.55),
     )
     return Identity(number, shape, app)
 
