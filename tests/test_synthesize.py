@@ -184,6 +184,19 @@ def test_views_hide_the_right_face_points_and_keep_left_right() -> None:
     assert side[j["Leye"], 0] == -1 and side[j["Lear"], 0] == -1
 
 
+@pytest.mark.parametrize("yaw, pose_seed", [(0.0, 1), (20.0, 2), (-25.0, 3)])
+def test_eye_keypoints_sit_on_the_drawn_eyes(yaw: float, pose_seed: int) -> None:
+    look, _ = sf.sample_identity_look(np.random.default_rng(1), SynthesizeSpec(generator="figure"))
+    pose = sf.sample_pose(np.random.default_rng(pose_seed), "stand")
+    canvas = np.ones((256, 176, 3), np.float32)
+    image, kp = render_figure(look, pose, View("t", yaw, 110.0, 44.0, 122.0), canvas, 2)
+    for name in ("Leye", "Reye"):
+        x, y = kp[JOINT_INDEX[name]]
+        assert x >= 0, name
+        cx, cy = round((x + 0.5) * 2 - 0.5), round((y + 0.5) * 2 - 0.5)  # supersampled canvas pixel
+        assert image[cy - 1:cy + 2, cx - 1:cx + 2].mean(axis=2).min() < 0.15, name  # dark iris, not skin
+
+
 def test_joints_outside_the_frame_are_missing() -> None:
     _, kp = _figure(0.0, cx=-25.0, pose_kind="arms_out")  # pelvis left of the frame
     j = JOINT_INDEX
