@@ -34,7 +34,7 @@ def _tile(view, size: tuple[int, int]) -> np.ndarray:
     face_cell = np.full((h, w // 2, 3), 32, np.uint8)
     face_cell[:face.shape[0]] = face
     if not view.face_valid:
-        cv2.putText(face_cell, "no face", (2, face.shape[0] + 14), cv2.FONT_HERSHEY_PLAIN, 0.8,
+        cv2.putText(face_cell, "none", (2, face.shape[0] + 14), cv2.FONT_HERSHEY_PLAIN, 0.8,
                     (255, 80, 80), 1)
     return np.concatenate([drawn, overlay, face_cell], axis=1)
 

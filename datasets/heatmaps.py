@@ -99,38 +99,38 @@ def render_sparse(keypoints: np.ndarray, size: tuple[int, int], sigma: float) ->
                           origin[:, ::-1].copy(), patches)
 
 
-def _clipped(hm: SparseHeatmaps) -> list[tuple[int, int, slice, slice, slice, slice]]:
-    """Per in-frame patch: index, channel, destination (rows, cols), source (rows, cols)."""
+def _clipped(hm: SparseHeatmaps) -> list[tuple[int, int, int, int, int, int, int, int]]:
+    """Per in-frame patch: (index, channel, y0, y1, x0, x1, dy, dx) — destination rows
+    [y0, y1) and cols [x0, x1), and the offset of that window inside the patch."""
     s = hm.patch_size
-    out = []
-    for i, (c, (y0, x0)) in enumerate(zip(hm.channels.tolist(), hm.origins.tolist())):
-        ya, yb = max(y0, 0), min(y0 + s, hm.height)
-        xa, xb = max(x0, 0), min(x0 + s, hm.width)
-        if ya < yb and xa < xb:
-            out.append((i, c, slice(ya, yb), slice(xa, xb), slice(ya - y0, yb - y0), slice(xa - x0, xb - x0)))
-    return out
+    oy, ox = hm.origins[:, 0], hm.origins[:, 1]
+    ya, yb = np.maximum(oy, 0), np.minimum(oy + s, hm.height)
+    xa, xb = np.maximum(ox, 0), np.minimum(ox + s, hm.width)
+    keep = np.flatnonzero((ya < yb) & (xa < xb))
+    cols = (keep, hm.channels[keep], ya[keep], yb[keep], xa[keep], xb[keep], (ya - oy)[keep], (xa - ox)[keep])
+    return list(zip(*(c.tolist() for c in cols)))
 
 
 def to_dense(hm: SparseHeatmaps) -> np.ndarray:
     """uint8 [K, H, W] dense heatmaps."""
     out = np.zeros((hm.num_channels, hm.height, hm.width), np.uint8)
-    for i, c, ry, rx, sy, sx in _clipped(hm):
-        out[c, ry, rx] = hm.patches[i, sy, sx]
+    for i, c, y0, y1, x0, x1, dy, dx in _clipped(hm):
+        out[c, y0:y1, x0:x1] = hm.patches[i, dy:dy + y1 - y0, dx:dx + x1 - x0]
     return out
 
 
 def paste_into(out: np.ndarray, batch: list[SparseHeatmaps]) -> np.ndarray:
     """Paste a batch of sparse heatmaps into a zeroed float32 [B, K, H, W] array as v/255.
 
-    ``out`` is normally the numpy view of a fresh ``torch.zeros`` tensor: pages
-    that receive no patch are never touched.  A slice loop beats one big fancy
+    ``out`` is normally a fresh ``np.zeros`` array (calloc: pages that receive
+    no patch are never touched here).  A slice loop beats one big fancy
     index here (measured ~2x): a patch is a few hundred contiguous-ish values.
     """
     for b, hm in enumerate(batch):
         scaled = hm.patches.astype(np.float32) * np.float32(1.0 / 255.0)
         dst = out[b]
-        for i, c, ry, rx, sy, sx in _clipped(hm):
-            dst[c, ry, rx] = scaled[i, sy, sx]
+        for i, c, y0, y1, x0, x1, dy, dx in _clipped(hm):
+            dst[c, y0:y1, x0:x1] = scaled[i, dy:dy + y1 - y0, dx:dx + x1 - x0]
     return out
 
 
