@@ -224,7 +224,7 @@ class AttnFlowGenerator(nn.Module):
                 continue
             image_s = downsample_image(source_image, tex.shape[-2:])
             if s in flows:
-                warped = flow_warp(torch.cat([tex, image_s.to(tex.dtype)], dim=1), flows[s].to(tex.dtype))
+                warped = flow_warp(torch.cat([tex, image_s.to(tex.dtype)], dim=1), flows[s])
                 out.flow_warped[s], out.flow_warped_image[s] = warped[:, :-3], warped[:, -3:]
                 combined[s] = out.flow_warped[s]
             if self.attention is not None and s in self.attention.scales:

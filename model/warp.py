@@ -34,12 +34,14 @@ def flow_warp(source: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tens
     if flow.shape[1] != 2 or flow.shape[0] != source.shape[0] or flow.shape[-2:] != source.shape[-2:]:
         raise ValueError(f"flow {tuple(flow.shape)} does not match source {tuple(source.shape)}")
     h, w = flow.shape[-2:]
-    pos = pixel_grid(h, w, device=flow.device, dtype=flow.dtype) + flow  # [B,2,h,w] pixel indices
-    # index i -> normalised (2i + 1) / size - 1  (align_corners=False)
-    scale = torch.tensor([2.0 / w, 2.0 / h], device=flow.device, dtype=flow.dtype).view(1, 2, 1, 1)
-    grid = (pos * scale + (scale / 2 - 1)).permute(0, 2, 3, 1)  # [B,h,w,2]
-    return F.grid_sample(source, grid.to(source.dtype), mode="bilinear", padding_mode=padding_mode,
-                         align_corners=False)
+    # Coordinates stay float32 even under autocast: bf16 would round them to ~0.5 px at 128 px.
+    with torch.autocast(flow.device.type, enabled=False):
+        pos = pixel_grid(h, w, device=flow.device) + flow.float()  # [B,2,h,w] pixel indices
+        # index i -> normalised (2i + 1) / size - 1  (align_corners=False)
+        scale = torch.tensor([2.0 / w, 2.0 / h], device=flow.device).view(1, 2, 1, 1)
+        grid = (pos * scale + (scale / 2 - 1)).permute(0, 2, 3, 1)  # [B,h,w,2]
+        out = F.grid_sample(source.float(), grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+    return out.to(source.dtype)
 
 
 def resize_flow(flow: Tensor, size: tuple[int, int]) -> Tensor:
@@ -115,6 +117,7 @@ def crop_boxes(images: Tensor, boxes: Tensor, size: tuple[int, int], sampling_ra
     gx = (x0 + t_x * bw) * (2.0 / W) - 1.0  # [B,w*r] continuous x -> normalised
     gy = (y0 + t_y * bh) * (2.0 / H) - 1.0  # [B,h*r]
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # [B,h*r,w*r,2]
-    crops = F.grid_sample(images, grid.to(images.dtype), mode="bilinear", padding_mode="zeros",
-                          align_corners=False)
+    with torch.autocast(images.device.type, enabled=False):  # float32 coordinates, as in flow_warp
+        crops = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    crops = crops.to(images.dtype)
     return F.avg_pool2d(crops, r) if r > 1 else crops

@@ -193,3 +193,18 @@ def test_ddp_two_ranks_stay_in_sync_and_skip_together(tmp_path):
         assert r["results"][0]["warmup"] == 1.0 and "r1" in r["results"][2]
         assert [x["skipped"] for x in r["results"]] == [0.0, 0.0, 0.0, 1.0]
         assert r["unchanged"] and r["skips"] == 1
+
+
+def test_bf16_autocast_path_runs_with_float32_coordinates():
+    # The CUDA path (bf16 autocast) emulated on CPU: flows and sampling grids stay float32.
+    step = _make("full")
+    batch = synthetic_batch(2)
+    with torch.no_grad():
+        ref = step.G(batch["source_image"], batch["source_pose"], batch["target_pose"])
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = step.G(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    assert all(f.dtype == torch.float32 for f in low.flows.values())
+    assert (low.image.float() - ref.image).abs().max() < 0.1
+    step.amp_dtype = torch.bfloat16
+    out = step.step(batch)
+    assert out["skipped"] == 0.0 and all(v == v for v in out.values())
