@@ -454,9 +454,12 @@ def log_to_mlflow(run_id: str, dataset: str, doc: dict, files: list[Path]) -> bo
 
 
 def run_evaluation(cfg: Any, dataset: str, generator: Generator, *, run_dir: Path | None,
-                   metrics_path: Path, plots_dir: Path, log_mlflow: bool = True) -> dict:
-    """Evaluate ``generator`` on ``dataset``'s test pairs; write and return the metrics document."""
-    from datasets.loader import test_loader
+                   metrics_path: Path, plots_dir: Path, log_mlflow: bool = True,
+                   images_dir: Path | None = None) -> dict:
+    """Evaluate ``generator`` on ``dataset``'s test pairs; write and return the metrics document.
+
+    Images go to ``images_dir`` (default ``<evaluate.images_dir>/<dataset>``)."""
+    from datasets.loader import eval_loader
     from datasets.shards import load_manifest
     from pipelines.tracking import file_sha256
 
@@ -491,11 +494,11 @@ def run_evaluation(cfg: Any, dataset: str, generator: Generator, *, run_dir: Pat
         raise EvaluationError(f"{shards}: fewer than 2 training images for the reference statistics")
     mean_image = np.rint(total / n_ref).astype(np.uint8)
 
-    images_out = Path(ecfg.images_dir) / dataset
+    images_out = images_dir or Path(ecfg.images_dir) / dataset
     images_out.mkdir(parents=True, exist_ok=True)
     for old in images_out.glob("*_2_*.png"):
         old.unlink()  # a previous evaluation's images must not mix with this one's
-    loader = test_loader(shards, batch_size=ecfg.batch_size, num_workers=0)
+    loader = eval_loader(shards, batch_size=ecfg.batch_size, num_workers=0)
     pairs, stats, grid = evaluate_pairs(generator, loader, mean_image, nets, masked, ecfg.mask_radius,
                                         images_out, ecfg.grid_pairs)
     if loader.skipped:

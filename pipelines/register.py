@@ -1,0 +1,139 @@
+"""Register the evaluated EMA generator in the MLflow model registry (the DVC ``register`` stage).
+
+    python -m pipelines.register --dataset synthetic_fashion
+
+Reads ``metrics/<dataset>.json`` (written by pipelines.evaluate), loads the very checkpoint that was
+evaluated (its sha256 must match), logs its EMA generator to the training run as an MLflow model
+(PyTorch flavour, also loadable as pyfunc; signature, input example, pinned pip requirements, the
+``model`` package as code), registers it as ``attnflow-pose`` (``attnflow-portrait`` for portrait
+datasets), sets alias ``candidate`` and moves ``champion`` only when ``register.primary_metric``
+beats the champion's under the same protocol (see pipelines/registry.py).  The evaluation's metrics
+JSON, plots and sample grid are attached to the model and the run.  Writes
+``runs/<run>/registered-<dataset>.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from pipelines.config import add_config_args, config_from_args
+from pipelines.evaluate import EvaluationError, generator_from_checkpoint, generator_from_model, run_evaluation
+from pipelines.registry import TASK_MODEL_NAMES, register_generator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.register", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", help="dataset name from params.yaml (default: train.dataset)")
+    ap.add_argument("--metrics", help="evaluation JSON (default: metrics/<dataset>.json)")
+    ap.add_argument("--run-name", help="training run (default: train.run_name or the dataset)")
+    add_config_args(ap)
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    cfg = config_from_args(args)
+    dataset = args.dataset or cfg.train.dataset
+    try:
+        spec = cfg.dataset(dataset)
+    except KeyError as exc:
+        print(f"register: {exc.args[0]}", file=sys.stderr)
+        return 2
+    rcfg = cfg.register
+    metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
+    if not metrics_path.is_file():
+        print(f"register: {metrics_path} not found; run python -m pipelines.evaluate --dataset {dataset} first",
+              file=sys.stderr)
+        return 2
+    doc = json.loads(metrics_path.read_text())
+    gen_info = doc.get("generator", {})
+    if gen_info.get("source") != "checkpoint":
+        print(f"register: {metrics_path} scores {gen_info.get('uri') or 'a model'}, not a training checkpoint; "
+              "evaluate a checkpoint to register it", file=sys.stderr)
+        return 2
+    try:
+        generator, ema, state = generator_from_checkpoint(gen_info["path"])
+    except EvaluationError as exc:
+        print(f"register: {exc}", file=sys.stderr)
+        return 2
+    if generator.info["state_sha256"] != gen_info.get("state_sha256"):
+        print(f"register: checkpoint {gen_info['path']} changed since it was evaluated "
+              "(sha256 differs); evaluate it again", file=sys.stderr)
+        return 2
+
+    from datasets.loader import eval_loader
+    from datasets.shards import load_manifest
+    from model.export import PackedGenerator, pack_inputs
+    from pipelines.tracking import default_artifact_location, git_commit, project_root, tracking_uri
+
+    manifest = load_manifest(spec.shards)
+    size = tuple(int(v) for v in manifest["image_size"])
+    sigma = float(manifest["preprocess"]["heatmap_sigma"])
+    exported = PackedGenerator(ema, ema.cfg.pose_channels, size, heatmap_sigma=sigma)
+    # The input example and reproducibility reference: the first test pair, as the loader gives it.
+    batch = next(iter(eval_loader(spec.shards, batch_size=1, num_workers=0)))
+    packed = pack_inputs(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    with torch.no_grad():
+        direct = ema(batch["source_image"], batch["source_pose"], batch["target_pose"]).image
+        err = float((exported(packed) - direct).abs().max())
+    if err > 1e-6:
+        print(f"register: the exported generator differs from the checkpoint's by {err:.2e}", file=sys.stderr)
+        return 1
+
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(cfg.train.mlflow_experiment) is None:
+        client.create_experiment(cfg.train.mlflow_experiment, artifact_location=default_artifact_location())
+    model_name = rcfg.model_name or TASK_MODEL_NAMES[spec.task]
+    artifacts = [metrics_path] + [Path(p) for p in doc.get("plots", []) if Path(p).is_file()]
+
+    def rescore(uri: str) -> float:
+        # The champion under this evaluation's protocol: same pairs, networks and settings.
+        with tempfile.TemporaryDirectory() as tmp:
+            redo = run_evaluation(cfg, dataset, generator_from_model(uri), run_dir=None,
+                                  metrics_path=Path(tmp) / "m.json", plots_dir=Path(tmp) / "plots",
+                                  log_mlflow=False, images_dir=Path(tmp) / "images")
+        if redo["protocol_sha256"] != doc["protocol_sha256"]:
+            raise EvaluationError("re-scoring the champion gave another protocol")
+        return float(redo["model"][rcfg.primary_metric])
+
+    tags = {
+        "dataset": dataset,
+        "task": spec.task,
+        "manifest_sha256": str(doc.get("manifest_sha256")),
+        "variant": str(generator.info.get("variant")),
+        "checkpoint_step": str(generator.info.get("step")),
+        "checkpoint_sha256": str(generator.info.get("state_sha256")),
+        "git_commit": str(git_commit(project_root())),
+        "metric_names": f"{doc['metric_names']['fd']},{doc['metric_names']['lpd']}",
+    }
+    mlflow.set_experiment(cfg.train.mlflow_experiment)
+    try:
+        reg = register_generator(
+            exported, packed.numpy(), model_name=model_name, metrics_doc=doc, primary_metric=rcfg.primary_metric,
+            run_id=doc.get("mlflow_run_id"), artifacts=artifacts, tags=tags,
+            rescore=rescore if rcfg.rescore_champion else None, experiment=cfg.train.mlflow_experiment)
+    except (ValueError, EvaluationError) as exc:
+        print(f"register: {exc}", file=sys.stderr)
+        return 2
+    run_name = args.run_name or cfg.train.run_name or cfg.train.dataset
+    out = Path("runs") / run_name / f"registered-{dataset}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({**reg.__dict__, "primary_metric": rcfg.primary_metric,
+                               "value": doc["model"][rcfg.primary_metric],
+                               "protocol_sha256": doc["protocol_sha256"]}, indent=2) + "\n")
+    print(f"registered {model_name} v{reg.version} ({rcfg.primary_metric}={doc['model'][rcfg.primary_metric]:.4f}); "
+          f"candidate -> v{reg.version}; champion -> v{reg.champion_version}: {reg.reason}")
+    print("browse it: make mlflow-ui, then open http://127.0.0.1:5000/#/models/" + model_name)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

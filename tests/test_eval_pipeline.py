@@ -1,0 +1,100 @@
+"""pipelines.evaluate and pipelines.register end to end on a tiny generated dataset."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.train_fixtures import DATASET, make_tiny_project
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A tiny project with shards and one committed checkpoint holding an (untrained) EMA generator."""
+    from model.generator import build_generator
+    from pipelines.checkpoint import CheckpointStore
+    from pipelines.config import load_config, to_dict
+
+    root = tmp_path_factory.mktemp("evalproj")
+    params = make_tiny_project(root)
+    cfg = load_config(params)
+    torch.manual_seed(0)
+    g = build_generator(cfg.model)
+    store = CheckpointStore(root / "runs" / DATASET / "checkpoints")
+    store.save(8, {"gan": {"ema": g.state_dict()}, "config": to_dict(cfg), "step": 8, "images": 16})
+    return root, params
+
+
+@pytest.fixture()
+def in_project(project: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    root, params = project
+    monkeypatch.chdir(root)
+    monkeypatch.setenv("ATTNFLOW_ROOT", str(root))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    return root, params
+
+
+def _evaluate(params: Path, tag: str) -> dict:
+    from pipelines import evaluate
+
+    # One thread: OpenMP threads spinning on a shared 2-core box make this several times slower.
+    rc = evaluate.main(["--params", str(params), "--dataset", DATASET, "--no-mlflow", "--set", "evaluate.threads=1",
+                        "--metrics", f"metrics/{tag}.json", "--plots", f"plots/{tag}"])
+    assert rc == 0
+    return json.loads(Path(f"metrics/{tag}.json").read_text())
+
+
+def test_evaluation_is_deterministic_complete_and_honestly_named(in_project: tuple[Path, Path]) -> None:
+    root, params = in_project
+    first, second = _evaluate(params, "a"), _evaluate(params, "b")
+    for key in ("model", "baselines", "protocol", "protocol_sha256"):
+        assert first[key] == second[key], key
+
+    proto = first["protocol"]
+    for field in ("pairs", "image_size", "resize", "file_format", "feature_extractors", "reference_set", "pairs_sha256"):
+        assert field in proto, field
+    assert proto["feature_extractors"]["fd"]["weights_sha256"] and proto["reference_set"]["sha256"]
+    # No reference Inception / LPIPS weights were given: nothing may be called fid or lpips.
+    names = set(first["model"]) | {k for b in first["baselines"].values() for k in b}
+    assert not {"fid", "lpips"} & names
+    assert {"ssim", "psnr", "fd_effnet_lite0", "lpd_effnet_lite0"} <= names
+
+    # Every test pair, in pairs-CSV order, saved as <from>_2_<to>.png.
+    pairs_csv = next((root / "data/raw/tiny").glob("*-pairs-test.csv"))
+    with open(pairs_csv) as fh:
+        expected = [(r["from"], r["to"]) for r in csv.DictReader(fh)]
+    with open("plots/a/per_pair.csv") as fh:
+        got = [(r["from"], r["to"]) for r in csv.DictReader(fh)]
+    assert got == expected and proto["pairs"] == len(expected)
+    images = sorted(p.name for p in (root / "data/eval" / DATASET).glob("*.png"))
+    assert images == sorted(f"{Path(a).stem}_2_{Path(b).stem}.png" for a, b in expected)
+    for png in ("ssim_hist.png", "sample_grid.png", "training_curves.png"):
+        assert (Path("plots/a") / png).stat().st_size > 1000
+    # Copying the source is a perfect score on nothing here, but it must be a valid score.
+    assert 0 < first["baselines"]["copy_source"]["ssim"] < 1
+
+
+def test_register_after_evaluate_makes_a_champion(in_project: tuple[Path, Path]) -> None:
+    import mlflow
+
+    from pipelines import register
+
+    root, params = in_project
+    doc = _evaluate(params, DATASET)
+    args = ["--params", str(params), "--dataset", DATASET, "--set", "evaluate.threads=1"]
+    assert register.main(args) == 0
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlruns.db'}")
+    champion = client.get_model_version_by_alias("attnflow-pose", "champion")
+    assert champion.tags["dataset"] == DATASET
+    assert champion.tags["protocol_sha256"] == doc["protocol_sha256"]
+    out = json.loads((root / "runs" / DATASET / f"registered-{DATASET}.json").read_text())
+    assert out["promoted"] and out["version"] == str(champion.version)
+
+    # The same checkpoint again scores the same: a tie never moves the champion.
+    assert register.main(args) == 0
+    again = json.loads((root / "runs" / DATASET / f"registered-{DATASET}.json").read_text())
+    assert not again["promoted"] and again["champion_version"] == out["version"]
+    assert str(client.get_model_version_by_alias("attnflow-pose", "candidate").version) == again["version"]
