@@ -152,7 +152,8 @@ def render_part_maps(landmarks: np.ndarray, height: int, width: int, sigma: floa
     drawable segment is all zero (e.g. the far half of the jaw under strong yaw keeps
     only its visible segments, a fully hidden eye gives an empty channel).
     Work is limited to each part's bounding box grown by 4σ, so the cost scales with
-    the face, not the frame.
+    the face, not the frame (beyond it values would be below exp(-8) ≈ 3e-4, a tenth of
+    one uint8 level; they are left at 0).
     """
     if sigma <= 0:
         raise ValueError(f"part map sigma must be > 0, got {sigma}")

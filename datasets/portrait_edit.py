@@ -23,11 +23,11 @@ edit               range       what moves (frame units)
 =================  ==========  =============================================================
 rotate(θ)          [-45, 45]°  every point, counter-clockwise on screen about face_centre
 shift(dx, dy)      ±frame/2    every point by (dx, dy) pixels; needs the frame (H, W)
-mouth_open(a)      [-1, 1]     a ≥ 0: jaw drops by JAW_DROP·a; the jaw, lower lip and (40%)
-                               the mouth corners follow it in proportion to their height
-                               ``u`` between the jaw top (0/16) and the chin (8) - a vertical
-                               stretch of the lower face.  a < 0: closes the current lip gap
-                               by the fraction |a| with the same field.
+mouth_open(a)      [-1, 1]     a ≥ 0: the chin drops by JAW_DROP·a; the jaw and the lower lip
+                               follow in proportion to their height ``u`` between the jaw top
+                               (0/16) and the chin (8) - a vertical stretch of the lower face -
+                               and the mouth corners by 35% of the lower lip's drop.  a < 0:
+                               closes the current lip gap by the fraction |a| (exact inverse).
 smile(a)           [-1, 1]     mouth corners out by 0.06a and up by 0.07a, lip points near
                                the corners partly, lower lids up by 0.02a (a > 0: cheeks);
                                a < 0 is a frown (corners down and in)
@@ -190,13 +190,18 @@ def mouth_open(landmarks: np.ndarray, strength: float) -> np.ndarray:
     lm = _as_landmarks(landmarks)
     vis = visible(lm)
     u = _jaw_heights(lm, vis)
+    # Points that follow the stretch keep their u, so the lower lip's u is the same before and
+    # after an edit; tying the corners to it (not to their own u) makes closing undo opening.
+    u_lip = next((u[i] for i in (66, 57, 65, 67) if vis[i]), 0.5)
     if a >= 0:
         drop = JAW_DROP * a
     else:  # close the current gap by the fraction |a|: the inner lower lip rises by |a|·gap
-        drop = a * max(lip_gap(lm), 0.0) / max(u[66], 1e-6)
+        if not (vis[62] and vis[66]):
+            raise ValueError("mouth_open: closing needs the inner lip mid points 62 and 66")
+        drop = a * max(lip_gap(lm), 0.0) / max(u_lip, 1e-6)
     offsets = {i: (0.0, drop * u[i]) for i in range(17)}
     offsets.update({i: (0.0, drop * u[i]) for i in _LOWER_LIP})
-    offsets.update({i: (0.0, 0.4 * drop * u[i]) for i in _CORNERS})
+    offsets.update({i: (0.0, 0.35 * drop * u_lip) for i in _CORNERS})
     return _finish(_move(lm, offsets), vis)
 
 

@@ -102,8 +102,10 @@ def sample_identity(seed: int, number: int, background: str) -> Identity:
     hue = rng.uniform(0.15, 0.85, 3)
     # Mostly a background of the opposite brightness to the skin, so the outline reads.
     luma = float(np.dot(skin, (0.299, 0.587, 0.114)))
-    bg_dark = rng.random() < (0.7 if luma > 0.55 else 0.25)
-    bg = (tuple((hue * (0.45 if bg_dark else 1.0)).tolist()), tuple((hue * (0.25 if bg_dark else 0.6)).tolist()))
+    bg_dark = rng.random() < (0.75 if luma > 0.55 else 0.15)
+    target = _u(rng, 0.08, 0.22) if bg_dark else _u(rng, 0.5, 0.8)
+    top = np.clip(hue * target / float(np.dot(hue, (0.299, 0.587, 0.114))), 0.0, 1.0)
+    bg = (tuple(top.tolist()), tuple((top * 0.6).tolist()))
     light = (_u(rng, -0.7, 0.7), _u(rng, -0.7, -0.1), 1.0)
     app = Appearance(
         skin=skin, hair=_mix(rng, HAIR_COLOURS, 0.03), hair_style=style, hairline=_u(rng, -1.1, -0.9),
