@@ -139,3 +139,13 @@ def test_drive_by_itself_changes_little_and_transfers_an_open_mouth():
     state = E.expression_state(driver)
     assert state.mouth_open == pytest.approx(1.0, abs=0.15) and abs(state.smile) < 0.2
     assert math.isclose(E.estimate_pose(posed(5, pose=Pose(64.0, 55.0, 30.0, 0.0, 20.0))).yaw_deg, 20.0, abs_tol=3.0)
+
+
+def test_drive_fills_points_the_source_hides():
+    source = posed(3, pose=Pose(64.0, 55.0, 30.0, 0.0, 28.0))  # far jaw hidden by the yaw
+    assert not visible(source).all()
+    driver = posed(4, E.Expression(smile=0.6))
+    truth = posed(3, E.Expression(smile=0.6), Pose(64.0, 55.0, 30.0, 0.0, 0.0))
+    out = E.drive(source, driver)
+    assert visible(out).all()  # the frontal driver shows the whole jaw, so does the result
+    assert _shape_error(out, truth) < 0.03
