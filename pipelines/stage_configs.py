@@ -56,6 +56,24 @@ class TrainConfig:
 
 
 @dataclass(frozen=True)
+class AblationConfig:
+    """params.yaml ``evaluate.ablation``: the variants trained and evaluated with one budget
+    (``python -m pipelines.ablation``; DVC stages ``ablation_run`` and ``ablation``)."""
+
+    dataset: str = "synthetic_fashion"
+    variants: tuple[str, ...] = ("baseline", "attn", "flow", "no_face", "full")
+    total_images: int = 2000  # the same training budget for every variant
+    seed: int = 0
+    overrides: tuple[str, ...] = ()  # extra --set section.key=value for every variant (e.g. a smaller model)
+
+    def __post_init__(self) -> None:
+        if self.total_images < 1:
+            raise ValueError(f"evaluate.ablation.total_images must be >= 1, got {self.total_images}")
+        if not self.variants:
+            raise ValueError("evaluate.ablation.variants must name at least one variant")
+
+
+@dataclass(frozen=True)
 class EvaluateConfig:
     """params.yaml ``evaluate``: the test-pair protocol of pipelines.evaluate.
 
@@ -72,6 +90,7 @@ class EvaluateConfig:
     grid_pairs: int = 8  # rows of the sample grid
     images_dir: str = "data/eval"  # generated test images: <images_dir>/<dataset>/<from>_2_<to>.png
     threads: int = 2  # torch intra-op threads
+    ablation: AblationConfig = field(default_factory=AblationConfig)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grid_pairs", "threads"):
