@@ -31,6 +31,10 @@ pair (so batch counts stay equal and DDP cannot hang).  More than
 ``max_consecutive_errors`` bad samples in a row raise :class:`DataLoaderError`.
 Decoding happens in the workers; pose maps travel as sparse patches and are
 pasted into the zeroed float batch in the consuming process (:func:`finalise`).
+``compact=True`` yields the workers' batches untouched (uint8 CHW images, sparse
+poses) for a consumer that wants to expand them itself, e.g. after moving them
+to the GPU: the dense float32 pose maps (1.6 MB per pair at 128×88) are most of
+the loader's cost at small image sizes (see ``python -m pipelines.bench data``).
 The float conversion there is numpy (single-threaded): see :func:`_to_float_image`.
 """
 from __future__ import annotations
@@ -351,8 +355,8 @@ class _PairStream(IterableDataset):
             "target_keypoints": np.stack([p.tgt_kp for p in pairs]).astype(np.float32),
             "target_face_box": np.stack([p.face_box for p in pairs]).astype(np.float32),
             "target_face_valid": np.array([p.face_valid for p in pairs], dtype=bool),
-            "source_pose_sparse": [p.src_pose for p in pairs],
-            "target_pose_sparse": [p.tgt_pose for p in pairs],
+            "source_pose_sparse": heatmaps.pack([p.src_pose for p in pairs]),
+            "target_pose_sparse": heatmaps.pack([p.tgt_pose for p in pairs]),
             "source_name": [p.src_name for p in pairs],
             "target_name": [p.tgt_name for p in pairs],
             "pair_index": np.array([p.pair_index for p in pairs], dtype=np.int64),
@@ -386,7 +390,7 @@ def finalise(compact: dict[str, Any], num_keypoints: int, test: bool = False) ->
     poses = {}
     for role in ("source", "target"):
         out = np.zeros((b, num_keypoints, h, w), np.float32)
-        heatmaps.paste_into(out, compact[f"{role}_pose_sparse"])
+        heatmaps.paste_into(out, heatmaps.unpack(compact[f"{role}_pose_sparse"]))
         poses[role] = torch.from_numpy(out)
     batch = {
         "source_image": _to_float_image(compact["source_rgb"]),
@@ -413,8 +417,10 @@ class PairLoader:
     def __init__(self, shards_dir: str | Path, *, split: str, rank: int, world_size: int, batch_size: int,
                  num_workers: int = 2, seed: int = 0, shuffle: bool = True, pad: bool = True,
                  augment: AugmentConfig | None = None, max_consecutive_errors: int = 10,
-                 prefetch_factor: int = 4, multiprocessing_context: str | None = None) -> None:
+                 prefetch_factor: int = 4, multiprocessing_context: str | None = None,
+                 compact: bool = False) -> None:
         self.root = Path(shards_dir)
+        self.compact = compact  # True: yield worker batches as is (uint8 CHW images, sparse poses)
         self.manifest = load_manifest(self.root)
         self.split = split
         self.shards = [s for s in self.manifest["shards"] if s["split"] == split]
@@ -459,7 +465,7 @@ class PairLoader:
             self.skipped += int(compact.pop("_skipped"))
             self.substituted += int(compact.pop("_substituted"))
             self.recent_errors = (self.recent_errors + list(compact.pop("_errors")))[-20:]
-            yield finalise(compact, self.num_keypoints, test)
+            yield compact if self.compact else finalise(compact, self.num_keypoints, test)
 
 
 def train_loader(shards_dir: str | Path, *, rank: int, world_size: int, batch_size: int, num_workers: int = 2,

@@ -77,3 +77,17 @@ class PreprocessConfig:
     face_size: int = 32  # face crops are face_size × face_size
     min_visible_joints: int = 4
     max_reject_fraction: float = 0.2  # stage fails when more of a split is rejected
+
+    def __post_init__(self) -> None:
+        if self.heatmap_sigma <= 0:
+            raise ValueError(f"heatmap_sigma must be > 0, got {self.heatmap_sigma}")
+        if self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1 (samples per shard), got {self.shard_size}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.face_size < 4:
+            raise ValueError(f"face_size must be >= 4 pixels, got {self.face_size}")
+        if self.min_visible_joints < 0:
+            raise ValueError(f"min_visible_joints must be >= 0, got {self.min_visible_joints}")
+        if not 0.0 <= self.max_reject_fraction <= 1.0:
+            raise ValueError(f"max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")

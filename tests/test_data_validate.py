@@ -4,6 +4,7 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -69,10 +70,14 @@ def test_duplicate_file_name_in_both_splits_and_identity_leak(tmp_path):
 
 def test_stage_fails_clearly_when_too_much_is_rejected(broken, tmp_path, capsys):
     info, _, _, _ = broken
+    import yaml
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["datasets"]["b"] = {"layout": "deepfashion", "root": str(info.root), "image_size": [64, 44],
+                            "source_size": [64, 44], "shards": str(tmp_path / "out")}
+    raw["preprocess"].update(max_reject_fraction=0.2, face_size=16)
     params = tmp_path / "params.yaml"
-    params.write_text(json.dumps({"datasets": {"b": {
-        "layout": "deepfashion", "root": str(info.root), "image_size": [64, 44], "source_size": [64, 44],
-        "shards": str(tmp_path / "out")}}, "preprocess": {"max_reject_fraction": 0.2, "face_size": 16}}))
+    params.write_text(yaml.safe_dump(raw))
     code = stage.main(["--dataset", "b", "--params", str(params), "--quiet", "--no-figure",
                        "--metrics", str(tmp_path / "m.json")])
     err = capsys.readouterr().err

@@ -7,7 +7,9 @@ Measures, in one process, on the training pairs of one dataset:
   pose maps, augmentation or collation);
 * the loader (``datasets.loader.train_loader``): decode + pose maps + augment +
   collate into the model's float batch, in-process and with 1 and 2 loader
-  workers, with and without augmentation;
+  workers, with and without augmentation; and the same up to the compact batch
+  (``compact=True``: uint8 images, sparse poses), i.e. without the expansion
+  into dense float32 pose maps that dominates at small image sizes;
 * per image: JPEG decode, pose decode (stored patches) and pose render (from
   keypoints) each including the paste into the float batch, and the bytes of
   the stored pose maps against dense alternatives.
@@ -64,14 +66,16 @@ def bench_loose(pairs: list[tuple[Path, Path]], repeats: int) -> float:
     return _best_rate(run, len(pairs), repeats)
 
 
-def bench_loader(shards: Path, batch_size: int, workers: int, augment: AugmentConfig | None, epochs: int) -> float:
+def bench_loader(shards: Path, batch_size: int, workers: int, augment: AugmentConfig | None, epochs: int,
+                 compact: bool = False) -> float:
     loader = train_loader(shards, rank=0, world_size=1, batch_size=batch_size, num_workers=workers,
-                          augment=augment)
+                          augment=augment, compact=compact)
+    key = "source_rgb" if compact else "source_image"
     rates = []
     for epoch in range(epochs + 1):  # epoch 0 warms up (worker start, page cache)
         loader.set_epoch(epoch)
         t0 = time.perf_counter()
-        n = sum(b["source_image"].shape[0] for b in loader)
+        n = sum(b[key].shape[0] for b in loader)
         if epoch:
             rates.append(n / (time.perf_counter() - t0))
     return max(rates)
@@ -144,7 +148,9 @@ def table(result: dict) -> str:
     rows = ["| reader | pairs/s | × loose cv2 |", "|---|---:|---:|",
             f"| loose JPEG files, cv2.imread ×2 per pair | {loose:.0f} | 1.00 |"]
     for row in result["loader"]:
-        rows.append(f"| loader, {row['workers']} worker(s), augment {'on' if row['augment'] else 'off'} "
+        out = ("float batch" if row["output"] == "float"
+               else "compact batch (uint8 images, sparse poses)")
+        rows.append(f"| loader → {out}, {row['workers']} worker(s), augment {'on' if row['augment'] else 'off'} "
                     f"| {row['pairs_per_s']:.0f} | {row['pairs_per_s'] / loose:.2f} |")
     c = result["components"]
     u = c["us_per_image"]
@@ -188,11 +194,14 @@ def main(argv: list[str]) -> int:
         "loose_cv2_pairs_per_s": round(bench_loose(pairs, max(args.epochs, 1)), 1),
         "loader": [],
     }
-    for augment in (False, True):
-        for workers in args.workers:
-            rate = bench_loader(shards, args.batch_size, workers, AugmentConfig() if augment else None, args.epochs)
-            result["loader"].append({"workers": workers, "augment": augment, "pairs_per_s": round(rate, 1),
-                                     "ratio_to_loose": round(rate / result["loose_cv2_pairs_per_s"], 3)})
+    for compact in (False, True):
+        for augment in (False, True):
+            for workers in args.workers:
+                rate = bench_loader(shards, args.batch_size, workers, AugmentConfig() if augment else None,
+                                    args.epochs, compact)
+                result["loader"].append({"workers": workers, "augment": augment, "output": "compact" if compact
+                                         else "float", "pairs_per_s": round(rate, 1),
+                                         "ratio_to_loose": round(rate / result["loose_cv2_pairs_per_s"], 3)})
     result["components"] = bench_components(shards, manifest)
     atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     print(table(result))
