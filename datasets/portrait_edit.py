@@ -49,7 +49,7 @@ from functools import cache
 
 import numpy as np
 
-from datasets.landmarks import MISSING, NUM_LANDMARKS, visible
+from datasets.landmarks import MISSING, NUM_LANDMARKS, flip_permutation, visible
 
 ROTATE_RANGE = (-45.0, 45.0)
 STRENGTH_RANGE = (-1.0, 1.0)
@@ -351,8 +351,6 @@ def canonical(landmarks: np.ndarray) -> tuple[np.ndarray, HeadPose]:
     yaw = math.radians(pose.yaw_deg)
     c = np.stack([(a - dz * math.sin(yaw)) / math.cos(yaw), b], 1)
     if not vis.all():
-        from datasets.landmarks import flip_permutation
-
         perm = flip_permutation()
         k = np.flatnonzero(vis)
         tc = t[k] - t[k].mean(0)

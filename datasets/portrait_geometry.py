@@ -34,7 +34,7 @@ when it falls outside the frame.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -85,7 +85,7 @@ class Pose:
 
 
 # Protrusion in front of the surface for the nose points 27-35 (scaled by nose_protrusion).
-_NOSE_PROTRUSION = np.array([0.03, 0.12, 0.22, 0.30, 0.07, 0.14, 0.18, 0.14, 0.07])
+NOSE_PROTRUSION = np.array([0.03, 0.12, 0.22, 0.30, 0.07, 0.14, 0.18, 0.14, 0.07])
 
 
 def _eye(shape: FaceShape, side: int) -> np.ndarray:
@@ -262,7 +262,7 @@ def landmark_geometry(frontal: np.ndarray, shape: FaceShape, jaw_drop: float) ->
     """3D points [68, 3] and outward normals [68, 3] of frontal landmarks on the head."""
     profile = head_profile(shape, jaw_drop)
     prot = np.zeros(NUM_LANDMARKS)
-    prot[27:36] = _NOSE_PROTRUSION * shape.nose_protrusion
+    prot[27:36] = NOSE_PROTRUSION * shape.nose_protrusion
     xyz = lift(frontal, profile, prot)
     w = profile.at(frontal[:, 1])[0]
     phi = np.arcsin(np.clip(frontal[:, 0] / w, -1.0, 1.0))
@@ -346,7 +346,3 @@ def raycast(profile: HeadProfile, pose: Pose, height: int, width: int) -> RayHit
     phi_full, y_full = np.zeros((hh, ww)), np.zeros((hh, ww))
     phi_full[mask], y_full[mask] = phi, yh
     return RayHits((y0, y0 + hh, x0, x0 + ww), mask, phi_full, y_full, normal)
-
-
-def with_pose(pose: Pose, **changes: float) -> Pose:
-    return replace(pose, **changes)

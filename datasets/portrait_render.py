@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from datasets.portrait_geometry import (
-    FaceShape, HeadProfile, Pose, head_profile, lift, project, raycast, yaw_rotate,
+    NOSE_PROTRUSION, FaceShape, HeadProfile, Pose, head_profile, lift, project, raycast, yaw_rotate,
 )
 
 Colour = tuple[float, float, float]
@@ -342,10 +342,8 @@ def _features(sc: _Scene, albedo: np.ndarray) -> None:
 
 def _nose(sc: _Scene) -> None:
     """Two side faces lit by their own normals (soft edged), a shadow under the tip, nostrils, alae."""
-    from datasets.portrait_geometry import _NOSE_PROTRUSION  # the same depths as the landmarks
-
     lm, c, s = sc.lm, sc.canvas, sc.shape
-    pts = lift(lm[27:36], sc.profile, _NOSE_PROTRUSION * s.nose_protrusion)
+    pts = lift(lm[27:36], sc.profile, NOSE_PROTRUSION * s.nose_protrusion)  # the landmarks' depths
     skin = np.asarray(sc.app.skin)
     yb = lm[33, 1]
     blur = sc.px(0.035)
