@@ -36,9 +36,13 @@ def worker_env(threads: int, root: Path) -> dict[str, str]:
 
 def connect(address: str | None, num_workers: int, env: dict[str, str], root: Path) -> bool:
     """Join ``address`` or start a local Ray bound to 127.0.0.1; True if this process started it."""
-    import ray
-
     os.environ.update(QUIET_ENV)
+    if not address:
+        # Read by Ray at import time, so set before the first `import ray` in this process.
+        os.environ.update(LOOPBACK_ENV)
+    import ray
+    import ray._private.ray_constants as ray_constants
+
     if ray.is_initialized():
         return False
     if address:
@@ -46,7 +50,7 @@ def connect(address: str | None, num_workers: int, env: dict[str, str], root: Pa
         # a plain driver joining a cluster passes the workers' env only.
         ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         return False
-    os.environ.update(LOOPBACK_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the variable was set
     existing = os.environ.get("PYTHONPATH", "")
     env = {**env, **LOOPBACK_ENV, "PYTHONPATH": f"{root}{os.pathsep}{existing}" if existing else str(root)}
     ray.init(
@@ -84,7 +88,7 @@ def fit(
     A reused ``run_name`` makes Ray restore that run's checkpoint state (its snapshot lives in
     ``<storage_path>/<run_name>``); the loop itself picks the newest *committed* checkpoint.
     """
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
     resources = {"CPU": threads_per_worker} if not use_gpu else {"CPU": threads_per_worker, "GPU": 1}
@@ -99,6 +103,8 @@ def fit(
             failure_config=FailureConfig(max_failures=max_failures),
             # The loop prunes its own checkpoints (it also runs without Ray); Ray keeps pointers.
             checkpoint_config=CheckpointConfig(num_to_keep=None),
+            # Ray Train's per-report INFO lines would drown the loop's own progress lines.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     result = trainer.fit()

@@ -149,6 +149,11 @@ class Tracker:
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
         self._append({"kind": "artifact", "path": str(Path(path).absolute()), "artifact_path": artifact_path})
 
+    @property
+    def degraded(self) -> bool:
+        """True while the store is unreachable (from the first failure until a send succeeds)."""
+        return self._down_since is not None
+
     def pending(self) -> int:
         """Journal records not yet confirmed by MLflow."""
         if not self.journal.exists():

@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     ctx = LoopContext(config=cfg_dict, run_name=run_name, run_dir=str(run_dir),
                       checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",
-                      shards=str(shards), tags=tags, t_command=T_COMMAND)
+                      shards=str(shards), tags=tags, t_command=T_COMMAND, progress_bar=sys.stderr.isatty())
     print(f"[train] run {run_name!r}: {'resuming' if resuming else 'fresh'}, dataset {tcfg.dataset}, "
           f"{tcfg.workers or 'no'} Ray workers, {tcfg.total_images} images, checkpoints in {ctx.checkpoint_root}",
           file=sys.stderr)

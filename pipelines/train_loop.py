@@ -8,6 +8,7 @@ workers), log from rank 0, checkpoint every ``train.checkpoint_every_images`` im
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
@@ -45,6 +46,7 @@ class LoopContext:
     t_command: float = 0.0  # time.time() when the command started (for time-to-first-step)
     profile_comm: bool = False  # time gradient all-reduce synchronously (benchmark only)
     track: bool = True  # log to MLflow from rank 0
+    progress_bar: bool = False  # a live bar (the driver's stderr is a terminal) or periodic lines
 
 
 class Session(Protocol):
@@ -208,9 +210,9 @@ def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int) -
 
 def preview_batch(shards: str, rows: int = 4) -> dict:
     """A fixed batch of test pairs for the image grids (the same every time, resumes included)."""
-    from datasets.loader import test_loader
+    from datasets.loader import eval_loader
 
-    for batch in test_loader(shards, batch_size=rows):
+    for batch in eval_loader(shards, batch_size=rows):
         return batch
     raise RuntimeError(f"no test pairs in {shards} for the image grids")
 
@@ -220,27 +222,49 @@ def _loader_errors(loader: Any) -> int:
 
 
 class _Progress:
-    """Rank 0's progress bar in images with ETA: Ray's driver-side bar under Ray, tqdm otherwise."""
+    """Rank 0's progress in images with an ETA.
 
-    def __init__(self, total: int, initial: int, under_ray: bool, desc: str) -> None:
-        if under_ray:
-            from ray.experimental.tqdm_ray import tqdm as bar_cls
+    On a terminal: a bar (Ray's driver-side bar under Ray, tqdm otherwise). Elsewhere (logs,
+    ``ray job`` output, CI) a bar's carriage returns turn into noise, so it prints a line every
+    ``interval`` seconds instead."""
 
-            self.bar = bar_cls(total=total, desc=desc, unit="img")
+    def __init__(self, total: int, initial: int, under_ray: bool, desc: str, bar: bool,
+                 interval: float = 15.0) -> None:
+        self.total, self.n, self.desc, self.interval = total, initial, desc, interval
+        self.start_n, self.t0, self.t_last = initial, time.monotonic(), time.monotonic()
+        self.bar = None
+        if bar and under_ray:
+            from ray.experimental.tqdm_ray import tqdm as ray_tqdm
+
+            self.bar = ray_tqdm(total=total, desc=desc, unit="img")
             self.bar.n = initial
-        else:
-            from tqdm import tqdm as bar_cls
+        elif bar:
+            from tqdm import tqdm
 
-            self.bar = bar_cls(total=total, initial=initial, desc=desc, unit="img", dynamic_ncols=True,
-                               mininterval=2.0, file=sys.stderr)
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="img", dynamic_ncols=True,
+                            mininterval=1.0, file=sys.stderr)
 
     def update(self, n: int, desc: str | None = None) -> None:
+        self.n += n
         if desc is not None:
-            self.bar.set_description(desc)
-        self.bar.update(n)
+            self.desc = desc
+        if self.bar is not None:
+            if desc is not None:
+                self.bar.set_description(desc)
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.t_last >= self.interval or (self.n >= self.total and n):
+            self.t_last = now
+            rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
+            eta = (self.total - self.n) / rate if rate > 0 else float("inf")
+            eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+            print(f"[train] {self.desc}: {self.n}/{self.total} images ({100 * self.n / self.total:.0f}%), "
+                  f"{rate:.2f} images/s, ETA {eta_text}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
-        self.bar.close()
+        if self.bar is not None:
+            self.bar.close()
 
 
 # -- the loop ------------------------------------------------------------------------------------
@@ -319,7 +343,8 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
                               "device": device.type, "run_name": ctx.run_name})
         preview = preview_batch(ctx.shards)
         (run_dir / "grids").mkdir(parents=True, exist_ok=True)
-    progress = _Progress(tcfg.total_images, images, under_ray, f"train {ctx.run_name}") if rank == 0 else None
+    progress = (_Progress(tcfg.total_images, images, under_ray, f"train {ctx.run_name}", bar=ctx.progress_bar)
+                if rank == 0 else None)
 
     # 4. Steps.
     sums: dict[str, float] = {}
@@ -407,6 +432,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
             progress.close()
 
     # 5. Summary (rank 0) and the final checkpoint as an MLflow artifact.
+    digests = _all_gather_object(_param_digest(gan.G))  # DDP keeps G identical on every rank
     elapsed = time.perf_counter() - t_loop
     steps_run = step - steps_before
     comm = sum(comm_timings[comm_at_start:]) if ctx.profile_comm else None
@@ -434,6 +460,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         "first_losses": history.get("first_loss"),
         "final_losses": last,
         "feature_backbone": gan.backbone.name,
+        "g_param_digests": digests,
         "resumed_from_step": steps_before if chosen is not None else None,
         "mlflow_run_id": None,
     }
@@ -450,6 +477,16 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         tmp.write_text(json.dumps(summary, indent=2))
         os.replace(tmp, run_dir / "summary.json")
     return summary
+
+
+def _param_digest(module: torch.nn.Module) -> str:
+    from model.gan import unwrap
+
+    h = hashlib.sha256()
+    for name, p in sorted(unwrap(module).state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def _write_grid(gan: Any, preview: dict | None, path: Path, tracker: Tracker | None) -> None:

@@ -1,0 +1,101 @@
+"""A tiny, self-contained training project for the train tests: params, raw data, shards.
+
+Everything lives under one temporary folder that becomes ``ATTNFLOW_ROOT`` (so runs/, the SQLite
+MLflow store and the shards are all inside it), with a 48×32 synthetic dataset and a model of
+4–16 channels, so one training step takes tens of milliseconds on one CPU thread.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+DATASET = "tiny"
+
+TINY_MODEL = dict(base_channels=8, max_channels=16, flow_channels=4, attn_dim=8, combine_channels=4,
+                  disc_channels=4, disc_blocks=3, face_crop_size=16, face_disc_channels=4, face_disc_blocks=2)
+
+
+def make_tiny_project(root: Path, train: dict | None = None) -> Path:
+    """Write ``root/params.yaml`` and the tiny dataset's raw files and shards; returns the params path."""
+    from datasets.synthetic_fashion import write_dataset
+    from pipelines.config import load_config
+    from pipelines.preprocess import preprocess
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["datasets"][DATASET] = {
+        "layout": "deepfashion", "root": str(root / "data/raw/tiny"), "image_size": [48, 32],
+        "source_size": [48, 32], "shards": str(root / "data/shards/tiny"), "synthetic": True,
+    }
+    raw.setdefault("synthesize", {})[DATASET] = {
+        "generator": "figure", "seed": 3, "height": 48, "width": 32, "train_identities": 4,
+        "test_identities": 2, "views_per_identity": 3, "background": "plain", "file_prefix": "fasion",
+    }
+    raw["preprocess"] = {**raw.get("preprocess", {}), "shard_size": 4, "face_size": 16, "heatmap_sigma": 2.0}
+    raw["model"] = {**(raw.get("model") or {}), **TINY_MODEL}
+    raw["loss"] = {**(raw.get("loss") or {}), "backbone": "none"}
+    raw["train"] = {**raw.get("train", {}), "dataset": DATASET, "batch_size": 2, "total_images": 16,
+                    "checkpoint_every_images": 8, "log_every_images": 4, "grid_every_images": 8,
+                    "augment": False, **(train or {})}
+    params = root / "params.yaml"
+    params.write_text(yaml.safe_dump(raw, sort_keys=False))
+    cfg = load_config(params)
+    with contextlib.redirect_stdout(io.StringIO()):
+        write_dataset(cfg.synthesize[DATASET], cfg.datasets[DATASET].root)
+        preprocess(DATASET, cfg.datasets[DATASET], cfg.preprocess, Path(cfg.datasets[DATASET].shards),
+                   show_progress=False)
+    return params
+
+
+def project_env(root: Path) -> dict[str, str]:
+    """Environment for a training command of the tiny project (its own MLflow store)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ATTNFLOW_FAULTS")}
+    env.update({"ATTNFLOW_ROOT": str(root), "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"})
+    return env
+
+
+def read_summary(root: Path, run: str) -> dict:
+    return json.loads((root / "runs" / run / "summary.json").read_text())
+
+
+def metric_steps(root: Path, run_id: str, key: str = "train/images", uri: str | None = None) -> list[int]:
+    """Steps at which ``key`` was logged (sorted, duplicates from a resume collapsed)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri or f"sqlite:///{root / 'mlruns.db'}")
+    return sorted({m.step for m in client.get_metric_history(run_id, key)})
+
+
+def processes_of(root: Path) -> list[int]:
+    """Live processes started for the tiny project (they inherit its ``ATTNFLOW_ROOT``):
+    after a command has returned, these are what it left behind (Ray's raylet, GCS, workers)."""
+    marker = f"ATTNFLOW_ROOT={root}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            env = (entry / "environ").read_bytes()
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        if marker in env.split(b"\0") and ") Z " not in stat:  # zombies are already gone
+            found.append(int(entry.name))
+    return found
+
+
+def stop_processes(pids: list[int]) -> None:
+    """Terminate (then kill) the given processes by id."""
+    import signal
+    import time
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+        time.sleep(2)
