@@ -47,3 +47,8 @@ bench: $(STAMP)
 # (re)installs only it, --no-deps for the reasons in requirements-pose.txt.
 setup-pose: $(STAMP)
 	$(PIP) install -q --no-deps -r requirements-pose.txt -c constraints.txt
+
+# MLflow UI on 127.0.0.1 over the project's store (mlruns.db + mlruns/); Ctrl-C stops it.
+MLFLOW_PORT ?= 5000
+mlflow-ui: $(STAMP)
+	$(BIN)/python -m pipelines.ui serve --port $(MLFLOW_PORT)

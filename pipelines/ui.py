@@ -1,0 +1,140 @@
+"""The MLflow UI over the project's store, and headless-Chromium snapshots of its pages.
+
+    python -m pipelines.ui serve [--port 5000]                 # what `make mlflow-ui` runs
+    python -m pipelines.ui snapshot --model attnflow-pose --screenshot docs/images/registry.png
+
+``serve`` starts ``mlflow server`` bound to 127.0.0.1 on the project's SQLite store
+(``mlruns.db``, artifacts in ``mlruns/``; see pipelines/tracking.py).  ``snapshot`` starts the
+same server on a free port, loads a registered model's page in Debian's headless Chromium, checks
+that the model name and its aliases are on it, and optionally saves a screenshot.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Iterator
+
+CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def server_command(backend_uri: str, artifact_root: str, port: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            "--backend-store-uri", backend_uri, "--default-artifact-root", artifact_root]
+
+
+def project_store() -> tuple[str, str]:
+    from pipelines.tracking import project_root, tracking_uri
+
+    uri = tracking_uri()
+    if not uri.startswith("sqlite:"):
+        raise SystemExit(f"MLFLOW_TRACKING_URI is {uri}: that server has its own UI; open it in a browser")
+    return uri, (project_root() / "mlruns").as_uri()
+
+
+@contextlib.contextmanager
+def running_server(backend_uri: str, artifact_root: str, port: int | None = None,
+                   timeout: float = 90.0) -> Iterator[str]:
+    """An ``mlflow server`` on 127.0.0.1 for the duration of the block; yields its base URL."""
+    port = port or free_port()
+    log = open(Path(artifact_root.removeprefix("file://")).parent / f".mlflow-server-{port}.log", "w") \
+        if artifact_root.startswith("file://") else subprocess.DEVNULL
+    proc = subprocess.Popen(server_command(backend_uri, artifact_root, port), stdout=log, stderr=subprocess.STDOUT)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"mlflow server did not come up on {base} (exit {proc.poll()})")
+            time.sleep(0.5)
+        yield base
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if log is not subprocess.DEVNULL:
+            log.close()
+
+
+def chromium() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def render(url: str, screenshot: Path | None = None, size: tuple[int, int] = (1400, 900),
+           budget_ms: int = 20000) -> str:
+    """The DOM of ``url`` after its scripts ran (and a PNG of it), from headless Chromium."""
+    exe = chromium()
+    if exe is None:
+        raise RuntimeError("Chromium not found: apt-get install -y chromium")
+    common = [exe, *CHROMIUM_FLAGS, f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}"]
+    with contextlib.ExitStack() as stack:
+        import tempfile
+
+        profile = stack.enter_context(tempfile.TemporaryDirectory())
+        common.append(f"--user-data-dir={profile}")
+        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+        if screenshot is not None:
+            screenshot.parent.mkdir(parents=True, exist_ok=True)
+            subprocess.run([*common, f"--screenshot={screenshot.absolute()}", url], capture_output=True, timeout=180,
+                           check=True)
+    return dom
+
+
+def model_page(base: str, model: str, version: str | None = None) -> str:
+    return f"{base}/#/models/{model}" + (f"/versions/{version}" if version else "")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m pipelines.ui", description=__doc__.split("\n\n")[0])
+    sub = ap.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="run the MLflow UI on 127.0.0.1 until interrupted")
+    serve.add_argument("--port", type=int, default=5000)
+    snap = sub.add_parser("snapshot", help="check a registered model's page, optionally save a screenshot")
+    snap.add_argument("--model", default="attnflow-pose")
+    snap.add_argument("--version", help="a version page instead of the model page")
+    snap.add_argument("--screenshot", type=Path)
+    snap.add_argument("--aliases", default="champion,candidate", help="aliases that must appear on the page")
+    args = ap.parse_args(argv)
+    backend, artifacts = project_store()
+    if args.command == "serve":
+        print(f"MLflow UI on http://127.0.0.1:{args.port}  (registered models: "
+              f"http://127.0.0.1:{args.port}/#/models); Ctrl-C stops it", flush=True)
+        try:
+            return subprocess.call(server_command(backend, artifacts, args.port))
+        except KeyboardInterrupt:
+            return 0
+    with running_server(backend, artifacts) as base:
+        dom = render(model_page(base, args.model, args.version), args.screenshot)
+    wanted = [args.model] + [a for a in args.aliases.split(",") if a]
+    missing = [w for w in wanted if w not in dom]
+    if missing:
+        print(f"not on the page: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    print(f"page shows {', '.join(wanted)}" + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
