@@ -9,7 +9,7 @@ PIP := $(BIN)/pip
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run test test-slow test-faults bench setup setup-pose mlflow-ui clean-outputs
+.PHONY: run test test-slow test-faults bench setup setup-pose mlflow-ui submit clean-outputs
 
 setup: $(STAMP)
 
@@ -52,3 +52,9 @@ setup-pose: $(STAMP)
 MLFLOW_PORT ?= 5000
 mlflow-ui: $(STAMP)
 	$(BIN)/python -m pipelines.ui serve --port $(MLFLOW_PORT)
+
+# Training as a Ray job on RAY_ADDRESS (the jobs API, default http://127.0.0.1:8265: start a
+# local head with infra/ray-head.sh start); streams the job's logs and fails when the job fails.
+TRAIN_ARGS ?= --dataset synthetic_fashion
+submit: $(STAMP)
+	infra/submit.sh $(TRAIN_ARGS)

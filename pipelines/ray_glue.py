@@ -13,6 +13,7 @@ from typing import Any, Callable
 # single-node setup; this switch (Ray's own, meant for macOS/Windows) makes Linux do the same.
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
 
 
 def resolve_address(param_address: str) -> str | None:
@@ -46,9 +47,12 @@ def connect(address: str | None, num_workers: int, env: dict[str, str], root: Pa
     if ray.is_initialized():
         return False
     if address:
-        # Inside `ray job submit` the job's runtime env (code + requirements) is inherited;
-        # a plain driver joining a cluster passes the workers' env only.
-        ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        if RAY_JOB_ENV in os.environ:
+            # Inside `ray job submit`: the job's runtime env (code, requirements, env vars) already
+            # reaches every worker, and Ray refuses to merge a second one that sets the same keys.
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         return False
     ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the variable was set
     existing = os.environ.get("PYTHONPATH", "")

@@ -48,13 +48,13 @@ def default_artifact_location() -> str | None:
     return (project_root() / "mlruns").as_uri()
 
 
-def ensure_experiment(client: Any, name: str = EXPERIMENT) -> str:
+def ensure_experiment(client: Any, name: str = EXPERIMENT, artifact_location: str | None = None) -> str:
     """The experiment's id, creating it (artifacts under ``<root>/mlruns`` by default) if needed."""
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=default_artifact_location())
+        return client.create_experiment(name, artifact_location=artifact_location or default_artifact_location())
     except Exception:  # another process created it first
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -103,7 +103,7 @@ class Tracker:
     """Journal + background shipper for one training run (use on rank 0 only)."""
 
     def __init__(self, run_dir: str | Path, run_name: str, experiment: str = EXPERIMENT,
-                 uri: str | None = None, retry_max_s: float = 30.0) -> None:
+                 uri: str | None = None, retry_max_s: float = 30.0, artifact_location: str | None = None) -> None:
         self.dir = Path(run_dir) / "tracking"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.journal = self.dir / "journal.jsonl"
@@ -111,6 +111,8 @@ class Tracker:
         self.run_name = run_name
         self.experiment = experiment
         self.uri = uri or tracking_uri()
+        # Resolved by the caller where the project root is known (a Ray worker may run elsewhere).
+        self.artifact_location = artifact_location if uri else default_artifact_location()
         self.retry_max_s = retry_max_s
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -199,7 +201,7 @@ class Tracker:
 
             self._client = MlflowClient(tracking_uri=self.uri)
         if self.run_id is None:
-            exp_id = ensure_experiment(self._client, self.experiment)
+            exp_id = ensure_experiment(self._client, self.experiment, self.artifact_location)
             run = self._client.create_run(exp_id, run_name=self.run_name)
             self.run_id = run.info.run_id
             self._write_cursor()
@@ -312,15 +314,18 @@ def sync(run_dir: str | Path, timeout: float = 120.0) -> int:
     meta_file = run_dir / "tracking" / "run.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     tracker = Tracker(run_dir, run_name=meta.get("run_name", run_dir.name),
-                      experiment=meta.get("experiment", EXPERIMENT))
+                      experiment=meta.get("experiment", EXPERIMENT), uri=meta.get("uri"),
+                      artifact_location=meta.get("artifact_location"))
     return tracker.close(timeout=timeout)
 
 
-def write_run_meta(run_dir: str | Path, run_name: str, experiment: str) -> None:
+def write_run_meta(run_dir: str | Path, run_name: str, experiment: str, uri: str,
+                   artifact_location: str | None) -> None:
     """What ``sync`` needs to reopen a run's journal without the training config."""
     path = Path(run_dir) / "tracking" / "run.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"run_name": run_name, "experiment": experiment}))
+    path.write_text(json.dumps({"run_name": run_name, "experiment": experiment, "uri": uri,
+                                "artifact_location": artifact_location}))
 
 
 def main(argv: Iterable[str] | None = None) -> int:

@@ -32,7 +32,8 @@ T_COMMAND = time.time()
 
 from pipelines.checkpoint import CheckpointStore  # noqa: E402 - after the start-time stamp
 from pipelines.config import add_config_args, config_from_args, to_dict  # noqa: E402
-from pipelines.tracking import file_sha256, git_commit, project_root  # noqa: E402
+from pipelines.tracking import (default_artifact_location, file_sha256, git_commit, project_root,  # noqa: E402
+                                tracking_uri)
 from pipelines.train_loop import LocalSession, LoopContext, loop_config_from, run_worker  # noqa: E402
 
 # Sections whose change makes an existing checkpoint the wrong starting point.
@@ -125,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     ctx = LoopContext(config=cfg_dict, run_name=run_name, run_dir=str(run_dir),
                       checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",
-                      shards=str(shards), tags=tags, t_command=T_COMMAND, progress_bar=sys.stderr.isatty())
+                      shards=str(shards), tags=tags, t_command=T_COMMAND, progress_bar=sys.stderr.isatty(),
+                      tracking_uri=tracking_uri(), artifact_location=default_artifact_location())
     print(f"[train] run {run_name!r}: {'resuming' if resuming else 'fresh'}, dataset {tcfg.dataset}, "
           f"{tcfg.workers or 'no'} Ray workers, {tcfg.total_images} images, checkpoints in {ctx.checkpoint_root}",
           file=sys.stderr)

@@ -26,7 +26,7 @@ import torch.distributed as dist
 from pipelines.checkpoint import CheckpointInfo, CheckpointStore, NonFiniteCheckpointError
 from pipelines.config import build_dataclass, to_dict
 from pipelines.fault_hooks import FaultHooks, from_env
-from pipelines.tracking import Tracker, write_run_meta
+from pipelines.tracking import Tracker, tracking_uri, write_run_meta
 
 
 class NumericalFaultError(RuntimeError):
@@ -46,6 +46,8 @@ class LoopContext:
     t_command: float = 0.0  # time.time() when the command started (for time-to-first-step)
     profile_comm: bool = False  # time gradient all-reduce synchronously (benchmark only)
     track: bool = True  # log to MLflow from rank 0
+    tracking_uri: str = ""  # resolved by the driver ("" → pipelines.tracking.tracking_uri())
+    artifact_location: str | None = None  # for a new experiment in the default SQLite store
     progress_bar: bool = False  # a live bar (the driver's stderr is a terminal) or periodic lines
 
 
@@ -333,8 +335,10 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.json").write_text(json.dumps(ctx.config, indent=2, sort_keys=True))
         if ctx.track:
-            write_run_meta(run_dir, ctx.run_name, tcfg.mlflow_experiment)
-            tracker = Tracker(run_dir, ctx.run_name, experiment=tcfg.mlflow_experiment)
+            uri = ctx.tracking_uri or tracking_uri()
+            write_run_meta(run_dir, ctx.run_name, tcfg.mlflow_experiment, uri, ctx.artifact_location)
+            tracker = Tracker(run_dir, ctx.run_name, experiment=tcfg.mlflow_experiment, uri=uri,
+                              artifact_location=ctx.artifact_location)
             if chosen is None:
                 from pipelines.tracking import flatten
 

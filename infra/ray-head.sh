@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Start, stop or inspect a local Ray head for AttnFlow, bound to 127.0.0.1 (dashboard included).
+#
+#   infra/ray-head.sh start     # GCS on 127.0.0.1:${RAY_PORT:-6379}, dashboard http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265}
+#   infra/ray-head.sh status
+#   infra/ray-head.sh stop      # stops only the processes this head started (never `ray stop`,
+#                               # which would take down every Ray instance on a shared machine)
+#
+# Then: `make submit` (or RAY_ADDRESS=127.0.0.1:6379 python -m pipelines.train ...).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN=${BIN:-$ROOT/.venv/bin}
+PORT=${RAY_PORT:-6379}
+DASH_PORT=${RAY_DASHBOARD_PORT:-8265}
+NUM_CPUS=${RAY_NUM_CPUS:-$(nproc)}
+# A temp dir of our own: Ray's default /tmp/ray (and its "current cluster" file) stay untouched.
+TEMP_DIR=${RAY_TEMP_DIR:-/tmp/attnflow-ray-$PORT}
+# Every process of this head inherits this variable; `stop` finds them by it.
+MARK="ATTNFLOW_RAY_HEAD=$PORT"
+
+head_pids() {
+  local pid
+  for pid in $(ls /proc | grep -E '^[0-9]+$'); do
+    if { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qx "$MARK"; then
+      echo "$pid"
+    fi
+  done
+}
+
+case "${1:-}" in
+  start)
+    if [ -n "$(head_pids)" ]; then
+      echo "ray-head: already running (port $PORT); dashboard http://127.0.0.1:$DASH_PORT"; exit 0
+    fi
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 makes Ray use 127.0.0.1 as the node address, so every
+    # server binds to loopback only (without it Ray swaps 127.0.0.1 for the machine's routable IP).
+    # PATH: a submitted job's `python` must be this venv's interpreter.
+    env "$MARK" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0 PATH="$BIN:$PATH" \
+      "$BIN/ray" start --head --node-ip-address=127.0.0.1 --port="$PORT" \
+        --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" \
+        --num-cpus="$NUM_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >/dev/null
+    echo "ray-head: started on 127.0.0.1:$PORT ($NUM_CPUS CPUs); dashboard http://127.0.0.1:$DASH_PORT"
+    echo "  submit: make submit            (RAY_ADDRESS=http://127.0.0.1:$DASH_PORT)"
+    echo "  driver: RAY_ADDRESS=127.0.0.1:$PORT python -m pipelines.train ..."
+    ;;
+  status)
+    pids=$(head_pids)
+    if [ -z "$pids" ]; then echo "ray-head: not running (port $PORT)"; exit 1; fi
+    echo "ray-head: running (port $PORT), $(echo "$pids" | wc -l) processes; dashboard http://127.0.0.1:$DASH_PORT"
+    ;;
+  stop)
+    pids=$(head_pids)
+    if [ -z "$pids" ]; then echo "ray-head: not running (port $PORT)"; exit 0; fi
+    kill -TERM $pids 2>/dev/null || true
+    for _ in $(seq 20); do
+      sleep 0.5
+      [ -z "$(head_pids)" ] && break
+    done
+    left=$(head_pids)
+    [ -n "$left" ] && kill -KILL $left 2>/dev/null || true
+    echo "ray-head: stopped (port $PORT)"
+    ;;
+  *)
+    echo "usage: infra/ray-head.sh start|status|stop   (env: RAY_PORT, RAY_DASHBOARD_PORT, RAY_NUM_CPUS)" >&2
+    exit 2
+    ;;
+esac

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Submit training as a Ray job, stream its logs, and exit with the job's status (0 = succeeded).
+#
+#   infra/submit.sh [pipelines.train arguments]      e.g. infra/submit.sh --dataset synthetic_fashion --workers 2
+#   make submit TRAIN_ARGS="--dataset synthetic_fashion --workers 2"
+#
+# RAY_ADDRESS   the cluster's jobs API (dashboard), default http://127.0.0.1:8265 (infra/ray-head.sh start)
+# RUNTIME_ENV   default infra/runtime_env.yaml (code only + pinned requirements)
+# SUBMIT_PIP    1: install requirements.txt in the job's env; 0: use the head's Python as is.
+#               Default 0 for a head on 127.0.0.1 (started from this repo's .venv, same pins), else 1.
+# ATTNFLOW_ROOT where data/, runs/ and the default MLflow store live for the job: default this
+#               repository for a local head; on a cluster, the shared mount (see docs/cluster.md).
+# MLFLOW_TRACKING_URI, ATTNFLOW_FAULTS are passed to the job when set.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$(pwd)
+BIN=${BIN:-$ROOT/.venv/bin}
+ADDRESS=${RAY_ADDRESS:-http://127.0.0.1:8265}
+case "$ADDRESS" in
+  http://*|https://*) ;;
+  *) echo "submit: RAY_ADDRESS must be the jobs API URL (http://HOST:8265), got '$ADDRESS'" >&2; exit 2 ;;
+esac
+LOCAL=0
+case "$ADDRESS" in http://127.0.0.1:*|http://localhost:*) LOCAL=1 ;; esac
+PIP=${SUBMIT_PIP:-$((1 - LOCAL))}
+if [ "$LOCAL" = 1 ]; then
+  JOB_ROOT=${ATTNFLOW_ROOT:-$ROOT}
+else
+  JOB_ROOT=${ATTNFLOW_ROOT:-}
+fi
+
+RUNTIME_ENV_JSON=$(RUNTIME_ENV="${RUNTIME_ENV:-infra/runtime_env.yaml}" PIP="$PIP" JOB_ROOT="$JOB_ROOT" "$BIN/python" - <<'PY'
+import json, os, yaml
+env = yaml.safe_load(open(os.environ["RUNTIME_ENV"]))
+if os.environ["PIP"] != "1":
+    env.pop("pip", None)
+elif isinstance(env.get("pip"), str):  # a requirements file: read here, on the submitting machine
+    lines = [l.split("#")[0].strip() for l in open(env["pip"])]
+    env["pip"] = {"packages": [l for l in lines if l], "pip_check": False}
+env_vars = {k: str(v) for k, v in (env.get("env_vars") or {}).items()}
+for key in ("MLFLOW_TRACKING_URI", "ATTNFLOW_FAULTS"):
+    if os.environ.get(key):
+        env_vars[key] = os.environ[key]
+if os.environ["JOB_ROOT"]:
+    env_vars["ATTNFLOW_ROOT"] = os.environ["JOB_ROOT"]
+env["env_vars"] = env_vars
+print(json.dumps(env))
+PY
+)
+
+echo "submit: $ADDRESS  python -m pipelines.train $*  (pip install: $PIP${JOB_ROOT:+, ATTNFLOW_ROOT=$JOB_ROOT})" >&2
+# Ray 2.60 clusters use token authentication; the token comes from ~/.ray/auth_token or RAY_AUTH_TOKEN.
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
+exec "$BIN/ray" job submit --address "$ADDRESS" --runtime-env-json "$RUNTIME_ENV_JSON" \
+  -- python -m pipelines.train "$@"
