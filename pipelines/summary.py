@@ -23,6 +23,13 @@ def main() -> int:
         print(f"  metrics          {path.relative_to(root)}")
     for path in sorted((root / "reports" / "figures").glob("*.png")):
         print(f"  figure           {path.relative_to(root)}")
+    registered = sorted((root / "runs").glob("*/registered-*.json"))
+    for path in registered:
+        reg = json.loads(path.read_text())
+        print(f"  registered model {reg['model_name']} v{reg['version']} (candidate); champion: "
+              f"v{reg['champion_version']}  [{reg['reason']}]")
+    if registered:
+        print("\nBrowse runs and models: make mlflow-ui, then open http://127.0.0.1:5000/#/models")
     return 0
 
 
