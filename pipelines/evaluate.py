@@ -386,6 +386,7 @@ def plot_training_curves(png: Path, csv_path: Path, curves: dict[str, list[tuple
         steps, values = zip(*curves[key])
         ax.plot(steps, values, lw=1)
         ax.set_title(key.removeprefix("loss/"), fontsize=9)
+        ax.set_xlabel("step", fontsize=7)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(keys):]:
         ax.axis("off")
