@@ -48,10 +48,10 @@ bench: $(STAMP)
 setup-pose: $(STAMP)
 	$(PIP) install -q --no-deps -r requirements-pose.txt -c constraints.txt
 
-# MLflow UI on 127.0.0.1 over the project's store (mlruns.db + mlruns/); Ctrl-C stops it.
-MLFLOW_PORT ?= 5000
+# MLflow UI on 127.0.0.1 over the project's store (mlruns.db); runs in the background.
 mlflow-ui: $(STAMP)
-	$(BIN)/python -m pipelines.ui serve --port $(MLFLOW_PORT)
+	@infra/mlflow-server.sh start
+	@echo "registered models: http://127.0.0.1:$${MLFLOW_PORT:-5000}/#/models   (stop: infra/mlflow-server.sh stop)"
 
 # Training as a Ray job on RAY_ADDRESS (the jobs API, default http://127.0.0.1:8265: start a
 # local head with infra/ray-head.sh start); streams the job's logs and fails when the job fails.

@@ -1,12 +1,11 @@
-"""The MLflow UI over the project's store, and headless-Chromium snapshots of its pages.
+"""Headless-Chromium snapshots of the MLflow UI's registered-model pages.
 
-    python -m pipelines.ui serve [--port 5000]                 # what `make mlflow-ui` runs
     python -m pipelines.ui snapshot --model attnflow-pose --screenshot docs/images/registry.png
 
-``serve`` starts ``mlflow server`` bound to 127.0.0.1 on the project's SQLite store
-(``mlruns.db``, artifacts in ``mlruns/``; see pipelines/tracking.py).  ``snapshot`` starts the
-same server on a free port, loads a registered model's page in Debian's headless Chromium, checks
-that the model name and its aliases are on it, and optionally saves a screenshot.
+``make mlflow-ui`` (infra/mlflow-server.sh) serves the UI for people.  ``snapshot`` starts its own
+``mlflow server`` on a free 127.0.0.1 port over the project's SQLite store (see
+pipelines/tracking.py), loads a registered model's page in Debian's headless Chromium, checks that
+the model name and its aliases are on it, and optionally saves a screenshot.
 """
 from __future__ import annotations
 
@@ -16,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -50,8 +50,7 @@ def running_server(backend_uri: str, artifact_root: str, port: int | None = None
                    timeout: float = 90.0) -> Iterator[str]:
     """An ``mlflow server`` on 127.0.0.1 for the duration of the block; yields its base URL."""
     port = port or free_port()
-    log = open(Path(artifact_root.removeprefix("file://")).parent / f".mlflow-server-{port}.log", "w") \
-        if artifact_root.startswith("file://") else subprocess.DEVNULL
+    log = open(Path(tempfile.gettempdir()) / f"attnflow-ui-mlflow-{port}.log", "w")  # for a failed start
     proc = subprocess.Popen(server_command(backend_uri, artifact_root, port), stdout=log, stderr=subprocess.STDOUT)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -74,8 +73,7 @@ def running_server(backend_uri: str, artifact_root: str, port: int | None = None
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if log is not subprocess.DEVNULL:
-            log.close()
+        log.close()
 
 
 def chromium() -> str | None:
@@ -90,8 +88,6 @@ def render(url: str, screenshot: Path | None = None, size: tuple[int, int] = (14
         raise RuntimeError("Chromium not found: apt-get install -y chromium")
     common = [exe, *CHROMIUM_FLAGS, f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}"]
     with contextlib.ExitStack() as stack:
-        import tempfile
-
         profile = stack.enter_context(tempfile.TemporaryDirectory())
         common.append(f"--user-data-dir={profile}")
         dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
@@ -109,8 +105,6 @@ def model_page(base: str, model: str, version: str | None = None) -> str:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.ui", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="command", required=True)
-    serve = sub.add_parser("serve", help="run the MLflow UI on 127.0.0.1 until interrupted")
-    serve.add_argument("--port", type=int, default=5000)
     snap = sub.add_parser("snapshot", help="check a registered model's page, optionally save a screenshot")
     snap.add_argument("--model", default="attnflow-pose")
     snap.add_argument("--version", help="a version page instead of the model page")
@@ -118,13 +112,6 @@ def main(argv: list[str] | None = None) -> int:
     snap.add_argument("--aliases", default="champion,candidate", help="aliases that must appear on the page")
     args = ap.parse_args(argv)
     backend, artifacts = project_store()
-    if args.command == "serve":
-        print(f"MLflow UI on http://127.0.0.1:{args.port}  (registered models: "
-              f"http://127.0.0.1:{args.port}/#/models); Ctrl-C stops it", flush=True)
-        try:
-            return subprocess.call(server_command(backend, artifacts, args.port))
-        except KeyboardInterrupt:
-            return 0
     with running_server(backend, artifacts) as base:
         dom = render(model_page(base, args.model, args.version), args.screenshot)
     wanted = [args.model] + [a for a in args.aliases.split(",") if a]
