@@ -98,3 +98,13 @@ def test_register_after_evaluate_makes_a_champion(in_project: tuple[Path, Path])
     again = json.loads((root / "runs" / DATASET / f"registered-{DATASET}.json").read_text())
     assert not again["promoted"] and again["champion_version"] == out["version"]
     assert str(client.get_model_version_by_alias("attnflow-pose", "candidate").version) == again["version"]
+
+    # The registered champion, evaluated through the registry, scores exactly what its checkpoint did.
+    from pipelines import evaluate
+
+    assert evaluate.main(["--params", str(params), "--dataset", DATASET, "--no-mlflow", "--set", "evaluate.threads=1",
+                          "--model", "models:/attnflow-pose@champion", "--metrics", "metrics/registered.json",
+                          "--plots", "plots/registered"]) == 0
+    via_registry = json.loads(Path("metrics/registered.json").read_text())
+    assert via_registry["model"] == doc["model"]
+    assert via_registry["protocol_sha256"] == doc["protocol_sha256"]
