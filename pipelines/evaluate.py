@@ -59,7 +59,7 @@ class Generator:
     info: dict[str, Any]  # what was evaluated: checkpoint path/step/sha256 or model URI/version
 
 
-def _latest_checkpoint(root: Path) -> Any:
+def _latest_checkpoint(root: Path | str) -> Any:
     from pipelines.checkpoint import CheckpointStore
 
     store = CheckpointStore(root)
@@ -72,22 +72,26 @@ def _latest_checkpoint(root: Path) -> Any:
 def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """A checkpoint folder (``…/step-NNNNNNNNN``) or a run's ``checkpoints`` folder (newest
     committed one) -> (state, info)."""
-    from pipelines.checkpoint import _NAME, CheckpointInfo, CheckpointStore
+    from pipelines.checkpoint import _NAME, MARKER_FILE, CheckpointInfo, CheckpointStore
 
-    p = Path(path).absolute()
-    if not p.exists():
-        raise EvaluationError(f"{p}: checkpoint not found")
-    match = _NAME.match(p.name)
-    if match:
-        store = CheckpointStore(p.parent)
-        info = CheckpointInfo(step=int(match.group(1)), path=str(p))
-        try:
-            state = store.load(info)
-        except (OSError, ValueError, KeyError) as exc:
-            raise EvaluationError(f"{p}: not a committed checkpoint ({exc})") from None
+    text = str(path)
+    if "://" in text:  # shared storage (s3://…): the newest committed checkpoint under that URL
+        store, (info, state) = _latest_checkpoint(text)
     else:
-        store, (info, state) = _latest_checkpoint(p)
-    data_sha = json.loads(Path(info.path, "COMMITTED").read_text())["sha256"]
+        p = Path(path).absolute()
+        if not p.exists():
+            raise EvaluationError(f"{p}: checkpoint not found")
+        match = _NAME.match(p.name)
+        if match:
+            store = CheckpointStore(p.parent)
+            info = CheckpointInfo(step=int(match.group(1)), path=str(p))
+            try:
+                state = store.load(info)
+            except (OSError, ValueError, KeyError) as exc:
+                raise EvaluationError(f"{p}: not a committed checkpoint ({exc})") from None
+        else:
+            store, (info, state) = _latest_checkpoint(p)
+    data_sha = json.loads(store._read_bytes(f"{info.path}/{MARKER_FILE}"))["sha256"]
     return state, {"source": "checkpoint", "path": str(info.path), "step": int(state.get("step", info.step)),
                    "images": int(state.get("images", -1)), "state_sha256": data_sha}
 
