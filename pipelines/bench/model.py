@@ -9,8 +9,10 @@ Measures, in one run on one machine (figures from different machines are not com
   divided by the dense matmul FLOP/s measured in the same run (goal >= 40%);
 - memory of the 1/4-scale attention of 256×176 with fused attention vs an explicit matrix;
 - on CUDA (bf16 autocast, channels-last): training images/s and MFU against the GPU's bf16 peak.
-On CPU, peak memory is the growth of the peak resident set of a fresh process that runs only that
-measurement; on CUDA it is ``torch.cuda.max_memory_allocated``. Writes reports/bench-model.json.
+On CPU, times are the process's CPU seconds (robust on a shared machine; equal to wall time for one
+thread on an idle one) and peak memory is the growth of the peak resident set of a fresh process
+that runs only that measurement; on CUDA, times are wall time and peak memory is
+``torch.cuda.max_memory_allocated``. Writes reports/bench-model.json.
 """
 from __future__ import annotations
 
@@ -66,17 +68,21 @@ def _sync(device: torch.device) -> None:
 
 
 def _timeit(fn: Callable[[], Any], device: torch.device, repeats: int, warmup: int = 1) -> float:
-    """Fastest of ``repeats`` runs after ``warmup`` runs, in seconds (the minimum is the figure least
-    disturbed by other processes on a shared machine)."""
+    """Fastest of ``repeats`` runs after ``warmup`` runs, in seconds.
+
+    On CPU the clock is this process's CPU time: on a machine shared with other jobs, wall time
+    mostly measures the queue for a core, CPU time measures the work (at --threads 1 the two agree
+    on an idle machine). On CUDA it is wall time after a synchronise."""
+    clock = time.perf_counter if device.type == "cuda" else time.process_time
     for _ in range(warmup):
         fn()
     _sync(device)
     times = []
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = clock()
         fn()
         _sync(device)
-        times.append(time.perf_counter() - t0)
+        times.append(clock() - t0)
     return min(times)
 
 
@@ -346,7 +352,9 @@ def run(args: argparse.Namespace) -> dict:
 
 def format_table(r: dict) -> str:
     lines = [f"machine: {r['machine']['processor']} ({r['machine']['cpu_capability']}), torch {r['machine']['torch']},"
-             f" {r['machine']['threads']} thread(s), device {r['machine']['device']}, batch {r['batch']}", ""]
+             f" {r['machine']['threads']} thread(s), device {r['machine']['device']}, batch {r['batch']}; times are "
+             + ("wall seconds" if r["machine"]["device"] == "cuda" else "process CPU seconds (fastest of the repeats)"),
+             ""]
     lines.append("| variant | params default | params 256×176 | GFLOPs fwd 128×88 | GFLOPs fwd 256×176 | "
                  + " | ".join(f"fwd+bwd {k} s (peak MB)" for k in r["generator_fwd_bwd"]) + " |")
     lines.append("|---" * (5 + len(r["generator_fwd_bwd"])) + "|")
