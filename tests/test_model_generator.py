@@ -136,3 +136,16 @@ def test_paper_configuration_builds():
     cfg = ModelConfig.paper(variant="full")
     assert cfg.base_channels == 64 and cfg.face_crop_size == 64
     assert 5e6 < count_parameters(build_generator(cfg)) < 5e7
+
+
+@pytest.mark.slow
+def test_generator_compiles_as_one_graph():
+    # aot_eager checks tracing (no graph breaks, dataclass output, backward) without inductor's codegen.
+    g = build_generator(tiny_config("full"))
+    batch = synthetic_batch(2)
+    compiled = torch.compile(g, backend="aot_eager", fullgraph=True)
+    out = compiled(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    ref = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    assert torch.allclose(out.image, ref.image, atol=1e-5) and set(out.flows) == set(ref.flows)
+    out.image.mean().backward()
+    assert all(p.grad is not None for p in g.parameters())
