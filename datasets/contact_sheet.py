@@ -7,7 +7,7 @@ import cv2
 import numpy as np
 
 from datasets import heatmaps
-from datasets.keypoints import LIMBS, MISSING
+from datasets.keypoints import LIMBS, MISSING, NUM_JOINTS
 from datasets.samples import decode_image, parse_sample
 from datasets.shards import atomic_write_bytes, iter_samples
 
@@ -18,10 +18,15 @@ def _tile(view, size: tuple[int, int]) -> np.ndarray:
     rgb = decode_image(view.jpeg, view.name, size)
     drawn = rgb.copy()
     kp = view.keypoints
-    for a, b in LIMBS:
-        if min(kp[a].min(), kp[b].min()) != MISSING:
-            cv2.line(drawn, tuple(int(round(v)) for v in kp[a]), tuple(int(round(v)) for v in kp[b]),
-                     (255, 255, 0), 1, cv2.LINE_AA)
+    if len(kp) == NUM_JOINTS:
+        for a, b in LIMBS:
+            if min(kp[a].min(), kp[b].min()) != MISSING:
+                cv2.line(drawn, tuple(int(round(v)) for v in kp[a]), tuple(int(round(v)) for v in kp[b]),
+                         (255, 255, 0), 1, cv2.LINE_AA)
+    else:  # portrait landmarks: no skeleton, one dot per present point
+        for x, y in kp:
+            if x != MISSING and y != MISSING:
+                drawn[int(round(y)), int(round(x))] = (255, 255, 0)
     if view.face_valid:
         x0, y0, x1, y1 = (int(round(v)) for v in view.face_box)
         cv2.rectangle(drawn, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0), 1)

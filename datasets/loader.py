@@ -53,7 +53,7 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 from datasets import heatmaps
 from datasets.augment import AugmentConfig, Augmenter
 from datasets.face import crop_face
-from datasets.keypoints import flip_permutation
+from datasets.pose_scheme import pose_channels_of_manifest, scheme_of_manifest
 from datasets.samples import Sample, SampleError, decode_image, parse_sample
 from datasets.shards import ShardFormatError, iter_samples, load_manifest
 
@@ -215,6 +215,8 @@ class _PairStream(IterableDataset):
         self.size = tuple(manifest["image_size"])
         self.sigma = float(manifest["preprocess"]["heatmap_sigma"])
         self.face_size = int(manifest["preprocess"]["face_size"])
+        # Body heatmaps or portrait part maps, as the shards were written (the manifest's task).
+        self.scheme = scheme_of_manifest(manifest)
         self.max_errors = max_consecutive_errors
         # Pair index of each shard's first pair (for test batches' pair_index).
         self.first_pair = np.concatenate([[0], np.cumsum([s["pairs"] for s in shards])]).tolist()
@@ -225,7 +227,7 @@ class _PairStream(IterableDataset):
         segments = self.plan.workers[wid] if info is not None else tuple(s for w in self.plan.workers for s in w)
         aug = None
         if self.augment is not None:
-            aug = Augmenter(self.augment, flip_permutation(), seed=int(
+            aug = Augmenter(self.augment, self.scheme.flip_permutation(), seed=int(
                 np.random.default_rng([self.seed, self.epoch, self.rank, wid]).integers(2**31)))
         state = {"skipped": 0, "substituted": 0, "errors": [], "consecutive": 0, "deficit": 0, "last": None}
         buf: list[_Pair] = []
@@ -328,8 +330,8 @@ class _PairStream(IterableDataset):
         if aug is not None:
             s = aug(src_rgb, src.keypoints, src.face_box, src.face_valid)
             t = aug(tgt_rgb, tgt.keypoints, tgt.face_box, tgt.face_valid)
-            src_pose = heatmaps.render_sparse(s.keypoints, self.size, self.sigma)
-            tgt_pose = heatmaps.render_sparse(t.keypoints, self.size, self.sigma)
+            src_pose = self.scheme.render(s.keypoints, self.size, self.sigma)
+            tgt_pose = self.scheme.render(t.keypoints, self.size, self.sigma)
             face = crop_face(t.rgb, tuple(t.face_box), self.face_size, t.face_valid)
             return _Pair(s.rgb, t.rgb, s.keypoints, t.keypoints, src_pose, tgt_pose, face, t.face_box,
                          t.face_valid, src.name, tgt.name, pair_index, self._line(sample, j))
@@ -384,12 +386,12 @@ def _to_float_image(chw: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(out)
 
 
-def finalise(compact: dict[str, Any], num_keypoints: int, test: bool = False) -> dict[str, Any]:
+def finalise(compact: dict[str, Any], pose_channels: int, test: bool = False) -> dict[str, Any]:
     """Compact worker batch -> the model's float batch (images scaled, poses pasted)."""
     b, _, h, w = compact["source_rgb"].shape
     poses = {}
     for role in ("source", "target"):
-        out = np.zeros((b, num_keypoints, h, w), np.float32)
+        out = np.zeros((b, pose_channels, h, w), np.float32)
         heatmaps.paste_into(out, heatmaps.unpack(compact[f"{role}_pose_sparse"]))
         poses[role] = torch.from_numpy(out)
     batch = {
@@ -431,6 +433,7 @@ class PairLoader:
         self.augment, self.max_consecutive_errors = augment, max_consecutive_errors
         self.prefetch_factor, self.mp_context = prefetch_factor, multiprocessing_context
         self.num_keypoints = int(self.manifest["num_keypoints"])
+        self.pose_channels = pose_channels_of_manifest(self.manifest)  # 18 joints, or 8 portrait parts
         self.epoch = 0
         self.skipped = 0  # bad samples or shards skipped (cumulative)
         self.substituted = 0  # pairs replaced by a repeat because their sample was bad (cumulative)
@@ -465,7 +468,7 @@ class PairLoader:
             self.skipped += int(compact.pop("_skipped"))
             self.substituted += int(compact.pop("_substituted"))
             self.recent_errors = (self.recent_errors + list(compact.pop("_errors")))[-20:]
-            yield compact if self.compact else finalise(compact, self.num_keypoints, test)
+            yield compact if self.compact else finalise(compact, self.pose_channels, test)
 
 
 def train_loader(shards_dir: str | Path, *, rank: int, world_size: int, batch_size: int, num_workers: int = 2,

@@ -15,8 +15,9 @@ import cv2
 import numpy as np
 
 from datasets import heatmaps
-from datasets.face import crop_face, face_box
+from datasets.face import crop_face
 from datasets.layout import PairRow
+from datasets.pose_scheme import BODY, PoseScheme
 from datasets.validate import ImageRecord
 
 JPEG_MAGIC = b"\xff\xd8"
@@ -34,8 +35,11 @@ def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 
 def encode_view(record: ImageRecord, image_size: tuple[int, int], sigma: float, face_size: int,
-                jpeg_quality: int) -> tuple[list[tuple[str, bytes]], bool]:
+                jpeg_quality: int, scheme: PoseScheme = BODY) -> tuple[list[tuple[str, bytes]], bool]:
     """Files of one image (without the ``vN.`` prefix) and whether it has a face.
+
+    ``scheme`` (by the dataset's task) turns the keypoints into the pose maps and the face box:
+    joint heatmaps and the head rule for bodies, part maps and the central face box for portraits.
 
     A JPEG already at ``image_size`` is stored byte for byte (no second lossy
     encode); anything else is resized with INTER_AREA and encoded at ``jpeg_quality``.
@@ -53,7 +57,7 @@ def encode_view(record: ImageRecord, image_size: tuple[int, int], sigma: float, 
         jpeg = raw
     else:
         jpeg = _encode_jpeg(rgb, jpeg_quality)
-    face = face_box(record.keypoints, image_size)
+    face = scheme.face(record.keypoints, image_size)
     crop = crop_face(rgb, face, face_size)
     kp_json = {
         "name": record.name,
@@ -61,7 +65,7 @@ def encode_view(record: ImageRecord, image_size: tuple[int, int], sigma: float, 
         "face_box": list(face.box),
         "face_valid": face.valid,
     }
-    pose = heatmaps.encode(heatmaps.render_sparse(record.keypoints, image_size, sigma))
+    pose = heatmaps.encode(scheme.render(record.keypoints, image_size, sigma))
     files = [
         ("jpg", jpeg),
         ("kp.json", json.dumps(kp_json, sort_keys=True, separators=(",", ":")).encode()),

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, Optional
 
 
 @dataclass(frozen=True)
@@ -14,8 +14,22 @@ class DatasetSpec:
     image_size: tuple[int, int]  # (H, W) the pipeline works at
     source_size: tuple[int, int]  # (H, W) frame the annotation coordinates refer to
     shards: str  # output folder of the preprocess stage
-    task: Literal["pose", "portrait"] = "pose"
+    task: Literal["pose", "portrait"] = "pose"  # picks the keypoint scheme (datasets.pose_scheme)
     synthetic: bool = False  # True: pipelines.synthesize writes ``root``
+    # σ in pixels of this dataset's pose maps; None: preprocess.heatmap_sigma (portrait part
+    # maps are curves on a small face and want a thinner line than body joint heatmaps).
+    pose_sigma: Optional[float] = None
+    # ``section.key=value`` overrides every stage applies when it runs on this dataset, before
+    # the command line's --set (e.g. model.pose_channels=8 for portraits, a training budget).
+    overrides: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.pose_sigma is not None and not self.pose_sigma > 0:
+            raise ValueError(f"pose_sigma must be > 0, got {self.pose_sigma}")
+        for item in self.overrides:
+            head = item.split("=", 1)[0]
+            if "=" not in item or "." not in head or head.startswith("datasets."):
+                raise ValueError(f"overrides: {item!r} must be section.key=value outside 'datasets'")
 
 
 @dataclass(frozen=True)

@@ -160,13 +160,42 @@ def read_params(path: str | Path) -> dict:
     return raw
 
 
-def load_config(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = ()) -> "Config":
-    """Read ``path``, apply overrides, and return the typed, frozen :class:`Config`."""
+def dataset_overrides(raw: dict, dataset: str | None) -> list[str]:
+    """``datasets.<dataset>.overrides`` of a raw params mapping (``dataset`` None: ``train.dataset``)."""
+    if dataset is None:
+        train = raw.get("train")
+        dataset = train.get("dataset") if isinstance(train, dict) else None
+    entry = (raw.get("datasets") or {}).get(dataset) if isinstance(raw.get("datasets"), dict) else None
+    items = entry.get("overrides") if isinstance(entry, dict) else None
+    if not items:
+        return []
+    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
+        raise ConfigError(f"datasets.{dataset}.overrides: expected a list of 'section.key=value' strings")
+    bad = [i for i in items if i.split("=", 1)[0].strip().startswith("datasets.")]
+    if bad:
+        raise ConfigError(f"datasets.{dataset}.overrides: {bad[0]!r} may not change the datasets section")
+    return list(items)
+
+
+def load_config(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = (),
+                dataset: str | None = None) -> "Config":
+    """Read ``path``, apply overrides, and return the typed, frozen :class:`Config`.
+
+    The overrides of the dataset a stage runs on (``datasets.<dataset>.overrides``; ``dataset``
+    None: ``train.dataset``) are applied first, then ``overrides`` (the command line's ``--set``),
+    so a per-dataset setting such as portraits' ``model.pose_channels=8`` is the default for that
+    dataset and the command line still wins.  The result is the resolved config stages record.
+    """
     from pipelines.schema import Config  # late: schema imports every section's owner
 
     raw = read_params(path)
     for override in overrides:
         apply_override(raw, override)
+    extra = dataset_overrides(raw, dataset)
+    if extra:
+        raw = read_params(path)
+        for override in [*extra, *overrides]:
+            apply_override(raw, override)
     try:
         return build_dataclass(Config, raw, "")
     except ConfigError as exc:
@@ -185,7 +214,7 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace):
     """Load the config named by the CLI args; on error print one line and exit 2."""
     try:
-        cfg = load_config(args.params, args.overrides)
+        cfg = load_config(args.params, args.overrides, getattr(args, "dataset", None))
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

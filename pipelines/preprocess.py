@@ -24,6 +24,7 @@ from pathlib import Path
 
 from datasets.contact_sheet import contact_sheet
 from datasets.layout import SPLITS, LayoutError, get_layout
+from datasets.pose_scheme import PoseScheme, scheme_for
 from datasets.samples import encode_view, meta_json, test_samples, train_groups
 from datasets.shards import ShardWriter, atomic_write_bytes, fsync_dir
 from datasets.specs import DatasetSpec, PreprocessConfig
@@ -67,7 +68,7 @@ def check_fractions(results: dict[str, SplitResult], limit: float) -> None:
 
 
 def write_split(res: SplitResult, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
-                show_progress: bool) -> tuple[list, dict[str, int]]:
+                show_progress: bool, scheme: PoseScheme) -> tuple[list, dict[str, int]]:
     """Write one split's shards; returns the shard infos and extra counts."""
     samples = train_groups(res.images, res.pairs) if res.split == "train" else test_samples(res.images, res.pairs)
     cache: dict[str, tuple[list[tuple[str, bytes]], bool]] = {}
@@ -79,7 +80,7 @@ def write_split(res: SplitResult, spec: DatasetSpec, cfg: PreprocessConfig, out:
             for v, name in enumerate(names):
                 if name not in cache:
                     cache[name] = encode_view(res.images[name], spec.image_size, cfg.heatmap_sigma,
-                                              cfg.face_size, cfg.jpeg_quality)
+                                              cfg.face_size, cfg.jpeg_quality, scheme)
                 files, has_face = cache[name]
                 if not has_face:
                     no_face.add(name)
@@ -95,8 +96,19 @@ def write_split(res: SplitResult, spec: DatasetSpec, cfg: PreprocessConfig, out:
 
 def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
                figure: Path | None = None, metrics: Path | None = None, show_progress: bool = True) -> dict:
-    """Run the stage; returns the manifest.  Raises LayoutError / RejectFractionError."""
+    """Run the stage; returns the manifest.  Raises LayoutError / RejectFractionError.
+
+    The dataset's task picks the pose scheme (body heatmaps or portrait part maps, and the
+    face box rule); ``datasets.<name>.pose_sigma`` replaces ``preprocess.heatmap_sigma`` for
+    this dataset, and the manifest records the value used.
+    """
     layout = get_layout(spec.layout)
+    scheme = scheme_for(spec.task)
+    if scheme.num_keypoints != layout.num_keypoints:
+        raise LayoutError(f"datasets.{name}: task {spec.task!r} uses {scheme.num_keypoints} keypoints "
+                          f"({scheme.name}) but layout {spec.layout!r} has {layout.num_keypoints}")
+    if spec.pose_sigma is not None:
+        cfg = replace(cfg, heatmap_sigma=spec.pose_sigma)
     bar = _bar(count_universe(spec, layout), "validate", show_progress)
     results = validate_dataset(spec, layout, cfg, name, progress=bar.update)
     bar.close()
@@ -117,7 +129,7 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
     shards, splits = [], {}
     for split in SPLITS:
         res = results[split]
-        written, extra = write_split(res, spec, cfg, staging, show_progress)
+        written, extra = write_split(res, spec, cfg, staging, show_progress, scheme)
         shards.extend(written)
         splits[split] = {**res.counts, **extra, "shards": len(written), "source": {
             "images": str(res.files.image_dir.relative_to(spec.root)),
@@ -131,6 +143,9 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
         "image_size": list(spec.image_size),
         "source_size": list(spec.source_size),
         "num_keypoints": get_layout(spec.layout).num_keypoints,
+        "pose_scheme": scheme.name,
+        "pose_channels": scheme.num_channels,
+        "pose_channel_names": list(scheme.channel_names),
         "preprocess": to_dict(cfg),
         "splits": splits,
         "identities_in_both_splits": {"count": len(leaks), "examples": leaks[:20]},

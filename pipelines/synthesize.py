@@ -103,6 +103,16 @@ def write_contact_sheet(root: Path, prefix: str, layout: str, out: Path, identit
     return save_png(out, contact_sheet(rows, scale=2))
 
 
+def write_portrait_contact_sheet(root: Path, prefix: str, out: Path, identities: int, views: int = 6) -> Path:
+    """Portrait identities × views (train first, then test) with their landmarks, read back
+    from the written JPEGs and CSVs (datasets.portrait_sheet)."""
+    from datasets.pose_sheet import save_png
+    from datasets.portrait_sheet import landmark_sheet
+    from pipelines.portrait_sheets import pick_rows
+
+    return save_png(out, landmark_sheet(pick_rows(root, prefix, identities, views), scale=3))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     cfg = config_from_args(args)
@@ -135,9 +145,12 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
     print(f"synthesize {name}: {_resolve(gen.describe)(summary)}")
     print(f"synthesize {name}: dataset -> {root}")
-    if not args.no_contact and dataset.layout in LAYOUT_PREFIXES:
+    if not args.no_contact:
         out = Path(args.contact or f"reports/figures/{name}-contact.png")
-        write_contact_sheet(root, spec.file_prefix, dataset.layout, out, args.contact_identities)
+        if dataset.layout == "portrait":
+            write_portrait_contact_sheet(root, spec.file_prefix, out, args.contact_identities)
+        else:
+            write_contact_sheet(root, spec.file_prefix, dataset.layout, out, args.contact_identities)
         print(f"synthesize {name}: contact sheet -> {out}")
     return 0
 

@@ -24,6 +24,10 @@ TINY = {
     "synthesize.synthetic_market.train_identities": 3,
     "synthesize.synthetic_market.test_identities": 2,
     "synthesize.synthetic_market.views_per_identity": 2,
+    "synthesize.synthetic_portrait.train_identities": 3,
+    "synthesize.synthetic_portrait.test_identities": 2,
+    "synthesize.synthetic_portrait.views_per_identity": 2,
+    "synthesize.synthetic_portrait.supersample": 1,
     "preprocess.shard_size": 8,
 }
 
