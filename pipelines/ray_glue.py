@@ -14,6 +14,14 @@ from typing import Any, Callable
 LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
+# Read by Ray Train in the driver and passed on to its controller and workers.
+TRAIN_ENV = {
+    # Starting a worker (a Python process importing torch) can exceed Ray's 60 s default on a
+    # busy machine; the group would then be torn down and restarted forever.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+    # Ray re-routes print() on workers through its logger as well, which doubles every line.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+}
 
 
 def resolve_address(param_address: str) -> str | None:
@@ -95,6 +103,8 @@ def fit(
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    for key, value in TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
     resources = {"CPU": threads_per_worker} if not use_gpu else {"CPU": threads_per_worker, "GPU": 1}
     trainer = TorchTrainer(
         train_fn,

@@ -62,6 +62,23 @@ def ensure_experiment(client: Any, name: str = EXPERIMENT, artifact_location: st
         return exp.experiment_id
 
 
+def prepare_local_store(uri: str, experiment: str, artifact_location: str | None) -> None:
+    """Create a SQLite store and the experiment up front, in the driver.
+
+    Creating the tables runs a chain of migrations that takes seconds; a worker killed in the
+    middle (a fault test, a preempted node) would leave a half-migrated file that no MLflow client
+    can open afterwards. Server stores are left alone: an unreachable server must not stall a run.
+    """
+    if not uri.startswith("sqlite:"):
+        return
+    try:
+        from mlflow.tracking import MlflowClient
+
+        ensure_experiment(MlflowClient(tracking_uri=uri), experiment, artifact_location)
+    except Exception as exc:  # tracking never stops training; the shipper retries later
+        print(f"[tracking] WARNING: could not prepare {uri}: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
 def file_sha256(path: str | Path) -> str | None:
     path = Path(path)
     if not path.is_file():
@@ -168,8 +185,16 @@ class Tracker:
         """Try to send the rest for up to ``timeout`` seconds; returns how many records are left."""
         deadline = time.monotonic() + timeout
         self._wake.set()
-        while time.monotonic() < deadline and self.pending() and self._thread.is_alive():
+        last, last_change = self.pending(), time.monotonic()
+        while time.monotonic() < deadline and last and self._thread.is_alive():
             time.sleep(0.2)
+            now_pending = self.pending()
+            if now_pending != last:
+                last, last_change = now_pending, time.monotonic()
+            elif self.degraded and time.monotonic() - last_change > 5.0:
+                break  # the store is down: the journal keeps the rest, the run should not wait
+        if self.degraded:
+            self._wake.set()  # one last immediate try before giving up
         self._stop.set()
         self._wake.set()
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 5)

@@ -32,8 +32,8 @@ T_COMMAND = time.time()
 
 from pipelines.checkpoint import CheckpointStore  # noqa: E402 - after the start-time stamp
 from pipelines.config import add_config_args, config_from_args, to_dict  # noqa: E402
-from pipelines.tracking import (default_artifact_location, file_sha256, git_commit, project_root,  # noqa: E402
-                                tracking_uri)
+from pipelines.tracking import (default_artifact_location, file_sha256, git_commit,  # noqa: E402
+                                prepare_local_store, project_root, tracking_uri)
 from pipelines.train_loop import LocalSession, LoopContext, loop_config_from, run_worker  # noqa: E402
 
 # Sections whose change makes an existing checkpoint the wrong starting point.
@@ -59,6 +59,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help="dataset name from params.yaml (default: train.dataset)")
     parser.add_argument("--workers", type=int, help="Ray Train workers; 0 = in-process, no Ray (default: train.workers)")
     parser.add_argument("--run-name", help="run folder name; the same name resumes (default: train.run_name or the dataset)")
+    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (summary and checkpoints only)")
+    parser.add_argument("--profile-comm", action="store_true",
+                        help="time the gradient all-reduce (made synchronous) for the step-time breakdown")
     add_config_args(parser)
     return parser
 
@@ -127,10 +130,13 @@ def main(argv: list[str] | None = None) -> int:
     ctx = LoopContext(config=cfg_dict, run_name=run_name, run_dir=str(run_dir),
                       checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",
                       shards=str(shards), tags=tags, t_command=T_COMMAND, progress_bar=sys.stderr.isatty(),
-                      tracking_uri=tracking_uri(), artifact_location=default_artifact_location())
+                      tracking_uri=tracking_uri(), artifact_location=default_artifact_location(),
+                      track=not args.no_mlflow, profile_comm=args.profile_comm)
     print(f"[train] run {run_name!r}: {'resuming' if resuming else 'fresh'}, dataset {tcfg.dataset}, "
           f"{tcfg.workers or 'no'} Ray workers, {tcfg.total_images} images, checkpoints in {ctx.checkpoint_root}",
           file=sys.stderr)
+    if ctx.track:
+        prepare_local_store(ctx.tracking_uri, tcfg.mlflow_experiment, ctx.artifact_location)
     if tcfg.workers == 0:
         summary = run_worker(ctx, LocalSession(tcfg.device))
     else:
