@@ -173,6 +173,9 @@ def load_packed(model: str) -> PackedGenerator:
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
 
+    from pipelines.tracking import tracking_uri
+
+    mlflow.set_tracking_uri(tracking_uri())  # the project's store (MLFLOW_TRACKING_URI overrides)
     try:
         net = mlflow.pytorch.load_model(model, map_location="cpu")
     except MlflowException as exc:
