@@ -13,7 +13,7 @@ ROOT=$(pwd)
 BIN=${BIN:-$ROOT/.venv/bin}
 PORT=${RAY_PORT:-6379}
 DASH_PORT=${RAY_DASHBOARD_PORT:-8265}
-NUM_CPUS=${RAY_NUM_CPUS:-$(nproc)}
+NUM_CPUS=${RAY_NUM_CPUS:-$(getconf _NPROCESSORS_ONLN)}  # not nproc: it obeys OMP_NUM_THREADS
 # A temp dir of our own: Ray's default /tmp/ray (and its "current cluster" file) stay untouched.
 TEMP_DIR=${RAY_TEMP_DIR:-/tmp/attnflow-ray-$PORT}
 # Every process of this head inherits this variable; `stop` finds them by it.

@@ -78,6 +78,20 @@ def connect(address: str | None, num_workers: int, env: dict[str, str], root: Pa
     return True
 
 
+def warn_if_short(num_workers: int, use_gpu: bool, threads_per_worker: int) -> None:
+    """Say so when the cluster cannot place the run now: Ray Train then waits (for an autoscaler)
+    rather than failing, which on a fixed-size cluster looks like a hang."""
+    import ray
+
+    have = ray.cluster_resources()
+    need = {"CPU": num_workers * threads_per_worker, **({"GPU": num_workers} if use_gpu else {})}
+    short = {k: (v, have.get(k, 0)) for k, v in need.items() if have.get(k, 0) < v}
+    if short:
+        text = ", ".join(f"{k}: needs {v:g}, has {h:g}" for k, (v, h) in short.items())
+        print(f"[train] WARNING: the Ray cluster is too small for {num_workers} workers right now ({text}); "
+              "training waits until nodes are added", file=sys.stderr)
+
+
 def cluster_has_gpus() -> bool:
     import ray
 

@@ -155,6 +155,7 @@ def _run_on_ray(ctx: LoopContext, cfg, storage: str) -> dict | None:
                                project_root())
     try:
         use_gpu = tcfg.device == "cuda" or (tcfg.device == "auto" and ray_glue.cluster_has_gpus())
+        ray_glue.warn_if_short(tcfg.workers, use_gpu, tcfg.threads_per_worker)
         ray_glue.fit(ray_glue.worker_fn, loop_config_from(ctx), num_workers=tcfg.workers, use_gpu=use_gpu,
                      threads_per_worker=tcfg.threads_per_worker, run_name=ctx.run_name, storage_path=storage,
                      max_failures=tcfg.max_failures)
