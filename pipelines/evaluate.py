@@ -408,6 +408,8 @@ def plot_sample_grid(path: Path, rows: list[dict[str, Any]], title: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from datasets.landmarks import NUM_LANDMARKS
+    from datasets.portrait_sheet import draw_landmarks
     from datasets.pose_sheet import draw_skeleton
 
     columns = ("source", "target pose", "copy_source", "mean_train_image", "model", "target")
@@ -415,7 +417,10 @@ def plot_sample_grid(path: Path, rows: list[dict[str, Any]], title: str) -> None
                              dpi=120, squeeze=False)
     for r, row in enumerate(rows):
         src = row["source"].permute(1, 2, 0).numpy()
-        pose = draw_skeleton(np.full_like(src, 255), row["target_keypoints"])
+        if len(row["target_keypoints"]) == NUM_LANDMARKS:  # portrait: the 68 target landmarks as dots
+            pose = draw_landmarks(np.full_like(src, 255), row["target_keypoints"], scale=1)
+        else:
+            pose = draw_skeleton(np.full_like(src, 255), row["target_keypoints"])
         cells = (src, pose, src, row["mean"].permute(1, 2, 0).numpy(), row["output"].permute(1, 2, 0).numpy(),
                  row["target"].permute(1, 2, 0).numpy())
         for c, img in enumerate(cells):
@@ -510,6 +515,15 @@ def run_evaluation(cfg: Any, dataset: str, generator: Generator, *, run_dir: Pat
         raise EvaluationError(f"{loader.skipped} test samples could not be read ({loader.recent_errors[-1:]}); "
                               "scores would not cover every pair")
     scores = summarise(pairs, stats, ref, nets)
+    portrait = None
+    if spec.task == "portrait":
+        # Landmark-following error of every method and the editing grid (pipelines/portrait_eval.py).
+        from pipelines.portrait_eval import evaluate_portrait
+
+        portrait = evaluate_portrait(generator.fn, shards, manifest, dataset, pairs.names, images_out, mean_image,
+                                     plots_dir)
+        for method, value in portrait.scores.items():
+            scores[method]["landmark_nme"] = value
 
     protocol = {
         "dataset": dataset,
@@ -536,6 +550,8 @@ def run_evaluation(cfg: Any, dataset: str, generator: Generator, *, run_dir: Pat
         "baselines": {"copy_source": "the source image unchanged",
                       "mean_train_image": f"per-pixel mean of the {n_ref} training images, rounded to uint8"},
     }
+    if portrait is not None:
+        protocol["landmark_following"] = portrait.protocol
     doc = {
         "dataset": dataset,
         "task": spec.task,
@@ -559,6 +575,9 @@ def run_evaluation(cfg: Any, dataset: str, generator: Generator, *, run_dir: Pat
     plot_sample_grid(grid_png, grid, f"{dataset}: {generator.info.get('variant', '')} "
                                      f"{generator.info.get('path') or generator.info.get('uri')}".strip())
     files = [per_pair, hist, grid_png]
+    if portrait is not None:
+        doc["portrait"] = portrait.details
+        files += portrait.files
     summary: dict = {}
     if run_dir is not None:
         curves_png, curves_csv = plots_dir / "training_curves.png", plots_dir / "training_curves.csv"
@@ -605,7 +624,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:
         print(f"evaluate: {exc.args[0]}", file=sys.stderr)
         return 2
-    run_name = args.run_name or cfg.train.run_name or cfg.train.dataset
+    run_name = args.run_name or cfg.train.run_name or dataset
     run_dir = Path("runs") / run_name
     try:
         if args.model:
@@ -623,6 +642,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     names = doc["metric_names"]
     keys = ["ssim", "psnr", names["fd"], names["lpd"]] + [k for k in doc["model"] if k.startswith("masked_")]
+    keys += [k for k in ("landmark_nme",) if k in doc["model"]]
     print(f"{dataset}: {doc['protocol']['pairs']} test pairs, protocol {doc['protocol_sha256'][:12]}")
     print(f"{'method':<18}" + "".join(f"{k:>26}" for k in keys))
     for method, scores in [("model", doc["model"])] + list(doc["baselines"].items()):

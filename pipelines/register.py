@@ -123,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, EvaluationError) as exc:
         print(f"register: {exc}", file=sys.stderr)
         return 2
-    run_name = args.run_name or cfg.train.run_name or cfg.train.dataset
+    run_name = args.run_name or cfg.train.run_name or dataset
     out = Path("runs") / run_name / f"registered-{dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({**reg.__dict__, "primary_metric": rcfg.primary_metric,
