@@ -1,0 +1,81 @@
+"""``dvc repro portrait/dvc.yaml`` end to end on a tiny profile, in a temporary copy (slow suite).
+
+The path `make run-portrait` takes: synthesize and preprocess the portraits (root dvc.yaml), train,
+evaluate (landmark-following error, editing grid) and register ``attnflow-portrait``; then the
+editing CLI loads the champion from the registry.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.test_pipeline_e2e import _copy_tree, _set, _stages_run
+
+pytestmark = pytest.mark.slow
+
+TINY_PORTRAIT = {
+    "synthesize.synthetic_portrait.train_identities": 3,
+    "synthesize.synthetic_portrait.test_identities": 2,
+    "synthesize.synthetic_portrait.views_per_identity": 2,
+    "synthesize.synthetic_portrait.supersample": 1,
+    "train.workers": 0,
+    "train.batch_size": 2,
+    "evaluate.grid_pairs": 2,
+}
+TINY_MODEL = ["model.base_channels=8", "model.max_channels=16", "model.flow_channels=4", "model.attn_dim=8",
+              "model.combine_channels=4", "model.disc_channels=4", "model.face_disc_channels=4",
+              "loss.backbone=none", "train.total_images=8", "train.checkpoint_every_images=8"]
+
+
+def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
+    work = tmp_path / "repo"
+    work.mkdir()
+    _copy_tree(work)
+    raw = yaml.safe_load((work / "params.yaml").read_text())
+    for dotted, value in TINY_PORTRAIT.items():
+        _set(raw, dotted, value)
+    raw["datasets"]["synthetic_portrait"]["overrides"] += TINY_MODEL
+    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "PYTHONPATH": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlruns.db", "OMP_NUM_THREADS": "1"}
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.email=ci@attnflow", "-c", "user.name=ci", "commit", "-qm", "copy"]):
+        subprocess.run(cmd, cwd=work, check=True, env=env)
+    dvc = Path(sys.executable).parent / "dvc"
+    proc = subprocess.run([str(dvc), "repro", "portrait/dvc.yaml"], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=1500)
+    assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
+    ran = _stages_run(proc.stdout)
+    assert {"synthesize@synthetic_portrait", "preprocess@synthetic_portrait", "portrait/dvc.yaml:portrait_train",
+            "portrait/dvc.yaml:portrait_evaluate", "portrait/dvc.yaml:portrait_register"} <= set(ran), ran
+    assert not any("fashion" in s or "market" in s for s in ran), ran
+
+    doc = json.loads((work / "metrics/portrait.json").read_text())
+    assert doc["task"] == "portrait" and "landmark_nme" in doc["model"]
+    assert all("landmark_nme" in s for s in doc["baselines"].values())
+    assert doc["protocol"]["landmark_following"]["regressor"]["weights_sha256"]
+    assert (work / "plots/portrait/editing_grid.png").is_file()
+    config = json.loads((work / "runs/portrait/config.json").read_text())
+    assert config["model"]["pose_channels"] == 8  # the dataset's override, recorded with the run
+    reg = json.loads((work / "runs/portrait/registered-synthetic_portrait.json").read_text())
+    assert reg["model_name"] == "attnflow-portrait" and reg["champion_version"] == reg["version"]
+
+    # The registered champion edits a held-out face in a fresh process.
+    test_dir = work / "data/raw/synthetic_portrait/test"
+    face = sorted(test_dir.glob("*.jpg"))[0]
+    out = work / "edited.png"
+    edit = subprocess.run([sys.executable, "-m", "pipelines.edit_portrait", "--model",
+                           "models:/attnflow-portrait@champion", "--image", str(face), "--landmarks",
+                           f"{work}/data/raw/synthetic_portrait/portrait-landmarks-test.csv#{face.name}",
+                           "--smile", "0.8", "--out", str(out)], cwd=work, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert edit.returncode == 0, edit.stderr[-3000:]
+    assert out.is_file()
+    assert _stages_run(subprocess.run([str(dvc), "repro", "portrait/dvc.yaml"], cwd=work, env=env,
+                                      capture_output=True, text=True, timeout=600).stdout) == []
