@@ -455,6 +455,8 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         "images_per_s": (images - start_images) / elapsed if elapsed > 0 else 0.0,
         "time_to_first_step_s": (t_first_step - ctx.t_command) if t_first_step and ctx.t_command else None,
         "time_per_step_s": timed / max(steps_run - 1, 1),
+        # Steps only (first step, checkpoints, logging and grids excluded): the benchmark's figure.
+        "images_per_s_steady": step_images * (steps_run - 1) / timed if timed else None,
         "fraction_data": t_data / timed if timed else None,
         "fraction_compute": (t_step - (comm or 0.0)) / timed if timed else None,
         "fraction_allreduce": (comm / timed) if (comm is not None and timed) else None,
