@@ -86,6 +86,7 @@ def test_default_data_two_ray_workers_keep_g_identical(tmp_path: Path) -> None:
           f"{s['first_losses']['g_total']:.2f} -> {s['final_losses']['g_total']:.2f}")
 
 
+@pytest.mark.faults
 def test_worker_failure_resumes_from_checkpoint_without_gaps(tiny: tuple[Path, Path]) -> None:
     root, params = tiny
     # 32 images at 4 per step: 8 steps, a checkpoint every 2 steps; rank 1 dies before step 5.
@@ -103,6 +104,7 @@ def test_worker_failure_resumes_from_checkpoint_without_gaps(tiny: tuple[Path, P
     print(f"\nworker failure: resumed from step {s['resumed_from_step']}, reached step {s['steps']}")
 
 
+@pytest.mark.faults
 def test_stopped_run_resumes_on_rerun(tiny: tuple[Path, Path]) -> None:
     root, params = tiny
     cmd = _train_cmd(params, "stop", 2, "train.total_images=240", "train.checkpoint_every_images=16")
@@ -136,6 +138,7 @@ def test_stopped_run_resumes_on_rerun(tiny: tuple[Path, Path]) -> None:
     print(f"\nstop and re-run: stopped with step {stopped_at} committed, resumed from {s['resumed_from_step']}")
 
 
+@pytest.mark.faults
 def test_nan_on_one_rank_is_skipped_by_all(tiny: tuple[Path, Path]) -> None:
     root, params = tiny
     proc = _run(_train_cmd(params, "nan2", 2, "train.total_images=32", "train.faults.nan_at_step=3",
@@ -160,6 +163,7 @@ def _mlflow_server(action: str, port: int, store: Path) -> subprocess.CompletedP
                           timeout=240)
 
 
+@pytest.mark.faults
 def test_training_survives_mlflow_server_outage_and_catches_up(tiny: tuple[Path, Path], tmp_path: Path) -> None:
     root, params = tiny
     port = free_port()
