@@ -160,7 +160,10 @@ class ShardWriter:
     def abort(self) -> None:
         """Drop the shard being written (its partial file is removed)."""
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()  # flushes the buffer: on a full disk this raises ENOSPC again
+            except OSError:
+                pass  # the bytes are being dropped anyway; the partial file must still go
         if self._tmp is not None and self._tmp.exists():
             self._tmp.unlink()
         self._tar = self._fh = self._tmp = None

@@ -61,6 +61,11 @@ class SplitResult:
         return sum(1 for r in self.rejects if r.kind == kind)
 
 
+# The container a file name promises: a PNG named .jpg (or the reverse) is quarantined, since
+# tools that trust the extension (and the shard's byte-for-byte JPEG copy) would misread it.
+_FORMAT_OF_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+
+
 def check_image(path: Path, source_size: tuple[int, int], dataset: str = "") -> str | None:
     """Why the image file cannot be used, or None.  Decodes it fully (truncation shows only then)."""
     try:
@@ -75,6 +80,10 @@ def check_image(path: Path, source_size: tuple[int, int], dataset: str = "") -> 
             warnings.simplefilter("ignore")  # PIL's DecompressionBomb and EXIF warnings
             with Image.open(path) as im:
                 mode, (w, h) = im.mode, im.size
+                expected = _FORMAT_OF_SUFFIX.get(path.suffix.lower())
+                if expected is not None and im.format != expected:
+                    return (f"wrong extension: {path.name} holds {im.format or 'unknown'} data, "
+                            f"not {expected}")
                 if mode != "RGB":
                     return (f"wrong mode: {mode} ({len(im.getbands())} band(s)); expected RGB, "
                             "3 channels, 8 bits each")
