@@ -145,7 +145,9 @@ def _sync_comm_hook(timings: list[float]):
     It removes the overlap of communication with backward, so the sum is the full cost of the
     gradient all-reduce; used by the benchmark only."""
 
-    def hook(state: Any, bucket: dist.GradBucket) -> torch.futures.Future:
+    # No annotations: DDP compares them with dist.GradBucket, and this module's postponed
+    # annotations would hand it the string "dist.GradBucket" instead.
+    def hook(state, bucket):  # noqa: ANN001, ANN202
         t0 = time.perf_counter()
         tensor = bucket.buffer().div_(dist.get_world_size())
         dist.all_reduce(tensor)
