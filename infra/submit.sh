@@ -48,6 +48,10 @@ print(json.dumps(env))
 PY
 )
 
+# Fail here, at once, on a runtime env Ray would reject late (unknown field, wrong type) or a
+# working dir over Ray's upload limit, instead of after an upload or with a job stuck in PENDING.
+"$BIN/python" -m pipelines.job_preflight "$RUNTIME_ENV_JSON" || exit 2
+
 echo "submit: $ADDRESS  python -m pipelines.train $*  (pip install: $PIP${JOB_ROOT:+, ATTNFLOW_ROOT=$JOB_ROOT})" >&2
 # Ray 2.60 clusters use token authentication; the token comes from ~/.ray/auth_token or RAY_AUTH_TOKEN.
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}

@@ -1,0 +1,119 @@
+"""Check a Ray job's runtime env before submitting it, so a bad one fails here, at once, with a
+message that names the problem, instead of after an upload or as a job stuck in PENDING.
+
+    python -m pipelines.job_preflight RUNTIME_ENV_JSON        (infra/submit.sh runs it)
+
+Checks: the keys are runtime-env fields Ray knows (a typo such as ``pipp`` is otherwise ignored),
+``pip`` / ``env_vars`` / ``excludes`` have the types Ray accepts, ``working_dir`` is a folder, and
+the working dir zipped the way Ray zips it (its ``excludes`` and ``.gitignore`` applied) stays
+under Ray's upload limit (``GCS_STORAGE_MAX_SIZE``, the gRPC message size), naming the largest
+files when it does not.  Exit status: 0 ok, 2 a problem (printed to stderr).
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+
+class PreflightError(ValueError):
+    """The runtime env cannot be submitted as it is."""
+
+
+def _quiet_logger() -> logging.Logger:
+    log = logging.getLogger("attnflow.job_preflight")
+    log.addHandler(logging.NullHandler())
+    log.propagate = False
+    return log
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def _largest_files(root: Path, excludes: list[str], include_gitignore: bool, top: int = 5) -> list[tuple[int, str]]:
+    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
+
+    sizes: list[tuple[int, str]] = []
+
+    def visit(path: Path) -> None:
+        if path.is_file():
+            sizes.append((path.stat().st_size, str(path.relative_to(root))))
+
+    _dir_travel(root, [_get_excludes(root, excludes)], visit, include_gitignore=include_gitignore,
+                logger=_quiet_logger())
+    return sorted(sizes, reverse=True)[:top]
+
+
+def package_size(working_dir: str | Path, excludes: list[str]) -> int:
+    """Bytes of the zip Ray would upload for ``working_dir`` (same walker, excludes and gitignore rule)."""
+    from ray._private.runtime_env.packaging import create_package
+
+    include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+    with tempfile.TemporaryDirectory() as tmp:
+        target = Path(tmp) / "package.zip"
+        create_package(str(working_dir), target, include_gitignore=include_gitignore, excludes=excludes,
+                       logger=_quiet_logger())
+        return target.stat().st_size
+
+
+def check_runtime_env(env: dict, limit: int | None = None) -> dict:
+    """Raise :class:`PreflightError` naming what is wrong; returns ``env`` unchanged when it is fine."""
+    from ray.runtime_env import RuntimeEnv
+
+    if not isinstance(env, dict):
+        raise PreflightError(f"runtime env must be a mapping, got {type(env).__name__}")
+    unknown = sorted(set(env) - set(RuntimeEnv.known_fields))
+    if unknown:
+        raise PreflightError(f"runtime env: unknown field(s) {', '.join(unknown)} (Ray knows: "
+                             f"{', '.join(sorted(f for f in RuntimeEnv.known_fields if not f.startswith('_')))})")
+    env_vars = env.get("env_vars") or {}
+    if not isinstance(env_vars, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
+        raise PreflightError("runtime env: env_vars must map names to strings")
+    excludes = env.get("excludes") or []
+    if not isinstance(excludes, list) or not all(isinstance(e, str) for e in excludes):
+        raise PreflightError("runtime env: excludes must be a list of path patterns")
+    try:
+        RuntimeEnv(**env)  # Ray's own type checks (pip, conda, uv, ...)
+    except (TypeError, ValueError) as exc:
+        raise PreflightError(f"runtime env: {exc}") from None
+    working_dir = env.get("working_dir")
+    if working_dir is None or "://" in str(working_dir):
+        return env  # nothing to upload from here
+    root = Path(working_dir)
+    if not root.is_dir():
+        raise PreflightError(f"runtime env: working_dir {working_dir!r} is not a folder")
+    if limit is None:
+        from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE as limit  # type: ignore[no-redef]
+    size = package_size(root, excludes)
+    if size >= limit:
+        include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
+        big = ", ".join(f"{name} ({_mib(n)})" for n, name in _largest_files(root, excludes, include_gitignore))
+        raise PreflightError(
+            f"working_dir {str(root.resolve())!r} zips to {_mib(size)}, over Ray's upload limit of {_mib(limit)}; "
+            f"largest files: {big}. Add them to 'excludes' in the runtime env (infra/runtime_env.yaml) or to "
+            ".gitignore, or put data on shared storage (docs/cluster.md)")
+    return env
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if len(args) != 1:
+        print("usage: python -m pipelines.job_preflight RUNTIME_ENV_JSON", file=sys.stderr)
+        return 2
+    try:
+        check_runtime_env(json.loads(args[0]))
+    except json.JSONDecodeError as exc:
+        print(f"submit: runtime env is not valid JSON: {exc}", file=sys.stderr)
+        return 2
+    except PreflightError as exc:
+        print(f"submit: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
