@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import signal
 from pathlib import Path
 
 import torch
@@ -43,18 +44,30 @@ class FaultHooks:
         self.rank = rank
         self.marker_dir = marker_dir
 
+    def _first_time(self, name: str, text: str) -> bool:
+        """True the first time ``name`` fires in this run (its marker file is written before it fires)."""
+        marker = self.marker_dir / name if self.marker_dir else None
+        if marker is not None and marker.exists():
+            return False
+        if marker is not None:
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.write_text(text)
+            with open(marker) as fh:  # on disk before the process may die
+                os.fsync(fh.fileno())
+        return True
+
     def before_step(self, step: int) -> None:
         """Called with the 1-based number of the step about to run."""
         f = self.faults
+        if f.kill_at_step == step and f.kill_rank == self.rank:
+            if self._first_time(f"killed-step{step}-rank{self.rank}", "SIGKILL of the worker process\n"):
+                print(f"fault injection: rank {self.rank} (pid {os.getpid()}) sends itself SIGKILL before step {step}",
+                      flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
         if f.raise_at_step != step or f.raise_rank != self.rank:
             return
-        marker = self.marker_dir / f"raised-step{step}-rank{self.rank}" if self.marker_dir else None
-        if marker is not None and marker.exists():
-            return
-        if marker is not None:
-            marker.parent.mkdir(parents=True, exist_ok=True)
-            marker.write_text("injected worker failure\n")
-        raise InjectedWorkerFailure(f"injected failure on rank {self.rank} before step {step} (train.faults)")
+        if self._first_time(f"raised-step{step}-rank{self.rank}", "injected worker failure\n"):
+            raise InjectedWorkerFailure(f"injected failure on rank {self.rank} before step {step} (train.faults)")
 
     def poison(self, step: int, batch: dict) -> dict:
         """Replace the source images with NaN on the chosen rank for ``nan_steps`` steps from ``nan_at_step``."""

@@ -11,6 +11,8 @@ class FaultInjection:
 
     raise_at_step: int = -1  # rank ``raise_rank`` raises before this step, once per run (a worker failure)
     raise_rank: int = 1
+    kill_at_step: int = -1  # rank ``kill_rank`` SIGKILLs its own process before this step, once per run
+    kill_rank: int = 1
     nan_at_step: int = -1  # rank ``nan_rank`` feeds a NaN batch at this step (a numerical fault)
     nan_rank: int = 1
     nan_steps: int = 1  # consecutive poisoned steps, to exercise ``max_consecutive_skips``
