@@ -124,3 +124,23 @@ def test_inf_in_discriminator_grads_with_finite_losses_skips_the_step(tmp_path: 
         CheckpointStore(tmp_path / "ck").save(3, poisoned)
     assert [c.step for c in CheckpointStore(tmp_path / "ck").committed()] == [2]
     assert step.step(synthetic_batch(2, seed=3))["skipped"] == 0.0 and step.consecutive_skips == 0
+
+
+def test_a_generator_with_non_finite_weights_is_never_registered(tmp_path: Path, monkeypatch) -> None:
+    from model.config import ModelConfig
+    from model.export import PackedGenerator
+    from model.generator import build_generator
+    from pipelines import registry
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
+    cfg = ModelConfig(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,
+                      encoder_blocks=0, bottleneck_blocks=1, decoder_blocks=0, flow_depth=8)
+    exported = PackedGenerator(build_generator(cfg), cfg.pose_channels, (32, 24))
+    with torch.no_grad():
+        next(exported.parameters()).view(-1)[0] = float("inf")
+    example = torch.rand(1, exported.in_channels, 32, 24).numpy()
+    with pytest.raises(ValueError, match="refusing to register a generator with non-finite parameters"):
+        registry.register_generator(exported, example, model_name="attnflow-pose",
+                                    metrics_doc={"model": {"ssim": 0.9}, "protocol_sha256": "p" * 64},
+                                    primary_metric="ssim")
+    assert not (tmp_path / "mlruns.db").exists()  # refused before the store was even opened
