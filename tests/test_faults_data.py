@@ -13,6 +13,7 @@ from __future__ import annotations
 import collections
 import csv
 import errno
+import io
 import json
 import os
 import random
@@ -294,27 +295,40 @@ def test_preprocess_killed_at_a_random_point_reruns_to_clean_bytes(clean_run, tm
     _assert_same_bytes(clean, out, manifest)
 
 
-class _FullDisk:
-    """A file object that raises ENOSPC once ``budget`` bytes have been written through it."""
+class _FullDisk(io.RawIOBase):
+    """A raw file that fails with ENOSPC once ``budget`` bytes went through it; wrapped in a
+    BufferedWriter like a real ``open(..., "wb")``, so a flush or close on the full disk fails too."""
 
-    def __init__(self, fh, budget: list[int]) -> None:
-        self._fh, self._budget = fh, budget
+    def __init__(self, raw: io.FileIO, budget: list[int]) -> None:
+        self._raw, self._budget = raw, budget
+
+    def writable(self) -> bool:
+        return True
 
     def write(self, data) -> int:
         n = len(data)
         if n > self._budget[0]:
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         self._budget[0] -= n
-        return self._fh.write(data)
+        return self._raw.write(data)
 
-    def __getattr__(self, name):
-        return getattr(self._fh, name)
+    def fileno(self) -> int:
+        return self._raw.fileno()
 
-    def __enter__(self):
-        return self
+    def seekable(self) -> bool:
+        return True
 
-    def __exit__(self, *exc):
-        self._fh.close()
+    def seek(self, pos: int, whence: int = 0) -> int:
+        return self._raw.seek(pos, whence)
+
+    def tell(self) -> int:
+        return self._raw.tell()
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._raw.close()
 
 
 @pytest.mark.parametrize("fraction", [0.05, 0.5, 0.95])
@@ -326,8 +340,9 @@ def test_disk_full_during_preprocess_leaves_no_partial_and_reruns_to_clean_bytes
     real_open = open
 
     def small_disk_open(file, mode="r", *a, **kw):
-        fh = real_open(file, mode, *a, **kw)
-        return _FullDisk(fh, budget) if "w" in mode else fh
+        if mode != "wb":
+            return real_open(file, mode, *a, **kw)
+        return io.BufferedWriter(_FullDisk(io.FileIO(file, mode), budget), buffer_size=64 * 1024)
 
     out = tmp_path / "out"
     shutil.copytree(clean, out)
