@@ -144,3 +144,40 @@ def test_a_generator_with_non_finite_weights_is_never_registered(tmp_path: Path,
                                     metrics_doc={"model": {"ssim": 0.9}, "protocol_sha256": "p" * 64},
                                     primary_metric="ssim")
     assert not (tmp_path / "mlruns.db").exists()  # refused before the store was even opened
+
+
+@pytest.mark.faults
+def test_corrupt_shard_at_train_time_is_skipped_and_counted_in_mlflow(tmp_path: Path, monkeypatch) -> None:
+    """Fault 5 through the training loop: a truncated and a bit-flipped shard; the run completes its
+    steps and MLflow's ``data/errors`` counts what was skipped (the loader's part is in test_faults_data)."""
+    from mlflow.tracking import MlflowClient
+
+    from datasets.shards import load_manifest
+    from pipelines import train
+    from train_fixtures import DATASET, make_tiny_project, read_summary
+
+    import dataclasses
+
+    from pipelines.config import load_config
+    from pipelines.preprocess import preprocess
+
+    params = make_tiny_project(tmp_path)
+    cfg = load_config(params)
+    preprocess(DATASET, cfg.datasets[DATASET], dataclasses.replace(cfg.preprocess, shard_size=1),
+               Path(cfg.datasets[DATASET].shards), show_progress=False)  # one group per shard
+    monkeypatch.setenv("ATTNFLOW_ROOT", str(tmp_path))
+    for key in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "ATTNFLOW_FAULTS"):
+        monkeypatch.delenv(key, raising=False)
+    shards = tmp_path / "data/shards" / DATASET
+    names = [s["name"] for s in load_manifest(shards)["shards"] if s["split"] == "train"]
+    assert len(names) >= 3
+    data = (shards / names[0]).read_bytes()
+    (shards / names[0]).write_bytes(data[: len(data) // 2])
+    data = bytearray((shards / names[-1]).read_bytes())
+    data[513] ^= 0xFF  # the first sample's meta.json
+    (shards / names[-1]).write_bytes(bytes(data))
+    assert train.main(["--params", str(params), "--workers", "0", "--run-name", "corrupt"]) == 0
+    s = read_summary(tmp_path, "corrupt")
+    assert s["status"] == "completed" and s["steps"] == 8 and s["data_errors"] >= 1  # the run reads part of an epoch
+    errors = MlflowClient(f"sqlite:///{tmp_path / 'mlruns.db'}").get_metric_history(s["mlflow_run_id"], "data/errors")
+    assert max(m.value for m in errors) == s["data_errors"]
