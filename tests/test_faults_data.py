@@ -29,7 +29,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_fixtures import annotation_line, draw_figure, make_raw, tiny_config, write_jpeg
+from data_fixtures import annotation_line, draw_figure, make_raw, tiny_config
 from datasets import heatmaps, shards as shards_mod
 from datasets.face import HEAD_JOINTS, face_box
 from datasets.keypoints import MISSING, NUM_JOINTS
