@@ -29,6 +29,20 @@ TINY = {
     "synthesize.synthetic_portrait.views_per_identity": 2,
     "synthesize.synthetic_portrait.supersample": 1,
     "preprocess.shard_size": 8,
+    # Training runs in-process here (tests/test_train_ray.py guards the 2-worker Ray path).
+    "train.workers": 0,
+    "train.batch_size": 2,
+    "train.total_images": 8,
+    "train.checkpoint_every_images": 4,
+    "train.log_every_images": 4,
+    "train.grid_every_images": 8,
+    "model.base_channels": 8,
+    "model.max_channels": 32,
+    "model.flow_channels": 8,
+    "model.attn_dim": 8,
+    "model.combine_channels": 8,
+    "model.disc_channels": 8,
+    "evaluate.grid_pairs": 2,
 }
 
 
