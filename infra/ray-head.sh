@@ -40,6 +40,18 @@ case "${1:-}" in
       "$BIN/ray" start --head --node-ip-address=127.0.0.1 --port="$PORT" \
         --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" \
         --num-cpus="$NUM_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >/dev/null
+    # `ray start` returns before the dashboard answers; wait for it (up to 2 min). Any HTTP
+    # answer counts, 401 included: the API wants the cluster's token, which `ray job` sends.
+    for _ in $(seq 240); do
+      "$BIN/python" - "$DASH_PORT" 2>/dev/null <<'PY' && break
+import sys, urllib.error, urllib.request
+try:
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/api/version", timeout=1)
+except urllib.error.HTTPError:
+    pass
+PY
+      sleep 0.5
+    done
     echo "ray-head: started on 127.0.0.1:$PORT ($NUM_CPUS CPUs); dashboard http://127.0.0.1:$DASH_PORT"
     echo "  submit: make submit            (RAY_ADDRESS=http://127.0.0.1:$DASH_PORT)"
     echo "  driver: RAY_ADDRESS=127.0.0.1:$PORT python -m pipelines.train ..."
@@ -53,12 +65,23 @@ case "${1:-}" in
     pids=$(head_pids)
     if [ -z "$pids" ]; then echo "ray-head: not running (port $PORT)"; exit 0; fi
     kill -TERM $pids 2>/dev/null || true
-    for _ in $(seq 20); do
+    for _ in $(seq 30); do
       sleep 0.5
       [ -z "$(head_pids)" ] && break
     done
-    left=$(head_pids)
-    [ -n "$left" ] && kill -KILL $left 2>/dev/null || true
+    # A dying raylet may still respawn an agent: keep killing until nothing with the mark is
+    # left for a few consecutive checks.
+    quiet=0
+    for _ in $(seq 60); do
+      left=$(head_pids)
+      if [ -z "$left" ]; then
+        quiet=$((quiet + 1)); [ "$quiet" -ge 4 ] && break
+      else
+        quiet=0; kill -KILL $left 2>/dev/null || true
+      fi
+      sleep 0.5
+    done
+    [ -n "$(head_pids)" ] && { echo "ray-head: some processes survived: $(head_pids | tr '\n' ' ')" >&2; exit 1; }
     echo "ray-head: stopped (port $PORT)"
     ;;
   *)

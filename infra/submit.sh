@@ -55,5 +55,21 @@ PY
 echo "submit: $ADDRESS  python -m pipelines.train $*  (pip install: $PIP${JOB_ROOT:+, ATTNFLOW_ROOT=$JOB_ROOT})" >&2
 # Ray 2.60 clusters use token authentication; the token comes from ~/.ray/auth_token or RAY_AUTH_TOKEN.
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
-exec "$BIN/ray" job submit --address "$ADDRESS" --runtime-env-json "$RUNTIME_ENV_JSON" \
-  -- python -m pipelines.train "$@"
+# A head that has just started may not have registered its job agent yet; that refusal comes
+# before any job exists, so retrying it cannot start the training twice.
+LOG=$(mktemp)
+trap 'rm -f "$LOG"' EXIT
+for attempt in $(seq 36); do
+  set +e
+  "$BIN/ray" job submit --address "$ADDRESS" --runtime-env-json "$RUNTIME_ENV_JSON" \
+    -- python -m pipelines.train "$@" 2>&1 | tee "$LOG"
+  rc=${PIPESTATUS[0]}
+  set -e
+  if [ "$rc" -ne 0 ] && grep -q "No available agent to submit job" "$LOG"; then
+    echo "submit: the head's job agent is not ready yet; retrying in 5 s ($attempt/36)" >&2
+    sleep 5
+    continue
+  fi
+  exit "$rc"
+done
+exit "$rc"
