@@ -409,6 +409,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
                 sums, counted = {}, 0
                 if means:
                     last = means
+                    history["last_loss"] = means  # kept in checkpoints: a resumed run reports it too
                     if history.get("first_loss") is None:
                         history["first_loss"] = means
                 if rank == 0:
@@ -466,7 +467,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         "data_errors": errors_before + sum(_all_gather_object(_loader_errors(loader))),
         "restarts": history.get("restarts", 0),
         "first_losses": history.get("first_loss"),
-        "final_losses": last,
+        "final_losses": last or history.get("last_loss") or {},
         "feature_backbone": gan.backbone.name,
         "g_param_digests": digests,
         "resumed_from_step": steps_before if chosen is not None else None,
