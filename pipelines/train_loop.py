@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 
 from pipelines.checkpoint import CheckpointInfo, CheckpointStore, NonFiniteCheckpointError
-from pipelines.config import build_dataclass, to_dict
+from pipelines.config import build_dataclass
 from pipelines.fault_hooks import FaultHooks, from_env
 from pipelines.tracking import Tracker, tracking_uri, write_run_meta
 
@@ -546,7 +546,3 @@ def loop_config_from(ctx: LoopContext) -> dict:
 
 def context_from(loop_config: dict) -> LoopContext:
     return LoopContext(**loop_config["ctx"])
-
-
-def resolved(cfg: Any) -> dict:
-    return to_dict(cfg)
