@@ -37,6 +37,7 @@ from datasets.portrait_edit import Expression, apply_expression
 from datasets.portrait_geometry import FaceShape, Pose, image_landmarks, neutral_landmarks
 from datasets.portrait_render import GLASSES, HAIR_STYLES, Appearance, render
 from datasets.specs import SynthesizeSpec
+from datasets.synthetic_fashion import Summary  # one summary type for every generator
 
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
     (0.97, 0.82, 0.71), (0.93, 0.74, 0.6), (0.84, 0.62, 0.46), (0.68, 0.47, 0.33),
@@ -174,19 +175,6 @@ def identity_views(identity: Identity, spec: SynthesizeSpec) -> list[View]:
             expr = sample_expression(rng)
         views.append(render_view(identity, expr, pose, size, spec.supersample))
     return views
-
-
-@dataclass(frozen=True)
-class Summary:
-    root: Path
-    images: dict[str, int]
-    pairs: dict[str, int]
-    identities: dict[str, int]
-    seconds: float
-
-    @property
-    def images_per_s(self) -> float:
-        return sum(self.images.values()) / max(self.seconds, 1e-9)
 
 
 def view_name(prefix: str, identity: int, view: int) -> str:
