@@ -208,3 +208,16 @@ def test_bf16_autocast_path_runs_with_float32_coordinates():
     step.amp_dtype = torch.bfloat16
     out = step.step(batch)
     assert out["skipped"] == 0.0 and all(v == v for v in out.values())
+
+
+def test_ema_decay_warms_up_so_a_short_run_forgets_the_random_start():
+    from model.gan import ema_decay_at
+    assert ema_decay_at(0, 0.999) == pytest.approx(0.1)
+    assert ema_decay_at(3, 0.999, start=5) == 0.0
+    decays = [ema_decay_at(n, 0.999) for n in range(20000)]
+    assert all(a <= b for a, b in zip(decays, decays[1:])) and decays[-1] == 0.999
+    # After 80 steps (the default run) the initial weights keep a few percent, not 92%.
+    remaining = 1.0
+    for n in range(80):
+        remaining *= decays[n]
+    assert remaining < 0.05
