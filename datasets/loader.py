@@ -171,14 +171,24 @@ def plan_epoch(shard_pairs: list[int], rank: int, world_size: int, batch_size: i
 
 
 def plan_contiguous(shard_pairs: list[int], rank: int, world_size: int, batch_size: int,
-                    num_workers: int) -> RankPlan:
-    """Unshuffled, unpadded: rank r takes positions [r·P/W, (r+1)·P/W), batches in order."""
+                    num_workers: int, align_batches: bool = False) -> RankPlan:
+    """Unshuffled, unpadded: rank r takes positions [r·P/W, (r+1)·P/W), batches in order.
+
+    With ``align_batches`` the split falls on the single-rank run's batch boundaries instead, so
+    every batch holds the same pairs whatever ``world_size`` is (results that depend on a batch's
+    composition, even in the last float bit, then do not depend on the rank count).
+    """
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in 0..world_size-1 (world_size={world_size})")
     total = sum(shard_pairs)
     if total == 0:
         raise DataLoaderError("the shards hold no pairs")
-    lo, hi = rank * total // world_size, (rank + 1) * total // world_size
+    if align_batches:
+        nb = math.ceil(total / batch_size)
+        lo = min(rank * nb // world_size * batch_size, total)
+        hi = min((rank + 1) * nb // world_size * batch_size, total)
+    else:
+        lo, hi = rank * total // world_size, (rank + 1) * total // world_size
     workers, counts = _worker_segments(np.arange(len(shard_pairs)), shard_pairs, lo, hi - lo, batch_size,
                                        num_workers, interleave=True)
     return RankPlan(math.ceil((hi - lo) / batch_size), hi - lo, workers, counts)
@@ -481,26 +491,30 @@ def train_loader(shards_dir: str | Path, *, rank: int, world_size: int, batch_si
 
 
 def eval_loader(shards_dir: str | Path, *, batch_size: int, rank: int = 0, world_size: int = 1,
-                num_workers: int = 0, equal_batches: bool = False, **kw: Any) -> PairLoader:
+                num_workers: int = 0, equal_batches: bool = False, align_batches: bool = False,
+                **kw: Any) -> PairLoader:
     """Test pairs in pairs-CSV order, no augmentation; rank r gets the r-th contiguous chunk.
 
     With ``equal_batches=False`` (default) no pair is repeated and the last rank
     may get fewer pairs (and batches); set it when every rank must run the same
-    number of collective steps.
+    number of collective steps.  ``align_batches`` splits on batch boundaries
+    (see :func:`plan_contiguous`).
     """
     return PairLoader(shards_dir, split="test", rank=rank, world_size=world_size, batch_size=batch_size,
                       num_workers=num_workers, shuffle=False, pad=True, augment=None, **kw) \
-        if equal_batches else _ContiguousTestLoader(shards_dir, batch_size, rank, world_size, num_workers, **kw)
+        if equal_batches else _ContiguousTestLoader(shards_dir, batch_size, rank, world_size, num_workers,
+                                                    align_batches, **kw)
 
 
 class _ContiguousTestLoader(PairLoader):
     """Test split without padding (see :func:`plan_contiguous`)."""
 
     def __init__(self, shards_dir: str | Path, batch_size: int, rank: int, world_size: int, num_workers: int,
-                 **kw: Any) -> None:
+                 align_batches: bool = False, **kw: Any) -> None:
+        self.align_batches = align_batches
         super().__init__(shards_dir, split="test", rank=rank, world_size=world_size, batch_size=batch_size,
                          num_workers=num_workers, shuffle=False, pad=True, augment=None, **kw)
 
     def _plan(self) -> RankPlan:
         return plan_contiguous([int(s["pairs"]) for s in self.shards], self.rank, self.world_size,
-                               self.batch_size, self.num_workers)
+                               self.batch_size, self.num_workers, self.align_batches)

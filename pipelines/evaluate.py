@@ -35,6 +35,7 @@ import torch
 
 from model import metrics as M
 from pipelines.config import add_config_args, build_dataclass, config_from_args, to_dict
+from pipelines.redact import redact
 
 METHODS = ("model", "copy_source", "mean_train_image")
 BASELINES = METHODS[1:]
@@ -57,6 +58,17 @@ def canonical_sha256(obj: Any) -> str:
 class Generator:
     fn: GenerateFn
     info: dict[str, Any]  # what was evaluated: checkpoint path/step/sha256 or model URI/version
+    # How another process rebuilds the same generator: ("checkpoint", step folder) or ("model", URI).
+    source: tuple[str, str] | None = None
+
+
+def rebuild_generator(source: tuple[str, str]) -> Generator:
+    kind, where = source
+    if kind == "checkpoint":
+        return generator_from_checkpoint(where)[0]
+    if kind == "model":
+        return generator_from_model(where)
+    raise EvaluationError(f"unknown generator source {kind!r}")
 
 
 def _latest_checkpoint(root: Path | str) -> Any:
@@ -116,7 +128,7 @@ def generator_from_checkpoint(path: str | Path) -> tuple[Generator, torch.nn.Mod
     def fn(batch: dict[str, Any]) -> torch.Tensor:
         return g(batch["source_image"], batch["source_pose"], batch["target_pose"]).image
 
-    return Generator(fn, info), g, state
+    return Generator(fn, info, ("checkpoint", info["path"])), g, state
 
 
 def generator_from_model(uri: str) -> Generator:
@@ -132,7 +144,7 @@ def generator_from_model(uri: str) -> Generator:
     def fn(batch: dict[str, Any]) -> torch.Tensor:
         return net(pack_inputs(batch["source_image"], batch["source_pose"], batch["target_pose"]))
 
-    return Generator(fn, {"source": "model", "uri": uri})
+    return Generator(fn, {"source": "model", "uri": uri}, ("model", uri))
 
 
 # ---------------------------------------------------------------------------- data
@@ -256,12 +268,13 @@ def evaluate_pairs(
     mask_radius: float,
     images_out: Path | None,
     grid_rows: int,
-) -> tuple[PairScores, dict[str, M.FeatureStats], list[dict[str, Any]]]:
-    """Generate every pair, save the model's images, score all methods per pair, gather features."""
+) -> tuple[PairScores, dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Generate every pair, save the model's images, score all methods per pair, gather the
+    Fréchet features of every pair (method -> [pairs, D] float32, in pair order)."""
     from PIL import Image
 
     per: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
-    stats = {m: M.FeatureStats() for m in METHODS}
+    feats: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
     names: list[tuple[str, str]] = []
     grid: list[dict[str, Any]] = []
     mean_t = torch.from_numpy(mean_image).permute(2, 0, 1)
@@ -290,7 +303,7 @@ def evaluate_pairs(
                 scores[nets.names.masked_lpd] = M.lpd_between(nets.lpd, images_m, target_m)
             for key, values in scores.items():
                 per[method].setdefault(key, []).extend(float(v) for v in values)
-            stats[method].update(nets.fd.pooled(images))
+            feats[method].append(nets.fd.pooled(images).detach().cpu().float().numpy())
         for i, (src, tgt) in enumerate(zip(batch["source_name"], batch["target_name"])):
             names.append((src, tgt))
             if images_out is not None:
@@ -301,18 +314,94 @@ def evaluate_pairs(
                              "output": outputs["model"][i], "mean": outputs["mean_train_image"][i],
                              "target_keypoints": batch["target_keypoints"][i].numpy(),
                              "name": f"{Path(src).stem} -> {Path(tgt).stem}"})
-    if not names:
-        raise EvaluationError("the test split has no pairs")
-    return PairScores(names, per), stats, grid
+    return PairScores(names, per), {m: _rows(v) for m, v in feats.items()}, grid
 
 
-def summarise(pairs: PairScores, stats: dict[str, M.FeatureStats], ref: M.FeatureStats, nets: Networks) -> dict[str, dict[str, float]]:
+def _rows(chunks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def feature_stats(rows: np.ndarray, chunk: int) -> M.FeatureStats:
+    """Statistics of feature rows in pair order, summed in fixed chunks: the float64 sums (and so
+    the Fréchet distance) come out bit-identical however the pairs were split between processes."""
+    stats = M.FeatureStats()
+    for lo in range(0, len(rows), chunk):
+        stats.update(rows[lo:lo + chunk])
+    return stats
+
+
+@dataclass
+class PartJob:
+    """One worker process's share of the test pairs (pickled to it)."""
+
+    rank: int
+    world_size: int
+    shards: str
+    batch_size: int
+    threads: int
+    ecfg: Any
+    loss_cfg: Any
+    source: tuple[str, str] | None
+    mean_image: np.ndarray
+    masked: bool
+    images_out: str
+    grid_rows: int
+
+
+@dataclass
+class PartResult:
+    pairs: PairScores
+    features: dict[str, np.ndarray]
+    grid: list[dict[str, Any]]
+    skipped: int
+    errors: list[str]
+
+
+def evaluate_part(job: PartJob, generator: Generator | None = None, nets: Networks | None = None) -> PartResult:
+    """Score the ``rank``-th batch-aligned contiguous part of the test pairs (in this process when
+    ``generator``/``nets`` are given, else rebuilt from ``job.source`` in a worker)."""
+    from datasets.loader import eval_loader
+
+    torch.set_num_threads(job.threads)
+    nets = nets or build_networks(job.ecfg, job.loss_cfg)
+    generator = generator or rebuild_generator(job.source)
+    loader = eval_loader(job.shards, batch_size=job.batch_size, rank=job.rank, world_size=job.world_size,
+                         num_workers=0, align_batches=True)
+    pairs, feats, grid = evaluate_pairs(generator, loader, job.mean_image, nets, job.masked, job.ecfg.mask_radius,
+                                        Path(job.images_out), job.grid_rows)
+    return PartResult(pairs, feats, grid, loader.skipped, list(loader.recent_errors[-1:]))
+
+
+def evaluate_parallel(jobs: list[PartJob], generator: Generator, nets: Networks) -> PartResult:
+    """Run the parts (one in this process, or each in a spawned worker) and join them in pair order."""
+    if len(jobs) == 1:
+        results = [evaluate_part(jobs[0], generator, nets)]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if generator.source is None:
+            raise EvaluationError("evaluate.workers > 1 needs a generator loaded from a checkpoint or a model URI")
+        # spawn, not fork: a forked copy of a process holding OpenMP threads can deadlock.
+        with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(evaluate_part, jobs))
+    names = [n for r in results for n in r.pairs.names]
+    per = {m: {k: [v for r in results for v in r.pairs.per_method[m].get(k, [])]
+               for k in results[0].pairs.per_method[m]} for m in METHODS}
+    feats = {m: _rows([r.features[m] for r in results if len(r.features[m])]) for m in METHODS}
+    grid = [row for r in results for row in r.grid][:jobs[0].grid_rows]
+    return PartResult(PairScores(names, per), feats, grid, sum(r.skipped for r in results),
+                      [e for r in results for e in r.errors])
+
+
+def summarise(pairs: PairScores, features: dict[str, np.ndarray], ref: M.FeatureStats, nets: Networks,
+              chunk: int = 8) -> dict[str, dict[str, float]]:
     """Mean of each per-pair score, and the Fréchet distance of each method to the reference set."""
     mu_r, cov_r = ref.mean_cov()
     out: dict[str, dict[str, float]] = {}
     for method in METHODS:
         scores = {k: M.finite_mean(v) for k, v in pairs.per_method[method].items()}
-        mu, cov = stats[method].mean_cov()
+        mu, cov = feature_stats(features[method], chunk).mean_cov()
         scores[nets.names.fd] = M.frechet_distance(mu, cov, mu_r, cov_r)
         out[method] = {k: float(v) for k, v in sorted(scores.items())}
     return out
@@ -456,7 +545,7 @@ def log_to_mlflow(run_id: str, dataset: str, doc: dict, files: list[Path]) -> bo
             client.log_artifact(run_id, str(f), artifact_path=f"evaluation/{dataset}")
         return True
     except Exception as exc:  # the scores are on disk; a tracking outage must not lose them
-        print(f"[evaluate] warning: could not log to MLflow run {run_id}: {exc}", file=sys.stderr)
+        print(f"[evaluate] warning: could not log to MLflow run {run_id}: {redact(str(exc))}", file=sys.stderr)
         return False
 
 
@@ -508,13 +597,20 @@ def run_evaluation(cfg: Any, dataset: str, generator: Generator, *, run_dir: Pat
     images_out.mkdir(parents=True, exist_ok=True)
     for old in images_out.glob("*_2_*.png"):
         old.unlink()  # a previous evaluation's images must not mix with this one's
-    loader = eval_loader(shards, batch_size=ecfg.batch_size, num_workers=0)
-    pairs, stats, grid = evaluate_pairs(generator, loader, mean_image, nets, masked, ecfg.mask_radius,
-                                        images_out, ecfg.grid_pairs)
-    if loader.skipped:
-        raise EvaluationError(f"{loader.skipped} test samples could not be read ({loader.recent_errors[-1:]}); "
+    total_pairs = sum(int(s["pairs"]) for s in manifest["shards"] if s["split"] == "test")
+    workers = max(1, min(ecfg.workers, math.ceil(total_pairs / ecfg.batch_size)))
+    jobs = [PartJob(rank, workers, str(shards), ecfg.batch_size, max(1, ecfg.threads // workers), ecfg, cfg.loss,
+                    generator.source, mean_image, masked, str(images_out), ecfg.grid_pairs)
+            for rank in range(workers)]
+    part = evaluate_parallel(jobs, generator, nets)
+    torch.set_num_threads(ecfg.threads)
+    if part.skipped:
+        raise EvaluationError(f"{part.skipped} test samples could not be read ({part.errors[-1:]}); "
                               "scores would not cover every pair")
-    scores = summarise(pairs, stats, ref, nets)
+    pairs, grid = part.pairs, part.grid
+    if not pairs.names:
+        raise EvaluationError("the test split has no pairs")
+    scores = summarise(pairs, part.features, ref, nets, ecfg.batch_size)
     portrait = None
     if spec.task == "portrait":
         # Landmark-following error of every method and the editing grid (pipelines/portrait_eval.py).
@@ -638,7 +734,7 @@ def main(argv: list[str] | None = None) -> int:
                              metrics_path=Path(args.metrics or f"metrics/{dataset}.json"),
                              plots_dir=Path(args.plots or f"plots/{dataset}"), log_mlflow=not args.no_mlflow)
     except EvaluationError as exc:
-        print(f"evaluate: {exc}", file=sys.stderr)
+        print(f"evaluate: {redact(str(exc))}", file=sys.stderr)
         return 2
     names = doc["metric_names"]
     keys = ["ssim", "psnr", names["fd"], names["lpd"]] + [k for k in doc["model"] if k.startswith("masked_")]

@@ -91,11 +91,12 @@ class EvaluateConfig:
     mask_radius: float = 4.0  # half-width in pixels of PATN's limb mask
     grid_pairs: int = 8  # rows of the sample grid
     images_dir: str = "data/eval"  # generated test images: <images_dir>/<dataset>/<from>_2_<to>.png
-    threads: int = 2  # torch intra-op threads
+    threads: int = 2  # torch intra-op threads (split between the worker processes)
+    workers: int = 1  # processes scoring contiguous parts of the test pairs; scores do not depend on it
     ablation: AblationConfig = field(default_factory=AblationConfig)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grid_pairs", "threads"):
+        for name in ("batch_size", "grid_pairs", "threads", "workers"):
             if getattr(self, name) < 1:
                 raise ValueError(f"evaluate.{name} must be >= 1, got {getattr(self, name)}")
         if not self.mask_radius > 0:

@@ -177,3 +177,16 @@ def test_test_loader_yields_csv_order(shards, world, workers):
             index += b["pair_index"].tolist()
             assert "pair_line" in b and b["source_image"].shape[0] == 1
     assert got == info.pairs["test"] and index == list(range(len(got)))
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3, 7])
+def test_batch_aligned_parts_keep_the_single_rank_batches(world_size: int) -> None:
+    from datasets.loader import plan_contiguous
+
+    shard_pairs, batch = [13, 5, 9], 4  # 27 pairs: 7 batches, the last one short
+    plans = [plan_contiguous(shard_pairs, r, world_size, batch, 0, align_batches=True) for r in range(world_size)]
+    assert sum(p.num_batches for p in plans) == 7 and sum(p.num_pairs for p in plans) == 27
+    starts = [0]
+    for p in plans:
+        starts.append(starts[-1] + p.num_pairs)
+    assert all(s % batch == 0 for s in starts[:-1])  # every part starts on a batch boundary

@@ -77,6 +77,29 @@ def test_evaluation_is_deterministic_complete_and_honestly_named(in_project: tup
     assert 0 < first["baselines"]["copy_source"]["ssim"] < 1
 
 
+def test_scores_and_images_do_not_depend_on_the_worker_count(in_project: tuple[Path, Path]) -> None:
+    """Fault 15: the same checkpoint scored by one process and by two (each a part of the pairs)."""
+    from pipelines import evaluate
+
+    root, params = in_project
+    docs, images, per_pair = {}, {}, {}
+    for workers in (1, 2):
+        tag = f"w{workers}"
+        rc = evaluate.main(["--params", str(params), "--dataset", DATASET, "--no-mlflow",
+                            "--set", "evaluate.threads=1", "--set", "evaluate.batch_size=2",
+                            "--set", f"evaluate.workers={workers}",
+                            "--metrics", f"metrics/{tag}.json", "--plots", f"plots/{tag}"])
+        assert rc == 0
+        docs[workers] = json.loads(Path(f"metrics/{tag}.json").read_text())
+        images[workers] = {p.name: p.read_bytes() for p in (root / "data/eval" / DATASET).glob("*.png")}
+        per_pair[workers] = Path(f"plots/{tag}/per_pair.csv").read_text()
+    assert docs[1]["protocol"]["pairs"] > 2  # more than one batch, so two workers really split the pairs
+    for key in ("model", "baselines", "protocol_sha256", "generator"):
+        assert docs[1][key] == docs[2][key], key
+    assert per_pair[1] == per_pair[2]
+    assert images[1] == images[2] and len(images[1]) == docs[1]["protocol"]["pairs"]
+
+
 def test_register_after_evaluate_makes_a_champion(in_project: tuple[Path, Path]) -> None:
     import mlflow
 
