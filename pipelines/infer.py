@@ -36,6 +36,7 @@ import torch
 from datasets import heatmaps
 from datasets.keypoints import MISSING, NUM_JOINTS
 from model.export import PackedGenerator, pack_inputs
+from pipelines.redact import redact
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -345,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"wrote {save_rgb(args.sheet, pt.sheet(source, tgt_kp, tgt_frame, src_kp))}")
         return 0
     except (InferenceError, PoseExtraMissing) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {redact(str(exc))}", file=sys.stderr)
         return 2
 
 

@@ -18,6 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from pipelines.redact import redact
+
 
 class PreflightError(ValueError):
     """The runtime env cannot be submitted as it is."""
@@ -110,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"submit: runtime env is not valid JSON: {exc}", file=sys.stderr)
         return 2
     except PreflightError as exc:
-        print(f"submit: {exc}", file=sys.stderr)
+        print(f"submit: {redact(str(exc))}", file=sys.stderr)
         return 2
     return 0
 

@@ -23,6 +23,7 @@ import torch
 
 from pipelines.config import add_config_args, config_from_args
 from pipelines.evaluate import EvaluationError, generator_from_checkpoint, generator_from_model, run_evaluation
+from pipelines.redact import redact
 from pipelines.registry import TASK_MODEL_NAMES, register_generator
 
 
@@ -59,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         generator, ema, state = generator_from_checkpoint(gen_info["path"])
     except EvaluationError as exc:
-        print(f"register: {exc}", file=sys.stderr)
+        print(f"register: {redact(str(exc))}", file=sys.stderr)
         return 2
     if generator.info["state_sha256"] != gen_info.get("state_sha256"):
         print(f"register: checkpoint {gen_info['path']} changed since it was evaluated "
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
             run_id=doc.get("mlflow_run_id"), artifacts=artifacts, tags=tags,
             rescore=rescore if rcfg.rescore_champion else None, experiment=cfg.train.mlflow_experiment)
     except (ValueError, EvaluationError) as exc:
-        print(f"register: {exc}", file=sys.stderr)
+        print(f"register: {redact(str(exc))}", file=sys.stderr)
         return 2
     run_name = args.run_name or cfg.train.run_name or dataset
     out = Path("runs") / run_name / f"registered-{dataset}.json"

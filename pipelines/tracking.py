@@ -25,6 +25,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable
 
+from pipelines.redact import redact
+
 EXPERIMENT = "attnflow"
 _BATCH_METRICS = 1000  # MLflow's log_batch limits
 _BATCH_PARAMS = 100
@@ -76,7 +78,8 @@ def prepare_local_store(uri: str, experiment: str, artifact_location: str | None
 
         ensure_experiment(MlflowClient(tracking_uri=uri), experiment, artifact_location)
     except Exception as exc:  # tracking never stops training; the shipper retries later
-        print(f"[tracking] WARNING: could not prepare {uri}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(f"[tracking] WARNING: could not prepare {redact(uri)}: {type(exc).__name__}: {redact(str(exc))}",
+              file=sys.stderr)
 
 
 def file_sha256(path: str | Path) -> str | None:
@@ -201,7 +204,7 @@ class Tracker:
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 5)
         left = self.pending()
         if left:
-            print(f"[tracking] {left} records not yet in MLflow ({self.uri}); they stay in {self.journal} "
+            print(f"[tracking] {left} records not yet in MLflow ({redact(self.uri)}); they stay in {self.journal} "
                   f"and are sent by the next resume or `python -m pipelines.tracking sync {self.dir.parent}`",
                   file=sys.stderr)
         return left
@@ -212,13 +215,14 @@ class Tracker:
         if not self.cursor_file.exists():
             return {}
         cursor = json.loads(self.cursor_file.read_text())
-        if cursor.get("uri") != self.uri:  # a different store: send the whole journal to a new run
+        if cursor.get("uri") != redact(self.uri):  # a different store: send the whole journal to a new run
             return {}
         return cursor
 
     def _write_cursor(self) -> None:
         tmp = self.cursor_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"uri": self.uri, "run_id": self.run_id, "offset": self._offset}))
+        # The URI as written is redacted: a password in it must not sit in the run folder.
+        tmp.write_text(json.dumps({"uri": redact(self.uri), "run_id": self.run_id, "offset": self._offset}))
         os.replace(tmp, self.cursor_file)
 
     def _ensure_run(self) -> None:
@@ -315,9 +319,9 @@ class Tracker:
                     self.run_id, self._offset = None, 0
                     continue
                 if not self._warned:
-                    print(f"[tracking] WARNING: MLflow at {self.uri} is unavailable ({type(exc).__name__}: "
-                          f"{str(exc).splitlines()[0][:200]}); training continues and records wait in "
-                          f"{self.journal}", file=sys.stderr)
+                    reason = redact(str(exc).splitlines()[0][:200] if str(exc) else "")
+                    print(f"[tracking] WARNING: MLflow at {redact(self.uri)} is unavailable ({type(exc).__name__}: "
+                          f"{reason}); training continues and records wait in {self.journal}", file=sys.stderr)
                     self._warned = True
                 if self._down_since is None:
                     self._down_since = time.monotonic()
@@ -339,8 +343,14 @@ def sync(run_dir: str | Path, timeout: float = 120.0) -> int:
     run_dir = Path(run_dir)
     meta_file = run_dir / "tracking" / "run.json"
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    # run.json holds the URI redacted; the credentials come from this shell's MLFLOW_TRACKING_URI
+    # when it names the same store.
+    uri = meta.get("uri")
+    env_uri = os.environ.get("MLFLOW_TRACKING_URI")
+    if env_uri and (uri is None or redact(env_uri) == uri):
+        uri = env_uri
     tracker = Tracker(run_dir, run_name=meta.get("run_name", run_dir.name),
-                      experiment=meta.get("experiment", EXPERIMENT), uri=meta.get("uri"),
+                      experiment=meta.get("experiment", EXPERIMENT), uri=uri,
                       artifact_location=meta.get("artifact_location"))
     return tracker.close(timeout=timeout)
 
@@ -350,7 +360,7 @@ def write_run_meta(run_dir: str | Path, run_name: str, experiment: str, uri: str
     """What ``sync`` needs to reopen a run's journal without the training config."""
     path = Path(run_dir) / "tracking" / "run.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"run_name": run_name, "experiment": experiment, "uri": uri,
+    path.write_text(json.dumps({"run_name": run_name, "experiment": experiment, "uri": redact(uri),
                                 "artifact_location": artifact_location}))
 
 

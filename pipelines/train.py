@@ -34,6 +34,7 @@ from pipelines.checkpoint import CheckpointStore  # noqa: E402 - after the start
 from pipelines.config import add_config_args, config_from_args, to_dict  # noqa: E402
 from pipelines.tracking import (default_artifact_location, file_sha256, git_commit,  # noqa: E402
                                 prepare_local_store, project_root, tracking_uri)
+from pipelines.redact import redact  # noqa: E402
 from pipelines.train_loop import LocalSession, LoopContext, loop_config_from, run_worker  # noqa: E402
 
 # Sections whose change makes an existing checkpoint the wrong starting point.
@@ -160,7 +161,7 @@ def _run_on_ray(ctx: LoopContext, cfg, storage: str) -> dict | None:
                      threads_per_worker=tcfg.threads_per_worker, run_name=ctx.run_name, storage_path=storage,
                      max_failures=tcfg.max_failures)
     except Exception as exc:  # Ray wraps the worker's exception; show the cause in one line
-        print(f"train: training failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1][:500]}",
+        print(f"train: training failed: {type(exc).__name__}: {redact(str(exc).strip().splitlines()[-1][:500])}",
               file=sys.stderr)
         return None
     finally:
