@@ -39,6 +39,7 @@ from pipelines.redact import redact
 
 METHODS = ("model", "copy_source", "mean_train_image")
 BASELINES = METHODS[1:]
+TARGETS = "held_out_targets"  # the real target images: the Fréchet distance's floor on this test set
 
 GenerateFn = Callable[[dict[str, Any]], torch.Tensor]  # batch -> images [B,3,H,W] in [-1, 1]
 
@@ -274,7 +275,8 @@ def evaluate_pairs(
     from PIL import Image
 
     per: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
-    feats: dict[str, list[np.ndarray]] = {m: [] for m in METHODS}
+    # The held-out targets themselves too: their Fréchet distance is what a perfect model would score.
+    feats: dict[str, list[np.ndarray]] = {m: [] for m in (*METHODS, TARGETS)}
     names: list[tuple[str, str]] = []
     grid: list[dict[str, Any]] = []
     mean_t = torch.from_numpy(mean_image).permute(2, 0, 1)
@@ -304,6 +306,7 @@ def evaluate_pairs(
             for key, values in scores.items():
                 per[method].setdefault(key, []).extend(float(v) for v in values)
             feats[method].append(nets.fd.pooled(images).detach().cpu().float().numpy())
+        feats[TARGETS].append(nets.fd.pooled(target).detach().cpu().float().numpy())
         for i, (src, tgt) in enumerate(zip(batch["source_name"], batch["target_name"])):
             names.append((src, tgt))
             if images_out is not None:
@@ -388,7 +391,7 @@ def evaluate_parallel(jobs: list[PartJob], generator: Generator, nets: Networks)
     names = [n for r in results for n in r.pairs.names]
     per = {m: {k: [v for r in results for v in r.pairs.per_method[m].get(k, [])]
                for k in results[0].pairs.per_method[m]} for m in METHODS}
-    feats = {m: _rows([r.features[m] for r in results if len(r.features[m])]) for m in METHODS}
+    feats = {m: _rows([r.features[m] for r in results if len(r.features[m])]) for m in (*METHODS, TARGETS)}
     grid = [row for r in results for row in r.grid][:jobs[0].grid_rows]
     return PartResult(PairScores(names, per), feats, grid, sum(r.skipped for r in results),
                       [e for r in results for e in r.errors])
@@ -404,6 +407,9 @@ def summarise(pairs: PairScores, features: dict[str, np.ndarray], ref: M.Feature
         mu, cov = feature_stats(features[method], chunk).mean_cov()
         scores[nets.names.fd] = M.frechet_distance(mu, cov, mu_r, cov_r)
         out[method] = {k: float(v) for k, v in sorted(scores.items())}
+    if len(features.get(TARGETS, ())) >= 2:
+        mu, cov = feature_stats(features[TARGETS], chunk).mean_cov()
+        out[TARGETS] = {nets.names.fd: float(M.frechet_distance(mu, cov, mu_r, cov_r))}
     return out
 
 
@@ -537,7 +543,7 @@ def log_to_mlflow(run_id: str, dataset: str, doc: dict, files: list[Path]) -> bo
         from mlflow.entities import Metric
 
         values = [Metric(f"eval/{dataset}/{m}/{k}", float(v), ts, 0)
-                  for m, scores in [("model", doc["model"])] + list(doc["baselines"].items())
+                  for m, scores in [("model", doc["model"])] + list(doc["baselines"].items()) + list(doc["floor"].items())
                   for k, v in scores.items() if math.isfinite(float(v))]
         client.log_batch(run_id, metrics=values)
         client.set_tag(run_id, f"eval.{dataset}.protocol_sha256", doc["protocol_sha256"])
@@ -653,6 +659,8 @@ def run_evaluation(cfg: Any, dataset: str, generator: Generator, *, run_dir: Pat
         "task": spec.task,
         "model": scores["model"],
         "baselines": {m: scores[m] for m in BASELINES},
+        # What the real held-out targets score: no generator, however good, is expected below it.
+        "floor": {TARGETS: scores[TARGETS]} if TARGETS in scores else {},
         "metric_names": {"fd": nets.names.fd, "lpd": nets.names.lpd},
         "protocol": protocol,
         "protocol_sha256": canonical_sha256(protocol),
@@ -743,6 +751,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'method':<18}" + "".join(f"{k:>26}" for k in keys))
     for method, scores in [("model", doc["model"])] + list(doc["baselines"].items()):
         print(f"{method:<18}" + "".join(f"{scores[k]:>26.4f}" for k in keys))
+    for method, scores in doc["floor"].items():
+        print(f"{method} (the Fréchet floor: real test images): {names['fd']} {scores[names['fd']]:.4f}")
     return 0
 
 

@@ -73,6 +73,10 @@ def test_evaluation_is_deterministic_complete_and_honestly_named(in_project: tup
     assert images == sorted(f"{Path(a).stem}_2_{Path(b).stem}.png" for a, b in expected)
     for png in ("ssim_hist.png", "sample_grid.png", "training_curves.png"):
         assert (Path("plots/a") / png).stat().st_size > 1000
+    # The real held-out targets' Fréchet distance is reported as the floor, apart from the baselines.
+    assert set(first["floor"]) == {"held_out_targets"}
+    assert set(first["floor"]["held_out_targets"]) == {"fd_effnet_lite0"}
+    assert first["floor"]["held_out_targets"]["fd_effnet_lite0"] >= 0
     # Copying the source is a perfect score on nothing here, but it must be a valid score.
     assert 0 < first["baselines"]["copy_source"]["ssim"] < 1
 
