@@ -33,14 +33,15 @@ TAG_PROTOCOL = "protocol_sha256"
 
 
 def lower_is_better(metric: str) -> bool:
-    """Distances (FID/FD, LPIPS/LPD, their masked forms) fall as images improve; SSIM/PSNR rise."""
+    """Distances (FID/FD, LPIPS/LPD, their masked forms, the portrait landmark error) fall as
+    images improve; SSIM/PSNR rise."""
     name = metric.removeprefix("masked_")
     if name in ("ssim", "psnr"):
         return False
-    if name in ("fid", "lpips") or name.startswith(("fd_", "lpd_")):
+    if name in ("fid", "lpips", "landmark_nme") or name.startswith(("fd_", "lpd_")):
         return True
     raise ValueError(f"unknown metric {metric!r}: cannot tell whether lower is better "
-                     "(expected ssim, psnr, fid, lpips, fd_*, lpd_*, or a masked_ form)")
+                     "(expected ssim, psnr, fid, lpips, fd_*, lpd_*, landmark_nme, or a masked_ form)")
 
 
 def beats(candidate: float, champion: float, metric: str) -> bool:

@@ -107,6 +107,6 @@ class EvaluateConfig:
 class RegisterConfig:
     """params.yaml ``register``: which metric decides the champion, where the model is logged."""
 
-    primary_metric: str = "ssim"  # a key of metrics/<dataset>.json "model" (ssim, psnr, fd_*, lpd_*, fid, lpips)
+    primary_metric: str = "ssim"  # a key of metrics/<dataset>.json "model" (ssim, psnr, fd_*, lpd_*, fid, lpips; portraits also landmark_nme)
     model_name: str = ""  # "" -> by the dataset's task: attnflow-pose / attnflow-portrait
     rescore_champion: bool = True  # re-evaluate a champion scored under another protocol before comparing

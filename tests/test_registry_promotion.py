@@ -42,7 +42,7 @@ def _doc(ssim: float, protocol: str = "p" * 64) -> dict:
 
 @pytest.mark.parametrize("metric,lower", [("ssim", False), ("psnr", False), ("masked_ssim", False),
                                           ("fd_effnet_lite0", True), ("fid", True), ("lpips", True),
-                                          ("masked_lpd_effnet_lite0", True)])
+                                          ("masked_lpd_effnet_lite0", True), ("landmark_nme", True)])
 def test_metric_direction(metric: str, lower: bool) -> None:
     assert registry.lower_is_better(metric) is lower
 
