@@ -24,13 +24,41 @@ def main() -> int:
     for path in sorted((root / "reports" / "figures").glob("*.png")):
         print(f"  figure           {path.relative_to(root)}")
     registered = sorted((root / "runs").glob("*/registered-*.json"))
-    for path in registered:
-        reg = json.loads(path.read_text())
-        print(f"  registered model {reg['model_name']} v{reg['version']} (candidate); champion: "
-              f"v{reg['champion_version']}  [{reg['reason']}]")
+    names = sorted({json.loads(path.read_text())["model_name"] for path in registered})
+    for line in registry_lines(names):
+        print(f"  registered model {line}")
     if registered:
         print("\nBrowse runs and models: make mlflow-ui, then open http://127.0.0.1:5000/#/models")
     return 0
+
+
+def registry_lines(names: list[str]) -> list[str]:
+    """Where the aliases point now, from the registry itself (the runs' registered-*.json files
+    only record what each registration decided at the time)."""
+    try:
+        from mlflow import MlflowClient
+
+        from pipelines.registry import TAG_PRIMARY_METRIC, TAG_PRIMARY_VALUE
+        from pipelines.tracking import tracking_uri
+
+        client = MlflowClient(tracking_uri())
+        lines = []
+        for name in names:
+            parts = []
+            for alias in ("champion", "candidate"):
+                try:
+                    v = client.get_model_version_by_alias(name, alias)
+                except Exception:  # the alias is not set
+                    continue
+                metric, value = v.tags.get(TAG_PRIMARY_METRIC), v.tags.get(TAG_PRIMARY_VALUE)
+                score = f" ({metric} {float(value):.4f})" if metric and value else ""
+                parts.append(f"@{alias} = v{v.version}{score}")
+            lines.append(f"{name}: " + ", ".join(parts or ["no aliases"]))
+        return lines
+    except Exception as exc:  # the summary must not fail on a registry it cannot read
+        from pipelines.redact import redact
+
+        return [f"(registry not readable: {type(exc).__name__}: {redact(str(exc))})"]
 
 
 if __name__ == "__main__":

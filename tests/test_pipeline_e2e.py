@@ -106,6 +106,12 @@ def test_dvc_repro_runs_every_stage_then_nothing(repro_copy):
     second = _dvc(work, env, "repro")
     assert _stages_run(second.stdout) == [], second.stdout
 
+    # `make run`'s closing summary reads where the aliases point from the registry itself.
+    summary = subprocess.run([sys.executable, "-m", "pipelines.summary"], cwd=work, env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert summary.returncode == 0, summary.stderr
+    assert "registered model attnflow-pose: @champion = v1 (ssim " in summary.stdout, summary.stdout
+
     # A synthesize param of one dataset reruns that dataset's stages only.
     raw = yaml.safe_load((work / "params.yaml").read_text())
     raw["synthesize"]["synthetic_market"]["seed"] += 1
