@@ -69,13 +69,13 @@ PY
       sleep 0.5
       [ -z "$(head_pids)" ] && break
     done
-    # A dying raylet may still respawn an agent: keep killing until nothing with the mark is
-    # left for a few consecutive checks.
+    # A dying raylet may still respawn an agent, late on a loaded machine (agents were seen
+    # surviving a 2 s quiet window): keep killing until nothing with the mark is left for 5 s.
     quiet=0
-    for _ in $(seq 60); do
+    for _ in $(seq 90); do
       left=$(head_pids)
       if [ -z "$left" ]; then
-        quiet=$((quiet + 1)); [ "$quiet" -ge 4 ] && break
+        quiet=$((quiet + 1)); [ "$quiet" -ge 10 ] && break
       else
         quiet=0; kill -KILL $left 2>/dev/null || true
       fi
