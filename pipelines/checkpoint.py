@@ -69,6 +69,9 @@ def _is_url(root: str) -> bool:
     return "://" in root and not root.startswith("file://")
 
 
+RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
+
+
 class CheckpointStore:
     """Committed checkpoints of one run, in a local folder or under a pyarrow-supported URL."""
 
@@ -220,6 +223,24 @@ class CheckpointStore:
                 tmp = Path(self.root) / name
                 if time.time() - tmp.stat().st_mtime > 3600:  # not a write in progress elsewhere
                     shutil.rmtree(tmp, ignore_errors=True)
+
+    def drop_ray_snapshot(self) -> bool:
+        """Remove Ray Train's checkpoint-manager snapshot beside this store (``<run>/
+        checkpoint_manager_snapshot.json``); True if there was one.
+
+        Ray records every checkpoint a run reports and, when a run of the same name starts again,
+        refuses to start if any of them is gone; this store prunes old ones itself, so a re-run
+        after a stop would fail. The loop resumes from this store, not from Ray's record, so the
+        record is dropped before a new ``fit``.
+        """
+        path = f"{self.root.rsplit('/', 1)[0]}/{RAY_SNAPSHOT}"
+        if not self._exists(path):
+            return False
+        if self._fs is None:
+            Path(path).unlink()
+        else:
+            self._fs.delete_file(path)
+        return True
 
     def _delete_dir(self, path: str) -> None:
         if self._fs is None:

@@ -141,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if tcfg.workers == 0:
         summary = run_worker(ctx, LocalSession(tcfg.device))
     else:
+        store.drop_ray_snapshot()  # it may name checkpoints the store has pruned since (see there)
         summary = _run_on_ray(ctx, cfg, storage)
         if summary is None:
             return 1

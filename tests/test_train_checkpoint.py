@@ -93,3 +93,14 @@ def test_prune_keeps_newest_and_clears_uncommitted_leftovers(tmp_path: Path) -> 
         store.save(step, _state(float(step)))
     assert [c.step for c in store.committed()] == [4, 5]
     assert not leftover.exists()
+
+
+def test_ray_snapshot_beside_the_store_is_dropped(tmp_path: Path) -> None:
+    from pipelines.checkpoint import RAY_SNAPSHOT
+
+    store = CheckpointStore(tmp_path / "run" / "checkpoints")
+    assert store.drop_ray_snapshot() is False
+    (tmp_path / "run").mkdir(exist_ok=True)
+    (tmp_path / "run" / RAY_SNAPSHOT).write_text('{"checkpoint_results": []}')
+    assert store.drop_ray_snapshot() is True
+    assert not (tmp_path / "run" / RAY_SNAPSHOT).exists()
