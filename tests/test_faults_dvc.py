@@ -13,9 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-from test_pipeline_e2e import TINY, _copy_tree, _dvc, _set, _stages_run
+from test_pipeline_e2e import TINY, _dvc, _stages_run, make_repo_copy
 
 pytestmark = pytest.mark.faults
 
@@ -26,17 +25,7 @@ TARGET = "preprocess@synthetic_market"
 def project(tmp_path: Path) -> tuple[Path, dict]:
     work = tmp_path / "copy"
     work.mkdir()
-    _copy_tree(work)
-    raw = yaml.safe_load((work / "params.yaml").read_text())
-    for dotted, value in TINY.items():
-        _set(raw, dotted, value)
-    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlruns.db"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=ci@attnflow", "-c", "user.name=ci", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=work, check=True, env=env)
-    return work, env
+    return work, make_repo_copy(work, TINY)
 
 
 def _kill_repro_mid_stage(work: Path, env: dict) -> None:

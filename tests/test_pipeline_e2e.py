@@ -71,20 +71,28 @@ def _stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
-@pytest.fixture(scope="module")
-def repro_copy(tmp_path_factory):
-    work = tmp_path_factory.mktemp("e2e")
+def make_repo_copy(work: Path, settings: dict, edit=None, **extra_env: str) -> dict:
+    """The repository copied into ``work`` (a git repo of its own) with ``settings`` (dotted
+    params.yaml keys) applied and ``edit(raw_params)`` after them; returns the env to run it in."""
     _copy_tree(work)
     raw = yaml.safe_load((work / "params.yaml").read_text())
-    for dotted, value in TINY.items():
+    for dotted, value in settings.items():
         _set(raw, dotted, value)
+    if edit is not None:
+        edit(raw)
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlruns.db"}
+           "PYTHONPATH": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlruns.db", **extra_env}
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=ci@attnflow", "-c", "user.name=ci", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=work, check=True, env=env)
-    return work, env
+    return env
+
+
+@pytest.fixture(scope="module")
+def repro_copy(tmp_path_factory):
+    work = tmp_path_factory.mktemp("e2e")
+    return work, make_repo_copy(work, TINY)
 
 
 def _dvc(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:

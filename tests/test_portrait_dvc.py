@@ -7,15 +7,13 @@ editing CLI loads the champion from the registry.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.test_pipeline_e2e import _copy_tree, _set, _stages_run
+from tests.test_pipeline_e2e import _stages_run, make_repo_copy
 
 pytestmark = pytest.mark.slow
 
@@ -36,17 +34,9 @@ TINY_MODEL = ["model.base_channels=8", "model.max_channels=16", "model.flow_chan
 def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
-    _copy_tree(work)
-    raw = yaml.safe_load((work / "params.yaml").read_text())
-    for dotted, value in TINY_PORTRAIT.items():
-        _set(raw, dotted, value)
-    raw["datasets"]["synthetic_portrait"]["overrides"] += TINY_MODEL
-    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlruns.db", "OMP_NUM_THREADS": "1"}
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
-                ["git", "-c", "user.email=ci@attnflow", "-c", "user.name=ci", "commit", "-qm", "copy"]):
-        subprocess.run(cmd, cwd=work, check=True, env=env)
+    env = make_repo_copy(work, TINY_PORTRAIT,
+                         lambda raw: raw["datasets"]["synthetic_portrait"]["overrides"].extend(TINY_MODEL),
+                         OMP_NUM_THREADS="1")
     dvc = Path(sys.executable).parent / "dvc"
     proc = subprocess.run([str(dvc), "repro", "portrait/dvc.yaml"], cwd=work, env=env, capture_output=True,
                           text=True, timeout=1500)
