@@ -19,13 +19,17 @@ from test_pipeline_e2e import TINY, _dvc, _stages_run, make_repo_copy
 pytestmark = pytest.mark.faults
 
 TARGET = "preprocess@synthetic_market"
+# Enough market images that preprocessing them takes seconds: on TINY's ten the stage can finish
+# between two polls, before the kill it is meant to suffer.
+SETTINGS = {**TINY, "synthesize.synthetic_market.train_identities": 24,
+            "synthesize.synthetic_market.views_per_identity": 4}
 
 
 @pytest.fixture()
 def project(tmp_path: Path) -> tuple[Path, dict]:
     work = tmp_path / "copy"
     work.mkdir()
-    return work, make_repo_copy(work, TINY)
+    return work, make_repo_copy(work, SETTINGS)
 
 
 def _kill_repro_mid_stage(work: Path, env: dict) -> None:
