@@ -14,7 +14,7 @@ class DatasetSpec:
     image_size: tuple[int, int]  # (H, W) the pipeline works at
     source_size: tuple[int, int]  # (H, W) frame the annotation coordinates refer to
     shards: str  # output folder of the preprocess stage
-    task: Literal["pose", "portrait"] = "pose"  # picks the keypoint scheme (datasets.pose_scheme)
+    task: Literal["pose", "portrait"] = "pose"  # picks the keypoint scheme (datasets.pose.scheme)
     synthetic: bool = False  # True: pipelines.synthesize writes ``root``
     # σ in pixels of this dataset's pose maps; None: preprocess.heatmap_sigma (portrait part
     # maps are curves on a small face and want a thinner line than body joint heatmaps).

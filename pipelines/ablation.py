@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from pipelines.config import add_config_args, config_from_args
+from pipelines.config.params import add_config_args, config_from_args
 
 METRICS_DIR = Path("metrics/ablation")
 
@@ -81,7 +81,7 @@ def table(cfg) -> int:
     METRICS_DIR.parent.mkdir(parents=True, exist_ok=True)
     Path("metrics/ablation.json").write_text(json.dumps(out, indent=2) + "\n")
 
-    from pipelines.registry import lower_is_better
+    from pipelines.tracking.registry import lower_is_better
 
     arrows = {k: "↓" if lower_is_better(k) else "↑" for k in keys}
     best = {k: (min if lower_is_better(k) else max)(rows[v][k] for v in rows) for k in keys}

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from datasets.landmarks import MISSING, NUM_LANDMARKS, encode_row, visible
+from datasets.pose.landmarks import MISSING, NUM_LANDMARKS, encode_row, visible
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp")
 

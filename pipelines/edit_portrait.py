@@ -48,9 +48,9 @@ import cv2
 import numpy as np
 import torch
 
-from datasets import portrait_edit as PE
-from datasets.landmarks import NUM_LANDMARKS, NUM_PARTS, decode_row, visible
-from datasets.pose_scheme import PORTRAIT
+from datasets.synthetic import face_edits as PE
+from datasets.pose.landmarks import NUM_LANDMARKS, NUM_PARTS, decode_row, visible
+from datasets.pose.scheme import PORTRAIT
 from model.export import PackedGenerator, pack_inputs
 
 # Training framing (synthetic set, 64×64): the landmarks' box is 33/64 of the frame's side
@@ -80,7 +80,7 @@ class EditError(ValueError):
 
 @dataclass(frozen=True)
 class Edits:
-    """One set of landmark edits; strengths as in datasets.portrait_edit (0 = unchanged)."""
+    """One set of landmark edits; strengths as in datasets.synthetic.face_edits (0 = unchanged)."""
 
     rotate: float = 0.0  # degrees, counter-clockwise on screen
     shift: tuple[float, float] = (0.0, 0.0)  # pixels of the model's frame (dx, dy)
@@ -216,7 +216,7 @@ def read_landmarks(spec: str) -> tuple[np.ndarray, tuple[int, int] | None]:
 
 def photo_landmarks(image: np.ndarray, where: str) -> np.ndarray:
     """Landmarks of the face in a photo through the face mesh, with errors that name the file."""
-    from pipelines.face_mesh import NoFaceFound, extract_landmarks
+    from pipelines.apps.face_mesh import NoFaceFound, extract_landmarks
 
     try:
         return extract_landmarks(image)
@@ -436,7 +436,7 @@ def _face_input(image_path: str, landmarks: str) -> tuple[np.ndarray, np.ndarray
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.pose_extract import PoseExtraMissing
+    from pipelines.apps.pose_extract import PoseExtraMissing
 
     try:
         edits = Edits(rotate=args.rotate, shift=tuple(args.shift), mouth_open=args.mouth_open, smile=args.smile,

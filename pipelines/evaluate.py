@@ -34,8 +34,8 @@ import numpy as np
 import torch
 
 from model import metrics as M
-from pipelines.config import add_config_args, build_dataclass, config_from_args, to_dict
-from pipelines.redact import redact
+from pipelines.config.params import add_config_args, build_dataclass, config_from_args, to_dict
+from pipelines.tracking.redact import redact
 
 METHODS = ("model", "copy_source", "mean_train_image")
 BASELINES = METHODS[1:]
@@ -73,7 +73,7 @@ def rebuild_generator(source: tuple[str, str]) -> Generator:
 
 
 def _latest_checkpoint(root: Path | str) -> Any:
-    from pipelines.checkpoint import CheckpointStore
+    from pipelines.training.checkpoint import CheckpointStore
 
     store = CheckpointStore(root)
     found = store.load_latest()
@@ -85,7 +85,7 @@ def _latest_checkpoint(root: Path | str) -> Any:
 def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """A checkpoint folder (``…/step-NNNNNNNNN``) or a run's ``checkpoints`` folder (newest
     committed one) -> (state, info)."""
-    from pipelines.checkpoint import _NAME, MARKER_FILE, CheckpointInfo, CheckpointStore
+    from pipelines.training.checkpoint import _NAME, MARKER_FILE, CheckpointInfo, CheckpointStore
 
     text = str(path)
     if "://" in text:  # shared storage (s3://…): the newest committed checkpoint under that URL
@@ -153,8 +153,8 @@ def generator_from_model(uri: str) -> Generator:
 
 def train_images(shards_dir: Path, manifest: dict) -> Iterator[np.ndarray]:
     """Every training image (each view once) as RGB uint8, in shard order."""
-    from datasets.samples import decode_image, parse_sample
-    from datasets.shards import iter_samples
+    from datasets.shards.samples import decode_image, parse_sample
+    from datasets.shards.tar import iter_samples
 
     size = tuple(manifest["image_size"])
     for shard in manifest["shards"]:
@@ -363,7 +363,7 @@ class PartResult:
 def evaluate_part(job: PartJob, generator: Generator | None = None, nets: Networks | None = None) -> PartResult:
     """Score the ``rank``-th batch-aligned contiguous part of the test pairs (in this process when
     ``generator``/``nets`` are given, else rebuilt from ``job.source`` in a worker)."""
-    from datasets.loader import eval_loader
+    from datasets.shards.loader import eval_loader
 
     torch.set_num_threads(job.threads)
     nets = nets or build_networks(job.ecfg, job.loss_cfg)
@@ -503,9 +503,9 @@ def plot_sample_grid(path: Path, rows: list[dict[str, Any]], title: str) -> None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from datasets.landmarks import NUM_LANDMARKS
-    from datasets.portrait_sheet import draw_landmarks
-    from datasets.pose_sheet import draw_skeleton
+    from datasets.pose.landmarks import NUM_LANDMARKS
+    from datasets.sheets.portrait_sheet import draw_landmarks
+    from datasets.sheets.pose_sheet import draw_skeleton
 
     columns = ("source", "target pose", "copy_source", "mean_train_image", "model", "target")
     fig, axes = plt.subplots(len(rows), len(columns), figsize=(len(columns) * 1.3, len(rows) * 1.75 + 0.5),
@@ -536,7 +536,7 @@ def log_to_mlflow(run_id: str, dataset: str, doc: dict, files: list[Path]) -> bo
     try:
         from mlflow.tracking import MlflowClient
 
-        from pipelines.tracking import tracking_uri
+        from pipelines.tracking.journal import tracking_uri
 
         client = MlflowClient(tracking_uri=tracking_uri())
         ts = int(time.time() * 1000)
@@ -564,9 +564,9 @@ def run_evaluation(cfg: Any, dataset: str, generator: Generator, *, run_dir: Pat
     """Evaluate ``generator`` on ``dataset``'s test pairs; write and return the metrics document.
 
     Images go to ``images_dir`` (default ``<evaluate.images_dir>/<dataset>``)."""
-    from datasets.loader import eval_loader
-    from datasets.shards import load_manifest
-    from pipelines.tracking import file_sha256
+    from datasets.shards.loader import eval_loader
+    from datasets.shards.tar import load_manifest
+    from pipelines.tracking.journal import file_sha256
 
     ecfg = cfg.evaluate
     spec = cfg.dataset(dataset)

@@ -33,10 +33,10 @@ import cv2
 import numpy as np
 import torch
 
-from datasets import heatmaps
-from datasets.keypoints import MISSING, NUM_JOINTS
+from datasets.pose import heatmaps
+from datasets.pose.keypoints import MISSING, NUM_JOINTS
 from model.export import PackedGenerator, pack_inputs
-from pipelines.redact import redact
+from pipelines.tracking.redact import redact
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -115,7 +115,7 @@ def read_annotation_row(path: Path, name: str | None) -> np.ndarray:
 
 def photo_keypoints(image: np.ndarray, where: str) -> np.ndarray:
     """Keypoints of the person in a photo through the pose extra, with errors that name the file."""
-    from pipelines.pose_extract import NoPersonFound, extract_keypoints
+    from pipelines.apps.pose_extract import NoPersonFound, extract_keypoints
 
     try:
         return extract_keypoints(image)
@@ -147,7 +147,7 @@ class Fit:
     def keypoints(self, kp: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         out = np.asarray(kp, np.float32).copy()
         missing = (out[:, 0] == MISSING) | (out[:, 1] == MISSING)
-        # Pixel centres map to pixel centres, as datasets.layout.rescale_keypoints does.
+        # Pixel centres map to pixel centres, as datasets.raw.layout.rescale_keypoints does.
         out[:, 0] = (out[:, 0] - self.x0 + 0.5) * self.sx - 0.5
         out[:, 1] = (out[:, 1] - self.y0 + 0.5) * self.sy - 0.5
         h, w = size
@@ -174,7 +174,7 @@ def load_packed(model: str) -> PackedGenerator:
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
 
-    from pipelines.tracking import tracking_uri
+    from pipelines.tracking.journal import tracking_uri
 
     mlflow.set_tracking_uri(tracking_uri())  # the project's store (MLFLOW_TRACKING_URI overrides)
     try:
@@ -236,7 +236,7 @@ class PoseTransfer:
     def sheet(self, source: np.ndarray, target_keypoints: np.ndarray, target_frame: tuple[int, int] | None = None,
               source_keypoints: np.ndarray | None = None, scale: int = 2) -> np.ndarray:
         """source (with its skeleton) | target skeleton | output, for looking at a result."""
-        from datasets.pose_sheet import draw_skeleton
+        from datasets.sheets.pose_sheet import draw_skeleton
 
         image, src, tgt = self.prepare(source, target_keypoints, target_frame, source_keypoints)
         out = self.generate(image, src, tgt)
@@ -315,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from pipelines.pose_extract import PoseExtraMissing
+    from pipelines.apps.pose_extract import PoseExtraMissing
 
     try:
         batch = args.pairs is not None

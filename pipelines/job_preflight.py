@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pipelines.redact import redact
+from pipelines.tracking.redact import redact
 
 
 class PreflightError(ValueError):

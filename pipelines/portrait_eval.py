@@ -34,8 +34,8 @@ import cv2
 import numpy as np
 import torch
 
-from datasets.landmarks import NUM_LANDMARKS, visible
-from datasets.pose_scheme import PORTRAIT
+from datasets.pose.landmarks import NUM_LANDMARKS, visible
+from datasets.pose.scheme import PORTRAIT
 from model.landmark_net import LandmarkRegressor, to_normalised, to_pixels
 
 EYE_CORNERS = (36, 45)  # outer corners: the inter-ocular distance of the 68-point NME
@@ -63,8 +63,8 @@ class RegressorRecipe:
 
 def split_views(shards_dir: Path, manifest: dict, split: str) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
     """Every view of a split once: names, uint8 images [N,H,W,3], landmarks [N,68,2], identities."""
-    from datasets.samples import decode_image, parse_sample
-    from datasets.shards import iter_samples
+    from datasets.shards.samples import decode_image, parse_sample
+    from datasets.shards.tar import iter_samples
 
     size = tuple(manifest["image_size"])
     names, images, lms, ids, seen = [], [], [], [], set()
@@ -92,7 +92,7 @@ def split_views(shards_dir: Path, manifest: dict, split: str) -> tuple[list[str]
 
 def _augment(images: np.ndarray, lms: np.ndarray, recipe: RegressorRecipe, rng: np.random.Generator,
              seed: int) -> tuple[np.ndarray, np.ndarray]:
-    from datasets.augment import AugmentConfig, Augmenter
+    from datasets.shards.augment import AugmentConfig, Augmenter
 
     aug = Augmenter(AugmentConfig(flip_p=0.5, affine_p=0.9, scale=(0.9, 1.1), translate=0.06, rotate=recipe.rotate),
                     PORTRAIT.flip_permutation(), seed=seed)
@@ -222,7 +222,7 @@ GRID_EDITS: tuple[tuple[str, dict[str, float]], ...] = (
 
 
 def _expressiveness(lm: np.ndarray) -> float:
-    from datasets.portrait_edit import expression_state
+    from datasets.synthetic.face_edits import expression_state
 
     try:
         e = expression_state(lm)
@@ -285,8 +285,8 @@ def evaluate_portrait(generate: GenerateFn, shards_dir: Path, manifest: dict, da
                       cache_dir: Path = REGRESSOR_DIR) -> PortraitResult:
     """Landmark-following error of the generated test images (read back from ``images_dir``, as
     scored) and of the baselines, and the editing grid; see the module docstring."""
-    from datasets.loader import eval_loader
-    from datasets.pose_sheet import save_png
+    from datasets.shards.loader import eval_loader
+    from datasets.sheets.pose_sheet import save_png
 
     size = tuple(int(v) for v in manifest["image_size"])
     sigma = float(manifest["preprocess"]["heatmap_sigma"])

@@ -23,18 +23,18 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from datasets.landmarks import decode_row
-from datasets.layout import identity_of
-from datasets.pose_sheet import save_png
-from datasets.portrait_sheet import landmark_sheet, parts_sheet
-from pipelines.config import add_config_args, config_from_args
+from datasets.pose.landmarks import decode_row
+from datasets.raw.layout import identity_of
+from datasets.sheets.pose_sheet import save_png
+from datasets.sheets.portrait_sheet import landmark_sheet, parts_sheet
+from pipelines.config.params import add_config_args, config_from_args
 
 PART_SIGMA = 1.0  # pixels at 64x64; the part-map width the preprocess stage is expected to use
 
 
 def read_split(root: Path, prefix: str, split: str) -> dict[str, list[tuple[np.ndarray, np.ndarray, str]]]:
     """Identity -> [(image, landmarks, caption)] for one split of a portrait-layout folder."""
-    from datasets.layout import get_layout
+    from datasets.raw.layout import get_layout
 
     layout = get_layout("portrait")
     frame = pd.read_csv(root / f"{prefix}-landmarks-{split}.csv", sep=":")
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = Path(args.out_dir)
     with tempfile.TemporaryDirectory() as tmp:
         if args.root is None:
-            from datasets.synthetic_portrait import write_dataset
+            from datasets.synthetic.portrait import write_dataset
 
             n_test = max(1, args.identities // 3)
             spec = dataclasses.replace(cfg.synthesize[args.dataset], train_identities=args.identities - n_test,

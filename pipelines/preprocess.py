@@ -22,14 +22,14 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from datasets.contact_sheet import contact_sheet
-from datasets.layout import SPLITS, LayoutError, get_layout
-from datasets.pose_scheme import PoseScheme, scheme_for
-from datasets.samples import encode_view, meta_json, test_samples, train_groups
-from datasets.shards import ShardWriter, atomic_write_bytes, fsync_dir
+from datasets.sheets.shard_sheet import contact_sheet
+from datasets.raw.layout import SPLITS, LayoutError, get_layout
+from datasets.pose.scheme import PoseScheme, scheme_for
+from datasets.shards.samples import encode_view, meta_json, test_samples, train_groups
+from datasets.shards.tar import ShardWriter, atomic_write_bytes, fsync_dir
 from datasets.specs import DatasetSpec, PreprocessConfig
-from datasets.validate import Reject, SplitResult, count_universe, identity_leaks, validate_dataset
-from pipelines.config import add_config_args, config_from_args, to_dict
+from datasets.raw.validate import Reject, SplitResult, count_universe, identity_leaks, validate_dataset
+from pipelines.config.params import add_config_args, config_from_args, to_dict
 
 FORMAT_VERSION = 1
 

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import torch
 
-from pipelines.config import add_config_args, config_from_args
+from pipelines.config.params import add_config_args, config_from_args
 from pipelines.evaluate import EvaluationError, generator_from_checkpoint, generator_from_model, run_evaluation
-from pipelines.redact import redact
-from pipelines.registry import TASK_MODEL_NAMES, register_generator
+from pipelines.tracking.redact import redact
+from pipelines.tracking.registry import TASK_MODEL_NAMES, register_generator
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -67,10 +67,10 @@ def main(argv: list[str] | None = None) -> int:
               "(sha256 differs); evaluate it again", file=sys.stderr)
         return 2
 
-    from datasets.loader import eval_loader
-    from datasets.shards import load_manifest
+    from datasets.shards.loader import eval_loader
+    from datasets.shards.tar import load_manifest
     from model.export import PackedGenerator, pack_inputs
-    from pipelines.tracking import default_artifact_location, git_commit, project_root, tracking_uri
+    from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
 
     manifest = load_manifest(spec.shards)
     size = tuple(int(v) for v in manifest["image_size"])

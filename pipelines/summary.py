@@ -38,8 +38,8 @@ def registry_lines(names: list[str]) -> list[str]:
     try:
         from mlflow import MlflowClient
 
-        from pipelines.registry import TAG_PRIMARY_METRIC, TAG_PRIMARY_VALUE
-        from pipelines.tracking import tracking_uri
+        from pipelines.tracking.registry import TAG_PRIMARY_METRIC, TAG_PRIMARY_VALUE
+        from pipelines.tracking.journal import tracking_uri
 
         client = MlflowClient(tracking_uri())
         lines = []
@@ -56,7 +56,7 @@ def registry_lines(names: list[str]) -> list[str]:
             lines.append(f"{name}: " + ", ".join(parts or ["no aliases"]))
         return lines
     except Exception as exc:  # the summary must not fail on a registry it cannot read
-        from pipelines.redact import redact
+        from pipelines.tracking.redact import redact
 
         return [f"(registry not readable: {type(exc).__name__}: {redact(str(exc))})"]
 

@@ -21,7 +21,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from pipelines.config import add_config_args, config_from_args
+from pipelines.config.params import add_config_args, config_from_args
 
 
 @dataclass(frozen=True)
@@ -35,13 +35,13 @@ class Generator:
 
 # One entry per SynthesizeSpec.generator value.
 GENERATORS: dict[str, Generator] = {
-    "figure": Generator("datasets.synthetic_fashion:write_dataset", "datasets.synthetic_fashion:total_images",
-                        "datasets.synthetic_fashion:describe"),
-    "portrait": Generator("datasets.synthetic_portrait:write_dataset", "datasets.synthetic_portrait:total_images",
-                          "datasets.synthetic_portrait:describe"),
+    "figure": Generator("datasets.synthetic.fashion:write_dataset", "datasets.synthetic.fashion:total_images",
+                        "datasets.synthetic.fashion:describe"),
+    "portrait": Generator("datasets.synthetic.portrait:write_dataset", "datasets.synthetic.portrait:total_images",
+                          "datasets.synthetic.portrait:describe"),
 }
 
-# The CSV prefixes each raw layout is read back with (see datasets.layout).
+# The CSV prefixes each raw layout is read back with (see datasets.raw.layout).
 LAYOUT_PREFIXES: dict[str, tuple[str, ...]] = {
     "deepfashion": ("fasion", "fashion", "fashion-resize", "fasion-resize"),
     "market": ("market",),
@@ -85,8 +85,8 @@ def read_annotations(root: Path, prefix: str, split: str) -> list[tuple[str, np.
 
 def write_contact_sheet(root: Path, prefix: str, layout: str, out: Path, identities: int) -> Path:
     """Identities × views of the written dataset (train first, then test), skeletons drawn."""
-    from datasets.layout import get_layout, identity_of
-    from datasets.pose_sheet import contact_sheet, save_png
+    from datasets.raw.layout import get_layout, identity_of
+    from datasets.sheets.pose_sheet import contact_sheet, save_png
 
     spec = get_layout(layout)
     rows: list[list] = []
@@ -105,9 +105,9 @@ def write_contact_sheet(root: Path, prefix: str, layout: str, out: Path, identit
 
 def write_portrait_contact_sheet(root: Path, prefix: str, out: Path, identities: int, views: int = 6) -> Path:
     """Portrait identities × views (train first, then test) with their landmarks, read back
-    from the written JPEGs and CSVs (datasets.portrait_sheet)."""
-    from datasets.pose_sheet import save_png
-    from datasets.portrait_sheet import landmark_sheet
+    from the written JPEGs and CSVs (datasets.sheets.portrait_sheet)."""
+    from datasets.sheets.pose_sheet import save_png
+    from datasets.sheets.portrait_sheet import landmark_sheet
     from pipelines.portrait_sheets import pick_rows
 
     return save_png(out, landmark_sheet(pick_rows(root, prefix, identities, views), scale=3))

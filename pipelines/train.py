@@ -30,12 +30,12 @@ from pathlib import Path
 
 T_COMMAND = time.time()
 
-from pipelines.checkpoint import CheckpointStore  # noqa: E402 - after the start-time stamp
-from pipelines.config import add_config_args, config_from_args, to_dict  # noqa: E402
-from pipelines.tracking import (default_artifact_location, file_sha256, git_commit,  # noqa: E402
+from pipelines.training.checkpoint import CheckpointStore  # noqa: E402 - after the start-time stamp
+from pipelines.config.params import add_config_args, config_from_args, to_dict  # noqa: E402
+from pipelines.tracking.journal import (default_artifact_location, file_sha256, git_commit,  # noqa: E402
                                 prepare_local_store, project_root, tracking_uri)
-from pipelines.redact import redact  # noqa: E402
-from pipelines.train_loop import LocalSession, LoopContext, loop_config_from, run_worker  # noqa: E402
+from pipelines.tracking.redact import redact  # noqa: E402
+from pipelines.training.loop import LocalSession, LoopContext, loop_config_from, run_worker  # noqa: E402
 
 # Sections whose change makes an existing checkpoint the wrong starting point.
 _RESUME_MUST_MATCH = ("model", "loss", "optim")
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_on_ray(ctx: LoopContext, cfg, storage: str) -> dict | None:
-    from pipelines import ray_glue
+    from pipelines.training import ray_trainer as ray_glue
 
     tcfg = cfg.train
     address = ray_glue.resolve_address(tcfg.ray_address)

@@ -37,7 +37,7 @@ def server_command(backend_uri: str, artifact_root: str, port: int) -> list[str]
 
 
 def project_store() -> tuple[str, str]:
-    from pipelines.tracking import project_root, tracking_uri
+    from pipelines.tracking.journal import project_root, tracking_uri
 
     uri = tracking_uri()
     if not uri.startswith("sqlite:"):

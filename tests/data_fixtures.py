@@ -14,7 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datasets.keypoints import LIMBS
+from datasets.pose.keypoints import LIMBS
 from datasets.specs import DatasetSpec, PreprocessConfig
 
 # (x, y) of OpenPose-18 joints on a unit-height figure centred at x = 0.5.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import (
+from pipelines.config.params import (
     ConfigError, add_config_args, apply_override, config_from_args, load_config, to_dict,
 )
 

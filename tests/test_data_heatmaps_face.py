@@ -4,9 +4,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from datasets import heatmaps
-from datasets.face import MIN_SIDE_FRACTION, NECK_SCALE, SPREAD_SCALE, crop_face, face_box
-from datasets.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
+from datasets.pose import heatmaps
+from datasets.pose.face import MIN_SIDE_FRACTION, NECK_SCALE, SPREAD_SCALE, crop_face, face_box
+from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
 
 
 def _kp(**joints) -> np.ndarray:

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from data_fixtures import VARIANTS, make_raw, tiny_config
-from datasets.layout import (
+from datasets.raw.layout import (
     LAYOUTS, LayoutError, LayoutSpec, find_split, get_layout, identity_of, read_annotations, read_pairs,
     rescale_keypoints,
 )
-from datasets.validate import validate_dataset
+from datasets.raw.validate import validate_dataset
 
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))

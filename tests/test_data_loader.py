@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from data_fixtures import make_raw, tiny_config
-from datasets.augment import AugmentConfig, Augmenter
-from datasets.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
-from datasets.loader import BATCH_KEYS, DataLoaderError, eval_loader, plan_epoch, train_loader
-from datasets.shards import ShardWriter, iter_samples, load_manifest
+from datasets.shards.augment import AugmentConfig, Augmenter
+from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
+from datasets.shards.loader import BATCH_KEYS, DataLoaderError, eval_loader, plan_epoch, train_loader
+from datasets.shards.tar import ShardWriter, iter_samples, load_manifest
 from pipelines import preprocess as stage
 
 
@@ -181,7 +181,7 @@ def test_test_loader_yields_csv_order(shards, world, workers):
 
 @pytest.mark.parametrize("world_size", [1, 2, 3, 7])
 def test_batch_aligned_parts_keep_the_single_rank_batches(world_size: int) -> None:
-    from datasets.loader import plan_contiguous
+    from datasets.shards.loader import plan_contiguous
 
     shard_pairs, batch = [13, 5, 9], 4  # 27 pairs: 7 batches, the last one short
     plans = [plan_contiguous(shard_pairs, r, world_size, batch, 0, align_batches=True) for r in range(world_size)]

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from data_fixtures import make_raw, tiny_config
-from datasets import heatmaps
-from datasets.samples import parse_sample
-from datasets.shards import ShardFormatError, ShardWriter, file_sha256, iter_members, iter_samples
+from datasets.pose import heatmaps
+from datasets.shards.samples import parse_sample
+from datasets.shards.tar import ShardFormatError, ShardWriter, file_sha256, iter_members, iter_samples
 from pipelines import preprocess as stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +107,7 @@ def test_reader_reports_corrupt_and_truncated_tars(built):
 
 _KILL_SCRIPT = """
 import sys, time
-from datasets.shards import ShardWriter
+from datasets.shards.tar import ShardWriter
 w = ShardWriter(sys.argv[1], "train", max_samples=4)
 for i in range(6):
     w.write(f"{i:06d}", [("bin", bytes(2000))])

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from data_fixtures import break_raw, make_raw, tiny_config
-from datasets.layout import get_layout
-from datasets.validate import identity_leaks, validate_dataset
+from datasets.raw.layout import get_layout
+from datasets.raw.validate import identity_leaks, validate_dataset
 from pipelines import preprocess as stage
 
 

@@ -30,14 +30,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_fixtures import annotation_line, draw_figure, make_raw, tiny_config
-from datasets import heatmaps, shards as shards_mod
-from datasets.face import HEAD_JOINTS, face_box
-from datasets.keypoints import MISSING, NUM_JOINTS
-from datasets.layout import get_layout
-from datasets.loader import DataLoaderError, eval_loader, train_loader
-from datasets.samples import encode_view, parse_sample
-from datasets.shards import iter_samples, load_manifest
-from datasets.validate import validate_split
+from datasets.pose import heatmaps
+from datasets.shards import tar as shards_mod
+from datasets.pose.face import HEAD_JOINTS, face_box
+from datasets.pose.keypoints import MISSING, NUM_JOINTS
+from datasets.raw.layout import get_layout
+from datasets.shards.loader import DataLoaderError, eval_loader, train_loader
+from datasets.shards.samples import encode_view, parse_sample
+from datasets.shards.tar import iter_samples, load_manifest
+from datasets.raw.validate import validate_split
 from pipelines import preprocess as stage
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -247,7 +248,7 @@ import sys, time
 sys.path.insert(0, "tests")
 from data_fixtures import tiny_config
 from datasets.specs import DatasetSpec
-from datasets import shards
+from datasets.shards import tar as shards
 from pipelines import preprocess as stage
 stop_at = int(sys.argv[3])
 orig = shards.ShardWriter.write

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines import checkpoint as ckpt
-from pipelines.checkpoint import CheckpointStore, NonFiniteCheckpointError
+from pipelines.training import checkpoint as ckpt
+from pipelines.training.checkpoint import CheckpointStore, NonFiniteCheckpointError
 from tests.model_utils import synthetic_batch, tiny_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 _KILL_CHECKPOINT = """
 import os, sys, time
 import torch
-from pipelines import checkpoint as ckpt
+from pipelines.training import checkpoint as ckpt
 where = sys.argv[2]
 store = ckpt.CheckpointStore(sys.argv[1], keep=5)
 store.save(4, {"w": torch.full((64, 64), 4.0), "step": 4})
@@ -88,7 +88,10 @@ def test_sigkill_while_writing_a_checkpoint_never_loads_the_partial_one(tmp_path
 
 
 def _gan():
-    from model import GanStep, LossConfig, OptimConfig, build_discriminators, build_generator
+    from model.gan import GanStep
+    from model.config import LossConfig, OptimConfig
+    from model.discriminator import build_discriminators
+    from model.generator import build_generator
 
     torch.manual_seed(0)
     cfg = tiny_config("full")
@@ -130,7 +133,7 @@ def test_a_generator_with_non_finite_weights_is_never_registered(tmp_path: Path,
     from model.config import ModelConfig
     from model.export import PackedGenerator
     from model.generator import build_generator
-    from pipelines import registry
+    from pipelines.tracking import registry
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     cfg = ModelConfig(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,
@@ -152,13 +155,13 @@ def test_corrupt_shard_at_train_time_is_skipped_and_counted_in_mlflow(tmp_path: 
     steps and MLflow's ``data/errors`` counts what was skipped (the loader's part is in test_faults_data)."""
     from mlflow.tracking import MlflowClient
 
-    from datasets.shards import load_manifest
+    from datasets.shards.tar import load_manifest
     from pipelines import train
     from train_fixtures import DATASET, make_tiny_project, read_summary
 
     import dataclasses
 
-    from pipelines.config import load_config
+    from pipelines.config.params import load_config
     from pipelines.preprocess import preprocess
 
     params = make_tiny_project(tmp_path)

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.keypoints import NUM_JOINTS
+from datasets.pose.keypoints import NUM_JOINTS
 from model.config import ModelConfig
 from model.export import PackedGenerator
 from model.generator import build_generator
-from pipelines import infer, pose_extract
+from pipelines import infer
+from pipelines.apps import pose_extract
 
 SIZE = (32, 24)
 TINY = dict(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,

@@ -2,7 +2,7 @@
 import pytest
 
 from model.config import VARIANTS, LossConfig, ModelConfig, OptimConfig
-from pipelines.config import ConfigError, build_dataclass
+from pipelines.config.params import ConfigError, build_dataclass
 
 
 def test_variants_decide_the_parts():

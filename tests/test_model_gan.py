@@ -6,7 +6,10 @@ import socket
 import pytest
 import torch
 
-from model import GanStep, LossConfig, OptimConfig, build_discriminators, build_generator
+from model.gan import GanStep
+from model.config import LossConfig, OptimConfig
+from model.discriminator import build_discriminators
+from model.generator import build_generator
 from tests.model_utils import synthetic_batch, tiny_config
 
 

@@ -2,8 +2,10 @@
 import pytest
 import torch
 
-from model import (VARIANTS, GanStep, LossConfig, ModelConfig, OptimConfig, build_discriminators, build_generator,
-                   count_parameters)
+from model.config import VARIANTS, LossConfig, ModelConfig, OptimConfig
+from model.gan import GanStep
+from model.discriminator import build_discriminators
+from model.generator import build_generator, count_parameters
 from tests.model_utils import H, P, W, synthetic_batch, tiny_config
 
 

@@ -4,7 +4,10 @@ import time
 import pytest
 import torch
 
-from model import VARIANTS, GanStep, LossConfig, OptimConfig, build_discriminators, build_generator
+from model.config import VARIANTS, LossConfig, OptimConfig
+from model.gan import GanStep
+from model.discriminator import build_discriminators
+from model.generator import build_generator
 from tests.model_utils import synthetic_batch, tiny_config
 
 STEPS = 60

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from model import build_generator
+from model.generator import build_generator
 from model.visualize import COLUMNS, heat, make_grid, pose_to_rgb
 from tests.model_utils import H, W, synthetic_batch, tiny_config
 

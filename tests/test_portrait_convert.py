@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datasets.landmarks import MISSING, visible
-from datasets.layout import get_layout, identity_of
-from datasets.portrait_edit import Expression
-from datasets.portrait_geometry import Pose
-from datasets.synthetic_portrait import base_pose, render_view, sample_identity
+from datasets.pose.landmarks import MISSING, visible
+from datasets.raw.layout import get_layout, identity_of
+from datasets.synthetic.face_edits import Expression
+from datasets.synthetic.portrait_geometry import Pose
+from datasets.synthetic.portrait import base_pose, render_view, sample_identity
 from pipelines.convert_portraits import main, read_pts
 
 SRC = (120, 100)  # (H, W) of the fixture's "camera" images

@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from datasets import portrait_edit as E
-from datasets.landmarks import MISSING, visible
-from datasets.portrait_geometry import Pose, image_landmarks, neutral_landmarks
-from datasets.synthetic_portrait import base_pose, sample_expression, sample_identity
+from datasets.synthetic import face_edits as E
+from datasets.pose.landmarks import MISSING, visible
+from datasets.synthetic.portrait_geometry import Pose, image_landmarks, neutral_landmarks
+from datasets.synthetic.portrait import base_pose, sample_expression, sample_identity
 
 SIZE = (128, 128)
 

@@ -14,18 +14,19 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.landmarks import NUM_PARTS, encode_row, visible
-from datasets.portrait_edit import face_centre
+from datasets.pose.landmarks import NUM_PARTS, encode_row, visible
+from datasets.synthetic.face_edits import face_centre
 from pipelines import edit_portrait as EP
-from pipelines.config import to_dict
+from pipelines.config.params import to_dict
 
 SIZE = (32, 32)
 
 
 def _checkpoint(root: Path, pose_channels: int = NUM_PARTS) -> Path:
     """A committed training checkpoint holding a tiny EMA generator (what pipelines.train writes)."""
-    from model import ModelConfig, build_generator
-    from pipelines.checkpoint import CheckpointStore
+    from model.config import ModelConfig
+    from model.generator import build_generator
+    from pipelines.training.checkpoint import CheckpointStore
 
     torch.manual_seed(0)
     cfg = ModelConfig(pose_channels=pose_channels, base_channels=8, max_channels=16, flow_channels=4, attn_dim=8,
@@ -42,7 +43,7 @@ def _checkpoint(root: Path, pose_channels: int = NUM_PARTS) -> Path:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict:
     from datasets.specs import SynthesizeSpec
-    from datasets.synthetic_portrait import identity_views, sample_identity
+    from datasets.synthetic.portrait import identity_views, sample_identity
 
     root = tmp_path_factory.mktemp("edit")
     spec = SynthesizeSpec(generator="portrait", seed=7, height=32, width=32, views_per_identity=2,
@@ -169,7 +170,7 @@ def test_frame_face_moves_image_and_landmarks_together():
 
 
 def test_mesh_mapping_averages_the_listed_points():
-    from pipelines.face_mesh import IBUG_FROM_MESH, mesh_to_ibug
+    from pipelines.apps.face_mesh import IBUG_FROM_MESH, mesh_to_ibug
 
     mesh = np.zeros((468, 3))
     mesh[:, 0] = (np.arange(468) + 1) / 1000.0  # mesh point k at pixel x = k + 0.5 (normalised edges)
@@ -185,8 +186,8 @@ def test_mesh_mapping_averages_the_listed_points():
 
 
 def _face_mesh_available() -> bool:
-    from pipelines.face_mesh import _import_face_mesh
-    from pipelines.pose_extract import PoseExtraMissing
+    from pipelines.apps.face_mesh import _import_face_mesh
+    from pipelines.apps.pose_extract import PoseExtraMissing
 
     try:
         _import_face_mesh()
@@ -202,7 +203,7 @@ needs_mesh = pytest.mark.skipif(not _face_mesh_available(), reason="pose extra (
 def test_auto_landmarks_on_a_real_photo(tiny, tmp_path, capsys):
     from skimage import data
 
-    from pipelines.face_mesh import extract_landmarks
+    from pipelines.apps.face_mesh import extract_landmarks
 
     photo = data.astronaut()
     lm = extract_landmarks(photo)

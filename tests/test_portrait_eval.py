@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from datasets.landmarks import NUM_PARTS
+from datasets.pose.landmarks import NUM_PARTS
 from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
 from pipelines.portrait_eval import (GRID_EDITS, RegressorRecipe, editing_grid, evaluate_portrait, nme, report,
                                      split_views)
@@ -18,7 +18,7 @@ SIZE = (32, 32)
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[Path, dict]:
-    from datasets.synthetic_portrait import write_dataset
+    from datasets.synthetic.portrait import write_dataset
     from pipelines.preprocess import preprocess
 
     root = tmp_path_factory.mktemp("peval")
@@ -46,7 +46,7 @@ def test_nme_is_distance_over_the_outer_eye_corner_distance():
 
 def test_scores_are_read_from_the_scored_images_in_pair_order(shards, tmp_path):
     """An oracle that 'generates' each pair's exact target scores exactly the regressor's floor."""
-    from datasets.loader import eval_loader
+    from datasets.shards.loader import eval_loader
 
     shards_dir, manifest = shards
     images = tmp_path / "images"

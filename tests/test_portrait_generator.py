@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from datasets.landmarks import MISSING, visible
-from datasets.layout import find_split, get_layout, identity_of, read_annotations, read_pairs
-from datasets.portrait_edit import Expression
-from datasets.portrait_geometry import Pose
+from datasets.pose.landmarks import MISSING, visible
+from datasets.raw.layout import find_split, get_layout, identity_of, read_annotations, read_pairs
+from datasets.synthetic.face_edits import Expression
+from datasets.synthetic.portrait_geometry import Pose
 from datasets.specs import SynthesizeSpec
-from datasets.synthetic_portrait import (
+from datasets.synthetic.portrait import (
     base_pose, identity_views, render_view, sample_identity, total_images, write_dataset,
 )
 

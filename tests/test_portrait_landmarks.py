@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 
-from datasets import landmarks as L
-from datasets.portrait_geometry import FaceShape, neutral_landmarks
+from datasets.pose import landmarks as L
+from datasets.synthetic.portrait_geometry import FaceShape, neutral_landmarks
 
 
 def frontal_face(size: int = 64) -> np.ndarray:

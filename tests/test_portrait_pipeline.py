@@ -15,14 +15,14 @@ import pytest
 import torch
 import yaml
 
-from datasets.augment import AugmentConfig
-from datasets.heatmaps import quantise
-from datasets.landmarks import NUM_PARTS, PART_FLIP, face_box, flip_part_maps, flip_permutation, render_part_maps
-from datasets.layout import LayoutError
-from datasets.loader import eval_loader, train_loader
-from datasets.pose_scheme import BODY, PORTRAIT, scheme_of_manifest
+from datasets.shards.augment import AugmentConfig
+from datasets.pose.heatmaps import quantise
+from datasets.pose.landmarks import NUM_PARTS, PART_FLIP, face_box, flip_part_maps, flip_permutation, render_part_maps
+from datasets.raw.layout import LayoutError
+from datasets.shards.loader import eval_loader, train_loader
+from datasets.pose.scheme import BODY, PORTRAIT, scheme_of_manifest
 from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
-from pipelines.config import ConfigError, load_config
+from pipelines.config.params import ConfigError, load_config
 from pipelines.preprocess import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,7 +34,7 @@ SPEC = SynthesizeSpec(generator="portrait", seed=5, height=32, width=32, train_i
 
 @pytest.fixture(scope="module")
 def portrait_shards(tmp_path_factory) -> tuple[Path, dict]:
-    from datasets.synthetic_portrait import write_dataset
+    from datasets.synthetic.portrait import write_dataset
 
     root = tmp_path_factory.mktemp("portrait")
     raw = write_dataset(SPEC, root / "raw").root
@@ -142,7 +142,10 @@ def test_dataset_overrides_select_the_model_per_dataset(tmp_path):
 
 def test_tiny_portrait_model_overfits_a_few_loader_pairs(portrait_shards):
     """Four real portrait pairs from the loader; L1 to the targets falls by half within 30 CPU seconds."""
-    from model import GanStep, LossConfig, ModelConfig, OptimConfig, build_discriminators, build_generator
+    from model.gan import GanStep
+    from model.config import LossConfig, ModelConfig, OptimConfig
+    from model.discriminator import build_discriminators
+    from model.generator import build_generator
 
     shards, _ = portrait_shards
     batch = next(iter(train_loader(shards, rank=0, world_size=1, batch_size=4, num_workers=0, augment=None)))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.redact import MASK, redact, secret_values
+from pipelines.tracking.redact import MASK, redact, secret_values
 
 PASSWORD = "pw-Zq81x7Kd"
 TOKEN = "tok-93hfQ0pLm2"

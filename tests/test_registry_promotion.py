@@ -16,7 +16,7 @@ import torch
 from model.config import ModelConfig
 from model.export import PackedGenerator
 from model.generator import build_generator
-from pipelines import registry
+from pipelines.tracking import registry
 
 TINY = dict(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,
             encoder_blocks=0, bottleneck_blocks=1, decoder_blocks=0, flow_depth=8)

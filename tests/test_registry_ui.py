@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines import registry, ui
+from pipelines.tracking import registry
+
+from pipelines import ui
 from tests.test_registry_promotion import _doc, _example, _exported
 
 pytestmark = pytest.mark.slow

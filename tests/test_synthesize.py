@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datasets import synthetic_fashion as sf
-from datasets.figure_render import View, render_figure
-from datasets.keypoints import JOINT_INDEX, NUM_JOINTS
-from datasets.layout import get_layout, identity_of
-from datasets.pose_sheet import contact_sheet, draw_skeleton
+from datasets.synthetic import fashion as sf
+from datasets.synthetic.figure_render import View, render_figure
+from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS
+from datasets.raw.layout import get_layout, identity_of
+from datasets.sheets.pose_sheet import contact_sheet, draw_skeleton
 from datasets.specs import SynthesizeSpec
 from pipelines import synthesize as cli
 

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from pipelines import checkpoint as ckpt
-from pipelines.checkpoint import CheckpointStore, NonFiniteCheckpointError
+from pipelines.training import checkpoint as ckpt
+from pipelines.training.checkpoint import CheckpointStore, NonFiniteCheckpointError
 
 
 def _state(value: float) -> dict:
@@ -96,7 +96,7 @@ def test_prune_keeps_newest_and_clears_uncommitted_leftovers(tmp_path: Path) -> 
 
 
 def test_ray_snapshot_beside_the_store_is_dropped(tmp_path: Path) -> None:
-    from pipelines.checkpoint import RAY_SNAPSHOT
+    from pipelines.training.checkpoint import RAY_SNAPSHOT
 
     store = CheckpointStore(tmp_path / "run" / "checkpoints")
     assert store.drop_ray_snapshot() is False

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import train
-from pipelines.checkpoint import CheckpointStore, non_finite_tensors
+from pipelines.training.checkpoint import CheckpointStore, non_finite_tensors
 from train_fixtures import make_tiny_project, metric_steps, read_summary
 
 

@@ -41,7 +41,7 @@ def _run(cmd: list[str], root: Path, env: dict | None = None, timeout: int = 600
 
 
 def _finite_checkpoints(root: Path, run: str) -> list[int]:
-    from pipelines.checkpoint import CheckpointStore, non_finite_tensors
+    from pipelines.training.checkpoint import CheckpointStore, non_finite_tensors
 
     store = CheckpointStore(root / "runs" / run / "checkpoints")
     steps = []
@@ -59,8 +59,8 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_default_data_two_ray_workers_keep_g_identical(tmp_path: Path) -> None:
     """The embedded default dataset and model (128×88) on 2 Ray workers."""
-    from datasets.synthetic_fashion import write_dataset
-    from pipelines.config import load_config
+    from datasets.synthetic.fashion import write_dataset
+    from pipelines.config.params import load_config
     from pipelines.preprocess import preprocess
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.tracking import Tracker, flatten
+from pipelines.tracking.journal import Tracker, flatten
 
 
 def test_flatten_nested_config() -> None:

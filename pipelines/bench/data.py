@@ -5,7 +5,7 @@ Measures, in one process, on the training pairs of one dataset:
 * ``loose cv2``: a plain loop over the pairs CSV that ``cv2.imread``s source
   and target from the raw folder (what a naive loose-file dataset does, with no
   pose maps, augmentation or collation);
-* the loader (``datasets.loader.train_loader``): decode + pose maps + augment +
+* the loader (``datasets.shards.loader.train_loader``): decode + pose maps + augment +
   collate into the model's float batch, in-process and with 1 and 2 loader
   workers, with and without augmentation; and the same up to the compact batch
   (``compact=True``: uint8 images, sparse poses), i.e. without the expansion
@@ -29,13 +29,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datasets import heatmaps
-from datasets.augment import AugmentConfig
-from datasets.layout import find_split, get_layout, read_pairs
-from datasets.loader import train_loader
-from datasets.samples import decode_image, parse_sample
-from datasets.shards import atomic_write_bytes, iter_samples, load_manifest
-from pipelines.config import add_config_args, config_from_args
+from datasets.pose import heatmaps
+from datasets.shards.augment import AugmentConfig
+from datasets.raw.layout import find_split, get_layout, read_pairs
+from datasets.shards.loader import train_loader
+from datasets.shards.samples import decode_image, parse_sample
+from datasets.shards.tar import atomic_write_bytes, iter_samples, load_manifest
+from pipelines.config.params import add_config_args, config_from_args
 
 
 def _best_rate(fn, count: int, repeats: int) -> float:

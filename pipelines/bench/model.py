@@ -28,8 +28,10 @@ from typing import Any, Callable
 
 import torch
 
-from model import (VARIANTS, GanStep, LossConfig, ModelConfig, OptimConfig, build_discriminators, build_generator,
-                   count_parameters, prepare_module)
+from model.config import VARIANTS, LossConfig, ModelConfig, OptimConfig
+from model.gan import GanStep, prepare_module
+from model.discriminator import build_discriminators
+from model.generator import build_generator, count_parameters
 from model.warp import attention_warp, attention_warp_reference
 
 POSE_CHANNELS = 18

@@ -33,7 +33,7 @@ KEYS = ("images_per_s", "images_per_s_steady", "time_to_first_step_s", "time_per
 
 
 def run_training(workers: int, args: argparse.Namespace, root: Path, run: str, profile: bool) -> dict[str, Any]:
-    from pipelines.config import load_config
+    from pipelines.config.params import load_config
 
     cfg = load_config(args.params)
     shards = Path(cfg.dataset(args.dataset).shards)

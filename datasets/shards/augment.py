@@ -1,0 +1,94 @@
+"""Train-time augmentation: one albumentations geometric transform per image, applied
+consistently to the image, its keypoints, its pose heatmaps and its face box.
+
+* albumentations moves the image and the keypoints (the face box travels as its
+  four corners, appended to the keypoints, and comes back as their bounding box);
+* a horizontal flip is read back from ``applied_transforms`` and the left/right
+  keypoints are swapped (albumentations does not know which joint is which);
+* pose heatmaps are then re-rendered from the transformed keypoints.  For the
+  flips, shifts and rotations used here that equals warping the stored maps
+  (the Gaussian is isotropic) while costing ~60 µs instead of warping K
+  channels; under scaling σ stays in pixels, which is the definition the
+  stored maps use too.  Channels swap on a flip because the keypoints do.
+* joints pushed out of the frame become missing (-1), like unannotated ones.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import albumentations as A
+import cv2
+import numpy as np
+
+from datasets.pose.face import MIN_INSIDE
+from datasets.pose.keypoints import MISSING
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Geometric augmentation of training images (probabilities per image)."""
+
+    flip_p: float = 0.5
+    affine_p: float = 0.5
+    scale: tuple[float, float] = (0.9, 1.1)
+    translate: float = 0.05  # fraction of the image size, each direction
+    rotate: float = 8.0  # degrees, each direction
+
+    def __post_init__(self) -> None:
+        for name in ("flip_p", "affine_p"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
+
+
+@dataclass
+class Augmented:
+    rgb: np.ndarray  # uint8 H×W×3
+    keypoints: np.ndarray  # float32 [K, 2], -1 missing
+    face_box: np.ndarray  # float32 [4]
+    face_valid: bool
+    flipped: bool
+
+
+class Augmenter:
+    """Callable applying :class:`AugmentConfig` to one image; seeded, so reproducible per worker."""
+
+    def __init__(self, cfg: AugmentConfig, flip_perm: np.ndarray, seed: int) -> None:
+        self.cfg = cfg
+        self.perm = np.asarray(flip_perm)
+        self.transform = A.Compose(
+            [
+                A.HorizontalFlip(p=cfg.flip_p),
+                A.Affine(scale=cfg.scale, translate_percent=(-cfg.translate, cfg.translate),
+                         rotate=(-cfg.rotate, cfg.rotate), p=cfg.affine_p,
+                         border_mode=cv2.BORDER_CONSTANT, fill=0),
+            ],
+            keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
+            seed=seed,
+            save_applied_params=True,
+        )
+
+    def __call__(self, rgb: np.ndarray, keypoints: np.ndarray, face_box: np.ndarray, face_valid: bool) -> Augmented:
+        h, w = rgb.shape[:2]
+        kp = np.asarray(keypoints, np.float32)
+        k = len(kp)
+        x0, y0, x1, y1 = (float(v) for v in face_box)
+        corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float32)
+        out = self.transform(image=rgb, keypoints=np.concatenate([kp, corners]))
+        flipped = any(name == "HorizontalFlip" for name, _ in out["applied_transforms"])
+        moved = np.asarray(out["keypoints"], np.float32).reshape(-1, 2)
+        new_kp, new_corners = moved[:k].copy(), moved[k:]
+        missing = (kp[:, 0] == MISSING) | (kp[:, 1] == MISSING)
+        outside = (new_kp[:, 0] < 0) | (new_kp[:, 1] < 0) | (new_kp[:, 0] > w - 1) | (new_kp[:, 1] > h - 1)
+        new_kp[missing | outside] = MISSING
+        if flipped:
+            new_kp = new_kp[self.perm]
+        box, valid = np.zeros(4, np.float32), False
+        if face_valid:
+            bx0, by0 = new_corners.min(axis=0)
+            bx1, by1 = new_corners.max(axis=0)
+            area = max(bx1 - bx0, 0.0) * max(by1 - by0, 0.0)
+            cx0, cy0, cx1, cy1 = max(bx0, 0.0), max(by0, 0.0), min(bx1, float(w)), min(by1, float(h))
+            inside = max(cx1 - cx0, 0.0) * max(cy1 - cy0, 0.0)
+            if area > 0 and inside >= MIN_INSIDE * area:
+                box, valid = np.array([cx0, cy0, cx1, cy1], np.float32), True
+        return Augmented(out["image"], new_kp, box, valid, flipped)

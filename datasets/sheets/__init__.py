@@ -1,0 +1,1 @@
+"""Pictures of data: contact sheets of raw images, shards, skeletons and landmarks."""

@@ -1,0 +1,1 @@
+"""The embedded default's data: synthetic figures and portraits rendered with exact keypoints."""

@@ -1,0 +1,1 @@
+"""What users run on their own images: pose transfer, portrait editing, keypoints from photos."""

@@ -1,0 +1,1 @@
+"""params.yaml into frozen dataclasses: loading, overrides, the root schema and stage sections."""

@@ -1,0 +1,47 @@
+"""The root config: one frozen dataclass per params.yaml section."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
+from model.config import LossConfig, ModelConfig, OptimConfig
+from pipelines.config.stages import EvaluateConfig, RegisterConfig, TrainConfig
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """params.yaml ``pipeline``: which datasets each foreach stage of dvc.yaml runs over."""
+
+    synthesize: tuple[str, ...] = ("synthetic_fashion", "synthetic_market")
+    preprocess: tuple[str, ...] = ("synthetic_fashion", "synthetic_market")
+
+
+@dataclass(frozen=True)
+class Config:
+    datasets: dict[str, DatasetSpec]
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
+    synthesize: dict[str, SynthesizeSpec] = field(default_factory=dict)
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
+    register: RegisterConfig = field(default_factory=RegisterConfig)
+
+    def __post_init__(self) -> None:
+        for name in self.synthesize:
+            if name not in self.datasets:
+                raise ValueError(f"synthesize.{name} has no entry in datasets")
+        for stage in ("synthesize", "preprocess"):
+            for name in getattr(self.pipeline, stage):
+                if name not in self.datasets:
+                    raise ValueError(f"pipeline.{stage} lists {name!r}, which has no entry in datasets")
+        for name in self.pipeline.synthesize:
+            if name not in self.synthesize:
+                raise ValueError(f"pipeline.synthesize lists {name!r}, which has no entry in synthesize")
+
+    def dataset(self, name: str) -> DatasetSpec:
+        if name not in self.datasets:
+            raise KeyError(f"unknown dataset {name!r}; params.yaml datasets: {', '.join(sorted(self.datasets))}")
+        return self.datasets[name]

@@ -1,0 +1,1 @@
+"""The training run: per-worker loop, checkpoints, Ray Train glue and fault hooks."""

@@ -1,0 +1,550 @@
+"""The per-worker training loop, shared by ``--workers 0`` (one process, no Ray) and every Ray worker.
+
+One call of :func:`run_worker` is one worker's whole life: build G and D (each DDP-wrapped on
+its own when distributed), resume from the newest committed checkpoint, stream this rank's shards,
+run the GAN step from ``model/`` until ``train.total_images`` images have been seen (summed over
+workers), log from rank 0, checkpoint every ``train.checkpoint_every_images`` images.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Protocol
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from pipelines.training.checkpoint import CheckpointInfo, CheckpointStore, NonFiniteCheckpointError
+from pipelines.config.params import build_dataclass
+from pipelines.training.faults import FaultHooks, from_env
+from pipelines.tracking.journal import Tracker, tracking_uri, write_run_meta
+
+
+class NumericalFaultError(RuntimeError):
+    """Too many consecutive steps with non-finite losses or gradients."""
+
+
+@dataclass
+class LoopContext:
+    """Everything a worker needs; plain data so Ray can ship it (``dataclasses.asdict``)."""
+
+    config: dict  # the resolved Config as plain data (pipelines.config.params.to_dict)
+    run_name: str
+    run_dir: str  # runs/<run_name> under the project root: summary, grids, tracking journal (a folder)
+    checkpoint_root: str  # <train.storage_path>/<run_name>/checkpoints: a folder or a URL
+    shards: str  # absolute folder of the dataset's shards
+    tags: dict = field(default_factory=dict)  # git commit, dvc.lock and manifest hashes
+    t_command: float = 0.0  # time.time() when the command started (for time-to-first-step)
+    profile_comm: bool = False  # time gradient all-reduce synchronously (benchmark only)
+    track: bool = True  # log to MLflow from rank 0
+    tracking_uri: str = ""  # resolved by the driver ("" → pipelines.tracking.tracking_uri())
+    artifact_location: str | None = None  # for a new experiment in the default SQLite store
+    progress_bar: bool = False  # a live bar (the driver's stderr is a terminal) or periodic lines
+
+
+class Session(Protocol):
+    rank: int
+    world_size: int
+
+    def device(self) -> torch.device: ...
+
+    def report(self, metrics: dict[str, float], checkpoint: CheckpointInfo | None, store: CheckpointStore) -> None: ...
+
+
+class LocalSession:
+    """``--workers 0``: one process, no process group, nothing to report to."""
+
+    rank = 0
+    world_size = 1
+
+    def __init__(self, device: str = "auto") -> None:
+        self._device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
+                                    else "cpu")
+
+    def device(self) -> torch.device:
+        return self._device
+
+    def report(self, metrics: dict[str, float], checkpoint: CheckpointInfo | None, store: CheckpointStore) -> None:
+        return None
+
+
+# -- small helpers -----------------------------------------------------------------------------
+
+
+def _crossed(after: int, step_images: int, every: int) -> bool:
+    """Did the image counter pass a multiple of ``every`` on the step that ended at ``after``?"""
+    return after // every > (after - step_images) // every
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def _broadcast_object(obj: Any) -> Any:
+    if not _distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def _all_gather_object(obj: Any) -> list:
+    if not _distributed():
+        return [obj]
+    out: list = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def _mean_over_ranks(sums: dict[str, float], count: int, device: torch.device) -> dict[str, float]:
+    """Interval means of the loss terms over all ranks (one all-reduce per logging interval)."""
+    # Skips are decided together, so the keys agree across ranks; the union guards the all-reduce
+    # against a shape mismatch (a hang) should a term ever be missing on one rank.
+    keys = sorted(set().union(*_all_gather_object(sorted(sums))))
+    values = torch.tensor([sums.get(k, 0.0) for k in keys] + [float(count)], dtype=torch.float64,
+                          device=device if device.type == "cuda" else "cpu")
+    if _distributed():
+        dist.all_reduce(values)
+    n = values[-1].item()
+    return {k: v / n for k, v in zip(keys, values[:-1].tolist())} if n > 0 else {}
+
+
+def _sync_comm_hook(timings: list[float]):
+    """DDP comm hook that all-reduces each bucket synchronously and records the time spent.
+
+    It removes the overlap of communication with backward, so the sum is the full cost of the
+    gradient all-reduce; used by the benchmark only."""
+
+    # No annotations: DDP compares them with dist.GradBucket, and this module's postponed
+    # annotations would hand it the string "dist.GradBucket" instead.
+    def hook(state, bucket):  # noqa: ANN001, ANN202
+        t0 = time.perf_counter()
+        tensor = bucket.buffer().div_(dist.get_world_size())
+        dist.all_reduce(tensor)
+        timings.append(time.perf_counter() - t0)
+        fut: torch.futures.Future = torch.futures.Future()
+        fut.set_result(tensor)
+        return fut
+
+    return hook
+
+
+# -- building blocks -----------------------------------------------------------------------------
+
+
+def build_gan(cfg: Any, device: torch.device, profile_timings: list[float] | None = None) -> Any:
+    """G, D (and face D) on ``device``, each wrapped in DDP on its own when distributed."""
+    from model.gan import GanStep, prepare_module
+    from model.discriminator import build_discriminators
+    from model.generator import build_generator
+
+    g = prepare_module(build_generator(cfg.model), device, cfg.optim)
+    d, d_face = build_discriminators(cfg.model)
+    d = prepare_module(d, device, cfg.optim)
+    d_face = prepare_module(d_face, device, cfg.optim) if d_face is not None else None
+    if _distributed():
+        ids = [device.index] if device.type == "cuda" else None
+        # Separate wrappers: G's and D's gradients are reduced in their own backward passes.
+        g, d = (torch.nn.parallel.DistributedDataParallel(m, device_ids=ids) for m in (g, d))
+        if d_face is not None:
+            d_face = torch.nn.parallel.DistributedDataParallel(d_face, device_ids=ids)
+        if profile_timings is not None:
+            for m in (g, d, d_face):
+                if m is not None:
+                    m.register_comm_hook(None, _sync_comm_hook(profile_timings))
+    return GanStep(g, d, d_face, cfg.model, cfg.loss, cfg.optim)
+
+
+def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int) -> tuple[Iterator[dict], Any]:
+    """This rank's endless stream of training batches, and the loader (for its error counter).
+
+    Every rank gets the same number of batches per epoch (the loader equalises them), so
+    collectives line up. A run resumed mid-epoch starts at the next epoch boundary: the rest of
+    the interrupted epoch is not replayed (the data order stays a pure function of seed and epoch).
+    """
+    from datasets.shards.augment import AugmentConfig
+    from datasets.shards.loader import train_loader
+
+    tcfg = cfg.train
+    loader = train_loader(shards, rank=rank, world_size=world_size, batch_size=tcfg.batch_size,
+                          num_workers=tcfg.loader_workers, seed=tcfg.seed,
+                          augment=AugmentConfig() if tcfg.augment else None)
+    per_epoch = len(loader)
+    if per_epoch < 1:
+        raise RuntimeError(f"the training loader for {shards} has no batch on rank {rank}")
+    first_epoch = -(-step // per_epoch)
+
+    def endless() -> Iterator[dict]:
+        epoch = first_epoch
+        while True:
+            loader.set_epoch(epoch)
+            yield from loader
+            epoch += 1
+
+    return endless(), loader
+
+
+def preview_batch(shards: str, rows: int = 4) -> dict:
+    """A fixed batch of test pairs for the image grids (the same every time, resumes included)."""
+    from datasets.shards.loader import eval_loader
+
+    for batch in eval_loader(shards, batch_size=rows):
+        return batch
+    raise RuntimeError(f"no test pairs in {shards} for the image grids")
+
+
+def _loader_errors(loader: Any) -> int:
+    return int(getattr(loader, "skipped", 0))
+
+
+class _Progress:
+    """Rank 0's progress in images with an ETA.
+
+    On a terminal: a bar (Ray's driver-side bar under Ray, tqdm otherwise). Elsewhere (logs,
+    ``ray job`` output, CI) a bar's carriage returns turn into noise, so it prints a line every
+    ``interval`` seconds instead."""
+
+    def __init__(self, total: int, initial: int, under_ray: bool, desc: str, bar: bool,
+                 interval: float = 15.0) -> None:
+        self.total, self.n, self.desc, self.interval = total, initial, desc, interval
+        self.start_n, self.t0, self.t_last = initial, time.monotonic(), time.monotonic()
+        self.bar = None
+        if bar and under_ray:
+            from ray.experimental.tqdm_ray import tqdm as ray_tqdm
+
+            self.bar = ray_tqdm(total=total, desc=desc, unit="img")
+            self.bar.n = initial
+        elif bar:
+            from tqdm import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="img", dynamic_ncols=True,
+                            mininterval=1.0, file=sys.stderr)
+
+    def update(self, n: int, desc: str | None = None) -> None:
+        self.n += n
+        if desc is not None:
+            self.desc = desc
+        if self.bar is not None:
+            if desc is not None:
+                self.bar.set_description(desc)
+            self.bar.update(n)
+            return
+        now = time.monotonic()
+        if now - self.t_last >= self.interval or (self.n >= self.total and n):
+            self.t_last = now
+            rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
+            eta = (self.total - self.n) / rate if rate > 0 else float("inf")
+            eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
+            print(f"[train] {self.desc}: {self.n}/{self.total} images ({100 * self.n / self.total:.0f}%), "
+                  f"{rate:.2f} images/s, ETA {eta_text}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# -- the loop ------------------------------------------------------------------------------------
+
+
+def run_worker(ctx: LoopContext, session: Session) -> dict:
+    """Train until ``train.total_images``; returns (and on rank 0 writes) the run summary."""
+    from pipelines.config.schema import Config
+
+    cfg = build_dataclass(Config, ctx.config, "")
+    tcfg = cfg.train
+    rank, world = session.rank, session.world_size
+    device = session.device()
+    if device.type == "cpu":
+        torch.set_num_threads(tcfg.threads_per_worker)
+    run_dir = Path(ctx.run_dir)
+    store = CheckpointStore(ctx.checkpoint_root, keep=tcfg.keep_checkpoints)
+    faults = FaultHooks(from_env(tcfg.faults), rank, run_dir / "faults")
+    under_ray = type(session).__name__ == "RaySession"
+
+    # 1. Model, then the newest committed checkpoint (rank 0 chooses, everyone loads that one).
+    _seed_all(tcfg.seed)  # identical initial weights on every rank
+    comm_timings: list[float] = []
+    gan = build_gan(cfg, device, comm_timings if ctx.profile_comm else None)
+    chosen = None
+    if rank == 0:
+        committed = store.committed()
+        for info in reversed(committed):
+            try:
+                store.verify(info)
+                chosen = info
+                break
+            except Exception as exc:  # a damaged newest one: fall back to the one before
+                print(f"[train] skipping damaged checkpoint {info.path}: {exc}", file=sys.stderr)
+    chosen = _broadcast_object(chosen)
+    step, images, start_images = 0, 0, 0
+    history: dict = {"skipped_steps": 0, "data_errors": 0, "restarts": 0, "first_loss": None}
+    if chosen is not None:
+        state = store.load(chosen, map_location=device)
+        gan.load_state_dict(state["gan"])
+        step, images = int(state["step"]), int(state["images"])
+        history = dict(state.get("history", history))
+        history["restarts"] = history.get("restarts", 0) + 1
+        rng = state.get("rng") or []
+        if len(rng) == world:
+            _set_rng_state(rng[rank])
+        else:  # a different worker count: fresh per-rank streams, still reproducible
+            _seed_all(tcfg.seed + 1000 * step + rank)
+        start_images = images
+        if rank == 0:
+            print(f"[train] resumed run {ctx.run_name!r} from {chosen.path} (step {step}, {images} images)",
+                  file=sys.stderr)
+    else:
+        _seed_all(tcfg.seed + rank)
+    steps_before = step
+    errors_before = int(history.get("data_errors", 0))
+
+    # 2. Data: each rank streams its own share of the shards.
+    batches, loader = make_batches(cfg, ctx.shards, rank, world, step)
+    step_images = tcfg.batch_size * world
+
+    # 3. Tracking and the preview batch, rank 0 only.
+    tracker = None
+    preview = None
+    if rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.json").write_text(json.dumps(ctx.config, indent=2, sort_keys=True))
+        if ctx.track:
+            uri = ctx.tracking_uri or tracking_uri()
+            write_run_meta(run_dir, ctx.run_name, tcfg.mlflow_experiment, uri, ctx.artifact_location)
+            tracker = Tracker(run_dir, ctx.run_name, experiment=tcfg.mlflow_experiment, uri=uri,
+                              artifact_location=ctx.artifact_location)
+            if chosen is None:
+                from pipelines.tracking.journal import flatten
+
+                tracker.log_params(flatten(ctx.config))
+            tracker.set_tags({**ctx.tags, "feature_backbone": gan.backbone.name, "workers": world,
+                              "device": device.type, "run_name": ctx.run_name})
+        preview = preview_batch(ctx.shards)
+        (run_dir / "grids").mkdir(parents=True, exist_ok=True)
+    progress = (_Progress(tcfg.total_images, images, under_ray, f"train {ctx.run_name}", bar=ctx.progress_bar)
+                if rank == 0 else None)
+
+    # 4. Steps.
+    sums: dict[str, float] = {}
+    counted = 0
+    t_data = t_step = 0.0
+    comm_at_start = 0
+    t_first_step = None
+    t_loop = time.perf_counter()
+    t_interval, images_interval = time.perf_counter(), images
+    last: dict[str, float] = {}
+    status, error = "completed", None
+    try:
+        while images < tcfg.total_images:
+            t0 = time.perf_counter()
+            batch = next(batches)
+            t1 = time.perf_counter()
+            faults.before_step(step + 1)
+            batch = faults.poison(step + 1, batch)
+            out = gan.step(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t2 = time.perf_counter()
+            step += 1
+            images += step_images
+            if t_first_step is None:
+                t_first_step = time.time()
+                comm_at_start = len(comm_timings)
+            else:  # the first step pays for lazy initialisation; keep it out of the breakdown
+                t_data += t1 - t0
+                t_step += t2 - t1
+            if out.get("skipped", 0.0):
+                history["skipped_steps"] += 1
+                if rank == 0:
+                    print(f"[train] step {step}: non-finite loss or gradient on some rank; all ranks "
+                          f"skipped it ({gan.consecutive_skips} in a row)", file=sys.stderr)
+                if gan.consecutive_skips >= tcfg.max_consecutive_skips:
+                    raise NumericalFaultError(
+                        f"{gan.consecutive_skips} consecutive steps (up to step {step}) had non-finite losses or "
+                        f"gradients (limit train.max_consecutive_skips={tcfg.max_consecutive_skips}); stopping. "
+                        "No checkpoint with non-finite weights was written; lower optim.lr_g/lr_d or check the data.")
+            else:
+                for k, v in out.items():
+                    if k != "skipped" and math.isfinite(v):
+                        sums[k] = sums.get(k, 0.0) + v
+                counted += 1
+            if progress is not None:
+                progress.update(step_images)
+
+            # Log: interval means over ranks (a collective, so every rank takes part).
+            if _crossed(images, step_images, tcfg.log_every_images) or images >= tcfg.total_images:
+                means = _mean_over_ranks(sums, counted, device)
+                now = time.perf_counter()
+                ips = (images - images_interval) / max(now - t_interval, 1e-9)
+                t_interval, images_interval = now, images
+                history["data_errors"] = errors_before + sum(_all_gather_object(_loader_errors(loader)))
+                sums, counted = {}, 0
+                if means:
+                    last = means
+                    history["last_loss"] = means  # kept in checkpoints: a resumed run reports it too
+                    if history.get("first_loss") is None:
+                        history["first_loss"] = means
+                if rank == 0:
+                    metrics = {f"loss/{k}": v for k, v in means.items()}
+                    metrics.update({"perf/images_per_s": ips, "train/images": float(images),
+                                    "train/skipped_steps": float(history["skipped_steps"]),
+                                    "data/errors": float(history["data_errors"])})
+                    if tracker is not None:
+                        tracker.log_metrics(metrics, step)
+                    if progress is not None and means:
+                        progress.update(0, f"train {ctx.run_name} g={means.get('g_total', 0):.3f} "
+                                           f"d={means.get('d_total', 0):.3f}")
+
+            if rank == 0 and (_crossed(images, step_images, tcfg.grid_every_images) or images >= tcfg.total_images
+                              or step == steps_before + 1):
+                _write_grid(gan, preview, run_dir / "grids" / f"step-{step:07d}.png", tracker)
+
+            final = images >= tcfg.total_images
+            if _crossed(images, step_images, tcfg.checkpoint_every_images) or final:
+                _checkpoint(session, store, gan, step, images, ctx, history, loader, rank, world, final)
+    except NumericalFaultError as exc:
+        # Every rank sees the same skip count (the flag is all-reduced), so all stop here together
+        # and return normally: Ray must not restart a run that diverged.
+        status, error = "numerical_fault", str(exc)
+    finally:
+        if progress is not None:
+            progress.close()
+
+    # 5. Summary (rank 0) and the final checkpoint as an MLflow artifact.
+    digests = _all_gather_object(_param_digest(gan.G))  # DDP keeps G identical on every rank
+    elapsed = time.perf_counter() - t_loop
+    steps_run = step - steps_before
+    comm = sum(comm_timings[comm_at_start:]) if ctx.profile_comm else None
+    timed = t_data + t_step
+    summary = {
+        "status": status,
+        "error": error,
+        "run_name": ctx.run_name,
+        "workers": world,
+        "device": device.type,
+        "batch_size_per_worker": tcfg.batch_size,
+        "images": images,
+        "steps": step,
+        "steps_this_session": steps_run,
+        "images_this_session": images - start_images,
+        "images_per_s": (images - start_images) / elapsed if elapsed > 0 else 0.0,
+        "time_to_first_step_s": (t_first_step - ctx.t_command) if t_first_step and ctx.t_command else None,
+        "time_per_step_s": timed / max(steps_run - 1, 1),
+        # Steps only (first step, checkpoints, logging and grids excluded): the benchmark's figure.
+        "images_per_s_steady": step_images * (steps_run - 1) / timed if timed else None,
+        "fraction_data": t_data / timed if timed else None,
+        "fraction_compute": (t_step - (comm or 0.0)) / timed if timed else None,
+        "fraction_allreduce": (comm / timed) if (comm is not None and timed) else None,
+        "skipped_steps": history["skipped_steps"],
+        "data_errors": errors_before + sum(_all_gather_object(_loader_errors(loader))),
+        "restarts": history.get("restarts", 0),
+        "first_losses": history.get("first_loss"),
+        "final_losses": last or history.get("last_loss") or {},
+        "feature_backbone": gan.backbone.name,
+        "g_param_digests": digests,
+        "resumed_from_step": steps_before if chosen is not None else None,
+        "mlflow_run_id": None,
+    }
+    if rank == 0:
+        if tracker is not None:
+            final_ckpt = store.committed()
+            if status == "completed" and final_ckpt:
+                tracker.log_artifact(final_ckpt[-1].path, "checkpoint")
+            tracker.log_artifact(run_dir / "config.json")
+            left = tracker.close(timeout=60.0)
+            summary["mlflow_run_id"] = tracker.run_id
+            summary["mlflow_records_pending"] = left
+        tmp = run_dir / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, run_dir / "summary.json")
+    return summary
+
+
+def _param_digest(module: torch.nn.Module) -> str:
+    from model.gan import unwrap
+
+    h = hashlib.sha256()
+    for name, p in sorted(unwrap(module).state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _write_grid(gan: Any, preview: dict | None, path: Path, tracker: Tracker | None) -> None:
+    """Render G on the fixed preview pairs (source, pose, warps, map, output, target) to a PNG."""
+    from PIL import Image
+
+    from model.gan import unwrap
+    from model.visualize import make_grid
+
+    if preview is None:
+        return
+    g = unwrap(gan.G)
+    was_training = g.training
+    g.eval()
+    with torch.no_grad():
+        batch = {k: v.to(gan.device) if isinstance(v, torch.Tensor) else v for k, v in preview.items()}
+        out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    g.train(was_training)
+    grid = make_grid(batch, out)
+    tmp = path.with_suffix(".tmp.png")
+    Image.fromarray(grid).save(tmp)
+    os.replace(tmp, path)
+    if tracker is not None:
+        tracker.log_artifact(path, "grids")
+
+
+def _checkpoint(session: Session, store: CheckpointStore, gan: Any, step: int, images: int, ctx: LoopContext,
+                history: dict, loader: Any, rank: int, world: int, final: bool) -> None:
+    """Gather RNG states, write atomically on rank 0, then report to Ray from every rank."""
+    rng = _all_gather_object(_rng_state())
+    info = None
+    if rank == 0:
+        state = {"gan": gan.state_dict(), "step": step, "images": images, "rng": rng, "config": ctx.config,
+                 "manifest_sha256": ctx.tags.get("manifest_sha256"), "history": history, "world_size": world}
+        try:
+            info = store.save(step, state, meta={"images": images, "run_name": ctx.run_name, "final": final,
+                                                 "manifest_sha256": ctx.tags.get("manifest_sha256"),
+                                                 "config": ctx.config})
+        except NonFiniteCheckpointError as exc:
+            # Skipped steps never update weights, so this means a bug upstream: keep the last good one.
+            print(f"[train] {exc}", file=sys.stderr)
+    session.report({"step": step, "images": images}, info, store)
+
+
+def loop_config_from(ctx: LoopContext) -> dict:
+    return {"ctx": dataclasses.asdict(ctx)}
+
+
+def context_from(loop_config: dict) -> LoopContext:
+    return LoopContext(**loop_config["ctx"])

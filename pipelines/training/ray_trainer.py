@@ -1,0 +1,184 @@
+"""Ray glue for training: connect to (or start) Ray, and run the worker loop under a TorchTrainer.
+
+Kept apart from the loop itself (pipelines/train_loop.py), which also runs without Ray.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+# A local head binds every Ray server to loopback only when Ray treats the machine as a
+# single-node setup; this switch (Ray's own, meant for macOS/Windows) makes Linux do the same.
+LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
+# Read by Ray Train in the driver and passed on to its controller and workers.
+TRAIN_ENV = {
+    # Starting a worker (a Python process importing torch) can exceed Ray's 60 s default on a
+    # busy machine; the group would then be torn down and restarted forever.
+    "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "600",
+    # Ray re-routes print() on workers through its logger as well, which doubles every line.
+    "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
+}
+
+
+def resolve_address(param_address: str) -> str | None:
+    """The cluster to join: ``train.ray_address``, else ``RAY_ADDRESS``, else None (start one)."""
+    return param_address or os.environ.get("RAY_ADDRESS") or None
+
+
+def worker_env(threads: int, root: Path) -> dict[str, str]:
+    """Environment for training workers: one intra-op thread each on CPU, paths from the driver."""
+    env = {
+        "OMP_NUM_THREADS": str(threads),
+        "MKL_NUM_THREADS": str(threads),
+        "ATTNFLOW_ROOT": str(root),
+    }
+    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
+                "ATTNFLOW_FAULTS"):
+        if os.environ.get(key):
+            env[key] = os.environ[key]
+    return env
+
+
+def connect(address: str | None, num_workers: int, env: dict[str, str], root: Path) -> bool:
+    """Join ``address`` or start a local Ray bound to 127.0.0.1; True if this process started it."""
+    os.environ.update(QUIET_ENV)
+    if not address:
+        # Read by Ray at import time, so set before the first `import ray` in this process.
+        os.environ.update(LOOPBACK_ENV)
+    import ray
+    import ray._private.ray_constants as ray_constants
+
+    if ray.is_initialized():
+        return False
+    if address:
+        if RAY_JOB_ENV in os.environ:
+            # Inside `ray job submit`: the job's runtime env (code, requirements, env vars) already
+            # reaches every worker, and Ray refuses to merge a second one that sets the same keys.
+            ray.init(address=address, log_to_driver=True)
+        else:
+            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
+        return False
+    ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the variable was set
+    existing = os.environ.get("PYTHONPATH", "")
+    env = {**env, **LOOPBACK_ENV, "PYTHONPATH": f"{root}{os.pathsep}{existing}" if existing else str(root)}
+    ray.init(
+        address="local",
+        num_cpus=max(os.cpu_count() or 1, num_workers),
+        include_dashboard=True,  # Ray Train's controller queries actor state through it
+        dashboard_host="127.0.0.1",
+        runtime_env={"env_vars": env},
+        log_to_driver=True,
+        configure_logging=True,
+        logging_level="WARNING",
+    )
+    return True
+
+
+def warn_if_short(num_workers: int, use_gpu: bool, threads_per_worker: int) -> None:
+    """Say so when the cluster cannot place the run now: Ray Train then waits (for an autoscaler)
+    rather than failing, which on a fixed-size cluster looks like a hang."""
+    import ray
+
+    have = ray.cluster_resources()
+    need = {"CPU": num_workers * threads_per_worker, **({"GPU": num_workers} if use_gpu else {})}
+    short = {k: (v, have.get(k, 0)) for k, v in need.items() if have.get(k, 0) < v}
+    if short:
+        text = ", ".join(f"{k}: needs {v:g}, has {h:g}" for k, (v, h) in short.items())
+        print(f"[train] WARNING: the Ray cluster is too small for {num_workers} workers right now ({text}); "
+              "training waits until nodes are added", file=sys.stderr)
+
+
+def cluster_has_gpus() -> bool:
+    import ray
+
+    return ray.cluster_resources().get("GPU", 0) > 0
+
+
+def fit(
+    train_fn: Callable[[dict], Any],
+    loop_config: dict,
+    *,
+    num_workers: int,
+    use_gpu: bool,
+    threads_per_worker: int,
+    run_name: str,
+    storage_path: str,
+    max_failures: int,
+) -> Any:
+    """Run ``train_fn`` on ``num_workers`` Ray Train workers; raises if training failed for good.
+
+    A reused ``run_name`` makes Ray restore that run's checkpoint state (its snapshot lives in
+    ``<storage_path>/<run_name>``); the loop itself picks the newest *committed* checkpoint.
+    """
+    from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    for key, value in TRAIN_ENV.items():
+        os.environ.setdefault(key, value)
+    resources = {"CPU": threads_per_worker} if not use_gpu else {"CPU": threads_per_worker, "GPU": 1}
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config=loop_config,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=600),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        run_config=RunConfig(
+            name=run_name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=max_failures),
+            # The loop prunes its own checkpoints (it also runs without Ray); Ray keeps pointers.
+            checkpoint_config=CheckpointConfig(num_to_keep=None),
+            # Ray Train's per-report INFO lines would drown the loop's own progress lines.
+            logging_config=LoggingConfig(log_level="WARNING"),
+        ),
+    )
+    result = trainer.fit()
+    if result.error is not None:  # pragma: no cover - fit() raises in current Ray; kept for safety
+        raise result.error
+    return result
+
+
+def shutdown(started: bool) -> None:
+    import ray
+
+    if started and ray.is_initialized():
+        ray.shutdown()
+    sys.stdout.flush()
+
+
+class RaySession:
+    """The loop's view of a Ray Train worker: rank, device, and checkpoint reports."""
+
+    def __init__(self) -> None:
+        import ray.train
+
+        ctx = ray.train.get_context()
+        self.rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+
+    def device(self) -> Any:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def report(self, metrics: dict, checkpoint: Any, store: Any) -> None:
+        """Every rank calls this at the same step (Ray's report is a barrier); rank 0 passes the
+        checkpoint it already wrote and committed, so Ray records it without copying it."""
+        import ray.train
+        from ray.train import Checkpoint
+        from ray.train.v2.api.report_config import CheckpointUploadMode
+
+        ckpt = None
+        if checkpoint is not None:
+            ckpt = Checkpoint(path=checkpoint.path, filesystem=store.pyarrow_filesystem())
+        ray.train.report(metrics, checkpoint=ckpt, checkpoint_upload_mode=CheckpointUploadMode.NO_UPLOAD)
+
+
+def worker_fn(loop_config: dict) -> None:
+    """Ray Train entry point on every worker (module-level, so workers import it by name)."""
+    from pipelines.training.loop import context_from, run_worker
+
+    run_worker(context_from(loop_config), RaySession())
