@@ -15,18 +15,18 @@ import argparse
 import csv
 import io
 import json
-import os
 import shutil
 import sys
 from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
+from datasets.files import atomic_write_bytes, fsync_dir, replace_dir
 from datasets.sheets.shard_sheet import contact_sheet
 from datasets.raw.layout import SPLITS, LayoutError, get_layout
 from datasets.pose.scheme import PoseScheme, scheme_for
 from datasets.shards.samples import encode_view, meta_json, test_samples, train_groups
-from datasets.shards.tar import ShardWriter, atomic_write_bytes, fsync_dir
+from datasets.shards.tar import ShardWriter
 from datasets.specs import DatasetSpec, PreprocessConfig
 from datasets.raw.validate import Reject, SplitResult, count_universe, identity_leaks, validate_dataset
 from pipelines.config.params import add_config_args, config_from_args, to_dict
@@ -154,7 +154,7 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
     atomic_write_bytes(staging / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     atomic_write_bytes(staging / "rejects.csv", rejects_csv(all_rejects))
     fsync_dir(staging)
-    _swap_in(staging, out)
+    replace_dir(staging, out)
 
     if metrics is not None:
         counts = {s: {k: v for k, v in d.items() if isinstance(v, int)} for s, d in splits.items()}
@@ -166,19 +166,6 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
         if train:
             contact_sheet(train, figure, spec.image_size)
     return manifest
-
-
-def _swap_in(staging: Path, out: Path) -> None:
-    """Replace ``out`` by ``staging`` with renames only (the old folder is removed after)."""
-    old = out.parent / f".{out.name}.old"
-    if old.exists():
-        shutil.rmtree(old)
-    if out.exists():
-        os.replace(out, old)
-    os.replace(staging, out)
-    fsync_dir(out.parent)
-    if old.exists():
-        shutil.rmtree(old)
 
 
 def _summary(manifest: dict, out: Path, figure: Path | None, metrics: Path | None) -> str:

@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +15,8 @@ import pytest
 from data_fixtures import make_raw, tiny_config
 from datasets.pose import heatmaps
 from datasets.shards.samples import parse_sample
-from datasets.shards.tar import ShardFormatError, ShardWriter, file_sha256, iter_members, iter_samples
+from datasets.files import file_sha256
+from datasets.shards.tar import ShardFormatError, ShardWriter, iter_members, iter_samples
 from pipelines import preprocess as stage
 
 ROOT = Path(__file__).resolve().parents[1]

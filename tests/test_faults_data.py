@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from data_fixtures import annotation_line, draw_figure, make_raw, tiny_config
+from datasets.files import file_sha256
 from datasets.pose import heatmaps
 from datasets.shards import tar as shards_mod
 from datasets.pose.face import HEAD_JOINTS, face_box
@@ -357,7 +358,7 @@ def test_disk_full_during_preprocess_leaves_no_partial_and_reruns_to_clean_bytes
     assert not list(staging.glob(".*.partial"))  # the writer removed its half-written shard
     for tar in staging.glob("*.tar"):  # what did get a final name inside staging is complete
         want = next(s for s in manifest["shards"] if s["name"] == tar.name)
-        assert shards_mod.file_sha256(tar) == want["sha256"]
+        assert file_sha256(tar) == want["sha256"]
     shutil.rmtree(out)
     assert stage.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False) == manifest
     _assert_same_bytes(clean, out, manifest)

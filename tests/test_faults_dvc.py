@@ -65,7 +65,7 @@ def test_interrupted_dvc_repro_reruns_only_the_interrupted_stage_then_nothing(pr
     assert _stages_run(rerun.stdout) == [TARGET], rerun.stdout[-3000:]
     assert not (work / "data/shards/.synthetic_market.staging").exists()
     manifest = json.loads((out / "manifest.json").read_text())
-    from datasets.shards.tar import file_sha256
+    from datasets.files import file_sha256
 
     assert sorted(p.name for p in out.glob("*.tar")) == sorted(s["name"] for s in manifest["shards"])
     for s in manifest["shards"]:

@@ -24,7 +24,6 @@ fsynced, then renamed; a reader or ``glob('*.tar')`` never sees a partial one.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -32,6 +31,8 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
+
+from datasets.files import file_sha256, fsync_dir
 
 BLOCK = 512
 SHARD_PATTERN = "{split}-{index:06d}.tar"
@@ -52,34 +53,6 @@ class ShardInfo:
     def as_dict(self) -> dict:
         return {"name": self.name, "split": self.split, "samples": self.samples, "images": self.images,
                 "pairs": self.pairs, "bytes": self.bytes, "sha256": self.sha256}
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:

@@ -9,7 +9,8 @@ import numpy as np
 from datasets.pose import heatmaps
 from datasets.pose.keypoints import LIMBS, MISSING, NUM_JOINTS
 from datasets.shards.samples import decode_image, parse_sample
-from datasets.shards.tar import atomic_write_bytes, iter_samples
+from datasets.files import atomic_write_bytes
+from datasets.shards.tar import iter_samples
 
 
 def _tile(view, size: tuple[int, int]) -> np.ndarray:

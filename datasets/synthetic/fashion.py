@@ -24,9 +24,7 @@ folder and renamed into place only when complete.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +34,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
+from datasets.files import staged_dir
 from datasets.synthetic.backgrounds import ground_shadow, make_background
 from datasets.synthetic.figure_raster import Material
 from datasets.synthetic.figure_render import Appearance, Pose, View, render_figure
@@ -331,23 +330,9 @@ def write_dataset(spec: SynthesizeSpec, root: str | Path,
     if root.exists() and not _replaceable(root):
         raise FileExistsError(f"{root} exists and holds more than a dataset in this layout; "
                               "refusing to replace it (pass an empty or new folder)")
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
-    try:
-        counts = _write_into(spec, tmp, on_image)
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            root.rename(old)
-            tmp.rename(root)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    images, pairs, identities = counts
+    with staged_dir(root) as tmp:
+        images, pairs, identities = _write_into(spec, tmp, on_image)
     return Summary(root, images, pairs, identities, time.perf_counter() - start)
 
 

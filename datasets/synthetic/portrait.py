@@ -22,8 +22,6 @@ synthetic person data.
 """
 from __future__ import annotations
 
-import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -32,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from datasets.files import staged_dir
 from datasets.pose.landmarks import encode_row
 from datasets.synthetic.face_edits import Expression, apply_expression
 from datasets.synthetic.portrait_geometry import FaceShape, Pose, image_landmarks, neutral_landmarks
@@ -220,24 +219,11 @@ def write_dataset(spec: SynthesizeSpec, root: str | Path, on_image: Callable[[Vi
         raise ValueError(f"synthetic_portrait needs generator 'portrait', got {spec.generator!r}")
     start = time.perf_counter()
     root = Path(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
-    tmp = root.parent / f".{root.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     images, pairs, identities = {}, {}, {}
-    try:
+    with staged_dir(root) as tmp:
         for split, numbers in split_identities(spec).items():
             images[split], pairs[split] = _write_split(tmp, split, numbers, spec, on_image)
             identities[split] = len(numbers)
-        if root.exists():
-            old = root.parent / f".{root.name}.old-{os.getpid()}"
-            root.rename(old)
-            tmp.rename(root)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return Summary(root, images, pairs, identities, time.perf_counter() - start)
 
 

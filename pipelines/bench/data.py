@@ -34,7 +34,8 @@ from datasets.shards.augment import AugmentConfig
 from datasets.raw.layout import find_split, get_layout, read_pairs
 from datasets.shards.loader import train_loader
 from datasets.shards.samples import decode_image, parse_sample
-from datasets.shards.tar import atomic_write_bytes, iter_samples, load_manifest
+from datasets.files import atomic_write_bytes
+from datasets.shards.tar import iter_samples, load_manifest
 from pipelines.config.params import add_config_args, config_from_args
 
 

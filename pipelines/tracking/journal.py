@@ -14,7 +14,6 @@ directory.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import subprocess
@@ -80,13 +79,6 @@ def prepare_local_store(uri: str, experiment: str, artifact_location: str | None
     except Exception as exc:  # tracking never stops training; the shipper retries later
         print(f"[tracking] WARNING: could not prepare {redact(uri)}: {type(exc).__name__}: {redact(str(exc))}",
               file=sys.stderr)
-
-
-def file_sha256(path: str | Path) -> str | None:
-    path = Path(path)
-    if not path.is_file():
-        return None
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def git_commit(root: Path) -> str | None:
