@@ -14,7 +14,8 @@ from datasets.raw.layout import get_layout, identity_of
 from datasets.synthetic.face_edits import Expression
 from datasets.synthetic.portrait_geometry import Pose
 from datasets.synthetic.portrait import base_pose, render_view, sample_identity
-from pipelines.convert_portraits import main, read_pts
+from datasets.raw.portrait_import import read_pts
+from pipelines.convert_portraits import main
 
 SRC = (120, 100)  # (H, W) of the fixture's "camera" images
 
