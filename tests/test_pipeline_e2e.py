@@ -4,7 +4,6 @@ This is the path users take (``make run``), so CI guards it as a whole, not only
 """
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
