@@ -14,17 +14,25 @@ JSON, plots and sample grid are attached to the model and the run.  Writes
 from __future__ import annotations
 
 import argparse
+import logging
 import json
-import sys
 import tempfile
 from pathlib import Path
 
 import torch
 
 from pipelines.config.params import add_config_args, config_from_args
-from pipelines.evaluate import EvaluationError, generator_from_checkpoint, generator_from_model, run_evaluation
+from datasets.shards.loader import eval_loader
+from datasets.shards.tar import load_manifest
+from model.export import PackedGenerator, pack_inputs
+from pipelines.config.logs import add_log_level_arg, setup_logging
+from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
+from pipelines.evaluation.run import run_evaluation
+from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
 from pipelines.tracking.redact import redact
 from pipelines.tracking.registry import TASK_MODEL_NAMES, register_generator
+
+log = logging.getLogger("register")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,44 +41,40 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--metrics", help="evaluation JSON (default: metrics/<dataset>.json)")
     ap.add_argument("--run-name", help="training run (default: train.run_name or the dataset)")
     add_config_args(ap)
+    add_log_level_arg(ap)
     return ap
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, "register")
     cfg = config_from_args(args)
     dataset = args.dataset or cfg.train.dataset
     try:
         spec = cfg.dataset(dataset)
     except KeyError as exc:
-        print(f"register: {exc.args[0]}", file=sys.stderr)
+        log.error(f"{exc.args[0]}")
         return 2
     rcfg = cfg.register
     metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
     if not metrics_path.is_file():
-        print(f"register: {metrics_path} not found; run python -m pipelines.evaluate --dataset {dataset} first",
-              file=sys.stderr)
+        log.error(f"{metrics_path} not found; run python -m pipelines.evaluate --dataset {dataset} first")
         return 2
     doc = json.loads(metrics_path.read_text())
     gen_info = doc.get("generator", {})
     if gen_info.get("source") != "checkpoint":
-        print(f"register: {metrics_path} scores {gen_info.get('uri') or 'a model'}, not a training checkpoint; "
-              "evaluate a checkpoint to register it", file=sys.stderr)
+        log.error(f"{metrics_path} scores {gen_info.get('uri') or 'a model'}, not a training checkpoint; "
+              "evaluate a checkpoint to register it")
         return 2
     try:
         generator, ema, state = generator_from_checkpoint(gen_info["path"])
     except EvaluationError as exc:
-        print(f"register: {redact(str(exc))}", file=sys.stderr)
+        log.error(f"{redact(str(exc))}")
         return 2
     if generator.info["state_sha256"] != gen_info.get("state_sha256"):
-        print(f"register: checkpoint {gen_info['path']} changed since it was evaluated "
-              "(sha256 differs); evaluate it again", file=sys.stderr)
+        log.error(f"checkpoint {gen_info['path']} changed since it was evaluated "
+              "(sha256 differs); evaluate it again")
         return 2
-
-    from datasets.shards.loader import eval_loader
-    from datasets.shards.tar import load_manifest
-    from model.export import PackedGenerator, pack_inputs
-    from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
 
     manifest = load_manifest(spec.shards)
     size = tuple(int(v) for v in manifest["image_size"])
@@ -83,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         direct = ema(batch["source_image"], batch["source_pose"], batch["target_pose"]).image
         err = float((exported(packed) - direct).abs().max())
     if err > 1e-6:
-        print(f"register: the exported generator differs from the checkpoint's by {err:.2e}", file=sys.stderr)
+        log.error(f"the exported generator differs from the checkpoint's by {err:.2e}")
         return 1
 
     import mlflow
@@ -122,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             run_id=doc.get("mlflow_run_id"), artifacts=artifacts, tags=tags,
             rescore=rescore if rcfg.rescore_champion else None, experiment=cfg.train.mlflow_experiment)
     except (ValueError, EvaluationError) as exc:
-        print(f"register: {redact(str(exc))}", file=sys.stderr)
+        log.error(f"{redact(str(exc))}")
         return 2
     run_name = args.run_name or cfg.train.run_name or dataset
     out = Path("runs") / run_name / f"registered-{dataset}.json"

@@ -14,6 +14,7 @@ from model.config import ModelConfig
 from model.export import PackedGenerator
 from model.generator import build_generator
 from pipelines import infer
+from pipelines.apps import pose_transfer
 from pipelines.apps import pose_extract
 
 SIZE = (32, 24)
@@ -126,7 +127,7 @@ def test_mediapipe_landmarks_map_onto_openpose18() -> None:
 
 
 def test_fit_crops_to_the_model_aspect_and_moves_keypoints_with_it() -> None:
-    fit = infer.Fit.between((100, 200), (50, 50))  # too wide: crop 50 px each side
+    fit = pose_transfer.Fit.between((100, 200), (50, 50))  # too wide: crop 50 px each side
     kp = fit.keypoints(np.array([[100.0, 50.0], [10.0, 50.0], [-1, -1]]), (50, 50))
     assert kp[0].tolist() == pytest.approx([24.75, 24.75])  # centre stays centre (pixel-centre convention)
     assert kp[1].tolist() == [-1, -1] and kp[2].tolist() == [-1, -1]  # cropped away / missing
@@ -164,7 +165,7 @@ def test_single_and_batch_runs_with_given_keypoints(tmp_path: Path, capsys: pyte
 def test_astronaut_photo_with_extracted_keypoints(tmp_path: Path, model_dir: Path) -> None:
     from skimage import data
 
-    pt = infer.PoseTransfer.load(str(model_dir))
+    pt = pose_transfer.PoseTransfer.load(str(model_dir))
     image, src, tgt = pt.prepare(data.astronaut(), np.array(_kp()), (128, 88))
     assert image.shape == (*SIZE, 3)
     assert ((src != -1).all(axis=1)).sum() >= 6  # head and shoulders at least

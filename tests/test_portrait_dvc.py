@@ -43,7 +43,8 @@ def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
     ran = _stages_run(proc.stdout)
     assert {"synthesize@synthetic_portrait", "preprocess@synthetic_portrait", "portrait/dvc.yaml:portrait_train",
-            "portrait/dvc.yaml:portrait_evaluate", "portrait/dvc.yaml:portrait_register"} <= set(ran), ran
+            "portrait/dvc.yaml:portrait_landmarks", "portrait/dvc.yaml:portrait_evaluate",
+            "portrait/dvc.yaml:portrait_register"} <= set(ran), ran
     assert not any("fashion" in s or "market" in s for s in ran), ran
 
     doc = json.loads((work / "metrics/portrait.json").read_text())

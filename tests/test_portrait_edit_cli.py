@@ -17,6 +17,7 @@ import torch
 from datasets.pose.landmarks import NUM_PARTS, encode_row, visible
 from datasets.synthetic.face_edits import face_centre
 from pipelines import edit_portrait as EP
+from pipelines.apps import portrait_editor as PED
 from pipelines.config.params import to_dict
 
 SIZE = (32, 32)
@@ -91,7 +92,7 @@ def test_drive_and_sweep(tiny, tmp_path, capsys):
                         "--sweep", "mouth_open", "--out", str(sweep))
     assert code == 0, err
     sheet = cv2.imread(str(sweep))
-    cells = 1 + len(EP.SWEEPS["mouth_open"])  # the source, then one face per strength
+    cells = 1 + len(PED.SWEEPS["mouth_open"])  # the source, then one face per strength
     assert sheet.shape[1] == cells * (3 * SIZE[1] + 8)
 
 
@@ -141,16 +142,16 @@ def test_body_model_and_missing_model_are_refused(tiny, tmp_path, capsys):
 
 
 def test_api_edit_moves_the_landmarks_the_generator_is_given(tiny):
-    editor = EP.PortraitEditor.load(str(tiny["ckpt"]))
+    editor = PED.PortraitEditor.load(str(tiny["ckpt"]))
     view = tiny["views"][0]
     face = editor.prepare(view.image, view.landmarks)  # already at the model's size: used as it is
     assert np.array_equal(face.image, view.image)
-    target = EP.target_landmarks(face.landmarks, EP.Edits(rotate=20.0), editor.size)
+    target = PED.target_landmarks(face.landmarks, PED.Edits(rotate=20.0), editor.size)
     c = face_centre(face.landmarks)
     a, b = face.landmarks[36] - c, target[36] - c
     angle = np.degrees(np.arctan2(-b[1], b[0]) - np.arctan2(-a[1], a[0]))  # screen y points down
     assert abs(angle - 20.0) < 0.5
-    out = editor.edit(face, EP.Edits(mouth_open=0.5))
+    out = editor.edit(face, PED.Edits(mouth_open=0.5))
     assert out.shape == (*SIZE, 3) and out.dtype == np.uint8
 
 
@@ -162,11 +163,11 @@ def test_frame_face_moves_image_and_landmarks_together():
     lm[:20] = rng.uniform([80, 90], [160, 170], (20, 2))
     lm[5] = (121.0, 141.0)
     photo[139:144, 119:124] = 255  # a 5x5 mark centred on landmark 5
-    out, new = EP.frame_face(photo, lm, (64, 64))
+    out, new = PED.frame_face(photo, lm, (64, 64))
     y, x = np.unravel_index(np.argmax(out.sum(2)), out.shape[:2])
     assert abs(x - new[5, 0]) <= 1.0 and abs(y - new[5, 1]) <= 1.0
     box = new[visible(new)].max(0) - new[visible(new)].min(0)
-    assert box.max() == pytest.approx(64 / EP.FACE_SCALE, abs=0.5)
+    assert box.max() == pytest.approx(64 / PED.FACE_SCALE, abs=0.5)
 
 
 def test_mesh_mapping_averages_the_listed_points():

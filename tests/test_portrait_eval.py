@@ -10,8 +10,10 @@ import torch
 
 from datasets.pose.landmarks import NUM_PARTS
 from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
-from pipelines.portrait_eval import (GRID_EDITS, RegressorRecipe, editing_grid, evaluate_portrait, nme, report,
-                                     split_views)
+from datasets.shards.views import split_views
+from pipelines.evaluation.landmark_regressor import (RegressorError, RegressorRecipe, load_regressor, nme,
+                                                     regressor_path, train_and_save)
+from pipelines.evaluation.portrait import GRID_EDITS, editing_grid, evaluate_portrait, report
 
 SIZE = (32, 32)
 
@@ -63,18 +65,25 @@ def test_scores_are_read_from_the_scored_images_in_pair_order(shards, tmp_path):
 
     mean = np.full((*SIZE, 3), 128, np.uint8)
     recipe = RegressorRecipe(epochs=1, batch_size=8)
+    regressor = regressor_path("p", tmp_path / "regressor")
+    with pytest.raises(RegressorError, match="pipelines.train_landmarks"):  # evaluation never trains one itself
+        evaluate_portrait(generate, shards_dir, manifest, "p", names, images, mean, tmp_path / "plots", regressor,
+                          grid_rows=2, recipe=recipe)
+    record = train_and_save(shards_dir, manifest, regressor, recipe)
     result = evaluate_portrait(generate, shards_dir, manifest, "p", names, images, mean, tmp_path / "plots",
-                               grid_rows=2, recipe=recipe, cache_dir=tmp_path / "cache")
+                               regressor, grid_rows=2, recipe=recipe)
+    assert result.protocol["regressor"]["weights_sha256"] == record["weights_sha256"]
     assert result.scores["model"] == pytest.approx(result.details["landmark_nme"]["target_image"], abs=1e-6)
     assert set(result.scores) == {"model", "copy_source", "mean_train_image"}
     assert result.protocol["pairs_counted"] == len(names) and result.protocol["regressor"]["weights_sha256"]
     assert all(f.is_file() for f in result.files)
-    # The regressor is cached by the training shards and its recipe: the second run trains nothing.
-    cached = list((tmp_path / "cache").glob("p-*.pt"))
-    assert len(cached) == 1
+    # The regressor is read, not retrained: a second evaluation scores identically.
     again = evaluate_portrait(generate, shards_dir, manifest, "p", names, images, mean, tmp_path / "plots2",
-                              grid_rows=2, recipe=recipe, cache_dir=tmp_path / "cache")
+                              regressor, grid_rows=2, recipe=recipe)
     assert again.protocol == result.protocol and again.scores == result.scores
+    # A regressor made for other shards (or another recipe) is refused, naming the command that remakes it.
+    with pytest.raises(RegressorError, match="retrain"):
+        load_regressor(regressor, manifest, "p", RegressorRecipe(epochs=2, batch_size=8))
     doc = {"dataset": "p", "protocol": {"pairs": len(names)}, "metric_names": {}, "portrait": result.details,
            "model": {"landmark_nme": result.scores["model"]},
            "baselines": {m: {"landmark_nme": result.scores[m]} for m in ("copy_source", "mean_train_image")}}

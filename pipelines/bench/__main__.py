@@ -1,18 +1,24 @@
 """Dispatch ``python -m pipelines.bench NAME [args]`` to ``pipelines.bench.NAME.main(args)``."""
 from __future__ import annotations
 
-import importlib
 import sys
+from collections.abc import Callable
 
-BENCHES = ("data", "model", "train")
+from pipelines.bench import data, model, train
+
+BENCHES: dict[str, Callable[[list[str]], int | None]] = {"data": data.main, "model": model.main, "train": train.main}
+USAGE = f"usage: python -m pipelines.bench {{{','.join(BENCHES)}}} [options]   (NAME --help for each one's options)"
 
 
 def main(argv: list[str]) -> int:
+    if argv and argv[0] in ("-h", "--help"):
+        print(USAGE + "\n\n" + "\n".join(f"  {name:<6} {sys.modules[fn.__module__].__doc__.splitlines()[0]}"
+                                         for name, fn in BENCHES.items()))
+        return 0
     if not argv or argv[0] not in BENCHES:
-        print(f"usage: python -m pipelines.bench {{{','.join(BENCHES)}}} [options]", file=sys.stderr)
+        print(USAGE, file=sys.stderr)
         return 2
-    module = importlib.import_module(f"pipelines.bench.{argv[0]}")
-    return int(module.main(argv[1:]) or 0)
+    return int(BENCHES[argv[0]](argv[1:]) or 0)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,8 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from pipelines.config.schema import Config
+
 
 class ConfigError(ValueError):
     """A params file or override that cannot be turned into the typed config."""
@@ -178,7 +180,7 @@ def dataset_overrides(raw: dict, dataset: str | None) -> list[str]:
 
 
 def load_config(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = (),
-                dataset: str | None = None) -> "Config":
+                dataset: str | None = None) -> Config:
     """Read ``path``, apply overrides, and return the typed, frozen :class:`Config`.
 
     The overrides of the dataset a stage runs on (``datasets.<dataset>.overrides``; ``dataset``
@@ -186,8 +188,6 @@ def load_config(path: str | Path = "params.yaml", overrides: typing.Sequence[str
     so a per-dataset setting such as portraits' ``model.pose_channels=8`` is the default for that
     dataset and the command line still wins.  The result is the resolved config stages record.
     """
-    from pipelines.config.schema import Config  # late: schema imports every section's owner
-
     raw = read_params(path)
     for override in overrides:
         apply_override(raw, override)

@@ -32,7 +32,7 @@ import torch
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 MARKER_FILE = "COMMITTED"
-_NAME = re.compile(r"^step-(\d{9})$")
+CHECKPOINT_NAME = re.compile(r"^step-(\d{9})$")
 
 
 class NonFiniteCheckpointError(RuntimeError):
@@ -117,7 +117,7 @@ class CheckpointStore:
         """Folders that carry a commit marker, oldest first (contents verified on load)."""
         found = []
         for name in self._list_dirs():
-            match = _NAME.match(name)
+            match = CHECKPOINT_NAME.match(name)
             if match is None:
                 continue
             path = f"{self.root}/{name}"
@@ -152,6 +152,10 @@ class CheckpointStore:
             except Exception as exc:  # a damaged checkpoint must not stop a resume from an older one
                 warnings.warn(f"skipping checkpoint {info.path}: {exc}", stacklevel=2)
         return None
+
+    def marker(self, info: CheckpointInfo) -> dict:
+        """The commit marker of a checkpoint (holds the state file's sha256)."""
+        return json.loads(self._read_bytes(f"{info.path}/{MARKER_FILE}"))
 
     def read_meta(self, info: CheckpointInfo) -> dict:
         return json.loads(self._read_bytes(f"{info.path}/{META_FILE}"))
@@ -214,7 +218,7 @@ class CheckpointStore:
             self._delete_dir(info.path)
         newest = committed[-1].step if committed else -1
         for name in self._list_dirs():
-            match = _NAME.match(name)
+            match = CHECKPOINT_NAME.match(name)
             # Uncommitted step folders older than the newest commit can only be crash leftovers.
             if match is not None and int(match.group(1)) < newest and \
                     not self._exists(f"{self.root}/{name}/{MARKER_FILE}"):

@@ -1,0 +1,1 @@
+"""Scoring generators on held-out pairs: the field's metrics, baselines, protocol, plots, portrait extras."""

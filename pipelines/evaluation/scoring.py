@@ -1,0 +1,209 @@
+"""Scoring every test pair: the model and both baselines, per pair and as Fréchet statistics, in
+batch-aligned parts that any number of processes give bit-identical results for."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+
+from datasets.shards.loader import eval_loader
+from datasets.shards.samples import decode_image, parse_sample
+from datasets.shards.tar import iter_samples
+from model import metrics as M
+from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest, rebuild_generator
+from pipelines.evaluation.networks import Networks, build_networks
+
+METHODS = ("model", "copy_source", "mean_train_image")
+
+
+BASELINES = METHODS[1:]
+
+
+TARGETS = "held_out_targets"  # the real target images: the Fréchet distance's floor on this test set
+
+
+def canonical_sha256(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def train_images(shards_dir: Path, manifest: dict) -> Iterator[np.ndarray]:
+    """Every training image (each view once) as RGB uint8, in shard order."""
+    size = tuple(manifest["image_size"])
+    for shard in manifest["shards"]:
+        if shard["split"] != "train":
+            continue
+        data = (shards_dir / shard["name"]).read_bytes()
+        for key, files in iter_samples(data):
+            sample = parse_sample(key, files)
+            for i, view in enumerate(sample.views):
+                yield decode_image(view.jpeg, f"{shard['name']}:{key}.v{i}", size)
+
+
+def reference_set_hash(manifest: dict) -> str:
+    return canonical_sha256(sorted(s["sha256"] for s in manifest["shards"] if s["split"] == "train"))
+
+
+def nchw_uint8(rgb: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
+
+
+@dataclass
+class PairScores:
+    names: list[tuple[str, str]]
+    per_method: dict[str, dict[str, list[float]]]  # method -> metric -> per-pair values
+
+
+def evaluate_pairs(
+    generator: GeneratorUnderTest,
+    batches: Iterable[dict[str, Any]],
+    mean_image: np.ndarray,
+    nets: Networks,
+    masked: bool,
+    mask_radius: float,
+    images_out: Path | None,
+    grid_rows: int,
+) -> tuple[PairScores, dict[str, np.ndarray], list[dict[str, Any]]]:
+    """Generate every pair, save the model's images, score all methods per pair, gather the
+    Fréchet features of every pair (method -> [pairs, D] float32, in pair order)."""
+    from PIL import Image
+
+    per: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
+    # The held-out targets themselves too: their Fréchet distance is what a perfect model would score.
+    feats: dict[str, list[np.ndarray]] = {m: [] for m in (*METHODS, TARGETS)}
+    names: list[tuple[str, str]] = []
+    grid: list[dict[str, Any]] = []
+    mean_t = torch.from_numpy(mean_image).permute(2, 0, 1)
+    last_index = -1
+    for batch in batches:
+        index = batch["pair_index"].tolist()
+        if index and index[0] <= last_index:
+            raise EvaluationError(f"test pairs out of order: {index[0]} after {last_index}")
+        last_index = index[-1]
+        target = M.to_uint8(batch["target_image"])
+        outputs = {
+            "model": M.to_uint8(generator.fn(batch)),
+            "copy_source": M.to_uint8(batch["source_image"]),
+            "mean_train_image": mean_t.expand_as(target).contiguous(),
+        }
+        if masked:
+            masks = torch.from_numpy(np.stack([
+                M.body_mask(kp.numpy(), tuple(target.shape[-2:]), mask_radius) for kp in batch["target_keypoints"]]))
+            target_m = M.apply_mask(target, masks)
+        for method, images in outputs.items():
+            scores = {"ssim": M.ssim(images, target), "psnr": M.psnr(images, target),
+                      nets.names.lpd: M.lpd_between(nets.lpd, images, target)}
+            if masked:
+                images_m = M.apply_mask(images, masks)
+                scores["masked_ssim"] = M.ssim(images_m, target_m)
+                scores[nets.names.masked_lpd] = M.lpd_between(nets.lpd, images_m, target_m)
+            for key, values in scores.items():
+                per[method].setdefault(key, []).extend(float(v) for v in values)
+            feats[method].append(nets.fd.pooled(images).detach().cpu().float().numpy())
+        feats[TARGETS].append(nets.fd.pooled(target).detach().cpu().float().numpy())
+        for i, (src, tgt) in enumerate(zip(batch["source_name"], batch["target_name"])):
+            names.append((src, tgt))
+            if images_out is not None:
+                Image.fromarray(outputs["model"][i].permute(1, 2, 0).numpy()).save(
+                    images_out / f"{Path(src).stem}_2_{Path(tgt).stem}.png")
+            if len(grid) < grid_rows:
+                grid.append({"source": outputs["copy_source"][i], "target": target[i],
+                             "output": outputs["model"][i], "mean": outputs["mean_train_image"][i],
+                             "target_keypoints": batch["target_keypoints"][i].numpy(),
+                             "name": f"{Path(src).stem} -> {Path(tgt).stem}"})
+    return PairScores(names, per), {m: stack_rows(v) for m, v in feats.items()}, grid
+
+
+def stack_rows(chunks: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def feature_stats(rows: np.ndarray, chunk: int) -> M.FeatureStats:
+    """Statistics of feature rows in pair order, summed in fixed chunks: the float64 sums (and so
+    the Fréchet distance) come out bit-identical however the pairs were split between processes."""
+    stats = M.FeatureStats()
+    for lo in range(0, len(rows), chunk):
+        stats.update(rows[lo:lo + chunk])
+    return stats
+
+
+@dataclass
+class PartJob:
+    """One worker process's share of the test pairs (pickled to it)."""
+
+    rank: int
+    world_size: int
+    shards: str
+    batch_size: int
+    threads: int
+    ecfg: Any
+    loss_cfg: Any
+    source: tuple[str, str] | None
+    mean_image: np.ndarray
+    masked: bool
+    images_out: str
+    grid_rows: int
+
+
+@dataclass
+class PartResult:
+    pairs: PairScores
+    features: dict[str, np.ndarray]
+    grid: list[dict[str, Any]]
+    skipped: int
+    errors: list[str]
+
+
+def evaluate_part(job: PartJob, generator: GeneratorUnderTest | None = None, nets: Networks | None = None) -> PartResult:
+    """Score the ``rank``-th batch-aligned contiguous part of the test pairs (in this process when
+    ``generator``/``nets`` are given, else rebuilt from ``job.source`` in a worker)."""
+    torch.set_num_threads(job.threads)
+    nets = nets or build_networks(job.ecfg, job.loss_cfg)
+    generator = generator or rebuild_generator(job.source)
+    loader = eval_loader(job.shards, batch_size=job.batch_size, rank=job.rank, world_size=job.world_size,
+                         num_workers=0, align_batches=True)
+    pairs, feats, grid = evaluate_pairs(generator, loader, job.mean_image, nets, job.masked, job.ecfg.mask_radius,
+                                        Path(job.images_out), job.grid_rows)
+    return PartResult(pairs, feats, grid, loader.skipped, list(loader.recent_errors[-1:]))
+
+
+def evaluate_parallel(jobs: list[PartJob], generator: GeneratorUnderTest, nets: Networks) -> PartResult:
+    """Run the parts (one in this process, or each in a spawned worker) and join them in pair order."""
+    if len(jobs) == 1:
+        results = [evaluate_part(jobs[0], generator, nets)]
+    else:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        if generator.source is None:
+            raise EvaluationError("evaluate.workers > 1 needs a generator loaded from a checkpoint or a model URI")
+        # spawn, not fork: a forked copy of a process holding OpenMP threads can deadlock.
+        with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
+            results = list(pool.map(evaluate_part, jobs))
+    names = [n for r in results for n in r.pairs.names]
+    per = {m: {k: [v for r in results for v in r.pairs.per_method[m].get(k, [])]
+               for k in results[0].pairs.per_method[m]} for m in METHODS}
+    feats = {m: stack_rows([r.features[m] for r in results if len(r.features[m])]) for m in (*METHODS, TARGETS)}
+    grid = [row for r in results for row in r.grid][:jobs[0].grid_rows]
+    return PartResult(PairScores(names, per), feats, grid, sum(r.skipped for r in results),
+                      [e for r in results for e in r.errors])
+
+
+def summarise(pairs: PairScores, features: dict[str, np.ndarray], ref: M.FeatureStats, nets: Networks,
+              chunk: int = 8) -> dict[str, dict[str, float]]:
+    """Mean of each per-pair score, and the Fréchet distance of each method to the reference set."""
+    mu_r, cov_r = ref.mean_cov()
+    out: dict[str, dict[str, float]] = {}
+    for method in METHODS:
+        scores = {k: M.finite_mean(v) for k, v in pairs.per_method[method].items()}
+        mu, cov = feature_stats(features[method], chunk).mean_cov()
+        scores[nets.names.fd] = M.frechet_distance(mu, cov, mu_r, cov_r)
+        out[method] = {k: float(v) for k, v in sorted(scores.items())}
+    if len(features.get(TARGETS, ())) >= 2:
+        mu, cov = feature_stats(features[TARGETS], chunk).mean_cov()
+        out[TARGETS] = {nets.names.fd: float(M.frechet_distance(mu, cov, mu_r, cov_r))}
+    return out

@@ -1,0 +1,60 @@
+"""Trained generators back from checkpoints: the newest committed one of a run, or a given step.
+
+Used by evaluation, registration and the portrait editor; nothing here trains.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from model.config import ModelConfig
+from model.generator import build_generator
+from pipelines.config.params import build_dataclass
+from pipelines.training.checkpoint import CHECKPOINT_NAME, CheckpointInfo, CheckpointStore
+
+
+class CheckpointError(RuntimeError):
+    """No usable checkpoint where one was asked for; the message says where and why."""
+
+
+def latest_checkpoint(root: Path | str) -> tuple[CheckpointStore, tuple[CheckpointInfo, dict]]:
+    store = CheckpointStore(root)
+    found = store.load_latest()
+    if found is None:
+        raise CheckpointError(f"no committed checkpoint under {root}; train first (python -m pipelines.train)")
+    return store, found
+
+
+def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
+    """A checkpoint folder (``…/step-NNNNNNNNN``) or a run's ``checkpoints`` folder (newest
+    committed one) -> (state, info)."""
+    text = str(path)
+    if "://" in text:  # shared storage (s3://…): the newest committed checkpoint under that URL
+        store, (info, state) = latest_checkpoint(text)
+    else:
+        p = Path(path).absolute()
+        if not p.exists():
+            raise CheckpointError(f"{p}: checkpoint not found")
+        match = CHECKPOINT_NAME.match(p.name)
+        if match:
+            store = CheckpointStore(p.parent)
+            info = CheckpointInfo(step=int(match.group(1)), path=str(p))
+            try:
+                state = store.load(info)
+            except (OSError, ValueError, KeyError) as exc:
+                raise CheckpointError(f"{p}: not a committed checkpoint ({exc})") from None
+        else:
+            store, (info, state) = latest_checkpoint(p)
+    data_sha = store.marker(info)["sha256"]
+    return state, {"source": "checkpoint", "path": str(info.path), "step": int(state.get("step", info.step)),
+                   "images": int(state.get("images", -1)), "state_sha256": data_sha}
+
+
+def ema_generator(state: dict) -> tuple[torch.nn.Module, Any]:
+    """The EMA generator of a training checkpoint and its ModelConfig."""
+    mcfg = build_dataclass(ModelConfig, state["config"]["model"], "model")
+    g = build_generator(mcfg)
+    g.load_state_dict(state["gan"]["ema"])
+    return g.eval().requires_grad_(False), mcfg
