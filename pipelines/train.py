@@ -30,10 +30,11 @@ from pathlib import Path
 
 T_COMMAND = time.time()
 
-from pipelines.training.checkpoint import CheckpointStore  # noqa: E402 - after the start-time stamp
+from datasets.files import file_sha256  # noqa: E402 - after the start-time stamp
+from pipelines.training.checkpoint import CheckpointStore  # noqa: E402
 from pipelines.config.params import add_config_args, config_from_args, to_dict  # noqa: E402
-from pipelines.tracking.journal import (default_artifact_location, file_sha256, git_commit,  # noqa: E402
-                                prepare_local_store, project_root, tracking_uri)
+from pipelines.tracking.journal import (default_artifact_location, git_commit, prepare_local_store,  # noqa: E402
+                                        project_root, tracking_uri)
 from pipelines.tracking.redact import redact  # noqa: E402
 from pipelines.training.loop import LocalSession, LoopContext, loop_config_from, run_worker  # noqa: E402
 
