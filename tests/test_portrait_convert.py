@@ -12,7 +12,7 @@ from PIL import Image
 from datasets.pose.landmarks import MISSING, visible
 from datasets.raw.layout import get_layout, identity_of
 from datasets.synthetic.face_edits import Expression
-from datasets.synthetic.portrait_geometry import Pose
+from datasets.synthetic.portrait_geometry import HeadPose
 from datasets.synthetic.portrait import base_pose, render_view, sample_identity
 from datasets.raw.portrait_import import read_pts
 from pipelines.convert_portraits import main
@@ -29,7 +29,7 @@ def fixture_set(tmp_path_factory) -> tuple[Path, dict[str, np.ndarray]]:
         ident = sample_identity(11, person, "gradient")
         for k in range(2):
             b = base_pose(SRC)
-            view = render_view(ident, Expression(mouth_open=0.4 * k), Pose(b.cx, b.cy, b.scale, 6.0 * k, 25.0 * k),
+            view = render_view(ident, Expression(mouth_open=0.4 * k), HeadPose(b.cx, b.cy, b.scale, 6.0 * k, 25.0 * k),
                                SRC, 2)
             name = f"person{person}_{k:04d}"
             Image.fromarray(view.image).save(root / f"{name}.png")

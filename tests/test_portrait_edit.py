@@ -8,13 +8,13 @@ import pytest
 
 from datasets.synthetic import face_edits as E
 from datasets.pose.landmarks import MISSING, visible
-from datasets.synthetic.portrait_geometry import Pose, image_landmarks, neutral_landmarks
+from datasets.synthetic.portrait_geometry import HeadPose, image_landmarks, neutral_landmarks
 from datasets.synthetic.portrait import base_pose, sample_expression, sample_identity
 
 SIZE = (128, 128)
 
 
-def posed(identity_number: int, expression: E.Expression = E.Expression(), pose: Pose | None = None,
+def posed(identity_number: int, expression: E.Expression = E.Expression(), pose: HeadPose | None = None,
           seed: int = 0) -> np.ndarray:
     """Exact landmarks of a synthetic identity (the generator's own geometry)."""
     ident = sample_identity(seed, identity_number, "plain")
@@ -24,7 +24,7 @@ def posed(identity_number: int, expression: E.Expression = E.Expression(), pose:
 
 
 def test_rotate_turns_every_point_by_theta_about_the_face_centre():
-    lm = posed(0, pose=Pose(60.0, 50.0, 25.0, 5.0, 10.0))
+    lm = posed(0, pose=HeadPose(60.0, 50.0, 25.0, 5.0, 10.0))
     centre = E.face_centre(lm)
     for theta in (-30.0, 7.5, 45.0):
         out = E.rotate(lm, theta)
@@ -116,7 +116,7 @@ def test_drive_keeps_the_source_identity_and_takes_expression_and_pose():
     for k in range(6):
         rng = np.random.default_rng(100 + k)
         expr = sample_expression(rng)
-        pose = Pose(b.cx + rng.uniform(-5, 5), b.cy + rng.uniform(-5, 5), b.scale, rng.uniform(-15, 15),
+        pose = HeadPose(b.cx + rng.uniform(-5, 5), b.cy + rng.uniform(-5, 5), b.scale, rng.uniform(-15, 15),
                     rng.uniform(-28, 28))
         source = posed(2 * k, seed=7)
         driver = posed(2 * k + 1, expr, pose, seed=7)
@@ -129,7 +129,7 @@ def test_drive_keeps_the_source_identity_and_takes_expression_and_pose():
 
 
 def test_drive_by_itself_changes_little_and_transfers_an_open_mouth():
-    lm = posed(5, E.Expression(smile=0.5), Pose(64.0, 55.0, 30.0, 8.0, 12.0))
+    lm = posed(5, E.Expression(smile=0.5), HeadPose(64.0, 55.0, 30.0, 8.0, 12.0))
     assert _shape_error(E.drive(lm, lm), lm) < 0.01
     driver = posed(6, E.Expression(mouth_open=1.0))
     out = E.drive(posed(5), driver, frame=SIZE)
@@ -138,14 +138,14 @@ def test_drive_by_itself_changes_little_and_transfers_an_open_mouth():
     assert scale == pytest.approx(1.0, abs=0.2)
     state = E.expression_state(driver)
     assert state.mouth_open == pytest.approx(1.0, abs=0.15) and abs(state.smile) < 0.2
-    assert math.isclose(E.estimate_pose(posed(5, pose=Pose(64.0, 55.0, 30.0, 0.0, 20.0))).yaw_deg, 20.0, abs_tol=3.0)
+    assert math.isclose(E.estimate_pose(posed(5, pose=HeadPose(64.0, 55.0, 30.0, 0.0, 20.0))).yaw_deg, 20.0, abs_tol=3.0)
 
 
 def test_drive_fills_points_the_source_hides():
-    source = posed(3, pose=Pose(64.0, 55.0, 30.0, 0.0, 28.0))  # far jaw hidden by the yaw
+    source = posed(3, pose=HeadPose(64.0, 55.0, 30.0, 0.0, 28.0))  # far jaw hidden by the yaw
     assert not visible(source).all()
     driver = posed(4, E.Expression(smile=0.6))
-    truth = posed(3, E.Expression(smile=0.6), Pose(64.0, 55.0, 30.0, 0.0, 0.0))
+    truth = posed(3, E.Expression(smile=0.6), HeadPose(64.0, 55.0, 30.0, 0.0, 0.0))
     out = E.drive(source, driver)
     assert visible(out).all()  # the frontal driver shows the whole jaw, so does the result
     assert _shape_error(out, truth) < 0.03

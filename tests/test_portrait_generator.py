@@ -11,7 +11,7 @@ import pytest
 from datasets.pose.landmarks import MISSING, visible
 from datasets.raw.layout import find_split, get_layout, identity_of, read_annotations, read_pairs
 from datasets.synthetic.face_edits import Expression
-from datasets.synthetic.portrait_geometry import Pose
+from datasets.synthetic.portrait_geometry import HeadPose
 from datasets.specs import SynthesizeSpec
 from datasets.synthetic.portrait import (
     base_pose, identity_views, render_view, sample_identity, total_images, write_dataset,
@@ -89,11 +89,11 @@ def test_far_jaw_is_hidden_under_strong_yaw_only():
     b = base_pose(size)
     front = render_view(ident, Expression(), b, size, 1)
     assert visible(front.landmarks).all()
-    turned = render_view(ident, Expression(), Pose(b.cx, b.cy, b.scale, 0.0, 30.0), size, 1)
+    turned = render_view(ident, Expression(), HeadPose(b.cx, b.cy, b.scale, 0.0, 30.0), size, 1)
     vis = visible(turned.landmarks)
     # yaw > 0 turns the face towards the image right: its right half (jaw 9-16) faces away
     assert not vis[13:17].any() and vis[0:9].all() and vis[17:].all()
-    mirrored = render_view(ident, Expression(), Pose(b.cx, b.cy, b.scale, 0.0, -30.0), size, 1)
+    mirrored = render_view(ident, Expression(), HeadPose(b.cx, b.cy, b.scale, 0.0, -30.0), size, 1)
     assert not visible(mirrored.landmarks)[0:4].any() and visible(mirrored.landmarks)[8:17].all()
 
 

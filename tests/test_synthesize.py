@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from datasets.synthetic import fashion as sf
-from datasets.synthetic.figure_render import View, render_figure
+from datasets.synthetic.figure_render import BodyView, render_figure
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS
 from datasets.raw.layout import get_layout, identity_of
 from datasets.sheets.pose_sheet import contact_sheet, draw_skeleton
@@ -163,9 +163,9 @@ def test_refuses_to_replace_a_folder_that_is_not_a_dataset(tmp_path: Path, capsy
 def _figure(yaw: float, cx: float = 44.0, pose_kind: str = "stand"):
     rng = np.random.default_rng(0)
     look, _ = sf.sample_identity_look(rng, SynthesizeSpec(generator="figure"))
-    pose = sf.sample_pose(np.random.default_rng(1), pose_kind)
+    pose = sf.sample_body_pose(np.random.default_rng(1), pose_kind)
     bg = np.ones((256, 176, 3), np.float32)
-    image, kp = render_figure(look, pose, View("test", yaw, 110.0, cx, 122.0), bg, 2)
+    image, kp = render_figure(look, pose, BodyView("test", yaw, 110.0, cx, 122.0), bg, 2)
     return image, kp
 
 
@@ -187,9 +187,9 @@ def test_views_hide_the_right_face_points_and_keep_left_right() -> None:
 @pytest.mark.parametrize("yaw, pose_seed", [(0.0, 1), (20.0, 2), (-25.0, 3)])
 def test_eye_keypoints_sit_on_the_drawn_eyes(yaw: float, pose_seed: int) -> None:
     look, _ = sf.sample_identity_look(np.random.default_rng(1), SynthesizeSpec(generator="figure"))
-    pose = sf.sample_pose(np.random.default_rng(pose_seed), "stand")
+    pose = sf.sample_body_pose(np.random.default_rng(pose_seed), "stand")
     canvas = np.ones((256, 176, 3), np.float32)
-    image, kp = render_figure(look, pose, View("t", yaw, 110.0, 44.0, 122.0), canvas, 2)
+    image, kp = render_figure(look, pose, BodyView("t", yaw, 110.0, 44.0, 122.0), canvas, 2)
     for name in ("Leye", "Reye"):
         x, y = kp[JOINT_INDEX[name]]
         assert x >= 0, name

@@ -37,11 +37,11 @@ from PIL import Image
 from datasets.files import staged_dir
 from datasets.synthetic.backgrounds import ground_shadow, make_background
 from datasets.synthetic.figure_raster import Material
-from datasets.synthetic.figure_render import Appearance, Pose, View, render_figure
+from datasets.synthetic.figure_render import FigureAppearance, BodyPose, BodyView, render_figure
 from datasets.pose.keypoints import MISSING
+from datasets.raw.layout import SPLITS
 from datasets.specs import SynthesizeSpec
 
-SPLITS: tuple[str, ...] = ("train", "test")
 VIEW_NAMES: tuple[str, ...] = ("front", "side", "back", "full")
 JPEG_SUBSAMPLING = 0  # 4:4:4: keeps thin stripes and small faces legible at 128 px
 
@@ -65,16 +65,16 @@ _SHOES = ((0.08, 0.08, 0.09), (0.35, 0.2, 0.1), (0.93, 0.93, 0.92), (0.7, 0.1, 0
 
 
 @dataclass(frozen=True)
-class Identity:
+class FigureIdentity:
     split: str
     index: int  # within its split
     number: int  # the id in file names (DeepFashion item id / Market person id)
-    look: Appearance
+    look: FigureAppearance
     category: str
 
 
 @dataclass(frozen=True)
-class Sample:
+class FigureSample:
     """One rendered image with its annotation (int keypoints (x, y), -1 missing)."""
 
     name: str
@@ -109,7 +109,7 @@ def _material(rng: np.random.Generator, spec: SynthesizeSpec, colors: tuple[str,
     return Material(base, pattern, _pick(rng, others), float(rng.uniform(*period)), duty)
 
 
-def sample_identity_look(rng: np.random.Generator, spec: SynthesizeSpec) -> tuple[Appearance, str]:
+def sample_identity_look(rng: np.random.Generator, spec: SynthesizeSpec) -> tuple[FigureAppearance, str]:
     """One identity's look and its DeepFashion-style clothing category."""
     gender = "WOMEN" if rng.random() < 0.6 else "MEN"
     women = gender == "WOMEN"
@@ -131,7 +131,7 @@ def sample_identity_look(rng: np.random.Generator, spec: SynthesizeSpec) -> tupl
     skin = _pick(rng, _SKIN)
     hair_style = str(rng.choice(["short", "long", "buzz", "bun"], p=[0.25, 0.5, 0.0, 0.25] if women
                                 else [0.68, 0.05, 0.27, 0.0]))
-    look = Appearance(
+    look = FigureAppearance(
         gender=gender, skin=skin, hair=_pick(rng, _HAIR), hair_style=hair_style, top=top, sleeves=sleeves,
         neckline=str(rng.choice(["round", "v"])), print_shape=print_shape, print_color=_pick(rng, others),
         jacket=jacket, bottom=bottom, bottom_kind=bottom_kind,
@@ -142,7 +142,7 @@ def sample_identity_look(rng: np.random.Generator, spec: SynthesizeSpec) -> tupl
     return look, _category(rng, look)
 
 
-def _category(rng: np.random.Generator, look: Appearance) -> str:
+def _category(rng: np.random.Generator, look: FigureAppearance) -> str:
     """A DeepFashion In-shop category name that matches the featured garment."""
     women = look.gender == "WOMEN"
     if look.bottom_kind == "dress":
@@ -169,7 +169,7 @@ POSE_KINDS: tuple[str, ...] = ("stand", "walk", "arms_out", "arms_up", "wave", "
 _POSE_P = (0.2, 0.26, 0.07, 0.07, 0.1, 0.1, 0.12, 0.08)
 
 
-def sample_pose(rng: np.random.Generator, kind: str | None = None) -> Pose:
+def sample_body_pose(rng: np.random.Generator, kind: str | None = None) -> BodyPose:
     """Joint angles of one pose kind, jittered; ``kind`` None draws one."""
     kind = kind or str(rng.choice(POSE_KINDS, p=_POSE_P))
     u = rng.uniform
@@ -202,14 +202,14 @@ def sample_pose(rng: np.random.Generator, kind: str | None = None) -> Pose:
     elif kind == "wide":
         legs = [(u(10, 18), u(-4, 4), u(0, 8)) for _ in range(2)]
         lean = (u(-6, 6), lean[1])
-    return Pose(kind, (tuple(arms[0]), tuple(arms[1])), (tuple(legs[0]), tuple(legs[1])), lean, head)
+    return BodyPose(kind, (tuple(arms[0]), tuple(arms[1])), (tuple(legs[0]), tuple(legs[1])), lean, head)
 
 
 def view_name(k: int) -> str:
     return VIEW_NAMES[k] if k < len(VIEW_NAMES) else "additional"
 
 
-def sample_view(rng: np.random.Generator, spec: SynthesizeSpec, k: int) -> View:
+def sample_view(rng: np.random.Generator, spec: SynthesizeSpec, k: int) -> BodyView:
     """Yaw and framing of view ``k``; some front views are close-ups cut at the legs."""
     name = view_name(k)
     if name == "front":
@@ -227,14 +227,14 @@ def sample_view(rng: np.random.Generator, spec: SynthesizeSpec, k: int) -> View:
     cx = w / 2 + rng.uniform(-0.05, 0.05) * w
     if name == "front" and rng.random() < spec.crop_probability:
         body = h * rng.uniform(1.25, 1.5)  # close-up: head near the top, the legs leave the frame
-        return View(name, float(yaw), float(body), float(cx), float(h * rng.uniform(0.03, 0.07) + body))
+        return BodyView(name, float(yaw), float(body), float(cx), float(h * rng.uniform(0.03, 0.07) + body))
     sole = h - (h - body) * rng.uniform(0.3, 0.6)
-    return View(name, float(yaw), float(body), float(cx), float(sole))
+    return BodyView(name, float(yaw), float(body), float(cx), float(sole))
 
 
 # --------------------------------------------------------------------------- identities, names, images
 
-def plan_identities(spec: SynthesizeSpec) -> list[Identity]:
+def plan_identities(spec: SynthesizeSpec) -> list[FigureIdentity]:
     """All identities, train first.  Ids come from one seeded permutation of the id pool, train
     from its front and test from its back: no id is in both splits, and changing one split's
     size leaves the other split's names (and looks) unchanged."""
@@ -248,18 +248,18 @@ def plan_identities(spec: SynthesizeSpec) -> list[Identity]:
         for index, number in enumerate(numbers[split]):
             rng = np.random.default_rng([spec.seed, SPLITS.index(split), index, 0])
             look, category = sample_identity_look(rng, spec)
-            out.append(Identity(split, index, int(number), look, category))
+            out.append(FigureIdentity(split, index, int(number), look, category))
     return out
 
 
-def identity_key(ident: Identity, spec: SynthesizeSpec) -> str:
+def identity_key(ident: FigureIdentity, spec: SynthesizeSpec) -> str:
     """The identity as the layout's name pattern reads it back from a file name."""
     if spec.file_prefix == "market":
         return f"{ident.number:04d}"
     return f"fashion{ident.look.gender}{ident.category}id{ident.number:08d}01"
 
 
-def image_name(ident: Identity, k: int, spec: SynthesizeSpec, rng: np.random.Generator) -> str:
+def image_name(ident: FigureIdentity, k: int, spec: SynthesizeSpec, rng: np.random.Generator) -> str:
     if spec.file_prefix == "market":
         cam = k % 6 + 1  # views of a person come from different cameras, as in Market-1501
         seq, frame = int(rng.integers(1, 7)), int(rng.integers(1, 999999))
@@ -267,11 +267,11 @@ def image_name(ident: Identity, k: int, spec: SynthesizeSpec, rng: np.random.Gen
     return f"{identity_key(ident, spec)}_{k + 1}{view_name(k)}.jpg"
 
 
-def render_sample(spec: SynthesizeSpec, ident: Identity, k: int) -> Sample:
+def render_sample(spec: SynthesizeSpec, ident: FigureIdentity, k: int) -> FigureSample:
     """Render view ``k`` of ``ident``: deterministic in (seed, split, identity, view)."""
     rng = np.random.default_rng([spec.seed, SPLITS.index(ident.split), ident.index, k + 1])
     name = image_name(ident, k, spec, rng)
-    pose, view = sample_pose(rng), sample_view(rng, spec, k)
+    pose, view = sample_body_pose(rng), sample_view(rng, spec, k)
     ss = spec.supersample
     bg = make_background(spec.background, rng, spec.height * ss, spec.width * ss)
     if spec.background != "clutter":
@@ -284,7 +284,7 @@ def render_sample(spec: SynthesizeSpec, ident: Identity, k: int) -> Sample:
     if spec.noise_std > 0:
         img = img + rng.normal(0.0, spec.noise_std / 255.0, img.shape).astype(np.float32)
     image = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return Sample(name, ident.split, identity_key(ident, spec), view.name, image, keypoints_to_int(kp))
+    return FigureSample(name, ident.split, identity_key(ident, spec), view.name, image, keypoints_to_int(kp))
 
 
 def keypoints_to_int(kp: np.ndarray) -> np.ndarray:
@@ -306,6 +306,7 @@ def all_pairs(names: list[str]) -> list[tuple[str, str]]:
 
 
 def save_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
+    """RGB uint8 -> JPEG with fixed settings (4:4:4, no optimisation), so equal images give equal bytes."""
     Image.fromarray(image).save(path, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING,
                                 optimize=False, progressive=False)
 
@@ -324,7 +325,7 @@ class Summary:
 
 
 def write_dataset(spec: SynthesizeSpec, root: str | Path,
-                  on_image: Callable[[Sample], None] | None = None) -> Summary:
+                  on_image: Callable[[FigureSample], None] | None = None) -> Summary:
     """Render the whole dataset into ``root`` atomically (temp sibling folder, then rename)."""
     root = Path(root)
     if root.exists() and not _replaceable(root):

@@ -8,7 +8,7 @@ surface normal of the swept shape under one fixed light, and cloth colour from a
 :class:`Material` evaluated in *body* coordinates: ``s`` along the part and ``arc``
 around it.  Because ``arc`` subtracts the view yaw, a pattern turns with the body.
 
-:class:`Canvas` composites through a z-buffer and records the owner part of each
+:class:`FigureCanvas` composites through a z-buffer and records the owner part of each
 pixel, which the annotator uses to decide which joints are hidden.
 """
 from __future__ import annotations
@@ -45,7 +45,7 @@ def rot_y(deg: float) -> np.ndarray:
 
 # --------------------------------------------------------------------------- raster core
 
-class Canvas:
+class FigureCanvas:
     """Colour buffer plus z-buffer and owner buffer, at the supersampled resolution."""
 
     def __init__(self, background: np.ndarray) -> None:
@@ -133,7 +133,7 @@ def choose(masks_and_colors: list[tuple[np.ndarray, np.ndarray]], default: np.nd
 class Projector:
     """Per-image drawing context: projection and unit conversions."""
 
-    canvas: Canvas
+    canvas: FigureCanvas
     px_per_unit: float  # canvas pixels per body unit
     yaw: float  # degrees
     rot: np.ndarray  # view rotation

@@ -30,7 +30,7 @@ from typing import Literal
 import numpy as np
 
 from datasets.synthetic.figure_raster import (
-    RGB, Band, Canvas, Material, Projector, RibbonShape, choose, draw_capsule, draw_disc, draw_ribbon,
+    RGB, Band, FigureCanvas, Material, Projector, RibbonShape, choose, draw_capsule, draw_disc, draw_ribbon,
     material_rgb, plain_colors, rot_y, shade, smooth_band,
 )
 from datasets.pose.keypoints import JOINT_INDEX, MISSING, NUM_JOINTS
@@ -38,7 +38,7 @@ from datasets.pose.keypoints import JOINT_INDEX, MISSING, NUM_JOINTS
 # --------------------------------------------------------------------------- looks and poses
 
 @dataclass(frozen=True)
-class Appearance:
+class FigureAppearance:
     """Everything that stays fixed across the views of one identity."""
 
     gender: Literal["WOMEN", "MEN"]
@@ -61,7 +61,7 @@ class Appearance:
 
 
 @dataclass(frozen=True)
-class Pose:
+class BodyPose:
     """Joint angles in degrees.  Arms: (abduction, flexion, elbow, forearm abduction offset);
     legs: (abduction, flexion, knee).  Index 0 is the person's right side."""
 
@@ -73,7 +73,7 @@ class Pose:
 
 
 @dataclass(frozen=True)
-class View:
+class BodyView:
     """Camera for one image: yaw of the body and where the standing body lands in the frame."""
 
     name: str
@@ -117,7 +117,7 @@ _FACE_POINTS = {
 _FACING_MIN = {"nose": -0.05, "Leye": 0.12, "Reye": 0.12, "Lear": -0.35, "Rear": -0.35}
 
 
-def skeleton(app: Appearance, pose: Pose) -> dict[str, np.ndarray]:
+def skeleton(app: FigureAppearance, pose: BodyPose) -> dict[str, np.ndarray]:
     """3-D points (body units) of the joints, limb ends and head centre."""
     w = app.build
     sh_x = (0.112 if app.gender == "MEN" else 0.100) * w
@@ -143,7 +143,7 @@ def skeleton(app: Appearance, pose: Pose) -> dict[str, np.ndarray]:
     return pts
 
 
-def _torso_colors(app: Appearance, torso_len: float):
+def _torso_colors(app: FigureAppearance, torso_len: float):
     """Colour function of the torso: top (with neckline, print, open jacket) over the bottom."""
     def colors(angle, r_body, s, fw_arc, fw_s):
         arc = angle * r_body
@@ -179,7 +179,7 @@ def _torso_colors(app: Appearance, torso_len: float):
     return colors
 
 
-def draw_head(ctx: Projector, owner: int, app: Appearance, center3: np.ndarray, yaw_total: float,
+def draw_head(ctx: Projector, owner: int, app: FigureAppearance, center3: np.ndarray, yaw_total: float,
               roll: float) -> None:
     """Ellipsoid head: skin, hair by a hairline in head coordinates, eyes, brows and mouth."""
     c = ctx.to_view(center3)
@@ -245,12 +245,12 @@ def draw_head(ctx: Projector, owner: int, app: Appearance, center3: np.ndarray, 
 
 # --------------------------------------------------------------------------- the figure
 
-PART_NAMES: tuple[str, ...] = (
+BODY_PARTS: tuple[str, ...] = (
     "torso", "pelvis", "skirt", "neck", "head", "hair", "bun", "ear_R", "ear_L",
     "upper_R", "fore_R", "hand_R", "upper_L", "fore_L", "hand_L",
     "thigh_R", "shin_R", "foot_R", "thigh_L", "shin_L", "foot_L",
 )
-_PID = {n: i for i, n in enumerate(PART_NAMES)}
+_PID = {n: i for i, n in enumerate(BODY_PARTS)}
 
 # Parts a joint belongs to: these never count as hiding it.
 _INCIDENT: dict[str, tuple[str, ...]] = {
@@ -271,7 +271,7 @@ for _s in "RL":
 _JOINT_RADIUS = {"sho": 0.03, "elb": 0.025, "wri": 0.02, "hip": 0.05, "kne": 0.038, "ank": 0.026}
 
 
-def _arm_bands(app: Appearance, upper: bool) -> list[Band]:
+def _arm_bands(app: FigureAppearance, upper: bool) -> list[Band]:
     skin = Material(app.skin)
     cloth = app.jacket or app.top
     sleeves = "long" if app.jacket is not None else app.sleeves
@@ -282,7 +282,7 @@ def _arm_bands(app: Appearance, upper: bool) -> list[Band]:
     return [(1.0, skin)]
 
 
-def _leg_bands(app: Appearance, thigh: bool) -> list[Band]:
+def _leg_bands(app: FigureAppearance, thigh: bool) -> list[Band]:
     skin, shoe = Material(app.skin), Material(app.shoe)
     if app.bottom_kind == "trousers":
         return [(1.0, app.bottom)] if thigh else [(0.93, app.bottom), (1.0, shoe)]
@@ -291,7 +291,7 @@ def _leg_bands(app: Appearance, thigh: bool) -> list[Band]:
     return [(1.0, skin)] if thigh else [(0.92, skin), (1.0, shoe)]
 
 
-def render_figure(app: Appearance, pose: Pose, view: View, background: np.ndarray,
+def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, background: np.ndarray,
                   supersample: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw one figure over ``background`` (float RGB at the supersampled size).
 
@@ -303,7 +303,7 @@ def render_figure(app: Appearance, pose: Pose, view: View, background: np.ndarra
     unit = view.body_px * ss
     cx = (view.cx + 0.5) * ss - 0.5
     cy = (view.sole_y - 0.5 * view.body_px + 0.5) * ss - 0.5
-    ctx = Projector(Canvas(background), unit, view.yaw, rot_y(view.yaw), cx, cy)
+    ctx = Projector(FigureCanvas(background), unit, view.yaw, rot_y(view.yaw), cx, cy)
     w = app.build
     women = app.gender == "WOMEN"
     yaw_head = view.yaw + pose.head[0]

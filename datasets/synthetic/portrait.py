@@ -28,15 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from datasets.files import staged_dir
 from datasets.pose.landmarks import encode_row
 from datasets.synthetic.face_edits import Expression, apply_expression
-from datasets.synthetic.portrait_geometry import FaceShape, Pose, image_landmarks, neutral_landmarks
-from datasets.synthetic.portrait_render import GLASSES, HAIR_STYLES, Appearance, render
+from datasets.synthetic.portrait_geometry import FaceShape, HeadPose, image_landmarks, neutral_landmarks
+from datasets.synthetic.portrait_render import GLASSES, HAIR_STYLES, PortraitAppearance, render
 from datasets.specs import SynthesizeSpec
-from datasets.synthetic.fashion import Summary  # one summary type for every generator
+# One summary type and one JPEG writer (4:4:4 chroma keeps the lips and irises of 64-pixel
+# faces; no optimisation = fixed bytes) for every generator.
+from datasets.synthetic.fashion import Summary, save_jpeg
 
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
     (0.97, 0.82, 0.71), (0.93, 0.74, 0.6), (0.84, 0.62, 0.46), (0.68, 0.47, 0.33),
@@ -54,19 +55,19 @@ _EDIT_OFFSET = 10.0
 
 
 @dataclass(frozen=True)
-class Identity:
+class PortraitIdentity:
     number: int
     shape: FaceShape
-    appearance: Appearance
+    appearance: PortraitAppearance
 
 
 @dataclass(frozen=True)
-class View:
+class PortraitView:
     """One rendered portrait: the image, its exact landmarks and the parameters behind them."""
 
     image: np.ndarray  # uint8 [H, W, 3] RGB
     landmarks: np.ndarray  # float32 [68, 2] (x, y), -1 hidden/outside
-    pose: Pose
+    pose: HeadPose
     expression: Expression
 
 
@@ -81,7 +82,7 @@ def _mix(rng: np.random.Generator, palette: tuple[tuple[float, float, float], ..
     return tuple(np.clip(c + rng.normal(0, jitter, 3), 0, 1).tolist())  # type: ignore[return-value]
 
 
-def sample_identity(seed: int, number: int, background: str) -> Identity:
+def sample_identity(seed: int, number: int, background: str) -> PortraitIdentity:
     """Identity ``number`` of the dataset drawn with ``seed`` (independent of the other identities)."""
     rng = np.random.default_rng([seed, number, 0x9E37])
     style = HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))]
@@ -107,7 +108,7 @@ def sample_identity(seed: int, number: int, background: str) -> Identity:
     top = np.clip(hue * target / float(np.dot(hue, (0.299, 0.587, 0.114))), 0.0, 1.0)
     bg = (tuple(top.tolist()), tuple((top * 0.6).tolist()))
     light = (_u(rng, -0.7, 0.7), _u(rng, -0.7, -0.1), 1.0)
-    app = Appearance(
+    app = PortraitAppearance(
         skin=skin, hair=_mix(rng, HAIR_COLOURS, 0.03), hair_style=style, hairline=_u(rng, -1.1, -0.9),
         eye=EYE_COLOURS[int(rng.integers(len(EYE_COLOURS)))], lips=lips,  # type: ignore[arg-type]
         clothes=tuple(rng.uniform(0.05, 0.9, 3).tolist()),  # type: ignore[arg-type]
@@ -117,7 +118,7 @@ def sample_identity(seed: int, number: int, background: str) -> Identity:
         background=background, bg_colours=bg, bg_seed=int(rng.integers(2**31)),  # type: ignore[arg-type]
         light=light, ambient=_u(rng, 0.4, 0.55),
     )
-    return Identity(number, shape, app)
+    return PortraitIdentity(number, shape, app)
 
 
 def sample_expression(rng: np.random.Generator) -> Expression:
@@ -130,25 +131,26 @@ def sample_expression(rng: np.random.Generator) -> Expression:
     return Expression(mouth_open=mouth, smile=smile, eyes_closed=eyes, brows=brows)
 
 
-def sample_pose(rng: np.random.Generator, size: tuple[int, int], max_yaw_deg: float, max_roll_deg: float) -> Pose:
+def sample_head_pose(rng: np.random.Generator, size: tuple[int, int], max_yaw_deg: float,
+                     max_roll_deg: float) -> HeadPose:
     """Roll, yaw, scale and shift around the framing of :func:`base_pose`."""
     base = base_pose(size)
     h, w = size
-    return Pose(
+    return HeadPose(
         cx=base.cx + _u(rng, -0.05, 0.05) * w, cy=base.cy + _u(rng, -0.04, 0.04) * h,
         scale=base.scale * _u(rng, 0.92, 1.08), roll_deg=_u(rng, -max_roll_deg, max_roll_deg),
         yaw_deg=_u(rng, -max_yaw_deg, max_yaw_deg),
     )
 
 
-def base_pose(size: tuple[int, int]) -> Pose:
+def base_pose(size: tuple[int, int]) -> HeadPose:
     """Frontal framing: eyes a little above the centre, head and chin inside the frame."""
     h, w = size
-    return Pose(cx=(w - 1) / 2.0, cy=0.44 * h, scale=min(h / 4.3, w / 3.4))
+    return HeadPose(cx=(w - 1) / 2.0, cy=0.44 * h, scale=min(h / 4.3, w / 3.4))
 
 
-def render_view(identity: Identity, expression: Expression, pose: Pose, size: tuple[int, int],
-                supersample: int = 4) -> View:
+def render_view(identity: PortraitIdentity, expression: Expression, pose: HeadPose, size: tuple[int, int],
+                supersample: int = 4) -> PortraitView:
     """Render one view and compute its landmarks from the same parameters."""
     neutral = neutral_landmarks(identity.shape)
     # Shift off the origin while editing: a head-frame coordinate of exactly -1 (jaw point 0
@@ -157,26 +159,26 @@ def render_view(identity: Identity, expression: Expression, pose: Pose, size: tu
     jaw_drop = float(frontal[8, 1] - neutral[8, 1])
     image = render(identity.shape, identity.appearance, frontal, jaw_drop, pose, size, supersample)
     lm = image_landmarks(frontal, identity.shape, jaw_drop, pose, size)
-    return View(image, lm, pose, expression)
+    return PortraitView(image, lm, pose, expression)
 
 
-def identity_views(identity: Identity, spec: SynthesizeSpec) -> list[View]:
+def identity_views(identity: PortraitIdentity, spec: SynthesizeSpec) -> list[PortraitView]:
     """All views of one identity (the first is near-frontal and relaxed, a handy source image)."""
     rng = np.random.default_rng([spec.seed, identity.number, 0x51E])
     size = (spec.height, spec.width)
     views = []
     for v in range(spec.views_per_identity):
         if v == 0:
-            pose = sample_pose(rng, size, min(spec.max_yaw_deg, 8.0), min(spec.max_roll_deg, 5.0))
+            pose = sample_head_pose(rng, size, min(spec.max_yaw_deg, 8.0), min(spec.max_roll_deg, 5.0))
             expr = Expression()
         else:
-            pose = sample_pose(rng, size, spec.max_yaw_deg, spec.max_roll_deg)
+            pose = sample_head_pose(rng, size, spec.max_yaw_deg, spec.max_roll_deg)
             expr = sample_expression(rng)
         views.append(render_view(identity, expr, pose, size, spec.supersample))
     return views
 
 
-def view_name(prefix: str, identity: int, view: int) -> str:
+def image_name(prefix: str, identity: int, view: int) -> str:
     return f"{prefix}-id{identity:05d}_{view:02d}.jpg"
 
 
@@ -186,20 +188,14 @@ def split_identities(spec: SynthesizeSpec) -> dict[str, range]:
     return {"train": range(n), "test": range(n, n + spec.test_identities)}
 
 
-def save_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
-    # 4:4:4 chroma keeps the lips and irises of 64-pixel faces; no optimisation = fixed bytes.
-    Image.fromarray(image).save(path, format="JPEG", quality=quality, subsampling=0, optimize=False,
-                                progressive=False)
-
-
 def _write_split(root: Path, split: str, numbers: range, spec: SynthesizeSpec,
-                 on_image: Callable[[View], None] | None) -> tuple[int, int]:
+                 on_image: Callable[[PortraitView], None] | None) -> tuple[int, int]:
     prefix = spec.file_prefix
     (root / split).mkdir(parents=True)
     rows, pairs = ["name:landmarks_y:landmarks_x"], ["from,to"]
     for number in numbers:
         identity = sample_identity(spec.seed, number, spec.background)
-        names = [view_name(prefix, number, v) for v in range(spec.views_per_identity)]
+        names = [image_name(prefix, number, v) for v in range(spec.views_per_identity)]
         for name, view in zip(names, identity_views(identity, spec)):
             save_jpeg(root / split / name, view.image, spec.jpeg_quality)
             ys, xs = encode_row(view.landmarks, (spec.height, spec.width))
@@ -213,7 +209,8 @@ def _write_split(root: Path, split: str, numbers: range, spec: SynthesizeSpec,
     return len(rows) - 1, len(pairs) - 1
 
 
-def write_dataset(spec: SynthesizeSpec, root: str | Path, on_image: Callable[[View], None] | None = None) -> Summary:
+def write_dataset(spec: SynthesizeSpec, root: str | Path,
+                  on_image: Callable[[PortraitView], None] | None = None) -> Summary:
     """Write the whole dataset to ``root`` atomically (hidden sibling folder, then rename)."""
     if spec.generator != "portrait":
         raise ValueError(f"synthetic_portrait needs generator 'portrait', got {spec.generator!r}")

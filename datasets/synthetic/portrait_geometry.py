@@ -24,7 +24,7 @@ lifts to 3D as ``φ = asin(x / w(y))``, ``z = zc + d·cos φ`` (+ a protrusion f
 the nose).  Jaw points are the cross-sections' widest points (φ = ±90°), i.e. the
 face outline of a frontal view.
 
-Pose: yaw ψ (a rotation about the vertical axis: ``x' = x cos ψ + z sin ψ``, so
+HeadPose: yaw ψ (a rotation about the vertical axis: ``x' = x cos ψ + z sin ψ``, so
 foreshortening, parallax of the nose and self-occlusion all follow), then roll,
 scale and translation in the image plane, orthographic.  A landmark is hidden
 (-1) when its surface normal faces away from the camera by more than
@@ -74,7 +74,7 @@ class FaceShape:
 
 
 @dataclass(frozen=True)
-class Pose:
+class HeadPose:
     """Where the head frame's origin lands and how the head is turned."""
 
     cx: float  # image position of the origin (pixels)
@@ -239,7 +239,7 @@ def yaw_rotate(v: np.ndarray, yaw_deg: float) -> np.ndarray:
     return out
 
 
-def project(xyz: np.ndarray, pose: Pose) -> np.ndarray:
+def project(xyz: np.ndarray, pose: HeadPose) -> np.ndarray:
     """Head-frame points [N, 3] -> image (x, y) [N, 2]."""
     p = yaw_rotate(np.asarray(xyz, np.float64), pose.yaw_deg)
     a = math.radians(pose.roll_deg)
@@ -250,7 +250,7 @@ def project(xyz: np.ndarray, pose: Pose) -> np.ndarray:
     return np.stack([pose.cx + pose.scale * x, pose.cy + pose.scale * y], 1)
 
 
-def unproject_plane(px: np.ndarray, py: np.ndarray, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
+def unproject_plane(px: np.ndarray, py: np.ndarray, pose: HeadPose) -> tuple[np.ndarray, np.ndarray]:
     """Image pixels -> (x', y) in the yawed head frame (the inverse of roll, scale, shift)."""
     a = math.radians(pose.roll_deg)
     c, s = math.cos(a), math.sin(a)
@@ -272,7 +272,7 @@ def landmark_geometry(frontal: np.ndarray, shape: FaceShape, jaw_drop: float) ->
     return xyz, normals
 
 
-def image_landmarks(frontal: np.ndarray, shape: FaceShape, jaw_drop: float, pose: Pose,
+def image_landmarks(frontal: np.ndarray, shape: FaceShape, jaw_drop: float, pose: HeadPose,
                     size: tuple[int, int]) -> np.ndarray:
     """float32 [68, 2] image (x, y) of posed landmarks; hidden or out-of-frame points are -1."""
     xyz, normals = landmark_geometry(frontal, shape, jaw_drop)
@@ -296,7 +296,7 @@ class RayHits:
     normal: np.ndarray  # [h, w, 3] unit normal in the image frame (x right, y down, z to camera)
 
 
-def head_box(profile: HeadProfile, pose: Pose, height: int, width: int) -> tuple[int, int, int, int]:
+def head_box(profile: HeadProfile, pose: HeadPose, height: int, width: int) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) pixel crop that contains the projected head (its 3D bounding box's image)."""
     wmax = float(profile.w.max())
     zlo, zhi = float((profile.zc - profile.d).min()), float((profile.zc + profile.d).max())
@@ -307,7 +307,7 @@ def head_box(profile: HeadProfile, pose: Pose, height: int, width: int) -> tuple
     return max(y0, 0), min(y1, height), max(x0, 0), min(x1, width)
 
 
-def raycast(profile: HeadProfile, pose: Pose, height: int, width: int) -> RayHits:
+def raycast(profile: HeadProfile, pose: HeadPose, height: int, width: int) -> RayHits:
     """Intersect each pixel's viewing ray with the yawed head (closed form per cross-section).
 
     At height y the yawed ellipse meets the ray x' = X where

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from datasets.synthetic.portrait_geometry import (
-    NOSE_PROTRUSION, FaceShape, HeadProfile, Pose, head_profile, lift, project, raycast, yaw_rotate,
+    NOSE_PROTRUSION, FaceShape, HeadProfile, HeadPose, head_profile, lift, project, raycast, yaw_rotate,
 )
 
 Colour = tuple[float, float, float]
@@ -30,7 +30,7 @@ _EAR_TOP, _EAR_BOTTOM = -0.12, 0.5
 
 
 @dataclass(frozen=True)
-class Appearance:
+class PortraitAppearance:
     """Identity colours, hair, accessories, background and light (RGB in [0, 1])."""
 
     skin: Colour
@@ -70,7 +70,7 @@ def catmull_rom(points: np.ndarray, closed: bool, samples: int = 8) -> np.ndarra
     return np.concatenate(out)
 
 
-class Canvas:
+class PortraitCanvas:
     """Float RGB image at the supersampled size with antialiased polygon compositing."""
 
     SHIFT = 4  # sub-pixel bits for cv2 drawing
@@ -111,7 +111,7 @@ def _shade(normal: np.ndarray, light: np.ndarray, ambient: float) -> np.ndarray:
     return ambient + (1.0 - ambient) * np.clip(normal @ light, 0.0, 1.0)
 
 
-def _background(app: Appearance, h: int, w: int) -> np.ndarray:
+def _background(app: PortraitAppearance, h: int, w: int) -> np.ndarray:
     c0, c1 = (np.asarray(c, np.float32) for c in app.bg_colours)
     if app.background == "plain":
         return np.broadcast_to(c0, (h, w, 3)).copy()
@@ -120,7 +120,7 @@ def _background(app: Appearance, h: int, w: int) -> np.ndarray:
     img = c0 * (1 - t) + c1 * t
     if app.background == "clutter":
         rng = np.random.default_rng(app.bg_seed)
-        canvas = Canvas(h, w)
+        canvas = PortraitCanvas(h, w)
         canvas.rgb = img
         for _ in range(9):
             cx, cy = rng.uniform(0, w), rng.uniform(0, h)
@@ -139,14 +139,14 @@ def _background(app: Appearance, h: int, w: int) -> np.ndarray:
 class _Scene:
     """Shared state of one render: profile, pose at the supersampled scale, light, drawing."""
 
-    def __init__(self, shape: FaceShape, app: Appearance, landmarks: np.ndarray, jaw_drop: float,
-                 pose: Pose, height: int, width: int, k: int) -> None:
+    def __init__(self, shape: FaceShape, app: PortraitAppearance, landmarks: np.ndarray, jaw_drop: float,
+                 pose: HeadPose, height: int, width: int, k: int) -> None:
         self.shape, self.app, self.lm = shape, app, landmarks
         self.profile: HeadProfile = head_profile(shape, jaw_drop)
         off = (k - 1) / 2.0  # output pixel centre i sits at supersampled k·i + (k-1)/2
-        self.pose = Pose(pose.cx * k + off, pose.cy * k + off, pose.scale * k, pose.roll_deg, pose.yaw_deg)
+        self.pose = HeadPose(pose.cx * k + off, pose.cy * k + off, pose.scale * k, pose.roll_deg, pose.yaw_deg)
         self.k = k
-        self.canvas = Canvas(height * k, width * k)
+        self.canvas = PortraitCanvas(height * k, width * k)
         light = np.asarray(app.light, np.float64)
         self.light = light / np.linalg.norm(light)
 
@@ -404,7 +404,7 @@ def _glasses(sc: _Scene) -> None:
         c.paint(c.mask([sc.free(np.stack([front, back]))], thickness=thick, closed=False), col)
 
 
-def render(shape: FaceShape, app: Appearance, landmarks_frontal: np.ndarray, jaw_drop: float, pose: Pose,
+def render(shape: FaceShape, app: PortraitAppearance, landmarks_frontal: np.ndarray, jaw_drop: float, pose: HeadPose,
            size: tuple[int, int], supersample: int = 4) -> np.ndarray:
     """uint8 [H, W, 3] RGB portrait of a face whose frontal landmarks (with expression) are given."""
     h, w = size
