@@ -22,7 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from datasets.files import atomic_write_bytes, fsync_dir, replace_dir
-from datasets.sheets.shard_sheet import contact_sheet
+from datasets.sheets.shard_sheet import shard_sheet
 from datasets.raw.layout import SPLITS, LayoutError, get_layout
 from datasets.pose.scheme import PoseScheme, scheme_for
 from datasets.shards.samples import encode_view, meta_json, test_samples, train_groups
@@ -164,7 +164,7 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
     if figure is not None:
         train = [out / s.name for s in shards if s.split == "train"] or [out / s.name for s in shards]
         if train:
-            contact_sheet(train, figure, spec.image_size)
+            shard_sheet(train, figure, spec.image_size)
     return manifest
 
 

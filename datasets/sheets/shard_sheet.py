@@ -1,4 +1,4 @@
-"""A contact sheet of shard samples: image with face box, heatmap overlay, face crop."""
+"""The contact sheet of shard samples (:func:`shard_sheet`): image with face box, heatmap overlay, face crop."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -45,8 +45,8 @@ def _tile(view, size: tuple[int, int]) -> np.ndarray:
     return np.concatenate([drawn, overlay, face_cell], axis=1)
 
 
-def contact_sheet(shard_paths: list[Path], out_path: Path, image_size: tuple[int, int],
-                  rows: int = 4, cols: int = 3) -> Path:
+def shard_sheet(shard_paths: list[Path], out_path: Path, image_size: tuple[int, int],
+                rows: int = 4, cols: int = 3) -> Path:
     """Draw the first ``rows·cols`` views of the given shards into a PNG (written atomically)."""
     cells = []
     for path in shard_paths:
