@@ -15,8 +15,9 @@ from datasets.synthetic import fashion as sf
 from datasets.synthetic.figure_render import BodyView, render_figure
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS
 from datasets.raw.layout import get_layout, identity_of
-from datasets.sheets.pose_sheet import contact_sheet, draw_skeleton
+from datasets.sheets.pose_sheet import draw_skeleton, pose_sheet
 from datasets.specs import SynthesizeSpec
+from datasets.synthetic.generators import GENERATORS
 from pipelines import synthesize as cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -222,7 +223,7 @@ def test_pose_sheet_draws_grid() -> None:
     drawn = draw_skeleton(img, kp, scale=2)
     assert drawn.shape == (128, 88, 3) and (drawn != 200).any()
     assert (draw_skeleton(img, np.full((NUM_JOINTS, 2), -1.0), 2) == 200).all()
-    sheet = contact_sheet([[(img, kp, "a"), (img, kp, "b")], [(img, kp, "c")]], scale=2)
+    sheet = pose_sheet([[(img, kp, "a"), (img, kp, "b")], [(img, kp, "c")]], scale=2)
     assert sheet.shape[0] > 2 * 128 and sheet.shape[1] > 2 * 2 * 88
 
 
@@ -271,3 +272,9 @@ def test_split_sizes_do_not_rename_the_other_split() -> None:
     more_test = names(replace(TINY, test_identities=4))
     assert more_train["train"][:3] == base["train"] and more_train["test"] == base["test"]
     assert more_test["train"] == base["train"] and more_test["test"][:2] == base["test"]
+
+
+def test_every_generator_name_has_a_generator() -> None:
+    from typing import get_args, get_type_hints
+
+    assert set(GENERATORS) == set(get_args(get_type_hints(SynthesizeSpec)["generator"]))

@@ -59,14 +59,19 @@ def _prefixed(prefixes: tuple[str, ...], kind: str) -> tuple[str, ...]:
     return tuple(f"{p}-{kind}-{{split}}.csv" for p in prefixes)
 
 
-_FASHION_PREFIXES = ("fasion", "fashion", "fashion-resize", "fasion-resize")
+# The prefixes of the layouts whose CSV names are ``<prefix>-annotation-{split}.csv`` /
+# ``<prefix>-pairs-{split}.csv``; a generator writing one of these layouts uses one of them.
+CSV_PREFIXES: dict[str, tuple[str, ...]] = {
+    "deepfashion": ("fasion", "fashion", "fashion-resize", "fasion-resize"),
+    "market": ("market",),
+}
 
 LAYOUTS: dict[str, LayoutSpec] = {
     "deepfashion": LayoutSpec(
         name="deepfashion",
         num_keypoints=18,
-        annotation_names=_prefixed(_FASHION_PREFIXES, "annotation"),
-        pair_names=_prefixed(_FASHION_PREFIXES, "pairs"),
+        annotation_names=_prefixed(CSV_PREFIXES["deepfashion"], "annotation"),
+        pair_names=_prefixed(CSV_PREFIXES["deepfashion"], "pairs"),
         image_dirs=("{split}", "{split}_256", "fashion_resize/{split}"),
         # fashionWOMENDressesid0000262902_3back.jpg -> fashionWOMENDressesid0000262902
         identity_pattern=r"^(?P<id>.+?id\d+)_|^(?P<id2>.+)_[^_]+$",
@@ -74,8 +79,8 @@ LAYOUTS: dict[str, LayoutSpec] = {
     "market": LayoutSpec(
         name="market",
         num_keypoints=18,
-        annotation_names=_prefixed(("market",), "annotation"),
-        pair_names=_prefixed(("market",), "pairs"),
+        annotation_names=_prefixed(CSV_PREFIXES["market"], "annotation"),
+        pair_names=_prefixed(CSV_PREFIXES["market"], "pairs"),
         image_dirs=("{split}", "bounding_box_{split}"),
         # 0002_c1s1_000451_03.jpg -> 0002
         identity_pattern=r"^(?P<id>-?\d+)_",

@@ -4,15 +4,24 @@
 identities, columns of views); :func:`parts_sheet` shows, per view, the image,
 the part maps blended over it, and each of the :data:`~datasets.pose.landmarks.NUM_PARTS`
 channels on its own.  Landmarks are float or int [68, 2] (x, y), -1 missing.
+
+The cells are read back from a folder in the portrait layout - the JPEGs and the
+integer landmarks of the CSV - by :func:`read_portrait_split` / :func:`pick_portrait_rows`,
+so the pictures show exactly what the preprocess stage will read;
+:func:`pick_part_cells` chooses a varied handful of them for :func:`parts_sheet`.
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from datasets.pose.landmarks import PART_NAMES, REGIONS, render_part_maps, visible
+from datasets.pose.landmarks import MISSING, PART_NAMES, REGIONS, render_part_maps, visible
+from datasets.raw.layout import get_layout, identity_of, read_annotations
+from datasets.sheets.pose_sheet import Cell
 
 # One colour per region (RGB), and per part channel for the blended maps.
 REGION_COLOURS: dict[str, tuple[int, int, int]] = {
@@ -24,8 +33,6 @@ PART_COLOURS: tuple[tuple[int, int, int], ...] = (
     (255, 230, 0), (255, 140, 0), (255, 70, 0), (0, 230, 255), (0, 255, 90), (40, 160, 255),
     (255, 40, 90), (255, 120, 255),
 )
-
-Cell = tuple[np.ndarray, np.ndarray, str]
 
 
 def _enlarge(image: np.ndarray, scale: int) -> np.ndarray:
@@ -109,3 +116,44 @@ def parts_sheet(cells: Sequence[Cell], sigma: float, scale: int = 3) -> np.ndarr
         rows.append(row)
         captions.append([caption, f"{len(maps)} part maps, sigma {sigma:g}", *PART_NAMES])
     return _grid(rows, captions)
+
+
+def read_portrait_split(root: Path, prefix: str, split: str) -> dict[str, list[Cell]]:
+    """Identity -> [(image, landmarks, caption)] for one split of a portrait-layout folder."""
+    layout = get_layout("portrait")
+    rows, _issues = read_annotations(root / f"{prefix}-landmarks-{split}.csv", layout)
+    groups: dict[str, list[Cell]] = {}
+    for row in rows:
+        image = np.asarray(Image.open(root / split / row.name).convert("RGB"))
+        lm = row.keypoints.copy()
+        lm[~visible(lm)] = MISSING
+        hidden = int((lm[:, 0] < 0).sum())
+        caption = f"{split} {Path(row.name).stem[-10:]}" + (f" ({hidden} hidden)" if hidden else "")
+        groups.setdefault(identity_of(row.name, layout), []).append((image, lm, caption))
+    return groups
+
+
+def pick_portrait_rows(root: Path, prefix: str, identities: int, views: int) -> list[list[Cell]]:
+    """Up to ``views`` cells of the first ``identities - identities // 3`` train identities, then of
+    (at least one) test identities."""
+    n_test = max(1, identities // 3)
+    rows = []
+    for split, count in (("train", identities - n_test), ("test", n_test)):
+        groups = read_portrait_split(root, prefix, split)
+        rows += [cells[:views] for cells in list(groups.values())[:count]]
+    return rows
+
+
+def pick_part_cells(rows: Sequence[Sequence[Cell]], count: int = 5) -> list[Cell]:
+    """A varied handful for the part-map sheet: the most different expressions/poses first."""
+    cells = [c for row in rows for c in row]
+
+    # Spread by lip gap and hidden-point count so open mouths, closed eyes and yaw all show.
+    def key(cell: Cell):
+        lm = cell[1]
+        gap = lm[66, 1] - lm[62, 1] if lm[66, 1] >= 0 and lm[62, 1] >= 0 else 0
+        eye = lm[41, 1] - lm[37, 1] if lm[41, 1] >= 0 and lm[37, 1] >= 0 else 0
+        return (gap, -eye, (lm[:, 0] < 0).sum())
+    ranked = sorted(cells, key=key)
+    idx = np.linspace(0, len(ranked) - 1, count).round().astype(int)
+    return [ranked[i] for i in idx]

@@ -1,8 +1,8 @@
 """Pose sheets: a grid of person images with their OpenPose-18 skeletons drawn.
 
-Used by ``pipelines.synthesize`` for its contact sheet of generated identities;
-any other stage can show samples the same way (pass rows of (image, keypoints,
-caption) cells).  :mod:`datasets.sheets.shard_sheet` draws the shard samples.
+:func:`pose_sheet` draws rows of (image, keypoints, caption) cells; :func:`pick_pose_rows`
+reads such rows back from a raw dataset in a body layout (``pipelines.synthesize`` shows the
+identities it generated this way).  :mod:`datasets.sheets.shard_sheet` draws the shard samples.
 Keypoints are float or int [18, 2] (x, y) in the image's pixels, -1 missing; only
 limbs with both ends present are drawn.
 """
@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from datasets.pose.keypoints import LIMBS, visible
+from datasets.raw.layout import get_layout, identity_of, read_annotations
 
 # The customary OpenPose joint colours (RGB), one per joint; a limb takes its end joint's.
 JOINT_COLORS: tuple[tuple[int, int, int], ...] = (
@@ -48,11 +49,11 @@ def _pt(p: np.ndarray) -> tuple[int, int]:
     return int(round(p[0] * 16)), int(round(p[1] * 16))  # 4 fractional bits for cv2's shift
 
 
-def contact_sheet(rows: Sequence[Sequence[Cell]], scale: int = 2, with_plain: bool = True, pad: int = 6,
-                  caption_h: int = 14, background: int = 255) -> np.ndarray:
+def pose_sheet(rows: Sequence[Sequence[Cell]], scale: int = 2, with_plain: bool = True, pad: int = 6,
+               caption_h: int = 14, background: int = 255) -> np.ndarray:
     """A grid: one row per entry of ``rows``; each cell the image (if ``with_plain``) and its skeleton."""
     if not rows or not any(rows):
-        raise ValueError("contact_sheet needs at least one cell")
+        raise ValueError("pose_sheet needs at least one cell")
     h = max(c[0].shape[0] for r in rows for c in r) * scale
     w = max(c[0].shape[1] for r in rows for c in r) * scale
     cell_w = w * (2 if with_plain else 1) + (pad // 2 if with_plain else 0)
@@ -76,6 +77,26 @@ def contact_sheet(rows: Sequence[Sequence[Cell]], scale: int = 2, with_plain: bo
             cv2.putText(sheet, caption[: max(4, cell_w // 6)], (x, y + h + caption_h - 4),
                         cv2.FONT_HERSHEY_SIMPLEX, 0.35, (40, 40, 40), 1, cv2.LINE_AA)
     return sheet
+
+
+def pick_pose_rows(root: Path, prefix: str, layout: str, identities: int) -> list[list[Cell]]:
+    """One row of (image, keypoints, caption) cells per identity of the raw dataset under ``root``:
+    the first ``identities - identities // 3`` train identities, then (at least one) test ones,
+    each with all its views in CSV order."""
+    spec = get_layout(layout)
+    rows: list[list[Cell]] = []
+    n_test = max(1, identities // 3)
+    for split, limit in (("train", identities - n_test), ("test", n_test)):
+        annotations, _issues = read_annotations(root / f"{prefix}-annotation-{split}.csv", spec)
+        groups: dict[str, list[Cell]] = {}
+        for row in annotations:
+            key = identity_of(row.name, spec)
+            if key not in groups and len(groups) == limit:
+                continue
+            image = np.asarray(Image.open(root / split / row.name).convert("RGB"))
+            groups.setdefault(key, []).append((image, row.keypoints, f"{split} {Path(row.name).stem}"))
+        rows += list(groups.values())
+    return rows
 
 
 def save_png(path: str | Path, image: np.ndarray) -> Path:
