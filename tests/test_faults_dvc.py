@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from test_pipeline_e2e import TINY, _dvc, _stages_run, make_repo_copy
+from test_pipeline_e2e import TINY, run_dvc, stages_run, make_repo_copy
 
 pytestmark = pytest.mark.faults
 
@@ -61,8 +61,8 @@ def test_interrupted_dvc_repro_reruns_only_the_interrupted_stage_then_nothing(pr
     assert not out.exists(), "a partial preprocess output got its final name"
     assert not list((work / "data/shards").rglob("[!.]*.partial"))
 
-    rerun = _dvc(work, env, "repro", TARGET)  # no stale lock, no manual cleanup
-    assert _stages_run(rerun.stdout) == [TARGET], rerun.stdout[-3000:]
+    rerun = run_dvc(work, env, "repro", TARGET)  # no stale lock, no manual cleanup
+    assert stages_run(rerun.stdout) == [TARGET], rerun.stdout[-3000:]
     assert not (work / "data/shards/.synthetic_market.staging").exists()
     manifest = json.loads((out / "manifest.json").read_text())
     from datasets.files import file_sha256
@@ -71,7 +71,7 @@ def test_interrupted_dvc_repro_reruns_only_the_interrupted_stage_then_nothing(pr
     for s in manifest["shards"]:
         assert file_sha256(out / s["name"]) == s["sha256"], s["name"]
 
-    again = _dvc(work, env, "repro", TARGET)
-    assert _stages_run(again.stdout) == [], again.stdout
-    status = _dvc(work, env, "status", TARGET)
+    again = run_dvc(work, env, "repro", TARGET)
+    assert stages_run(again.stdout) == [], again.stdout
+    status = run_dvc(work, env, "status", TARGET)
     assert "changed" not in status.stdout and "modified" not in status.stdout, status.stdout

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from test_train_slow import _run, _train_cmd, tiny  # noqa: F401  (tiny is a fixture)
-from train_fixtures import metric_steps, read_summary
+from test_train_slow import tiny  # noqa: F401  (tiny is a fixture)
+from train_fixtures import metric_steps, read_summary, run_in_project, train_command
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -18,8 +18,9 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 def test_sigkilled_worker_resumes_from_checkpoint_without_gaps(tiny: tuple[Path, Path]) -> None:  # noqa: F811
     root, params = tiny
     # 32 images at 4 per step: 8 steps, a checkpoint every 2 steps; rank 1's process dies before step 5.
-    proc = _run(_train_cmd(params, "killed", 2, "train.total_images=32", "train.faults.kill_at_step=5",
-                           "train.faults.kill_rank=1", "train.max_failures=2"), root)
+    proc = run_in_project(train_command(params, "killed", 2, "train.total_images=32",
+                                        "train.faults.kill_at_step=5", "train.faults.kill_rank=1",
+                                        "train.max_failures=2"), root)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
     assert "rank 1 (pid" in out and "sends itself SIGKILL before step 5" in out

@@ -66,7 +66,7 @@ def _copy_tree(dst: Path) -> None:
             shutil.copy2(src, dst / rel)
 
 
-def _stages_run(output: str) -> list[str]:
+def stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
@@ -94,7 +94,7 @@ def repro_copy(tmp_path_factory):
     return work, make_repo_copy(work, TINY)
 
 
-def _dvc(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
+def run_dvc(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
     dvc = Path(sys.executable).parent / "dvc"
     proc = subprocess.run([str(dvc), *args], cwd=work, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, f"dvc {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
@@ -103,15 +103,15 @@ def _dvc(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
 
 def test_dvc_repro_runs_every_stage_then_nothing(repro_copy):
     work, env = repro_copy
-    stages = _dvc(work, env, "stage", "list", "--name-only").stdout.split()
+    stages = run_dvc(work, env, "stage", "list", "--name-only").stdout.split()
     assert "synthesize@synthetic_fashion" in stages and "preprocess@synthetic_fashion" in stages
-    first = _dvc(work, env, "repro")
-    ran = _stages_run(first.stdout)
+    first = run_dvc(work, env, "repro")
+    ran = stages_run(first.stdout)
     assert sorted(ran) == sorted(stages), first.stdout[-3000:]
     assert (work / "dvc.lock").is_file()
 
-    second = _dvc(work, env, "repro")
-    assert _stages_run(second.stdout) == [], second.stdout
+    second = run_dvc(work, env, "repro")
+    assert stages_run(second.stdout) == [], second.stdout
 
     # `make run`'s closing summary reads where the aliases point from the registry itself.
     summary = subprocess.run([sys.executable, "-m", "pipelines.summary"], cwd=work, env=env, capture_output=True,
@@ -123,7 +123,7 @@ def test_dvc_repro_runs_every_stage_then_nothing(repro_copy):
     raw = yaml.safe_load((work / "params.yaml").read_text())
     raw["synthesize"]["synthetic_market"]["seed"] += 1
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    third = _dvc(work, env, "repro")
-    rerun = _stages_run(third.stdout)
+    third = run_dvc(work, env, "repro")
+    rerun = stages_run(third.stdout)
     assert "synthesize@synthetic_market" in rerun
     assert not any(name.endswith("synthetic_fashion") for name in rerun), rerun

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline_e2e import _stages_run, make_repo_copy
+from tests.test_pipeline_e2e import stages_run, make_repo_copy
 
 pytestmark = pytest.mark.slow
 
@@ -41,7 +41,7 @@ def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
     proc = subprocess.run([str(dvc), "repro", "portrait/dvc.yaml"], cwd=work, env=env, capture_output=True,
                           text=True, timeout=1500)
     assert proc.returncode == 0, f"{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}"
-    ran = _stages_run(proc.stdout)
+    ran = stages_run(proc.stdout)
     assert {"synthesize@synthetic_portrait", "preprocess@synthetic_portrait", "portrait/dvc.yaml:portrait_train",
             "portrait/dvc.yaml:portrait_landmarks", "portrait/dvc.yaml:portrait_evaluate",
             "portrait/dvc.yaml:portrait_register"} <= set(ran), ran
@@ -68,5 +68,5 @@ def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
                           timeout=600)
     assert edit.returncode == 0, edit.stderr[-3000:]
     assert out.is_file()
-    assert _stages_run(subprocess.run([str(dvc), "repro", "portrait/dvc.yaml"], cwd=work, env=env,
+    assert stages_run(subprocess.run([str(dvc), "repro", "portrait/dvc.yaml"], cwd=work, env=env,
                                       capture_output=True, text=True, timeout=600).stdout) == []

@@ -23,20 +23,20 @@ TINY = dict(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combin
 SIZE = (32, 24)
 
 
-def _exported(seed: int) -> PackedGenerator:
+def exported_generator(seed: int) -> PackedGenerator:
     torch.manual_seed(seed)
     cfg = ModelConfig(**TINY)
     return PackedGenerator(build_generator(cfg), cfg.pose_channels, SIZE)
 
 
-def _example(exported: PackedGenerator) -> np.ndarray:
+def example_input(exported: PackedGenerator) -> np.ndarray:
     rng = np.random.default_rng(0)
     x = rng.uniform(-1, 1, (1, exported.in_channels, *SIZE)).astype(np.float32)
     x[:, 3:] = (x[:, 3:] + 1) / 2  # heatmaps live in [0, 1]
     return x
 
 
-def _doc(ssim: float, protocol: str = "p" * 64) -> dict:
+def eval_doc(ssim: float, protocol: str = "p" * 64) -> dict:
     return {"model": {"ssim": ssim, "fd_effnet_lite0": 10.0}, "protocol_sha256": protocol}
 
 
@@ -95,18 +95,18 @@ def test_registry_round_trip_and_promotion(store: Path) -> None:
     import mlflow
 
     name = "attnflow-pose"
-    gens = [_exported(s) for s in (1, 2, 3)]
-    example = _example(gens[0])
+    gens = [exported_generator(s) for s in (1, 2, 3)]
+    example = example_input(gens[0])
     art = store / "grid.png"
     art.write_bytes(b"\x89PNG fake")
-    r1 = registry.register_generator(gens[0], example, model_name=name, metrics_doc=_doc(0.5),
+    r1 = registry.register_generator(gens[0], example, model_name=name, metrics_doc=eval_doc(0.5),
                                      primary_metric="ssim", artifacts=[art], tags={"dataset": "tiny"})
-    r2 = registry.register_generator(gens[1], example, model_name=name, metrics_doc=_doc(0.4), primary_metric="ssim")
+    r2 = registry.register_generator(gens[1], example, model_name=name, metrics_doc=eval_doc(0.4), primary_metric="ssim")
     client = mlflow.MlflowClient()
     assert (r1.promoted, r2.promoted) == (True, False)
     assert str(client.get_model_version_by_alias(name, "champion").version) == r1.version
     assert str(client.get_model_version_by_alias(name, "candidate").version) == r2.version
-    r3 = registry.register_generator(gens[2], example, model_name=name, metrics_doc=_doc(0.6), primary_metric="ssim")
+    r3 = registry.register_generator(gens[2], example, model_name=name, metrics_doc=eval_doc(0.6), primary_metric="ssim")
     assert r3.promoted and str(client.get_model_version_by_alias(name, "champion").version) == r3.version
     v1 = client.get_model_version(name, r1.version)
     assert v1.tags["dataset"] == "tiny" and v1.tags[registry.TAG_PROTOCOL] == "p" * 64

@@ -8,7 +8,7 @@ import pytest
 from pipelines.tracking import registry
 
 from pipelines import ui
-from tests.test_registry_promotion import _doc, _example, _exported
+from tests.test_registry_promotion import eval_doc, example_input, exported_generator
 
 pytestmark = pytest.mark.slow
 
@@ -23,11 +23,11 @@ def test_model_page_shows_name_and_aliases(tmp_path: Path, monkeypatch: pytest.M
     mlflow.set_tracking_uri(backend)
     mlflow.MlflowClient().create_experiment("attnflow", artifact_location=artifacts)
     try:
-        example = _example(_exported(1))
-        good = registry.register_generator(_exported(1), example, model_name="attnflow-pose",
-                                           metrics_doc=_doc(0.6), primary_metric="ssim", experiment="attnflow")
-        worse = registry.register_generator(_exported(2), example, model_name="attnflow-pose",
-                                            metrics_doc=_doc(0.5), primary_metric="ssim", experiment="attnflow")
+        example = example_input(exported_generator(1))
+        good = registry.register_generator(exported_generator(1), example, model_name="attnflow-pose",
+                                           metrics_doc=eval_doc(0.6), primary_metric="ssim", experiment="attnflow")
+        worse = registry.register_generator(exported_generator(2), example, model_name="attnflow-pose",
+                                            metrics_doc=eval_doc(0.5), primary_metric="ssim", experiment="attnflow")
     finally:
         mlflow.set_tracking_uri(None)
     assert good.promoted and not worse.promoted

@@ -17,27 +17,9 @@ import pytest
 import yaml
 
 from train_fixtures import (ROOT, free_port, make_tiny_project, metric_steps, processes_of, project_env,
-                            read_summary, stop_processes)
+                            read_summary, run_in_project, stop_processes, train_command)
 
 pytestmark = pytest.mark.slow
-
-
-def _train_cmd(params: Path, run: str, workers: int, *sets: str) -> list[str]:
-    cmd = [sys.executable, "-m", "pipelines.train", "--params", str(params), "--workers", str(workers),
-           "--run-name", run]
-    for s in sets:
-        cmd += ["--set", s]
-    return cmd
-
-
-def _run(cmd: list[str], root: Path, env: dict | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
-    try:
-        return subprocess.run(cmd, cwd=ROOT, env=env or project_env(root), capture_output=True, text=True,
-                              timeout=timeout)
-    finally:
-        left = processes_of(root)
-        stop_processes(left)
-        assert left == [], f"processes left behind by {' '.join(cmd[:4])}: {left}"
 
 
 def _finite_checkpoints(root: Path, run: str) -> list[int]:
@@ -72,8 +54,9 @@ def test_default_data_two_ray_workers_keep_g_identical(tmp_path: Path) -> None:
     write_dataset(cfg.synthesize["synthetic_fashion"], spec["root"])
     preprocess("synthetic_fashion", cfg.datasets["synthetic_fashion"], cfg.preprocess, Path(spec["shards"]),
                show_progress=False)
-    proc = _run(_train_cmd(params, "default2", 2, "train.total_images=96", "train.log_every_images=16",
-                           "train.checkpoint_every_images=48", "train.grid_every_images=48"), tmp_path)
+    cmd = train_command(params, "default2", 2, "train.total_images=96", "train.log_every_images=16",
+                        "train.checkpoint_every_images=48", "train.grid_every_images=48")
+    proc = run_in_project(cmd, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = read_summary(tmp_path, "default2")
     assert s["status"] == "completed" and s["workers"] == 2 and s["steps"] == 12
@@ -90,8 +73,9 @@ def test_default_data_two_ray_workers_keep_g_identical(tmp_path: Path) -> None:
 def test_worker_failure_resumes_from_checkpoint_without_gaps(tiny: tuple[Path, Path]) -> None:
     root, params = tiny
     # 32 images at 4 per step: 8 steps, a checkpoint every 2 steps; rank 1 dies before step 5.
-    proc = _run(_train_cmd(params, "fail", 2, "train.total_images=32", "train.faults.raise_at_step=5",
-                           "train.faults.raise_rank=1", "train.max_failures=2"), root)
+    cmd = train_command(params, "fail", 2, "train.total_images=32", "train.faults.raise_at_step=5",
+                        "train.faults.raise_rank=1", "train.max_failures=2")
+    proc = run_in_project(cmd, root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout + proc.stderr
     assert "injected failure on rank 1 before step 5" in out
@@ -107,7 +91,7 @@ def test_worker_failure_resumes_from_checkpoint_without_gaps(tiny: tuple[Path, P
 @pytest.mark.faults
 def test_stopped_run_resumes_on_rerun(tiny: tuple[Path, Path]) -> None:
     root, params = tiny
-    cmd = _train_cmd(params, "stop", 2, "train.total_images=240", "train.checkpoint_every_images=16")
+    cmd = train_command(params, "stop", 2, "train.total_images=240", "train.checkpoint_every_images=16")
     ckpts = root / "runs/stop/checkpoints"
     proc = subprocess.Popen(cmd, cwd=ROOT, env=project_env(root), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True)
@@ -131,7 +115,7 @@ def test_stopped_run_resumes_on_rerun(tiny: tuple[Path, Path]) -> None:
     stopped_at = max(int(p.name.split("-")[1]) for p in ckpts.iterdir() if (p / "COMMITTED").exists())
     assert stopped_at < 60 and not (root / "runs/stop/summary.json").exists()
 
-    rerun = _run(cmd, root)
+    rerun = run_in_project(cmd, root)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     s = read_summary(root, "stop")
     assert s["status"] == "completed" and s["steps"] == 60
@@ -143,8 +127,9 @@ def test_stopped_run_resumes_on_rerun(tiny: tuple[Path, Path]) -> None:
 @pytest.mark.faults
 def test_nan_on_one_rank_is_skipped_by_all(tiny: tuple[Path, Path]) -> None:
     root, params = tiny
-    proc = _run(_train_cmd(params, "nan2", 2, "train.total_images=32", "train.faults.nan_at_step=3",
-                           "train.faults.nan_rank=1"), root)
+    cmd = train_command(params, "nan2", 2, "train.total_images=32", "train.faults.nan_at_step=3",
+                        "train.faults.nan_rank=1")
+    proc = run_in_project(cmd, root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     s = read_summary(root, "nan2")
     # Rank 0 saw a finite batch, yet it skipped step 3 too: the all-reduced flag made it.
@@ -173,7 +158,7 @@ def test_training_survives_mlflow_server_outage_and_catches_up(tiny: tuple[Path,
     started = _mlflow_server("start", port, tmp_path)
     assert started.returncode == 0, started.stderr
     env = {**project_env(root), "MLFLOW_TRACKING_URI": uri}
-    cmd = _train_cmd(params, "outage", 0, "train.total_images=400")
+    cmd = train_command(params, "outage", 0, "train.total_images=400")
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         cursor = root / "runs/outage/tracking/cursor.json"

@@ -10,6 +10,8 @@ import contextlib
 import io
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -129,3 +131,25 @@ def stop_processes(procs: list[str]) -> None:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, sig)
         time.sleep(2)
+
+
+def train_command(params: Path, run: str, workers: int, *sets: str) -> list[str]:
+    """``python -m pipelines.train`` with the tiny project's params, a run name and ``--set`` overrides."""
+    cmd = [sys.executable, "-m", "pipelines.train", "--params", str(params), "--workers", str(workers),
+           "--run-name", run]
+    for s in sets:
+        cmd += ["--set", s]
+    return cmd
+
+
+def run_in_project(cmd: list[str], root: Path, env: dict | None = None,
+                   timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run ``cmd`` from the repository root against the project in ``root``; fails the test when it
+    leaves processes behind (and stops them)."""
+    try:
+        return subprocess.run(cmd, cwd=ROOT, env=env or project_env(root), capture_output=True, text=True,
+                              timeout=timeout)
+    finally:
+        left = processes_of(root)
+        stop_processes(left)
+        assert left == [], f"processes left behind by {' '.join(cmd[:4])}: {left}"
