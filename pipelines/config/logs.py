@@ -28,18 +28,43 @@ class _Format(logging.Formatter):
         return f"[{self.prog}] {message}"
 
 
+class _Stderr(logging.StreamHandler):
+    """Writes to ``sys.stderr`` as it is when a record comes, not as it was when logging was set up
+    (pytest swaps it per test; a handler holding an old stream would write to a closed one)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # noqa: ANN001
+        pass
+
+
 def add_log_level_arg(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", choices=LEVELS, default="info",
                         help="how much to log on stderr (default: info)")
 
 
-def setup_logging(level: str = "info", prog: str | None = None) -> None:
-    """Send log records at ``level`` and above to stderr, formatted for ``prog`` (default: the script)."""
+def _console(handler: logging.Handler) -> bool:
+    return isinstance(handler, logging.StreamHandler) and not isinstance(handler, logging.FileHandler)
+
+
+def setup_logging(level: str = "info", prog: str | None = None, *, own_console: bool = False) -> None:
+    """Send log records at ``level`` and above to stderr, formatted for ``prog`` (default: the script).
+
+    ``own_console``: also remove the root logger's other console handlers. A Ray Train worker
+    starts with one of Ray's, which would print every record a second time, unprefixed; its
+    file handlers stay.
+    """
     prog = prog or (sys.argv[0].rsplit("/", 1)[-1].removesuffix(".py") if sys.argv and sys.argv[0] else "attnflow")
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "attnflow", False)]:
+    for handler in [h for h in root.handlers if getattr(h, "attnflow", False) or (own_console and _console(h))]:
         root.removeHandler(handler)  # a command run twice in one process (tests) must not log twice
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.attnflow = True  # type: ignore[attr-defined]
     handler.setFormatter(_Format(prog))
     root.addHandler(handler)
