@@ -15,7 +15,7 @@ with the same name continues from the newest committed checkpoint (a larger
 was trained with a different model, loss or optimiser config is refused rather than resumed.
 
 Outputs: ``runs/<run>/summary.json`` (images, steps, losses, images/s, skipped steps, MLflow run
-id), ``runs/<run>/grids/*.png``, checkpoints, and the MLflow run (see pipelines/tracking.py).
+id), ``runs/<run>/grids/*.png``, checkpoints, and the MLflow run (see pipelines/tracking/journal.py).
 Exit status: 0 when training completed, 1 when it stopped (numerical fault, failures beyond
 ``train.max_failures``), 2 for a usage or config error.
 """
@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import shutil
 import sys
 import time
@@ -32,11 +33,14 @@ T_COMMAND = time.time()
 
 from datasets.files import file_sha256  # noqa: E402 - after the start-time stamp
 from pipelines.training.checkpoint import CheckpointStore  # noqa: E402
+from pipelines.config.logs import add_log_level_arg, setup_logging  # noqa: E402
 from pipelines.config.params import add_config_args, config_from_args, to_dict  # noqa: E402
 from pipelines.tracking.journal import (default_artifact_location, git_commit, prepare_local_store,  # noqa: E402
                                         project_root, tracking_uri)
 from pipelines.tracking.redact import redact  # noqa: E402
 from pipelines.training.loop import LocalSession, LoopContext, loop_config_from, run_worker  # noqa: E402
+
+log = logging.getLogger("train")
 
 # Sections whose change makes an existing checkpoint the wrong starting point.
 _RESUME_MUST_MATCH = ("model", "loss", "optim")
@@ -44,7 +48,7 @@ _RUN_STATE = ("tracking", "grids", "faults", "summary.json", "config.json", "che
 
 
 def _usage_error(message: str) -> int:
-    print(f"train: {message}", file=sys.stderr)
+    log.error("%s", message)
     return 2
 
 
@@ -65,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--profile-comm", action="store_true",
                         help="time the gradient all-reduce (made synchronous) for the step-time breakdown")
     add_config_args(parser)
+    add_log_level_arg(parser)
     return parser
 
 
@@ -93,6 +98,7 @@ def prepare_run(run_dir: Path, store: CheckpointStore, cfg_dict: dict) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, "train")
     overrides = list(args.overrides)
     if args.dataset:
         overrides.append(f"train.dataset={args.dataset}")
@@ -133,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                       checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",
                       shards=str(shards), tags=tags, t_command=T_COMMAND, progress_bar=sys.stderr.isatty(),
                       tracking_uri=tracking_uri(), artifact_location=default_artifact_location(),
-                      track=not args.no_mlflow, profile_comm=args.profile_comm)
-    print(f"[train] run {run_name!r}: {'resuming' if resuming else 'fresh'}, dataset {tcfg.dataset}, "
-          f"{tcfg.workers or 'no'} Ray workers, {tcfg.total_images} images, checkpoints in {ctx.checkpoint_root}",
-          file=sys.stderr)
+                      track=not args.no_mlflow, profile_comm=args.profile_comm, log_level=args.log_level)
+    log.info("run %r: %s, dataset %s, %s Ray workers, %d images, checkpoints in %s", run_name,
+             "resuming" if resuming else "fresh", tcfg.dataset, tcfg.workers or "no", tcfg.total_images,
+             ctx.checkpoint_root)
     if ctx.track:
         prepare_local_store(ctx.tracking_uri, tcfg.mlflow_experiment, ctx.artifact_location)
     if tcfg.workers == 0:
@@ -163,8 +169,7 @@ def _run_on_ray(ctx: LoopContext, cfg, storage: str) -> dict | None:
                      threads_per_worker=tcfg.threads_per_worker, run_name=ctx.run_name, storage_path=storage,
                      max_failures=tcfg.max_failures)
     except Exception as exc:  # Ray wraps the worker's exception; show the cause in one line
-        print(f"train: training failed: {type(exc).__name__}: {redact(str(exc).strip().splitlines()[-1][:500])}",
-              file=sys.stderr)
+        log.error("training failed: %s: %s", type(exc).__name__, redact(str(exc).strip().splitlines()[-1][:500]))
         return None
     finally:
         ray_glue.shutdown(started)
@@ -174,13 +179,13 @@ def _run_on_ray(ctx: LoopContext, cfg, storage: str) -> dict | None:
 
 def _report(summary: dict, run_dir: Path) -> int:
     if summary.get("status") != "completed":
-        print(f"train: stopped: {summary.get('error')}", file=sys.stderr)
+        log.error("stopped: %s", summary.get("error"))
         return 1
     first, last = summary.get("first_losses") or {}, summary.get("final_losses") or {}
-    print(f"[train] done: {summary['images']} images, {summary['steps']} steps, "
-          f"{summary['images_per_s']:.1f} images/s, {summary['skipped_steps']} skipped steps; "
-          f"g_total {first.get('g_total', float('nan')):.3f} -> {last.get('g_total', float('nan')):.3f}; "
-          f"summary {run_dir / 'summary.json'}; MLflow run {summary.get('mlflow_run_id')}", file=sys.stderr)
+    log.info("done: %s images, %s steps, %.1f images/s, %s skipped steps; g_total %.3f -> %.3f; summary %s; "
+             "MLflow run %s", summary["images"], summary["steps"], summary["images_per_s"], summary["skipped_steps"],
+             first.get("g_total", float("nan")), last.get("g_total", float("nan")), run_dir / "summary.json",
+             summary.get("mlflow_run_id"))
     return 0
 
 

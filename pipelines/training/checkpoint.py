@@ -17,12 +17,12 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import re
 import shutil
 import time
 import uuid
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -33,6 +33,8 @@ STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 MARKER_FILE = "COMMITTED"
 CHECKPOINT_NAME = re.compile(r"^step-(\d{9})$")
+
+log = logging.getLogger(__name__)
 
 
 class NonFiniteCheckpointError(RuntimeError):
@@ -150,7 +152,7 @@ class CheckpointStore:
             try:
                 return info, self.load(info, map_location)
             except Exception as exc:  # a damaged checkpoint must not stop a resume from an older one
-                warnings.warn(f"skipping checkpoint {info.path}: {exc}", stacklevel=2)
+                log.warning("skipping checkpoint %s: %s", info.path, exc)
         return None
 
     def marker(self, info: CheckpointInfo) -> dict:

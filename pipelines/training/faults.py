@@ -6,6 +6,7 @@ should stay untouched (e.g. a Ray job): ``ATTNFLOW_FAULTS="raise_at_step=6,raise
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import signal
 from pathlib import Path
@@ -13,6 +14,8 @@ from pathlib import Path
 import torch
 
 from pipelines.config.stages import FaultInjection
+
+log = logging.getLogger(__name__)
 
 
 class InjectedWorkerFailure(RuntimeError):
@@ -61,8 +64,8 @@ class FaultHooks:
         f = self.faults
         if f.kill_at_step == step and f.kill_rank == self.rank:
             if self._first_time(f"killed-step{step}-rank{self.rank}", "SIGKILL of the worker process\n"):
-                print(f"fault injection: rank {self.rank} (pid {os.getpid()}) sends itself SIGKILL before step {step}",
-                      flush=True)
+                log.warning("fault injection: rank %d (pid %d) sends itself SIGKILL before step %d", self.rank,
+                            os.getpid(), step)
                 os.kill(os.getpid(), signal.SIGKILL)
         if f.raise_at_step != step or f.raise_rank != self.rank:
             return

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 import random
@@ -27,6 +28,8 @@ from pipelines.training.checkpoint import CheckpointInfo, CheckpointStore, NonFi
 from pipelines.config.params import build_dataclass
 from pipelines.training.faults import FaultHooks, from_env
 from pipelines.tracking.journal import Tracker, tracking_uri, write_run_meta
+
+log = logging.getLogger(__name__)
 
 
 class NumericalFaultError(RuntimeError):
@@ -49,6 +52,7 @@ class LoopContext:
     tracking_uri: str = ""  # resolved by the driver ("" → pipelines.tracking.tracking_uri())
     artifact_location: str | None = None  # for a new experiment in the default SQLite store
     progress_bar: bool = False  # a live bar (the driver's stderr is a terminal) or periodic lines
+    log_level: str = "info"  # the command's --log-level, for the Ray workers' own logging
 
 
 class Session(Protocol):
@@ -265,8 +269,8 @@ class _Progress:
             rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
             eta = (self.total - self.n) / rate if rate > 0 else float("inf")
             eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
-            print(f"[train] {self.desc}: {self.n}/{self.total} images ({100 * self.n / self.total:.0f}%), "
-                  f"{rate:.2f} images/s, ETA {eta_text}", file=sys.stderr, flush=True)
+            log.info("%s: %d/%d images (%.0f%%), %.2f images/s, ETA %s", self.desc, self.n, self.total,
+                     100 * self.n / self.total, rate, eta_text)
 
     def close(self) -> None:
         if self.bar is not None:
@@ -304,7 +308,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
                 chosen = info
                 break
             except Exception as exc:  # a damaged newest one: fall back to the one before
-                print(f"[train] skipping damaged checkpoint {info.path}: {exc}", file=sys.stderr)
+                log.warning("skipping damaged checkpoint %s: %s", info.path, exc)
     chosen = _broadcast_object(chosen)
     step, images, start_images = 0, 0, 0
     history: dict = {"skipped_steps": 0, "data_errors": 0, "restarts": 0, "first_loss": None}
@@ -321,8 +325,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
             _seed_all(tcfg.seed + 1000 * step + rank)
         start_images = images
         if rank == 0:
-            print(f"[train] resumed run {ctx.run_name!r} from {chosen.path} (step {step}, {images} images)",
-                  file=sys.stderr)
+            log.info("resumed run %r from %s (step %d, %d images)", ctx.run_name, chosen.path, step, images)
     else:
         _seed_all(tcfg.seed + rank)
     steps_before = step
@@ -386,8 +389,8 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
             if out.get("skipped", 0.0):
                 history["skipped_steps"] += 1
                 if rank == 0:
-                    print(f"[train] step {step}: non-finite loss or gradient on some rank; all ranks "
-                          f"skipped it ({gan.consecutive_skips} in a row)", file=sys.stderr)
+                    log.warning("step %d: non-finite loss or gradient on some rank; all ranks skipped it "
+                                "(%d in a row)", step, gan.consecutive_skips)
                 if gan.consecutive_skips >= tcfg.max_consecutive_skips:
                     raise NumericalFaultError(
                         f"{gan.consecutive_skips} consecutive steps (up to step {step}) had non-finite losses or "
@@ -538,7 +541,7 @@ def _checkpoint(session: Session, store: CheckpointStore, gan: Any, step: int, i
                                                  "config": ctx.config})
         except NonFiniteCheckpointError as exc:
             # Skipped steps never update weights, so this means a bug upstream: keep the last good one.
-            print(f"[train] {exc}", file=sys.stderr)
+            log.error("%s", exc)
     session.report({"step": step, "images": images}, info, store)
 
 

@@ -4,10 +4,13 @@ Kept apart from the loop itself (pipelines/train_loop.py), which also runs witho
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
+
+log = logging.getLogger(__name__)
 
 # A local head binds every Ray server to loopback only when Ray treats the machine as a
 # single-node setup; this switch (Ray's own, meant for macOS/Windows) makes Linux do the same.
@@ -88,8 +91,8 @@ def warn_if_short(num_workers: int, use_gpu: bool, threads_per_worker: int) -> N
     short = {k: (v, have.get(k, 0)) for k, v in need.items() if have.get(k, 0) < v}
     if short:
         text = ", ".join(f"{k}: needs {v:g}, has {h:g}" for k, (v, h) in short.items())
-        print(f"[train] WARNING: the Ray cluster is too small for {num_workers} workers right now ({text}); "
-              "training waits until nodes are added", file=sys.stderr)
+        log.warning("the Ray cluster is too small for %d workers right now (%s); training waits until nodes "
+                    "are added", num_workers, text)
 
 
 def cluster_has_gpus() -> bool:
@@ -178,7 +181,13 @@ class RaySession:
 
 
 def worker_fn(loop_config: dict) -> None:
-    """Ray Train entry point on every worker (module-level, so workers import it by name)."""
+    """Ray Train entry point on every worker (module-level, so workers import it by name).
+
+    The worker's root logger is Ray's, not the command's: log as the command does (``[train] …``
+    at its ``--log-level``), in place of Ray's console handler."""
+    from pipelines.config.logs import setup_logging
     from pipelines.training.loop import context_from, run_worker
 
-    run_worker(context_from(loop_config), RaySession())
+    ctx = context_from(loop_config)
+    setup_logging(ctx.log_level, "train", own_console=True)
+    run_worker(ctx, RaySession())
