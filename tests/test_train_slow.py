@@ -176,7 +176,7 @@ def test_training_survives_mlflow_server_outage_and_catches_up(tiny: tuple[Path,
             proc.kill()
         _mlflow_server("stop", port, tmp_path)
     assert proc.returncode == 0, output[-3000:]
-    assert output.count("WARNING: MLflow") == 1, output[-3000:]
+    assert output.count("warning: MLflow at") == 1, output[-3000:]
     s = read_summary(root, "outage")
     assert s["status"] == "completed" and s["steps"] == 200 and s["mlflow_records_pending"] > 0
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ def test_flatten_nested_config() -> None:
         "train.batch_size": "4", "train.faults.nan_rank": "1", "model.scales": "[8, 4]"}
 
 
-def test_outage_buffers_warns_once_and_catches_up(tmp_path: Path, capfd: pytest.CaptureFixture) -> None:
+def test_outage_buffers_warns_once_and_catches_up(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # A SQLite store under a path that is a plain file cannot be opened: the "server" is down
     # until the file makes way for a folder.
     store_dir = tmp_path / "store"
@@ -35,9 +36,9 @@ def test_outage_buffers_warns_once_and_catches_up(tmp_path: Path, capfd: pytest.
     time.sleep(1.5)  # a few retries with back-off: still one warning
     left = tracker.close(timeout=3.0)
     assert left == 41 and tracker.run_id is None
-    err = capfd.readouterr().err
-    assert err.count("WARNING: MLflow") == 1, err
-    assert "records not yet in MLflow" in err
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert sum(m.startswith("MLflow at ") for m in warned) == 1, warned
+    assert any("records not yet in MLflow" in m for m in warned), warned
 
     # The store comes back: a new tracker for the same run (a resume) sends the backlog first.
     store_dir.unlink()

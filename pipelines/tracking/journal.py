@@ -13,19 +13,18 @@ directory.
 """
 from __future__ import annotations
 
-import argparse
 import json
+import logging
 import os
 import subprocess
-import sys
 import threading
 import time
-import warnings
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from pipelines.tracking.redact import redact
 
+log = logging.getLogger(__name__)
 EXPERIMENT = "attnflow"
 _BATCH_METRICS = 1000  # MLflow's log_batch limits
 _BATCH_PARAMS = 100
@@ -77,8 +76,7 @@ def prepare_local_store(uri: str, experiment: str, artifact_location: str | None
 
         ensure_experiment(MlflowClient(tracking_uri=uri), experiment, artifact_location)
     except Exception as exc:  # tracking never stops training; the shipper retries later
-        print(f"[tracking] WARNING: could not prepare {redact(uri)}: {type(exc).__name__}: {redact(str(exc))}",
-              file=sys.stderr)
+        log.warning("could not prepare %s: %s: %s", redact(uri), type(exc).__name__, redact(str(exc)))
 
 
 def git_commit(root: Path) -> str | None:
@@ -196,9 +194,8 @@ class Tracker:
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 5)
         left = self.pending()
         if left:
-            print(f"[tracking] {left} records not yet in MLflow ({redact(self.uri)}); they stay in {self.journal} "
-                  f"and are sent by the next resume or `python -m pipelines.tracking sync {self.dir.parent}`",
-                  file=sys.stderr)
+            log.warning("%d records not yet in MLflow (%s); they stay in %s and are sent by the next resume or "
+                        "`python -m pipelines.tracking sync %s`", left, redact(self.uri), self.journal, self.dir.parent)
         return left
 
     # -- shipper thread ------------------------------------------------------------------------
@@ -279,7 +276,7 @@ class Tracker:
                     elif Path(r["path"]).is_file():
                         self._call(lambda: self._client.log_artifact(self.run_id, r["path"], r["artifact_path"]), r)
                     else:
-                        warnings.warn(f"[tracking] artifact {r['path']} no longer exists; skipped", stacklevel=1)
+                        log.warning("artifact %s no longer exists; skipped", r["path"])
             self._offset = ends[j - 1]
             self._write_cursor()
             i = j
@@ -289,7 +286,7 @@ class Tracker:
             fn()
         except Exception as exc:
             if _is_permanent(exc):
-                warnings.warn(f"[tracking] MLflow rejected a {record['kind']} record, skipped: {exc}", stacklevel=1)
+                log.warning("MLflow rejected a %s record, skipped: %s", record["kind"], exc)
                 return
             raise
 
@@ -312,8 +309,8 @@ class Tracker:
                     continue
                 if not self._warned:
                     reason = redact(str(exc).splitlines()[0][:200] if str(exc) else "")
-                    print(f"[tracking] WARNING: MLflow at {redact(self.uri)} is unavailable ({type(exc).__name__}: "
-                          f"{reason}); training continues and records wait in {self.journal}", file=sys.stderr)
+                    log.warning("MLflow at %s is unavailable (%s: %s); training continues and records wait in %s",
+                                redact(self.uri), type(exc).__name__, reason, self.journal)
                     self._warned = True
                 if self._down_since is None:
                     self._down_since = time.monotonic()
@@ -324,8 +321,7 @@ class Tracker:
                 backoff = min(backoff * 2, self.retry_max_s)
                 continue
             if self._down_since is not None:
-                print(f"[tracking] MLflow is reachable again after {time.monotonic() - self._down_since:.0f} s; "
-                      "catching up", file=sys.stderr)
+                log.info("MLflow is reachable again after %.0f s; catching up", time.monotonic() - self._down_since)
                 self._down_since = None
             backoff = 1.0
 
@@ -355,19 +351,3 @@ def write_run_meta(run_dir: str | Path, run_name: str, experiment: str, uri: str
     path.write_text(json.dumps({"run_name": run_name, "experiment": experiment, "uri": redact(uri),
                                 "artifact_location": artifact_location}))
 
-
-def main(argv: Iterable[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.tracking",
-                                     description="Send a run's buffered MLflow records (after an outage).")
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("sync", help="send what runs/<run>/tracking/journal.jsonl still holds")
-    p.add_argument("run_dir")
-    p.add_argument("--timeout", type=float, default=120.0)
-    args = parser.parse_args(list(argv) if argv is not None else None)
-    left = sync(args.run_dir, args.timeout)
-    print(f"{left} records left" if left else "all records sent")
-    return 1 if left else 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
