@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+import model
 from model.export import PackedGenerator
 
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -190,7 +191,7 @@ def register_generator(
                 serialization_format="pickle",
                 # cloudpickle stores the classes by reference: ship the model package with it so
                 # the model loads where the repository is not on the path.
-                code_paths=[str(Path(__file__).resolve().parents[1] / "model")],
+                code_paths=[str(Path(model.__file__).resolve().parent)],
                 extra_files=extra,
                 metadata={"python": platform.python_version(), "packed_input": "source_image(3)|source_pose(P)|target_pose(P)"},
             )
