@@ -29,6 +29,8 @@ from typing import Any, Iterator
 
 import torch
 
+from datasets.files import fsync_dir
+
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 MARKER_FILE = "COMMITTED"
@@ -198,11 +200,11 @@ class CheckpointStore:
         if final_dir.exists():  # an uncommitted leftover of the same step (e.g. a crash after rename)
             shutil.rmtree(final_dir)
         os.replace(tmp_dir, final_dir)
-        _fsync_dir(final_dir.parent)
+        fsync_dir(final_dir.parent)
         marker_tmp = final_dir / f".{MARKER_FILE}.tmp"
         _write_synced(marker_tmp, json.dumps(marker).encode())
         os.replace(marker_tmp, final_dir / MARKER_FILE)
-        _fsync_dir(final_dir)
+        fsync_dir(final_dir)
 
     def _save_remote(self, final: str, data: bytes, meta: bytes, marker: dict) -> None:
         # Object stores have no atomic folder rename: write the files, then the marker object.
@@ -263,11 +265,3 @@ def _write_synced(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
