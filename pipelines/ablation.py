@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import subprocess
 import sys
 from pathlib import Path
 
+from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
 
+log = logging.getLogger("ablation")
 METRICS_DIR = Path("metrics/ablation")
 
 
@@ -29,15 +32,15 @@ def run_name(variant: str) -> str:
 def run_variant(args: argparse.Namespace, cfg) -> int:
     acfg = cfg.evaluate.ablation
     if args.variant not in acfg.variants:
-        print(f"ablation: {args.variant!r} is not in evaluate.ablation.variants ({', '.join(acfg.variants)})",
-              file=sys.stderr)
+        log.error("%r is not in evaluate.ablation.variants (%s)", args.variant, ", ".join(acfg.variants))
         return 2
-    common = ["--params", args.params] + [x for o in args.overrides for x in ("--set", o)]
+    common = ["--params", args.params, "--log-level", args.log_level]
+    common += [x for o in args.overrides for x in ("--set", o)]
     sets = [f"model.variant={args.variant}", f"train.total_images={acfg.total_images}", f"train.seed={acfg.seed}",
             *acfg.overrides]
     train = [sys.executable, "-m", "pipelines.train", "--dataset", acfg.dataset, "--workers", "0",
              "--run-name", run_name(args.variant), *common] + [x for s in sets for x in ("--set", s)]
-    print("+", " ".join(train[1:]), file=sys.stderr)
+    log.info("+ %s", " ".join(train[1:]))
     done = subprocess.run(train)
     if done.returncode != 0:
         return done.returncode
@@ -46,7 +49,7 @@ def run_variant(args: argparse.Namespace, cfg) -> int:
                 "--checkpoint", f"{cfg.train.storage_path}/{run_name(args.variant)}/checkpoints",
                 "--metrics", str(METRICS_DIR / f"{args.variant}.json"), "--plots", f"plots/ablation/{args.variant}",
                 "--set", f"evaluate.images_dir=data/eval/ablation-{args.variant}"]
-    print("+", " ".join(evaluate[1:]), file=sys.stderr)
+    log.info("+ %s", " ".join(evaluate[1:]))
     return subprocess.run(evaluate).returncode
 
 
@@ -55,13 +58,13 @@ def table(cfg) -> int:
     rows: dict[str, dict] = {}
     missing = [v for v in acfg.variants if not (METRICS_DIR / f"{v}.json").is_file()]
     if missing:
-        print(f"ablation: no metrics for {', '.join(missing)}; run `python -m pipelines.ablation run --variant V` "
-              "(or dvc repro ablation)", file=sys.stderr)
+        log.error("no metrics for %s; run `python -m pipelines.ablation run --variant V` (or dvc repro ablation)",
+                  ", ".join(missing))
         return 2
     docs = {v: json.loads((METRICS_DIR / f"{v}.json").read_text()) for v in acfg.variants}
     protocols = {d["protocol_sha256"] for d in docs.values()}
     if len(protocols) != 1:
-        print("ablation: the variants were evaluated under different protocols; re-run them", file=sys.stderr)
+        log.error("the variants were evaluated under different protocols; re-run them")
         return 2
     first = docs[acfg.variants[0]]
     names = first["metric_names"]
@@ -104,13 +107,17 @@ def table(cfg) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.ablation", description=__doc__.split("\n\n")[0])
+    add_log_level_arg(ap)
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate one variant")
     run.add_argument("--variant", required=True)
     add_config_args(run)
+    add_log_level_arg(run, subcommand=True)
     tab = sub.add_parser("table", help="collect the variants' scores into metrics/ablation.json and a table")
     add_config_args(tab)
+    add_log_level_arg(tab, subcommand=True)
     args = ap.parse_args(argv)
+    setup_logging(args.log_level, "ablation")
     cfg = config_from_args(args)
     return run_variant(args, cfg) if args.command == "run" else table(cfg)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import shutil
 import socket
 import subprocess
@@ -21,6 +22,9 @@ import urllib.request
 from pathlib import Path
 from typing import Iterator
 
+from pipelines.config.logs import add_log_level_arg, setup_logging
+
+log = logging.getLogger("ui")
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")
 
@@ -104,20 +108,23 @@ def model_page(base: str, model: str, version: str | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.ui", description=__doc__.split("\n\n")[0])
+    add_log_level_arg(ap)
     sub = ap.add_subparsers(dest="command", required=True)
     snap = sub.add_parser("snapshot", help="check a registered model's page, optionally save a screenshot")
+    add_log_level_arg(snap, subcommand=True)
     snap.add_argument("--model", default="attnflow-pose")
     snap.add_argument("--version", help="a version page instead of the model page")
     snap.add_argument("--screenshot", type=Path)
     snap.add_argument("--aliases", default="champion,candidate", help="aliases that must appear on the page")
     args = ap.parse_args(argv)
+    setup_logging(args.log_level, "ui")
     backend, artifacts = project_store()
     with running_server(backend, artifacts) as base:
         dom = render(model_page(base, args.model, args.version), args.screenshot)
     wanted = [args.model] + [a for a in args.aliases.split(",") if a]
     missing = [w for w in wanted if w not in dom]
     if missing:
-        print(f"not on the page: {', '.join(missing)}", file=sys.stderr)
+        log.error("not on the page: %s", ", ".join(missing))
         return 1
     print(f"page shows {', '.join(wanted)}" + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
     return 0

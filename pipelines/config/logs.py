@@ -44,8 +44,11 @@ class _Stderr(logging.StreamHandler):
         pass
 
 
-def add_log_level_arg(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--log-level", choices=LEVELS, default="info",
+def add_log_level_arg(parser: argparse.ArgumentParser, *, subcommand: bool = False) -> None:
+    """``--log-level``. A command with sub-commands takes it on its own parser and, with
+    ``subcommand=True``, on each sub-command's: there it has no default, which would otherwise
+    override ``--log-level X sub …``."""
+    parser.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS if subcommand else "info",
                         help="how much to log on stderr (default: info)")
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from pipelines.config.logs import LEVELS, add_log_level_arg, setup_logging
+from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.tracking import journal
 
 
@@ -19,9 +19,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sync", help="send what runs/<run>/tracking/journal.jsonl still holds")
     p.add_argument("run_dir")
     p.add_argument("--timeout", type=float, default=120.0)
-    # Also after the sub-command; no default there, or it would hide `--log-level X sync …`.
-    p.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS,
-                   help="how much to log on stderr (default: info)")
+    add_log_level_arg(p, subcommand=True)
     return parser
 
 
