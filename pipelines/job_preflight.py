@@ -11,14 +11,17 @@ files when it does not.  Exit status: 0 ok, 2 a problem (printed to stderr).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import os
-import sys
 import tempfile
 from pathlib import Path
 
+from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.tracking.redact import redact
+
+log = logging.getLogger("job_preflight")
 
 
 class PreflightError(ValueError):
@@ -101,18 +104,26 @@ def check_runtime_env(env: dict, limit: int | None = None) -> dict:
     return env
 
 
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.job_preflight",
+                                     description=__doc__.split("\n\n")[0])
+    parser.add_argument("runtime_env", metavar="RUNTIME_ENV_JSON",
+                        help="the job's runtime env as a JSON object (infra/submit.sh builds it from "
+                             "infra/runtime_env.yaml)")
+    add_log_level_arg(parser)
+    return parser
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m pipelines.job_preflight RUNTIME_ENV_JSON", file=sys.stderr)
-        return 2
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, "job_preflight")
     try:
-        check_runtime_env(json.loads(args[0]))
+        check_runtime_env(json.loads(args.runtime_env))
     except json.JSONDecodeError as exc:
-        print(f"submit: runtime env is not valid JSON: {exc}", file=sys.stderr)
+        log.error("runtime env is not valid JSON: %s", exc)
         return 2
     except PreflightError as exc:
-        print(f"submit: {redact(str(exc))}", file=sys.stderr)
+        log.error("%s", redact(str(exc)))
         return 2
     return 0
 

@@ -1,11 +1,28 @@
-"""Print where the pipeline's outputs are after ``make run``."""
+"""Print where the pipeline's outputs are after ``make run``.
+
+    python -m pipelines.summary        (in the project root; the Makefile runs it last)
+
+Lists the raw datasets, shards, training runs, metrics, figures and where the registry's
+aliases point now, on stdout.
+"""
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
+from pipelines.config.logs import add_log_level_arg, setup_logging
 
-def main() -> int:
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m pipelines.summary", description=__doc__.split("\n\n")[0])
+    add_log_level_arg(parser)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, "summary")
     root = Path.cwd()
     print("\nAttnFlow outputs:")
     for raw in sorted((root / "data" / "raw").glob("*")):

@@ -48,7 +48,7 @@ def test_bad_runtime_env_fails_fast_with_a_clear_message(tmp_path, change, messa
     env = {**_project_env(), **change}
     proc, took = _submit(tmp_path, env, SUBMIT_PIP="1")
     assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.startswith("submit: runtime env") and message in proc.stderr
+    assert proc.stderr.startswith("error: runtime env") and message in proc.stderr
     assert "submit: http" not in proc.stderr  # never got to submit
     assert took < 30
 
