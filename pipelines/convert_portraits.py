@@ -34,6 +34,7 @@ import sys
 from pathlib import Path
 
 from datasets.raw.portrait_import import ConvertError, collect, convert
+from pipelines.config.logs import add_log_level_arg, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identity", choices=("stem", "dir"), default="stem")
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
+    add_log_level_arg(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_level, "convert_portraits")
     images = Path(args.images)
     if not images.is_dir():
         print(f"convert_portraits: {images}: image folder not found", file=sys.stderr)

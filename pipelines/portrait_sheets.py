@@ -22,6 +22,7 @@ from pathlib import Path
 from datasets.sheets.pose_sheet import save_png
 from datasets.sheets.portrait_sheet import landmark_sheet, parts_sheet, pick_part_cells, pick_portrait_rows
 from datasets.synthetic.portrait import write_dataset
+from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
 
 PART_SIGMA = 1.0  # pixels at 64x64; the part-map width the preprocess stage is expected to use
@@ -35,7 +36,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--identities", type=int, default=6)
     parser.add_argument("--views", type=int, default=6)
     add_config_args(parser)
+    add_log_level_arg(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_level, "portrait_sheets")
     cfg = config_from_args(args)
     if args.dataset not in cfg.synthesize and args.root is None:
         print(f"portrait_sheets: {args.dataset!r} has no synthesize entry; pass --root", file=sys.stderr)

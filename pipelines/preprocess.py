@@ -29,6 +29,7 @@ from datasets.shards.samples import encode_view, meta_json, test_samples, train_
 from datasets.shards.tar import ShardWriter
 from datasets.specs import DatasetSpec, PreprocessConfig
 from datasets.raw.validate import Reject, SplitResult, count_universe, identity_leaks, validate_dataset
+from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, to_dict
 
 FORMAT_VERSION = 1
@@ -197,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-figure", action="store_true", help="skip the contact sheet")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(parser)
+    add_log_level_arg(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_level, "preprocess")
     cfg = config_from_args(args)
     try:
         spec = cfg.dataset(args.dataset)

@@ -19,6 +19,7 @@ from datasets.raw.layout import CSV_PREFIXES
 from datasets.sheets.portrait_sheet import landmark_sheet, pick_portrait_rows
 from datasets.sheets.pose_sheet import pick_pose_rows, pose_sheet, save_png
 from datasets.synthetic.generators import GENERATORS
+from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
 
 
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--contact-identities", type=int, default=6, help="identities shown (default 6)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_args(parser)
+    add_log_level_arg(parser)
     return parser
 
 
@@ -53,6 +55,7 @@ def write_contact_sheet(root: Path, prefix: str, layout: str, out: Path, identit
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, "synthesize")
     cfg = config_from_args(args)
     name = args.dataset
     if name not in cfg.datasets:
