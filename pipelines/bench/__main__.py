@@ -5,9 +5,11 @@ import sys
 from collections.abc import Callable
 
 from pipelines.bench import data, model, train
+from pipelines.config.logs import LEVELS
 
 BENCHES: dict[str, Callable[[list[str]], int | None]] = {"data": data.main, "model": model.main, "train": train.main}
-USAGE = f"usage: python -m pipelines.bench {{{','.join(BENCHES)}}} [options]   (NAME --help for each one's options)"
+USAGE = (f"usage: python -m pipelines.bench {{{','.join(BENCHES)}}} [--log-level {{{','.join(LEVELS)}}}] [options]"
+         "   (NAME --help for each one's options)")
 
 
 def main(argv: list[str]) -> int:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import statistics
 import sys
@@ -36,7 +37,10 @@ from datasets.shards.loader import train_loader
 from datasets.shards.samples import decode_image, parse_sample
 from datasets.files import atomic_write_bytes
 from datasets.shards.tar import iter_samples, load_manifest
+from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
+
+log = logging.getLogger("bench.data")
 
 
 def _best_rate(fn, count: int, repeats: int) -> float:
@@ -175,18 +179,20 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--out", default="reports/bench-data.json")
     add_config_args(parser)
+    add_log_level_arg(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_level, "bench data")
     cfg = config_from_args(args)
     try:
         spec = cfg.dataset(args.dataset)
     except KeyError as exc:
-        print(f"config error: {exc.args[0]}", file=sys.stderr)
+        log.error("%s", exc.args[0])
         return 2
     shards = Path(args.shards or spec.shards)
     try:
         manifest = load_manifest(shards)
     except (FileNotFoundError, ValueError) as exc:
-        print(f"bench data: {exc}", file=sys.stderr)
+        log.error("%s", exc)
         return 2
     pairs = loose_pairs(spec.root, spec.layout)
     result: dict = {

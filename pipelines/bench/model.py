@@ -33,6 +33,7 @@ from model.gan import GanStep, prepare_module
 from model.discriminator import build_discriminators
 from model.generator import build_generator, count_parameters
 from model.warp import attention_warp, attention_warp_reference
+from pipelines.config.logs import add_log_level_arg, setup_logging
 
 POSE_CHANNELS = 18
 SIZES = {"default@64x44": ("default", (64, 44)), "default@128x88": ("default", (128, 88)),
@@ -396,7 +397,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--quick", action="store_true", help="skip the 256×176 timings (GFLOPs still counted)")
     p.add_argument("--out", default="reports/bench-model.json")
+    add_log_level_arg(p)
     args = p.parse_args(argv)
+    setup_logging(args.log_level, "bench model")
     report = run(args)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)

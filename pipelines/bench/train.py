@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import platform
 import subprocess
@@ -28,6 +29,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.config.logs import add_log_level_arg, setup_logging
+
+log = logging.getLogger("bench.train")
 KEYS = ("images_per_s", "images_per_s_steady", "time_to_first_step_s", "time_per_step_s", "fraction_data", "fraction_compute",
         "fraction_allreduce", "steps", "images", "workers", "skipped_steps")
 
@@ -49,8 +53,7 @@ def run_training(workers: int, args: argparse.Namespace, root: Path, run: str, p
         cmd.append("--profile-comm")
     env = {**os.environ, "ATTNFLOW_ROOT": str(root), "OMP_NUM_THREADS": "1"}
     env.pop("RAY_ADDRESS", None)  # always a local Ray: the figures are this machine's
-    print(f"bench train: {workers} worker(s){' (all-reduce timed)' if profile else ''}, {total} images ...",
-          file=sys.stderr, flush=True)
+    log.info("%d worker(s)%s, %d images ...", workers, " (all-reduce timed)" if profile else "", total)
     t0 = time.time()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -68,7 +71,9 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--images-per-worker", type=int, default=64,
                         help="training images per worker in each run (default 64)")
     parser.add_argument("--out", default="reports/bench-train.json")
+    add_log_level_arg(parser)
     args = parser.parse_args(argv)
+    setup_logging(args.log_level, "bench train")
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
