@@ -13,14 +13,14 @@ from datasets.shards.augment import AugmentConfig, Augmenter
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
 from datasets.shards.loader import BATCH_KEYS, DataLoaderError, eval_loader, plan_epoch, train_loader
 from datasets.shards.tar import ShardWriter, iter_samples, load_manifest
-from pipelines import preprocess as stage
+from datasets.shards import build
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("loader")
     info = make_raw(root / "raw", "fasion", train_ids=4, test_ids=3, views=3)  # 24 train, 6 test pairs
-    stage.preprocess("l", info.spec(), tiny_config(shard_size=1), root / "shards", None, None, False)
+    build.preprocess("l", info.spec(), tiny_config(shard_size=1), root / "shards", None, None, False)
     return info, root / "shards"
 
 

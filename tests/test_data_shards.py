@@ -17,7 +17,7 @@ from datasets.pose import heatmaps
 from datasets.shards.samples import parse_sample
 from datasets.files import file_sha256
 from datasets.shards.tar import ShardFormatError, ShardWriter, iter_members, iter_samples
-from pipelines import preprocess as stage
+from datasets.shards import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -27,7 +27,7 @@ def built(tmp_path_factory):
     root = tmp_path_factory.mktemp("shards")
     info = make_raw(root / "raw", "fashion-resize")
     cfg = tiny_config()
-    manifest = stage.preprocess("rt", info.spec(), cfg, root / "a", root / "sheet.png", root / "m.json", False)
+    manifest = build.preprocess("rt", info.spec(), cfg, root / "a", root / "sheet.png", root / "m.json", False)
     return info, cfg, root, manifest
 
 
@@ -62,7 +62,7 @@ def test_round_trip_equals_input(built):
 
 def test_output_bytes_are_deterministic(built):
     info, cfg, root, manifest = built
-    again = stage.preprocess("rt", info.spec(), cfg, root / "b", None, None, False)
+    again = build.preprocess("rt", info.spec(), cfg, root / "b", None, None, False)
     assert again == manifest
     for name in [s["name"] for s in manifest["shards"]] + ["manifest.json", "rejects.csv"]:
         assert (root / "a" / name).read_bytes() == (root / "b" / name).read_bytes(), name

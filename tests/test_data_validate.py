@@ -11,6 +11,7 @@ import pytest
 from data_fixtures import break_raw, make_raw, tiny_config
 from datasets.raw.layout import get_layout
 from datasets.raw.validate import identity_leaks, validate_dataset
+from datasets.shards import build
 from pipelines import preprocess as stage
 
 
@@ -20,7 +21,7 @@ def broken(tmp_path_factory):
     info = make_raw(root / "raw", "fasion")
     expected = break_raw(info)
     out = root / "shards"
-    manifest = stage.preprocess("broken", info.spec(), tiny_config(), out, None, root / "m.json", False)
+    manifest = build.preprocess("broken", info.spec(), tiny_config(), out, None, root / "m.json", False)
     return info, expected, out, manifest
 
 

@@ -40,7 +40,7 @@ from datasets.shards.loader import DataLoaderError, eval_loader, train_loader
 from datasets.shards.samples import encode_view, parse_sample
 from datasets.shards.tar import iter_samples, load_manifest
 from datasets.raw.validate import validate_split
-from pipelines import preprocess as stage
+from datasets.shards import build
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -106,7 +106,7 @@ def test_raw_input_faults_are_quarantined_with_reasons_and_counted(tmp_path):
         fh.write(annotation_line(good_png, kp))
 
     out = tmp_path / "shards"
-    manifest = stage.preprocess("f1", info.spec(), tiny_config(), out, None, None, False)
+    manifest = build.preprocess("f1", info.spec(), tiny_config(), out, None, None, False)
     got = _rejects(out)
     for key, reason in added.items():
         assert key in got, f"{key} not quarantined"
@@ -135,7 +135,7 @@ def test_referential_integrity_is_reported_exactly_and_every_shard_pair_is_compl
         fh.write(annotation_line(both, info.keypoints[both]))
 
     out = tmp_path / "shards"
-    manifest = stage.preprocess("f2", info.spec(), tiny_config(), out, None, None, False)
+    manifest = build.preprocess("f2", info.spec(), tiny_config(), out, None, None, False)
     got = _rejects(out)
     images = {k: v for k, v in got.items() if k[1] == "image"}
     assert set(images) == {("train", "image", no_row), ("train", "image", both), ("test", "image", both)}
@@ -226,7 +226,7 @@ def test_degenerate_keypoints_give_finite_maps_flagged_faces_and_the_keep_rule(o
 def clean_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("clean")
     info = make_raw(root / "raw", "fasion", train_ids=4, test_ids=2, views=3)
-    manifest = stage.preprocess("k", info.spec(), tiny_config(shard_size=2), root / "clean", None, None, False)
+    manifest = build.preprocess("k", info.spec(), tiny_config(shard_size=2), root / "clean", None, None, False)
     return info, root / "clean", manifest
 
 
@@ -250,7 +250,7 @@ sys.path.insert(0, "tests")
 from data_fixtures import tiny_config
 from datasets.specs import DatasetSpec
 from datasets.shards import tar as shards
-from pipelines import preprocess as stage
+from datasets.shards import build
 stop_at = int(sys.argv[3])
 orig = shards.ShardWriter.write
 count = [0]
@@ -262,7 +262,7 @@ def write(self, *a, **kw):
         time.sleep(120)
 shards.ShardWriter.write = write
 spec = DatasetSpec(layout="deepfashion", root=sys.argv[1], image_size=(64, 44), source_size=(64, 44), shards=sys.argv[2])
-stage.preprocess("k", spec, tiny_config(shard_size=2), __import__("pathlib").Path(sys.argv[2]), None, None, False)
+build.preprocess("k", spec, tiny_config(shard_size=2), __import__("pathlib").Path(sys.argv[2]), None, None, False)
 print("finished", flush=True)
 """
 
@@ -291,7 +291,7 @@ def test_preprocess_killed_at_a_random_point_reruns_to_clean_bytes(clean_run, tm
         assert not out.exists(), f"seed {seed}: a partial output got the final name"
     _no_partial_final_names(tmp_path)
     assert (tmp_path / ".out.staging").is_dir()  # the interrupted work, under the staging name only
-    again = stage.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False)
+    again = build.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False)
     assert again == manifest
     assert not (tmp_path / ".out.staging").exists()
     _assert_same_bytes(clean, out, manifest)
@@ -350,7 +350,7 @@ def test_disk_full_during_preprocess_leaves_no_partial_and_reruns_to_clean_bytes
     shutil.copytree(clean, out)
     monkeypatch.setattr(shards_mod, "open", small_disk_open, raising=False)
     with pytest.raises(OSError) as exc:
-        stage.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False)
+        build.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False)
     assert exc.value.errno == errno.ENOSPC
     monkeypatch.undo()
     _assert_same_bytes(clean, out, manifest)  # the previous output survives intact
@@ -360,7 +360,7 @@ def test_disk_full_during_preprocess_leaves_no_partial_and_reruns_to_clean_bytes
         want = next(s for s in manifest["shards"] if s["name"] == tar.name)
         assert file_sha256(tar) == want["sha256"]
     shutil.rmtree(out)
-    assert stage.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False) == manifest
+    assert build.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False) == manifest
     _assert_same_bytes(clean, out, manifest)
 
 
@@ -378,7 +378,7 @@ def test_preprocess_on_a_real_full_tmpfs_fails_cleanly_and_reruns(clean_run, tmp
     try:
         out = mnt / "out"
         with pytest.raises(OSError) as exc:
-            stage.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False)
+            build.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False)
         assert exc.value.errno == errno.ENOSPC
         assert not out.exists()
         assert not list((mnt / ".out.staging").glob(".*.partial"))
@@ -386,7 +386,7 @@ def test_preprocess_on_a_real_full_tmpfs_fails_cleanly_and_reruns(clean_run, tmp
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
     out = tmp_path / "out"  # the same run with room completes and equals a clean run
-    assert stage.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False) == manifest
+    assert build.preprocess("k", info.spec(), tiny_config(shard_size=2), out, None, None, False) == manifest
     _assert_same_bytes(clean, out, manifest)
 
 
@@ -396,7 +396,7 @@ def test_preprocess_on_a_real_full_tmpfs_fails_cleanly_and_reruns(clean_run, tmp
 def loader_shards(tmp_path_factory):
     root = tmp_path_factory.mktemp("f5")
     info = make_raw(root / "raw", "fasion", train_ids=5, test_ids=1, views=3)  # 30 train pairs, 2 test pairs
-    stage.preprocess("l", info.spec(), tiny_config(shard_size=1), root / "shards", None, None, False)
+    build.preprocess("l", info.spec(), tiny_config(shard_size=1), root / "shards", None, None, False)
     return info, root / "shards"
 
 
@@ -471,7 +471,7 @@ def test_shard_count_not_divisible_by_ranks_times_workers_keeps_equal_batches(lo
 def test_single_test_shard_with_two_ranks_is_complete_and_deterministic(loader_shards, tmp_path):
     info, _ = loader_shards
     src = tmp_path / "one-test-shard"
-    stage.preprocess("l", info.spec(), tiny_config(shard_size=100), src, None, None, False)
+    build.preprocess("l", info.spec(), tiny_config(shard_size=100), src, None, None, False)
     assert sum(1 for s in load_manifest(src)["shards"] if s["split"] == "test") == 1
     runs = []
     for _ in range(2):

@@ -162,7 +162,7 @@ def test_corrupt_shard_at_train_time_is_skipped_and_counted_in_mlflow(tmp_path: 
     import dataclasses
 
     from pipelines.config.params import load_config
-    from pipelines.preprocess import preprocess
+    from datasets.shards.build import preprocess
 
     params = make_tiny_project(tmp_path)
     cfg = load_config(params)

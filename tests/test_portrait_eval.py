@@ -21,7 +21,7 @@ SIZE = (32, 32)
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[Path, dict]:
     from datasets.synthetic.portrait import write_dataset
-    from pipelines.preprocess import preprocess
+    from datasets.shards.build import preprocess
 
     root = tmp_path_factory.mktemp("peval")
     spec = SynthesizeSpec(generator="portrait", seed=11, height=32, width=32, train_identities=2,

@@ -23,7 +23,7 @@ from datasets.shards.loader import eval_loader, train_loader
 from datasets.pose.scheme import BODY, PORTRAIT, scheme_of_manifest
 from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
 from pipelines.config.params import ConfigError, load_config
-from pipelines.preprocess import preprocess
+from datasets.shards.build import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (32, 32)

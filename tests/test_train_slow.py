@@ -43,7 +43,7 @@ def test_default_data_two_ray_workers_keep_g_identical(tmp_path: Path) -> None:
     """The embedded default dataset and model (128×88) on 2 Ray workers."""
     from datasets.synthetic.fashion import write_dataset
     from pipelines.config.params import load_config
-    from pipelines.preprocess import preprocess
+    from datasets.shards.build import preprocess
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     spec = raw["datasets"]["synthetic_fashion"]

@@ -27,7 +27,7 @@ def make_tiny_project(root: Path, train: dict | None = None) -> Path:
     """Write ``root/params.yaml`` and the tiny dataset's raw files and shards; returns the params path."""
     from datasets.synthetic.fashion import write_dataset
     from pipelines.config.params import load_config
-    from pipelines.preprocess import preprocess
+    from datasets.shards.build import preprocess
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["datasets"][DATASET] = {
