@@ -3,7 +3,7 @@
 Portrait evaluation asks whether a generated face *follows* its driving landmarks.  On synthetic
 faces the target's landmarks are exact, so the question becomes a measurement: find the landmarks
 in the generated image and compare them with the target's.  This network does the finding.  It is
-trained on the synthetic training images only (pipelines/portrait_eval.py) and reported with its
+trained on the synthetic training images only (pipelines/evaluation/landmark_regressor.py) and reported with its
 own error on the held-out real test images, which bounds what the metric can resolve.
 
 Plain convolutions with stride 2 down to a 4×4 grid, then a linear head on the flattened grid

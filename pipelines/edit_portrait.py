@@ -10,7 +10,7 @@ a local MLflow model folder, or a training checkpoint folder (``runs/<run>/check
 newest committed checkpoint, or one ``step-NNNNNNNNN`` folder; its EMA generator is used).
 
 Landmarks (``--landmarks``): ``auto`` (default) runs MediaPipe Face Mesh (the pose extra) and maps
-its 468 points to the 68 iBUG points (pipelines/face_mesh.py); a file is a JSON list of 68
+its 468 points to the 68 iBUG points (pipelines/apps/face_mesh.py); a file is a JSON list of 68
 ``[x, y]`` (or ``{"landmarks": [...], "size": [H, W]}``), an iBUG ``.pts`` file, or a row of a
 portrait landmark CSV (``portrait-landmarks-test.csv#NAME``, ``name:landmarks_y:landmarks_x``).
 -1 marks a missing point.
@@ -19,7 +19,7 @@ Framing: an image already at the model's size is used as it is (``--crop auto``)
 is cut to a square around its landmarks framed like the training faces (:data:`FACE_SCALE`,
 :data:`FACE_CENTRE`, measured on the synthetic set) and resized to the model's size.
 
-Edits (docs/portrait.md, datasets/portrait_edit.py) are applied in this order: ``--drive`` (the
+Edits (docs/portrait.md, datasets/synthetic/face_edits.py) are applied in this order: ``--drive`` (the
 other face's expression and head pose on this face's geometry), then brows, eyes-closed, smile,
 mouth-open, then rotate, then shift.  Ranges: rotate [-45, 45] degrees, the four expression
 strengths [-1, 1], shift within half the model's frame.  ``--sweep EDIT`` writes one row of that

@@ -7,7 +7,7 @@ evaluated (its sha256 must match), logs its EMA generator to the training run as
 (PyTorch flavour, also loadable as pyfunc; signature, input example, pinned pip requirements, the
 ``model`` package as code), registers it as ``attnflow-pose`` (``attnflow-portrait`` for portrait
 datasets), sets alias ``candidate`` and moves ``champion`` only when ``register.primary_metric``
-beats the champion's under the same protocol (see pipelines/registry.py).  The evaluation's metrics
+beats the champion's under the same protocol (see pipelines/tracking/registry.py).  The evaluation's metrics
 JSON, plots and sample grid are attached to the model and the run.  Writes
 ``runs/<run>/registered-<dataset>.json``.
 """

@@ -4,7 +4,7 @@
 
 ``make mlflow-ui`` (infra/mlflow-server.sh) serves the UI for people.  ``snapshot`` starts its own
 ``mlflow server`` on a free 127.0.0.1 port over the project's SQLite store (see
-pipelines/tracking.py), loads a registered model's page in Debian's headless Chromium, checks that
+pipelines/tracking/journal.py), loads a registered model's page in Debian's headless Chromium, checks that
 the model name and its aliases are on it, and optionally saves a screenshot.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Ray glue for training: connect to (or start) Ray, and run the worker loop under a TorchTrainer.
 
-Kept apart from the loop itself (pipelines/train_loop.py), which also runs without Ray.
+Kept apart from the loop itself (pipelines/training/loop.py), which also runs without Ray.
 """
 from __future__ import annotations
 
