@@ -25,9 +25,18 @@ from torch import Tensor, nn
 from model.backbones import FeatureBackbone, build_backbone
 from model.config import LossConfig, ModelConfig, OptimConfig
 from model.generator import GeneratorOutput
-from model.losses import (attention_reconstruction_loss, content_loss, flow_regularization_loss, l1_loss,
-                          lsgan_d_loss, lsgan_g_loss, masked_mean, r1_penalty, sampling_correctness_loss,
-                          style_loss)
+from model.losses import (
+    attention_reconstruction_loss,
+    content_loss,
+    flow_regularization_loss,
+    l1_loss,
+    lsgan_d_loss,
+    lsgan_g_loss,
+    masked_mean,
+    r1_penalty,
+    sampling_correctness_loss,
+    style_loss,
+)
 
 BATCH_KEYS = ("source_image", "source_pose", "target_image", "target_pose")
 FACE_KEYS = ("target_face_box", "target_face_valid")

@@ -43,8 +43,8 @@ from typing import Sequence
 
 from datasets.sheets.cells import enlarge
 from pipelines.apps.inputs import InputError, save_rgb
-from pipelines.apps.pose_extract import PoseExtraMissing
 from pipelines.apps.portrait_editor import SWEEPS, Edits, PortraitEditor, face_input, sweep_sheet
+from pipelines.apps.pose_extract import PoseExtraMissing
 from pipelines.config.logs import add_log_level_arg, setup_logging
 
 log = logging.getLogger("edit_portrait")

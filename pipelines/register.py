@@ -14,23 +14,18 @@ JSON, plots and sample grid are attached to the model and the run.  Writes
 from __future__ import annotations
 
 import argparse
-import logging
 import json
+import logging
 import tempfile
 from pathlib import Path
 
-import torch
-
-from pipelines.config.params import add_config_args, config_from_args
-from datasets.shards.loader import eval_loader
-from datasets.shards.tar import load_manifest
-from model.export import PackedGenerator, pack_inputs
 from pipelines.config.logs import add_log_level_arg, setup_logging
+from pipelines.config.params import add_config_args, config_from_args
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
 from pipelines.evaluation.run import run_evaluation
 from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
 from pipelines.tracking.redact import redact
-from pipelines.tracking.registry import TASK_MODEL_NAMES, register_generator
+from pipelines.tracking.registry import TASK_MODEL_NAMES, export_generator, register_generator
 
 log = logging.getLogger("register")
 
@@ -53,41 +48,32 @@ def main(argv: list[str] | None = None) -> int:
     try:
         spec = cfg.dataset(dataset)
     except KeyError as exc:
-        log.error(f"{exc.args[0]}")
+        log.error("%s", exc.args[0])
         return 2
     rcfg = cfg.register
     metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
     if not metrics_path.is_file():
-        log.error(f"{metrics_path} not found; run python -m pipelines.evaluate --dataset {dataset} first")
+        log.error("%s not found; run python -m pipelines.evaluate --dataset %s first", metrics_path, dataset)
         return 2
     doc = json.loads(metrics_path.read_text())
     gen_info = doc.get("generator", {})
     if gen_info.get("source") != "checkpoint":
-        log.error(f"{metrics_path} scores {gen_info.get('uri') or 'a model'}, not a training checkpoint; "
-              "evaluate a checkpoint to register it")
+        log.error("%s scores %s, not a training checkpoint; evaluate a checkpoint to register it", metrics_path,
+                  gen_info.get("uri") or "a model")
         return 2
     try:
         generator, ema, state = generator_from_checkpoint(gen_info["path"])
     except EvaluationError as exc:
-        log.error(f"{redact(str(exc))}")
+        log.error("%s", redact(str(exc)))
         return 2
     if generator.info["state_sha256"] != gen_info.get("state_sha256"):
-        log.error(f"checkpoint {gen_info['path']} changed since it was evaluated "
-              "(sha256 differs); evaluate it again")
+        log.error("checkpoint %s changed since it was evaluated (sha256 differs); evaluate it again",
+                  gen_info["path"])
         return 2
 
-    manifest = load_manifest(spec.shards)
-    size = tuple(int(v) for v in manifest["image_size"])
-    sigma = float(manifest["preprocess"]["heatmap_sigma"])
-    exported = PackedGenerator(ema, ema.cfg.pose_channels, size, heatmap_sigma=sigma)
-    # The input example and reproducibility reference: the first test pair, as the loader gives it.
-    batch = next(iter(eval_loader(spec.shards, batch_size=1, num_workers=0)))
-    packed = pack_inputs(batch["source_image"], batch["source_pose"], batch["target_pose"])
-    with torch.no_grad():
-        direct = ema(batch["source_image"], batch["source_pose"], batch["target_pose"]).image
-        err = float((exported(packed) - direct).abs().max())
+    exported, example, err = export_generator(ema, spec.shards)
     if err > 1e-6:
-        log.error(f"the exported generator differs from the checkpoint's by {err:.2e}")
+        log.error("the exported generator differs from the checkpoint's by %.2e", err)
         return 1
 
     import mlflow
@@ -122,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     mlflow.set_experiment(cfg.train.mlflow_experiment)
     try:
         reg = register_generator(
-            exported, packed.numpy(), model_name=model_name, metrics_doc=doc, primary_metric=rcfg.primary_metric,
+            exported, example, model_name=model_name, metrics_doc=doc, primary_metric=rcfg.primary_metric,
             run_id=doc.get("mlflow_run_id"), artifacts=artifacts, tags=tags,
             rescore=rescore if rcfg.rescore_champion else None, experiment=cfg.train.mlflow_experiment)
     except (ValueError, EvaluationError) as exc:
-        log.error(f"{redact(str(exc))}")
+        log.error("%s", redact(str(exc)))
         return 2
     run_name = args.run_name or cfg.train.run_name or dataset
     out = Path("runs") / run_name / f"registered-{dataset}.json"

@@ -22,9 +22,7 @@ Exit status: 0 when training completed, 1 when it stopped (numerical fault, fail
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -32,19 +30,21 @@ from pathlib import Path
 T_COMMAND = time.time()
 
 from datasets.files import file_sha256  # noqa: E402 - after the start-time stamp
-from pipelines.training.checkpoint import CheckpointStore  # noqa: E402
 from pipelines.config.logs import add_log_level_arg, setup_logging  # noqa: E402
 from pipelines.config.params import add_config_args, config_from_args, to_dict  # noqa: E402
-from pipelines.tracking.journal import (default_artifact_location, git_commit, prepare_local_store,  # noqa: E402
-                                        project_root, tracking_uri)
-from pipelines.tracking.redact import redact  # noqa: E402
-from pipelines.training.loop import LocalSession, LoopContext, loop_config_from, run_worker  # noqa: E402
+from pipelines.tracking.journal import (  # noqa: E402
+    default_artifact_location,
+    git_commit,
+    prepare_local_store,
+    project_root,
+    tracking_uri,
+)
+from pipelines.training.checkpoint import CheckpointStore  # noqa: E402
+from pipelines.training.loop import LocalSession, LoopContext, run_worker  # noqa: E402
+from pipelines.training.ray_trainer import train_on_ray  # noqa: E402
+from pipelines.training.resume import ResumeError, prepare_run  # noqa: E402
 
 log = logging.getLogger("train")
-
-# Sections whose change makes an existing checkpoint the wrong starting point.
-_RESUME_MUST_MATCH = ("model", "loss", "optim")
-_RUN_STATE = ("tracking", "grids", "faults", "summary.json", "config.json", "checkpoint_manager_snapshot.json")
 
 
 def _usage_error(message: str) -> int:
@@ -71,29 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_args(parser)
     add_log_level_arg(parser)
     return parser
-
-
-def prepare_run(run_dir: Path, store: CheckpointStore, cfg_dict: dict) -> bool:
-    """True to resume. A run with no committed checkpoint starts clean: stale tracking journals,
-    grids and Ray's checkpoint snapshot from an earlier attempt are removed so that nothing (Ray's
-    silent restore by run name included) mixes two runs."""
-    committed = store.committed()
-    if not committed:
-        for name in _RUN_STATE:
-            path = run_dir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
-        return False
-    meta = store.read_meta(committed[-1])
-    old = meta.get("config") or {}
-    changed = [s for s in _RESUME_MUST_MATCH if old.get(s) is not None and old.get(s) != cfg_dict.get(s)]
-    if changed:
-        raise ValueError(
-            f"run {run_dir.name!r} was trained with different {', '.join(changed)} params "
-            f"(checkpoint {committed[-1].path}); use a new --run-name to start fresh, or restore those params")
-    return True
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -126,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg_dict = to_dict(cfg)
     try:
         resuming = prepare_run(run_dir, store, cfg_dict)
-    except ValueError as exc:
+    except ResumeError as exc:
         return _usage_error(str(exc))
     run_dir.mkdir(parents=True, exist_ok=True)
     tags = {
@@ -149,32 +126,10 @@ def main(argv: list[str] | None = None) -> int:
         summary = run_worker(ctx, LocalSession(tcfg.device))
     else:
         store.drop_ray_snapshot()  # it may name checkpoints the store has pruned since (see there)
-        summary = _run_on_ray(ctx, cfg, storage)
+        summary = train_on_ray(ctx, tcfg, storage, root)
         if summary is None:
             return 1
     return _report(summary, run_dir)
-
-
-def _run_on_ray(ctx: LoopContext, cfg, storage: str) -> dict | None:
-    from pipelines.training import ray_trainer as ray_glue
-
-    tcfg = cfg.train
-    address = ray_glue.resolve_address(tcfg.ray_address)
-    started = ray_glue.connect(address, tcfg.workers, ray_glue.worker_env(tcfg.threads_per_worker, project_root()),
-                               project_root())
-    try:
-        use_gpu = tcfg.device == "cuda" or (tcfg.device == "auto" and ray_glue.cluster_has_gpus())
-        ray_glue.warn_if_short(tcfg.workers, use_gpu, tcfg.threads_per_worker)
-        ray_glue.fit(ray_glue.worker_fn, loop_config_from(ctx), num_workers=tcfg.workers, use_gpu=use_gpu,
-                     threads_per_worker=tcfg.threads_per_worker, run_name=ctx.run_name, storage_path=storage,
-                     max_failures=tcfg.max_failures)
-    except Exception as exc:  # Ray wraps the worker's exception; show the cause in one line
-        log.error("training failed: %s: %s", type(exc).__name__, redact(str(exc).strip().splitlines()[-1][:500]))
-        return None
-    finally:
-        ray_glue.shutdown(started)
-    path = Path(ctx.run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
 
 
 def _report(summary: dict, run_dir: Path) -> int:

@@ -9,7 +9,12 @@ import pytest
 import yaml
 
 from pipelines.config.params import (
-    ConfigError, add_config_args, apply_override, config_from_args, load_config, to_dict,
+    ConfigError,
+    add_config_args,
+    apply_override,
+    config_from_args,
+    load_config,
+    to_dict,
 )
 
 ROOT = Path(__file__).resolve().parents[1]

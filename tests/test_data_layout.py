@@ -6,10 +6,17 @@ import json
 
 import numpy as np
 import pytest
-
 from data_fixtures import VARIANTS, make_raw, tiny_config
+
 from datasets.raw.layout import (
-    LAYOUTS, LayoutError, LayoutSpec, find_split, get_layout, identity_of, read_annotations, read_pairs,
+    LAYOUTS,
+    LayoutError,
+    LayoutSpec,
+    find_split,
+    get_layout,
+    identity_of,
+    read_annotations,
+    read_pairs,
     rescale_keypoints,
 )
 from datasets.raw.validate import validate_dataset

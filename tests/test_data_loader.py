@@ -7,13 +7,13 @@ import shutil
 import numpy as np
 import pytest
 import torch
-
 from data_fixtures import make_raw, tiny_config
-from datasets.shards.augment import AugmentConfig, Augmenter
+
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
+from datasets.shards import build
+from datasets.shards.augment import AugmentConfig, Augmenter
 from datasets.shards.loader import BATCH_KEYS, DataLoaderError, eval_loader, plan_epoch, train_loader
 from datasets.shards.tar import ShardWriter, iter_samples, load_manifest
-from datasets.shards import build
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from data_fixtures import make_raw, tiny_config
-from datasets.pose import heatmaps
-from datasets.shards.samples import parse_sample
+
 from datasets.files import file_sha256
-from datasets.shards.tar import ShardFormatError, ShardWriter, iter_members, iter_samples
+from datasets.pose import heatmaps
 from datasets.shards import build
+from datasets.shards.samples import parse_sample
+from datasets.shards.tar import ShardFormatError, ShardWriter, iter_members, iter_samples
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -7,8 +7,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from data_fixtures import break_raw, make_raw, tiny_config
+
 from datasets.raw.layout import get_layout
 from datasets.raw.validate import identity_leaks, validate_dataset
 from datasets.shards import build

@@ -15,8 +15,8 @@ from tests.train_fixtures import DATASET, make_tiny_project
 def project(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """A tiny project with shards and one committed checkpoint holding an (untrained) EMA generator."""
     from model.generator import build_generator
-    from pipelines.training.checkpoint import CheckpointStore
     from pipelines.config.params import load_config, to_dict
+    from pipelines.training.checkpoint import CheckpointStore
 
     root = tmp_path_factory.mktemp("evalproj")
     params = make_tiny_project(root)

@@ -26,21 +26,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from data_fixtures import annotation_line, draw_figure, make_raw, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_fixtures import annotation_line, draw_figure, make_raw, tiny_config
 from datasets.files import file_sha256
 from datasets.pose import heatmaps
-from datasets.shards import tar as shards_mod
 from datasets.pose.face import HEAD_JOINTS, face_box
 from datasets.pose.keypoints import MISSING, NUM_JOINTS
 from datasets.raw.layout import get_layout
+from datasets.raw.validate import validate_split
+from datasets.shards import build
+from datasets.shards import tar as shards_mod
 from datasets.shards.loader import DataLoaderError, eval_loader, train_loader
 from datasets.shards.samples import encode_view, parse_sample
 from datasets.shards.tar import iter_samples, load_manifest
-from datasets.raw.validate import validate_split
-from datasets.shards import build
 
 ROOT = Path(__file__).resolve().parents[1]
 

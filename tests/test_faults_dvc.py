@@ -13,8 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
-
-from test_pipeline_e2e import TINY, run_dvc, stages_run, make_repo_copy
+from test_pipeline_e2e import TINY, make_repo_copy, run_dvc, stages_run
 
 pytestmark = pytest.mark.faults
 

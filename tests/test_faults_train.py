@@ -88,9 +88,9 @@ def test_sigkill_while_writing_a_checkpoint_never_loads_the_partial_one(tmp_path
 
 
 def _gan():
-    from model.gan import GanStep
     from model.config import LossConfig, OptimConfig
     from model.discriminator import build_discriminators
+    from model.gan import GanStep
     from model.generator import build_generator
 
     torch.manual_seed(0)
@@ -153,16 +153,15 @@ def test_a_generator_with_non_finite_weights_is_never_registered(tmp_path: Path,
 def test_corrupt_shard_at_train_time_is_skipped_and_counted_in_mlflow(tmp_path: Path, monkeypatch) -> None:
     """Fault 5 through the training loop: a truncated and a bit-flipped shard; the run completes its
     steps and MLflow's ``data/errors`` counts what was skipped (the loader's part is in test_faults_data)."""
-    from mlflow.tracking import MlflowClient
-
-    from datasets.shards.tar import load_manifest
-    from pipelines import train
-    from train_fixtures import DATASET, make_tiny_project, read_summary
-
     import dataclasses
 
-    from pipelines.config.params import load_config
+    from mlflow.tracking import MlflowClient
+    from train_fixtures import DATASET, make_tiny_project, read_summary
+
     from datasets.shards.build import preprocess
+    from datasets.shards.tar import load_manifest
+    from pipelines import train
+    from pipelines.config.params import load_config
 
     params = make_tiny_project(tmp_path)
     cfg = load_config(params)

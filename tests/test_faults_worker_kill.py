@@ -8,7 +8,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from test_train_slow import tiny  # noqa: F401  (tiny is a fixture)
 from train_fixtures import metric_steps, read_summary, run_in_project, train_command
 

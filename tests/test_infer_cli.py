@@ -14,8 +14,7 @@ from model.config import ModelConfig
 from model.export import PackedGenerator
 from model.generator import build_generator
 from pipelines import infer
-from pipelines.apps import pose_transfer
-from pipelines.apps import pose_extract
+from pipelines.apps import pose_extract, pose_transfer
 
 SIZE = (32, 24)
 TINY = dict(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,

@@ -6,9 +6,9 @@ import socket
 import pytest
 import torch
 
-from model.gan import GanStep
 from model.config import LossConfig, OptimConfig
 from model.discriminator import build_discriminators
+from model.gan import GanStep
 from model.generator import build_generator
 from tests.model_utils import synthetic_batch, tiny_config
 

@@ -3,8 +3,8 @@ import pytest
 import torch
 
 from model.config import VARIANTS, LossConfig, ModelConfig, OptimConfig
-from model.gan import GanStep
 from model.discriminator import build_discriminators
+from model.gan import GanStep
 from model.generator import build_generator, count_parameters
 from tests.model_utils import H, P, W, synthetic_batch, tiny_config
 

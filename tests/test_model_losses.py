@@ -4,9 +4,18 @@ import torch
 
 from model.backbones import PixelBackbone, build_backbone
 from model.config import LossConfig
-from model.losses import (attention_reconstruction_loss, content_loss, flow_regularization_loss, l1_loss,
-                          lsgan_d_loss, lsgan_g_loss, masked_mean, r1_penalty, sampling_correctness_loss,
-                          style_loss)
+from model.losses import (
+    attention_reconstruction_loss,
+    content_loss,
+    flow_regularization_loss,
+    l1_loss,
+    lsgan_d_loss,
+    lsgan_g_loss,
+    masked_mean,
+    r1_penalty,
+    sampling_correctness_loss,
+    style_loss,
+)
 from model.warp import flow_warp
 from tests.model_utils import H, W, synthetic_batch
 

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from model.config import VARIANTS, LossConfig, OptimConfig
-from model.gan import GanStep
 from model.discriminator import build_discriminators
+from model.gan import GanStep
 from model.generator import build_generator
 from tests.model_utils import synthetic_batch, tiny_config
 

@@ -2,8 +2,15 @@
 import pytest
 import torch
 
-from model.warp import (attention_probs, attention_warp, attention_warp_reference, crop_boxes, flow_warp,
-                        pixel_grid, resize_flow)
+from model.warp import (
+    attention_probs,
+    attention_warp,
+    attention_warp_reference,
+    crop_boxes,
+    flow_warp,
+    pixel_grid,
+    resize_flow,
+)
 
 
 @pytest.fixture(autouse=True)

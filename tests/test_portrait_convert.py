@@ -11,10 +11,10 @@ from PIL import Image
 
 from datasets.pose.landmarks import MISSING, visible
 from datasets.raw.layout import get_layout, identity_of
-from datasets.synthetic.face_edits import Expression
-from datasets.synthetic.portrait_geometry import HeadPose
-from datasets.synthetic.portrait import base_pose, render_view, sample_identity
 from datasets.raw.portrait_import import read_pts
+from datasets.synthetic.face_edits import Expression
+from datasets.synthetic.portrait import base_pose, render_view, sample_identity
+from datasets.synthetic.portrait_geometry import HeadPose
 from pipelines.convert_portraits import main
 
 SRC = (120, 100)  # (H, W) of the fixture's "camera" images

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_pipeline_e2e import stages_run, make_repo_copy
+from tests.test_pipeline_e2e import make_repo_copy, stages_run
 
 pytestmark = pytest.mark.slow
 

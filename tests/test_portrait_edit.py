@@ -6,10 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from datasets.synthetic import face_edits as E
 from datasets.pose.landmarks import MISSING, visible
-from datasets.synthetic.portrait_geometry import HeadPose, image_landmarks, neutral_landmarks
+from datasets.synthetic import face_edits as E
 from datasets.synthetic.portrait import base_pose, sample_expression, sample_identity
+from datasets.synthetic.portrait_geometry import HeadPose, image_landmarks, neutral_landmarks
 
 SIZE = (128, 128)
 

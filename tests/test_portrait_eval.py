@@ -9,10 +9,16 @@ import pytest
 import torch
 
 from datasets.pose.landmarks import NUM_PARTS
-from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
 from datasets.shards.views import split_views
-from pipelines.evaluation.landmark_regressor import (RegressorError, RegressorRecipe, load_regressor, nme,
-                                                     regressor_path, train_and_save)
+from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
+from pipelines.evaluation.landmark_regressor import (
+    RegressorError,
+    RegressorRecipe,
+    load_regressor,
+    nme,
+    regressor_path,
+    train_and_save,
+)
 from pipelines.evaluation.portrait import GRID_EDITS, editing_grid, evaluate_portrait, report
 
 SIZE = (32, 32)
@@ -20,8 +26,8 @@ SIZE = (32, 32)
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[Path, dict]:
-    from datasets.synthetic.portrait import write_dataset
     from datasets.shards.build import preprocess
+    from datasets.synthetic.portrait import write_dataset
 
     root = tmp_path_factory.mktemp("peval")
     spec = SynthesizeSpec(generator="portrait", seed=11, height=32, width=32, train_identities=2,

@@ -10,12 +10,17 @@ import pytest
 
 from datasets.pose.landmarks import MISSING, visible
 from datasets.raw.layout import find_split, get_layout, identity_of, read_annotations, read_pairs
-from datasets.synthetic.face_edits import Expression
-from datasets.synthetic.portrait_geometry import HeadPose
 from datasets.specs import SynthesizeSpec
+from datasets.synthetic.face_edits import Expression
 from datasets.synthetic.portrait import (
-    base_pose, identity_views, render_view, sample_identity, total_images, write_dataset,
+    base_pose,
+    identity_views,
+    render_view,
+    sample_identity,
+    total_images,
+    write_dataset,
 )
+from datasets.synthetic.portrait_geometry import HeadPose
 
 SPEC = SynthesizeSpec(generator="portrait", seed=3, height=48, width=48, train_identities=3, test_identities=2,
                       views_per_identity=3, file_prefix="portrait", supersample=2)

@@ -15,15 +15,22 @@ import pytest
 import torch
 import yaml
 
-from datasets.shards.augment import AugmentConfig
 from datasets.pose.heatmaps import quantise
-from datasets.pose.landmarks import NUM_PARTS, PART_FLIP, face_box, flip_part_maps, flip_permutation, render_part_maps
-from datasets.raw.layout import LayoutError
-from datasets.shards.loader import eval_loader, train_loader
+from datasets.pose.landmarks import (
+    NUM_PARTS,
+    PART_FLIP,
+    face_box,
+    flip_part_maps,
+    flip_permutation,
+    render_part_maps,
+)
 from datasets.pose.scheme import BODY, PORTRAIT, scheme_of_manifest
+from datasets.raw.layout import LayoutError
+from datasets.shards.augment import AugmentConfig
+from datasets.shards.build import preprocess
+from datasets.shards.loader import eval_loader, train_loader
 from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
 from pipelines.config.params import ConfigError, load_config
-from datasets.shards.build import preprocess
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (32, 32)
@@ -142,9 +149,9 @@ def test_dataset_overrides_select_the_model_per_dataset(tmp_path):
 
 def test_tiny_portrait_model_overfits_a_few_loader_pairs(portrait_shards):
     """Four real portrait pairs from the loader; L1 to the targets falls by half within 30 CPU seconds."""
-    from model.gan import GanStep
     from model.config import LossConfig, ModelConfig, OptimConfig
     from model.discriminator import build_discriminators
+    from model.gan import GanStep
     from model.generator import build_generator
 
     shards, _ = portrait_shards

@@ -5,9 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.tracking import registry
-
 from pipelines import ui
+from pipelines.tracking import registry
 from tests.test_registry_promotion import eval_doc, example_input, exported_generator
 
 pytestmark = pytest.mark.slow

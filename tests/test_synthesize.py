@@ -11,12 +11,12 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from datasets.synthetic import fashion as sf
-from datasets.synthetic.figure_render import BodyView, render_figure
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS
 from datasets.raw.layout import get_layout, identity_of
 from datasets.sheets.pose_sheet import draw_skeleton, pose_sheet
 from datasets.specs import SynthesizeSpec
+from datasets.synthetic import fashion as sf
+from datasets.synthetic.figure_render import BodyView, render_figure
 from datasets.synthetic.generators import GENERATORS
 from pipelines import synthesize as cli
 

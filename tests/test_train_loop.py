@@ -4,10 +4,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from train_fixtures import make_tiny_project, metric_steps, read_summary
 
 from pipelines import train
 from pipelines.training.checkpoint import CheckpointStore, non_finite_tensors
-from train_fixtures import make_tiny_project, metric_steps, read_summary
 
 
 @pytest.fixture(scope="module")

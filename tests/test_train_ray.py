@@ -7,8 +7,15 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from train_fixtures import ROOT, make_tiny_project, metric_steps, processes_of, project_env, read_summary, stop_processes
+from train_fixtures import (
+    ROOT,
+    make_tiny_project,
+    metric_steps,
+    processes_of,
+    project_env,
+    read_summary,
+    stop_processes,
+)
 
 
 @pytest.fixture(scope="module")

@@ -15,9 +15,18 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from train_fixtures import (ROOT, free_port, make_tiny_project, metric_steps, processes_of, project_env,
-                            read_summary, run_in_project, stop_processes, train_command)
+from train_fixtures import (
+    ROOT,
+    free_port,
+    make_tiny_project,
+    metric_steps,
+    processes_of,
+    project_env,
+    read_summary,
+    run_in_project,
+    stop_processes,
+    train_command,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -41,9 +50,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 def test_default_data_two_ray_workers_keep_g_identical(tmp_path: Path) -> None:
     """The embedded default dataset and model (128×88) on 2 Ray workers."""
+    from datasets.shards.build import preprocess
     from datasets.synthetic.fashion import write_dataset
     from pipelines.config.params import load_config
-    from datasets.shards.build import preprocess
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     spec = raw["datasets"]["synthetic_fashion"]

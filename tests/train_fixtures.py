@@ -25,9 +25,9 @@ TINY_MODEL = dict(base_channels=8, max_channels=16, flow_channels=4, attn_dim=8,
 
 def make_tiny_project(root: Path, train: dict | None = None) -> Path:
     """Write ``root/params.yaml`` and the tiny dataset's raw files and shards; returns the params path."""
+    from datasets.shards.build import preprocess
     from datasets.synthetic.fashion import write_dataset
     from pipelines.config.params import load_config
-    from datasets.shards.build import preprocess
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["datasets"][DATASET] = {

@@ -28,7 +28,8 @@ from typing import Callable
 import numpy as np
 
 from datasets.pose import heatmaps, keypoints, landmarks
-from datasets.pose.face import NO_FACE_BOX, FaceBox, face_box as body_face_box
+from datasets.pose.face import NO_FACE_BOX, FaceBox
+from datasets.pose.face import face_box as body_face_box
 
 TASKS: tuple[str, ...] = ("pose", "portrait")
 

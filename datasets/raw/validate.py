@@ -20,7 +20,14 @@ from PIL import Image, UnidentifiedImageError
 
 from datasets.pose.keypoints import MISSING
 from datasets.raw.layout import (
-    LayoutSpec, PairRow, SplitFiles, find_split, identity_of, read_annotations, read_pairs, rescale_keypoints,
+    LayoutSpec,
+    PairRow,
+    SplitFiles,
+    find_split,
+    identity_of,
+    read_annotations,
+    read_pairs,
+    rescale_keypoints,
 )
 from datasets.specs import DatasetSpec, PreprocessConfig
 

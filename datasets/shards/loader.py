@@ -51,9 +51,9 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from datasets.pose import heatmaps
-from datasets.shards.augment import AugmentConfig, Augmenter
 from datasets.pose.face import crop_face
 from datasets.pose.scheme import pose_channels_of_manifest, scheme_of_manifest
+from datasets.shards.augment import AugmentConfig, Augmenter
 from datasets.shards.samples import Sample, SampleError, decode_image, parse_sample
 from datasets.shards.tar import ShardFormatError, iter_samples, load_manifest
 

@@ -16,8 +16,8 @@ import numpy as np
 
 from datasets.pose import heatmaps
 from datasets.pose.face import crop_face
-from datasets.raw.layout import PairRow
 from datasets.pose.scheme import BODY, PoseScheme
+from datasets.raw.layout import PairRow
 from datasets.raw.validate import ImageRecord
 
 JPEG_MAGIC = b"\xff\xd8"

@@ -6,10 +6,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from datasets.files import atomic_write_bytes
 from datasets.pose import heatmaps
 from datasets.pose.keypoints import LIMBS, MISSING, NUM_JOINTS
 from datasets.shards.samples import decode_image, parse_sample
-from datasets.files import atomic_write_bytes
 from datasets.shards.tar import iter_samples
 
 

@@ -35,12 +35,12 @@ import numpy as np
 from PIL import Image
 
 from datasets.files import staged_dir
-from datasets.synthetic.backgrounds import ground_shadow, make_background
-from datasets.synthetic.figure_raster import Material
-from datasets.synthetic.figure_render import FigureAppearance, BodyPose, BodyView, render_figure
 from datasets.pose.keypoints import MISSING
 from datasets.raw.layout import SPLITS
 from datasets.specs import SynthesizeSpec
+from datasets.synthetic.backgrounds import ground_shadow, make_background
+from datasets.synthetic.figure_raster import Material
+from datasets.synthetic.figure_render import BodyPose, BodyView, FigureAppearance, render_figure
 
 VIEW_NAMES: tuple[str, ...] = ("front", "side", "back", "full")
 JPEG_SUBSAMPLING = 0  # 4:4:4: keeps thin stripes and small faces legible at 128 px

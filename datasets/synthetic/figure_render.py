@@ -29,11 +29,24 @@ from typing import Literal
 
 import numpy as np
 
-from datasets.synthetic.figure_raster import (
-    RGB, Band, FigureCanvas, Material, Projector, RibbonShape, choose, draw_capsule, draw_disc, draw_ribbon,
-    material_rgb, plain_colors, rot_y, shade, smooth_band,
-)
 from datasets.pose.keypoints import JOINT_INDEX, MISSING, NUM_JOINTS
+from datasets.synthetic.figure_raster import (
+    RGB,
+    Band,
+    FigureCanvas,
+    Material,
+    Projector,
+    RibbonShape,
+    choose,
+    draw_capsule,
+    draw_disc,
+    draw_ribbon,
+    material_rgb,
+    plain_colors,
+    rot_y,
+    shade,
+    smooth_band,
+)
 
 # --------------------------------------------------------------------------- looks and poses
 

@@ -31,13 +31,14 @@ import numpy as np
 
 from datasets.files import staged_dir
 from datasets.pose.landmarks import encode_row
-from datasets.synthetic.face_edits import Expression, apply_expression
-from datasets.synthetic.portrait_geometry import FaceShape, HeadPose, image_landmarks, neutral_landmarks
-from datasets.synthetic.portrait_render import GLASSES, HAIR_STYLES, PortraitAppearance, render
 from datasets.specs import SynthesizeSpec
+from datasets.synthetic.face_edits import Expression, apply_expression
+
 # One summary type and one JPEG writer (4:4:4 chroma keeps the lips and irises of 64-pixel
 # faces; no optimisation = fixed bytes) for every generator.
 from datasets.synthetic.fashion import Summary, save_jpeg
+from datasets.synthetic.portrait_geometry import FaceShape, HeadPose, image_landmarks, neutral_landmarks
+from datasets.synthetic.portrait_render import GLASSES, HAIR_STYLES, PortraitAppearance, render
 
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
     (0.97, 0.82, 0.71), (0.93, 0.74, 0.6), (0.84, 0.62, 0.46), (0.68, 0.47, 0.33),

@@ -20,7 +20,15 @@ import cv2
 import numpy as np
 
 from datasets.synthetic.portrait_geometry import (
-    NOSE_PROTRUSION, FaceShape, HeadProfile, HeadPose, head_profile, lift, project, raycast, yaw_rotate,
+    NOSE_PROTRUSION,
+    FaceShape,
+    HeadPose,
+    HeadProfile,
+    head_profile,
+    lift,
+    project,
+    raycast,
+    yaw_rotate,
 )
 
 Colour = tuple[float, float, float]

@@ -25,7 +25,14 @@ from datasets.sheets.cells import enlarge, label
 from datasets.synthetic import face_edits as PE
 from model.export import PackedGenerator, pack_inputs
 from pipelines.apps.face_mesh import NoFaceFound, extract_landmarks
-from pipelines.apps.inputs import InputError, PointFormat, check_points, read_csv_points, read_image, read_points_json
+from pipelines.apps.inputs import (
+    InputError,
+    PointFormat,
+    check_points,
+    read_csv_points,
+    read_image,
+    read_points_json,
+)
 from pipelines.tracking.registry import ModelLoadError, load_packed
 from pipelines.training.restore import CheckpointError, ema_generator, load_checkpoint
 

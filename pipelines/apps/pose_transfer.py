@@ -18,8 +18,16 @@ from datasets.pose import heatmaps
 from datasets.pose.keypoints import MISSING, NUM_JOINTS
 from datasets.sheets.pose_sheet import draw_skeleton
 from model.export import PackedGenerator, pack_inputs
-from pipelines.apps.inputs import (IMAGE_SUFFIXES, InputError, PointFormat, check_points, read_csv_points, read_image,
-                                   read_points_json, save_rgb)
+from pipelines.apps.inputs import (
+    IMAGE_SUFFIXES,
+    InputError,
+    PointFormat,
+    check_points,
+    read_csv_points,
+    read_image,
+    read_points_json,
+    save_rgb,
+)
 from pipelines.apps.pose_extract import NoPersonFound, extract_keypoints
 from pipelines.tracking.registry import ModelLoadError, load_packed
 

@@ -30,12 +30,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from datasets.files import atomic_write_bytes
 from datasets.pose import heatmaps
-from datasets.shards.augment import AugmentConfig
 from datasets.raw.layout import find_split, get_layout, read_pairs
+from datasets.shards.augment import AugmentConfig
 from datasets.shards.loader import train_loader
 from datasets.shards.samples import decode_image, parse_sample
-from datasets.files import atomic_write_bytes
 from datasets.shards.tar import iter_samples, load_manifest
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args

@@ -29,8 +29,8 @@ from typing import Any, Callable
 import torch
 
 from model.config import VARIANTS, LossConfig, ModelConfig, OptimConfig
-from model.gan import GanStep, prepare_module
 from model.discriminator import build_discriminators
+from model.gan import GanStep, prepare_module
 from model.generator import build_generator, count_parameters
 from model.warp import attention_warp, attention_warp_reference
 from pipelines.config.logs import add_log_level_arg, setup_logging

@@ -37,7 +37,6 @@ from pipelines.evaluation.generators import GenerateFn
 from pipelines.evaluation.landmark_regressor import RegressorRecipe, load_regressor, nme, predict, to_tensor
 from pipelines.evaluation.plots import plot_histograms
 
-
 GRID_EDITS: tuple[tuple[str, dict[str, float]], ...] = (
     ("rotate 20 deg", {"rotate": 20.0}),  # cv2 fonts have no degree sign
     ("mouth-open 0.8", {"mouth_open": 0.8}),

@@ -18,11 +18,24 @@ from model import metrics as M
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest
 from pipelines.evaluation.landmark_regressor import regressor_path
 from pipelines.evaluation.networks import build_networks
-from pipelines.evaluation.plots import (plot_sample_grid, plot_ssim_histogram, plot_training_curves, training_curves,
-                                        write_per_pair)
+from pipelines.evaluation.plots import (
+    plot_sample_grid,
+    plot_ssim_histogram,
+    plot_training_curves,
+    training_curves,
+    write_per_pair,
+)
 from pipelines.evaluation.portrait import evaluate_portrait
-from pipelines.evaluation.scoring import (BASELINES, TARGETS, PartJob, canonical_sha256, evaluate_parallel,
-                                          reference_set_hash, summarise, train_images)
+from pipelines.evaluation.scoring import (
+    BASELINES,
+    TARGETS,
+    PartJob,
+    canonical_sha256,
+    evaluate_parallel,
+    reference_set_hash,
+    summarise,
+    train_images,
+)
 from pipelines.tracking.journal import tracking_uri
 from pipelines.tracking.redact import redact
 

@@ -21,7 +21,9 @@ import numpy as np
 import torch
 
 import model
-from model.export import PackedGenerator
+from datasets.shards.loader import eval_loader
+from datasets.shards.tar import load_manifest
+from model.export import PackedGenerator, pack_inputs
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 MODEL_ARTIFACT = "generator_ema"
@@ -246,3 +248,19 @@ def load_packed(model: str) -> PackedGenerator:
     if not isinstance(net, PackedGenerator):
         raise ModelLoadError(f"--model {model}: not an AttnFlow generator (got {type(net).__name__})")
     return net.eval()
+
+
+def export_generator(ema: torch.nn.Module, shards: str | Path) -> tuple[PackedGenerator, np.ndarray, float]:
+    """The EMA generator as the registry serves it (one packed tensor in, the image out), the
+    input example (the first test pair, as the loader gives it) and the largest difference between
+    the exported and the direct output on it (a reproducibility check: should be 0)."""
+    manifest = load_manifest(shards)
+    size = tuple(int(v) for v in manifest["image_size"])
+    sigma = float(manifest["preprocess"]["heatmap_sigma"])
+    exported = PackedGenerator(ema, ema.cfg.pose_channels, size, heatmap_sigma=sigma)
+    batch = next(iter(eval_loader(shards, batch_size=1, num_workers=0)))
+    packed = pack_inputs(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    with torch.no_grad():
+        direct = ema(batch["source_image"], batch["source_pose"], batch["target_pose"]).image
+        err = float((exported(packed) - direct).abs().max())
+    return exported, packed.numpy(), err

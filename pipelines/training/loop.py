@@ -24,10 +24,10 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipelines.training.checkpoint import CheckpointInfo, CheckpointStore, NonFiniteCheckpointError
 from pipelines.config.params import build_dataclass
-from pipelines.training.faults import FaultHooks, from_env
 from pipelines.tracking.journal import Tracker, tracking_uri, write_run_meta
+from pipelines.training.checkpoint import CheckpointInfo, CheckpointStore, NonFiniteCheckpointError
+from pipelines.training.faults import FaultHooks, from_env
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,8 @@ def _sync_comm_hook(timings: list[float]):
 
 def build_gan(cfg: Any, device: torch.device, profile_timings: list[float] | None = None) -> Any:
     """G, D (and face D) on ``device``, each wrapped in DDP on its own when distributed."""
-    from model.gan import GanStep, prepare_module
     from model.discriminator import build_discriminators
+    from model.gan import GanStep, prepare_module
     from model.generator import build_generator
 
     g = prepare_module(build_generator(cfg.model), device, cfg.optim)

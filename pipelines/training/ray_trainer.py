@@ -4,11 +4,15 @@ Kept apart from the loop itself (pipelines/training/loop.py), which also runs wi
 """
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
+
+from pipelines.tracking.redact import redact
+from pipelines.training.loop import loop_config_from
 
 log = logging.getLogger(__name__)
 
@@ -191,3 +195,23 @@ def worker_fn(loop_config: dict) -> None:
     ctx = context_from(loop_config)
     setup_logging(ctx.log_level, "train", own_console=True)
     run_worker(ctx, RaySession())
+
+
+def train_on_ray(ctx: Any, tcfg: Any, storage: str, root: Path) -> dict | None:
+    """Run the loop on ``tcfg.workers`` Ray Train workers (joining or starting Ray); the run's
+    summary, or None (logged in one line) when training failed."""
+    address = resolve_address(tcfg.ray_address)
+    started = connect(address, tcfg.workers, worker_env(tcfg.threads_per_worker, root), root)
+    try:
+        use_gpu = tcfg.device == "cuda" or (tcfg.device == "auto" and cluster_has_gpus())
+        warn_if_short(tcfg.workers, use_gpu, tcfg.threads_per_worker)
+        fit(worker_fn, loop_config_from(ctx), num_workers=tcfg.workers, use_gpu=use_gpu,
+            threads_per_worker=tcfg.threads_per_worker, run_name=ctx.run_name, storage_path=storage,
+            max_failures=tcfg.max_failures)
+    except Exception as exc:  # Ray wraps the worker's exception; show the cause in one line
+        log.error("training failed: %s: %s", type(exc).__name__, redact(str(exc).strip().splitlines()[-1][:500]))
+        return None
+    finally:
+        shutdown(started)
+    path = Path(ctx.run_dir) / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
