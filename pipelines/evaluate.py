@@ -24,7 +24,7 @@ import logging
 from pathlib import Path
 
 from pipelines.config.logs import add_log_level_arg, setup_logging
-from pipelines.config.params import add_config_args, config_from_args
+from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
 from pipelines.evaluation.landmark_regressor import RegressorError
 from pipelines.evaluation.run import run_evaluation
@@ -57,11 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, "evaluate")
     cfg = config_from_args(args)
     dataset = args.dataset or cfg.train.dataset
-    try:
-        cfg.dataset(dataset)
-    except KeyError as exc:
-        log.error("%s", exc.args[0])
-        return 2
+    dataset_from_args(cfg, dataset)
     run_name = args.run_name or cfg.train.run_name or dataset
     run_dir = Path("runs") / run_name
     try:

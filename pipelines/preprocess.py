@@ -19,7 +19,7 @@ from pathlib import Path
 from datasets.raw.layout import LayoutError
 from datasets.shards.build import RejectFractionError, preprocess
 from pipelines.config.logs import add_log_level_arg, setup_logging
-from pipelines.config.params import add_config_args, config_from_args
+from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 
 
 def _summary(manifest: dict, out: Path, figure: Path | None, metrics: Path | None) -> str:
@@ -55,11 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level, "preprocess")
     cfg = config_from_args(args)
-    try:
-        spec = cfg.dataset(args.dataset)
-    except KeyError as exc:
-        print(f"config error: {exc.args[0]}", file=sys.stderr)
-        return 2
+    spec = dataset_from_args(cfg, args.dataset)
     if args.root:
         spec = replace(spec, root=args.root)
     out = Path(args.out or spec.shards)

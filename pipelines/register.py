@@ -20,7 +20,7 @@ import tempfile
 from pathlib import Path
 
 from pipelines.config.logs import add_log_level_arg, setup_logging
-from pipelines.config.params import add_config_args, config_from_args
+from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
 from pipelines.evaluation.run import run_evaluation
 from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
@@ -45,11 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging(args.log_level, "register")
     cfg = config_from_args(args)
     dataset = args.dataset or cfg.train.dataset
-    try:
-        spec = cfg.dataset(dataset)
-    except KeyError as exc:
-        log.error("%s", exc.args[0])
-        return 2
+    spec = dataset_from_args(cfg, dataset)
     rcfg = cfg.register
     metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
     if not metrics_path.is_file():

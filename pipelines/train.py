@@ -31,7 +31,7 @@ T_COMMAND = time.time()
 
 from datasets.files import file_sha256  # noqa: E402 - after the start-time stamp
 from pipelines.config.logs import add_log_level_arg, setup_logging  # noqa: E402
-from pipelines.config.params import add_config_args, config_from_args, to_dict  # noqa: E402
+from pipelines.config.params import add_config_args, config_from_args, dataset_from_args, to_dict  # noqa: E402
 from pipelines.tracking.journal import (  # noqa: E402
     default_artifact_location,
     git_commit,
@@ -87,10 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     tcfg = cfg.train
     root = project_root()
-    try:
-        spec = cfg.dataset(tcfg.dataset)
-    except KeyError as exc:
-        return _usage_error(str(exc.args[0]))
+    spec = dataset_from_args(cfg, tcfg.dataset)
     shards = Path(_resolve(spec.shards, root))
     manifest = shards / "manifest.json"
     if not manifest.is_file():

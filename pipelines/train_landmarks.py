@@ -14,7 +14,7 @@ from pathlib import Path
 
 from datasets.shards.tar import load_manifest
 from pipelines.config.logs import add_log_level_arg, setup_logging
-from pipelines.config.params import add_config_args, config_from_args
+from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 from pipelines.evaluation.landmark_regressor import regressor_path, train_and_save
 
 log = logging.getLogger("train_landmarks")
@@ -33,11 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, "train_landmarks")
     cfg = config_from_args(args)
-    try:
-        spec = cfg.dataset(args.dataset)
-    except KeyError as exc:
-        log.error("%s", exc.args[0])
-        return 2
+    spec = dataset_from_args(cfg, args.dataset)
     if spec.task != "portrait":
         log.error("%s is a %s dataset; the landmark regressor is for portrait datasets", args.dataset, spec.task)
         return 2

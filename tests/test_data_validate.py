@@ -86,7 +86,9 @@ def test_stage_fails_clearly_when_too_much_is_rejected(broken, tmp_path, capsys)
     assert "train: 11 of 23 images rejected" in err and "max_reject_fraction=0.2" in err
     assert not (tmp_path / "out").exists()  # nothing published
     assert (tmp_path / "out.rejects-failed.csv").is_file()
-    assert stage.main(["--dataset", "nope", "--params", str(params)]) == 2
+    with pytest.raises(SystemExit) as exit_:  # a config error, as for any command
+        stage.main(["--dataset", "nope", "--params", str(params)])
+    assert exit_.value.code == 2
     assert "unknown dataset 'nope'" in capsys.readouterr().err
     assert stage.main(["--dataset", "b", "--params", str(params), "--root", str(tmp_path / "absent")]) == 2
     assert "raw dataset folder not found" in capsys.readouterr().err

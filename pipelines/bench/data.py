@@ -38,7 +38,7 @@ from datasets.shards.loader import train_loader
 from datasets.shards.samples import decode_image, parse_sample
 from datasets.shards.tar import iter_samples, load_manifest
 from pipelines.config.logs import add_log_level_arg, setup_logging
-from pipelines.config.params import add_config_args, config_from_args
+from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 
 log = logging.getLogger("bench.data")
 
@@ -183,11 +183,7 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     setup_logging(args.log_level, "bench data")
     cfg = config_from_args(args)
-    try:
-        spec = cfg.dataset(args.dataset)
-    except KeyError as exc:
-        log.error("%s", exc.args[0])
-        return 2
+    spec = dataset_from_args(cfg, args.dataset)
     shards = Path(args.shards or spec.shards)
     try:
         manifest = load_manifest(shards)

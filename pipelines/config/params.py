@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import sys
+import logging
 import types
 import typing
 from pathlib import Path
@@ -17,7 +17,10 @@ from typing import Any, Literal, Union
 
 import yaml
 
+from datasets.specs import DatasetSpec
 from pipelines.config.schema import Config
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -212,13 +215,22 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    """Load the config named by the CLI args; on error print one line and exit 2."""
+    """Load the config named by the CLI args; on error log one line and exit 2."""
     try:
         cfg = load_config(args.params, args.overrides, getattr(args, "dataset", None))
     except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
+        log.error("config: %s", exc)
         raise SystemExit(2) from None
     if getattr(args, "dump_config", False):
         print(json.dumps(to_dict(cfg), indent=2, sort_keys=True))
         raise SystemExit(0)
     return cfg
+
+
+def dataset_from_args(cfg: Config, name: str) -> DatasetSpec:
+    """The params.yaml entry of dataset ``name``; on an unknown name log one line and exit 2."""
+    try:
+        return cfg.dataset(name)
+    except KeyError as exc:
+        log.error("config: %s", exc.args[0])
+        raise SystemExit(2) from None
