@@ -19,6 +19,7 @@ from datasets.raw.layout import CSV_PREFIXES
 from datasets.sheets.portrait_sheet import landmark_sheet, pick_portrait_rows
 from datasets.sheets.pose_sheet import pick_pose_rows, pose_sheet, save_png
 from datasets.synthetic.generators import GENERATORS
+from datasets.synthetic.summary import total_images
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
 
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{dataset.source_size[0]}x{dataset.source_size[1]}; preprocess will rescale", file=sys.stderr)
     gen = GENERATORS[spec.generator]
     root = Path(args.out or dataset.root)
-    bar = tqdm(total=gen.total(spec), unit="img", desc=f"synthesize {name}",
+    bar = tqdm(total=total_images(spec), unit="img", desc=f"synthesize {name}",
                disable=args.no_progress or None, file=sys.stderr)
     try:
         summary = gen.write(spec, root, lambda _sample: bar.update(1))
@@ -84,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         _fail(str(exc))
     finally:
         bar.close()
-    print(f"synthesize {name}: {gen.describe(summary)}")
+    print(f"synthesize {name}: {summary.describe(gen.noun)}")
     print(f"synthesize {name}: dataset -> {root}")
     if not args.no_contact:
         out = Path(args.contact or f"reports/figures/{name}-contact.png")

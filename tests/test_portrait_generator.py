@@ -17,10 +17,10 @@ from datasets.synthetic.portrait import (
     identity_views,
     render_view,
     sample_identity,
-    total_images,
     write_dataset,
 )
 from datasets.synthetic.portrait_geometry import HeadPose
+from datasets.synthetic.summary import total_images
 
 SPEC = SynthesizeSpec(generator="portrait", seed=3, height=48, width=48, train_identities=3, test_identities=2,
                       views_per_identity=3, file_prefix="portrait", supersample=2)

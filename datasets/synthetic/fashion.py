@@ -41,6 +41,7 @@ from datasets.specs import SynthesizeSpec
 from datasets.synthetic.backgrounds import ground_shadow, make_background
 from datasets.synthetic.figure_raster import Material
 from datasets.synthetic.figure_render import BodyPose, BodyView, FigureAppearance, render_figure
+from datasets.synthetic.summary import Summary
 
 VIEW_NAMES: tuple[str, ...] = ("front", "side", "back", "full")
 JPEG_SUBSAMPLING = 0  # 4:4:4: keeps thin stripes and small faces legible at 128 px
@@ -311,17 +312,6 @@ def save_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
                                 optimize=False, progressive=False)
 
 
-@dataclass(frozen=True)
-class Summary:
-    root: Path
-    images: dict[str, int]
-    pairs: dict[str, int]
-    identities: dict[str, int]
-    seconds: float
-
-    @property
-    def images_per_s(self) -> float:
-        return sum(self.images.values()) / max(self.seconds, 1e-9)
 
 
 def write_dataset(spec: SynthesizeSpec, root: str | Path,
@@ -375,13 +365,5 @@ def _write_text(path: Path, lines: list[str]) -> None:
         fh.write("\n".join(lines) + "\n")
 
 
-def total_images(spec: SynthesizeSpec) -> int:
-    return (spec.train_identities + spec.test_identities) * spec.views_per_identity
 
 
-def describe(summary: Summary) -> str:
-    n = sum(summary.images.values())
-    return (f"{n} images ({summary.images['train']} train / {summary.images['test']} test, "
-            f"{summary.identities['train']}+{summary.identities['test']} identities), "
-            f"{summary.pairs['train']}+{summary.pairs['test']} pairs in {summary.seconds:.1f} s "
-            f"({summary.images_per_s:.0f} images/s)")

@@ -36,9 +36,10 @@ from datasets.synthetic.face_edits import Expression, apply_expression
 
 # One summary type and one JPEG writer (4:4:4 chroma keeps the lips and irises of 64-pixel
 # faces; no optimisation = fixed bytes) for every generator.
-from datasets.synthetic.fashion import Summary, save_jpeg
+from datasets.synthetic.fashion import save_jpeg
 from datasets.synthetic.portrait_geometry import FaceShape, HeadPose, image_landmarks, neutral_landmarks
 from datasets.synthetic.portrait_render import GLASSES, HAIR_STYLES, PortraitAppearance, render
+from datasets.synthetic.summary import Summary
 
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
     (0.97, 0.82, 0.71), (0.93, 0.74, 0.6), (0.84, 0.62, 0.46), (0.68, 0.47, 0.33),
@@ -225,13 +226,5 @@ def write_dataset(spec: SynthesizeSpec, root: str | Path,
     return Summary(root, images, pairs, identities, time.perf_counter() - start)
 
 
-def total_images(spec: SynthesizeSpec) -> int:
-    return (spec.train_identities + spec.test_identities) * spec.views_per_identity
 
 
-def describe(summary: Summary) -> str:
-    n = sum(summary.images.values())
-    return (f"{n} portraits ({summary.images['train']} train / {summary.images['test']} test, "
-            f"{summary.identities['train']}+{summary.identities['test']} identities), "
-            f"{summary.pairs['train']}+{summary.pairs['test']} pairs in {summary.seconds:.1f} s "
-            f"({summary.images_per_s:.0f} images/s)")
