@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipelines.config.logs import setup_logging
 from pipelines.config.params import (
     ConfigError,
     add_config_args,
@@ -117,6 +118,7 @@ def _parse(argv):
     ],
 )
 def test_cli_errors_are_one_line_exit_2(argv, needle, capsys):
+    setup_logging("info", "test")  # as every command does before it reads its config
     with pytest.raises(SystemExit) as exc:
         config_from_args(_parse(["--params", str(PARAMS), *argv]))
     assert exc.value.code == 2
