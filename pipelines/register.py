@@ -4,12 +4,13 @@
 
 Reads ``metrics/<dataset>.json`` (written by pipelines.evaluate), loads the very checkpoint that was
 evaluated (its sha256 must match), logs its EMA generator to the training run as an MLflow model
-(PyTorch flavour, also loadable as pyfunc; signature, input example, pinned pip requirements, the
-``model`` package as code), registers it as ``attnflow-pose`` (``attnflow-portrait`` for portrait
-datasets), sets alias ``candidate`` and moves ``champion`` only when ``register.primary_metric``
-beats the champion's under the same protocol (see pipelines/tracking/registry.py).  The evaluation's metrics
-JSON, plots and sample grid are attached to the model and the run.  Writes
-``runs/<run>/registered-<dataset>.json``.
+(PyTorch flavour: the packed-tensor generator; python_function flavour: the column service of
+pipelines/serving that ``mlflow models serve`` answers HTTP with; the request signature and
+example, pinned pip requirements, the project packages as code), registers it as
+``attnflow-pose`` (``attnflow-portrait`` for portrait datasets), sets alias ``candidate`` and moves
+``champion`` only when ``register.primary_metric`` beats the champion's under the same protocol
+(see pipelines/tracking/registry.py).  The evaluation's metrics JSON, plots and sample grid are
+attached to the model and the run.  Writes ``runs/<run>/registered-<dataset>.json``.
 """
 from __future__ import annotations
 
@@ -67,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
                   gen_info["path"])
         return 2
 
-    exported, example, err = export_generator(ema, spec.shards)
+    exported, example, err, request = export_generator(ema, spec.shards)
     if err > 1e-6:
         log.error("the exported generator differs from the checkpoint's by %.2e", err)
         return 1
@@ -106,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
         reg = register_generator(
             exported, example, model_name=model_name, metrics_doc=doc, primary_metric=rcfg.primary_metric,
             run_id=doc.get("mlflow_run_id"), artifacts=artifacts, tags=tags,
-            rescore=rescore if rcfg.rescore_champion else None, experiment=cfg.train.mlflow_experiment)
+            rescore=rescore if rcfg.rescore_champion else None, experiment=cfg.train.mlflow_experiment,
+            task=spec.task, request_example=request)
     except (ValueError, EvaluationError) as exc:
         log.error("%s", redact(str(exc)))
         return 2

@@ -135,3 +135,21 @@ def test_register_after_evaluate_makes_a_champion(in_project: tuple[Path, Path])
     via_registry = json.loads(Path("metrics/registered.json").read_text())
     assert via_registry["model"] == doc["model"]
     assert via_registry["protocol_sha256"] == doc["protocol_sha256"]
+
+    # The same version is the column service too: its stored request (the first test pair) is
+    # answered with a PNG of the model's size.
+    import base64
+    import io
+    import sys
+
+    import mlflow.pyfunc
+    from PIL import Image
+
+    saved = list(sys.path)  # loading prepends the model's code folder
+    try:
+        served = mlflow.pyfunc.load_model("models:/attnflow-pose@champion")
+        answer = served.predict(served.input_example)
+    finally:
+        sys.path[:] = saved
+    image = Image.open(io.BytesIO(base64.b64decode(answer["image"][0])))
+    assert (image.height, image.width) == served.get_raw_model().image_size

@@ -16,11 +16,14 @@ import torch
 from model.config import ModelConfig
 from model.export import PackedGenerator
 from model.generator import build_generator
+from pipelines.serving.contract import encode_png
 from pipelines.tracking import registry
 
+ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,
             encoder_blocks=0, bottleneck_blocks=1, decoder_blocks=0, flow_depth=8)
 SIZE = (32, 24)
+KEYPOINTS = [[4 + (i % 4) * 5, 3 + i * 1.5] for i in range(18)]  # OpenPose-18 points inside the 32×24 frame
 
 
 def exported_generator(seed: int) -> PackedGenerator:
@@ -99,8 +102,11 @@ def test_registry_round_trip_and_promotion(store: Path) -> None:
     example = example_input(gens[0])
     art = store / "grid.png"
     art.write_bytes(b"\x89PNG fake")
+    request = {"source_image": encode_png(np.full((*SIZE, 3), 120, np.uint8)),
+               "target_keypoints": json.dumps(KEYPOINTS), "source_keypoints": json.dumps(KEYPOINTS)}
     r1 = registry.register_generator(gens[0], example, model_name=name, metrics_doc=eval_doc(0.5),
-                                     primary_metric="ssim", artifacts=[art], tags={"dataset": "tiny"})
+                                     primary_metric="ssim", artifacts=[art], tags={"dataset": "tiny"},
+                                     task="pose", request_example=request)
     r2 = registry.register_generator(gens[1], example, model_name=name, metrics_doc=eval_doc(0.4), primary_metric="ssim")
     client = mlflow.MlflowClient()
     assert (r1.promoted, r2.promoted) == (True, False)
@@ -110,31 +116,41 @@ def test_registry_round_trip_and_promotion(store: Path) -> None:
     assert r3.promoted and str(client.get_model_version_by_alias(name, "champion").version) == r3.version
     v1 = client.get_model_version(name, r1.version)
     assert v1.tags["dataset"] == "tiny" and v1.tags[registry.TAG_PROTOCOL] == "p" * 64
+    # r1 carries the request as its input example (MLflow checked it through the pyfunc at log time).
+    v1_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{r1.version}"))
+    stored = json.loads((v1_dir / "serving_input_example.json").read_text())
+    assert stored["dataframe_split"]["columns"] == list(request)
 
-    # A fresh process, outside the repository and with no PYTHONPATH, loads the champion by alias
-    # and reproduces the registration-time output; the signature rejects a wrong-shaped input.
+    # A fresh process, outside the repository and with no PYTHONPATH, loads the champion by alias:
+    # as the PyTorch generator it reproduces the registration-time output and rejects a wrong-shaped
+    # input; as pyfunc (its shipped code) it answers a column request with a PNG of the model's size.
     script = textwrap.dedent(f"""
-        import json, sys, numpy as np, mlflow, mlflow.pytorch, mlflow.pyfunc, torch
-        assert not any(p.endswith('/work/main') for p in sys.path)
+        import base64, io, json, sys, numpy as np, pandas as pd, mlflow, mlflow.pytorch, mlflow.pyfunc, torch
+        from PIL import Image
+        assert {str(ROOT)!r} not in sys.path
         uri = "models:/{name}@champion"
         local = mlflow.artifacts.download_artifacts(uri)
         x = np.load(local + "/extra_files/reference_input.npy")
         ref = np.load(local + "/extra_files/reference_output.npy")
         net = mlflow.pytorch.load_model(uri)
         out = net(torch.from_numpy(x)).numpy()
-        pf = mlflow.pyfunc.load_model(uri)
-        out2 = pf.predict(x)
         try:
-            pf.predict(x[:, :, :16])
+            net(torch.from_numpy(x[:, :, :16]))
             rejected = False
-        except Exception as exc:
-            rejected = "shape" in str(exc).lower()
-        print(json.dumps({{"err": float(np.abs(out - ref).max()), "err2": float(np.abs(out2 - ref).max()),
-                           "rejected": rejected}}))
+        except ValueError as exc:
+            rejected = "expected packed input" in str(exc)
+        pf = mlflow.pyfunc.load_model(uri)
+        answer = pf.predict(pd.DataFrame([json.load(open("request.json"))]))
+        served = np.asarray(Image.open(io.BytesIO(base64.b64decode(answer["image"][0]))))
+        import pipelines
+        print(json.dumps({{"err": float(np.abs(out - ref).max()), "rejected": rejected,
+                           "net": type(net).__name__, "served": list(served.shape),
+                           "code": "/code/pipelines/" in pipelines.__file__}}))
     """)
+    (store / "request.json").write_text(json.dumps(request))
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     done = subprocess.run([sys.executable, "-c", script], cwd=store, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["err"] <= 1e-5 and result["err2"] <= 1e-5
-    assert result["rejected"]
+    assert result["err"] <= 1e-5 and result["rejected"] and result["net"] == "PackedGenerator"
+    assert result["served"] == [*SIZE, 3] and result["code"]

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -62,6 +62,11 @@ SWEEPS: dict[str, tuple[float, ...]] = {
 }
 
 
+def cli_option(edit: str) -> str:
+    """How ``python -m pipelines.edit_portrait`` spells an edit: ``--mouth-open``, ``--shift (dx)``."""
+    return {"shift_x": "--shift (dx)", "shift_y": "--shift (dy)"}.get(edit, f"--{edit.replace('_', '-')}")
+
+
 @dataclass(frozen=True)
 class Edits:
     """One set of landmark edits; strengths as in datasets.synthetic.face_edits (0 = unchanged)."""
@@ -74,19 +79,24 @@ class Edits:
     brows: float = 0.0
     drive: np.ndarray | None = field(default=None, compare=False)  # driver landmarks in the model frame
 
-    def check(self, frame: tuple[int, int] | None = None) -> "Edits":
-        """Raise :class:`InputError` naming the option when a strength is outside its valid range."""
+    def check(self, frame: tuple[int, int] | None = None, label: Callable[[str], str] | None = None) -> "Edits":
+        """Raise :class:`InputError` naming the option when a strength is outside its valid range.
+
+        ``label`` names an edit (``rotate``, ``smile``, ..., ``shift_x``, ``shift_y``) in the
+        message; the default is the CLI option (``--smile``, ``--shift (dx)``)."""
+        name_of = label or cli_option
+
         def _in(name: str, value: float, lo: float, hi: float, unit: str = "") -> None:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
-                raise InputError(f"--{name.replace('_', '-')} {value:g}{unit} is outside its valid range "
-                                f"[{lo:g}, {hi:g}]{unit}")
+                raise InputError(f"{name_of(name)} {value:g}{unit} is outside its valid range "
+                                 f"[{lo:g}, {hi:g}]{unit}")
         _in("rotate", self.rotate, *PE.ROTATE_RANGE, unit="°")
         for name in EXPRESSION_EDITS:
             _in(name, getattr(self, name), *PE.STRENGTH_RANGE)
         if frame is not None:
             h, w = frame
-            _in("shift (dx)", self.shift[0], -w / 2, w / 2, " px")
-            _in("shift (dy)", self.shift[1], -h / 2, h / 2, " px")
+            _in("shift_x", self.shift[0], -w / 2, w / 2, " px")
+            _in("shift_y", self.shift[1], -h / 2, h / 2, " px")
         return self
 
     def with_value(self, edit: str, value: float) -> "Edits":

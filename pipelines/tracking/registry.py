@@ -15,15 +15,16 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
 
-import model
 from datasets.shards.loader import eval_loader
 from datasets.shards.tar import load_manifest
 from model.export import PackedGenerator, pack_inputs
+from pipelines.serving import flavor
+from pipelines.serving.contract import check_task, example_request, task_for_channels
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 MODEL_ARTIFACT = "generator_ema"
@@ -56,10 +57,16 @@ def beats(candidate: float, champion: float, metric: str) -> bool:
     return candidate < champion if lower_is_better(metric) else candidate > champion
 
 
+# What loading the model needs: the PyTorch form (torch, numpy, cloudpickle) and the served
+# pyfunc form (the apps' imaging and data code).  The pose extra (mediapipe) stays optional.
+MODEL_DISTRIBUTIONS = ("torch", "numpy", "cloudpickle", "mlflow", "pillow", "opencv-python-headless",
+                       "albumentations", "scipy", "pyyaml")
+
+
 def project_pip_requirements() -> list[str]:
     """What loading the model needs, pinned to this environment's versions (never a +cpu local tag)."""
     reqs = []
-    for dist in ("torch", "numpy", "cloudpickle", "mlflow"):
+    for dist in MODEL_DISTRIBUTIONS:
         version = metadata.version(dist).split("+")[0]
         reqs.append(f"{dist}=={version}")
     return reqs
@@ -138,17 +145,20 @@ def register_generator(
     tags: dict[str, str] | None = None,
     rescore: Callable[[str], float] | None = None,
     experiment: str = "attnflow",
+    task: str | None = None,
+    request_example: Mapping[str, str] | None = None,
 ) -> Registration:
     """Log ``exported`` to ``run_id`` (a new run in ``experiment`` when None), register it as
     ``model_name``, set ``candidate``, and move ``champion`` by the rule in the module docstring.
 
     ``metrics_doc`` is the evaluation's metrics JSON (``model`` scores and ``protocol_sha256``);
     ``example`` a packed input [1, C, H, W] whose output is stored beside the model so a fresh
-    process can check it reproduces the registration-time output.
+    process can check it reproduces the registration-time output.  The model loads both as the
+    PyTorch PackedGenerator and as the column service of ``task`` ("pose" or "portrait"; None: by
+    the generator's pose channels), see :mod:`pipelines.serving.flavor`; ``request_example`` is one
+    service request (column -> value), stored as the model's input example.
     """
     import mlflow
-    from mlflow.models import ModelSignature
-    from mlflow.types import Schema, TensorSpec
 
     scores = metrics_doc["model"]
     if primary_metric not in scores:
@@ -159,15 +169,10 @@ def register_generator(
     candidate_value = float(scores[primary_metric])
     protocol = str(metrics_doc["protocol_sha256"])
 
+    task = check_task(task) if task is not None else task_for_channels(exported.pose_channels)
     example = np.ascontiguousarray(example, dtype=np.float32)
     with torch.no_grad():
         reference = exported(torch.from_numpy(example)).numpy()
-    c, h, w = example.shape[1:]
-    signature = ModelSignature(
-        # One unnamed tensor: a named one makes MLflow hand the flavour a dict, which it rejects.
-        inputs=Schema([TensorSpec(np.dtype(np.float32), (-1, c, h, w))]),
-        outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, 3, h, w))]),
-    )
     client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
@@ -182,20 +187,19 @@ def register_generator(
         else:
             run_ctx = mlflow.start_run(run_id=run_id)
         with run_ctx as run:
-            info = mlflow.pytorch.log_model(
+            # Pickled (any batch size; "pt2" would fix it to the example's 1), with the model,
+            # datasets and pipelines packages as code: cloudpickle stores the classes by
+            # reference, and the pyfunc form serves through the apps.
+            info = flavor.log_model(
                 exported,
+                task=task,
                 name=MODEL_ARTIFACT,
-                signature=signature,
-                input_example=example,
+                input_example=request_example,
                 pip_requirements=project_pip_requirements(),
-                # A pickled module keeps any batch size (the default "pt2" export fixes the
-                # batch dimension to the example's 1).
-                serialization_format="pickle",
-                # cloudpickle stores the classes by reference: ship the model package with it so
-                # the model loads where the repository is not on the path.
-                code_paths=[str(Path(model.__file__).resolve().parent)],
                 extra_files=extra,
-                metadata={"python": platform.python_version(), "packed_input": "source_image(3)|source_pose(P)|target_pose(P)"},
+                metadata={"python": platform.python_version(),
+                          "packed_input": "source_image(3)|source_pose(P)|target_pose(P)",
+                          "packed_shape": [int(v) for v in example.shape[1:]]},
             )
             for p in artifacts:
                 mlflow.log_artifact(str(p), artifact_path="evaluation")
@@ -250,10 +254,12 @@ def load_packed(model: str) -> PackedGenerator:
     return net.eval()
 
 
-def export_generator(ema: torch.nn.Module, shards: str | Path) -> tuple[PackedGenerator, np.ndarray, float]:
+def export_generator(ema: torch.nn.Module, shards: str | Path
+                     ) -> tuple[PackedGenerator, np.ndarray, float, dict[str, str]]:
     """The EMA generator as the registry serves it (one packed tensor in, the image out), the
-    input example (the first test pair, as the loader gives it) and the largest difference between
-    the exported and the direct output on it (a reproducibility check: should be 0)."""
+    input example (the first test pair, as the loader gives it), the largest difference between
+    the exported and the direct output on it (a reproducibility check: should be 0), and the same
+    pair as a request to the served model (:mod:`pipelines.serving.contract`)."""
     manifest = load_manifest(shards)
     size = tuple(int(v) for v in manifest["image_size"])
     sigma = float(manifest["preprocess"]["heatmap_sigma"])
@@ -263,4 +269,8 @@ def export_generator(ema: torch.nn.Module, shards: str | Path) -> tuple[PackedGe
     with torch.no_grad():
         direct = ema(batch["source_image"], batch["source_pose"], batch["target_pose"]).image
         err = float((exported(packed) - direct).abs().max())
-    return exported, packed.numpy(), err
+    task = manifest.get("task") or task_for_channels(exported.pose_channels)
+    image = ((batch["source_image"][0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+    request = example_request(task, image, batch["source_keypoints"][0].numpy(),
+                              batch["target_keypoints"][0].numpy())
+    return exported, packed.numpy(), err, request

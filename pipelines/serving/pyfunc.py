@@ -1,0 +1,183 @@
+"""The pyfunc form of a registered generator: a request DataFrame in, generated images out.
+
+MLflow loads it through this module's :func:`_load_pyfunc` (the ``loader_module`` that
+:mod:`pipelines.serving.flavor` writes into the python_function flavour); the PyTorch flavour of
+the same model folder still loads the bare :class:`model.export.PackedGenerator`.  The columns are
+:mod:`pipelines.serving.contract`'s; the work is :class:`PoseTransfer`'s and
+:class:`PortraitEditor`'s, as for the CLIs.  A request the service cannot use raises
+``MlflowException(INVALID_PARAMETER_VALUE)`` with a message naming the column, which the scoring
+server answers as HTTP 400 ``{"error_code": "INVALID_PARAMETER_VALUE", "message": ...}``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import pandas as pd
+
+from model.export import PackedGenerator
+from pipelines.apps.face_mesh import NoFaceFound, extract_landmarks
+from pipelines.apps.inputs import InputError
+from pipelines.apps.portrait_editor import Edits, PortraitEditor, target_landmarks
+from pipelines.apps.pose_extract import NoPersonFound, PoseExtraMissing, extract_keypoints
+from pipelines.apps.pose_transfer import Fit, PoseTransfer
+from pipelines.serving.contract import (
+    EDIT_COLUMNS,
+    MAX_ROWS,
+    POINT_COUNTS,
+    PORTRAIT,
+    POSE,
+    RequestError,
+    cell,
+    check_columns,
+    check_task,
+    decode_float,
+    decode_image,
+    decode_points,
+    decode_size,
+    encode_png,
+    task_for_channels,
+)
+
+
+def invalid(message: str) -> Exception:
+    """The exception the scoring server turns into HTTP 400 with ``message``."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_PARAMETER_VALUE
+
+    return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
+
+
+class GeneratorService:
+    """One loaded generator answering request rows of its task."""
+
+    def __init__(self, net: PackedGenerator, task: str) -> None:
+        self.net = net.eval()
+        self.task = check_task(task)
+        self.size: tuple[int, int] = tuple(net.image_size)  # type: ignore[assignment]
+        self.app = PoseTransfer(net) if task == POSE else PortraitEditor(net)
+
+    def get_raw_model(self) -> PackedGenerator:
+        """The tensor-level generator (``PyFuncModel.get_raw_model()``)."""
+        return self.net
+
+    def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        """Request rows (a DataFrame; in-process also one row as a dict) -> DataFrame ``image``."""
+        try:
+            frame = as_frame(model_input)
+            check_columns(list(frame.columns), self.task)
+            rows = frame.to_dict("records")
+            if not rows:
+                raise RequestError("request", "request: no rows")
+            if len(rows) > MAX_ROWS:
+                raise RequestError("request", f"request: {len(rows)} rows exceed the {MAX_ROWS}-row limit")
+        except RequestError as exc:
+            raise invalid(str(exc)) from None
+        images = []
+        for i, row in enumerate(rows):
+            try:
+                out = self.pose(row) if self.task == POSE else self.portrait(row)
+            except RequestError as exc:
+                raise invalid(f"row {i}: {exc}" if len(rows) > 1 else str(exc)) from None
+            images.append(encode_png(out))
+        return pd.DataFrame({"image": images})
+
+    # Pose transfer -------------------------------------------------------------------------------
+
+    def pose(self, row: dict[str, Any]) -> np.ndarray:
+        image = decode_image(cell(row, "source_image", required=True), "source_image")
+        count = POINT_COUNTS[POSE]
+        target = decode_points(cell(row, "target_keypoints", required=True), "target_keypoints", count)
+        size = cell(row, "target_size")
+        frame = decode_size(size) if size is not None else None
+        given = cell(row, "source_keypoints")
+        source = decode_points(given, "source_keypoints", count) if given is not None else self._keypoints(image)
+        try:
+            return self.app.transfer(image, target, frame, source_keypoints=source)  # type: ignore[union-attr]
+        except InputError as exc:  # the checks above leave only "no target keypoint inside the frame"
+            raise RequestError("target_keypoints", str(exc)) from None
+
+    @staticmethod
+    def _keypoints(image: np.ndarray) -> np.ndarray:
+        try:
+            return extract_keypoints(image)
+        except PoseExtraMissing:
+            raise RequestError("source_keypoints", "not given, and this server has no pose extra (mediapipe) to "
+                               "find them in source_image: send source_keypoints (18 OpenPose-18 [x, y] in "
+                               "source_image pixels)") from None
+        except NoPersonFound as exc:
+            raise RequestError("source_image", f"{exc}; send source_keypoints") from None
+
+    # Portrait editing ----------------------------------------------------------------------------
+
+    def portrait(self, row: dict[str, Any]) -> np.ndarray:
+        editor: PortraitEditor = self.app  # type: ignore[assignment]
+        count = POINT_COUNTS[PORTRAIT]
+        image = decode_image(cell(row, "source_image", required=True), "source_image")
+        given = cell(row, "source_landmarks")
+        landmarks = decode_points(given, "source_landmarks", count) if given is not None else None
+        target, size = cell(row, "target_landmarks"), cell(row, "target_size")
+        edits = {name: decode_float(v, name) for name in EDIT_COLUMNS if (v := cell(row, name)) is not None}
+        if target is not None and edits:
+            raise RequestError("target_landmarks", "give target_landmarks or edit columns "
+                               f"({', '.join(edits)}), not both")
+        if size is not None and target is None:
+            raise RequestError("target_size", "given without target_landmarks")
+        points = decode_points(target, "target_landmarks", count) if target is not None else None
+        frame = decode_size(size) if size is not None else self.size
+        wanted = Edits()
+        for name, value in edits.items():
+            try:
+                Edits().with_value(name, value).check(self.size, label=str)  # named as the columns
+            except InputError as exc:
+                raise RequestError(name, str(exc)) from None
+            wanted = wanted.with_value(name, value)
+        try:
+            face = editor.prepare(image, self._landmarks(image) if landmarks is None else landmarks,
+                                  where="source_image")
+        except InputError as exc:
+            field = "source_image" if given is None else "source_landmarks"
+            raise RequestError(field, str(exc).removeprefix("source_image: ")) from None
+        if points is not None:
+            return editor.generate(face, Fit.between(frame, self.size).keypoints(points, self.size))
+        try:
+            return editor.generate(face, target_landmarks(face.landmarks, wanted, self.size))
+        except InputError as exc:
+            raise RequestError(", ".join(edits) or "source_landmarks", str(exc)) from None
+
+    @staticmethod
+    def _landmarks(image: np.ndarray) -> np.ndarray:
+        try:
+            return extract_landmarks(image)
+        except PoseExtraMissing:
+            raise RequestError("source_landmarks", "not given, and this server has no pose extra (mediapipe) "
+                               "to find them in source_image: send source_landmarks (68 iBUG [x, y] in "
+                               "source_image pixels)") from None
+        except NoFaceFound as exc:
+            raise RequestError("source_image", f"{exc}; send source_landmarks") from None
+
+
+def as_frame(model_input: Any) -> pd.DataFrame:
+    """A DataFrame of request rows from what a caller hands ``predict``."""
+    if isinstance(model_input, pd.DataFrame):
+        return model_input
+    if isinstance(model_input, Mapping) and not any(isinstance(v, (list, tuple, np.ndarray, pd.Series))
+                                                    for v in model_input.values()):
+        return pd.DataFrame([dict(model_input)])  # one row as a dict of scalars
+    try:
+        return pd.DataFrame(model_input)
+    except (ValueError, TypeError):
+        raise RequestError("request", "request: expected a table of request rows") from None
+
+
+def _load_pyfunc(path: str, model_config: dict[str, Any] | None = None) -> GeneratorService:
+    """MLflow's pyfunc loader: ``path`` is the model's ``data`` folder, beside its MLmodel."""
+    import mlflow.pytorch
+
+    root = Path(path).parent
+    net = mlflow.pytorch.load_model(str(root), map_location="cpu")
+    if not isinstance(net, PackedGenerator):
+        raise invalid(f"{root}: not an AttnFlow generator (got {type(net).__name__})")
+    task = (model_config or {}).get("task") or task_for_channels(net.pose_channels)
+    return GeneratorService(net, task)

@@ -1,0 +1,127 @@
+"""``mlflow models serve`` answers the column contract over HTTP (slow suite: a server process).
+
+The model folder is saved by pipelines.serving.flavor, the server runs in a fresh process without
+the repository on its path (the model ships its code), on loopback only; every wait is bounded.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.test_serving_pyfunc import (
+    POSE_SIZE,
+    astronaut_keypoints,
+    decode_png,
+    png_b64,
+    pose_request,
+    save_served,
+)
+
+pytestmark = pytest.mark.slow
+
+HOST = "127.0.0.1"
+START_TIMEOUT_S = 240
+REQUEST_TIMEOUT_S = 120
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((HOST, 0))
+        return s.getsockname()[1]
+
+
+def _post(url: str, rows: list[dict]) -> tuple[int, dict]:
+    body = json.dumps({"dataframe_records": rows}).encode()
+    req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=REQUEST_TIMEOUT_S) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read() or b"{}")
+
+
+def _wait_ready(base: str, proc: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base}/ping", timeout=5) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(1.0)
+    pytest.fail(f"the server did not answer /ping within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    """The server and the uvicorn process it starts: its own process group, started above."""
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=30)
+
+
+def test_served_pose_model_answers_good_and_bad_requests(tmp_path: Path) -> None:
+    model_dir = tmp_path / "pose-model"
+    save_served(model_dir, "pose")
+    mlflow_cli = Path(sys.executable).with_name("mlflow")
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
+    # The server starts `uvicorn` by name: the environment's bin folder first, as when it is activated.
+    env["PATH"] = os.pathsep.join([str(mlflow_cli.parent), env.get("PATH", "")])
+    log = tmp_path / "server.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([str(mlflow_cli), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
+                                 "-h", HOST, "-p", str(port), "-w", "1"],
+                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://{HOST}:{port}"
+    try:
+        _wait_ready(base, proc, log)
+        url = f"{base}/invocations"
+        good = pose_request()
+
+        status, body = _post(url, [good])
+        assert status == 200, body
+        first = decode_png(body["predictions"][0]["image"])
+        assert first.shape == (*POSE_SIZE, 3)
+
+        bad = {
+            "source_image": ({**good, "source_image": "aGVsbG8gd29ybGQ="}, "source_image: not a decodable PNG/JPEG"),
+            "target_keypoints": ({**good, "target_keypoints": json.dumps(astronaut_keypoints()[:17])},
+                                 "target_keypoints: expected 18 [x, y] pairs, found 17"),
+            "missing": ({k: v for k, v in good.items() if k != "target_keypoints"},
+                        "missing inputs ['target_keypoints']"),
+            "oversize": ({**good, "source_image": png_b64(np.zeros((300, 5000, 3), np.uint8))},
+                         "source_image: 5000x300 exceeds the 4096-pixel limit"),
+        }
+        answers = {}
+        for name, (row, message) in bad.items():
+            status, body = _post(url, [row])
+            answers[name] = (status, body.get("error_code"), body.get("message", "")[-200:])
+            assert 400 <= status < 500, (name, status, body)
+            assert body.get("error_code") == "INVALID_PARAMETER_VALUE", (name, body)
+            assert message in body.get("message", ""), (name, body)
+            assert "stack_trace" not in body, (name, body)
+        print(json.dumps(answers, indent=1))
+
+        status, body = _post(url, [good])  # the server is still serving, and answers the same
+        assert status == 200, body
+        assert np.array_equal(decode_png(body["predictions"][0]["image"]), first)
+    finally:
+        _stop(proc)
