@@ -84,7 +84,7 @@ def table(cfg) -> int:
     METRICS_DIR.parent.mkdir(parents=True, exist_ok=True)
     Path("metrics/ablation.json").write_text(json.dumps(out, indent=2) + "\n")
 
-    from pipelines.tracking.registry import lower_is_better
+    from pipelines.registry.promotion import lower_is_better
 
     arrows = {k: "↓" if lower_is_better(k) else "↑" for k in keys}
     best = {k: (min if lower_is_better(k) else max)(rows[v][k] for v in rows) for k in keys}

@@ -9,7 +9,7 @@ pipelines/serving that ``mlflow models serve`` answers HTTP with; the request si
 example, pinned pip requirements, the project packages as code), registers it as
 ``attnflow-pose`` (``attnflow-portrait`` for portrait datasets), sets alias ``candidate`` and moves
 ``champion`` only when ``register.primary_metric`` beats the champion's under the same protocol
-(see pipelines/tracking/registry.py).  The evaluation's metrics JSON, plots and sample grid are
+(see pipelines/registry/promotion.py).  The evaluation's metrics JSON, plots and sample grid are
 attached to the model and the run.  Writes ``runs/<run>/registered-<dataset>.json``.
 """
 from __future__ import annotations
@@ -24,9 +24,9 @@ from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
 from pipelines.evaluation.run import run_evaluation
+from pipelines.registry.publish import TASK_MODEL_NAMES, export_generator, register_generator
 from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
 from pipelines.tracking.redact import redact
-from pipelines.tracking.registry import TASK_MODEL_NAMES, export_generator, register_generator
 
 log = logging.getLogger("register")
 

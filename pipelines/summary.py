@@ -55,8 +55,8 @@ def registry_lines(names: list[str]) -> list[str]:
     try:
         from mlflow import MlflowClient
 
+        from pipelines.registry.promotion import TAG_PRIMARY_METRIC, TAG_PRIMARY_VALUE
         from pipelines.tracking.journal import tracking_uri
-        from pipelines.tracking.registry import TAG_PRIMARY_METRIC, TAG_PRIMARY_VALUE
 
         client = MlflowClient(tracking_uri())
         lines = []

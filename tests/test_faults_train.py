@@ -133,7 +133,7 @@ def test_a_generator_with_non_finite_weights_is_never_registered(tmp_path: Path,
     from model.config import ModelConfig
     from model.export import PackedGenerator
     from model.generator import build_generator
-    from pipelines.tracking import registry
+    from pipelines.registry import publish
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     cfg = ModelConfig(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,
@@ -143,7 +143,7 @@ def test_a_generator_with_non_finite_weights_is_never_registered(tmp_path: Path,
         next(exported.parameters()).view(-1)[0] = float("inf")
     example = torch.rand(1, exported.in_channels, 32, 24).numpy()
     with pytest.raises(ValueError, match="refusing to register a generator with non-finite parameters"):
-        registry.register_generator(exported, example, model_name="attnflow-pose",
+        publish.register_generator(exported, example, model_name="attnflow-pose",
                                     metrics_doc={"model": {"ssim": 0.9}, "protocol_sha256": "p" * 64},
                                     primary_metric="ssim")
     assert not (tmp_path / "mlruns.db").exists()  # refused before the store was even opened

@@ -16,8 +16,8 @@ import torch
 from model.config import ModelConfig
 from model.export import PackedGenerator
 from model.generator import build_generator
+from pipelines.registry import promotion, publish
 from pipelines.serving.contract import encode_png
-from pipelines.tracking import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,
@@ -47,39 +47,39 @@ def eval_doc(ssim: float, protocol: str = "p" * 64) -> dict:
                                           ("fd_effnet_lite0", True), ("fid", True), ("lpips", True),
                                           ("masked_lpd_effnet_lite0", True), ("landmark_nme", True)])
 def test_metric_direction(metric: str, lower: bool) -> None:
-    assert registry.lower_is_better(metric) is lower
+    assert promotion.lower_is_better(metric) is lower
 
 
 def test_unknown_metric_direction_is_an_error() -> None:
     with pytest.raises(ValueError, match="lower is better"):
-        registry.lower_is_better("accuracy")
+        promotion.lower_is_better("accuracy")
 
 
 def _champ(value: float, metric: str = "ssim", protocol: str = "A", version: str = "1") -> SimpleNamespace:
-    return SimpleNamespace(version=version, tags={registry.TAG_PRIMARY_METRIC: metric,
-                                                  registry.TAG_PRIMARY_VALUE: repr(value),
-                                                  registry.TAG_PROTOCOL: protocol})
+    return SimpleNamespace(version=version, tags={promotion.TAG_PRIMARY_METRIC: metric,
+                                                  promotion.TAG_PRIMARY_VALUE: repr(value),
+                                                  promotion.TAG_PROTOCOL: protocol})
 
 
 def test_promotion_rule_never_promotes_a_worse_or_equal_candidate() -> None:
-    assert registry.decide_promotion("ssim", 0.5, "A", None).promote
-    assert registry.decide_promotion("ssim", 0.6, "A", _champ(0.5)).promote
-    assert not registry.decide_promotion("ssim", 0.4, "A", _champ(0.5)).promote
-    assert not registry.decide_promotion("ssim", 0.5, "A", _champ(0.5)).promote  # a tie keeps the champion
-    assert registry.decide_promotion("fd_effnet_lite0", 3.0, "A", _champ(4.0, "fd_effnet_lite0")).promote
-    assert not registry.decide_promotion("fd_effnet_lite0", 5.0, "A", _champ(4.0, "fd_effnet_lite0")).promote
-    assert not registry.decide_promotion("ssim", float("nan"), "A", None).promote
+    assert promotion.decide_promotion("ssim", 0.5, "A", None).promote
+    assert promotion.decide_promotion("ssim", 0.6, "A", _champ(0.5)).promote
+    assert not promotion.decide_promotion("ssim", 0.4, "A", _champ(0.5)).promote
+    assert not promotion.decide_promotion("ssim", 0.5, "A", _champ(0.5)).promote  # a tie keeps the champion
+    assert promotion.decide_promotion("fd_effnet_lite0", 3.0, "A", _champ(4.0, "fd_effnet_lite0")).promote
+    assert not promotion.decide_promotion("fd_effnet_lite0", 5.0, "A", _champ(4.0, "fd_effnet_lite0")).promote
+    assert not promotion.decide_promotion("ssim", float("nan"), "A", None).promote
 
 
 def test_promotion_across_protocols_rescores_the_champion_or_keeps_it() -> None:
     champ = _champ(0.9, protocol="OLD")
-    kept = registry.decide_promotion("ssim", 0.6, "NEW", champ)
+    kept = promotion.decide_promotion("ssim", 0.6, "NEW", champ)
     assert not kept.promote and "not comparable" in kept.reason
     asked = []
-    rescored = registry.decide_promotion("ssim", 0.6, "NEW", champ,
+    rescored = promotion.decide_promotion("ssim", 0.6, "NEW", champ,
                                          rescore=lambda uri: asked.append(uri) or 0.55, model_name="m")
     assert rescored.promote and asked == ["models:/m/1"]
-    assert not registry.decide_promotion("ssim", 0.6, "NEW", champ, rescore=lambda uri: 0.7).promote
+    assert not promotion.decide_promotion("ssim", 0.6, "NEW", champ, rescore=lambda uri: 0.7).promote
 
 
 @pytest.fixture()
@@ -104,18 +104,18 @@ def test_registry_round_trip_and_promotion(store: Path) -> None:
     art.write_bytes(b"\x89PNG fake")
     request = {"source_image": encode_png(np.full((*SIZE, 3), 120, np.uint8)),
                "target_keypoints": json.dumps(KEYPOINTS), "source_keypoints": json.dumps(KEYPOINTS)}
-    r1 = registry.register_generator(gens[0], example, model_name=name, metrics_doc=eval_doc(0.5),
+    r1 = publish.register_generator(gens[0], example, model_name=name, metrics_doc=eval_doc(0.5),
                                      primary_metric="ssim", artifacts=[art], tags={"dataset": "tiny"},
                                      task="pose", request_example=request)
-    r2 = registry.register_generator(gens[1], example, model_name=name, metrics_doc=eval_doc(0.4), primary_metric="ssim")
+    r2 = publish.register_generator(gens[1], example, model_name=name, metrics_doc=eval_doc(0.4), primary_metric="ssim")
     client = mlflow.MlflowClient()
     assert (r1.promoted, r2.promoted) == (True, False)
     assert str(client.get_model_version_by_alias(name, "champion").version) == r1.version
     assert str(client.get_model_version_by_alias(name, "candidate").version) == r2.version
-    r3 = registry.register_generator(gens[2], example, model_name=name, metrics_doc=eval_doc(0.6), primary_metric="ssim")
+    r3 = publish.register_generator(gens[2], example, model_name=name, metrics_doc=eval_doc(0.6), primary_metric="ssim")
     assert r3.promoted and str(client.get_model_version_by_alias(name, "champion").version) == r3.version
     v1 = client.get_model_version(name, r1.version)
-    assert v1.tags["dataset"] == "tiny" and v1.tags[registry.TAG_PROTOCOL] == "p" * 64
+    assert v1.tags["dataset"] == "tiny" and v1.tags[promotion.TAG_PROTOCOL] == "p" * 64
     # r1 carries the request as its input example (MLflow checked it through the pyfunc at log time).
     v1_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{r1.version}"))
     stored = json.loads((v1_dir / "serving_input_example.json").read_text())

@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import ui
-from pipelines.tracking import registry
+from pipelines.registry import publish
 from tests.test_registry_promotion import eval_doc, example_input, exported_generator
 
 pytestmark = pytest.mark.slow
@@ -23,9 +23,9 @@ def test_model_page_shows_name_and_aliases(tmp_path: Path, monkeypatch: pytest.M
     mlflow.MlflowClient().create_experiment("attnflow", artifact_location=artifacts)
     try:
         example = example_input(exported_generator(1))
-        good = registry.register_generator(exported_generator(1), example, model_name="attnflow-pose",
+        good = publish.register_generator(exported_generator(1), example, model_name="attnflow-pose",
                                            metrics_doc=eval_doc(0.6), primary_metric="ssim", experiment="attnflow")
-        worse = registry.register_generator(exported_generator(2), example, model_name="attnflow-pose",
+        worse = publish.register_generator(exported_generator(2), example, model_name="attnflow-pose",
                                             metrics_doc=eval_doc(0.5), primary_metric="ssim", experiment="attnflow")
     finally:
         mlflow.set_tracking_uri(None)

@@ -117,3 +117,29 @@ def test_no_importlib_dispatch():
     """Callables are found by a registry dict, not by resolving ``"module:function"`` strings."""
     offenders = [name for name, path in project_modules().items() if "importlib.import_module" in path.read_text()]
     assert not offenders, offenders
+
+
+def test_subpackages_import_one_way():
+    """Between pipelines' subpackages the imports form a DAG too (docs/architecture.md), not only
+    between modules: e.g. registry -> serving -> apps -> tracking, never back."""
+    modules = project_modules()
+
+    def package(name: str) -> str:
+        parts = name.split(".")
+        return ".".join(parts[:2]) if parts[0] == "pipelines" and len(parts) > 2 else parts[0]
+
+    edges: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        for target in direct_imports(path, ROOT):
+            a, b = package(name), package(target)
+            if a != b and a.startswith("pipelines.") and b.startswith("pipelines.") and a.count(".") == b.count("."):
+                edges.setdefault(a, set()).add(b)
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in edges.get(start, ()):
+            if nxt == goal or (nxt not in seen and (seen.add(nxt) or reaches(nxt, goal, seen))):
+                return True
+        return False
+
+    loops = sorted(f"{a} <-> {b}" for a in edges for b in edges[a] if reaches(b, a, set()))
+    assert not loops, loops

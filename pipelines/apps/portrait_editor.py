@@ -33,7 +33,7 @@ from pipelines.apps.inputs import (
     read_image,
     read_points_json,
 )
-from pipelines.tracking.registry import ModelLoadError, load_packed
+from pipelines.tracking.models import ModelLoadError, load_packed
 from pipelines.training.restore import CheckpointError, ema_generator, load_checkpoint
 
 LANDMARKS = PointFormat("landmarks", NUM_LANDMARKS, "iBUG order", "portrait")

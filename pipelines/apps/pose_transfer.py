@@ -29,7 +29,7 @@ from pipelines.apps.inputs import (
     save_rgb,
 )
 from pipelines.apps.pose_extract import NoPersonFound, extract_keypoints
-from pipelines.tracking.registry import ModelLoadError, load_packed
+from pipelines.tracking.models import ModelLoadError, load_packed
 
 KEYPOINTS = PointFormat("keypoints", NUM_JOINTS, "OpenPose-18 order", "annotation")
 

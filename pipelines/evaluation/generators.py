@@ -8,7 +8,7 @@ from typing import Any, Callable
 import torch
 
 from model.export import pack_inputs
-from pipelines.tracking.registry import ModelLoadError, load_packed
+from pipelines.tracking.models import ModelLoadError, load_packed
 from pipelines.training.restore import CheckpointError, ema_generator, load_checkpoint
 
 GenerateFn = Callable[[dict[str, Any]], torch.Tensor]  # batch -> images [B,3,H,W] in [-1, 1]

@@ -1,10 +1,6 @@
-"""MLflow model registry glue: log the EMA generator, register it, move aliases by the rule.
-
-The rule users rely on: every new version gets alias ``candidate``; ``champion`` moves to it only
-when its primary metric beats the current champion's *on the same evaluation protocol* (or there
-is no champion yet).  When the champion was scored under another protocol, its score is not
-comparable: the champion is re-scored under the candidate's protocol if a re-evaluation function
-is given, and otherwise left where it is.  :mod:`pipelines.register` is the CLI around this.
+"""Publishing an evaluated EMA generator: log it (both flavours, pipelines/serving/flavor.py), register
+it as a version of ``attnflow-pose`` / ``attnflow-portrait``, and move the aliases by
+:mod:`pipelines.registry.promotion`.  :mod:`pipelines.register` is the command around this.
 """
 from __future__ import annotations
 
@@ -15,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -23,38 +19,22 @@ import torch
 from datasets.shards.loader import eval_loader
 from datasets.shards.tar import load_manifest
 from model.export import PackedGenerator, pack_inputs
+from pipelines.registry.promotion import (
+    CANDIDATE,
+    CHAMPION,
+    TAG_PRIMARY_METRIC,
+    TAG_PRIMARY_VALUE,
+    TAG_PROTOCOL,
+    current_champion,
+    decide_promotion,
+)
 from pipelines.serving import flavor
 from pipelines.serving.contract import check_task, example_request, task_for_channels
 
-CANDIDATE, CHAMPION = "candidate", "champion"
 MODEL_ARTIFACT = "generator_ema"
+
+
 TASK_MODEL_NAMES = {"pose": "attnflow-pose", "portrait": "attnflow-portrait"}
-
-# Version tags the promotion rule reads back.
-TAG_PRIMARY_METRIC = "primary_metric"
-TAG_PRIMARY_VALUE = "primary_metric_value"
-TAG_PROTOCOL = "protocol_sha256"
-
-
-def lower_is_better(metric: str) -> bool:
-    """Distances (FID/FD, LPIPS/LPD, their masked forms, the portrait landmark error) fall as
-    images improve; SSIM/PSNR rise."""
-    name = metric.removeprefix("masked_")
-    if name in ("ssim", "psnr"):
-        return False
-    if name in ("fid", "lpips", "landmark_nme") or name.startswith(("fd_", "lpd_")):
-        return True
-    raise ValueError(f"unknown metric {metric!r}: cannot tell whether lower is better "
-                     "(expected ssim, psnr, fid, lpips, fd_*, lpd_*, landmark_nme, or a masked_ form)")
-
-
-def beats(candidate: float, champion: float, metric: str) -> bool:
-    """Strictly better; a tie keeps the current champion, a non-finite candidate never wins."""
-    if not math.isfinite(candidate):
-        return False
-    if not math.isfinite(champion):
-        return True
-    return candidate < champion if lower_is_better(metric) else candidate > champion
 
 
 # What loading the model needs: the PyTorch form (torch, numpy, cloudpickle) and the served
@@ -73,48 +53,6 @@ def project_pip_requirements() -> list[str]:
 
 
 @dataclass(frozen=True)
-class PromotionDecision:
-    promote: bool
-    reason: str
-    champion_version: str | None = None
-    champion_value: float | None = None
-
-
-def decide_promotion(
-    metric: str,
-    candidate_value: float,
-    candidate_protocol: str,
-    champion: Any | None,
-    rescore: Callable[[str], float] | None = None,
-    model_name: str = "",
-) -> PromotionDecision:
-    """Whether the new version becomes champion; ``champion`` is the current champion's
-    ModelVersion (or None); ``rescore(model_uri)`` re-scores it under the candidate's protocol."""
-    if not math.isfinite(candidate_value):
-        return PromotionDecision(False, f"candidate {metric}={candidate_value} is not finite")
-    if champion is None:
-        return PromotionDecision(True, "no champion yet")
-    tags = champion.tags or {}
-    version = str(champion.version)
-    if tags.get(TAG_PRIMARY_METRIC) == metric and tags.get(TAG_PROTOCOL) == candidate_protocol:
-        value = float(tags[TAG_PRIMARY_VALUE])
-        how = "same protocol"
-    elif rescore is not None:
-        value = float(rescore(f"models:/{model_name}/{version}"))
-        how = "champion re-scored under the candidate's protocol"
-    else:
-        return PromotionDecision(
-            False, f"champion v{version} was scored under another protocol or metric "
-                   f"({tags.get(TAG_PRIMARY_METRIC)}, {str(tags.get(TAG_PROTOCOL))[:12]}); not comparable",
-            version, None)
-    if beats(candidate_value, value, metric):
-        return PromotionDecision(True, f"{metric} {candidate_value:.6g} beats champion v{version}'s {value:.6g} ({how})",
-                                 version, value)
-    return PromotionDecision(False, f"{metric} {candidate_value:.6g} does not beat champion v{version}'s "
-                                    f"{value:.6g} ({how})", version, value)
-
-
-@dataclass(frozen=True)
 class Registration:
     model_name: str
     version: str
@@ -122,15 +60,6 @@ class Registration:
     promoted: bool
     reason: str
     champion_version: str  # after the decision
-
-
-def _champion(client: Any, name: str) -> Any | None:
-    from mlflow.exceptions import MlflowException
-
-    try:
-        return client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
-        return None  # no registered model yet, or no champion alias
 
 
 def register_generator(
@@ -216,7 +145,7 @@ def register_generator(
     }
     mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
     version = str(mv.version)
-    champion = _champion(client, model_name)
+    champion = current_champion(client, model_name)
     decision = decide_promotion(primary_metric, candidate_value, protocol, champion, rescore, model_name)
     client.set_registered_model_alias(model_name, CANDIDATE, version)
     if decision.promote:
@@ -225,33 +154,9 @@ def register_generator(
     client.update_model_version(model_name, version, description=(
         f"EMA generator from run {run_id}. {primary_metric}={candidate_value:.6g} "
         f"(protocol {protocol[:12]}). Promotion: {decision.reason}."))
-    after = _champion(client, model_name)
+    after = current_champion(client, model_name)
     return Registration(model_name, version, f"models:/{model_name}/{version}", decision.promote,
                         decision.reason, str(after.version) if after is not None else "")
-
-
-class ModelLoadError(ValueError):
-    """A model URI or folder that does not give an AttnFlow generator; the message says why."""
-
-
-def load_packed(model: str) -> PackedGenerator:
-    """A registered/logged MLflow model URI or a local MLflow model folder -> PackedGenerator."""
-    if not (model.startswith(("models:/", "runs:/", "file:")) or (Path(model) / "MLmodel").is_file()):
-        raise ModelLoadError(f"--model {model!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… "
-                             "or a folder holding an MLmodel file")
-    import mlflow.pytorch
-    from mlflow.exceptions import MlflowException
-
-    from pipelines.tracking.journal import tracking_uri
-
-    mlflow.set_tracking_uri(tracking_uri())  # the project's store (MLFLOW_TRACKING_URI overrides)
-    try:
-        net = mlflow.pytorch.load_model(model, map_location="cpu")
-    except MlflowException as exc:
-        raise ModelLoadError(f"--model {model}: {exc.message.splitlines()[0]}") from None
-    if not isinstance(net, PackedGenerator):
-        raise ModelLoadError(f"--model {model}: not an AttnFlow generator (got {type(net).__name__})")
-    return net.eval()
 
 
 def export_generator(ema: torch.nn.Module, shards: str | Path

@@ -1,0 +1,1 @@
+"""The MLflow model registry: publishing evaluated generators as versions, and the promotion rule."""
