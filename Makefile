@@ -9,7 +9,7 @@ PIP := $(BIN)/pip
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run run-portrait test test-slow test-faults bench setup setup-pose mlflow-ui ablation submit clean-outputs
+.PHONY: run run-portrait test test-slow test-faults bench setup setup-pose mlflow-ui serve ablation submit clean-outputs
 
 setup: $(STAMP)
 
@@ -59,6 +59,14 @@ setup-pose: $(STAMP)
 mlflow-ui: $(STAMP)
 	@infra/mlflow-server.sh start
 	@echo "registered models: http://127.0.0.1:$${MLFLOW_PORT:-5000}/#/models   (stop: infra/mlflow-server.sh stop)"
+
+# A registered champion as an HTTP service (MLflow pyfunc; docs/serving.md) on 127.0.0.1:SERVE_PORT,
+# in the foreground (Ctrl-C stops it). MODEL=models:/attnflow-portrait@champion serves the portrait model.
+MODEL ?= models:/attnflow-pose@champion
+SERVE_PORT ?= 5001
+serve: $(STAMP)
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns.db} \
+	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 # Training as a Ray job on RAY_ADDRESS (the jobs API, default http://127.0.0.1:8265: start a
 # local head with infra/ray-head.sh start); streams the job's logs and fails when the job fails.

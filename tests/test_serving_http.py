@@ -5,6 +5,7 @@ the repository on its path (the model ships its code), on loopback only; every w
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -15,11 +16,13 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pytest
 
 from tests.test_serving_pyfunc import (
+    PORTRAIT_SIZE,
     POSE_SIZE,
     astronaut_keypoints,
     decode_png,
@@ -77,9 +80,9 @@ def _stop(proc: subprocess.Popen) -> None:
             proc.wait(timeout=30)
 
 
-def test_served_pose_model_answers_good_and_bad_requests(tmp_path: Path) -> None:
-    model_dir = tmp_path / "pose-model"
-    save_served(model_dir, "pose")
+@contextlib.contextmanager
+def served(model_dir: Path, tmp_path: Path) -> Iterator[str]:
+    """``mlflow models serve`` for ``model_dir`` on a free loopback port; yields the invocations URL."""
     mlflow_cli = Path(sys.executable).with_name("mlflow")
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
@@ -93,7 +96,28 @@ def test_served_pose_model_answers_good_and_bad_requests(tmp_path: Path) -> None
     base = f"http://{HOST}:{port}"
     try:
         _wait_ready(base, proc, log)
-        url = f"{base}/invocations"
+        yield f"{base}/invocations"
+    finally:
+        _stop(proc)
+
+
+def _assert_bad(url: str, bad: dict[str, tuple[dict, str]]) -> dict:
+    """Each bad row answers 4xx INVALID_PARAMETER_VALUE, its message naming the column, no trace."""
+    answers = {}
+    for name, (row, message) in bad.items():
+        status, body = _post(url, [row])
+        answers[name] = (status, body.get("error_code"), body.get("message", "")[-200:])
+        assert 400 <= status < 500, (name, status, body)
+        assert body.get("error_code") == "INVALID_PARAMETER_VALUE", (name, body)
+        assert message in body.get("message", ""), (name, body)
+        assert "stack_trace" not in body, (name, body)
+    return answers
+
+
+def test_served_pose_model_answers_good_and_bad_requests(tmp_path: Path) -> None:
+    model_dir = tmp_path / "pose-model"
+    save_served(model_dir, "pose")
+    with served(model_dir, tmp_path) as url:
         good = pose_request()
 
         status, body = _post(url, [good])
@@ -110,18 +134,37 @@ def test_served_pose_model_answers_good_and_bad_requests(tmp_path: Path) -> None
             "oversize": ({**good, "source_image": png_b64(np.zeros((300, 5000, 3), np.uint8))},
                          "source_image: 5000x300 exceeds the 4096-pixel limit"),
         }
-        answers = {}
-        for name, (row, message) in bad.items():
-            status, body = _post(url, [row])
-            answers[name] = (status, body.get("error_code"), body.get("message", "")[-200:])
-            assert 400 <= status < 500, (name, status, body)
-            assert body.get("error_code") == "INVALID_PARAMETER_VALUE", (name, body)
-            assert message in body.get("message", ""), (name, body)
-            assert "stack_trace" not in body, (name, body)
-        print(json.dumps(answers, indent=1))
+        print(json.dumps(_assert_bad(url, bad), indent=1))
 
         status, body = _post(url, [good])  # the server is still serving, and answers the same
         assert status == 200, body
         assert np.array_equal(decode_png(body["predictions"][0]["image"]), first)
-    finally:
-        _stop(proc)
+
+
+def test_served_portrait_model_edits_a_face_and_refuses_bad_edits(tmp_path: Path) -> None:
+    from datasets.specs import SynthesizeSpec
+    from datasets.synthetic.portrait import identity_views, sample_identity
+    from pipelines.serving import contract
+
+    model_dir = tmp_path / "portrait-model"
+    save_served(model_dir, "portrait")
+    spec = SynthesizeSpec(generator="portrait", seed=7, height=64, width=64, views_per_identity=2,
+                          file_prefix="portrait", supersample=2)
+    view = identity_views(sample_identity(7, 0, "gradient"), spec)[0]
+    face = {"source_image": contract.encode_png(view.image),
+            "source_landmarks": contract.points_json(np.asarray(view.landmarks))}
+    with served(model_dir, tmp_path) as url:
+        status, body = _post(url, [{**face, "smile": 0.8}])
+        assert status == 200, body
+        smiling = decode_png(body["predictions"][0]["image"])
+        assert smiling.shape == (*PORTRAIT_SIZE, 3)
+        bad = {
+            "smile": ({**face, "smile": 1.5}, "smile 1.5 is outside its valid range [-1, 1]"),
+            "source_landmarks": ({**face, "source_landmarks": json.dumps([[1, 1]] * 18), "smile": 0.8},
+                                 "source_landmarks: expected 68 [x, y] pairs, found 18"),
+            "source_image": ({**face, "source_image": "bm90IGFuIGltYWdl", "smile": 0.8},
+                             "source_image: not a decodable PNG/JPEG"),
+        }
+        print(json.dumps(_assert_bad(url, bad), indent=1))
+        status, body = _post(url, [{**face, "smile": 0.8}])
+        assert status == 200 and np.array_equal(decode_png(body["predictions"][0]["image"]), smiling), body
