@@ -5,6 +5,7 @@ the repository on its path (the model ships its code), on loopback only; every w
 """
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ from typing import Iterator
 
 import numpy as np
 import pytest
+from PIL import Image
 
 from tests.test_serving_pyfunc import (
     PORTRAIT_SIZE,
@@ -139,6 +141,21 @@ def test_served_pose_model_answers_good_and_bad_requests(tmp_path: Path) -> None
         status, body = _post(url, [good])  # the server is still serving, and answers the same
         assert status == 200, body
         assert np.array_equal(decode_png(body["predictions"][0]["image"]), first)
+
+        # The documented client example (docs/examples/serve_client.py) against the same server.
+        photo, pose, out = tmp_path / "astronaut.png", tmp_path / "pose.json", tmp_path / "out.png"
+        photo.write_bytes(base64.b64decode(good["source_image"]))
+        kp = astronaut_keypoints()
+        pose.write_text(json.dumps({"keypoints": kp, "size": [512, 512], "source_keypoints": kp}))
+        client = Path(__file__).resolve().parents[1] / "docs/examples/serve_client.py"
+        done = subprocess.run([sys.executable, str(client), str(photo), str(pose), str(out), url],
+                              capture_output=True, text=True, timeout=REQUEST_TIMEOUT_S)
+        assert done.returncode == 0, done.stderr
+        assert np.array_equal(np.asarray(Image.open(out)), first)
+        pose.write_text(json.dumps({"keypoints": kp[:17], "size": [512, 512], "source_keypoints": kp}))
+        done = subprocess.run([sys.executable, str(client), str(photo), str(pose), str(out), url],
+                              capture_output=True, text=True, timeout=REQUEST_TIMEOUT_S)
+        assert done.returncode == 1 and "HTTP 400: Error: target_keypoints: expected 18" in done.stderr, done.stderr
 
 
 def test_served_portrait_model_edits_a_face_and_refuses_bad_edits(tmp_path: Path) -> None:
