@@ -1,1 +1,1 @@
-"""Benchmarks (``python -m pipelines.bench {data,model,train}``): they print figures and write reports/."""
+"""Benchmarks (``python -m pipelines.bench {data,model,serve,train}``): they print figures and write reports/."""
