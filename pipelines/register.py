@@ -10,7 +10,8 @@ example, pinned pip requirements, the project packages as code), registers it as
 ``attnflow-pose`` (``attnflow-portrait`` for portrait datasets), sets alias ``candidate`` and moves
 ``champion`` only when ``register.primary_metric`` beats the champion's under the same protocol
 (see pipelines/registry/promotion.py).  The evaluation's metrics JSON, plots and sample grid are
-attached to the model and the run.  Writes ``runs/<run>/registered-<dataset>.json``.
+attached to the model and the run; the version's description is its model card
+(pipelines/registry/cards.py).  Writes ``runs/<run>/registered-<dataset>.json``.
 """
 from __future__ import annotations
 
@@ -102,13 +103,17 @@ def main(argv: list[str] | None = None) -> int:
         "git_commit": str(git_commit(project_root())),
         "metric_names": f"{doc['metric_names']['fd']},{doc['metric_names']['lpd']}",
     }
+    # The model card's training facts beyond the metrics doc: the data and the run's budget.
+    train_cfg = (state.get("config") or {}).get("train") or {}
+    training = {"dataset": dataset, "layout": spec.layout, "synthetic": spec.synthetic,
+                **{k: train_cfg.get(k) for k in ("batch_size", "workers", "total_images")}}
     mlflow.set_experiment(cfg.train.mlflow_experiment)
     try:
         reg = register_generator(
             exported, example, model_name=model_name, metrics_doc=doc, primary_metric=rcfg.primary_metric,
             run_id=doc.get("mlflow_run_id"), artifacts=artifacts, tags=tags,
             rescore=rescore if rcfg.rescore_champion else None, experiment=cfg.train.mlflow_experiment,
-            task=spec.task, request_example=request)
+            task=spec.task, request_example=request, training=training)
     except (ValueError, EvaluationError) as exc:
         log.error("%s", redact(str(exc)))
         return 2

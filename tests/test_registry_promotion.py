@@ -116,6 +116,12 @@ def test_registry_round_trip_and_promotion(store: Path) -> None:
     assert r3.promoted and str(client.get_model_version_by_alias(name, "champion").version) == r3.version
     v1 = client.get_model_version(name, r1.version)
     assert v1.tags["dataset"] == "tiny" and v1.tags[promotion.TAG_PROTOCOL] == "p" * 64
+    # Each version's description is its model card; the registered model's names the champion.
+    v2 = client.get_model_version(name, r2.version)
+    assert v2.description.startswith(f"# {name} v{r2.version}: pose transfer")
+    assert "champion stays v1" in v2.description and "`" + "p" * 64 + "`" in v2.description
+    assert "[grid.png](#/experiments/" in v1.description
+    assert f"**champion** is v{r3.version}, ssim 0.6" in client.get_registered_model(name).description
     # r1 carries the request as its input example (MLflow checked it through the pyfunc at log time).
     v1_dir = Path(mlflow.artifacts.download_artifacts(f"models:/{name}/{r1.version}"))
     stored = json.loads((v1_dir / "serving_input_example.json").read_text())

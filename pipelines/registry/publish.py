@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -19,6 +19,7 @@ import torch
 from datasets.shards.loader import eval_loader
 from datasets.shards.tar import load_manifest
 from model.export import PackedGenerator, pack_inputs
+from pipelines.registry import cards
 from pipelines.registry.promotion import (
     CANDIDATE,
     CHAMPION,
@@ -76,6 +77,7 @@ def register_generator(
     experiment: str = "attnflow",
     task: str | None = None,
     request_example: Mapping[str, str] | None = None,
+    training: Mapping[str, Any] | None = None,
 ) -> Registration:
     """Log ``exported`` to ``run_id`` (a new run in ``experiment`` when None), register it as
     ``model_name``, set ``candidate``, and move ``champion`` by the rule in the module docstring.
@@ -86,6 +88,10 @@ def register_generator(
     PyTorch PackedGenerator and as the column service of ``task`` ("pose" or "portrait"; None: by
     the generator's pose channels), see :mod:`pipelines.serving.flavor`; ``request_example`` is one
     service request (column -> value), stored as the model's input example.
+
+    The version's description is its model card and the registered model's names the champion
+    (:mod:`pipelines.registry.cards`); ``training`` adds the card's training facts beyond the
+    metrics doc (``dataset``, ``layout``, ``synthetic``, ``batch_size``, ``workers``, ``total_images``).
     """
     import mlflow
 
@@ -135,6 +141,7 @@ def register_generator(
             finite = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
             mlflow.log_metrics({f"eval/{k}": v for k, v in finite.items()}, model_id=info.model_id)
             run_id = run.info.run_id
+            experiment_id = run.info.experiment_id
 
     version_tags = {
         TAG_PRIMARY_METRIC: primary_metric,
@@ -151,12 +158,19 @@ def register_generator(
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
     client.set_model_version_tag(model_name, version, "promotion", decision.reason)
-    client.update_model_version(model_name, version, description=(
-        f"EMA generator from run {run_id}. {primary_metric}={candidate_value:.6g} "
-        f"(protocol {protocol[:12]}). Promotion: {decision.reason}."))
     after = current_champion(client, model_name)
+    champion_version = str(after.version) if after is not None else ""
+    shape = cards.ModelShape(task, exported.image_size, exported.pose_channels)
+    client.update_model_version(model_name, version, description=cards.version_card(
+        model_name=model_name, version=version, shape=shape, metrics_doc=metrics_doc, primary_metric=primary_metric,
+        promoted=decision.promote, reason=decision.reason, champion_version=champion_version, run_id=run_id,
+        experiment_id=experiment_id, model_id=info.model_id, evaluation_files=[Path(p).name for p in artifacts],
+        training=training, request_example=request_example))
+    client.update_registered_model(model_name, description=cards.registered_model_card(
+        model_name=model_name, shape=shape, candidate_version=version, request_example=request_example,
+        champion=cards.champion_summary(after.version, after.tags) if after is not None else None))
     return Registration(model_name, version, f"models:/{model_name}/{version}", decision.promote,
-                        decision.reason, str(after.version) if after is not None else "")
+                        decision.reason, champion_version)
 
 
 def export_generator(ema: torch.nn.Module, shards: str | Path
