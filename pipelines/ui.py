@@ -1,11 +1,19 @@
-"""Headless-Chromium snapshots of the MLflow UI's registered-model pages.
+"""Headless-Chromium snapshots of the MLflow UI's registered-model and model-version pages.
 
     python -m pipelines.ui snapshot --model attnflow-pose --screenshot docs/images/registry.png
+    python -m pipelines.ui snapshot --model attnflow-pose --version champion --size 1280x2400 \
+        --screenshot docs/images/mlflow-model-version.png
 
 ``make mlflow-ui`` (infra/mlflow-server.sh) serves the UI for people.  ``snapshot`` starts its own
 ``mlflow server`` on a free 127.0.0.1 port over the project's SQLite store (see
-pipelines/tracking/journal.py), loads a registered model's page in Debian's headless Chromium, checks that
-the model name and its aliases are on it, and optionally saves a screenshot.
+pipelines/tracking/journal.py), loads a registered model's page (or one version's: ``--version`` takes
+a number or an alias) in Debian's headless Chromium, checks that the model name and the aliases are on
+it (on a version page: the version's aliases and the title of its model card,
+pipelines/registry/cards.py), and optionally saves a screenshot of ``--size`` pixels.
+
+Chromium reaches the server under the name :data:`SNAPSHOT_HOST` (mapped to 127.0.0.1, and allowed
+by the server): the UI opens its assistant panel over half the page on a first visit to a
+``localhost``/``127.0.0.1`` address, and a fresh browser profile is always a first visit.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from typing import Iterator
 from pipelines.config.logs import add_log_level_arg, setup_logging
 
 log = logging.getLogger("ui")
+SNAPSHOT_HOST = "mlflow-snapshot"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")
 
@@ -36,8 +45,9 @@ def free_port() -> int:
 
 
 def server_command(backend_uri: str, artifact_root: str, port: int) -> list[str]:
+    hosts = ",".join(f"{h}:{port}" for h in ("127.0.0.1", "localhost", SNAPSHOT_HOST))
     return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", backend_uri, "--default-artifact-root", artifact_root]
+            "--backend-store-uri", backend_uri, "--default-artifact-root", artifact_root, "--allowed-hosts", hosts]
 
 
 def project_store() -> tuple[str, str]:
@@ -52,7 +62,8 @@ def project_store() -> tuple[str, str]:
 @contextlib.contextmanager
 def running_server(backend_uri: str, artifact_root: str, port: int | None = None,
                    timeout: float = 90.0) -> Iterator[str]:
-    """An ``mlflow server`` on 127.0.0.1 for the duration of the block; yields its base URL."""
+    """An ``mlflow server`` on 127.0.0.1 for the duration of the block; yields its base URL for
+    :func:`render` (under :data:`SNAPSHOT_HOST`)."""
     port = port or free_port()
     log = open(Path(tempfile.gettempdir()) / f"attnflow-ui-mlflow-{port}.log", "w")  # for a failed start
     proc = subprocess.Popen(server_command(backend_uri, artifact_root, port), stdout=log, stderr=subprocess.STDOUT)
@@ -69,7 +80,7 @@ def running_server(backend_uri: str, artifact_root: str, port: int | None = None
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"mlflow server did not come up on {base} (exit {proc.poll()})")
             time.sleep(0.5)
-        yield base
+        yield f"http://{SNAPSHOT_HOST}:{port}"
     finally:
         proc.terminate()
         try:
@@ -90,7 +101,8 @@ def render(url: str, screenshot: Path | None = None, size: tuple[int, int] = (14
     exe = chromium()
     if exe is None:
         raise RuntimeError("Chromium not found: apt-get install -y chromium")
-    common = [exe, *CHROMIUM_FLAGS, f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}"]
+    common = [exe, *CHROMIUM_FLAGS, f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}",
+              f"--host-resolver-rules=MAP {SNAPSHOT_HOST} 127.0.0.1"]
     with contextlib.ExitStack() as stack:
         profile = stack.enter_context(tempfile.TemporaryDirectory())
         common.append(f"--user-data-dir={profile}")
@@ -106,6 +118,34 @@ def model_page(base: str, model: str, version: str | None = None) -> str:
     return f"{base}/#/models/{model}" + (f"/versions/{version}" if version else "")
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` in pixels."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT in pixels, got {text!r}") from None
+    if not (200 <= w <= 8000 and 200 <= h <= 16000):
+        raise argparse.ArgumentTypeError(f"{text}: width in [200, 8000], height in [200, 16000]")
+    return w, h
+
+
+def version_expectations(backend_uri: str, model: str, version: str) -> tuple[str, list[str]]:
+    """A version given by number or alias -> (its number, what its page must show: its aliases and
+    the first heading of its description, the model card)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    client = mlflow.MlflowClient(tracking_uri=backend_uri, registry_uri=backend_uri)
+    try:
+        mv = (client.get_model_version(model, version) if version.isdigit()
+              else client.get_model_version_by_alias(model, version))
+    except MlflowException as exc:
+        raise SystemExit(f"{model} version {version!r}: {exc.message}") from None
+    title = next((line.lstrip("#").strip() for line in (mv.description or "").splitlines() if line.startswith("#")),
+                 None)
+    return str(mv.version), list(mv.aliases or []) + ([title] if title else [])
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.ui", description=__doc__.split("\n\n")[0])
     add_log_level_arg(ap)
@@ -113,20 +153,28 @@ def main(argv: list[str] | None = None) -> int:
     snap = sub.add_parser("snapshot", help="check a registered model's page, optionally save a screenshot")
     add_log_level_arg(snap, subcommand=True)
     snap.add_argument("--model", default="attnflow-pose")
-    snap.add_argument("--version", help="a version page instead of the model page")
+    snap.add_argument("--version", help="a version's page instead of the model's: its number or an alias (champion)")
     snap.add_argument("--screenshot", type=Path)
-    snap.add_argument("--aliases", default="champion,candidate", help="aliases that must appear on the page")
+    snap.add_argument("--size", type=parse_size, default=(1400, 900), help="window and screenshot size, WxH")
+    snap.add_argument("--aliases", help="aliases that must appear on the page "
+                                        "(default: champion,candidate; on a version page, that version's)")
     args = ap.parse_args(argv)
     setup_logging(args.log_level, "ui")
     backend, artifacts = project_store()
+    version, wanted = None, [args.model]
+    if args.version:
+        version, shown = version_expectations(backend, args.model, args.version)
+        wanted += shown if args.aliases is None else []
+    if args.aliases is not None or not args.version:
+        wanted += [a for a in (args.aliases if args.aliases is not None else "champion,candidate").split(",") if a]
     with running_server(backend, artifacts) as base:
-        dom = render(model_page(base, args.model, args.version), args.screenshot)
-    wanted = [args.model] + [a for a in args.aliases.split(",") if a]
+        dom = render(model_page(base, args.model, version), args.screenshot, args.size)
     missing = [w for w in wanted if w not in dom]
     if missing:
         log.error("not on the page: %s", ", ".join(missing))
         return 1
-    print(f"page shows {', '.join(wanted)}" + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
+    page = f"{args.model} v{version}" if version else args.model
+    print(f"page of {page} shows {', '.join(wanted)}" + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
     return 0
 
 
