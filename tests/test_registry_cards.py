@@ -75,6 +75,10 @@ def test_version_card_has_every_section() -> None:
     assert 'mlflow.pyfunc.load_model("models:/attnflow-pose/3")' in text
     assert "mlflow models serve -m models:/attnflow-pose@champion --env-manager local -h 127.0.0.1 -p 5001" in text
     assert "curl -s http://127.0.0.1:5001/invocations" in text and '{"dataframe_records": [{' in text
+    assert f"the first test pair's: `{POINTS}`" in text
+    # The UI cuts preformatted lines instead of wrapping them: code stays within 100 characters.
+    code = text.split("## Use it")[1]
+    assert max(len(line) for line in code.splitlines() if not line.startswith("`pose.json`")) <= 100
     assert len(text) <= cards.MAX_DESCRIPTION
 
 
@@ -99,7 +103,7 @@ def test_promoted_version_and_a_minimal_metrics_doc() -> None:
                 experiment_id=None, model_id=None, evaluation_files=[], request_example=None)
     assert "promoted to **champion**: no champion yet." in text and "`ssim` = 0.5 (higher is better)" in text
     assert "`" + "p" * 64 + "`" in text and "## Evaluation files" not in text
-    assert '"target_keypoints": "[[x, y], ...]"' in text
+    assert "`pose.json` holds the target pose, 18 `[x, y]` in the model's frame." in text
 
 
 def test_evaluation_files_link_into_the_ui() -> None:

@@ -131,38 +131,42 @@ def contract_section(shape: ModelShape) -> str:
     return "\n".join(lines)
 
 
-def _example_row(task: str, request_example: Mapping[str, Any] | None) -> tuple[str, str]:
-    """The non-image columns of the call examples: (JSON for curl, Python dict items)."""
-    if task == POSE:
-        points = (request_example or {}).get("target_keypoints") or "[[x, y], ...]"
-        return f'"target_keypoints": {json.dumps(points)}', '"target_keypoints": open("pose.json").read()'
-    return '"smile": 0.5', '"smile": 0.5'
-
-
 def usage_section(model_name: str, version: str | None, task: str,
                   request_example: Mapping[str, Any] | None = None) -> str:
-    """How to call it: pyfunc in Python, ``mlflow models serve`` and curl."""
+    """How to call it: pyfunc in Python, ``mlflow models serve`` and curl (code lines short enough
+    for the UI, which cuts preformatted lines rather than wrapping them)."""
     uri = f"models:/{model_name}/{version}" if version else f"models:/{model_name}@{CHAMPION}"
-    curl_cols, py_cols = _example_row(task, request_example)
-    what = "person.png" if task == POSE else "face.png"
-    note = ("target keypoints from the first test pair, in the model's frame"
-            if task == POSE and request_example else
-            "target keypoints: 18 [x, y] in the model's frame" if task == POSE else "one edit")
+    if task == POSE:
+        image = "person.png"
+        points = (request_example or {}).get("target_keypoints")
+        intro = ("`pose.json` holds the target pose, 18 `[x, y]` in the model's frame"
+                 + (f"; the first test pair's: `{points}`" if points else "") + ".")
+        py_col, json_col, shell_arg = ('"target_keypoints": open("pose.json").read()', '"target_keypoints": "%s"',
+                                       " \"$(tr -d '\\n' < pose.json)\"")
+    else:
+        image = "face.png"
+        intro = "One edit, `smile`; the request columns above list the others."
+        py_col, json_col, shell_arg = '"smile": 0.5', '"smile": 0.5', ""
     return "\n".join([
         "## Use it",
+        intro,
         "```python",
         "import base64, mlflow, pandas as pd",
         'mlflow.set_tracking_uri("sqlite:///mlruns.db")  # the project\'s store, or its server',
         f'model = mlflow.pyfunc.load_model("{uri}")',
-        f'row = {{"source_image": base64.b64encode(open("{what}", "rb").read()).decode(), {py_cols}}}',
+        f'image = base64.b64encode(open("{image}", "rb").read()).decode()',
+        f'row = {{"source_image": image, {py_col}}}',
         "out = model.predict(pd.DataFrame([row]))",
         'open("out.png", "wb").write(base64.b64decode(out["image"][0]))',
         "```",
-        f"Served over HTTP ({note}):",
+        "Served over HTTP:",
         "```bash",
+        "export MLFLOW_TRACKING_URI=sqlite:///$PWD/mlruns.db  # the project's store, or its server",
         f"mlflow models serve -m models:/{model_name}@{CHAMPION} --env-manager local -h 127.0.0.1 -p 5001",
-        "curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d \\",
-        f"  '{{\"dataframe_records\": [{{\"source_image\": \"'\"$(base64 -w0 {what})\"'\", {curl_cols}}}]}}'",
+        "# then, from another shell:",
+        f"printf '{{\"dataframe_records\": [{{\"source_image\": \"%s\", {json_col}}}]}}' \\",
+        f'  "$(base64 -w0 {image})"{shell_arg} |',
+        "  curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d @-",
         '# -> {"predictions": [{"image": "<base64 PNG>"}]}',
         "```",
     ])
