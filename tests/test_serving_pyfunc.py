@@ -120,7 +120,8 @@ def test_both_flavours_read_the_same_model_data(pose_model):
     shipped = {p.name for p in (pose_model["path"] / "code").iterdir()}
     assert {"pipelines", "datasets", "model"} <= shipped
     inputs = {c["name"]: c["required"] for c in json.loads(mlmodel["signature"]["inputs"])}
-    assert inputs == {"source_image": True, "target_keypoints": True, "target_size": False, "source_keypoints": False}
+    assert inputs == {"source_image": True, "target_keypoints": False, "target_size": False, "source_keypoints": False,
+                      "target_image": False, "return_maps": False}
 
 
 def test_pytorch_flavour_still_loads_the_packed_generator(pose_model):
@@ -167,7 +168,10 @@ def test_several_rows_answer_in_order_and_errors_name_the_row(pose_model):
     ({"source_keypoints": json.dumps([[0, 0]] * 68)}, "source_keypoints",
      "source_keypoints: expected 18 [x, y] pairs, found 68"),
     ({"target_size": "[512]"}, "target_size", "target_size: expected [H, W]"),
-    ({"target_keypoints": None}, "target_keypoints", "missing inputs ['target_keypoints']"),
+    ({"target_keypoints": None}, "target_keypoints", "missing column target_keypoints (or target_image"),
+    ({"target_image": png_b64(np.zeros((8, 8, 3), np.uint8))}, "target_image",
+     "target_image: give target_keypoints or target_image, not both"),
+    ({"return_maps": "maybe"}, "return_maps", "Incompatible input types for column return_maps"),  # MLflow's check
     ({"source_image": png_b64(np.zeros((300, 5000, 3), np.uint8))}, "source_image",
      "source_image: 5000x300 exceeds the 4096-pixel limit"),
     ({"target_keypoints": json.dumps([[-1, -1]] * 18)}, "target_keypoints",
@@ -281,3 +285,44 @@ def test_decode_points_marks_null_missing_and_rejects_non_numbers():
     with pytest.raises(RequestError, match=r"target_size: \[0, 5\] must lie in"):
         contract.decode_size("[0, 5]")
     assert NUM_LANDMARKS == contract.POINT_COUNTS["portrait"]
+
+
+def test_combination_maps_on_request(pose_model):
+    """return_maps adds a grey strip, one model-sized cell per scale; the image is the same as without."""
+    plain = pose_model["pyfunc"].predict(pd.DataFrame([pose_request()]))
+    assert list(plain.columns) == ["image"]
+    out = pose_model["pyfunc"].predict(pd.DataFrame([{**pose_request(), "return_maps": True}]))
+    assert out["image"][0] == plain["image"][0]
+    strip = decode_png(out["combination_maps"][0])
+    scales = len(pose_model["net"].generator.cfg.scales) if hasattr(pose_model["net"].generator.cfg, "scales") else None
+    assert strip.ndim == 2 and strip.shape[0] == POSE_SIZE[0] and strip.shape[1] % POSE_SIZE[1] == 0
+    assert strip.shape[1] // POSE_SIZE[1] >= 1 and (scales is None or strip.shape[1] // POSE_SIZE[1] == scales)
+    mixed = pose_model["pyfunc"].predict(pd.DataFrame([pose_request(), {**pose_request(), "return_maps": True}]))
+    assert mixed["combination_maps"][0] == "" and mixed["combination_maps"][1] == out["combination_maps"][0]
+
+
+def test_target_pose_from_a_photo(pose_model, monkeypatch):
+    """target_image: the pose extra finds the target pose in a photo (stubbed here: MediaPipe's
+    own result on the astronaut is tested with the pose extra above)."""
+    from pipelines.serving import pyfunc
+
+    seen = []
+
+    def fake_extract(image):
+        seen.append(image.shape)
+        return np.asarray(astronaut_keypoints(), np.float64)
+
+    monkeypatch.setattr(pyfunc, "extract_keypoints", fake_extract)
+    row = {k: v for k, v in pose_request().items() if k not in ("target_keypoints", "target_size")}
+    out = pose_model["pyfunc"].predict(pd.DataFrame([{**row, "target_image": png_b64(astronaut())}]))
+    direct = pose_model["pyfunc"].predict(pd.DataFrame([pose_request()]))
+    assert seen == [(512, 512, 3)] and out["image"][0] == direct["image"][0]
+
+    def no_extra(image):
+        raise pyfunc.PoseExtraMissing("mediapipe is not installed")
+
+    monkeypatch.setattr(pyfunc, "extract_keypoints", no_extra)
+    from mlflow.exceptions import MlflowException
+
+    with pytest.raises(MlflowException, match="target_keypoints: not given, and this server has no pose extra"):
+        pose_model["pyfunc"].predict(pd.DataFrame([{**row, "target_image": png_b64(astronaut())}]))

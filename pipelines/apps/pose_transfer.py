@@ -129,6 +129,21 @@ class PoseTransfer:
         out = self.net(packed)[0]
         return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
 
+    @torch.no_grad()
+    def generate_with_maps(self, image: np.ndarray, source_keypoints: np.ndarray,
+                           target_keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`generate`, and the combination maps as one grey uint8 strip [h, w * scales]: per
+        scale (coarse to fine, nearest-scaled to the model's size) 255 where the attention warp is
+        taken, 0 where the flow warp is; [h, 0] for a variant without both branches."""
+        x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
+        out = self.net.generator(x, self._pose(source_keypoints)[None], self._pose(target_keypoints)[None])
+        h, w = self.size
+        cells = [torch.nn.functional.interpolate(m[:1].float(), size=(h, w), mode="nearest")[0, 0]
+                 for _, m in sorted(out.combination_maps.items(), reverse=True)]
+        strip = torch.cat(cells, dim=1) if cells else torch.zeros(h, 0)
+        picture = ((out.image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        return picture, (strip.clamp(0, 1) * 255).round().byte().numpy()
+
     def sheet(self, source: np.ndarray, target_keypoints: np.ndarray, target_frame: tuple[int, int] | None = None,
               source_keypoints: np.ndarray | None = None, scale: int = 2) -> np.ndarray:
         """source (with its skeleton) | target skeleton | output, for looking at a result."""

@@ -7,13 +7,16 @@ column              type      required  value
 ==================  ========  ========  ==============================================================
 source_image        string    yes       base64 PNG/JPEG (a ``data:`` URL is accepted), any size and
                                         mode up to :data:`MAX_SIDE` pixels a side and :data:`MAX_BYTES`
-target_keypoints    string    yes       JSON ``[[x, y], ...]``: 18 OpenPose-18 points (``null`` or a
+target_keypoints    string    yes [1]_  JSON ``[[x, y], ...]``: 18 OpenPose-18 points (``null`` or a
                                         negative coordinate marks a missing one)
 target_size         string    no        JSON ``[H, W]``: the frame ``target_keypoints`` refer to; it is
                                         centre-cropped to the model's aspect ratio and scaled (default:
                                         the model's own frame)
 source_keypoints    string    no        JSON, 18 points in ``source_image`` pixels; found with the pose
                                         extra (MediaPipe) when absent
+target_image        string    no        instead of ``target_keypoints``: a base64 photo whose person's
+                                        pose (found with the pose extra) is the target
+return_maps         boolean   no        true: also answer ``combination_maps``
 ==================  ========  ========  ==============================================================
 
 Portrait editing (``attnflow-portrait``): ``source_image`` as above; ``source_landmarks`` (JSON, 68
@@ -23,7 +26,13 @@ edit columns ``rotate`` (degrees), ``shift_x``/``shift_y`` (pixels of the output
 ``mouth_open``, ``smile``, ``eyes_closed``, ``brows`` (numbers, ranges as in
 :class:`pipelines.apps.portrait_editor.Edits`).  No edit and no target re-renders the face as it is.
 
-Both answer one column, ``image``: the generated image as a base64 PNG of the model's size.
+.. [1] ``target_keypoints`` or ``target_image``, one of the two.
+
+Both answer ``image``: the generated image as a base64 PNG of the model's size.  A pose request
+with ``return_maps`` true also gets ``combination_maps``: a grey PNG strip, one cell per scale
+(coarse to fine, each scaled to the model's size), white where the generator takes the
+attention-warped features and black where it takes the flow-warped ones (empty for a variant
+without both branches); rows that did not ask get an empty string.
 
 Every function here is pure; a value it cannot use raises :class:`RequestError`, whose message
 names the column (``target_keypoints: expected 18 [x, y] pairs, found 17``).
@@ -63,13 +72,14 @@ class Column:
 
 
 INPUTS: dict[str, tuple[Column, ...]] = {
-    POSE: (Column("source_image", "string", True), Column("target_keypoints", "string", True),
-           Column("target_size", "string", False), Column("source_keypoints", "string", False)),
+    POSE: (Column("source_image", "string", True), Column("target_keypoints", "string", False),
+           Column("target_size", "string", False), Column("source_keypoints", "string", False),
+           Column("target_image", "string", False), Column("return_maps", "boolean", False)),
     PORTRAIT: (Column("source_image", "string", True), Column("source_landmarks", "string", False),
                Column("target_landmarks", "string", False), Column("target_size", "string", False),
                *(Column(name, "double", False) for name in EDIT_COLUMNS)),
 }
-OUTPUTS = (Column("image", "string", True),)
+OUTPUTS = (Column("image", "string", True), Column("combination_maps", "string", False))
 
 
 class RequestError(ValueError):
@@ -118,6 +128,20 @@ def check_columns(columns: list[str], task: str) -> None:
     for col in INPUTS[check_task(task)]:
         if col.required and col.name not in columns:
             raise RequestError.missing(col.name)
+    if task == POSE and "target_keypoints" not in columns and "target_image" not in columns:
+        raise RequestError("target_keypoints", "missing column target_keypoints (or target_image, a photo of "
+                           "the target pose)", prefix=False)
+
+
+def decode_flag(value: Any, field: str) -> bool:
+    """A yes/no column: true/false (JSON or a string), 1/0."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    if _number(value) and float(value) in (0.0, 1.0):
+        return bool(value)
+    raise RequestError(field, f"expected true or false, got {str(value)[:40]!r}")
 
 
 def decode_image(value: Any, field: str = "source_image", max_side: int = MAX_SIDE,
@@ -163,11 +187,12 @@ def _amount(n: int) -> str:
 
 
 def encode_png(image: np.ndarray) -> str:
-    """RGB uint8 [H, W, 3] -> base64 PNG."""
+    """RGB uint8 [H, W, 3] (or grey [H, W]) -> base64 PNG."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(image, np.uint8), "RGB").save(buf, format="PNG")
+    pixels = np.ascontiguousarray(image, np.uint8)
+    Image.fromarray(pixels, "L" if pixels.ndim == 2 else "RGB").save(buf, format="PNG")
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 

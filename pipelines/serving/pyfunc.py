@@ -32,6 +32,7 @@ from pipelines.serving.contract import (
     cell,
     check_columns,
     check_task,
+    decode_flag,
     decode_float,
     decode_image,
     decode_points,
@@ -74,40 +75,64 @@ class GeneratorService:
                 raise RequestError("request", f"request: {len(rows)} rows exceed the {MAX_ROWS}-row limit")
         except RequestError as exc:
             raise invalid(str(exc)) from None
-        images = []
+        images, maps = [], []
         for i, row in enumerate(rows):
             try:
-                out = self.pose(row) if self.task == POSE else self.portrait(row)
+                out, strip = self.pose(row) if self.task == POSE else (self.portrait(row), None)
             except RequestError as exc:
                 raise invalid(f"row {i}: {exc}" if len(rows) > 1 else str(exc)) from None
             images.append(encode_png(out))
+            maps.append(None if strip is None else encode_png(strip) if strip.size else "")
+        if any(m is not None for m in maps):
+            return pd.DataFrame({"image": images, "combination_maps": [m or "" for m in maps]})
         return pd.DataFrame({"image": images})
 
     # Pose transfer -------------------------------------------------------------------------------
 
-    def pose(self, row: dict[str, Any]) -> np.ndarray:
+    def pose(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """The generated image, and the combination-map strip when the row asks for it."""
+        app: PoseTransfer = self.app  # type: ignore[assignment]
         image = decode_image(cell(row, "source_image", required=True), "source_image")
         count = POINT_COUNTS[POSE]
-        target = decode_points(cell(row, "target_keypoints", required=True), "target_keypoints", count)
+        keypoints, photo = cell(row, "target_keypoints"), cell(row, "target_image")
         size = cell(row, "target_size")
-        frame = decode_size(size) if size is not None else None
+        if keypoints is not None and photo is not None:
+            raise RequestError("target_image", "give target_keypoints or target_image, not both")
+        if photo is not None:
+            if size is not None:
+                raise RequestError("target_size", "target_image gives its own size; send target_size only "
+                                   "with target_keypoints")
+            pose_photo = decode_image(photo, "target_image")
+            target, frame = self._keypoints(pose_photo, "target"), pose_photo.shape[:2]
+        elif keypoints is not None:
+            target = decode_points(keypoints, "target_keypoints", count)
+            frame = decode_size(size) if size is not None else None
+        else:
+            raise RequestError("target_keypoints", "no value given (send target_keypoints or target_image)")
+        maps = cell(row, "return_maps")
+        want_maps = decode_flag(maps, "return_maps") if maps is not None else False
         given = cell(row, "source_keypoints")
         source = decode_points(given, "source_keypoints", count) if given is not None else self._keypoints(image)
+        field = "target_image" if photo is not None else "target_keypoints"
         try:
-            return self.app.transfer(image, target, frame, source_keypoints=source)  # type: ignore[union-attr]
+            framed, src, tgt = app.prepare(image, target, frame, source_keypoints=source)
         except InputError as exc:  # the checks above leave only "no target keypoint inside the frame"
-            raise RequestError("target_keypoints", str(exc)) from None
+            raise RequestError(field, str(exc)) from None
+        if want_maps:
+            return app.generate_with_maps(framed, src, tgt)
+        return app.generate(framed, src, tgt), None
 
     @staticmethod
-    def _keypoints(image: np.ndarray) -> np.ndarray:
+    def _keypoints(image: np.ndarray, which: str = "source") -> np.ndarray:
+        """The pose of the person in the ``which`` photo (source_image or target_image), by the pose extra."""
         try:
             return extract_keypoints(image)
         except PoseExtraMissing:
-            raise RequestError("source_keypoints", "not given, and this server has no pose extra (mediapipe) to "
-                               "find them in source_image: send source_keypoints (18 OpenPose-18 [x, y] in "
-                               "source_image pixels)") from None
+            raise RequestError(f"{which}_keypoints", f"not given, and this server has no pose extra (mediapipe) "
+                               f"to find them in {which}_image: send {which}_keypoints (18 OpenPose-18 [x, y] "
+                               f"in {which}_image pixels)") from None
         except NoPersonFound as exc:
-            raise RequestError("source_image", f"{exc}; send source_keypoints") from None
+            raise RequestError(f"{which}_image", f"{exc}; send {which}_keypoints") from None
 
     # Portrait editing ----------------------------------------------------------------------------
 
