@@ -119,6 +119,10 @@ def test_register_after_evaluate_makes_a_champion(in_project: tuple[Path, Path])
     assert champion.tags["protocol_sha256"] == doc["protocol_sha256"]
     out = json.loads((root / "runs" / DATASET / f"registered-{DATASET}.json").read_text())
     assert out["promoted"] and out["version"] == str(champion.version)
+    # Its description is the model card, with the training budget from the checkpoint and its config.
+    gen = doc["generator"]
+    assert champion.description.startswith(f"# attnflow-pose v{champion.version}: pose transfer")
+    assert f"{gen['images']} training images seen in {gen['step']} steps (batch " in champion.description
 
     # The same checkpoint again scores the same: a tie never moves the champion.
     assert register.main(args) == 0

@@ -63,7 +63,9 @@ def test_version_card_has_every_section() -> None:
     # The contract: every request column with its type and whether it is required, the response.
     for col in INPUTS["pose"]:
         assert f"`{col.name}` ({col.type}, {'required' if col.required else 'optional'})" in text
-    assert f"`{OUTPUTS[0].name}` (string)" in text and "base64 PNG, 128×88 (H×W)" in text
+    assert "`image` (string, always): the generated image, base64 PNG, 128×88 (H×W)" in text
+    for col in OUTPUTS:  # the pose service answers every response column (combination_maps on request)
+        assert f"`{col.name}` ({col.type}, " in text
     assert "float32 `[B, 39, 128, 88]`" in text and "output `[B, 3, 128, 88]`" in text
     # Training data and budget, from the checkpoint info and the training config.
     assert "`synthetic_fashion` (deepfashion, synthetic), 192 training images, at 128×88 (H×W)" in text
@@ -124,6 +126,7 @@ def test_portrait_card_with_masked_scores_stays_within_mlflows_limit() -> None:
     for col in INPUTS["portrait"]:
         assert f"`{col.name}`" in text
     assert "(double, optional)" in text and "face part maps (8, in [0, 1])" in text
+    assert "combination_maps" not in text  # portrait requests cannot ask for it
     row = next(line for line in text.splitlines() if line.startswith("landmark_nme"))
     assert row.split()[1:] == ["↓", "*", "0.0812", "0.06496", "0.07308", "0.0301"]
     assert "masked_ssim ↑" in text
@@ -149,6 +152,9 @@ def test_a_card_too_long_for_mlflow_drops_its_links() -> None:
     text = card(evaluation_files=many)
     assert len(text) <= cards.MAX_DESCRIPTION
     assert "`plot_14_with_a_long_descriptive_name.png`" in text and "](#/experiments/" not in text
+    assert "## Request (python_function flavour)" in text  # the contract stays while it fits
+    cut = cards.fit("x" * 6000)
+    assert len(cut) <= cards.MAX_DESCRIPTION and cut.endswith("(cut to MLflow's description limit)\n")
 
 
 def test_unknown_task_is_an_error() -> None:

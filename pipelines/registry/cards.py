@@ -41,12 +41,20 @@ BASELINE_NAMES = ("copy_source", "mean_train_image")
 
 _MB = MAX_BYTES // 2**20
 COLUMN_NOTES = {
-    "source_image": f"base64 PNG/JPEG (a `data:` URL is accepted), any size up to {MAX_SIDE} px a side, {_MB} MB",
-    "target_keypoints": "JSON `[[x, y], ...]`, 18 points; `null` or a negative coordinate marks a missing one",
-    "source_keypoints": "JSON, 18 points in `source_image` pixels; found by the pose extra (MediaPipe) when absent",
-    "source_landmarks": "JSON, 68 points in `source_image` pixels; found by the face mesh when absent",
+    "source_image": f"base64 PNG/JPEG (or a `data:` URL), up to {MAX_SIDE} px a side and {_MB} MB",
+    "target_keypoints": "JSON `[[x, y], ...]`, 18 points, `null` or negative = missing; it or `target_image` is needed",
+    "target_image": "base64 photo whose person's pose (found by the pose extra) is the target",
+    "source_keypoints": "JSON, 18 points in `source_image` pixels (default: found by the pose extra)",
+    "source_landmarks": "JSON, 68 points in `source_image` pixels (default: found by the face mesh)",
     "target_landmarks": "JSON, 68 points in the output frame (or in `target_size`); else the edits apply",
-    "target_size": "JSON `[H, W]`: the frame the target points refer to (default: the model's frame)",
+    "target_size": "JSON `[H, W]`, the frame of the target points (default: the model's)",
+    "return_maps": "true: also answer `combination_maps`",
+}
+# Response columns: what they hold, and the request column that asks for them (None: always there).
+OUTPUT_NOTES = {
+    "image": ("the generated image, base64 PNG", None),
+    "combination_maps": ("grey PNG strip, one cell per scale: white = attention-warped, black = flow-warped "
+                         "features taken", "return_maps"),
 }
 EDIT_NOTE = (f"`rotate` degrees in [{ROTATE_RANGE[0]:g}, {ROTATE_RANGE[1]:g}]; `shift_x`, `shift_y` pixels of the "
              f"output frame; the others strengths in [{STRENGTH_RANGE[0]:g}, {STRENGTH_RANGE[1]:g}], 0 = unchanged")
@@ -116,17 +124,24 @@ def contract_section(shape: ModelShape) -> str:
         types = "/".join(sorted({c.type for c in edits}))
         need = "required" if any(c.required for c in edits) else "optional"
         lines.append(f"- {', '.join(f'`{c.name}`' for c in edits)} ({types}, {need}): {EDIT_NOTE}")
-    out = ", ".join(f"`{c.name}` ({c.type})" for c in OUTPUTS)
+    asked = {c.name for c in INPUTS[task]}
+    answers = []
+    for col in OUTPUTS:
+        note, needs = OUTPUT_NOTES.get(col.name, ("", None))
+        if needs is not None and needs not in asked:
+            continue  # this task's requests cannot ask for it
+        when = f"with `{needs}`" if needs else ("always" if col.required else "optional")
+        answers.append(f"`{col.name}` ({col.type}, {when}): {note}".rstrip(": ")
+                       + (f", {_size(shape.image_size)}" if col.name == "image" else ""))
     h, w = shape.image_size
     p = int(shape.pose_channels)
     lines += ["",
-              (f"Response: one column, {out}: the generated image as a base64 PNG, {_size(shape.image_size)}. "
-               "A request it cannot use is answered HTTP 400 with a message naming the column."),
+              "Response, per row: " + "; ".join(answers) + ". An unusable request gets HTTP 400 naming the column.",
               "",
               "## Tensor (pytorch flavour)",
               (f"`mlflow.pytorch.load_model` gives the PackedGenerator: float32 `[B, {3 + 2 * p}, {h}, {w}]` = "
                f"source image (3, in [-1, 1]) | source {POSE_INPUT[task]} ({p}, in [0, 1]) | target "
-               f"{POSE_INPUT[task]} ({p}); output `[B, 3, {h}, {w}]` in [-1, 1]; any other shape is rejected. "
+               f"{POSE_INPUT[task]} ({p}); output `[B, 3, {h}, {w}]` in [-1, 1]; other shapes are rejected. "
                "`extra_files/reference_input.npy` -> `reference_output.npy` checks a loaded copy.")]
     return "\n".join(lines)
 
@@ -244,7 +259,7 @@ def training_lines(metrics_doc: Mapping[str, Any], training: Mapping[str, Any] |
 def protocol_lines(metrics_doc: Mapping[str, Any]) -> list[str]:
     protocol = metrics_doc.get("protocol") or {}
     sha = metrics_doc.get("protocol_sha256")
-    lines = [f"Evaluation protocol sha256 `{sha}`: scores are comparable only under the same hash."]
+    lines = [f"Evaluation protocol sha256 `{sha}` (scores compare only under the same hash)."]
     facts = []
     if protocol.get("pairs"):
         facts.append(f"{protocol['pairs']} held-out test pairs")
@@ -300,7 +315,7 @@ def version_card(*, model_name: str, version: str, shape: ModelShape, metrics_do
                 f"**{CANDIDATE}** only: {reason}.")
     better = "lower" if _direction(primary_metric) == "↓" else "higher"
 
-    def card(links: bool) -> str:
+    def card(links: bool, contract: bool) -> str:
         parts = [
             f"# {model_name} v{version}: {TASK_TITLES[task]}",
             TASK_SUMMARIES[task] + (f" AttnFlow EMA generator from run `{run_id}`." if run_id else ""),
@@ -315,7 +330,8 @@ def version_card(*, model_name: str, version: str, shape: ModelShape, metrics_do
             "## Training",
             *training_lines(metrics_doc, training),
             "",
-            contract_section(shape),
+            contract_section(shape) if contract else
+            "## Request and response\nAs in the registered model's description (the columns of pipelines/serving/contract.py).",
             "",
             *evaluation_files_lines(evaluation_files, run_id, experiment_id, model_id, links),
             "",
@@ -323,9 +339,16 @@ def version_card(*, model_name: str, version: str, shape: ModelShape, metrics_do
         ]
         return "\n".join(parts).replace("\n\n\n", "\n\n").strip() + "\n"
 
-    text = card(links=True)
-    # Within MLflow's limit: without the UI links and the example's points when they would not fit.
-    return text if len(text) <= MAX_DESCRIPTION else card(links=False)
+    return fit(card(links=True, contract=True), card(links=False, contract=True), card(links=False, contract=False))
+
+
+def fit(*texts: str) -> str:
+    """The first text within :data:`MAX_DESCRIPTION` (the fullest first); else the last, cut to it."""
+    for text in texts:
+        if len(text) <= MAX_DESCRIPTION:
+            return text
+    tail = "\n\n(cut to MLflow's description limit)\n"
+    return texts[-1][:MAX_DESCRIPTION - len(tail)] + tail
 
 
 def registered_model_card(*, model_name: str, shape: ModelShape, champion: ChampionSummary | None,
@@ -354,4 +377,4 @@ def registered_model_card(*, model_name: str, shape: ModelShape, champion: Champ
         "",
         usage_section(model_name, None, task, request_example),
     ]
-    return "\n".join(parts).strip() + "\n"
+    return fit("\n".join(parts).strip() + "\n")
