@@ -11,7 +11,6 @@ padding, so the scores are a preformatted block.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
