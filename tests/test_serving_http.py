@@ -132,7 +132,7 @@ def test_served_pose_model_answers_good_and_bad_requests(tmp_path: Path) -> None
             "target_keypoints": ({**good, "target_keypoints": json.dumps(astronaut_keypoints()[:17])},
                                  "target_keypoints: expected 18 [x, y] pairs, found 17"),
             "missing": ({k: v for k, v in good.items() if k != "target_keypoints"},
-                        "missing inputs ['target_keypoints']"),
+                        "missing column target_keypoints (or target_image"),
             "oversize": ({**good, "source_image": png_b64(np.zeros((300, 5000, 3), np.uint8))},
                          "source_image: 5000x300 exceeds the 4096-pixel limit"),
         }
