@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import logging
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,17 +30,12 @@ from pathlib import Path
 from typing import Iterator
 
 from pipelines.config.logs import add_log_level_arg, setup_logging
+from pipelines.serving.server import free_port
 
 log = logging.getLogger("ui")
 SNAPSHOT_HOST = "mlflow-snapshot"
 CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def server_command(backend_uri: str, artifact_root: str, port: int) -> list[str]:

@@ -15,6 +15,7 @@ import pytest
 from datasets.pose.keypoints import NUM_JOINTS
 from pipelines.bench import serve as bench
 from pipelines.serving import contract
+from pipelines.serving import server as serving_server
 from tests.test_serving_pyfunc import POSE_SIZE, save_served, tiny_generator
 
 
@@ -124,29 +125,29 @@ def test_server_runs_on_loopback_without_the_repository_on_its_path(monkeypatch,
     monkeypatch.setenv("PYTHONPATH", "/somewhere")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:///rel/mlruns.db")
     monkeypatch.chdir(tmp_path)
-    server = bench.Server("some-folder", 5123, tmp_path, threads=2)
+    server = serving_server.Server("some-folder", 5123, tmp_path, threads=2)
     cmd = server.command()
     assert cmd[cmd.index("-h") + 1] == "127.0.0.1" and cmd[cmd.index("-p") + 1] == "5123"
     assert cmd[cmd.index("--env-manager") + 1] == "local" and cmd[cmd.index("-m") + 1] == str(tmp_path / "some-folder")
     env = server.environment()
     assert "PYTHONPATH" not in env and env["OMP_NUM_THREADS"] == "2"
     assert env["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path}/rel/mlruns.db"
-    assert bench.absolute_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
-    assert bench.absolute_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
-    assert bench.absolute_model("models:/attnflow-pose@champion") == "models:/attnflow-pose@champion"
+    assert serving_server.absolute_tracking_uri("sqlite:////abs/x.db") == "sqlite:////abs/x.db"
+    assert serving_server.absolute_tracking_uri("http://127.0.0.1:5000") == "http://127.0.0.1:5000"
+    assert serving_server.absolute_model("models:/attnflow-pose@champion") == "models:/attnflow-pose@champion"
     server.stop()  # never started: nothing to do
 
 
 def test_a_server_that_never_answers_is_stopped_and_its_log_shown(monkeypatch, tmp_path: Path) -> None:
     sleeper = [sys.executable, "-c", "import time; print('still starting', flush=True); time.sleep(120)"]
-    monkeypatch.setattr(bench.Server, "command", lambda self: sleeper)
-    server = bench.Server("m", bench.free_port(), tmp_path, start_timeout_s=1.5)
+    monkeypatch.setattr(serving_server.Server, "command", lambda self: sleeper)
+    server = serving_server.Server("m", serving_server.free_port(), tmp_path, start_timeout_s=1.5)
     with pytest.raises(RuntimeError, match="did not answer /ping within 2 s:\n.*still starting"), server:
         pass
     assert server.proc is not None and server.proc.poll() is not None  # stopped, not left running
-    monkeypatch.setattr(bench.Server, "command", lambda self: [sys.executable, "-c", "raise SystemExit(3)"])
+    monkeypatch.setattr(serving_server.Server, "command", lambda self: [sys.executable, "-c", "raise SystemExit(3)"])
     with pytest.raises(RuntimeError, match="exited with 3"):
-        bench.Server("m", bench.free_port(), tmp_path, start_timeout_s=30).__enter__()
+        serving_server.Server("m", serving_server.free_port(), tmp_path, start_timeout_s=30).__enter__()
 
 
 def test_answers_other_than_200_raise_with_the_servers_message() -> None:

@@ -8,12 +8,8 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -23,6 +19,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipelines.serving.server import Server, free_port
 from tests.test_serving_pyfunc import (
     PORTRAIT_SIZE,
     POSE_SIZE,
@@ -35,15 +32,8 @@ from tests.test_serving_pyfunc import (
 
 pytestmark = pytest.mark.slow
 
-HOST = "127.0.0.1"
 START_TIMEOUT_S = 240
 REQUEST_TIMEOUT_S = 120
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((HOST, 0))
-        return s.getsockname()[1]
 
 
 def _post(url: str, rows: list[dict]) -> tuple[int, dict]:
@@ -56,51 +46,11 @@ def _post(url: str, rows: list[dict]) -> tuple[int, dict]:
         return err.code, json.loads(err.read() or b"{}")
 
 
-def _wait_ready(base: str, proc: subprocess.Popen, log: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            with urllib.request.urlopen(f"{base}/ping", timeout=5) as resp:
-                if resp.status == 200:
-                    return
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        time.sleep(1.0)
-    pytest.fail(f"the server did not answer /ping within {START_TIMEOUT_S} s:\n{log.read_text()[-3000:]}")
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    """The server and the uvicorn process it starts: its own process group, started above."""
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-
-
 @contextlib.contextmanager
 def served(model_dir: Path, tmp_path: Path) -> Iterator[str]:
     """``mlflow models serve`` for ``model_dir`` on a free loopback port; yields the invocations URL."""
-    mlflow_cli = Path(sys.executable).with_name("mlflow")
-    port = _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "MLFLOW_TRACKING_URI")}
-    # The server starts `uvicorn` by name: the environment's bin folder first, as when it is activated.
-    env["PATH"] = os.pathsep.join([str(mlflow_cli.parent), env.get("PATH", "")])
-    log = tmp_path / "server.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen([str(mlflow_cli), "models", "serve", "-m", str(model_dir), "--env-manager", "local",
-                                 "-h", HOST, "-p", str(port), "-w", "1"],
-                                cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    base = f"http://{HOST}:{port}"
-    try:
-        _wait_ready(base, proc, log)
-        yield f"{base}/invocations"
-    finally:
-        _stop(proc)
+    with Server(str(model_dir), free_port(), tmp_path, start_timeout_s=START_TIMEOUT_S) as running:
+        yield f"{running.base}/invocations"
 
 
 def _assert_bad(url: str, bad: dict[str, tuple[dict, str]]) -> dict:

@@ -25,6 +25,7 @@ from model.export import PackedGenerator
 from model.generator import build_generator
 from pipelines.apps import pose_extract
 from pipelines.apps.pose_extract import PoseExtraMissing
+from pipelines.bench.serve import ASTRONAUT_KEYPOINTS, astronaut
 from pipelines.serving import contract, flavor
 from pipelines.serving import pyfunc as service
 from pipelines.serving.contract import RequestError, encode_png
@@ -48,18 +49,9 @@ def save_served(path: Path, task: str) -> PackedGenerator:
     return net
 
 
-def astronaut() -> np.ndarray:
-    from skimage import data
-
-    return data.astronaut()  # RGB uint8 512×512, a person from the waist up
-
-
 def astronaut_keypoints() -> list[list[float]]:
-    """Rough OpenPose-18 points of the astronaut (512×512): head, shoulders, arms; hips and legs
-    outside the frame (missing)."""
-    return [[250, 125], [245, 250], [160, 260], [120, 400], [-1, -1], [335, 255], [380, 390], [-1, -1],
-            [-1, -1], [-1, -1], [-1, -1], [-1, -1], [-1, -1], [-1, -1], [235, 110], [270, 110], [215, 120],
-            [290, 120]]
+    """Rough OpenPose-18 points of the astronaut (512×512), as the serve benchmark posts them."""
+    return [list(p) for p in ASTRONAUT_KEYPOINTS]
 
 
 def pose_request() -> dict[str, str]:
