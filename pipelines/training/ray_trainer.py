@@ -7,20 +7,15 @@ from __future__ import annotations
 import json
 import logging
 import os
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from datasets.parallel import connect, resolve_address, shutdown
 from pipelines.tracking.redact import redact
 from pipelines.training.loop import loop_config_from
 
 log = logging.getLogger(__name__)
 
-# A local head binds every Ray server to loopback only when Ray treats the machine as a
-# single-node setup; this switch (Ray's own, meant for macOS/Windows) makes Linux do the same.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
-QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
-RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
 # Read by Ray Train in the driver and passed on to its controller and workers.
 TRAIN_ENV = {
     # Starting a worker (a Python process importing torch) can exceed Ray's 60 s default on a
@@ -29,11 +24,6 @@ TRAIN_ENV = {
     # Ray re-routes print() on workers through its logger as well, which doubles every line.
     "RAY_TRAIN_ENABLE_PRINT_PATCH": "0",
 }
-
-
-def resolve_address(param_address: str) -> str | None:
-    """The cluster to join: ``train.ray_address``, else ``RAY_ADDRESS``, else None (start one)."""
-    return param_address or os.environ.get("RAY_ADDRESS") or None
 
 
 def worker_env(threads: int, root: Path) -> dict[str, str]:
@@ -48,41 +38,6 @@ def worker_env(threads: int, root: Path) -> dict[str, str]:
         if os.environ.get(key):
             env[key] = os.environ[key]
     return env
-
-
-def connect(address: str | None, num_workers: int, env: dict[str, str], root: Path) -> bool:
-    """Join ``address`` or start a local Ray bound to 127.0.0.1; True if this process started it."""
-    os.environ.update(QUIET_ENV)
-    if not address:
-        # Read by Ray at import time, so set before the first `import ray` in this process.
-        os.environ.update(LOOPBACK_ENV)
-    import ray
-    import ray._private.ray_constants as ray_constants
-
-    if ray.is_initialized():
-        return False
-    if address:
-        if RAY_JOB_ENV in os.environ:
-            # Inside `ray job submit`: the job's runtime env (code, requirements, env vars) already
-            # reaches every worker, and Ray refuses to merge a second one that sets the same keys.
-            ray.init(address=address, log_to_driver=True)
-        else:
-            ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
-        return False
-    ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the variable was set
-    existing = os.environ.get("PYTHONPATH", "")
-    env = {**env, **LOOPBACK_ENV, "PYTHONPATH": f"{root}{os.pathsep}{existing}" if existing else str(root)}
-    ray.init(
-        address="local",
-        num_cpus=max(os.cpu_count() or 1, num_workers),
-        include_dashboard=True,  # Ray Train's controller queries actor state through it
-        dashboard_host="127.0.0.1",
-        runtime_env={"env_vars": env},
-        log_to_driver=True,
-        configure_logging=True,
-        logging_level="WARNING",
-    )
-    return True
 
 
 def warn_if_short(num_workers: int, use_gpu: bool, threads_per_worker: int) -> None:
@@ -148,14 +103,6 @@ def fit(
     return result
 
 
-def shutdown(started: bool) -> None:
-    import ray
-
-    if started and ray.is_initialized():
-        ray.shutdown()
-    sys.stdout.flush()
-
-
 class RaySession:
     """The loop's view of a Ray Train worker: rank, device, and checkpoint reports."""
 
@@ -201,7 +148,8 @@ def train_on_ray(ctx: Any, tcfg: Any, storage: str, root: Path) -> dict | None:
     """Run the loop on ``tcfg.workers`` Ray Train workers (joining or starting Ray); the run's
     summary, or None (logged in one line) when training failed."""
     address = resolve_address(tcfg.ray_address)
-    started = connect(address, tcfg.workers, worker_env(tcfg.threads_per_worker, root), root)
+    started = connect(address, max(os.cpu_count() or 1, tcfg.workers), worker_env(tcfg.threads_per_worker, root), root,
+                      dashboard=True)
     try:
         use_gpu = tcfg.device == "cuda" or (tcfg.device == "auto" and cluster_has_gpus())
         warn_if_short(tcfg.workers, use_gpu, tcfg.threads_per_worker)
