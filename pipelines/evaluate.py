@@ -10,9 +10,13 @@ uint8 pixels.  The same metrics are computed for two reference baselines on the 
 (``copy_source``: the source image unchanged; ``mean_train_image``: the per-pixel mean of the
 training images) so that each score has context.  Outputs:
 
-- ``metrics/<dataset>.json``: scores of the model and both baselines, and the protocol (pair count
-  and hash, image size, resize, file format, SSIM settings, feature extractors with weight hashes,
-  reference set with its hash) with its own hash, which the registry compares before promoting;
+- ``metrics/<dataset>.json``: only numbers, for ``dvc metrics diff``: per method (the model, both
+  baselines, the real targets) each score with its bootstrap 95% interval (``_ci95_low/_high``),
+  KID with its spread over subsets (``_std``), and the Fréchet distance where it is defined;
+- ``metrics/<dataset>.protocol.json``: the evaluation record: the same scores, the per-pair values,
+  the protocol (pair count and hash, image size, resize, file format, SSIM settings, feature
+  networks with weight hashes beside the loss network's, reference set with its hash) with its own
+  hash, which the registry compares before promoting, what was not computed and why, the generator;
 - ``plots/<dataset>/``: per-pair scores (CSV), SSIM histogram, training curves (PNG + CSV), a
   sample grid; all PNG so ``dvc plots show`` renders them offline;
 - the same scores and files on the training run's MLflow entry.
@@ -27,7 +31,7 @@ from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
 from pipelines.evaluation.landmark_regressor import RegressorError
-from pipelines.evaluation.run import run_evaluation
+from pipelines.evaluation.run import protocol_path, run_evaluation
 from pipelines.tracking.redact import redact
 
 log = logging.getLogger("evaluate")
@@ -44,12 +48,21 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--metrics", help="output JSON (default: metrics/<dataset>.json)")
     ap.add_argument("--plots", help="plots folder (default: plots/<dataset>)")
     ap.add_argument("--no-mlflow", action="store_true", help="do not log to the run's MLflow entry")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     ap.add_argument("--landmark-regressor", type=Path,
                     help="portrait datasets: the regressor of pipelines.train_landmarks "
                          "(default: data/landmark_regressor/<dataset>.pt)")
     add_config_args(ap)
     add_log_level_arg(ap)
     return ap
+
+
+def cell(scores: dict, key: str) -> str:
+    """``mean [low, high]`` of a per-pair score, blank where the method has none."""
+    if key not in scores:
+        return ""
+    lo, hi = scores.get(f"{key}_ci95_low"), scores.get(f"{key}_ci95_high")
+    return f"{scores[key]:.4f} [{lo:.3f},{hi:.3f}]" if lo is not None else f"{scores[key]:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,19 +84,30 @@ def main(argv: list[str] | None = None) -> int:
         doc = run_evaluation(cfg, dataset, generator, run_dir=run_dir_used,
                              metrics_path=Path(args.metrics or f"metrics/{dataset}.json"),
                              plots_dir=Path(args.plots or f"plots/{dataset}"), log_mlflow=not args.no_mlflow,
-                             landmark_regressor=args.landmark_regressor)
+                             landmark_regressor=args.landmark_regressor, show_progress=not args.no_progress)
     except (EvaluationError, RegressorError) as exc:
         log.error("%s", redact(str(exc)))
         return 2
     names = doc["metric_names"]
-    keys = ["ssim", "psnr", names["fd"], names["lpd"]] + [k for k in doc["model"] if k.startswith("masked_")]
+    keys = ["ssim", "ssim_range255", "psnr", names["lpd"]] + sorted(
+        k for k in doc["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high")))
     keys += [k for k in ("landmark_nme",) if k in doc["model"]]
-    print(f"{dataset}: {doc['protocol']['pairs']} test pairs, protocol {doc['protocol_sha256'][:12]}")
-    print(f"{'method':<18}" + "".join(f"{k:>26}" for k in keys))
-    for method, scores in [("model", doc["model"])] + list(doc["baselines"].items()):
-        print(f"{method:<18}" + "".join(f"{scores[k]:>26.4f}" for k in keys))
-    for method, scores in doc["floor"].items():
-        print(f"{method} (the Fréchet floor: real test images): {names['fd']} {scores[names['fd']]:.4f}")
+    print(f"{dataset}: {doc['protocol']['pairs']} test pairs, protocol {doc['protocol_sha256'][:12]}, "
+          f"{doc['seconds']:.0f} s; means with bootstrap 95% intervals")
+    print(f"{'method':<18}" + "".join(f"{k:>26}" for k in keys) + f"{names['fd']:>12}{names['kid'] + ' ± std':>28}")
+    for method, scores in [("model", doc["model"]), *doc["baselines"].items(), *doc["floor"].items()]:
+        cells = "".join(f"{cell(scores, k):>26}" for k in keys)
+        fd = f"{scores[names['fd']]:.4f}" if names["fd"] in scores else "n/a"
+        kid = f"{scores[names['kid']]:.5f} ± {scores[names['kid'] + '_std']:.5f}" if names["kid"] in scores else "n/a"
+        print(f"{method:<18}{cells}{fd:>12}{kid:>28}")
+    for method, why in doc["not_computed"].items():
+        for metric, reason in why.items():
+            print(f"{method}: {metric} not computed: {reason}")
+    print(f"scores:   {doc['metrics_file']}")
+    print(f"protocol: {protocol_path(Path(doc['metrics_file']))}")
+    print(f"images:   {doc['images_dir']}/")
+    for f in doc["plots"]:
+        print(f"plot:     {f}")
     return 0
 
 

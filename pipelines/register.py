@@ -2,14 +2,16 @@
 
     python -m pipelines.register --dataset synthetic_fashion
 
-Reads ``metrics/<dataset>.json`` (written by pipelines.evaluate), loads the very checkpoint that was
+Reads the evaluation record ``metrics/<dataset>.protocol.json`` beside ``metrics/<dataset>.json``
+(both written by pipelines.evaluate), loads the very checkpoint that was
 evaluated (its sha256 must match), logs its EMA generator to the training run as an MLflow model
 (PyTorch flavour: the packed-tensor generator; python_function flavour: the column service of
 pipelines/serving that ``mlflow models serve`` answers HTTP with; the request signature and
 example, pinned pip requirements, the project packages as code), registers it as
 ``attnflow-pose`` (``attnflow-portrait`` for portrait datasets), sets alias ``candidate`` and moves
-``champion`` only when ``register.primary_metric`` beats the champion's under the same protocol
-(see pipelines/registry/promotion.py).  The evaluation's metrics JSON, plots and sample grid are
+``champion`` only when ``register.primary_metric`` beats the champion's under the same protocol, by
+``register.promotion_policy`` (any gain, or only a gain beyond the paired bootstrap's 95% interval;
+see pipelines/registry/promotion.py).  The evaluation's metrics JSON, plots and sample grid are
 attached to the model and the run; the version's description is its model card
 (pipelines/registry/cards.py).  Writes ``runs/<run>/registered-<dataset>.json``.
 """
@@ -24,7 +26,7 @@ from pathlib import Path
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
-from pipelines.evaluation.run import run_evaluation
+from pipelines.evaluation.run import load_record, protocol_path, run_evaluation
 from pipelines.registry.publish import TASK_MODEL_NAMES, export_generator, register_generator
 from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
 from pipelines.tracking.redact import redact
@@ -35,7 +37,8 @@ log = logging.getLogger("register")
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pipelines.register", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", help="dataset name from params.yaml (default: train.dataset)")
-    ap.add_argument("--metrics", help="evaluation JSON (default: metrics/<dataset>.json)")
+    ap.add_argument("--metrics", help="evaluation scores JSON (default: metrics/<dataset>.json); its record "
+                                      "<name>.protocol.json beside it is read")
     ap.add_argument("--run-name", help="training run (default: train.run_name or the dataset)")
     add_config_args(ap)
     add_log_level_arg(ap)
@@ -50,10 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     spec = dataset_from_args(cfg, dataset)
     rcfg = cfg.register
     metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
-    if not metrics_path.is_file():
-        log.error("%s not found; run python -m pipelines.evaluate --dataset %s first", metrics_path, dataset)
+    try:
+        doc = load_record(metrics_path)
+    except EvaluationError as exc:
+        log.error("%s", exc)
         return 2
-    doc = json.loads(metrics_path.read_text())
     gen_info = doc.get("generator", {})
     if gen_info.get("source") != "checkpoint":
         log.error("%s scores %s, not a training checkpoint; evaluate a checkpoint to register it", metrics_path,
@@ -81,9 +85,9 @@ def main(argv: list[str] | None = None) -> int:
     if client.get_experiment_by_name(cfg.train.mlflow_experiment) is None:
         client.create_experiment(cfg.train.mlflow_experiment, artifact_location=default_artifact_location())
     model_name = rcfg.model_name or TASK_MODEL_NAMES[spec.task]
-    artifacts = [metrics_path] + [Path(p) for p in doc.get("plots", []) if Path(p).is_file()]
+    artifacts = [metrics_path, protocol_path(metrics_path)] + [Path(p) for p in doc.get("plots", []) if Path(p).is_file()]
 
-    def rescore(uri: str) -> float:
+    def rescore(uri: str) -> tuple[float, list[float]]:
         # The champion under this evaluation's protocol: same pairs, networks and settings.
         with tempfile.TemporaryDirectory() as tmp:
             redo = run_evaluation(cfg, dataset, generator_from_model(uri), run_dir=None,
@@ -91,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
                                   log_mlflow=False, images_dir=Path(tmp) / "images")
         if redo["protocol_sha256"] != doc["protocol_sha256"]:
             raise EvaluationError("re-scoring the champion gave another protocol")
-        return float(redo["model"][rcfg.primary_metric])
+        # The per-pair values too: the comparison with the candidate is a paired bootstrap.
+        return float(redo["model"][rcfg.primary_metric]), redo["per_pair"]["model"].get(rcfg.primary_metric)
 
     tags = {
         "dataset": dataset,
@@ -101,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint_step": str(generator.info.get("step")),
         "checkpoint_sha256": str(generator.info.get("state_sha256")),
         "git_commit": str(git_commit(project_root())),
-        "metric_names": f"{doc['metric_names']['fd']},{doc['metric_names']['lpd']}",
+        "metric_names": ",".join(doc["metric_names"][k] for k in ("fd", "kid", "lpd") if k in doc["metric_names"]),
     }
     # The model card's training facts beyond the metrics doc: the data and the run's budget.
     train_cfg = (state.get("config") or {}).get("train") or {}
@@ -113,7 +118,9 @@ def main(argv: list[str] | None = None) -> int:
             exported, example, model_name=model_name, metrics_doc=doc, primary_metric=rcfg.primary_metric,
             run_id=doc.get("mlflow_run_id"), artifacts=artifacts, tags=tags,
             rescore=rescore if rcfg.rescore_champion else None, experiment=cfg.train.mlflow_experiment,
-            task=spec.task, request_example=request, training=training)
+            task=spec.task, request_example=request, training=training,
+            promotion_policy=rcfg.promotion_policy, bootstrap_resamples=cfg.evaluate.bootstrap_resamples,
+            seed=cfg.evaluate.seed)
     except (ValueError, EvaluationError) as exc:
         log.error("%s", redact(str(exc)))
         return 2

@@ -44,7 +44,7 @@ def _evaluate(params: Path, tag: str) -> dict:
     rc = evaluate.main(["--params", str(params), "--dataset", DATASET, "--no-mlflow", "--set", "evaluate.threads=1",
                         "--metrics", f"metrics/{tag}.json", "--plots", f"plots/{tag}"])
     assert rc == 0
-    return json.loads(Path(f"metrics/{tag}.json").read_text())
+    return json.loads(Path(f"metrics/{tag}.protocol.json").read_text())
 
 
 def test_evaluation_is_deterministic_complete_and_honestly_named(in_project: tuple[Path, Path]) -> None:
@@ -57,10 +57,25 @@ def test_evaluation_is_deterministic_complete_and_honestly_named(in_project: tup
     for field in ("pairs", "image_size", "resize", "file_format", "feature_extractors", "reference_set", "pairs_sha256"):
         assert field in proto, field
     assert proto["feature_extractors"]["fd"]["weights_sha256"] and proto["reference_set"]["sha256"]
-    # No reference Inception / LPIPS weights were given: nothing may be called fid or lpips.
+    # No reference Inception / LPIPS weights were given: nothing may be called fid, kid or lpips; the
+    # loss network (here loss.backbone=none) is recorded beside the evaluation network's hash.
     names = set(first["model"]) | {k for b in first["baselines"].values() for k in b}
-    assert not {"fid", "lpips"} & names
-    assert {"ssim", "psnr", "fd_effnet_lite0", "lpd_effnet_lite0"} <= names
+    assert not {"fid", "kid", "lpips"} & names
+    assert {"ssim", "ssim_range255", "psnr", "kid_effnet_lite1", "kid_effnet_lite1_std", "lpd_effnet_lite1",
+            "ssim_ci95_low", "ssim_ci95_high"} <= names
+    nets = proto["feature_extractors"]
+    assert nets["loss_network"] == {"backbone": "none", "weights_sha256": None}
+    assert nets["fd"]["name"] == "effnet_lite1" and len(nets["fd"]["weights_sha256"]) == 64
+    # A handful of test pairs is far fewer than the 112 feature dimensions: no Fréchet distance, and why.
+    assert "fd_effnet_lite1" not in names
+    assert "feature dimensions" in first["not_computed"]["model"]["fd_effnet_lite1"]
+    m = first["model"]
+    assert m["ssim_ci95_low"] <= m["ssim"] <= m["ssim_ci95_high"]
+    # The scores file DVC compares holds numbers only; the protocol and the wall clock are in the record.
+    flat = json.loads(Path("metrics/a.json").read_text())
+    assert set(flat) == {"model", "copy_source", "mean_train_image", "held_out_targets"}
+    assert all(isinstance(v, float) for scores in flat.values() for v in scores.values())
+    assert flat["model"] == m and "seconds" in first and "protocol" in first
 
     # Every test pair, in pairs-CSV order, saved as <from>_2_<to>.png.
     pairs_csv = next((root / "data/raw/tiny").glob("*-pairs-test.csv"))
@@ -75,8 +90,7 @@ def test_evaluation_is_deterministic_complete_and_honestly_named(in_project: tup
         assert (Path("plots/a") / png).stat().st_size > 1000
     # The real held-out targets' Fréchet distance is reported as the floor, apart from the baselines.
     assert set(first["floor"]) == {"held_out_targets"}
-    assert set(first["floor"]["held_out_targets"]) == {"fd_effnet_lite0"}
-    assert first["floor"]["held_out_targets"]["fd_effnet_lite0"] >= 0
+    assert set(first["floor"]["held_out_targets"]) == {"kid_effnet_lite1", "kid_effnet_lite1_std"}
     # Copying the source is a perfect score on nothing here, but it must be a valid score.
     assert 0 < first["baselines"]["copy_source"]["ssim"] < 1
 
@@ -94,7 +108,7 @@ def test_scores_and_images_do_not_depend_on_the_worker_count(in_project: tuple[P
                             "--set", f"evaluate.workers={workers}",
                             "--metrics", f"metrics/{tag}.json", "--plots", f"plots/{tag}"])
         assert rc == 0
-        docs[workers] = json.loads(Path(f"metrics/{tag}.json").read_text())
+        docs[workers] = json.loads(Path(f"metrics/{tag}.protocol.json").read_text())
         images[workers] = {p.name: p.read_bytes() for p in (root / "data/eval" / DATASET).glob("*.png")}
         per_pair[workers] = Path(f"plots/{tag}/per_pair.csv").read_text()
     assert docs[1]["protocol"]["pairs"] > 2  # more than one batch, so two workers really split the pairs
@@ -136,7 +150,7 @@ def test_register_after_evaluate_makes_a_champion(in_project: tuple[Path, Path])
     assert evaluate.main(["--params", str(params), "--dataset", DATASET, "--no-mlflow", "--set", "evaluate.threads=1",
                           "--model", "models:/attnflow-pose@champion", "--metrics", "metrics/registered.json",
                           "--plots", "plots/registered"]) == 0
-    via_registry = json.loads(Path("metrics/registered.json").read_text())
+    via_registry = json.loads(Path("metrics/registered.protocol.json").read_text())
     assert via_registry["model"] == doc["model"]
     assert via_registry["protocol_sha256"] == doc["protocol_sha256"]
 

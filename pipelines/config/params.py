@@ -182,6 +182,61 @@ def dataset_overrides(raw: dict, dataset: str | None) -> list[str]:
     return list(items)
 
 
+_UNSET = object()
+
+
+def schema_default(dotted: str) -> Any:
+    """The built-in default of a dotted params key (``_UNSET`` where the schema has none)."""
+    cls: Any = Config
+    parts = dotted.split(".")
+    for depth, name in enumerate(parts):
+        if not dataclasses.is_dataclass(cls):
+            return _UNSET
+        found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
+        if found is None:
+            return _UNSET
+        if found.default is not dataclasses.MISSING:
+            value = found.default
+        elif found.default_factory is not dataclasses.MISSING:
+            value = found.default_factory()
+        else:
+            return _UNSET
+        if depth == len(parts) - 1:
+            return to_dict(value)
+        cls = value
+    return _UNSET
+
+
+def _lookup(raw: dict, dotted: str) -> Any:
+    node: Any = raw
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _UNSET
+        node = node[part]
+    return node
+
+
+def user_value_wins(raw: dict, override: str, dataset: str | None) -> bool:
+    """Whether params.yaml's own value of an override's key beats the dataset's override.
+
+    A dataset's overrides are its recipe *over the built-in defaults*: where params.yaml sets the
+    key to something else (by hand, or ``dvc exp run -S optim.lr_g=...``), that is a user's choice,
+    and an override silently replacing it would make DVC record an experiment whose parameter never
+    took effect.  So the user's value wins, and the log names both values.
+    """
+    dotted, text = override.split("=", 1)
+    dotted = dotted.strip()
+    user, default = _lookup(raw, dotted), schema_default(dotted)
+    if user is _UNSET or default is _UNSET:
+        return False
+    recipe = yaml.safe_load(text) if text.strip() else ""
+    if to_dict(user) == default or to_dict(user) == recipe:
+        return False
+    log.warning("%s=%r (params.yaml, not the default %r) wins over datasets.%s.overrides %s=%r",
+                dotted, user, default, dataset, dotted, recipe)
+    return True
+
+
 def load_config(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = (),
                 dataset: str | None = None) -> Config:
     """Read ``path``, apply overrides, and return the typed, frozen :class:`Config`.
@@ -189,7 +244,9 @@ def load_config(path: str | Path = "params.yaml", overrides: typing.Sequence[str
     The overrides of the dataset a stage runs on (``datasets.<dataset>.overrides``; ``dataset``
     None: ``train.dataset``) are applied first, then ``overrides`` (the command line's ``--set``),
     so a per-dataset setting such as portraits' ``model.pose_channels=8`` is the default for that
-    dataset and the command line still wins.  The result is the resolved config stages record.
+    dataset and the command line still wins.  An override never replaces a value params.yaml sets
+    away from the built-in default (:func:`user_value_wins`), so ``dvc exp run -S`` always takes
+    effect.  The result is the resolved config stages record.
     """
     raw = read_params(path)
     for override in overrides:
@@ -197,6 +254,8 @@ def load_config(path: str | Path = "params.yaml", overrides: typing.Sequence[str
     extra = dataset_overrides(raw, dataset)
     if extra:
         raw = read_params(path)
+        name = dataset or (raw.get("train") or {}).get("dataset")
+        extra = [o for o in extra if not user_value_wins(raw, o, name)]
         for override in [*extra, *overrides]:
             apply_override(raw, override)
     try:

@@ -25,7 +25,7 @@ class TrainConfig:
     dataset: str = "synthetic_fashion"
     workers: int = 2  # Ray Train workers; 0 runs the same loop in-process without Ray
     batch_size: int = 4  # per worker
-    total_images: int = 4000  # progress is counted in images, summed over workers
+    total_images: int = 640  # progress is counted in images, summed over workers; the make-run budget
     seed: int = 0
     run_name: str = ""  # "" → the dataset name; the same name resumes that run
     storage_path: str = "runs"  # checkpoints + summaries: local folder, shared filesystem or s3:// URL
@@ -84,9 +84,18 @@ class EvaluateConfig:
     """
 
     batch_size: int = 8
-    feature_backbone: Literal["effnet_lite0", "vgg19"] = "effnet_lite0"  # vgg19 reads loss.vgg19_weights
-    inception_weights: str | None = None  # FID Inception TorchScript (inception-2015-12-05.pt) -> fid
-    lpips_vgg16_weights: str | None = None  # LPIPS VGG16 TorchScript with its learned weights (vgg16.pt) -> lpips
+    # Not the loss backbone (pipelines/evaluation/networks.py); vgg19 reads loss.vgg19_weights.
+    feature_backbone: Literal["effnet_lite1", "effnet_lite0", "vgg19"] = "effnet_lite1"
+    allow_loss_backbone: bool = False  # score with the loss network's weights anyway (metrics named lossnet_*)
+    inception_weights: str | None = None  # FID Inception TorchScript (inception-2015-12-05.pt) -> fid, kid
+    lpips_net: Literal["alex", "vgg"] = "alex"  # alex: the field's tables (GFLA's net='alex') -> lpips; vgg -> lpips_vgg
+    lpips_alex_weights: str | None = None  # torchvision AlexNet state dict (alexnet-owt-7be5be79.pth)
+    lpips_alex_lin_weights: str | None = None  # LPIPS v0.1 linear layers (the lpips package's weights/v0.1/alex.pth)
+    lpips_vgg16_weights: str | None = None  # LPIPS VGG16 TorchScript with its learned weights (vgg16.pt) -> lpips_vgg
+    kid_subsets: int = 100  # KID: mean and std of the unbiased MMD² over this many random subsets
+    kid_subset_size: int = 1000  # rows per subset (capped at the smaller set)
+    bootstrap_resamples: int = 2000  # 95% intervals of per-pair means and of paired differences
+    seed: int = 0  # of the KID subsets and bootstrap resamples: the same scores give the same intervals
     masked_metrics: Literal["auto", "always", "never"] = "auto"  # auto: Market layouts, as the field reports
     mask_radius: float = 4.0  # half-width in pixels of PATN's limb mask
     grid_pairs: int = 8  # rows of the sample grid
@@ -96,7 +105,8 @@ class EvaluateConfig:
     ablation: AblationConfig = field(default_factory=AblationConfig)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grid_pairs", "threads", "workers"):
+        for name in ("batch_size", "grid_pairs", "threads", "workers", "kid_subsets", "kid_subset_size",
+                     "bootstrap_resamples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"evaluate.{name} must be >= 1, got {getattr(self, name)}")
         if not self.mask_radius > 0:
@@ -107,6 +117,11 @@ class EvaluateConfig:
 class RegisterConfig:
     """params.yaml ``register``: which metric decides the champion, where the model is logged."""
 
+        if self.lpips_alex_weights and not self.lpips_alex_lin_weights:
+            raise ValueError("evaluate.lpips_alex_weights needs evaluate.lpips_alex_lin_weights (the LPIPS layers)")
     primary_metric: str = "ssim"  # a key of metrics/<dataset>.json "model" (ssim, psnr, fd_*, lpd_*, fid, lpips; portraits also landmark_nme)
     model_name: str = ""  # "" -> by the dataset's task: attnflow-pose / attnflow-portrait
     rescore_champion: bool = True  # re-evaluate a champion scored under another protocol before comparing
+    # any_gain: champion moves on any gain in the primary metric; beyond_noise: only when the paired
+    # bootstrap's 95% interval of the gain over the champion's per-pair scores lies above zero.
+    promotion_policy: Literal["any_gain", "beyond_noise"] = "any_gain"

@@ -88,11 +88,15 @@ def training_curves(journal: Path) -> dict[str, list[tuple[int, float]]]:
 
 def plot_training_curves(png: Path, csv_path: Path, curves: dict[str, list[tuple[int, float]]], title: str) -> None:
     plt = _pyplot()
+    # Wide, one row per step and one column per loss, so `dvc plots diff` can draw any loss against
+    # the step (x: step, y: l1, g_total, ...) for several experiments at once.
+    steps = sorted({s for pts in curves.values() for s, _ in pts})
+    by_step = {k: dict(pts) for k, pts in curves.items()}
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["series", "step", "value"])
-        for k, pts in curves.items():
-            w.writerows([k, s, f"{v:.6g}"] for s, v in pts)
+        w.writerow(["step"] + [k.removeprefix("loss/") for k in curves])
+        for s in steps:
+            w.writerow([s] + [f"{by_step[k][s]:.6g}" if s in by_step[k] else "" for k in curves])
     keys = [k for k in CURVE_KEYS if k in curves]
     fig, axes = plt.subplots(2, 4, figsize=(12, 5), dpi=110)
     for ax, key in zip(axes.flat, keys):

@@ -1,5 +1,7 @@
-"""One evaluation run: reference statistics, every test pair scored, the protocol recorded, the
-metrics document written atomically, plots drawn, and all of it logged to the training run."""
+"""One evaluation run: reference features, every test pair scored, the protocol recorded, two
+documents written atomically (the flat scores DVC compares, ``metrics/<dataset>.json``, and the
+evaluation record with protocol and provenance, ``metrics/<dataset>.protocol.json``), plots drawn,
+and all of it logged to the training run."""
 from __future__ import annotations
 
 import json
@@ -11,8 +13,9 @@ from typing import Any
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
-from datasets.files import file_sha256
+from datasets.files import atomic_write_bytes, file_sha256
 from datasets.shards.tar import load_manifest
 from model import metrics as M
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest
@@ -33,9 +36,11 @@ from pipelines.evaluation.scoring import (
     canonical_sha256,
     evaluate_parallel,
     reference_set_hash,
+    stack_rows,
     summarise,
     train_images,
 )
+from pipelines.evaluation.statistics import CONFIDENCE
 from pipelines.tracking.journal import tracking_uri
 from pipelines.tracking.redact import redact
 
@@ -53,7 +58,7 @@ def log_to_mlflow(run_id: str, dataset: str, doc: dict, files: list[Path]) -> bo
 
         values = [Metric(f"eval/{dataset}/{m}/{k}", float(v), ts, 0)
                   for m, scores in [("model", doc["model"])] + list(doc["baselines"].items()) + list(doc["floor"].items())
-                  for k, v in scores.items() if math.isfinite(float(v))]
+                  for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(float(v))]
         client.log_batch(run_id, metrics=values)
         client.set_tag(run_id, f"eval.{dataset}.protocol_sha256", doc["protocol_sha256"])
         for f in files:
@@ -64,12 +69,42 @@ def log_to_mlflow(run_id: str, dataset: str, doc: dict, files: list[Path]) -> bo
         return False
 
 
+def protocol_path(metrics_path: Path) -> Path:
+    """Where the evaluation record of ``metrics/<name>.json`` goes: ``metrics/<name>.protocol.json``."""
+    return metrics_path.with_name(f"{metrics_path.stem}.protocol.json")
+
+
+def load_record(metrics_path: Path) -> dict:
+    """The evaluation record (scores, protocol, generator, files) written beside ``metrics_path``."""
+    path = protocol_path(metrics_path)
+    if not path.is_file():
+        raise EvaluationError(f"{path} not found; run python -m pipelines.evaluate first "
+                              f"(it writes {metrics_path} and {path})")
+    return json.loads(path.read_text())
+
+
+def flat_scores(doc: dict) -> dict[str, dict[str, float]]:
+    """What ``metrics/<dataset>.json`` holds: per method, only numbers (scores, intervals, KID
+    spread), so ``dvc metrics diff`` prints score changes and nothing else."""
+    methods = [("model", doc["model"]), *doc["baselines"].items(), *doc["floor"].items()]
+    return {m: {k: v for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            for m, scores in methods}
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+
+
 def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run_dir: Path | None,
                    metrics_path: Path, plots_dir: Path, log_mlflow: bool = True,
-                   images_dir: Path | None = None, landmark_regressor: Path | None = None) -> dict:
-    """Evaluate ``generator`` on ``dataset``'s test pairs; write and return the metrics document.
+                   images_dir: Path | None = None, landmark_regressor: Path | None = None,
+                   show_progress: bool = False) -> dict:
+    """Evaluate ``generator`` on ``dataset``'s test pairs; write the flat scores to ``metrics_path``
+    and the evaluation record to :func:`protocol_path` of it; return the record.
 
-    Images go to ``images_dir`` (default ``<evaluate.images_dir>/<dataset>``)."""
+    Images go to ``images_dir`` (default ``<evaluate.images_dir>/<dataset>``); ``show_progress``
+    draws progress bars with ETA on stderr."""
     ecfg = cfg.evaluate
     spec = cfg.dataset(dataset)
     shards = Path(spec.shards)
@@ -84,21 +119,26 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
 
     # Reference set (as the field: the training images) and the mean training image baseline.
     t0 = time.time()
-    ref = M.FeatureStats()
     total = np.zeros((*size, 3), np.float64)
     n_ref = 0
     chunk: list[np.ndarray] = []
+    ref_rows: list[np.ndarray] = []
+    bar = tqdm(desc="reference features", unit="img", disable=not show_progress, dynamic_ncols=True)
     for rgb in train_images(shards, manifest):
         total += rgb
         n_ref += 1
         chunk.append(rgb)
         if len(chunk) == 32:
-            ref.update(nets.fd.pooled(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)))
+            ref_rows.append(nets.fd.pooled(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)).float().numpy())
+            bar.update(len(chunk))
             chunk = []
     if chunk:
-        ref.update(nets.fd.pooled(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)))
+        ref_rows.append(nets.fd.pooled(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)).float().numpy())
+        bar.update(len(chunk))
+    bar.close()
     if n_ref < 2:
         raise EvaluationError(f"{shards}: fewer than 2 training images for the reference statistics")
+    reference = stack_rows(ref_rows)
     mean_image = np.rint(total / n_ref).astype(np.uint8)
 
     images_out = images_dir or Path(ecfg.images_dir) / dataset
@@ -108,7 +148,8 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
     total_pairs = sum(int(s["pairs"]) for s in manifest["shards"] if s["split"] == "test")
     workers = max(1, min(ecfg.workers, math.ceil(total_pairs / ecfg.batch_size)))
     jobs = [PartJob(rank, workers, str(shards), ecfg.batch_size, max(1, ecfg.threads // workers), ecfg, cfg.loss,
-                    generator.source, mean_image, masked, str(images_out), ecfg.grid_pairs)
+                    generator.source, mean_image, masked, str(images_out), ecfg.grid_pairs,
+                    total_pairs if show_progress else 0)
             for rank in range(workers)]
     part = evaluate_parallel(jobs, generator, nets)
     torch.set_num_threads(ecfg.threads)
@@ -118,7 +159,8 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
     pairs, grid = part.pairs, part.grid
     if not pairs.names:
         raise EvaluationError("the test split has no pairs")
-    scores = summarise(pairs, part.features, ref, nets, ecfg.batch_size)
+    summarised = summarise(pairs, part.features, reference, nets, ecfg)
+    scores = summarised.scores
     portrait = None
     if spec.task == "portrait":
         # Landmark-following error of every method and the editing grid (pipelines/evaluation/portrait.py).
@@ -139,10 +181,29 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         "targets": f"test images as stored in the shards (JPEG, preprocess.jpeg_quality "
                    f"{manifest.get('preprocess', {}).get('jpeg_quality')}), decoded to uint8",
         "file_format": "png (lossless): scores are computed on the uint8 pixels written",
+        # The published tables' SSIM (PG2 -> PATN -> GFLA script/metrics.py) and the fixed-range one.
         "ssim": {"gaussian_weights": True, "sigma": M.SSIM_SIGMA, "use_sample_covariance": False,
-                 "data_range": 255, "channels": "mean over RGB", "equals": "skimage.metrics.structural_similarity"},
+                 "data_range": "generated.max() - generated.min() per image (the field's scripts; 1 if constant)",
+                 "channels": "all three at once (multichannel)", "equals": "skimage.metrics.structural_similarity"},
+        "ssim_range255": {"gaussian_weights": True, "sigma": M.SSIM_SIGMA, "use_sample_covariance": False,
+                          "data_range": 255, "channels": "mean over RGB",
+                          "equals": "skimage.metrics.structural_similarity"},
         "psnr": {"data_range": 255, "average": "mean of per-image PSNR"},
         "feature_extractors": nets.description,
+        "lpips": ({"net": ecfg.lpips_net, "model": "net-lin v0.1", "metric": nets.names.lpd}
+                  if getattr(nets.lpd, "is_reference", False) else
+                  {"net": None, "metric": nets.names.lpd,
+                   "why": f"no LPIPS weights for evaluate.lpips_net={ecfg.lpips_net}; the backbone's unweighted "
+                          "distance is reported under its own name"}),
+        "frechet": {"rule": "computed only when the distinct images outnumber the feature dimensions",
+                    "feature_dimensions": int(reference.shape[1])},
+        "kid": {"metric": nets.description["fd"]["kid_metric"], "kernel": "(x.y / d + 1)^3",
+                "estimator": "unbiased MMD^2", "subsets": ecfg.kid_subsets,
+                "subset_size": f"min({ecfg.kid_subset_size}, rows of each side)", "seed": ecfg.seed,
+                "spread": "<metric>_std: standard deviation over the subsets"},
+        "intervals": {"per_pair_means": f"percentile bootstrap {CONFIDENCE:.0%} interval over pairs, "
+                                        f"<metric>_ci95_low/_high", "resamples": ecfg.bootstrap_resamples,
+                      "seed": ecfg.seed, "psnr_inf": "capped at 100 dB, as the mean"},
         "reference_set": {"what": "training images, every view once (as the field's FID)",
                           "count": n_ref, "sha256": reference_set_hash(manifest)},
         "masked": {"enabled": masked, "mask": "PATN body mask from the target keypoints (limb quads, joint discs, "
@@ -161,13 +222,17 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         "baselines": {m: scores[m] for m in BASELINES},
         # What the real held-out targets score: no generator, however good, is expected below it.
         "floor": {TARGETS: scores[TARGETS]} if TARGETS in scores else {},
-        "metric_names": {"fd": nets.names.fd, "lpd": nets.names.lpd},
+        "metric_names": {"fd": nets.names.fd, "kid": nets.description["fd"]["kid_metric"], "lpd": nets.names.lpd},
+        "not_computed": summarised.not_computed,
+        # Per-pair values of every method (pair order of the protocol): the paired bootstrap against
+        # the registry's champion reads them back from the registered model.
+        "per_pair": {m: {k: [round(float(v), 6) for v in vals] for k, vals in per.items()}
+                     for m, per in pairs.per_method.items()},
         "protocol": protocol,
         "protocol_sha256": canonical_sha256(protocol),
         "generator": generator.info,
         "manifest_sha256": file_sha256(shards / "manifest.json"),
         "images_dir": str(images_out),
-        "seconds": round(time.time() - t0, 1),
     }
 
     plots_dir.mkdir(parents=True, exist_ok=True)
@@ -195,10 +260,11 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         run_id = json.loads((run_dir / "tracking" / "cursor.json").read_text()).get("run_id")
     doc["mlflow_run_id"] = run_id
     doc["plots"] = [str(f) for f in files]
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = metrics_path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
-    tmp.replace(metrics_path)
+    record = protocol_path(metrics_path)
+    doc["metrics_file"] = str(metrics_path)
+    doc["seconds"] = round(time.time() - t0, 1)  # in the record, never among the scores DVC compares
+    write_json(record, doc)
+    write_json(metrics_path, flat_scores(doc))
     if log_mlflow and run_id:
-        log_to_mlflow(run_id, dataset, doc, [metrics_path] + files)
+        log_to_mlflow(run_id, dataset, doc, [metrics_path, record] + files)
     return doc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -17,6 +18,7 @@ from datasets.shards.tar import iter_samples
 from model import metrics as M
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest, rebuild_generator
 from pipelines.evaluation.networks import Networks, build_networks
+from pipelines.evaluation.statistics import bootstrap_mean_ci, frechet_not_computed_reason, kernel_distance
 
 METHODS = ("model", "copy_source", "mean_train_image")
 
@@ -48,6 +50,30 @@ def reference_set_hash(manifest: dict) -> str:
     return canonical_sha256(sorted(s["sha256"] for s in manifest["shards"] if s["split"] == "train"))
 
 
+def field_ssim(generated: torch.Tensor, target: torch.Tensor) -> np.ndarray:
+    """Per-image SSIM [B] as the published tables compute it (PG2 -> PATN -> GFLA's
+    ``script/metrics.py``): scikit-image, Gaussian weights sigma 1.5, population covariance, all
+    three channels at once, and ``data_range = generated.max() - generated.min()`` of each
+    generated image rather than the uint8 range 255.  A constant image (range 0) would divide by
+    zero in the field's script; it is given range 1 here."""
+    from skimage.metrics import structural_similarity
+
+    out = np.empty(len(generated))
+    for i, (g, t) in enumerate(zip(generated.permute(0, 2, 3, 1).numpy(), target.permute(0, 2, 3, 1).numpy())):
+        data_range = max(int(g.max()) - int(g.min()), 1)
+        out[i] = structural_similarity(g, t, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+                                       channel_axis=2, data_range=data_range)
+    return out
+
+
+def perceptual(net: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image perceptual distance with whichever network is configured (the LPIPS files carry
+    their own distance; a backbone uses LPIPS's formula with equal weights)."""
+    if hasattr(net, "distance"):
+        return net.distance(a, b)
+    return M.lpd_between(net, a, b)
+
+
 def nchw_uint8(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
 
@@ -67,6 +93,7 @@ def evaluate_pairs(
     mask_radius: float,
     images_out: Path | None,
     grid_rows: int,
+    progress: Any = None,
 ) -> tuple[PairScores, dict[str, np.ndarray], list[dict[str, Any]]]:
     """Generate every pair, save the model's images, score all methods per pair, gather the
     Fréchet features of every pair (method -> [pairs, D] float32, in pair order)."""
@@ -95,16 +122,19 @@ def evaluate_pairs(
                 M.body_mask(kp.numpy(), tuple(target.shape[-2:]), mask_radius) for kp in batch["target_keypoints"]]))
             target_m = M.apply_mask(target, masks)
         for method, images in outputs.items():
-            scores = {"ssim": M.ssim(images, target), "psnr": M.psnr(images, target),
-                      nets.names.lpd: M.lpd_between(nets.lpd, images, target)}
+            scores = {"ssim": field_ssim(images, target), "ssim_range255": M.ssim(images, target),
+                      "psnr": M.psnr(images, target), nets.names.lpd: perceptual(nets.lpd, images, target)}
             if masked:
                 images_m = M.apply_mask(images, masks)
-                scores["masked_ssim"] = M.ssim(images_m, target_m)
-                scores[nets.names.masked_lpd] = M.lpd_between(nets.lpd, images_m, target_m)
+                scores["masked_ssim"] = field_ssim(images_m, target_m)
+                scores["masked_ssim_range255"] = M.ssim(images_m, target_m)
+                scores[nets.names.masked_lpd] = perceptual(nets.lpd, images_m, target_m)
             for key, values in scores.items():
                 per[method].setdefault(key, []).extend(float(v) for v in values)
             feats[method].append(nets.fd.pooled(images).detach().cpu().float().numpy())
         feats[TARGETS].append(nets.fd.pooled(target).detach().cpu().float().numpy())
+        if progress is not None:
+            progress.update(len(index))
         for i, (src, tgt) in enumerate(zip(batch["source_name"], batch["target_name"])):
             names.append((src, tgt))
             if images_out is not None:
@@ -147,6 +177,7 @@ class PartJob:
     masked: bool
     images_out: str
     grid_rows: int
+    progress_total: int = 0  # pairs in the whole test set; 0: no progress bar
 
 
 @dataclass
@@ -166,8 +197,14 @@ def evaluate_part(job: PartJob, generator: GeneratorUnderTest | None = None, net
     generator = generator or rebuild_generator(job.source)
     loader = eval_loader(job.shards, batch_size=job.batch_size, rank=job.rank, world_size=job.world_size,
                          num_workers=0, align_batches=True)
+    from tqdm import tqdm
+
+    # One bar per process; with several workers each shows its share (position = rank).
+    bar = tqdm(total=math.ceil(job.progress_total / job.world_size), desc=f"test pairs [{job.rank + 1}/{job.world_size}]",
+               unit="pair", position=job.rank, disable=job.progress_total == 0, dynamic_ncols=True)
     pairs, feats, grid = evaluate_pairs(generator, loader, job.mean_image, nets, job.masked, job.ecfg.mask_radius,
-                                        Path(job.images_out), job.grid_rows)
+                                        Path(job.images_out), job.grid_rows, bar)
+    bar.close()
     return PartResult(pairs, feats, grid, loader.skipped, list(loader.recent_errors[-1:]))
 
 
@@ -193,17 +230,48 @@ def evaluate_parallel(jobs: list[PartJob], generator: GeneratorUnderTest, nets: 
                       [e for r in results for e in r.errors])
 
 
-def summarise(pairs: PairScores, features: dict[str, np.ndarray], ref: M.FeatureStats, nets: Networks,
-              chunk: int = 8) -> dict[str, dict[str, float]]:
-    """Mean of each per-pair score, and the Fréchet distance of each method to the reference set."""
-    mu_r, cov_r = ref.mean_cov()
+@dataclass
+class Summary:
+    """Scores by method (finite numbers only), and why a score was not computed."""
+
+    scores: dict[str, dict[str, float]]
+    not_computed: dict[str, dict[str, str]]
+
+
+def capped(values: list[float]) -> np.ndarray:
+    """Per-pair values as averaged: +inf PSNR (an exact copy) capped at 100 dB, as finite_mean does."""
+    v = np.asarray(values, np.float64)
+    return np.where(np.isinf(v), 100.0, v)
+
+
+def summarise(pairs: PairScores, features: dict[str, np.ndarray], reference: np.ndarray, nets: Networks,
+              ecfg: Any) -> Summary:
+    """Each method's per-pair means with bootstrap 95% intervals (``<metric>_ci95_low/high``), and
+    its set-level distances to the reference features: KID (mean and ``_std`` over subsets) always,
+    the Fréchet distance only where the distinct samples outnumber the feature dimensions."""
+    kid = nets.description["fd"]["kid_metric"]
+    ref_reason = frechet_not_computed_reason(reference)
+    if ref_reason is None:
+        mu_r, cov_r = feature_stats(reference, ecfg.batch_size).mean_cov()
     out: dict[str, dict[str, float]] = {}
-    for method in METHODS:
-        scores = {k: M.finite_mean(v) for k, v in pairs.per_method[method].items()}
-        mu, cov = feature_stats(features[method], chunk).mean_cov()
-        scores[nets.names.fd] = M.frechet_distance(mu, cov, mu_r, cov_r)
-        out[method] = {k: float(v) for k, v in sorted(scores.items())}
-    if len(features.get(TARGETS, ())) >= 2:
-        mu, cov = feature_stats(features[TARGETS], chunk).mean_cov()
-        out[TARGETS] = {nets.names.fd: float(M.frechet_distance(mu, cov, mu_r, cov_r))}
-    return out
+    skipped: dict[str, dict[str, str]] = {}
+    for method in (*METHODS, TARGETS):
+        scores: dict[str, float] = {}
+        if method in pairs.per_method:
+            for key, values in pairs.per_method[method].items():
+                v = capped(values)
+                ci = bootstrap_mean_ci(v, ecfg.bootstrap_resamples, ecfg.seed)
+                scores.update({key: float(v.mean()), f"{key}_ci95_low": ci.low, f"{key}_ci95_high": ci.high})
+        rows = features.get(method, np.zeros((0, 0)))
+        if len(rows) < 2:
+            continue
+        reason = f"reference set: {ref_reason}" if ref_reason else frechet_not_computed_reason(rows)
+        if reason is None:
+            mu, cov = feature_stats(rows, ecfg.batch_size).mean_cov()
+            scores[nets.names.fd] = M.frechet_distance(mu, cov, mu_r, cov_r)
+        else:
+            skipped.setdefault(method, {})[nets.names.fd] = reason
+        k = kernel_distance(rows, reference, ecfg.kid_subsets, ecfg.kid_subset_size, ecfg.seed)
+        scores.update({kid: k.mean, f"{kid}_std": k.std})
+        out[method] = {key: float(v) for key, v in sorted(scores.items()) if np.isfinite(v)}
+    return Summary(out, skipped)

@@ -97,6 +97,19 @@ def fmt(value: Any) -> str:
     return f"{value:.4g}"
 
 
+INTERVAL_SUFFIXES = ("_ci95_low", "_ci95_high", "_std")
+
+
+def with_interval(scores: Mapping[str, Any], metric: str) -> str:
+    """``0.7014 [0.69, 0.711]`` with a bootstrap 95% interval, ``0.0123 ± 0.002`` with a KID spread."""
+    low, high, std = (scores.get(metric + s) for s in INTERVAL_SUFFIXES)
+    if isinstance(low, (int, float)) and isinstance(high, (int, float)):
+        return f"{fmt(scores.get(metric))} [{low:.3g}, {high:.3g}]"
+    if isinstance(std, (int, float)):
+        return f"{fmt(scores.get(metric))} ± {std:.2g}"
+    return fmt(scores.get(metric))
+
+
 def _direction(metric: str) -> str:
     try:
         return "↓" if lower_is_better(metric) else "↑"
@@ -205,10 +218,12 @@ def scores_block(metrics_doc: Mapping[str, Any], primary_metric: str) -> str:
     baselines = metrics_doc.get("baselines") or {}
     columns = [("model", model)] + [(b, baselines.get(b) or {}) for b in BASELINE_NAMES]
     columns.append(("floor", floor_scores(metrics_doc)))
-    metrics = sorted((m for m in model if isinstance(model[m], (int, float))), key=lambda m: (m != primary_metric, m))
+    # Intervals and spreads are shown beside their score, not as metrics of their own.
+    metrics = sorted((m for m in model if isinstance(model[m], (int, float)) and not m.endswith(INTERVAL_SUFFIXES)),
+                     key=lambda m: (m != primary_metric, m))
     labels = {m: f"{m} {_direction(m)}".rstrip() + (" *" if m == primary_metric else "") for m in metrics}
     width = max([len("metric")] + [len(v) for v in labels.values()])
-    cells = [[fmt(scores.get(m)) for m in metrics] for _, scores in columns]
+    cells = [[with_interval(scores, m) for m in metrics] for _, scores in columns]
     widths = [max([len(name)] + [len(c) for c in col]) for (name, _), col in zip(columns, cells)]
     head = "metric".ljust(width) + "".join(f"  {name:>{w}}" for (name, _), w in zip(columns, widths))
     rows = [labels[m].ljust(width) + "".join(f"  {col[i]:>{w}}" for col, w in zip(cells, widths))

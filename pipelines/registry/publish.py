@@ -78,6 +78,9 @@ def register_generator(
     task: str | None = None,
     request_example: Mapping[str, str] | None = None,
     training: Mapping[str, Any] | None = None,
+    promotion_policy: str = "any_gain",
+    bootstrap_resamples: int = 2000,
+    seed: int = 0,
 ) -> Registration:
     """Log ``exported`` to ``run_id`` (a new run in ``experiment`` when None), register it as
     ``model_name``, set ``candidate``, and move ``champion`` by the rule in the module docstring.
@@ -92,6 +95,9 @@ def register_generator(
     The version's description is its model card and the registered model's names the champion
     (:mod:`pipelines.registry.cards`); ``training`` adds the card's training facts beyond the
     metrics doc (``dataset``, ``layout``, ``synthetic``, ``batch_size``, ``workers``, ``total_images``).
+
+    ``metrics_doc["per_pair"]`` (the evaluation record's per-pair values) makes the comparison with
+    the champion a paired bootstrap; ``promotion_policy`` is register.promotion_policy.
     """
     import mlflow
 
@@ -148,16 +154,29 @@ def register_generator(
         TAG_PRIMARY_VALUE: repr(candidate_value),
         TAG_PROTOCOL: protocol,
         **{f"metric.{k}": f"{v:.6g}" for k, v in finite.items()},
+        **network_tags(metrics_doc),
         **(tags or {}),
     }
+    low, high = scores.get(f"{primary_metric}_ci95_low"), scores.get(f"{primary_metric}_ci95_high")
+    if low is not None and high is not None:
+        version_tags[f"{TAG_PRIMARY_METRIC}_ci95"] = f"[{low:.6g}, {high:.6g}]"
     mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
     version = str(mv.version)
     champion = current_champion(client, model_name)
-    decision = decide_promotion(primary_metric, candidate_value, protocol, champion, rescore, model_name)
+    decision = decide_promotion(primary_metric, candidate_value, protocol, champion, rescore, model_name,
+                                policy=promotion_policy, candidate_pairs=per_pair_values(metrics_doc, primary_metric),
+                                champion_pairs=lambda mv: champion_per_pair(mv, model_name, primary_metric, protocol),
+                                resamples=bootstrap_resamples, seed=seed)
     client.set_registered_model_alias(model_name, CANDIDATE, version)
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
     client.set_model_version_tag(model_name, version, "promotion", decision.reason)
+    client.set_model_version_tag(model_name, version, "promotion_policy", promotion_policy)
+    if decision.comparison is not None:
+        c = decision.comparison
+        client.set_model_version_tag(model_name, version, "promotion_gain", f"{c.gain:.6g}")
+        client.set_model_version_tag(model_name, version, "promotion_gain_ci95", f"[{c.low:.6g}, {c.high:.6g}]")
+        client.set_model_version_tag(model_name, version, "promotion_beyond_noise", str(c.beyond_noise).lower())
     after = current_champion(client, model_name)
     champion_version = str(after.version) if after is not None else ""
     shape = cards.ModelShape(task, exported.image_size, exported.pose_channels)
@@ -171,6 +190,44 @@ def register_generator(
         champion=cards.champion_summary(after.version, after.tags) if after is not None else None))
     return Registration(model_name, version, f"models:/{model_name}/{version}", decision.promote,
                         decision.reason, champion_version)
+
+
+def network_tags(metrics_doc: Mapping[str, Any]) -> dict[str, str]:
+    """The evaluation and loss networks' weight hashes, so a version says what scored it."""
+    nets = (metrics_doc.get("protocol") or {}).get("feature_extractors") or {}
+    out = {}
+    for role, key in (("fd", "eval_fd_network"), ("lpd", "eval_lpd_network"), ("loss_network", "loss_network")):
+        net = nets.get(role) or {}
+        if net:
+            out[key] = str(net.get("name") or net.get("backbone"))
+            out[f"{key}_sha256"] = str(net.get("weights_sha256"))
+    return out
+
+
+def per_pair_values(metrics_doc: Mapping[str, Any], metric: str) -> list[float] | None:
+    """The model's per-pair values of ``metric`` from an evaluation record (None if it has none)."""
+    values = ((metrics_doc.get("per_pair") or {}).get("model") or {}).get(metric)
+    return [float(v) for v in values] if values else None
+
+
+def champion_per_pair(champion: Any, model_name: str, metric: str, protocol: str) -> list[float] | None:
+    """The champion's per-pair values from the evaluation record stored in its model folder
+    (``extra_files/metrics.json``), if it was scored under ``protocol``; None otherwise."""
+    import mlflow
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{champion.version}",
+                                                             dst_path=tmp))
+        except Exception:  # an unreachable artifact store only costs the noise estimate
+            return None
+        record = next(local.rglob("extra_files/metrics.json"), None)
+        if record is None:
+            return None
+        doc = json.loads(record.read_text())
+    if doc.get("protocol_sha256") != protocol:
+        return None
+    return per_pair_values(doc, metric)
 
 
 def export_generator(ema: torch.nn.Module, shards: str | Path
