@@ -131,3 +131,36 @@ def test_dump_config_prints_json(capsys):
         config_from_args(_parse(["--params", str(PARAMS), "--dump-config"]))
     assert exc.value.code == 0
     assert json.loads(capsys.readouterr().out)["preprocess"]["shard_size"] == 64
+
+
+def _params_with(tmp_path, edit) -> Path:
+    raw = yaml.safe_load(PARAMS.read_text())
+    edit(raw)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def test_a_value_params_yaml_sets_beats_the_datasets_override(tmp_path, caplog):
+    """What `dvc exp run -S optim.lr_g=0.001` writes must be what trains, not the dataset's recipe."""
+    path = _params_with(tmp_path, lambda raw: raw["optim"].update(lr_g=0.001))
+    with caplog.at_level("WARNING"):
+        cfg = load_config(path, dataset="synthetic_fashion")
+    assert cfg.optim.lr_g == 0.001  # the user's value
+    assert cfg.optim.lr_d == 0.00005  # the recipe still applies where the user left the default
+    assert "optim.lr_g=0.001" in caplog.text and "0.0005" in caplog.text  # both values named
+    # The command line still wins over both.
+    assert load_config(path, ["optim.lr_g=0.002"], dataset="synthetic_fashion").optim.lr_g == 0.002
+
+
+def test_shipped_dataset_recipes_apply_over_the_defaults():
+    """Every override in params.yaml targets a key left at its built-in default, so no recipe is
+    silently skipped by the rule above (a default that drifts from params.yaml would do that)."""
+    from pipelines.config.params import dataset_overrides, read_params, user_value_wins
+
+    raw = read_params(PARAMS)
+    for name in raw["datasets"]:
+        for override in dataset_overrides(raw, name):
+            assert not user_value_wins(raw, override, name), (name, override)
+    assert load_config(PARAMS, dataset="synthetic_portrait").train.total_images == 10400
+    assert load_config(PARAMS, dataset="synthetic_fashion").optim.lr_g == 0.0005

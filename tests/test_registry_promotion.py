@@ -160,3 +160,37 @@ def test_registry_round_trip_and_promotion(store: Path) -> None:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["err"] <= 1e-5 and result["rejected"] and result["net"] == "PackedGenerator"
     assert result["served"] == [*SIZE, 3] and result["code"]
+
+
+def test_promotion_says_whether_the_gain_was_beyond_noise_and_the_policy_decides() -> None:
+    rng = np.random.default_rng(0)
+    champ_pairs = list(rng.uniform(0.5, 0.9, 144))
+    real = [v + 0.01 for v in champ_pairs]
+    jitter = rng.normal(0, 0.03, 144)
+    noisy = [v + d for v, d in zip(champ_pairs, jitter - jitter.mean() + 0.002)]  # a gain of 0.002, in noise
+    champ = _champ(float(np.mean(champ_pairs)))
+
+    def decide(pairs, policy):
+        return promotion.decide_promotion("ssim", float(np.mean(pairs)), "A", champ, policy=policy,
+                                          candidate_pairs=pairs, champion_pairs=lambda mv: champ_pairs)
+
+    d = decide(real, "beyond_noise")
+    assert d.promote and d.beyond_noise and "beyond noise" in d.reason and "95% CI" in d.reason
+    gain = decide(noisy, "any_gain")
+    assert gain.promote and gain.beyond_noise is False and "within noise" in gain.reason
+    kept = decide(noisy, "beyond_noise")
+    assert not kept.promote and "policy beyond_noise keeps the champion" in kept.reason
+    # Without the champion's per-pair scores the noise cannot be assessed: beyond_noise never promotes.
+    blind = promotion.decide_promotion("ssim", 0.99, "A", champ, policy="beyond_noise", candidate_pairs=real)
+    assert not blind.promote and "noise not assessed" in blind.reason
+    with pytest.raises(ValueError, match="promotion_policy"):
+        decide(real, "always")
+
+
+def test_a_rescored_champion_is_compared_pair_by_pair() -> None:
+    champ = _champ(0.5, protocol="OLD")
+    pairs = [0.5, 0.6, 0.7, 0.8] * 10
+    d = promotion.decide_promotion("ssim", float(np.mean(pairs)) + 0.05, "NEW", champ,
+                                   rescore=lambda uri: (float(np.mean(pairs)), pairs), model_name="m",
+                                   candidate_pairs=[p + 0.05 for p in pairs], policy="beyond_noise")
+    assert d.promote and d.comparison.pairs == 40 and "re-scored" in d.reason

@@ -1,0 +1,127 @@
+"""The evaluation does not grade its own homework: its network is not the loss network, and its
+statistics say when a difference is real (KID, the Fréchet rule, bootstrap intervals, the field's SSIM)."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from model.backbones import EffNetLite0Backbone
+from model.config import LossConfig
+from model.metrics import sha256_file
+from pipelines.config.params import load_config
+from pipelines.config.stages import EvaluateConfig
+from pipelines.evaluation import statistics as S
+from pipelines.evaluation.generators import EvaluationError
+from pipelines.evaluation.networks import build_networks, effnet_lite_weights, loss_network
+from pipelines.evaluation.scoring import field_ssim
+from tests.test_pipeline_e2e import ROOT
+
+
+def test_default_evaluation_network_is_not_the_loss_network() -> None:
+    """Fails the moment params.yaml would score the generator with the network it was trained against."""
+    cfg = load_config(ROOT / "params.yaml")
+    nets = build_networks(cfg.evaluate, cfg.loss)
+    trained_against = loss_network(cfg.loss)
+    assert trained_against["weights_sha256"], "the default loss backbone is a learned network"
+    for role in ("fd", "lpd"):
+        desc = nets.description[role]
+        assert desc["weights_sha256"] != trained_against["weights_sha256"], role
+        assert "lossnet" not in desc["metric"]
+    # Not merely another file: another network (the loss backbone's own weights hash differently).
+    assert sha256_file(effnet_lite_weights("lite0")) == trained_against["weights_sha256"]
+    assert nets.description["loss_network"] == trained_against
+
+
+def test_scoring_with_the_loss_network_is_refused_unless_allowed_and_then_named_so() -> None:
+    loss = LossConfig(backbone="effnet_lite0")
+    same = EvaluateConfig(feature_backbone="effnet_lite0")
+    with pytest.raises(EvaluationError, match="allow_loss_backbone") as err:
+        build_networks(same, loss)
+    assert "effnet_lite1" in str(err.value)  # says what to use instead
+    nets = build_networks(dataclasses.replace(same, allow_loss_backbone=True), loss)
+    assert (nets.names.fd, nets.names.lpd) == ("fd_lossnet_effnet_lite0", "lpd_lossnet_effnet_lite0")
+    assert nets.description["fd"]["kid_metric"] == "kid_lossnet_effnet_lite0"
+    # With another loss network, the same backbone is independent and keeps its plain name.
+    free = build_networks(same, LossConfig(backbone="none"))
+    assert free.names.fd == "fd_effnet_lite0"
+
+
+def test_evaluation_network_features_are_not_the_loss_features() -> None:
+    """Lite1's stride-16 features differ from the loss backbone's on the same image (not a re-labelling)."""
+    cfg = load_config(ROOT / "params.yaml")
+    nets = build_networks(cfg.evaluate, cfg.loss)
+    torch.manual_seed(0)
+    img = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
+    ours = nets.fd.layers(img)
+    theirs = EffNetLite0Backbone()(img.float() / 127.5 - 1)
+    assert [f.shape[1] for f in ours] == [16, 24, 40, 112]
+    assert not torch.allclose(ours[-1], theirs["s16"], atol=1e-2)
+
+
+def test_kid_is_unbiased_mmd_with_the_cubic_kernel() -> None:
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 5)), rng.normal(0.5, 1, size=(40, 5))
+
+    def k(a, b):
+        return (a @ b.T / 5 + 1) ** 3
+
+    m, n = len(x), len(y)
+    expected = ((k(x, x).sum() - np.trace(k(x, x))) / (m * (m - 1)) + (k(y, y).sum() - np.trace(k(y, y))) / (n * (n - 1))
+                - 2 * k(x, y).mean())
+    one = S.kernel_distance(x, y, subsets=1, subset_size=1000, seed=0)  # subset = all rows (permuted)
+    assert one.mean == pytest.approx(expected, rel=1e-9) and one.subset_size == 40
+    same = S.kernel_distance(x, rng.normal(size=(50, 5)), subsets=50, subset_size=30, seed=0)
+    shifted = S.kernel_distance(x, y, subsets=50, subset_size=30, seed=0)
+    assert abs(same.mean) < shifted.mean and shifted.std > 0
+    assert S.kernel_distance(x, y, 50, 30, seed=0) == shifted  # seeded: same scores, same spread
+
+
+def test_frechet_needs_more_distinct_images_than_dimensions() -> None:
+    rng = np.random.default_rng(0)
+    assert S.frechet_not_computed_reason(rng.normal(size=(113, 112))) is None
+    assert "112 distinct images do not exceed the 112" in S.frechet_not_computed_reason(rng.normal(size=(112, 112)))
+    repeated = np.repeat(rng.normal(size=(48, 112)), 3, axis=0)  # 144 rows, 48 images (a copied source)
+    assert "48 distinct" in S.frechet_not_computed_reason(repeated)
+
+
+def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_pairs() -> None:
+    rng = np.random.default_rng(1)
+    small, large = rng.normal(0.7, 0.05, 30), rng.normal(0.7, 0.05, 3000)
+    a, b = S.bootstrap_mean_ci(small, 2000, 0), S.bootstrap_mean_ci(large, 2000, 0)
+    assert a.low < small.mean() < a.high and b.low < large.mean() < b.high
+    assert (b.high - b.low) < (a.high - a.low) / 5
+    assert S.bootstrap_mean_ci(small, 2000, 0) == a
+
+
+def test_paired_bootstrap_tells_a_real_gain_from_noise() -> None:
+    rng = np.random.default_rng(2)
+    difficulty = rng.uniform(0.3, 0.9, 144)  # shared by both generators: cancels in a paired test
+    champion = difficulty + rng.normal(0, 0.01, 144)
+    real = S.paired_bootstrap(champion + 0.01, champion, lower_is_better=False, resamples=2000, seed=0)
+    noise = S.paired_bootstrap(champion + rng.normal(0, 0.02, 144), champion, False, 2000, 0)
+    assert real.beyond_noise and real.low > 0 and real.gain == pytest.approx(0.01)
+    assert not noise.beyond_noise and noise.low < 0 < noise.high
+    # A distance: lower is better, so the sign flips.
+    assert S.paired_bootstrap(champion - 0.01, champion, True, 2000, 0).beyond_noise
+
+
+def test_field_ssim_uses_the_generated_images_range_as_the_published_scripts() -> None:
+    from skimage.metrics import structural_similarity
+
+    from model.metrics import ssim as ssim255
+
+    rng = np.random.default_rng(3)
+    target = rng.integers(0, 256, (2, 40, 32, 3)).astype(np.uint8)
+    generated = np.clip(target.astype(int) // 2 + 40 + rng.integers(-20, 20, target.shape), 0, 255).astype(np.uint8)
+    t = lambda a: torch.from_numpy(a).permute(0, 3, 1, 2)  # noqa: E731
+    got = field_ssim(t(generated), t(target))
+    for i in range(2):
+        expected = structural_similarity(generated[i], target[i], gaussian_weights=True, sigma=1.5,
+                                         use_sample_covariance=False, channel_axis=2,
+                                         data_range=int(generated[i].max()) - int(generated[i].min()))
+        assert got[i] == pytest.approx(expected, abs=1e-12)
+    # The fixed-range SSIM is another number on these low-contrast images: both are reported, by name.
+    assert not np.allclose(got, ssim255(t(generated), t(target)).numpy(), atol=1e-3)
