@@ -56,22 +56,26 @@ def run_variant(args: argparse.Namespace, cfg) -> int:
 def table(cfg) -> int:
     acfg = cfg.evaluate.ablation
     rows: dict[str, dict] = {}
-    missing = [v for v in acfg.variants if not (METRICS_DIR / f"{v}.json").is_file()]
+    missing = [v for v in acfg.variants if not (METRICS_DIR / f"{v}.protocol.json").is_file()]
     if missing:
         log.error("no metrics for %s; run `python -m pipelines.ablation run --variant V` (or dvc repro ablation)",
                   ", ".join(missing))
         return 2
-    docs = {v: json.loads((METRICS_DIR / f"{v}.json").read_text()) for v in acfg.variants}
+    # Each variant's evaluation record (scores with the protocol they were computed under).
+    docs = {v: json.loads((METRICS_DIR / f"{v}.protocol.json").read_text()) for v in acfg.variants}
     protocols = {d["protocol_sha256"] for d in docs.values()}
     if len(protocols) != 1:
         log.error("the variants were evaluated under different protocols; re-run them")
         return 2
     first = docs[acfg.variants[0]]
     names = first["metric_names"]
-    keys = ["ssim", "psnr", names["fd"], names["lpd"]] + sorted(k for k in first["model"] if k.startswith("masked_"))
+    keys = ["ssim", "psnr", names["fd"], names.get("kid", ""), names["lpd"]] + sorted(
+        k for k in first["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high")))
+    # A score the evaluation could not compute (the Fréchet distance on too few images) is left out.
+    keys = [k for k in keys if k and all(k in d["model"] for d in docs.values())]
     for v, d in docs.items():
         rows[v] = {k: d["model"][k] for k in keys}
-    baselines = {b: {k: first["baselines"][b][k] for k in keys} for b in first["baselines"]}
+    baselines = {b: {k: first["baselines"][b].get(k, float("nan")) for k in keys} for b in first["baselines"]}
     out = {
         "dataset": acfg.dataset,
         "total_images": acfg.total_images,

@@ -28,8 +28,8 @@ def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def test_table_collects_every_variant_and_marks_the_best(workdir: Path) -> None:
     for i, v in enumerate(VARIANTS):
-        (workdir / f"metrics/ablation/{v}.json").write_text(json.dumps(_doc(0.5 + i / 100, 20.0 - i)))
-    (workdir / "metrics/ablation/flow.json").write_text(json.dumps(_doc(0.9, 30.0)))
+        (workdir / f"metrics/ablation/{v}.protocol.json").write_text(json.dumps(_doc(0.5 + i / 100, 20.0 - i)))
+    (workdir / "metrics/ablation/flow.protocol.json").write_text(json.dumps(_doc(0.9, 30.0)))
     assert ablation.main(["table", "--set", f"evaluate.ablation.variants={list(VARIANTS)}"]) == 0
     out = json.loads((workdir / "metrics/ablation.json").read_text())
     assert list(out["variants"]) == list(VARIANTS)
@@ -44,8 +44,8 @@ def test_table_collects_every_variant_and_marks_the_best(workdir: Path) -> None:
 
 def test_table_refuses_missing_variants_and_mixed_protocols(workdir: Path) -> None:
     for v in VARIANTS[:-1]:
-        (workdir / f"metrics/ablation/{v}.json").write_text(json.dumps(_doc(0.5, 20.0)))
+        (workdir / f"metrics/ablation/{v}.protocol.json").write_text(json.dumps(_doc(0.5, 20.0)))
     assert ablation.main(["table"]) == 2
-    (workdir / "metrics/ablation/full.json").write_text(json.dumps(_doc(0.5, 20.0, protocol="q" * 64)))
+    (workdir / "metrics/ablation/full.protocol.json").write_text(json.dumps(_doc(0.5, 20.0, protocol="q" * 64)))
     assert ablation.main(["table"]) == 2
     assert not (workdir / "metrics/ablation.json").exists()

@@ -47,7 +47,7 @@ def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
             "portrait/dvc.yaml:portrait_register"} <= set(ran), ran
     assert not any("fashion" in s or "market" in s for s in ran), ran
 
-    doc = json.loads((work / "metrics/portrait.json").read_text())
+    doc = json.loads((work / "metrics/portrait.protocol.json").read_text())
     assert doc["task"] == "portrait" and "landmark_nme" in doc["model"]
     assert all("landmark_nme" in s for s in doc["baselines"].values())
     assert doc["protocol"]["landmark_following"]["regressor"]["weights_sha256"]
