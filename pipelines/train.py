@@ -29,7 +29,10 @@ from pathlib import Path
 
 T_COMMAND = time.time()
 
-from datasets.files import file_sha256  # noqa: E402 - after the start-time stamp
+import torch  # noqa: E402 - after the start-time stamp
+
+from datasets.files import file_sha256  # noqa: E402
+from datasets.parallel import resolve_address  # noqa: E402
 from pipelines.config.logs import add_log_level_arg, setup_logging  # noqa: E402
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args, to_dict  # noqa: E402
 from pipelines.tracking.journal import (  # noqa: E402
@@ -41,6 +44,7 @@ from pipelines.tracking.journal import (  # noqa: E402
 )
 from pipelines.training.checkpoint import CheckpointStore  # noqa: E402
 from pipelines.training.loop import LocalSession, LoopContext, run_worker  # noqa: E402
+from pipelines.training.placement import PlacementError, decide  # noqa: E402
 from pipelines.training.ray_trainer import train_on_ray  # noqa: E402
 from pipelines.training.resume import ResumeError, prepare_run  # noqa: E402
 
@@ -87,6 +91,13 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     tcfg = cfg.train
     root = project_root()
+    try:  # before anything starts: a GPU run on a machine without one fails here, in one line
+        placement = decide(tcfg.device, gpus_per_worker=tcfg.gpus_per_worker,
+                           threads_per_worker=tcfg.threads_per_worker,
+                           on_cluster=tcfg.workers > 0 and resolve_address(tcfg.ray_address) is not None,
+                           local_cuda=torch.cuda.is_available())
+    except PlacementError as exc:
+        return _usage_error(str(exc))
     spec = dataset_from_args(cfg, tcfg.dataset)
     shards = Path(_resolve(spec.shards, root))
     manifest = shards / "manifest.json"
@@ -119,11 +130,12 @@ def main(argv: list[str] | None = None) -> int:
              ctx.checkpoint_root)
     if ctx.track:
         prepare_local_store(ctx.tracking_uri, tcfg.mlflow_experiment, ctx.artifact_location)
+    log.info("placement: %s (%s)", placement.device, placement.note)
     if tcfg.workers == 0:
-        summary = run_worker(ctx, LocalSession(tcfg.device))
+        summary = run_worker(ctx, LocalSession(placement.device))
     else:
         store.drop_ray_snapshot()  # it may name checkpoints the store has pruned since (see there)
-        summary = train_on_ray(ctx, tcfg, storage, root)
+        summary = train_on_ray(ctx, tcfg, storage, root, placement)
         if summary is None:
             return 1
     return _report(summary, run_dir)

@@ -38,7 +38,12 @@ class TrainConfig:
     loader_workers: int = 0  # data-loading processes per training worker (0: decode in the worker)
     augment: bool = True  # flips (left/right joints swapped), small affine jitter
     threads_per_worker: int = 1  # torch intra-op threads per worker on CPU
-    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: one GPU per worker when the cluster has GPUs
+    # What every worker trains on (pipelines/training/placement.py): cuda asks Ray for
+    # gpus_per_worker GPUs per worker and waits up to gpu_wait_s for them; auto is cuda only on a
+    # local run on a machine with CUDA, never decided from what a cluster has at the time.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    gpus_per_worker: float = 1.0
+    gpu_wait_s: float = 900.0
     ray_address: str = ""  # "" → RAY_ADDRESS, else a local Ray started on 127.0.0.1
     mlflow_experiment: str = "attnflow"
     faults: FaultInjection = field(default_factory=FaultInjection)
@@ -51,6 +56,9 @@ class TrainConfig:
         for name in ("workers", "loader_workers"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.gpus_per_worker <= 0 or self.gpu_wait_s < 0:
+            raise ValueError(f"train.gpus_per_worker must be > 0 and train.gpu_wait_s >= 0, got "
+                             f"{self.gpus_per_worker} and {self.gpu_wait_s}")
         if self.max_failures < -1:
             raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if "/" in self.run_name or self.run_name.startswith("."):
@@ -109,6 +117,8 @@ class EvaluateConfig:
                      "bootstrap_resamples"):
             if getattr(self, name) < 1:
                 raise ValueError(f"evaluate.{name} must be >= 1, got {getattr(self, name)}")
+        if self.lpips_alex_weights and not self.lpips_alex_lin_weights:
+            raise ValueError("evaluate.lpips_alex_weights needs evaluate.lpips_alex_lin_weights (the LPIPS layers)")
         if not self.mask_radius > 0:
             raise ValueError(f"evaluate.mask_radius must be > 0, got {self.mask_radius}")
 
@@ -117,8 +127,6 @@ class EvaluateConfig:
 class RegisterConfig:
     """params.yaml ``register``: which metric decides the champion, where the model is logged."""
 
-        if self.lpips_alex_weights and not self.lpips_alex_lin_weights:
-            raise ValueError("evaluate.lpips_alex_weights needs evaluate.lpips_alex_lin_weights (the LPIPS layers)")
     primary_metric: str = "ssim"  # a key of metrics/<dataset>.json "model" (ssim, psnr, fd_*, lpd_*, fid, lpips; portraits also landmark_nme)
     model_name: str = ""  # "" -> by the dataset's task: attnflow-pose / attnflow-portrait
     rescore_champion: bool = True  # re-evaluate a champion scored under another protocol before comparing

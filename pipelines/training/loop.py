@@ -28,6 +28,7 @@ from pipelines.config.params import build_dataclass
 from pipelines.tracking.journal import Tracker, tracking_uri, write_run_meta
 from pipelines.training.checkpoint import CheckpointInfo, CheckpointStore, NonFiniteCheckpointError
 from pipelines.training.faults import FaultHooks, from_env
+from pipelines.training.placement import device_facts
 
 log = logging.getLogger(__name__)
 
@@ -290,6 +291,10 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
     device = session.device()
     if device.type == "cpu":
         torch.set_num_threads(tcfg.threads_per_worker)
+    if rank == 0:
+        facts = device_facts(device, world)
+        log.info("training on %s: %d worker(s)%s", facts["device"], world,
+                 f", {facts['gpu_count']} x {facts['gpu_model']}" if facts["gpu_count"] else "")
     run_dir = Path(ctx.run_dir)
     store = CheckpointStore(ctx.checkpoint_root, keep=tcfg.keep_checkpoints)
     faults = FaultHooks(from_env(tcfg.faults), rank, run_dir / "faults")
@@ -351,7 +356,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
 
                 tracker.log_params(flatten(ctx.config))
             tracker.set_tags({**ctx.tags, "feature_backbone": gan.backbone.name, "workers": world,
-                              "device": device.type, "run_name": ctx.run_name})
+                              **device_facts(device, world), "run_name": ctx.run_name})
         preview = preview_batch(ctx.shards)
         (run_dir / "grids").mkdir(parents=True, exist_ok=True)
     progress = (_Progress(tcfg.total_images, images, under_ray, f"train {ctx.run_name}", bar=ctx.progress_bar)

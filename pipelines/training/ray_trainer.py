@@ -13,6 +13,13 @@ from typing import Any, Callable
 from datasets.parallel import connect, resolve_address, shutdown
 from pipelines.tracking.redact import redact
 from pipelines.training.loop import loop_config_from
+from pipelines.training.placement import (
+    Placement,
+    gpus_needed,
+    ray_gpus_available,
+    ray_request_gpus,
+    wait_for_gpus,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +47,13 @@ def worker_env(threads: int, root: Path) -> dict[str, str]:
     return env
 
 
-def warn_if_short(num_workers: int, use_gpu: bool, threads_per_worker: int) -> None:
+def warn_if_short(num_workers: int, placement: Placement) -> None:
     """Say so when the cluster cannot place the run now: Ray Train then waits (for an autoscaler)
     rather than failing, which on a fixed-size cluster looks like a hang."""
     import ray
 
     have = ray.cluster_resources()
-    need = {"CPU": num_workers * threads_per_worker, **({"GPU": num_workers} if use_gpu else {})}
+    need = {k: v * num_workers for k, v in placement.resources_per_worker.items()}
     short = {k: (v, have.get(k, 0)) for k, v in need.items() if have.get(k, 0) < v}
     if short:
         text = ", ".join(f"{k}: needs {v:g}, has {h:g}" for k, (v, h) in short.items())
@@ -54,19 +61,12 @@ def warn_if_short(num_workers: int, use_gpu: bool, threads_per_worker: int) -> N
                     "are added", num_workers, text)
 
 
-def cluster_has_gpus() -> bool:
-    import ray
-
-    return ray.cluster_resources().get("GPU", 0) > 0
-
-
 def fit(
     train_fn: Callable[[dict], Any],
     loop_config: dict,
     *,
     num_workers: int,
-    use_gpu: bool,
-    threads_per_worker: int,
+    placement: Placement,
     run_name: str,
     storage_path: str,
     max_failures: int,
@@ -81,12 +81,12 @@ def fit(
 
     for key, value in TRAIN_ENV.items():
         os.environ.setdefault(key, value)
-    resources = {"CPU": threads_per_worker} if not use_gpu else {"CPU": threads_per_worker, "GPU": 1}
     trainer = TorchTrainer(
         train_fn,
         train_loop_config=loop_config,
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo", timeout_s=600),
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=use_gpu, resources_per_worker=resources),
+        torch_config=TorchConfig(backend=placement.backend, timeout_s=600),
+        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=placement.use_gpu,
+                                     resources_per_worker=dict(placement.resources_per_worker)),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
@@ -122,8 +122,7 @@ class RaySession:
         """Every rank calls this at the same step (Ray's report is a barrier); rank 0 passes the
         checkpoint it already wrote and committed, so Ray records it without copying it."""
         import ray.train
-        from ray.train import Checkpoint
-        from ray.train.v2.api.report_config import CheckpointUploadMode
+        from ray.train import Checkpoint, CheckpointUploadMode
 
         ckpt = None
         if checkpoint is not None:
@@ -144,18 +143,19 @@ def worker_fn(loop_config: dict) -> None:
     run_worker(ctx, RaySession())
 
 
-def train_on_ray(ctx: Any, tcfg: Any, storage: str, root: Path) -> dict | None:
+def train_on_ray(ctx: Any, tcfg: Any, storage: str, root: Path, placement: Placement) -> dict | None:
     """Run the loop on ``tcfg.workers`` Ray Train workers (joining or starting Ray); the run's
     summary, or None (logged in one line) when training failed."""
     address = resolve_address(tcfg.ray_address)
     started = connect(address, max(os.cpu_count() or 1, tcfg.workers), worker_env(tcfg.threads_per_worker, root), root,
                       dashboard=True)
     try:
-        use_gpu = tcfg.device == "cuda" or (tcfg.device == "auto" and cluster_has_gpus())
-        warn_if_short(tcfg.workers, use_gpu, tcfg.threads_per_worker)
-        fit(worker_fn, loop_config_from(ctx), num_workers=tcfg.workers, use_gpu=use_gpu,
-            threads_per_worker=tcfg.threads_per_worker, run_name=ctx.run_name, storage_path=storage,
-            max_failures=tcfg.max_failures)
+        if placement.use_gpu:
+            wait_for_gpus(gpus_needed(placement, tcfg.workers), tcfg.gpu_wait_s, available=ray_gpus_available,
+                          request=ray_request_gpus(placement, tcfg.workers))
+        warn_if_short(tcfg.workers, placement)
+        fit(worker_fn, loop_config_from(ctx), num_workers=tcfg.workers, placement=placement,
+            run_name=ctx.run_name, storage_path=storage, max_failures=tcfg.max_failures)
     except Exception as exc:  # Ray wraps the worker's exception; show the cause in one line
         log.error("training failed: %s: %s", type(exc).__name__, redact(str(exc).strip().splitlines()[-1][:500]))
         return None
