@@ -34,13 +34,14 @@ from pipelines.evaluation.scoring import (
     TARGETS,
     PartJob,
     canonical_sha256,
+    capped,
     evaluate_parallel,
     reference_set_hash,
     stack_rows,
     summarise,
     train_images,
 )
-from pipelines.evaluation.statistics import CONFIDENCE
+from pipelines.evaluation.statistics import CONFIDENCE, paired_bootstrap
 from pipelines.tracking.journal import tracking_uri
 from pipelines.tracking.redact import redact
 
@@ -89,6 +90,26 @@ def flat_scores(doc: dict) -> dict[str, dict[str, float]]:
     methods = [("model", doc["model"]), *doc["baselines"].items(), *doc["floor"].items()]
     return {m: {k: v for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
             for m, scores in methods}
+
+
+def versus_baselines(per_method: dict[str, dict[str, list[float]]], ecfg: Any) -> dict[str, dict[str, dict]]:
+    """Per baseline and per-pair metric: the model's gain (signed so that positive is better), its
+    paired-bootstrap 95% interval and whether it is beyond noise."""
+    out: dict[str, dict[str, dict]] = {}
+    for baseline in BASELINES:
+        for metric, values in per_method["model"].items():
+            if metric not in per_method.get(baseline, {}):
+                continue
+            c = paired_bootstrap(capped(values), capped(per_method[baseline][metric]), lower_is_better(metric),
+                                 ecfg.bootstrap_resamples, ecfg.seed)
+            out.setdefault(baseline, {})[metric] = {"gain": c.gain, "ci95_low": c.low, "ci95_high": c.high,
+                                                    "beyond_noise": c.beyond_noise}
+    return out
+
+
+def lower_is_better(metric: str) -> bool:
+    # Per-pair metrics only: SSIM and PSNR rise as images improve, every distance falls.
+    return not metric.removeprefix("masked_").startswith(("ssim", "psnr"))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -224,6 +245,8 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         "floor": {TARGETS: scores[TARGETS]} if TARGETS in scores else {},
         "metric_names": {"fd": nets.names.fd, "kid": nets.description["fd"]["kid_metric"], "lpd": nets.names.lpd},
         "not_computed": summarised.not_computed,
+        # Does the model beat each baseline beyond noise? Paired bootstrap over the same pairs.
+        "model_vs_baselines": versus_baselines(pairs.per_method, ecfg),
         # Per-pair values of every method (pair order of the protocol): the paired bootstrap against
         # the registry's champion reads them back from the registered model.
         "per_pair": {m: {k: [round(float(v), 6) for v in vals] for k, vals in per.items()}
