@@ -91,8 +91,13 @@ class PreprocessConfig:
     face_size: int = 32  # face crops are face_size × face_size
     min_visible_joints: int = 4
     max_reject_fraction: float = 0.2  # stage fails when more of a split is rejected
+    # Ray workers validating and writing shards (local Ray on 127.0.0.1 or RAY_ADDRESS); 0 runs
+    # in this process without Ray. Never changes the output, so the manifest does not record it.
+    workers: int = 0
 
     def __post_init__(self) -> None:
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0: in-process, no Ray), got {self.workers}")
         if self.heatmap_sigma <= 0:
             raise ValueError(f"heatmap_sigma must be > 0, got {self.heatmap_sigma}")
         if self.shard_size < 1:
@@ -105,3 +110,59 @@ class PreprocessConfig:
             raise ValueError(f"min_visible_joints must be >= 0, got {self.min_visible_joints}")
         if not 0.0 <= self.max_reject_fraction <= 1.0:
             raise ValueError(f"max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
+
+
+@dataclass(frozen=True)
+class PhotosSpec:
+    """params.yaml ``prepare.<name>.photos``: a folder of one's own photos → a dataset (``--photos``)."""
+
+    # Ordered pairs drawn within each identity: 0 = all V·(V-1), n > 0 = a seeded sample of n.
+    pairs_per_identity: int = 0
+    test_fraction: float = 0.25  # identities held out for the test split (at least one when > 0)
+    seed: int = 0  # the identity split and the pair sample
+    min_joints: int = 8  # fewer visible OpenPose-18 joints: quarantined ("too few joints")
+    min_confidence: float = 0.5  # the detector's confidence below this: "no person"
+    # A second person counts when found (with the first one masked out) at this confidence.
+    second_person_confidence: float = 0.7
+    margin: float = 0.1  # space around the person's joints, as a fraction of their box height
+
+    def __post_init__(self) -> None:
+        if self.pairs_per_identity < 0:
+            raise ValueError(f"pairs_per_identity must be >= 0 (0: all ordered pairs), got {self.pairs_per_identity}")
+        if not 0.0 <= self.test_fraction < 1.0:
+            raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
+        if not 1 <= self.min_joints <= 18:
+            raise ValueError(f"min_joints must be in 1..18, got {self.min_joints}")
+        for key in ("min_confidence", "second_person_confidence"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ValueError(f"{key} must be in [0, 1], got {getattr(self, key)}")
+        if not 0.0 <= self.margin <= 1.0:
+            raise ValueError(f"margin must be in [0, 1], got {self.margin}")
+
+
+@dataclass(frozen=True)
+class PrepareSpec:
+    """params.yaml ``prepare.<name>``: an official release (or a photo folder) → the field's layout.
+
+    ``fit`` is how an image reaches the annotation frame (``datasets.<name>.source_size``):
+    ``resize`` scales the whole image (what the field did to DeepFashion's 750×1101
+    ``img_highres``, aspect 0.681 against the frame's 0.6875), ``crop`` cuts the centred box of
+    the frame's aspect first (what the field did to the 256×256 ``img/`` release: columns
+    40..216).  ``aspect_tolerance`` is the largest relative difference between an image's W/H and
+    the frame's that the policy accepts; beyond it the image is rejected, never distorted.
+    """
+
+    fit: Literal["resize", "crop"] = "resize"
+    aspect_tolerance: float = 0.02
+    jpeg_quality: int = 95  # re-encoded images only; a JPEG already at the frame is copied byte for byte
+    chunk_size: int = 256  # images per parallel task (the plan; never changes the output)
+    include_query: bool = True  # Market-1501: query/ joins bounding_box_test/ in the test split
+    photos: PhotosSpec = PhotosSpec()
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.aspect_tolerance <= 1.0:
+            raise ValueError(f"aspect_tolerance must be in [0, 1], got {self.aspect_tolerance}")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {self.chunk_size}")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
+from datasets.specs import DatasetSpec, PrepareSpec, PreprocessConfig, SynthesizeSpec
 from model.config import LossConfig, ModelConfig, OptimConfig
 from pipelines.config.stages import EvaluateConfig, RegisterConfig, TrainConfig
 
@@ -14,6 +14,7 @@ class PipelineConfig:
 
     synthesize: tuple[str, ...] = ("synthetic_fashion", "synthetic_market")
     preprocess: tuple[str, ...] = ("synthetic_fashion", "synthetic_market")
+    prepare: tuple[str, ...] = ()  # real datasets whose official release `prepare` converts
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class Config:
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     synthesize: dict[str, SynthesizeSpec] = field(default_factory=dict)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    prepare: dict[str, PrepareSpec] = field(default_factory=dict)
     model: ModelConfig = field(default_factory=ModelConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -33,13 +35,19 @@ class Config:
         for name in self.synthesize:
             if name not in self.datasets:
                 raise ValueError(f"synthesize.{name} has no entry in datasets")
-        for stage in ("synthesize", "preprocess"):
+        for name in self.prepare:
+            if name not in self.datasets:
+                raise ValueError(f"prepare.{name} has no entry in datasets")
+        for stage in ("synthesize", "preprocess", "prepare"):
             for name in getattr(self.pipeline, stage):
                 if name not in self.datasets:
                     raise ValueError(f"pipeline.{stage} lists {name!r}, which has no entry in datasets")
         for name in self.pipeline.synthesize:
             if name not in self.synthesize:
                 raise ValueError(f"pipeline.synthesize lists {name!r}, which has no entry in synthesize")
+        for name in self.pipeline.prepare:
+            if self.datasets[name].synthetic:
+                raise ValueError(f"pipeline.prepare lists {name!r}, a synthetic dataset (synthesize writes it)")
 
     def dataset(self, name: str) -> DatasetSpec:
         if name not in self.datasets:
