@@ -1,13 +1,18 @@
 """Stage ``preprocess``: raw dataset (field layout) -> validated WebDataset shards.
 
-    python -m pipelines.preprocess --dataset synthetic_fashion [--root DIR] [--out DIR] [--set k=v]
+    python -m pipelines.preprocess --dataset synthetic_fashion [--root DIR] [--out DIR|URL] [--workers N] [--set k=v]
 
 Writes ``OUT/{train,test}-NNNNNN.tar``, ``OUT/manifest.json``, ``OUT/rejects.csv``,
 the counts as DVC metrics (``metrics/preprocess/<dataset>.json``) and a contact
-sheet (``reports/figures/<dataset>-shards.png``).  The whole output folder is
+sheet (``reports/figures/<dataset>-shards.png``).  OUT is a folder or a URL
+(``s3://bucket/prefix``, ``gs://…``, ``file://…``).  A local output folder is
 built under a staging name and swapped in at the end, so an interrupted run
-leaves the previous output intact.  Exit status: 0 ok, 1 too much rejected or
-a data error, 2 bad config / unknown dataset / missing raw files.
+leaves the previous output intact; on an object store the old manifest is
+removed first and the new one written after every shard.  ``--workers N``
+validates and writes the shards on N Ray workers (local Ray on 127.0.0.1, or
+``RAY_ADDRESS``); the output is the same bytes for any N.  Exit status: 0 ok,
+1 too much rejected or a data or storage error, 2 bad config / unknown dataset
+/ missing raw files.
 """
 from __future__ import annotations
 
@@ -18,12 +23,13 @@ from pathlib import Path
 
 from datasets.raw.layout import LayoutError
 from datasets.shards.build import RejectFractionError, preprocess
+from datasets.storage import StorageError, join, safe_url
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 
 
-def _summary(manifest: dict, out: Path, figure: Path | None, metrics: Path | None) -> str:
-    lines = [f"preprocess {manifest['dataset']}: {len(manifest['shards'])} shards in {out}/"]
+def _summary(manifest: dict, out: str, figure: Path | None, metrics: Path | None) -> str:
+    lines = [f"preprocess {manifest['dataset']}: {len(manifest['shards'])} shards in {safe_url(out)}"]
     for split, c in manifest["splits"].items():
         lines.append(
             f"  {split:5s} images {c['images_written']}/{c['images_in']} written ({c['images_rejected']} rejected), "
@@ -33,7 +39,7 @@ def _summary(manifest: dict, out: Path, figure: Path | None, metrics: Path | Non
     if leaks["count"]:
         lines.append(f"  warning: {leaks['count']} identities have images in both splits, "
                      f"e.g. {', '.join(leaks['examples'][:3])}")
-    lines.append(f"  manifest: {out / 'manifest.json'}   rejects: {out / 'rejects.csv'}")
+    lines.append(f"  manifest: {safe_url(join(out, 'manifest.json'))}   rejects: {safe_url(join(out, 'rejects.csv'))}")
     if metrics:
         lines.append(f"  metrics: {metrics}")
     if figure:
@@ -45,7 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.preprocess", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, help="a key of params.yaml datasets")
     parser.add_argument("--root", help="raw dataset folder (default: datasets.NAME.root)")
-    parser.add_argument("--out", help="output folder (default: datasets.NAME.shards)")
+    parser.add_argument("--out", help="output folder or URL (default: datasets.NAME.shards)")
+    parser.add_argument("--workers", type=int,
+                        help="Ray workers (default: preprocess.workers; 0 = in this process, no Ray)")
     parser.add_argument("--metrics", help="counts as JSON (default: metrics/preprocess/NAME.json)")
     parser.add_argument("--figure", help="contact sheet PNG (default: reports/figures/NAME-shards.png)")
     parser.add_argument("--no-figure", action="store_true", help="skip the contact sheet")
@@ -58,15 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     spec = dataset_from_args(cfg, args.dataset)
     if args.root:
         spec = replace(spec, root=args.root)
-    out = Path(args.out or spec.shards)
+    out = args.out or spec.shards
+    workers = cfg.preprocess.workers if args.workers is None else args.workers
+    if workers < 0:
+        print(f"preprocess: --workers must be >= 0, got {workers}", file=sys.stderr)
+        return 2
     metrics = Path(args.metrics or f"metrics/preprocess/{args.dataset}.json")
     figure = None if args.no_figure else Path(args.figure or f"reports/figures/{args.dataset}-shards.png")
     try:
-        manifest = preprocess(args.dataset, spec, cfg.preprocess, out, figure, metrics, show_progress=not args.quiet)
+        manifest = preprocess(args.dataset, spec, cfg.preprocess, out, figure, metrics, show_progress=not args.quiet,
+                              workers=workers)
     except LayoutError as exc:
         print(f"preprocess: {exc}", file=sys.stderr)
         return 2
-    except RejectFractionError as exc:
+    except (RejectFractionError, StorageError) as exc:
         print(f"preprocess: {exc}", file=sys.stderr)
         return 1
     print(_summary(manifest, out, figure, metrics))

@@ -7,7 +7,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from data_fixtures import make_raw, tiny_config
+from data_fixtures import make_raw, rerecord_shards, tiny_config
 
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
 from datasets.shards import build
@@ -147,6 +147,7 @@ def test_bad_samples_are_logged_counted_and_skipped(shards, tmp_path, caplog):
     name = load_manifest(shards_dir)["shards"][1]["name"]
     _corrupt_one_sample(shards_dir, tmp_path / "bad", name)
     (tmp_path / "bad" / load_manifest(shards_dir)["shards"][2]["name"]).write_bytes(b"not a tar" * 100)
+    rerecord_shards(tmp_path / "bad")  # past the sha256 check (tests/test_data_storage.py covers that one)
     seen, batches, skipped = _run_epoch(tmp_path / "bad", world=2, workers=0, batch=5, augment=None)
     assert batches == [(3, 3), (3, 3)]  # bad data never changes the batch count
     assert len(seen) == 24 - 12 and sum(seen.values()) == 24  # two groups of 6 pairs replaced by repeats
@@ -162,6 +163,7 @@ def test_skip_counter(shards, tmp_path):
     _, shards_dir = shards
     name = load_manifest(shards_dir)["shards"][0]["name"]
     _corrupt_one_sample(shards_dir, tmp_path / "bad", name)
+    rerecord_shards(tmp_path / "bad")
     loader = train_loader(tmp_path / "bad", rank=0, world_size=1, batch_size=4, num_workers=2, augment=None)
     assert sum(1 for _ in loader) == len(loader) == 6
     assert loader.skipped == 1 and loader.substituted == 6 and "key 000000" in loader.recent_errors[0]

@@ -26,7 +26,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from data_fixtures import annotation_line, draw_figure, make_raw, tiny_config
+from data_fixtures import annotation_line, draw_figure, make_raw, rerecord_shards, tiny_config
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -429,6 +429,7 @@ def test_truncated_and_bit_flipped_shards_are_logged_skipped_counted_with_equal_
     data = bytearray((bad / flipped).read_bytes())
     data[512 + 1] ^= 0xFF  # inside the first member's payload (meta.json): the tar stays valid
     (bad / flipped).write_bytes(bytes(data))
+    rerecord_shards(bad)  # shards written damaged: the sample-level checks (a stale one fails its sha256 first)
     # One loader process per rank: each rank's stream holds readable shards to substitute from.
     clean_seen, clean_batches, _, _ = _epoch(src, world=2, workers=0, batch=4)
     seen, batches, skipped, errors = _epoch(bad, world=2, workers=0, batch=4)

@@ -9,6 +9,7 @@ Only a missing folder/CSV or an unreadable CSV header is fatal
 """
 from __future__ import annotations
 
+import io
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -63,6 +64,8 @@ class SplitResult:
     pairs: list[PairRow]  # accepted, in CSV order
     rejects: list[Reject]
     counts: dict[str, int] = field(default_factory=dict)
+    # joints outside the frame per accepted image, kept only while image files are still unchecked
+    outside: dict[str, int] = field(default_factory=dict)
 
     def rejected(self, kind: str) -> int:
         return sum(1 for r in self.rejects if r.kind == kind)
@@ -75,40 +78,53 @@ _FORMAT_OF_SUFFIX = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
 def check_image(path: Path, source_size: tuple[int, int], dataset: str = "") -> str | None:
     """Why the image file cannot be used, or None.  Decodes it fully (truncation shows only then)."""
+    return load_image(path, source_size, dataset, keep_pixels=False)[0]
+
+
+def load_image(path: Path, source_size: tuple[int, int], dataset: str = "", keep_pixels: bool = True
+               ) -> tuple[str | None, bytes | None, np.ndarray | None]:
+    """``(reason, raw bytes, RGB uint8 pixels)``: the file read once and decoded once.
+
+    ``reason`` is why the image cannot be used (None when it can); the pixels (None with
+    ``keep_pixels=False`` or a reason) are what the shard writer encodes from, so checking an image
+    and writing it cost one decode, not two.
+    """
     try:
-        size = path.stat().st_size
+        raw = Path(path).read_bytes()
     except OSError as exc:
-        return f"unreadable image: {exc.strerror}"
-    if size == 0:
-        return "zero-byte file"
+        return f"unreadable image: {exc.strerror}", None, None
+    if not raw:
+        return "zero-byte file", None, None
     h0, w0 = source_size
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # PIL's DecompressionBomb and EXIF warnings
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(raw)) as im:
                 mode, (w, h) = im.mode, im.size
-                expected = _FORMAT_OF_SUFFIX.get(path.suffix.lower())
+                expected = _FORMAT_OF_SUFFIX.get(Path(path).suffix.lower())
                 if expected is not None and im.format != expected:
-                    return (f"wrong extension: {path.name} holds {im.format or 'unknown'} data, "
-                            f"not {expected}")
+                    return (f"wrong extension: {Path(path).name} holds {im.format or 'unknown'} data, "
+                            f"not {expected}"), None, None
                 if mode != "RGB":
                     return (f"wrong mode: {mode} ({len(im.getbands())} band(s)); expected RGB, "
-                            "3 channels, 8 bits each")
+                            "3 channels, 8 bits each"), None, None
                 if (h, w) != (h0, w0):
                     where = f"datasets.{dataset}.source_size" if dataset else "source_size"
                     return (f"wrong size: {h}x{w} (HxW); expected {h0}x{w0}, the annotation frame "
-                            f"({where})")
+                            f"({where})"), None, None
                 im.load()
+                # libjpeg-turbo's accurate integer DCT, as in OpenCV: the same pixels cv2.imdecode gives.
+                pixels = np.asarray(im, dtype=np.uint8) if keep_pixels else None
     except UnidentifiedImageError:
-        return "unreadable image: not a recognised image format"
+        return "unreadable image: not a recognised image format", None, None
     except OSError as exc:
         text = str(exc)
         if "truncated" in text or "premature" in text.lower():
-            return f"truncated image: {text}"
-        return f"unreadable image: {text}"
+            return f"truncated image: {text}", None, None
+        return f"unreadable image: {text}", None, None
     except (ValueError, SyntaxError) as exc:  # PIL raises these on some corrupt headers
-        return f"unreadable image: {exc}"
-    return None
+        return f"unreadable image: {exc}", None, None
+    return None, raw, pixels
 
 
 def validate_split(
@@ -119,8 +135,16 @@ def validate_split(
     other_split_names: Iterable[str] = (),
     dataset: str = "",
     progress: Callable[[int], None] | None = None,
+    check_files: bool = True,
 ) -> SplitResult:
-    """Validate one split of the raw dataset at ``spec.root``."""
+    """Validate one split of the raw dataset at ``spec.root``.
+
+    ``check_files=False`` checks everything the CSVs and the folder listing decide (rows, names,
+    duplicates, missing files, visible joints) but not the image files themselves: the shard
+    writer does that while it decodes each image for writing (``datasets.shards.jobs``), and
+    removes what fails from the result.  ``outside`` then holds each accepted image's count of
+    joints outside the frame, so those can be taken back out of ``joints_outside_frame``.
+    """
     files = find_split(spec.root, layout, split)
     rows, row_issues = read_annotations(files.annotation_csv, layout)
     rejects: list[Reject] = []
@@ -154,6 +178,7 @@ def validate_split(
     universe = sorted(set(files.image_files) | set(good_rows) | set(bad_row_reason))
     images: dict[str, ImageRecord] = {}
     outside = 0
+    outside_of: dict[str, int] = {}
     for name in universe:
         reason = None
         row = good_rows.get(name)
@@ -167,7 +192,7 @@ def validate_split(
         elif row is None:
             reason = (f"annotation row rejected: {bad_row_reason[name]}" if name in bad_row_reason
                       else f"missing annotation row: {name} has no row in {csv_name}")
-        else:
+        elif check_files:
             reason = check_image(path, spec.source_size, dataset)
         kp = None
         if reason is None:
@@ -177,6 +202,7 @@ def validate_split(
             raw_visible = int(np.sum((row.keypoints[:, 0] != MISSING) & (row.keypoints[:, 1] != MISSING)))
             n_visible = int(np.sum((kp[:, 0] != MISSING) & (kp[:, 1] != MISSING)))
             outside += raw_visible - n_visible
+            outside_of[name] = raw_visible - n_visible
             if n_visible < cfg.min_visible_joints:
                 reason = (f"too few visible joints: {n_visible} < preprocess.min_visible_joints="
                           f"{cfg.min_visible_joints}")
@@ -224,19 +250,22 @@ def validate_split(
         "rows_rejected": sum(1 for r in rejects if r.kind == "row"),
         "joints_outside_frame": outside,
     }
-    return SplitResult(split, files, images, pairs, rejects, counts)
+    return SplitResult(split, files, images, pairs, rejects, counts,
+                       {n: outside_of[n] for n in images} if not check_files else {})
 
 
 def validate_dataset(spec: DatasetSpec, layout: LayoutSpec, cfg: PreprocessConfig, dataset: str = "",
-                     progress: Callable[[int], None] | None = None) -> dict[str, SplitResult]:
-    """Validate train and test; a file name in both image folders is rejected in both."""
+                     progress: Callable[[int], None] | None = None,
+                     check_files: bool = True) -> dict[str, SplitResult]:
+    """Validate train and test; a file name in both image folders is rejected in both
+    (``check_files``: see :func:`validate_split`)."""
     from datasets.raw.layout import SPLITS
 
     found = {s: find_split(spec.root, layout, s) for s in SPLITS}
     results = {}
     for split in SPLITS:
         others = set().union(*(set(found[o].image_files) for o in SPLITS if o != split))
-        results[split] = validate_split(spec, layout, cfg, split, others, dataset, progress)
+        results[split] = validate_split(spec, layout, cfg, split, others, dataset, progress, check_files)
     return results
 
 

@@ -1,8 +1,11 @@
 """Raw dataset (field layout) -> validated WebDataset shards: what the ``preprocess`` stage runs.
 
-The whole output folder is built under a staging name and swapped in at the end, so an
-interrupted run leaves the previous output intact; ``manifest.json`` lists every shard with its
-sha256 and ``rejects.csv`` every dropped input with its reason.
+Validation of the tables comes first (here), then a plan of shards (``datasets.shards.jobs``)
+that N Ray workers, or this process, carry out; the manifest and rejects are written last.
+A local output folder is built under a staging name and swapped in at the end, so an
+interrupted run leaves the previous output intact; on an object store the manifest is removed
+first and written last.  ``manifest.json`` lists every shard with its sha256 and ``rejects.csv``
+every dropped input with its reason.
 """
 from __future__ import annotations
 
@@ -16,12 +19,14 @@ from collections import Counter
 from dataclasses import asdict, replace
 from pathlib import Path
 
+from datasets import storage
 from datasets.files import atomic_write_bytes, fsync_dir, replace_dir
-from datasets.pose.scheme import PoseScheme, scheme_for
+from datasets.parallel import ordered_map
+from datasets.pose.scheme import scheme_for
 from datasets.raw.layout import SPLITS, LayoutError, get_layout
 from datasets.raw.validate import Reject, SplitResult, count_universe, identity_leaks, validate_dataset
-from datasets.shards.samples import encode_view, meta_json, test_samples, train_groups
-from datasets.shards.tar import ShardWriter
+from datasets.shards.jobs import ShardResult, plan_shards, write_shard
+from datasets.shards.tar import ShardInfo
 from datasets.sheets.shard_sheet import shard_sheet
 from datasets.specs import DatasetSpec, PreprocessConfig
 
@@ -29,6 +34,9 @@ log = logging.getLogger(__name__)
 
 
 FORMAT_VERSION = 1
+# How a run is executed, not what it produces: left out of the manifest, which is the same bytes
+# for any value of these.
+RUN_ONLY_PARAMS = ("workers",)
 
 
 class RejectFractionError(RuntimeError):
@@ -64,42 +72,68 @@ def check_fractions(results: dict[str, SplitResult], limit: float) -> None:
                     f"preprocess.max_reject_fraction={limit:g}; most common: {top}")
 
 
-def write_split(res: SplitResult, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
-                show_progress: bool, scheme: PoseScheme) -> tuple[list, dict[str, int]]:
-    """Write one split's shards; returns the shard infos and extra counts."""
-    samples = train_groups(res.images, res.pairs) if res.split == "train" else test_samples(res.images, res.pairs)
-    cache: dict[str, tuple[list[tuple[str, bytes]], bool]] = {}
-    no_face: set[str] = set()
-    bar = _bar(sum(len(n) for n, _ in samples), f"write {res.split}", show_progress)
-    with ShardWriter(out, res.split, cfg.shard_size) as writer:
-        for index, (names, pairs) in enumerate(samples):
-            members = [("meta.json", meta_json(res.split, names, pairs, res.images, spec.image_size))]
-            for v, name in enumerate(names):
-                if name not in cache:
-                    cache[name] = encode_view(res.images[name], spec.image_size, cfg.heatmap_sigma,
-                                              cfg.face_size, cfg.jpeg_quality, scheme)
-                files, has_face = cache[name]
-                if not has_face:
-                    no_face.add(name)
-                members.extend((f"v{v}.{ext}", data) for ext, data in files)
-                bar.update(1)
-            if res.split == "train":
-                cache.clear()  # a training image is in exactly one group
-            writer.write(f"{index:06d}", members, images=len(names), pairs=len(pairs))
-        shards = writer.close()
-    bar.close()
-    return shards, {"samples": len(samples), "faces_missing": len(no_face)}
+def _apply(res: SplitResult, outs: list[ShardResult]) -> tuple[list[ShardInfo], dict[str, int]]:
+    """Fold the jobs' file checks back into the split's result: drop the images that failed,
+    add their rejects and those of the pairs using them, recount; returns the shards written and
+    the extra counts (samples, faces missing)."""
+    bad: dict[str, str] = {}
+    for out in outs:
+        bad.update(out.rejected_images)  # a test image in two shards fails the same way in both
+    for name in sorted(bad):
+        res.images.pop(name, None)
+        res.counts["joints_outside_frame"] -= res.outside.pop(name, 0)
+    res.rejects.extend(Reject(res.split, "image", name, bad[name]) for name in sorted(bad))
+    pair_rejects = [r for out in outs for r in out.rejected_pairs]
+    res.rejects.extend(pair_rejects)
+    res.pairs = [p for p in res.pairs if p.source not in bad and p.target not in bad]
+    res.counts["images_written"] = len(res.images)
+    res.counts["images_rejected"] += len(bad)
+    res.counts["pairs_written"] = len(res.pairs)
+    res.counts["pairs_rejected"] += len(pair_rejects)
+    shards = [out.shard for out in outs if out.shard is not None]
+    no_face = {n for out in outs for n in out.no_face}
+    return shards, {"samples": sum(s.samples for s in shards), "faces_missing": len(no_face)}
 
 
-def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
-               figure: Path | None = None, metrics: Path | None = None, show_progress: bool = True) -> dict:
-    """Validate a raw dataset and write its shards into ``out`` (swapped in whole); returns the manifest.
+def _fail_on_fractions(results: dict[str, SplitResult], limit: float, out: str) -> None:
+    """check_fractions, writing every reject next to the output first when it fails."""
+    try:
+        check_fractions(results, limit)
+    except RejectFractionError:
+        failed = f"{out.rstrip('/')}.rejects-failed.csv"
+        storage.write_bytes(failed, rejects_csv([r for res in results.values() for r in res.rejects]))
+        log.error("the rejected inputs are listed in %s", storage.safe_url(failed))
+        raise
+
+
+def _prepare_remote(out: str) -> None:
+    """Object stores have no folder rename: take the old manifest away first (readers then see no
+    dataset rather than a manifest naming objects about to be replaced), then the old shards."""
+    storage.remove(storage.join(out, "manifest.json"))
+    for name in storage.list_names(out):
+        if name.endswith(".tar") or name == "rejects.csv":
+            storage.remove(storage.join(out, name))
+
+
+def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: str | Path,
+               figure: Path | None = None, metrics: Path | None = None, show_progress: bool = True,
+               workers: int | None = None) -> dict:
+    """Validate a raw dataset and write its shards into ``out``; returns the manifest.
     Raises LayoutError / RejectFractionError.
+
+    ``out`` is a local folder (built as a hidden staging sibling and swapped in whole) or a URL
+    prefix (``s3://bucket/shards/NAME``: the shards are written as objects and ``manifest.json``
+    last, see :mod:`datasets.storage`).  ``workers`` (default ``cfg.workers``) Ray workers validate
+    and write the planned shards (:mod:`datasets.shards.jobs`); 0 runs them here.  The output is
+    the same bytes for any number of workers.
 
     The dataset's task picks the pose scheme (body heatmaps or portrait part maps, and the
     face box rule); ``datasets.<name>.pose_sigma`` replaces ``preprocess.heatmap_sigma`` for
     this dataset, and the manifest records the value used.
     """
+    workers = cfg.workers if workers is None else workers
+    if workers < 0:
+        raise ValueError(f"workers must be >= 0, got {workers}")
     layout = get_layout(spec.layout)
     scheme = scheme_for(spec.task)
     if scheme.num_keypoints != layout.num_keypoints:
@@ -108,31 +142,49 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
     if spec.pose_sigma is not None:
         cfg = replace(cfg, heatmap_sigma=spec.pose_sigma)
     bar = _bar(count_universe(spec, layout), "validate", show_progress)
-    results = validate_dataset(spec, layout, cfg, name, progress=bar.update)
+    # The image files are checked by the shard jobs as they decode them (one decode per image).
+    results = validate_dataset(spec, layout, cfg, name, progress=bar.update, check_files=False)
     bar.close()
-    all_rejects = [r for res in results.values() for r in res.rejects]
-    try:
-        check_fractions(results, cfg.max_reject_fraction)
-    except RejectFractionError:
-        failed = out.parent / f"{out.name}.rejects-failed.csv"
-        atomic_write_bytes(failed, rejects_csv(all_rejects))
-        log.error("the rejected inputs are listed in %s", failed)
-        raise
-
-    out = Path(out)
-    staging = out.parent / f".{out.name}.staging"
-    if staging.exists():
-        shutil.rmtree(staging)  # left by an interrupted run
-    staging.mkdir(parents=True)
-    shards, splits = [], {}
+    out = str(out)
+    remote = storage.is_url(out)
+    if remote:
+        # Rejects only grow once the files are checked, so data whose tables alone are over the
+        # limit fails here, before anything in the bucket is touched (a local run needs no such
+        # step: its previous output stays intact behind the staging folder whatever happens).
+        _fail_on_fractions(results, cfg.max_reject_fraction, out)
+        target = out
+        _prepare_remote(out)
+    else:
+        final = storage.local_path(out)
+        staging = final.parent / f".{final.name}.staging"
+        if staging.exists():
+            shutil.rmtree(staging)  # left by an interrupted run
+        staging.mkdir(parents=True)
+        target = str(staging.resolve())
+    jobs = {split: plan_shards(name, spec, cfg, results[split], target) for split in SPLITS}
+    plan = [job for split in SPLITS for job in jobs[split]]
+    done = ordered_map(write_shard, plan, workers=workers, desc="write shards", progress=show_progress)
+    shards, splits, at = [], {}, 0
     for split in SPLITS:
         res = results[split]
-        written, extra = write_split(res, spec, cfg, staging, show_progress, scheme)
+        written, extra = _apply(res, done[at:at + len(jobs[split])])
+        at += len(jobs[split])
         shards.extend(written)
         splits[split] = {**res.counts, **extra, "shards": len(written), "source": {
             "images": str(res.files.image_dir.relative_to(spec.root)),
             "annotations": res.files.annotation_csv.name, "pairs": res.files.pairs_csv.name}}
+    all_rejects = [r for res in results.values() for r in res.rejects]
+    try:
+        _fail_on_fractions(results, cfg.max_reject_fraction, out)
+    except RejectFractionError:
+        if remote:  # nothing lists them: remove what the jobs wrote
+            for s in shards:
+                storage.remove(storage.join(out, s.name))
+        else:
+            shutil.rmtree(staging, ignore_errors=True)
+        raise
     leaks = identity_leaks(results)
+    recorded = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_PARAMS}
     manifest = {
         "dataset": name,
         "format_version": FORMAT_VERSION,
@@ -144,15 +196,23 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
         "pose_scheme": scheme.name,
         "pose_channels": scheme.num_channels,
         "pose_channel_names": list(scheme.channel_names),
-        "preprocess": json.loads(json.dumps(asdict(cfg))),  # tuples as lists
+        "preprocess": json.loads(json.dumps(recorded)),  # tuples as lists
         "splits": splits,
         "identities_in_both_splits": {"count": len(leaks), "examples": leaks[:20]},
         "shards": [s.as_dict() for s in shards],
     }
-    atomic_write_bytes(staging / "manifest.json", (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    atomic_write_bytes(staging / "rejects.csv", rejects_csv(all_rejects))
-    fsync_dir(staging)
-    replace_dir(staging, out)
+    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
+    if remote:
+        # Every shard object is complete (one PUT each) before the object that lists them exists.
+        storage.write_bytes(storage.join(out, "rejects.csv"), rejects_csv(all_rejects))
+        storage.write_bytes(storage.join(out, "manifest.json"), manifest_bytes)
+    else:
+        for leftover in staging.glob(".*.partial"):  # a killed attempt of a job that was re-run
+            leftover.unlink()
+        atomic_write_bytes(staging / "manifest.json", manifest_bytes)
+        atomic_write_bytes(staging / "rejects.csv", rejects_csv(all_rejects))
+        fsync_dir(staging)
+        replace_dir(staging, final)
 
     if metrics is not None:
         counts = {s: {k: v for k, v in d.items() if isinstance(v, int)} for s, d in splits.items()}
@@ -160,7 +220,8 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: Path,
                 "shards": len(shards), "bytes": sum(s.bytes for s in shards)}
         atomic_write_bytes(metrics, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
     if figure is not None:
-        train = [out / s.name for s in shards if s.split == "train"] or [out / s.name for s in shards]
+        train = [storage.join(out, s.name) for s in shards if s.split == "train"] or \
+            [storage.join(out, s.name) for s in shards]
         if train:
             shard_sheet(train, figure, spec.image_size)
     return manifest

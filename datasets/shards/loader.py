@@ -50,12 +50,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
+from datasets import storage
 from datasets.pose import heatmaps
 from datasets.pose.face import crop_face
 from datasets.pose.scheme import pose_channels_of_manifest, scheme_of_manifest
 from datasets.shards.augment import AugmentConfig, Augmenter
 from datasets.shards.samples import Sample, SampleError, decode_image, parse_sample
-from datasets.shards.tar import ShardFormatError, iter_samples, load_manifest
+from datasets.shards.tar import ShardFormatError, iter_samples, load_manifest, manifest_location, read_shard
+from datasets.storage import ChecksumError
 
 log = logging.getLogger("attnflow.data")
 DATA_ERRORS = (SampleError, ShardFormatError, ValueError, OSError, KeyError, IndexError, cv2.error)
@@ -216,7 +218,7 @@ class _Pair:
 class _PairStream(IterableDataset):
     """Runs inside each loader worker: reads its segments and yields compact batches."""
 
-    def __init__(self, root: Path, shards: list[dict], plan: RankPlan, batch_size: int, seed: int, epoch: int,
+    def __init__(self, root: Path | str, shards: list[dict], plan: RankPlan, batch_size: int, seed: int, epoch: int,
                  rank: int, shuffle: bool, augment: AugmentConfig | None, manifest: dict,
                  max_consecutive_errors: int) -> None:
         self.root, self.shards, self.plan = root, shards, plan
@@ -304,7 +306,14 @@ class _PairStream(IterableDataset):
         samples: list[Sample] = []
         slots: list[tuple[int, int] | None] = []
         try:
-            for key, files in iter_samples((self.root / shard["name"]).read_bytes()):
+            data = read_shard(self.root, shard)
+        except (ChecksumError, FileNotFoundError) as exc:  # a missing, cut or altered shard: bad data
+            self._error(state, f"{shard['name']}", exc)
+            data = b""
+        # Any other StorageError (endpoint unreachable after the library's retries, refused
+        # credentials) propagates: substituting pairs for a whole outage would train on repeats.
+        try:
+            for key, files in iter_samples(data) if data else ():
                 try:
                     sample = parse_sample(key, files)
                 except DATA_ERRORS as exc:
@@ -431,13 +440,14 @@ class PairLoader:
                  augment: AugmentConfig | None = None, max_consecutive_errors: int = 10,
                  prefetch_factor: int = 4, multiprocessing_context: str | None = None,
                  compact: bool = False) -> None:
-        self.root = Path(shards_dir)
+        # A folder or a URL prefix (s3://…; Path would fold its "//").
+        self.root: Path | str = shards_dir if storage.is_url(shards_dir) else Path(shards_dir)
         self.compact = compact  # True: yield worker batches as is (uint8 CHW images, sparse poses)
         self.manifest = load_manifest(self.root)
         self.split = split
         self.shards = [s for s in self.manifest["shards"] if s["split"] == split]
         if not self.shards:
-            raise DataLoaderError(f"{self.root}/manifest.json lists no {split} shards")
+            raise DataLoaderError(f"{storage.safe_url(manifest_location(self.root))} lists no {split} shards")
         self.rank, self.world_size, self.batch_size = rank, world_size, batch_size
         self.num_workers, self.seed, self.shuffle, self.pad = num_workers, seed, shuffle, pad
         self.augment, self.max_consecutive_errors = augment, max_consecutive_errors

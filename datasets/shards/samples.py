@@ -35,20 +35,26 @@ def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
 
 
 def encode_view(record: ImageRecord, image_size: tuple[int, int], sigma: float, face_size: int,
-                jpeg_quality: int, scheme: PoseScheme = BODY) -> tuple[list[tuple[str, bytes]], bool]:
+                jpeg_quality: int, scheme: PoseScheme = BODY,
+                decoded: tuple[bytes, np.ndarray] | None = None) -> tuple[list[tuple[str, bytes]], bool]:
     """Files of one image (without the ``vN.`` prefix) and whether it has a face.
 
     ``scheme`` (by the dataset's task) turns the keypoints into the pose maps and the face box:
     joint heatmaps and the head rule for bodies, part maps and the central face box for portraits.
+    ``decoded`` is the file's bytes and RGB pixels when the caller has already read and decoded
+    it (the shard writer validates and encodes from one decode); else the file is read here.
 
     A JPEG already at ``image_size`` is stored byte for byte (no second lossy
     encode); anything else is resized with INTER_AREA and encoded at ``jpeg_quality``.
     """
-    raw = Path(record.path).read_bytes()
-    bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
-    if bgr is None:  # validated before, so the file changed underneath us
-        raise SampleError(f"{record.path}: cannot decode any more (was it modified during preprocessing?)")
-    rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+    if decoded is not None:
+        raw, rgb = decoded
+    else:
+        raw = Path(record.path).read_bytes()
+        bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
+        if bgr is None:  # validated before, so the file changed underneath us
+            raise SampleError(f"{record.path}: cannot decode any more (was it modified during preprocessing?)")
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     h, w = image_size
     if rgb.shape[:2] != (h, w):
         rgb = cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)

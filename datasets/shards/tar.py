@@ -21,9 +21,12 @@ Determinism: members are written in a fixed order with mtime 0, uid/gid 0,
 empty owner names and mode 0644 (USTAR), so equal inputs give equal bytes.
 Atomicity: a shard is written to a dot-prefixed ``.NAME.partial`` file,
 fsynced, then renamed; a reader or ``glob('*.tar')`` never sees a partial one.
+On an object store (``s3://…``, see :mod:`datasets.storage`) a shard is built
+in memory and sent as one object, which is either absent or complete.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -32,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+from datasets import storage
 from datasets.files import file_sha256, fsync_dir
 
 BLOCK = 512
@@ -76,21 +80,27 @@ class ShardWriter:
     def __init__(self, out_dir: str | Path, split: str, max_samples: int, start_index: int = 0) -> None:
         if max_samples < 1:
             raise ValueError(f"preprocess.shard_size must be >= 1, got {max_samples}")
-        self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.remote = storage.is_url(out_dir)
+        self.url = str(out_dir)
+        if not self.remote:
+            self.out_dir = storage.local_path(out_dir)
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.split = split
         self.max_samples = max_samples
         self.index = start_index
         self.shards: list[ShardInfo] = []
-        self._fh: io.BufferedWriter | None = None
+        self._fh: io.BufferedWriter | io.BytesIO | None = None
         self._tar: tarfile.TarFile | None = None
         self._tmp: Path | None = None
         self._counts = [0, 0, 0]  # samples, images, pairs
 
     def _open(self) -> None:
         name = SHARD_PATTERN.format(split=self.split, index=self.index)
-        self._tmp = self.out_dir / f".{name}.partial"
-        self._fh = open(self._tmp, "wb")
+        if self.remote:
+            self._fh = io.BytesIO()  # one PUT at the end: no partial object is ever visible
+        else:
+            self._tmp = self.out_dir / f".{name}.partial"
+            self._fh = open(self._tmp, "wb")
         self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
         self._counts = [0, 0, 0]
 
@@ -109,18 +119,24 @@ class ShardWriter:
             self._finish()
 
     def _finish(self) -> None:
-        assert self._tar is not None and self._fh is not None and self._tmp is not None
+        assert self._tar is not None and self._fh is not None
         self._tar.close()
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
         name = SHARD_PATTERN.format(split=self.split, index=self.index)
-        final = self.out_dir / name
-        os.replace(self._tmp, final)
-        fsync_dir(self.out_dir)
+        if isinstance(self._fh, io.BytesIO):
+            data = self._fh.getvalue()
+            storage.write_bytes(storage.join(self.url, name), data)
+            size, digest = len(data), hashlib.sha256(data).hexdigest()
+        else:
+            assert self._tmp is not None
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            final = self.out_dir / name
+            os.replace(self._tmp, final)
+            fsync_dir(self.out_dir)
+            size, digest = final.stat().st_size, file_sha256(final)
         samples, images, pairs = self._counts
-        self.shards.append(ShardInfo(name, self.split, samples, images, pairs, final.stat().st_size,
-                                     file_sha256(final)))
+        self.shards.append(ShardInfo(name, self.split, samples, images, pairs, size, digest))
         self.index += 1
         self._tar = self._fh = self._tmp = None
 
@@ -231,14 +247,34 @@ def iter_samples(data: bytes | memoryview) -> Iterator[tuple[str, dict[str, memo
         yield key, files
 
 
+def manifest_location(shards_dir: str | Path) -> str:
+    return storage.join(shards_dir, "manifest.json")
+
+
 def load_manifest(shards_dir: str | Path) -> dict:
-    path = Path(shards_dir) / "manifest.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no manifest; run python -m pipelines.preprocess --dataset NAME first")
+    """The manifest of a shards folder or URL prefix."""
+    path = manifest_location(shards_dir)
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"{path}: not valid JSON ({exc})") from None
+        data = storage.read_bytes(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{storage.safe_url(path)}: no manifest; run python -m pipelines.preprocess "
+                                "--dataset NAME first") from None
+    try:
+        return json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{storage.safe_url(path)}: not valid JSON ({exc})") from None
+
+
+def read_shard(shards_dir: str | Path, shard: dict, verify: bool = True) -> bytes:
+    """One shard listed in the manifest, from a folder or URL prefix.
+
+    With ``verify`` the bytes are hashed as they are read and checked against the manifest's size
+    and sha256 (:class:`datasets.storage.ChecksumError`, a data error like a corrupt sample).
+    """
+    location = storage.join(shards_dir, shard["name"])
+    if not verify:
+        return storage.read_bytes(location)
+    return storage.read_verified(location, shard.get("sha256"), shard.get("bytes"))
 
 
 def dumps(obj: object) -> bytes:

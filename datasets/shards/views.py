@@ -7,17 +7,18 @@ from pathlib import Path
 import numpy as np
 
 from datasets.shards.samples import decode_image, parse_sample
-from datasets.shards.tar import iter_samples
+from datasets.shards.tar import iter_samples, read_shard
 
 
-def split_views(shards_dir: Path, manifest: dict, split: str) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
-    """Every view of a split once: names, uint8 images [N,H,W,3], landmarks [N,68,2], identities."""
+def split_views(shards_dir: Path | str, manifest: dict, split: str) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+    """Every view of a split once: names, uint8 images [N,H,W,3], landmarks [N,68,2], identities.
+    ``shards_dir`` is a folder or URL prefix; each shard is checked against the manifest's sha256."""
     size = tuple(manifest["image_size"])
     names, images, lms, ids, seen = [], [], [], [], set()
     for shard in manifest["shards"]:
         if shard["split"] != split:
             continue
-        for key, files in iter_samples((shards_dir / shard["name"]).read_bytes()):
+        for key, files in iter_samples(read_shard(shards_dir, shard)):
             sample = parse_sample(key, files)
             meta = json.loads(bytes(files["meta.json"]))
             for i, view in enumerate(sample.views):

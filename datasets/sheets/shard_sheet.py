@@ -6,6 +6,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from datasets import storage
 from datasets.files import atomic_write_bytes
 from datasets.pose import heatmaps
 from datasets.pose.keypoints import LIMBS, MISSING, NUM_JOINTS
@@ -45,12 +46,12 @@ def _tile(view, size: tuple[int, int]) -> np.ndarray:
     return np.concatenate([drawn, overlay, face_cell], axis=1)
 
 
-def shard_sheet(shard_paths: list[Path], out_path: Path, image_size: tuple[int, int],
+def shard_sheet(shard_paths: list[Path | str], out_path: Path, image_size: tuple[int, int],
                 rows: int = 4, cols: int = 3) -> Path:
-    """Draw the first ``rows·cols`` views of the given shards into a PNG (written atomically)."""
+    """Draw the first ``rows·cols`` views of the given shards (paths or URLs) into a PNG (written atomically)."""
     cells = []
     for path in shard_paths:
-        for key, files in iter_samples(path.read_bytes()):
+        for key, files in iter_samples(storage.read_bytes(path)):
             sample = parse_sample(key, files)
             for view in sample.views:
                 cells.append(_tile(view, image_size))
