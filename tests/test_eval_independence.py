@@ -125,3 +125,35 @@ def test_field_ssim_uses_the_generated_images_range_as_the_published_scripts() -
         assert got[i] == pytest.approx(expected, abs=1e-12)
     # The fixed-range SSIM is another number on these low-contrast images: both are reported, by name.
     assert not np.allclose(got, ssim255(t(generated), t(target)).numpy(), atol=1e-3)
+
+
+def _lpips_alex_files(tmp_path):
+    from pipelines.evaluation.lpips_alex import _CHANNELS, _alexnet_features
+
+    torch.manual_seed(0)
+    alex = {f"features.{k}": v for k, v in _alexnet_features().state_dict().items()}
+    lin = {f"lin{k}.model.1.weight": torch.rand(1, ch, 1, 1) for k, ch in enumerate(_CHANNELS)}
+    torch.save(alex, tmp_path / "alexnet.pth")
+    torch.save(lin, tmp_path / "alex.pth")
+    return str(tmp_path / "alexnet.pth"), str(tmp_path / "alex.pth")
+
+
+def test_lpips_alex_by_path_is_named_lpips_and_checks_its_files(tmp_path) -> None:
+    alex, lin = _lpips_alex_files(tmp_path)
+    ecfg = EvaluateConfig(lpips_alex_weights=alex, lpips_alex_lin_weights=lin)
+    nets = build_networks(ecfg, LossConfig(backbone="effnet_lite0"))
+    assert nets.names.lpd == "lpips" and nets.names.fd == "fd_effnet_lite1"  # only the perceptual one is LPIPS
+    assert nets.description["lpd"]["reference_network"] and "net='alex'" in nets.description["lpd"]["features"]
+    img = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
+    other = torch.randint(0, 256, (2, 3, 64, 48), dtype=torch.uint8)
+    assert torch.allclose(nets.lpd.distance(img, img), torch.zeros(2, dtype=torch.float64))
+    assert (nets.lpd.distance(img, other) > 0).all()
+    # The VGG form has its own name.
+    vgg = build_networks(dataclasses.replace(ecfg, lpips_net="vgg"), LossConfig(backbone="none"))
+    assert vgg.names.lpd == "lpd_effnet_lite1"  # no vgg16.pt given: not LPIPS at all
+    # A wrong file is named in the error.
+    torch.save({"lin0.model.1.weight": torch.rand(1, 3, 1, 1)}, tmp_path / "bad.pth")
+    with pytest.raises(EvaluationError, match="lpips_alex_lin_weights.*lin0"):
+        build_networks(dataclasses.replace(ecfg, lpips_alex_lin_weights=str(tmp_path / "bad.pth")), LossConfig())
+    with pytest.raises(EvaluationError, match="lpips_alex_weights: no such file"):
+        build_networks(dataclasses.replace(ecfg, lpips_alex_weights=str(tmp_path / "gone.pth")), LossConfig())
