@@ -21,9 +21,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+from datasets.files import atomic_write_bytes, staged_dir
 from datasets.raw.layout import LayoutError
 from datasets.shards.build import RejectFractionError, preprocess
-from datasets.storage import StorageError, join, safe_url
+from datasets.storage import StorageError, is_url, join, read_bytes, safe_url
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--metrics", help="counts as JSON (default: metrics/preprocess/NAME.json)")
     parser.add_argument("--figure", help="contact sheet PNG (default: reports/figures/NAME-shards.png)")
     parser.add_argument("--no-figure", action="store_true", help="skip the contact sheet")
+    parser.add_argument("--receipt", help="with a URL output: local folder for copies of manifest.json and "
+                        "rejects.csv plus location.txt (default: data/shards/NAME), what DVC tracks")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(parser)
     add_log_level_arg(parser)
@@ -82,8 +85,26 @@ def main(argv: list[str] | None = None) -> int:
     except (RejectFractionError, StorageError) as exc:
         print(f"preprocess: {exc}", file=sys.stderr)
         return 1
+    if is_url(out):
+        receipt = Path(args.receipt or f"data/shards/{args.dataset}")
+        write_receipt(out, receipt)
+        print(f"  receipt: {receipt}/ (manifest.json, rejects.csv, location.txt)")
     print(_summary(manifest, out, figure, metrics))
     return 0
+
+
+def write_receipt(url: str, folder: Path) -> None:
+    """Copy the bucket's manifest and rejects into a local folder, swapped in whole.
+
+    The manifest names every shard with its sha256, so this folder is a content hash of the
+    remote dataset: DVC tracks it as the stage's output (an object store URL is not a DVC out)
+    and the stages after it rerun exactly when the shards change.
+    """
+    with staged_dir(folder) as tmp:
+        tmp.mkdir(parents=True)
+        for name in ("manifest.json", "rejects.csv"):
+            atomic_write_bytes(tmp / name, read_bytes(join(url, name)))
+        atomic_write_bytes(tmp / "location.txt", (safe_url(url) + "\n").encode())
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ Exit status: 0 when training completed, 1 when it stopped (numerical fault, fail
 from __future__ import annotations
 
 import argparse
+import hashlib
 import logging
 import sys
 import time
@@ -31,6 +32,7 @@ T_COMMAND = time.time()
 
 import torch  # noqa: E402 - after the start-time stamp
 
+from datasets import storage as data_storage  # noqa: E402
 from datasets.files import file_sha256  # noqa: E402
 from datasets.parallel import resolve_address  # noqa: E402
 from pipelines.config.logs import add_log_level_arg, setup_logging  # noqa: E402
@@ -99,11 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     except PlacementError as exc:
         return _usage_error(str(exc))
     spec = dataset_from_args(cfg, tcfg.dataset)
-    shards = Path(_resolve(spec.shards, root))
-    manifest = shards / "manifest.json"
-    if not manifest.is_file():
-        return _usage_error(f"no shards for {tcfg.dataset!r} at {shards} (missing manifest.json); "
-                            f"run `python -m pipelines.preprocess --dataset {tcfg.dataset}` (or `dvc repro`) first")
+    shards = _resolve(spec.shards, root)  # a folder or a URL prefix (s3://…)
+    try:
+        manifest_bytes = data_storage.read_bytes(data_storage.join(shards, "manifest.json"))
+    except FileNotFoundError:
+        return _usage_error(f"no shards for {tcfg.dataset!r} at {data_storage.safe_url(shards)} (missing "
+                            f"manifest.json); run `python -m pipelines.preprocess --dataset {tcfg.dataset}` "
+                            "(or `dvc repro`) first")
+    except data_storage.StorageError as exc:
+        return _usage_error(str(exc))
     run_name = tcfg.run_name or tcfg.dataset
     run_dir = root / "runs" / run_name
     storage = _resolve(tcfg.storage_path, root)
@@ -117,12 +123,15 @@ def main(argv: list[str] | None = None) -> int:
     tags = {
         "git_commit": git_commit(root),
         "dvc_lock_sha256": file_sha256(root / "dvc.lock"),
-        "manifest_sha256": file_sha256(manifest),
+        "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
         "dataset": tcfg.dataset,
+        # Where the data and the checkpoints live (bucket URLs on a cluster), credentials stripped.
+        "shards": data_storage.safe_url(shards),
+        "checkpoints": data_storage.safe_url(f"{storage}/{run_name}/checkpoints"),
     }
     ctx = LoopContext(config=cfg_dict, run_name=run_name, run_dir=str(run_dir),
                       checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",
-                      shards=str(shards), tags=tags, t_command=T_COMMAND, progress_bar=sys.stderr.isatty(),
+                      shards=shards, tags=tags, t_command=T_COMMAND, progress_bar=sys.stderr.isatty(),
                       tracking_uri=tracking_uri(), artifact_location=default_artifact_location(),
                       track=not args.no_mlflow, profile_comm=args.profile_comm, log_level=args.log_level)
     log.info("run %r: %s, dataset %s, %s Ray workers, %d images, checkpoints in %s", run_name,

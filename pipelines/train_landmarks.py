@@ -12,6 +12,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from datasets import storage
 from datasets.shards.tar import load_manifest
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     if spec.task != "portrait":
         log.error("%s is a %s dataset; the landmark regressor is for portrait datasets", args.dataset, spec.task)
         return 2
-    shards = Path(spec.shards)
+    shards = storage.location(spec.shards)
     try:
         manifest = load_manifest(shards)
     except FileNotFoundError as exc:

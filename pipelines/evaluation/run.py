@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from datasets.files import atomic_write_bytes, file_sha256
+from datasets import storage
+from datasets.files import atomic_write_bytes
 from datasets.shards.tar import load_manifest
 from model import metrics as M
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest
@@ -128,7 +129,7 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
     draws progress bars with ETA on stderr."""
     ecfg = cfg.evaluate
     spec = cfg.dataset(dataset)
-    shards = Path(spec.shards)
+    shards = storage.location(spec.shards)  # a folder or a URL prefix (s3://…)
     try:
         manifest = load_manifest(shards)
     except FileNotFoundError as exc:
@@ -254,7 +255,7 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         "protocol": protocol,
         "protocol_sha256": canonical_sha256(protocol),
         "generator": generator.info,
-        "manifest_sha256": file_sha256(shards / "manifest.json"),
+        "manifest_sha256": storage.sha256_of(storage.join(shards, "manifest.json")),
         "images_dir": str(images_out),
     }
 

@@ -14,7 +14,7 @@ import torch
 
 from datasets.shards.loader import eval_loader
 from datasets.shards.samples import decode_image, parse_sample
-from datasets.shards.tar import iter_samples
+from datasets.shards.tar import iter_samples, read_shard
 from model import metrics as M
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest, rebuild_generator
 from pipelines.evaluation.networks import Networks, build_networks
@@ -33,13 +33,14 @@ def canonical_sha256(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
-def train_images(shards_dir: Path, manifest: dict) -> Iterator[np.ndarray]:
-    """Every training image (each view once) as RGB uint8, in shard order."""
+def train_images(shards_dir: Path | str, manifest: dict) -> Iterator[np.ndarray]:
+    """Every training image (each view once) as RGB uint8, in shard order (each shard checked
+    against the manifest's sha256 as it is read, from a folder or a URL prefix)."""
     size = tuple(manifest["image_size"])
     for shard in manifest["shards"]:
         if shard["split"] != "train":
             continue
-        data = (shards_dir / shard["name"]).read_bytes()
+        data = read_shard(shards_dir, shard)
         for key, files in iter_samples(data):
             sample = parse_sample(key, files)
             for i, view in enumerate(sample.views):
