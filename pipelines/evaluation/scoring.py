@@ -122,9 +122,18 @@ def evaluate_pairs(
             masks = torch.from_numpy(np.stack([
                 M.body_mask(kp.numpy(), tuple(target.shape[-2:]), mask_radius) for kp in batch["target_keypoints"]]))
             target_m = M.apply_mask(target, masks)
+        # One backbone for both distances (the offline default): each image set goes through it
+        # once, its layers giving the perceptual distance and its deepest layer the pooled features.
+        shared = nets.fd is nets.lpd and isinstance(nets.fd, M.ModuleFeatures)
+        target_layers = nets.fd.layers(target) if shared else None
         for method, images in outputs.items():
+            if shared:
+                layers = nets.fd.layers(images)
+                lpd, pooled = M.perceptual_distance(layers, target_layers), layers[-1].mean(dim=(2, 3))
+            else:
+                lpd, pooled = perceptual(nets.lpd, images, target), nets.fd.pooled(images)
             scores = {"ssim": field_ssim(images, target), "ssim_range255": M.ssim(images, target),
-                      "psnr": M.psnr(images, target), nets.names.lpd: perceptual(nets.lpd, images, target)}
+                      "psnr": M.psnr(images, target), nets.names.lpd: lpd}
             if masked:
                 images_m = M.apply_mask(images, masks)
                 scores["masked_ssim"] = field_ssim(images_m, target_m)
@@ -132,8 +141,9 @@ def evaluate_pairs(
                 scores[nets.names.masked_lpd] = perceptual(nets.lpd, images_m, target_m)
             for key, values in scores.items():
                 per[method].setdefault(key, []).extend(float(v) for v in values)
-            feats[method].append(nets.fd.pooled(images).detach().cpu().float().numpy())
-        feats[TARGETS].append(nets.fd.pooled(target).detach().cpu().float().numpy())
+            feats[method].append(pooled.detach().cpu().float().numpy())
+        target_pooled = target_layers[-1].mean(dim=(2, 3)) if shared else nets.fd.pooled(target)
+        feats[TARGETS].append(target_pooled.detach().cpu().float().numpy())
         if progress is not None:
             progress.update(len(index))
         for i, (src, tgt) in enumerate(zip(batch["source_name"], batch["target_name"])):
