@@ -1,4 +1,4 @@
-"""Official-release-shaped trees for the prepare tests, drawn by the synthetic figure generator.
+"""Official-release-shaped trees drawn by the synthetic figure generator (prepare's tests and bench).
 
 ``make_deepfashion_release`` writes DeepFashion In-shop as users download it: high-resolution
 images in ``img_highres/MEN|WOMEN/<category>/id_XXXXXXXX/NN_V_view.jpg``, the field's
@@ -6,6 +6,7 @@ images in ``img_highres/MEN|WOMEN/<category>/id_XXXXXXXX/NN_V_view.jpg``, the fi
 the 256×176 frame.  ``make_market_release`` writes Market-1501's ``bounding_box_train/``,
 ``bounding_box_test/``, ``query/`` at 128×64 with ``market-*`` CSVs.  With ``faults=True`` each
 adds one input per fault prepare must handle; ``Release.expect`` says what becomes of each.
+Without faults every image is converted, so ``pipelines.bench prepare`` times clean releases.
 """
 from __future__ import annotations
 
