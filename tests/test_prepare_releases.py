@@ -156,7 +156,12 @@ def test_market_release_prepares_and_copies_release_jpegs(market_release, tmp_pa
     assert all("query/ is excluded" in reasons[f"query/{n}"] for n in query)
 
 
-def test_prepared_release_goes_through_preprocess_and_training(df_release, tmp_path):
+# DeepFashion at half the model's 256×176 (the tiny model), Market at its own 128×64.
+TRAINING_CASES = {"deepfashion": ("df_release", (128, 88)), "market": ("market_release", (128, 64))}
+
+
+@pytest.mark.parametrize("layout", sorted(TRAINING_CASES))
+def test_prepared_release_goes_through_preprocess_and_training(layout, request, tmp_path):
     import torch
 
     from datasets.shards.loader import train_loader
@@ -167,16 +172,18 @@ def test_prepared_release_goes_through_preprocess_and_training(df_release, tmp_p
     from pipelines.preprocess import main as preprocess_main
     from tests.model_utils import tiny_config
 
-    out = tmp_path / "raw"
-    params = _params(tmp_path, "df_real", "deepfashion", out)
-    assert _prepare(params, "df_real", df_release.root, out) == 0
-    shards = tmp_path / "df_real-shards"
-    code = preprocess_main(["--params", str(params), "--dataset", "df_real", "--quiet", "--no-figure",
+    fixture, image_size = TRAINING_CASES[layout]
+    release = request.getfixturevalue(fixture)
+    out, name = tmp_path / "raw", f"{layout}_real"
+    params = _params(tmp_path, name, layout, out)
+    assert _prepare(params, name, release.root, out) == 0
+    shards = tmp_path / f"{name}-shards"
+    code = preprocess_main(["--params", str(params), "--dataset", name, "--quiet", "--no-figure",
                             "--metrics", str(tmp_path / "pre.json")])
     assert code in (0, None)
     splits = json.loads((shards / "manifest.json").read_text())["splits"]
     for split in ("train", "test"):  # everything prepare wrote passes preprocess's validation
-        assert splits[split]["images_written"] == len(df_release.names[split])
+        assert splits[split]["images_written"] == len(release.names[split])
         assert splits[split]["images_rejected"] == 0 and splits[split]["pairs_rejected"] == 0
     torch.manual_seed(0)
     cfg = tiny_config("full")
@@ -186,7 +193,7 @@ def test_prepared_release_goes_through_preprocess_and_training(df_release, tmp_p
     loader = train_loader(shards, rank=0, world_size=1, batch_size=2, num_workers=0, augment=None)
     losses = []
     for i, batch in enumerate(loader):
-        assert batch["source_image"].shape[-2:] == (128, 88)
+        assert batch["source_image"].shape[-2:] == image_size
         losses.append(step.step(batch)["l1"])
         if i == 2:
             break
