@@ -4,6 +4,7 @@ credentials, endpoint down), against a local S3-compatible server (moto) on 127.
 from __future__ import annotations
 
 import collections
+import json
 import logging
 
 import pytest
@@ -123,7 +124,8 @@ def test_wrong_credentials_give_a_clear_error_without_the_secret(tmp_path, raw, 
                            aws_access_key_id="x", aws_secret_access_key="x")
         iam.create_user(UserName="ci")
         key = iam.create_access_key(UserName="ci")["AccessKey"]
-        iam.attach_user_policy(UserName="ci", PolicyArn="arn:aws:iam::aws:policy/AmazonS3FullAccess")
+        iam.put_user_policy(UserName="ci", PolicyName="s3", PolicyDocument=json.dumps(
+            {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
         use_env(monkeypatch, server)
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
