@@ -4,11 +4,12 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from pipelines.bench import data, model, preprocess, serve, train
+from pipelines.bench import data, model, prepare, preprocess, serve, train
 from pipelines.config.logs import LEVELS
 
 BENCHES: dict[str, Callable[[list[str]], int | None]] = {
-    "data": data.main, "model": model.main, "preprocess": preprocess.main, "serve": serve.main, "train": train.main}
+    "data": data.main, "model": model.main, "prepare": prepare.main, "preprocess": preprocess.main,
+    "serve": serve.main, "train": train.main}
 USAGE = (f"usage: python -m pipelines.bench {{{','.join(BENCHES)}}} [--log-level {{{','.join(LEVELS)}}}] [options]"
          "   (NAME --help for each one's options)")
 
