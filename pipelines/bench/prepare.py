@@ -99,9 +99,10 @@ def table(r: dict) -> str:
         s = {w: k["workers"][w]["s_per_1000"] for w in ("0", "1", "2")}
         rows.append(f"| {label} | {k['images']} | {s['0']:.1f} | {s['1']:.1f} | {s['2']:.1f} | "
                     f"{s['1'] / s['2']:.2f}× | {s['0'] / s['2']:.2f}× |")
-    load = ", ".join(f"{v:.1f}" for v in r["load_average_before"])
+    before, after = (", ".join(f"{v:.1f}" for v in r[k]) for k in ("load_average_before", "load_average_after"))
     rows += ["", f"Ray start-up (not counted above): {r['ray_start_s']:.1f} s; {r['chunk_size']} images per Ray "
-             f"task; {r['cpu_count']} CPUs, load average {load} (1/5/15 min) when the bench started."]
+             f"task; {r['cpu_count']} CPUs, load average (1/5/15 min) {before} as the timed runs began, {after} "
+             "after."]
     return "\n".join(rows)
 
 
