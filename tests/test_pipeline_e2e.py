@@ -176,7 +176,7 @@ def test_dvc_exp_run_set_param_takes_effect_and_experiments_compare(repro_copy):
     trained = checkpoint_hashes()
     assert trained != base_ckpt
     subprocess.run(["git", "checkout", "-q", "--", "dvc.lock", "params.yaml"], cwd=work, check=True, env=env)
-    run_dvc(work, env, "checkout", "--force")
+    run_dvc(work, env, "checkout", "--force", "train", "evaluate")
     assert checkpoint_hashes() == base_ckpt
     run_dvc(work, env, "exp", "apply", "lr-g-1e-3")
     assert checkpoint_hashes() == trained

@@ -33,7 +33,8 @@ def write_per_pair(path: Path, pairs: PairScores) -> None:
     keys = list(pairs.per_method["model"])
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["pair", "from", "to"] + [f"{m}.{k}" for m in METHODS for k in keys])
+        # <method>_<metric>, never a dot: Vega (dvc plots) reads "model.ssim" as a nested field.
+        w.writerow(["pair", "from", "to"] + [f"{m}_{k}" for m in METHODS for k in keys])
         for i, (src, tgt) in enumerate(pairs.names):
             w.writerow([i, src, tgt] + [f"{pairs.per_method[m][k][i]:.6f}" for m in METHODS for k in keys])
 
