@@ -94,12 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     keys += [k for k in ("landmark_nme",) if k in doc["model"]]
     print(f"{dataset}: {doc['protocol']['pairs']} test pairs, protocol {doc['protocol_sha256'][:12]}, "
           f"{doc['seconds']:.0f} s; means with bootstrap 95% intervals")
-    print(f"{'method':<18}" + "".join(f"{k:>26}" for k in keys) + f"{names['fd']:>12}{names['kid'] + ' ± std':>28}")
+    print(f"{'method':<18}" + "".join(f"{k:>26}" for k in keys) + f"{names['fd']:>20}{names['kid'] + ' ± std':>28}")
     for method, scores in [("model", doc["model"]), *doc["baselines"].items(), *doc["floor"].items()]:
         cells = "".join(f"{cell(scores, k):>26}" for k in keys)
         fd = f"{scores[names['fd']]:.4f}" if names["fd"] in scores else "n/a"
         kid = f"{scores[names['kid']]:.5f} ± {scores[names['kid'] + '_std']:.5f}" if names["kid"] in scores else "n/a"
-        print(f"{method:<18}{cells}{fd:>12}{kid:>28}")
+        print(f"{method:<18}{cells}{fd:>20}{kid:>28}")
     for baseline, by_metric in doc["model_vs_baselines"].items():
         verdicts = [f"{m} {v['gain']:+.4g} [{v['ci95_low']:+.3g}, {v['ci95_high']:+.3g}]"
                     f"{'' if v['beyond_noise'] else ' (noise)'}" for m, v in by_metric.items()]
