@@ -178,5 +178,10 @@ def test_dvc_exp_run_set_param_takes_effect_and_experiments_compare(repro_copy):
     subprocess.run(["git", "checkout", "-q", "--", "dvc.lock", "params.yaml"], cwd=work, check=True, env=env)
     run_dvc(work, env, "checkout", "--force", "train", "evaluate")
     assert checkpoint_hashes() == base_ckpt
-    run_dvc(work, env, "exp", "apply", "lr-g-1e-3")
+    # The experiment's model again, from its commit (`dvc exp apply` does the same for every
+    # dvc.yaml of the repository, and portrait/dvc.yaml never ran in this copy).
+    run_dvc(work, env, "exp", "branch", "lr-g-1e-3", "exp-lr")
+    subprocess.run(["git", "checkout", "-q", "exp-lr", "--", "dvc.lock", "params.yaml"], cwd=work, check=True, env=env)
+    run_dvc(work, env, "checkout", "--force", "train", "evaluate")
     assert checkpoint_hashes() == trained
+    assert json.loads((work / "metrics/synthetic_fashion.protocol.json").read_text())["generator"]["state_sha256"]
