@@ -180,6 +180,9 @@ class LossConfig:
         }
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass(frozen=True)
 class OptimConfig:
     """params.yaml ``optim``: optimisers, EMA, warm-up and how a step executes on a device."""
@@ -194,7 +197,8 @@ class OptimConfig:
     flow_warmup_steps: int = 0  # GFLA-style: train only the flow estimator on its own losses first
     amp: str = "bf16"  # autocast dtype on CUDA (bf16 | fp16 | none); CPU always runs float32
     channels_last: bool = True  # CUDA only
-    compile: bool = False  # torch.compile the generator and discriminators
+    compile: str = "auto"  # torch.compile G and both Ds: auto (on CUDA only) | always | never
+    compile_mode: str = "default"  # torch.compile mode, e.g. max-autotune-no-cudagraphs
 
     def __post_init__(self) -> None:
         if self.amp not in AMP_DTYPES:
@@ -206,5 +210,9 @@ class OptimConfig:
         for name in ("lr_g", "lr_d", "weight_decay", "grad_clip"):
             if getattr(self, name) < 0:
                 raise ValueError(f"optim.{name} must be >= 0, got {getattr(self, name)}")
+        if self.compile not in ("auto", "always", "never"):
+            raise ValueError(f"optim.compile must be auto, always or never, got {self.compile!r}")
+        if self.compile_mode not in COMPILE_MODES:
+            raise ValueError(f"unknown optim.compile_mode {self.compile_mode!r}; valid: {', '.join(COMPILE_MODES)}")
         if self.flow_warmup_steps < 0 or self.ema_start < 0:
             raise ValueError("optim.flow_warmup_steps and optim.ema_start must be >= 0")
