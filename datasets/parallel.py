@@ -37,6 +37,14 @@ def resolve_address(param_address: str = "") -> str | None:
     return param_address or os.environ.get("RAY_ADDRESS") or None
 
 
+def _is_loopback(address: str | None) -> bool:
+    """No address (a private local Ray) or one on 127.0.0.1 / localhost."""
+    if not address:
+        return True
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("127.0.0.1", "localhost", "::1")
+
+
 def connect(address: str | None, num_cpus: int, env: dict[str, str], root: Path, *,
             dashboard: bool = False) -> bool:
     """Join ``address`` or start a local Ray bound to 127.0.0.1; True if this process started it.
@@ -45,6 +53,12 @@ def connect(address: str | None, num_cpus: int, env: dict[str, str], root: Path,
     the project. ``dashboard`` is needed by Ray Train (its controller reads actor state there).
     """
     os.environ.update(QUIET_ENV)
+    from datasets.storage import client_env
+
+    # Shards and checkpoints on an object store are read by workers that may start on other nodes
+    # (a `ray start` node's own environment): the endpoint, region and, on this machine only, the
+    # credentials travel with the runtime env. Keys already in ``env`` win.
+    env = {**client_env(credentials=_is_loopback(address)), **env}
     if not address:
         # Read by Ray at import time, so set before the first `import ray` in this process.
         os.environ.update(LOOPBACK_ENV)

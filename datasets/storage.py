@@ -39,6 +39,24 @@ SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_
               "AZURE_STORAGE_KEY")
 
 
+# The standard settings every S3 client here reads from the environment (s3fs/botocore for shards,
+# pyarrow's S3FileSystem for checkpoints and Ray Train's run folder: pyarrow >= 15 reads
+# AWS_ENDPOINT_URL(_S3) too). Processes on other Ray nodes start from their node's environment,
+# not this one, so whoever starts remote work passes these on (:func:`client_env`).
+CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
+              "AWS_EC2_METADATA_DISABLED", "AWS_PROFILE")
+CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+
+
+def client_env(credentials: bool) -> dict[str, str]:
+    """The object-store client settings set in this process's environment, to hand to workers.
+
+    ``credentials`` adds the access keys: only for a cluster on this machine, since a Ray runtime
+    env is shown in the dashboard; nodes of a real cluster use their own chain (instance roles)."""
+    keys = CLIENT_ENV + (CREDENTIAL_ENV if credentials else ())
+    return {k: os.environ[k] for k in keys if os.environ.get(k)}
+
+
 class StorageError(OSError):
     """A location could not be read or written; the message names the URL, never a secret."""
 

@@ -10,7 +10,10 @@
 #               Default 0 for a head on 127.0.0.1 (started from this repo's .venv, same pins), else 1.
 # ATTNFLOW_ROOT where data/, runs/ and the default MLflow store live for the job: default this
 #               repository for a local head; on a cluster, the shared mount (see docs/cluster.md).
-# MLFLOW_TRACKING_URI, ATTNFLOW_FAULTS are passed to the job when set.
+# MLFLOW_TRACKING_URI, ATTNFLOW_FAULTS are passed to the job when set, and so are the object-store
+#               client settings (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, ...: datasets/storage.py
+#               CLIENT_ENV) for shards and checkpoints in a bucket; the access keys only to a head on
+#               127.0.0.1 (a job's env vars show in the dashboard; cluster nodes use their own roles).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
@@ -29,8 +32,10 @@ else
   JOB_ROOT=${ATTNFLOW_ROOT:-}
 fi
 
-RUNTIME_ENV_JSON=$(RUNTIME_ENV="${RUNTIME_ENV:-infra/runtime_env.yaml}" PIP="$PIP" JOB_ROOT="$JOB_ROOT" "$BIN/python" - <<'PY'
+RUNTIME_ENV_JSON=$(RUNTIME_ENV="${RUNTIME_ENV:-infra/runtime_env.yaml}" PIP="$PIP" JOB_ROOT="$JOB_ROOT" LOCAL="$LOCAL" \
+  "$BIN/python" - <<'PY'
 import json, os, yaml
+from datasets.storage import client_env
 env = yaml.safe_load(open(os.environ["RUNTIME_ENV"]))
 if os.environ["PIP"] != "1":
     env.pop("pip", None)
@@ -41,6 +46,7 @@ env_vars = {k: str(v) for k, v in (env.get("env_vars") or {}).items()}
 for key in ("MLFLOW_TRACKING_URI", "ATTNFLOW_FAULTS"):
     if os.environ.get(key):
         env_vars[key] = os.environ[key]
+env_vars.update(client_env(credentials=os.environ["LOCAL"] == "1"))
 if os.environ["JOB_ROOT"]:
     env_vars["ATTNFLOW_ROOT"] = os.environ["JOB_ROOT"]
 env["env_vars"] = env_vars

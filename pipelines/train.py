@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import logging
 import sys
 import time
@@ -147,7 +148,24 @@ def main(argv: list[str] | None = None) -> int:
         summary = train_on_ray(ctx, tcfg, storage, root, placement)
         if summary is None:
             return 1
+    if "://" in storage and summary.get("status") == "completed":
+        write_checkpoint_receipt(store, f"{storage}/{run_name}/checkpoints", run_dir / "checkpoints")
     return _report(summary, run_dir)
+
+
+def write_checkpoint_receipt(store: CheckpointStore, url: str, folder: Path) -> None:
+    """With checkpoints in a bucket, ``runs/<run>/checkpoints`` (the train stage's DVC output) holds
+    where they are and the newest one's commit marker (its sha256): a content hash of the model, so
+    evaluation reruns exactly when it changes. Nothing loads weights from here."""
+    committed = store.committed()
+    if not committed:
+        return
+    newest = committed[-1]
+    marker = store.marker(newest)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "location.txt").write_text(f"{data_storage.safe_url(url)}\n")
+    (folder / "COMMITTED.json").write_text(json.dumps({"checkpoint": newest.path.rsplit("/", 1)[-1], **marker},
+                                                      indent=1, sort_keys=True) + "\n")
 
 
 def _report(summary: dict, run_dir: Path) -> int:

@@ -31,8 +31,24 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """A checkpoint folder (``…/step-NNNNNNNNN``) or a run's ``checkpoints`` folder (newest
     committed one) -> (state, info)."""
     text = str(path)
-    if "://" in text:  # shared storage (s3://…): the newest committed checkpoint under that URL
-        store, (info, state) = latest_checkpoint(text)
+    if "://" in text and not text.startswith("file://"):
+        # Object storage (s3://…): a step-… folder, or the newest committed checkpoint under the URL.
+        parent, _, name = text.rstrip("/").rpartition("/")
+        match = CHECKPOINT_NAME.match(name)
+        if match:
+            store = CheckpointStore(parent)
+            info = CheckpointInfo(step=int(match.group(1)), path=f"{store.root}/{name}")
+            try:
+                state = store.load(info)
+            except (OSError, ValueError, KeyError) as exc:
+                raise CheckpointError(f"{text}: not a committed checkpoint ({exc})") from None
+        else:
+            store, (info, state) = latest_checkpoint(text)
+        # Recorded as a URL (the store's paths drop the scheme) so that registration, which loads
+        # the evaluated checkpoint by this path, reaches the same object store.
+        url = f"{text.split('://', 1)[0]}://{info.path}"
+        return state, {"source": "checkpoint", "path": url, "step": int(state.get("step", info.step)),
+                       "images": int(state.get("images", -1)), "state_sha256": store.marker(info)["sha256"]}
     else:
         p = Path(path).absolute()
         if not p.exists():
