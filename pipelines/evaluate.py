@@ -101,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         kid = f"{scores[names['kid']]:.5f} ± {scores[names['kid'] + '_std']:.5f}" if names["kid"] in scores else "n/a"
         print(f"{method:<18}{cells}{fd:>20}{kid:>28}")
     for baseline, by_metric in doc["model_vs_baselines"].items():
-        verdicts = [f"{m} {v['gain']:+.4g} [{v['ci95_low']:+.3g}, {v['ci95_high']:+.3g}]"
-                    f"{'' if v['beyond_noise'] else ' (noise)'}" for m, v in by_metric.items()]
+        verdicts = [f"{m} {v['gain']:+.4g} [{v['ci95_low']:+.3g}, {v['ci95_high']:+.3g}] {v['verdict']}"
+                    for m, v in by_metric.items()]
         print(f"model vs {baseline} (gain, paired bootstrap 95% CI): " + "; ".join(verdicts))
     for method, why in doc["not_computed"].items():
         for metric, reason in why.items():

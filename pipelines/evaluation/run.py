@@ -103,8 +103,10 @@ def versus_baselines(per_method: dict[str, dict[str, list[float]]], ecfg: Any) -
                 continue
             c = paired_bootstrap(capped(values), capped(per_method[baseline][metric]), lower_is_better(metric),
                                  ecfg.bootstrap_resamples, ecfg.seed)
+            # better / worse: the whole interval on one side of zero; noise: it straddles zero.
+            verdict = "better" if c.low > 0 else "worse" if c.high < 0 else "noise"
             out.setdefault(baseline, {})[metric] = {"gain": c.gain, "ci95_low": c.low, "ci95_high": c.high,
-                                                    "beyond_noise": c.beyond_noise}
+                                                    "beyond_noise": c.beyond_noise, "verdict": verdict}
     return out
 
 
