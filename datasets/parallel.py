@@ -26,7 +26,8 @@ R = TypeVar("R")
 
 # A local head binds every Ray server to loopback only when Ray treats the machine as a
 # single-node setup; this switch (Ray's own, meant for macOS/Windows) makes Linux do the same.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"}
+LOOPBACK_KEY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+LOOPBACK_ENV = {LOOPBACK_KEY: "0"}
 QUIET_ENV = {"RAY_USAGE_STATS_ENABLED": "0"}
 RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray for the driver of a submitted job
 TASK_RETRIES = 3  # re-runs of a piece whose worker process died (a killed or lost node)
@@ -60,10 +61,13 @@ def connect(address: str | None, num_cpus: int, env: dict[str, str], root: Path,
     # credentials travel with the runtime env. Keys already in ``env`` win.
     env = {**client_env(credentials=_is_loopback(address)), **env}
     if not address:
-        # Read by Ray at import time, so set before the first `import ray` in this process.
+        # Read by Ray at import time, so set before the first `import ray` in this process; the
+        # processes Ray starts read it from the environment.
+        if "ray" in sys.modules and os.environ.get(LOOPBACK_KEY) != LOOPBACK_ENV[LOOPBACK_KEY]:
+            log.warning("Ray was imported before the local Ray was configured: this driver may advertise "
+                        "a non-loopback address (set %s=0 before importing ray)", LOOPBACK_KEY)
         os.environ.update(LOOPBACK_ENV)
     import ray
-    import ray._private.ray_constants as ray_constants
 
     if ray.is_initialized():
         return False
@@ -75,7 +79,6 @@ def connect(address: str | None, num_cpus: int, env: dict[str, str], root: Path,
         else:
             ray.init(address=address, runtime_env={"env_vars": env}, log_to_driver=True)
         return False
-    ray_constants.ENABLE_RAY_CLUSTER = False  # in case Ray was imported before the variable was set
     existing = os.environ.get("PYTHONPATH", "")
     env = {**env, **LOOPBACK_ENV, "PYTHONPATH": f"{root}{os.pathsep}{existing}" if existing else str(root)}
     ray.init(

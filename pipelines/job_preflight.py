@@ -6,7 +6,7 @@ message that names the problem, instead of after an upload or as a job stuck in 
 Checks: the keys are runtime-env fields Ray knows (a typo such as ``pipp`` is otherwise ignored),
 ``pip`` / ``env_vars`` / ``excludes`` have the types Ray accepts, ``working_dir`` is a folder, and
 the working dir zipped the way Ray zips it (its ``excludes`` and ``.gitignore`` applied) stays
-under Ray's upload limit (``GCS_STORAGE_MAX_SIZE``, the gRPC message size), naming the largest
+under Ray's upload limit (the gRPC message size; pipelines/jobs/package.py), naming the largest
 files when it does not.  Exit status: 0 ok, 2 a problem (printed to stderr).
 """
 from __future__ import annotations
@@ -14,11 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import tempfile
 from pathlib import Path
 
 from pipelines.config.logs import add_log_level_arg, setup_logging
+from pipelines.jobs.package import largest_files, package_size, upload_limit
 from pipelines.tracking.redact import redact
 
 log = logging.getLogger("job_preflight")
@@ -28,41 +27,8 @@ class PreflightError(ValueError):
     """The runtime env cannot be submitted as it is."""
 
 
-def _quiet_logger() -> logging.Logger:
-    log = logging.getLogger("attnflow.job_preflight")
-    log.addHandler(logging.NullHandler())
-    log.propagate = False
-    return log
-
-
 def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
-
-
-def _largest_files(root: Path, excludes: list[str], include_gitignore: bool, top: int = 5) -> list[tuple[int, str]]:
-    from ray._private.runtime_env.packaging import _dir_travel, _get_excludes
-
-    sizes: list[tuple[int, str]] = []
-
-    def visit(path: Path) -> None:
-        if path.is_file():
-            sizes.append((path.stat().st_size, str(path.relative_to(root))))
-
-    _dir_travel(root, [_get_excludes(root, excludes)], visit, include_gitignore=include_gitignore,
-                logger=_quiet_logger())
-    return sorted(sizes, reverse=True)[:top]
-
-
-def package_size(working_dir: str | Path, excludes: list[str]) -> int:
-    """Bytes of the zip Ray would upload for ``working_dir`` (same walker, excludes and gitignore rule)."""
-    from ray._private.runtime_env.packaging import create_package
-
-    include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
-    with tempfile.TemporaryDirectory() as tmp:
-        target = Path(tmp) / "package.zip"
-        create_package(str(working_dir), target, include_gitignore=include_gitignore, excludes=excludes,
-                       logger=_quiet_logger())
-        return target.stat().st_size
 
 
 def check_runtime_env(env: dict, limit: int | None = None) -> dict:
@@ -91,12 +57,10 @@ def check_runtime_env(env: dict, limit: int | None = None) -> dict:
     root = Path(working_dir)
     if not root.is_dir():
         raise PreflightError(f"runtime env: working_dir {working_dir!r} is not a folder")
-    if limit is None:
-        from ray._private.runtime_env.packaging import GCS_STORAGE_MAX_SIZE as limit  # type: ignore[no-redef]
+    limit = upload_limit() if limit is None else limit
     size = package_size(root, excludes)
     if size >= limit:
-        include_gitignore = os.environ.get("RAY_RUNTIME_ENV_IGNORE_GITIGNORE", "0") != "1"
-        big = ", ".join(f"{name} ({_mib(n)})" for n, name in _largest_files(root, excludes, include_gitignore))
+        big = ", ".join(f"{name} ({_mib(n)})" for n, name in largest_files(root, excludes))
         raise PreflightError(
             f"working_dir {str(root.resolve())!r} zips to {_mib(size)}, over Ray's upload limit of {_mib(limit)}; "
             f"largest files: {big}. Add them to 'excludes' in the runtime env (infra/runtime_env.yaml) or to "

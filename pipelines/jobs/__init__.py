@@ -1,0 +1,1 @@
+"""Ray job submission support: what a job's working dir uploads, checked before it is sent."""
