@@ -9,7 +9,7 @@ PIP := $(BIN)/pip
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run run-portrait test test-slow test-faults bench setup setup-pose mlflow-ui serve ablation submit clean-outputs
+.PHONY: run run-portrait test test-slow test-faults bench setup setup-pose mlflow-ui serve ablation submit clean-outputs s3-local s3-local-stop
 
 setup: $(STAMP)
 
@@ -71,6 +71,17 @@ SERVE_PORT ?= 5001
 serve: $(STAMP)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns.db} \
 	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+
+# A local S3-compatible server (moto, in memory) on 127.0.0.1:S3_PORT (9000) with bucket S3_BUCKET
+# (attnflow), in the background. make cannot set the calling shell's environment: the last line
+# printed is what to run there (AWS_ENDPOINT_URL and moto's test credentials, not secrets).
+s3-local: $(STAMP)
+	@infra/s3-local.sh start
+	@echo "then, in this shell:  eval \"\$$(infra/s3-local.sh env)\"   (stop: make s3-local-stop)"
+	@infra/s3-local.sh env
+
+s3-local-stop:
+	@infra/s3-local.sh stop
 
 # Training as a Ray job on RAY_ADDRESS (the jobs API, default http://127.0.0.1:8265: start a
 # local head with infra/ray-head.sh start); streams the job's logs and fails when the job fails.
