@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from datasets.pose import heatmaps
 from datasets.pose.face import MIN_SIDE_FRACTION, NECK_SCALE, SPREAD_SCALE, crop_face, face_box
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
+from datasets.shards import expand
 
 
 def _kp(**joints) -> np.ndarray:
@@ -38,6 +40,26 @@ def test_sparse_storage_equals_dense_render(sigma):
         out = np.zeros((1, NUM_JOINTS, 128, 88), np.float32)
         heatmaps.paste_into(out, [stored])
         assert np.allclose(out[0], dense / 255.0, atol=1e-6)
+
+
+@pytest.mark.parametrize("sigma", [1.5, 3.0, 6.0])
+def test_device_rendering_equals_the_cpu_patches(sigma):
+    # What training renders on its device from (augmented) keypoints vs what the CPU loader
+    # pasted: batched, with joints missing, on the border, off the frame and on half pixels.
+    rng = np.random.default_rng(2)
+    b, size = 16, (128, 88)
+    kp = rng.uniform(-25, [113, 153], (b, NUM_JOINTS, 2)).astype(np.float32)
+    kp[rng.random((b, NUM_JOINTS)) < 0.2] = -1
+    kp[0, :4] = [[0, 0], [87, 127], [10.5, 20.5], [-1, 30]]  # corners, .5 ties, one coordinate missing
+    kp[1, :3] = [[-3.2, 50], [50, 130.9], [95, 60]]  # partly outside: clipped patches
+    sparse = [heatmaps.render_sparse(k, size, sigma) for k in kp]
+    want = heatmaps.paste_into(np.zeros((b, NUM_JOINTS, *size), np.float32), sparse)
+    got = expand.render_gaussians(torch.from_numpy(kp), size, sigma)
+    assert got.dtype == torch.float32 and got.shape == want.shape
+    assert np.abs(got.numpy() - want).max() <= 1e-6
+    pasted = expand.paste_sparse({k: v if k in ("shape", "sigma") else torch.from_numpy(v)
+                                  for k, v in heatmaps.pack(sparse).items()}, b)
+    assert np.array_equal(pasted.numpy(), want)
 
 
 def test_heatmap_bytes_are_compact_and_corruption_is_detected():

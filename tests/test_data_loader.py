@@ -10,7 +10,7 @@ import torch
 from data_fixtures import make_raw, rerecord_shards, tiny_config
 
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
-from datasets.shards import build
+from datasets.shards import build, expand
 from datasets.shards.augment import AugmentConfig, Augmenter
 from datasets.shards.loader import BATCH_KEYS, DataLoaderError, eval_loader, plan_epoch, train_loader
 from datasets.shards.tar import ShardWriter, iter_samples, load_manifest
@@ -109,6 +109,40 @@ def test_batch_contract(shards):
                 else:
                     yy, xx = np.unravel_index(int(pose[i, c].argmax()), (h, w))
                     assert abs(xx - x) <= 1 and abs(yy - y) <= 1
+
+
+@pytest.mark.parametrize("augment", [None, AugmentConfig()])
+@pytest.mark.parametrize("poses", ["keypoints", "sparse"])
+def test_compact_batches_expanded_on_the_device_equal_the_float_path(shards, augment, poses):
+    # What training consumes (compact batches, pose maps made by datasets.shards.expand after
+    # the copy, no face crops) against the CPU float path, pair for pair over two epochs.
+    _, shards_dir = shards
+    kw = dict(rank=0, world_size=1, batch_size=4, num_workers=0, seed=5, augment=augment)
+    old = train_loader(shards_dir, **kw)
+    new = train_loader(shards_dir, compact=True, poses=poses, face_crops=False, **kw)
+    fed = expand.DeviceBatches(_epochs(new, 2), torch.device("cpu"), expand.Expander.of_loader(new))
+    count = 0
+    for want, got in zip(_epochs(old, 2), fed, strict=True):
+        assert set(got) == set(BATCH_KEYS) - {"target_face"}
+        for key, value in got.items():
+            if isinstance(value, torch.Tensor):
+                assert value.dtype == want[key].dtype and value.shape == want[key].shape, key
+                assert torch.equal(value, want[key]) or (key.endswith("_pose") and (value - want[key]).abs().max() <= 1e-6), key
+            else:
+                assert value == want[key], key
+        count += 1
+    assert count == 2 * len(old)
+
+
+def _epochs(loader, n):
+    for epoch in range(n):
+        loader.set_epoch(epoch)
+        yield from loader
+
+
+def test_keypoint_poses_need_compact_batches(shards):
+    with pytest.raises(ValueError, match="compact"):
+        train_loader(shards[1], rank=0, world_size=1, batch_size=4, poses="keypoints")
 
 
 def test_augmenter_flip_swaps_sides_and_moves_box():

@@ -32,10 +32,15 @@ pair (so batch counts stay equal and DDP cannot hang).  More than
 Decoding happens in the workers; pose maps travel as sparse patches and are
 pasted into the zeroed float batch in the consuming process (:func:`finalise`).
 ``compact=True`` yields the workers' batches untouched (uint8 CHW images, sparse
-poses) for a consumer that wants to expand them itself, e.g. after moving them
-to the GPU: the dense float32 pose maps (1.6 MB per pair at 128×88) are most of
-the loader's cost at small image sizes (see ``python -m pipelines.bench data``).
-The float conversion there is numpy (single-threaded): see :func:`_to_float_image`.
+poses) for a consumer that expands them itself on its device
+(:mod:`datasets.shards.expand`, what training does): the dense float32 pose maps
+(1.6 MB per pair at 128×88) are most of the loader's cost at small image sizes
+(see ``python -m pipelines.bench data``).  With ``poses="keypoints"`` (Gaussian
+body heatmaps only, compact only) the workers send no pose maps at all: neither
+the stored ones are decoded nor augmented ones rendered; the consumer renders
+them from the (augmented) keypoints.  ``face_crops=False`` skips decoding or
+cutting the face crop (``target_face``), which the training step does not use.
+The float conversion here is numpy (single-threaded): see :func:`_to_float_image`.
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Literal
 
 import cv2
 import numpy as np
@@ -204,9 +209,9 @@ class _Pair:
     tgt_rgb: np.ndarray
     src_kp: np.ndarray
     tgt_kp: np.ndarray
-    src_pose: heatmaps.SparseHeatmaps
-    tgt_pose: heatmaps.SparseHeatmaps
-    face: np.ndarray
+    src_pose: heatmaps.SparseHeatmaps | None  # None: poses="keypoints"
+    tgt_pose: heatmaps.SparseHeatmaps | None
+    face: np.ndarray | None  # None: face_crops=False
     face_box: np.ndarray
     face_valid: bool
     src_name: str
@@ -220,7 +225,7 @@ class _PairStream(IterableDataset):
 
     def __init__(self, root: Path | str, shards: list[dict], plan: RankPlan, batch_size: int, seed: int, epoch: int,
                  rank: int, shuffle: bool, augment: AugmentConfig | None, manifest: dict,
-                 max_consecutive_errors: int) -> None:
+                 max_consecutive_errors: int, poses: str = "sparse", face_crops: bool = True) -> None:
         self.root, self.shards, self.plan = root, shards, plan
         self.batch_size, self.seed, self.epoch, self.rank, self.shuffle = batch_size, seed, epoch, rank, shuffle
         self.augment = augment
@@ -230,6 +235,7 @@ class _PairStream(IterableDataset):
         # Body heatmaps or portrait part maps, as the shards were written (the manifest's task).
         self.scheme = scheme_of_manifest(manifest)
         self.max_errors = max_consecutive_errors
+        self.sparse_poses, self.face_crops = poses == "sparse", face_crops
         # Pair index of each shard's first pair (for test batches' pair_index).
         self.first_pair = np.concatenate([[0], np.cumsum([s["pairs"] for s in shards])]).tolist()
 
@@ -346,17 +352,23 @@ class _PairStream(IterableDataset):
         src, tgt = sample.views[a], sample.views[b]
         src_rgb = self._view(sample, a, cache, si)
         tgt_rgb = self._view(sample, b, cache, si)
+        src_pose = tgt_pose = face = None
         if aug is not None:
             s = aug(src_rgb, src.keypoints, src.face_box, src.face_valid)
             t = aug(tgt_rgb, tgt.keypoints, tgt.face_box, tgt.face_valid)
-            src_pose = self.scheme.render(s.keypoints, self.size, self.sigma)
-            tgt_pose = self.scheme.render(t.keypoints, self.size, self.sigma)
-            face = crop_face(t.rgb, tuple(t.face_box), self.face_size, t.face_valid)
+            if self.sparse_poses:  # rendered from the moved keypoints, never warped
+                src_pose = self.scheme.render(s.keypoints, self.size, self.sigma)
+                tgt_pose = self.scheme.render(t.keypoints, self.size, self.sigma)
+            if self.face_crops:
+                face = crop_face(t.rgb, tuple(t.face_box), self.face_size, t.face_valid)
             return _Pair(s.rgb, t.rgb, s.keypoints, t.keypoints, src_pose, tgt_pose, face, t.face_box,
                          t.face_valid, src.name, tgt.name, pair_index, self._line(sample, j))
-        src_pose = heatmaps.decode(bytes(src.pose))
-        tgt_pose = heatmaps.decode(bytes(tgt.pose))
-        face = decode_image(tgt.face_jpeg, f"key {sample.key} view {b} face", (self.face_size, self.face_size))
+        if self.sparse_poses:
+            src_pose = heatmaps.decode(bytes(src.pose))
+            tgt_pose = heatmaps.decode(bytes(tgt.pose))
+        if self.face_crops:
+            face = decode_image(tgt.face_jpeg, f"key {sample.key} view {b} face",
+                                (self.face_size, self.face_size))
         return _Pair(src_rgb, tgt_rgb, src.keypoints, tgt.keypoints, src_pose, tgt_pose, face, tgt.face_box,
                      tgt.face_valid, src.name, tgt.name, pair_index, self._line(sample, j))
 
@@ -371,19 +383,21 @@ class _PairStream(IterableDataset):
             # CHW here, in the (parallel) worker: the strided transpose is the slow part.
             "source_rgb": np.stack([p.src_rgb for p in pairs]).transpose(0, 3, 1, 2).copy(),
             "target_rgb": np.stack([p.tgt_rgb for p in pairs]).transpose(0, 3, 1, 2).copy(),
-            "face_rgb": np.stack([p.face for p in pairs]).transpose(0, 3, 1, 2).copy(),
             "source_keypoints": np.stack([p.src_kp for p in pairs]).astype(np.float32),
             "target_keypoints": np.stack([p.tgt_kp for p in pairs]).astype(np.float32),
             "target_face_box": np.stack([p.face_box for p in pairs]).astype(np.float32),
             "target_face_valid": np.array([p.face_valid for p in pairs], dtype=bool),
-            "source_pose_sparse": heatmaps.pack([p.src_pose for p in pairs]),
-            "target_pose_sparse": heatmaps.pack([p.tgt_pose for p in pairs]),
             "source_name": [p.src_name for p in pairs],
             "target_name": [p.tgt_name for p in pairs],
             "pair_index": np.array([p.pair_index for p in pairs], dtype=np.int64),
             "pair_line": np.array([p.pair_line for p in pairs], dtype=np.int64),
             "_skipped": state["skipped"], "_substituted": state["substituted"], "_errors": state["errors"],
         }
+        if self.face_crops:
+            batch["face_rgb"] = np.stack([p.face for p in pairs]).transpose(0, 3, 1, 2).copy()
+        if self.sparse_poses:
+            batch["source_pose_sparse"] = heatmaps.pack([p.src_pose for p in pairs])
+            batch["target_pose_sparse"] = heatmaps.pack([p.tgt_pose for p in pairs])
         state["skipped"] = state["substituted"] = 0
         state["errors"] = []
         return batch
@@ -418,7 +432,6 @@ def finalise(compact: dict[str, Any], pose_channels: int, test: bool = False) ->
         "target_image": _to_float_image(compact["target_rgb"]),
         "source_pose": poses["source"],
         "target_pose": poses["target"],
-        "target_face": _to_float_image(compact["face_rgb"]),
         "target_face_box": torch.from_numpy(compact["target_face_box"]),
         "target_face_valid": torch.from_numpy(compact["target_face_valid"]),
         "source_keypoints": torch.from_numpy(compact["source_keypoints"]),
@@ -426,6 +439,8 @@ def finalise(compact: dict[str, Any], pose_channels: int, test: bool = False) ->
         "source_name": list(compact["source_name"]),
         "target_name": list(compact["target_name"]),
     }
+    if "face_rgb" in compact:
+        batch["target_face"] = _to_float_image(compact["face_rgb"])
     if test:
         batch["pair_index"] = torch.from_numpy(compact["pair_index"])
         batch["pair_line"] = torch.from_numpy(compact["pair_line"])
@@ -439,7 +454,8 @@ class PairLoader:
                  num_workers: int = 2, seed: int = 0, shuffle: bool = True, pad: bool = True,
                  augment: AugmentConfig | None = None, max_consecutive_errors: int = 10,
                  prefetch_factor: int = 4, multiprocessing_context: str | None = None,
-                 compact: bool = False) -> None:
+                 compact: bool = False, poses: Literal["sparse", "keypoints"] = "sparse",
+                 face_crops: bool = True) -> None:
         # A folder or a URL prefix (s3://…; Path would fold its "//").
         self.root: Path | str = shards_dir if storage.is_url(shards_dir) else Path(shards_dir)
         self.compact = compact  # True: yield worker batches as is (uint8 CHW images, sparse poses)
@@ -454,6 +470,10 @@ class PairLoader:
         self.prefetch_factor, self.mp_context = prefetch_factor, multiprocessing_context
         self.num_keypoints = int(self.manifest["num_keypoints"])
         self.pose_channels = pose_channels_of_manifest(self.manifest)  # 18 joints, or 8 portrait parts
+        if poses == "keypoints" and not (compact and scheme_of_manifest(self.manifest).task == "pose"):
+            raise ValueError("poses='keypoints' needs compact=True and Gaussian body heatmaps "
+                             f"(these shards: task {scheme_of_manifest(self.manifest).task!r})")
+        self.poses, self.face_crops = poses, face_crops
         self.epoch = 0
         self.skipped = 0  # bad samples or shards skipped (cumulative)
         self.substituted = 0  # pairs replaced by a repeat because their sample was bad (cumulative)
@@ -477,7 +497,8 @@ class PairLoader:
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         stream = _PairStream(self.root, self.shards, self.plan, self.batch_size, self.seed, self.epoch, self.rank,
-                             self.shuffle, self.augment, self.manifest, self.max_consecutive_errors)
+                             self.shuffle, self.augment, self.manifest, self.max_consecutive_errors, self.poses,
+                             self.face_crops)
         if self.num_workers > 0:
             source = DataLoader(stream, batch_size=None, collate_fn=_keep, num_workers=self.num_workers,
                                 prefetch_factor=self.prefetch_factor, multiprocessing_context=self.mp_context)
