@@ -9,7 +9,7 @@ PIP := $(BIN)/pip
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run run-portrait test test-slow test-faults bench setup setup-pose mlflow-ui serve ablation submit clean-outputs s3-local s3-local-stop
+.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose mlflow-ui serve ablation submit clean-outputs s3-local s3-local-stop
 
 setup: $(STAMP)
 
@@ -53,6 +53,11 @@ bench: $(STAMP)
 	$(BIN)/python -m pipelines.bench data
 	$(BIN)/python -m pipelines.bench model
 	$(BIN)/python -m pipelines.bench train
+
+# On a GPU machine: the `gpu` tests, then the GPU training benchmark (reports/bench-gpu.json;
+# docs/model.md). Not tied to `setup`: a GPU image brings its own CUDA build of torch.
+gpu-check:
+	infra/gpu-check.sh
 
 # The pose extra (mediapipe, keypoints from photos) is part of `setup`; this target
 # (re)installs only it, --no-deps for the reasons in requirements-pose.txt.

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.bench import train_device
 from pipelines.config.logs import add_log_level_arg, setup_logging
 
 log = logging.getLogger("bench.train")
@@ -64,16 +65,34 @@ def run_training(workers: int, args: argparse.Namespace, root: Path, run: str, p
     return out
 
 
+def device_main(args: argparse.Namespace) -> int:
+    report = train_device.run(args)
+    out = Path(args.out or f"reports/bench-{'gpu' if args.device == 'cuda' else 'cpu-device'}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2))
+    print(train_device.format_table(report))
+    print(f"\nreport: {out} ({report['wall_s']:.0f} s)")
+    return 0 if any("images_per_s_steady" in r for r in report["runs"]) else 1
+
+
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.bench train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--dataset", default="synthetic_fashion")
     parser.add_argument("--images-per-worker", type=int, default=64,
                         help="training images per worker in each run (default 64)")
-    parser.add_argument("--out", default="reports/bench-train.json")
+    parser.add_argument("--out", default=None,
+                        help="report (default: reports/bench-train.json; with --device: reports/bench-<device>.json)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                        help="the device benchmark instead (pipelines/bench/train_device.py): one Ray worker on this "
+                             "device at 256x176, eager and compiled, several batches, with MFU; its options follow")
+    train_device.add_args(parser)
     add_log_level_arg(parser)
     args = parser.parse_args(argv)
     setup_logging(args.log_level, "bench train")
+    if args.device is not None:
+        return device_main(args)
+    args.out = args.out or "reports/bench-train.json"
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="bench-train-") as tmp:
