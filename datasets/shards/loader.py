@@ -40,7 +40,7 @@ body heatmaps only, compact only) the workers send no pose maps at all: neither
 the stored ones are decoded nor augmented ones rendered; the consumer renders
 them from the (augmented) keypoints.  ``face_crops=False`` skips decoding or
 cutting the face crop (``target_face``), which the training step does not use.
-The float conversion here is numpy (single-threaded): see :func:`_to_float_image`.
+The float conversion here is numpy (single-threaded): see :func:`cpu_float_image`.
 """
 from __future__ import annotations
 
@@ -408,7 +408,7 @@ def _keep(item: Any) -> Any:
     return item
 
 
-def _to_float_image(chw: np.ndarray) -> torch.Tensor:
+def cpu_float_image(chw: np.ndarray) -> torch.Tensor:
     """uint8 [B,3,H,W] -> float32 [B,3,H,W] in [-1, 1].
 
     numpy, single-threaded on purpose: torch's intra-op threads made these small
@@ -428,8 +428,8 @@ def finalise(compact: dict[str, Any], pose_channels: int, test: bool = False) ->
         heatmaps.paste_into(out, heatmaps.unpack(compact[f"{role}_pose_sparse"]))
         poses[role] = torch.from_numpy(out)
     batch = {
-        "source_image": _to_float_image(compact["source_rgb"]),
-        "target_image": _to_float_image(compact["target_rgb"]),
+        "source_image": cpu_float_image(compact["source_rgb"]),
+        "target_image": cpu_float_image(compact["target_rgb"]),
         "source_pose": poses["source"],
         "target_pose": poses["target"],
         "target_face_box": torch.from_numpy(compact["target_face_box"]),
@@ -440,7 +440,7 @@ def finalise(compact: dict[str, Any], pose_channels: int, test: bool = False) ->
         "target_name": list(compact["target_name"]),
     }
     if "face_rgb" in compact:
-        batch["target_face"] = _to_float_image(compact["face_rgb"])
+        batch["target_face"] = cpu_float_image(compact["face_rgb"])
     if test:
         batch["pair_index"] = torch.from_numpy(compact["pair_index"])
         batch["pair_line"] = torch.from_numpy(compact["pair_line"])

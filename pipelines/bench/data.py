@@ -10,9 +10,17 @@ Measures, in one process, on the training pairs of one dataset:
   workers, with and without augmentation; and the same up to the compact batch
   (``compact=True``: uint8 images, sparse poses), i.e. without the expansion
   into dense float32 pose maps that dominates at small image sizes;
+* the training input path: exactly what ``pipelines.training.loop.make_batches``
+  feeds the step — compact batches (uint8 images, keypoints, no face crops) from
+  the loader workers, expanded by ``datasets.shards.expand`` on the training
+  device (here the CPU, one torch thread like a CPU training worker);
 * per image: JPEG decode, pose decode (stored patches) and pose render (from
-  keypoints) each including the paste into the float batch, and the bytes of
-  the stored pose maps against dense alternatives.
+  keypoints) each including the paste into the float batch, the on-device
+  render of a batch's pose maps, and the bytes of the stored pose maps against
+  dense alternatives;
+* where the augmented path's time goes per pair, before (albumentations
+  ``Compose``, worker-side pose render and face crop, dense maps pasted on the
+  CPU) and after (the transforms driven directly, pose maps rendered on the device).
 
 Writes ``reports/bench-data.json`` and prints a Markdown table.
 """
@@ -29,12 +37,15 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
 from datasets.files import atomic_write_bytes
 from datasets.pose import heatmaps
+from datasets.pose.face import crop_face
 from datasets.raw.layout import find_split, get_layout, read_pairs
-from datasets.shards.augment import AugmentConfig
-from datasets.shards.loader import train_loader
+from datasets.shards import expand
+from datasets.shards.augment import AugmentConfig, Augmenter
+from datasets.shards.loader import cpu_float_image, train_loader
 from datasets.shards.samples import decode_image, parse_sample
 from datasets.shards.tar import iter_samples, load_manifest
 from pipelines.config.logs import add_log_level_arg, setup_logging
@@ -72,15 +83,21 @@ def bench_loose(pairs: list[tuple[Path, Path]], repeats: int) -> float:
 
 
 def bench_loader(shards: Path, batch_size: int, workers: int, augment: AugmentConfig | None, epochs: int,
-                 compact: bool = False) -> float:
+                 output: str = "float") -> float:
+    """Pairs/s of one loader setting; output float (CPU float batch), compact, or training
+    (compact batches expanded on the device, as the training loop consumes them)."""
+    training = output == "training"
     loader = train_loader(shards, rank=0, world_size=1, batch_size=batch_size, num_workers=workers,
-                          augment=augment, compact=compact)
-    key = "source_rgb" if compact else "source_image"
+                          augment=augment, compact=output != "float",
+                          **({"poses": "keypoints", "face_crops": False} if training else {}))
+    key = "source_rgb" if output == "compact" else "source_image"
+    feed = expand.Expander.of_loader(loader)
     rates = []
     for epoch in range(epochs + 1):  # epoch 0 warms up (worker start, page cache)
         loader.set_epoch(epoch)
         t0 = time.perf_counter()
-        n = sum(b[key].shape[0] for b in loader)
+        batches = expand.DeviceBatches(loader, torch.device("cpu"), feed) if training else loader
+        n = sum(b[key].shape[0] for b in batches)
         if epoch:
             rates.append(n / (time.perf_counter() - t0))
     return max(rates)
@@ -127,12 +144,22 @@ def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
         for p in pngs:
             cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_UNCHANGED)
 
+    batch = 8
+    keypoints = [torch.from_numpy(np.stack([v.keypoints for v in views[i:i + batch]]).astype(np.float32))
+                 for i in range(0, n - batch + 1, batch)]
+
+    def render_on_device() -> None:
+        for kp in keypoints:
+            expand.render_gaussians(kp, size, sigma)
+
     us = {name: 1e6 / _best_rate(fn, n if name != "dense_png_decode" else len(pngs), 5)
           for name, fn in (("jpeg_decode", decode_jpegs), ("pose_decode_paste", decode_poses),
                            ("pose_render_paste", render_poses), ("zero_fill", zero_only),
                            ("dense_png_decode", decode_pngs))}
     for name in ("pose_decode_paste", "pose_render_paste"):
         us[name] = max(us[name] - us["zero_fill"], 0.0)  # the loader's torch.zeros is lazily zeroed
+    # Batches of 8 images, allocation of the zeroed output included.
+    us["pose_render_device"] = 1e6 / _best_rate(render_on_device, batch * len(keypoints), 5)
     return {
         "views": n,
         "us_per_image": {k2: round(v, 1) for k2, v in us.items()},
@@ -144,17 +171,69 @@ def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
         "pose_share_of_jpeg_decode": {
             "decode": round(us["pose_decode_paste"] / us["jpeg_decode"], 3),
             "render": round(us["pose_render_paste"] / us["jpeg_decode"], 3),
+            "render_on_device": round(us["pose_render_device"] / us["jpeg_decode"], 3),
         },
+        "augmented_path_us_per_pair": breakdown(views, size, sigma, int(manifest["preprocess"]["face_size"]),
+                                                flip_perm=np.arange(k)),
     }
+
+
+def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, flip_perm: np.ndarray,
+              batch: int = 8) -> dict[str, dict[str, float]]:
+    """µs per pair of each part of the augmented training input path, before and after.
+
+    Each pair is two views (decode, augment, pose maps) and one face crop (before only).
+    Decode counts two JPEGs per pair; the loader decodes each view once per shard visit,
+    which this leaves out for both columns alike.
+    """
+    rgbs = [decode_image(bytes(v.jpeg), "bench", size) for v in views]
+    n = len(views)
+    before, after = Augmenter(AugmentConfig(), flip_perm, 0), Augmenter(AugmentConfig(), flip_perm, 0)
+    moved = [after(r, v.keypoints, v.face_box, v.face_valid) for r, v in zip(rgbs, views)]
+    chw = np.stack([r.transpose(2, 0, 1) for r in rgbs[:batch]])
+    sparse = [heatmaps.render_sparse(m.keypoints, size, sigma) for m in moved[:batch]]
+    kp = torch.from_numpy(np.stack([m.keypoints for m in moved[:batch]]))
+
+    def per_image(fn, count: int = n) -> float:
+        return 1e6 / _best_rate(fn, count, 5)
+
+    def compose() -> None:  # the albumentations call the loader made before
+        for r, v in zip(rgbs, views):
+            before.transform(image=r, keypoints=np.asarray(v.keypoints, np.float32))
+
+    parts = {
+        "jpeg_decode": per_image(lambda: [decode_image(bytes(v.jpeg), "bench", size) for v in views]),
+        "augment_compose": per_image(compose),
+        "augment_direct": per_image(lambda: [after(r, v.keypoints, v.face_box, v.face_valid)
+                                             for r, v in zip(rgbs, views)]),
+        "pose_render_worker": per_image(lambda: [heatmaps.render_sparse(m.keypoints, size, sigma) for m in moved]),
+        "face_crop": per_image(lambda: [crop_face(m.rgb, tuple(m.face_box), face_size, m.face_valid)
+                                        for m in moved]),
+        "pose_paste_cpu": per_image(lambda: heatmaps.paste_into(
+            np.zeros((batch, len(flip_perm), *size), np.float32), sparse), batch),
+        "pose_render_device": per_image(lambda: expand.render_gaussians(kp, size, sigma), batch),
+        "image_float_cpu": per_image(lambda: cpu_float_image(chw), batch),
+        "image_float_device": per_image(lambda: expand.to_float_image(torch.from_numpy(chw)), batch),
+    }
+    table = {
+        "before": {"decode": 2 * parts["jpeg_decode"], "augment": 2 * parts["augment_compose"],
+                   "pose maps": 2 * (parts["pose_render_worker"] + parts["pose_paste_cpu"]),
+                   "face crop": parts["face_crop"], "image → float": 2 * parts["image_float_cpu"]},
+        "after": {"decode": 2 * parts["jpeg_decode"], "augment": 2 * parts["augment_direct"],
+                  "pose maps": 2 * parts["pose_render_device"], "face crop": 0.0,
+                  "image → float": 2 * parts["image_float_device"]},
+    }
+    return {side: {k2: round(v, 1) for k2, v in rows.items()} for side, rows in table.items()}
 
 
 def table(result: dict) -> str:
     loose = result["loose_cv2_pairs_per_s"]
     rows = ["| reader | pairs/s | × loose cv2 |", "|---|---:|---:|",
             f"| loose JPEG files, cv2.imread ×2 per pair | {loose:.0f} | 1.00 |"]
+    names = {"float": "float batch (CPU)", "compact": "compact batch (uint8 images, sparse poses)",
+             "training": "**training input path** (compact, expanded on the device)"}
     for row in result["loader"]:
-        out = ("float batch" if row["output"] == "float"
-               else "compact batch (uint8 images, sparse poses)")
+        out = names[row["output"]]
         rows.append(f"| loader → {out}, {row['workers']} worker(s), augment {'on' if row['augment'] else 'off'} "
                     f"| {row['pairs_per_s']:.0f} | {row['pairs_per_s'] / loose:.2f} |")
     c = result["components"]
@@ -164,9 +243,17 @@ def table(result: dict) -> str:
              f"| pose maps: decode stored patches + paste | {u['pose_decode_paste']:.0f} | "
              f"{c['pose_bytes_per_image']:.0f} |",
              f"| pose maps: render from keypoints + paste | {u['pose_render_paste']:.0f} | 0 |",
+             f"| pose maps: render on the device (batch of 8, output allocation included) | "
+             f"{u['pose_render_device']:.1f} | 0 |",
              f"| pose maps: dense uint8 PNG decode (alternative) | {u['dense_png_decode']:.0f} | "
              f"{c['dense_png_bytes_per_image']:.0f} |",
-             f"| pose maps: dense float16 (not stored) | – | {c['dense_float16_bytes_per_image']} |"]
+             f"| pose maps: dense float16 (not stored) | – | {c['dense_float16_bytes_per_image']} |",
+             "", f"on-device pose render / JPEG decode: {c['pose_share_of_jpeg_decode']['render_on_device']:.3f}",
+             "", "| augmented path, µs per pair | before | after |", "|---|---:|---:|"]
+    parts = c["augmented_path_us_per_pair"]
+    for name in parts["before"]:
+        rows.append(f"| {name} | {parts['before'][name]:.0f} | {parts['after'][name]:.0f} |")
+    rows.append(f"| total | {sum(parts['before'].values()):.0f} | {sum(parts['after'].values()):.0f} |")
     return "\n".join(rows)
 
 
@@ -197,13 +284,14 @@ def main(argv: list[str]) -> int:
         "loose_cv2_pairs_per_s": round(bench_loose(pairs, max(args.epochs, 1)), 1),
         "loader": [],
     }
-    for compact in (False, True):
+    torch.set_num_threads(1)  # as a CPU training worker (train.threads_per_worker)
+    for output in ("float", "compact", "training"):
         for augment in (False, True):
             for workers in args.workers:
                 rate = bench_loader(shards, args.batch_size, workers, AugmentConfig() if augment else None,
-                                    args.epochs, compact)
-                result["loader"].append({"workers": workers, "augment": augment, "output": "compact" if compact
-                                         else "float", "pairs_per_s": round(rate, 1),
+                                    args.epochs, output)
+                result["loader"].append({"workers": workers, "augment": augment, "output": output,
+                                         "pairs_per_s": round(rate, 1),
                                          "ratio_to_loose": round(rate / result["loose_cv2_pairs_per_s"], 3)})
     result["components"] = bench_components(shards, manifest)
     atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())

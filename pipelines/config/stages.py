@@ -35,7 +35,10 @@ class TrainConfig:
     grid_every_images: int = 1000  # image grid PNG → runs/<run>/grids and MLflow
     max_failures: int = 3  # Ray FailureConfig: worker-group restarts from the last checkpoint
     max_consecutive_skips: int = 8  # non-finite steps in a row before the run stops with an error
-    loader_workers: int = 0  # data-loading processes per training worker (0: decode in the worker)
+    # Data-loading processes per training worker (0: decode in the worker); auto: 4 on a CUDA
+    # worker (at most its CPUs), 0 on CPU (pipelines/training/loop.py loader_workers).
+    loader_workers: int | Literal["auto"] = "auto"
+    face_crops: bool = False  # decode the stored face crops into batches (the step cuts its own)
     augment: bool = True  # flips (left/right joints swapped), small affine jitter
     threads_per_worker: int = 1  # torch intra-op threads per worker on CPU
     # What every worker trains on (pipelines/training/placement.py): cuda asks Ray for
@@ -54,7 +57,7 @@ class TrainConfig:
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("workers", "loader_workers"):
-            if getattr(self, name) < 0:
+            if getattr(self, name) != "auto" and getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.gpus_per_worker <= 0 or self.gpu_wait_s < 0:
             raise ValueError(f"train.gpus_per_worker must be > 0 and train.gpu_wait_s >= 0, got "

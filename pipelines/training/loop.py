@@ -190,20 +190,31 @@ def build_gan(cfg: Any, device: torch.device, profile_timings: list[float] | Non
     return GanStep(g, d, d_face, cfg.model, cfg.loss, cfg.optim)
 
 
-def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int) -> tuple[Iterator[dict], Any]:
-    """This rank's endless stream of training batches, and the loader (for its error counter).
+def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int,
+                 device: torch.device | None = None) -> tuple[Iterator[dict], Any]:
+    """This rank's endless stream of training batches on ``device``, and the loader (for its error counter).
+
+    The loader's workers send compact batches (uint8 images, keypoints; no dense pose maps,
+    no face crops unless ``train.face_crops``); they are copied to the device one batch
+    ahead (pinned, non_blocking on CUDA) and expanded there (datasets/shards/expand.py).
 
     Every rank gets the same number of batches per epoch (the loader equalises them), so
     collectives line up. A run resumed mid-epoch starts at the next epoch boundary: the rest of
     the interrupted epoch is not replayed (the data order stays a pure function of seed and epoch).
     """
+    from datasets.pose.scheme import scheme_of_manifest
+    from datasets.shards import expand
     from datasets.shards.augment import AugmentConfig
     from datasets.shards.loader import train_loader
+    from datasets.shards.tar import load_manifest
 
     tcfg = cfg.train
+    device = device or torch.device("cpu")
+    gaussian = scheme_of_manifest(load_manifest(shards)).task == "pose"  # else part maps: sparse patches
     loader = train_loader(shards, rank=rank, world_size=world_size, batch_size=tcfg.batch_size,
-                          num_workers=tcfg.loader_workers, seed=tcfg.seed,
-                          augment=AugmentConfig() if tcfg.augment else None)
+                          num_workers=loader_workers(tcfg.loader_workers, device), seed=tcfg.seed,
+                          augment=AugmentConfig() if tcfg.augment else None, compact=True,
+                          poses="keypoints" if gaussian else "sparse", face_crops=tcfg.face_crops)
     per_epoch = len(loader)
     if per_epoch < 1:
         raise RuntimeError(f"the training loader for {shards} has no batch on rank {rank}")
@@ -216,7 +227,16 @@ def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int) -
             yield from loader
             epoch += 1
 
-    return endless(), loader
+    return iter(expand.DeviceBatches(endless(), device, expand.Expander.of_loader(loader))), loader
+
+
+def loader_workers(setting: int | str, device: torch.device) -> int:
+    """``train.loader_workers``: a count, or auto = 4 on a CUDA device (capped at this machine's
+    CPUs; pipelines.bench data), 0 on the CPU, where loader processes would take cores from
+    the step itself and the batches stay those of an in-process loader."""
+    if setting != "auto":
+        return int(setting)
+    return min(4, os.cpu_count() or 1) if device.type == "cuda" else 0
 
 
 def preview_batch(shards: str, rows: int = 4) -> dict:
@@ -337,7 +357,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
     errors_before = int(history.get("data_errors", 0))
 
     # 2. Data: each rank streams its own share of the shards.
-    batches, loader = make_batches(cfg, ctx.shards, rank, world, step)
+    batches, loader = make_batches(cfg, ctx.shards, rank, world, step, device)
     step_images = tcfg.batch_size * world
 
     # 3. Tracking and the preview batch, rank 0 only.
