@@ -9,6 +9,8 @@ after, as DeepFashion In-shop names its files.  Output under ``ROOT``::
     ROOT/<prefix>-annotation-{train,test}.csv   name:keypoints_y:keypoints_x  (JSON int lists, y first,
                                                 -1 missing)
     ROOT/<prefix>-pairs-{train,test}.csv        from,to
+    ROOT/groundtruth/{train,test}/<stem>.npz    part map, part-frame points, garments
+                                                (datasets/synthetic/groundtruth.py; not the field's)
 
 Names are ``fashionWOMENDressesid0001234501_2side.jpg`` (prefix ``fasion``) or, for
 prefix ``market``, Market-1501's ``0002_c1s3_004155_01.jpg``.  Train and test
@@ -38,9 +40,10 @@ from datasets.files import staged_dir
 from datasets.pose.keypoints import MISSING
 from datasets.raw.layout import SPLITS
 from datasets.specs import SynthesizeSpec
+from datasets.synthetic import groundtruth
 from datasets.synthetic.backgrounds import ground_shadow, make_background
 from datasets.synthetic.figure_raster import Material
-from datasets.synthetic.figure_render import BodyPose, BodyView, FigureAppearance, render_figure
+from datasets.synthetic.figure_render import BodyPose, BodyView, FigureAppearance, render_figure_canvas
 from datasets.synthetic.summary import Summary
 
 VIEW_NAMES: tuple[str, ...] = ("front", "side", "back", "full")
@@ -84,6 +87,7 @@ class FigureSample:
     view: str
     image: np.ndarray
     keypoints: np.ndarray
+    groundtruth: groundtruth.GroundTruth | None = None
 
 
 # --------------------------------------------------------------------------- random looks
@@ -278,14 +282,17 @@ def render_sample(spec: SynthesizeSpec, ident: FigureIdentity, k: int) -> Figure
     if spec.background != "clutter":
         ground_shadow(bg, (view.cx + 0.5) * ss, (view.sole_y - 0.01 * view.body_px) * ss,
                       0.13 * view.body_px * ss, 0.025 * view.body_px * ss, 0.22)
-    canvas, kp = render_figure(ident.look, pose, view, bg, ss)
+    figure, kp = render_figure_canvas(ident.look, pose, view, bg, ss, record_surface=True)
+    canvas = figure.rgb
+    truth = groundtruth.from_canvas(figure.owner, figure.surface, figure.garment, ss, view.body_px)
     img = cv2.resize(canvas, (spec.width, spec.height), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
     if spec.blur_sigma > 0:
         img = cv2.GaussianBlur(img, (0, 0), spec.blur_sigma)
     if spec.noise_std > 0:
         img = img + rng.normal(0.0, spec.noise_std / 255.0, img.shape).astype(np.float32)
     image = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return FigureSample(name, ident.split, identity_key(ident, spec), view.name, image, keypoints_to_int(kp))
+    return FigureSample(name, ident.split, identity_key(ident, spec), view.name, image, keypoints_to_int(kp),
+                        truth)
 
 
 def keypoints_to_int(kp: np.ndarray) -> np.ndarray:
@@ -327,7 +334,7 @@ def write_dataset(spec: SynthesizeSpec, root: str | Path,
     return Summary(root, images, pairs, identities, time.perf_counter() - start)
 
 
-_LAYOUT_ENTRY = re.compile(r"^(train|test|[\w.-]+-(annotation|pairs)-(train|test)\.csv)$")
+_LAYOUT_ENTRY = re.compile(r"^(train|test|groundtruth|[\w.-]+-(annotation|pairs)-(train|test)\.csv)$")
 
 
 def _replaceable(root: Path) -> bool:
@@ -342,6 +349,7 @@ def _write_into(spec: SynthesizeSpec, out: Path, on_image):
     idents = plan_identities(spec)
     for split in SPLITS:
         (out / split).mkdir(parents=True)
+        (out / groundtruth.FOLDER / split).mkdir(parents=True)
         rows, pair_rows = ["name:keypoints_y:keypoints_x"], ["from,to"]
         members = [i for i in idents if i.split == split]
         for ident in members:
@@ -349,6 +357,7 @@ def _write_into(spec: SynthesizeSpec, out: Path, on_image):
             for k in range(spec.views_per_identity):
                 sample = render_sample(spec, ident, k)
                 save_jpeg(out / split / sample.name, sample.image, spec.jpeg_quality)
+                groundtruth.path_for(out, split, sample.name).write_bytes(groundtruth.encode(sample.groundtruth))
                 rows.append(annotation_row(sample.name, sample.keypoints))
                 names.append(sample.name)
                 if on_image is not None:

@@ -9,7 +9,11 @@ surface normal of the swept shape under one fixed light, and cloth colour from a
 around it.  Because ``arc`` subtracts the view yaw, a pattern turns with the body.
 
 :class:`FigureCanvas` composites through a z-buffer and records the owner part of each
-pixel, which the annotator uses to decide which joints are hidden.
+pixel, which the annotator uses to decide which joints are hidden.  Asked to
+(``record_surface``), it also records each pixel's point in its part's own frame and the
+garment there: the ground truth of :mod:`datasets.synthetic.groundtruth`.  The point is the
+pattern's own coordinates (``s`` along, the angle around), so equal points have equal cloth
+colour in every view.
 """
 from __future__ import annotations
 
@@ -46,13 +50,17 @@ def rot_y(deg: float) -> np.ndarray:
 # --------------------------------------------------------------------------- raster core
 
 class FigureCanvas:
-    """Colour buffer plus z-buffer and owner buffer, at the supersampled resolution."""
+    """Colour buffer plus z-buffer and owner buffer, at the supersampled resolution; with
+    ``record_surface`` also the part-frame point (NaN where the owner has no frame) and garment
+    id (0 none) of every pixel."""
 
-    def __init__(self, background: np.ndarray) -> None:
+    def __init__(self, background: np.ndarray, record_surface: bool = False) -> None:
         self.rgb = background.astype(np.float32, copy=True)
         h, w = self.rgb.shape[:2]
         self.z = np.full((h, w), -np.inf, np.float32)
         self.owner = np.full((h, w), -1, np.int16)
+        self.surface = np.full((h, w, 3), np.nan, np.float32) if record_surface else None
+        self.garment = np.zeros((h, w), np.uint8) if record_surface else None
 
     def grid(self, x0: float, y0: float, x1: float, y1: float):
         """Pixel-centre grids of the clipped box, or None when it is off the canvas."""
@@ -66,9 +74,12 @@ class FigureCanvas:
         return (slice(i0, i1), slice(j0, j1)), xs, ys
 
     def paint(self, sl, alpha: np.ndarray, color: np.ndarray, depth: np.ndarray, owner: int,
-              covers: tuple[int, ...] = ()) -> None:
+              covers: tuple[int, ...] = (), surface: np.ndarray | None = None,
+              garment: np.ndarray | int = 0) -> None:
         """Composite where this part is in front (or over a part it ``covers``, as a skirt covers
-        the thighs whatever their depth); claim the pixel when mostly covered."""
+        the thighs whatever their depth); claim the pixel when mostly covered.  A claimed pixel
+        takes ``surface`` ([h,w,3] part-frame point, NaN where undefined; None: no frame) and
+        ``garment`` when the canvas records them."""
         front = depth >= self.z[sl]
         if covers:
             front |= np.isin(self.owner[sl], covers)
@@ -78,11 +89,34 @@ class FigureCanvas:
         claim = front & (alpha > 0.5)
         self.z[sl] = np.where(claim, depth, self.z[sl])
         self.owner[sl] = np.where(claim, owner, self.owner[sl])
+        if self.surface is not None:
+            # A point only where this part alone gives the colour: a pixel it covers partly (its
+            # antialiased edge) blends two surfaces, so it keeps no point, whoever owns it.
+            point = np.float32(np.nan) if surface is None else surface
+            clean = claim & (alpha >= 1.0)
+            blended = front & (alpha > 0.0) & ~clean
+            old = np.where(blended[..., None], np.float32(np.nan), self.surface[sl])
+            self.surface[sl] = np.where(clean[..., None], point, old)
+            self.garment[sl] = np.where(claim, garment, self.garment[sl])
+
+
+def cylinder_point(angle: np.ndarray, s: np.ndarray, radius: float, valid: np.ndarray) -> np.ndarray:
+    """Part-frame point of a swept part: ``s`` along its axis and ``angle`` around it (0 = the
+    body's front), placed on a cylinder of the part's mean ``radius`` so that the front and back
+    of a limb are distinct points and the angle needs no wrap-around; NaN where not ``valid``."""
+    out = np.stack([radius * np.sin(angle), s, radius * np.cos(angle)], axis=-1).astype(np.float32)
+    out[~valid] = np.nan
+    return out
 
 
 def shade(nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
     lam = nx * _LIGHT[0] + ny * _LIGHT[1] + nz * _LIGHT[2]
     return _AMBIENT + _DIFFUSE * np.maximum(lam, 0.0)
+
+
+def lighting(ctx: "Projector", nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
+    """Shading of a part, or 1 everywhere for an unshaded (albedo) render."""
+    return shade(nx, ny, nz) if ctx.shading else np.ones(np.shape(nz))
 
 
 def smooth_band(x: np.ndarray, half_width: float, fw: np.ndarray | float) -> np.ndarray:
@@ -139,6 +173,7 @@ class Projector:
     rot: np.ndarray  # view rotation
     cx: float
     cy: float  # canvas position of the pelvis
+    shading: bool = True  # False: albedo only, so a body point has one colour in every view
 
     def to_view(self, p: np.ndarray) -> np.ndarray:
         """Body units -> canvas (x, y) and depth z (canvas pixels toward the camera)."""
@@ -151,8 +186,9 @@ Band = tuple[float, Material]  # (end as a fraction along the part, material up 
 
 
 def draw_capsule(ctx: Projector, owner: int, a3: np.ndarray, b3: np.ndarray, r0: float, r1: float,
-                 bands: list[Band], roll: float = 0.0) -> None:
-    """A tapered limb from ``a3`` to ``b3`` (body units), radii in body units."""
+                 bands: list[Band], roll: float = 0.0, garments: tuple[int, ...] = ()) -> None:
+    """A tapered limb from ``a3`` to ``b3`` (body units), radii in body units; ``garments`` are
+    the garment ids of ``bands`` (recorded only)."""
     pa, pb = ctx.to_view(a3), ctx.to_view(b3)
     k = ctx.px_per_unit
     ra, rb = r0 * k, r1 * k
@@ -164,7 +200,8 @@ def draw_capsule(ctx: Projector, owner: int, a3: np.ndarray, b3: np.ndarray, r0:
     sl, X, Y = g
     dx, dy = pb[0] - pa[0], pb[1] - pa[1]
     l2 = max(dx * dx + dy * dy, 1e-6)
-    u = np.clip(((X - pa[0]) * dx + (Y - pa[1]) * dy) / l2, 0.0, 1.0)
+    u_line = ((X - pa[0]) * dx + (Y - pa[1]) * dy) / l2
+    u = np.clip(u_line, 0.0, 1.0)
     ox, oy = X - (pa[0] + u * dx), Y - (pa[1] + u * dy)
     r = ra + (rb - ra) * u
     dist = np.hypot(ox, oy)
@@ -188,7 +225,17 @@ def draw_capsule(ctx: Projector, owner: int, a3: np.ndarray, b3: np.ndarray, r0:
     # Hems: a thin dark line where one band meets the next.
     for end, _ in bands[:-1]:
         color = color * (1.0 - 0.35 * smooth_band((u - end) * length3, 0.004, fw_s))[..., None]
-    ctx.canvas.paint(sl, alpha, color * shade(nx, ny, nz)[..., None], depth, owner)
+    surface, garment = None, 0
+    if ctx.canvas.surface is not None:
+        # The rounded end caps all share the coordinates of the rim (u clipped): no frame there.
+        cap = (u_line < 0.0) | (u_line > 1.0)
+        surface = cylinder_point(np.arcsin(v) - math.radians(ctx.yaw) + roll, s, r_body, ~cap)
+        if garments:  # the same band order as the colours: earlier bands win where u <= end
+            garment = np.full(u.shape, garments[-1], np.uint8)
+            for (end, _), g in zip(reversed(bands[:-1]), reversed(garments[:-1])):
+                garment = np.where(u <= end, np.uint8(g), garment)
+    ctx.canvas.paint(sl, alpha, color * lighting(ctx, nx, ny, nz)[..., None], depth, owner,
+                     surface=surface, garment=garment)
 
 
 @dataclass(frozen=True)
@@ -211,8 +258,9 @@ def _ribbon_geometry(ctx: Projector, a3: np.ndarray, b3: np.ndarray, shape: Ribb
 
 
 def draw_ribbon(ctx: Projector, owner: int, a3: np.ndarray, b3: np.ndarray, shape: RibbonShape,
-                region_colors, covers: tuple[int, ...] = ()) -> None:
-    """Draw a ribbon; ``region_colors(arc, s, v, fw_arc, fw_s)`` gives its cloth colours."""
+                region_colors, covers: tuple[int, ...] = (), region_garments=0) -> None:
+    """Draw a ribbon; ``region_colors(arc, s, v, fw_arc, fw_s)`` gives its cloth colours and
+    ``region_garments`` its garment ids (an int, or ``f(angle, r_body, s)``; recorded only)."""
     pa, pb, us, half_w, front = _ribbon_geometry(ctx, a3, b3, shape)
     k = ctx.px_per_unit
     wmax = float(half_w.max()) + 1.5
@@ -245,8 +293,13 @@ def draw_ribbon(ctx: Projector, owner: int, a3: np.ndarray, b3: np.ndarray, shap
     fw_s = 1.0 / k
     fw_arc = fw_s / np.maximum(nz, 0.25)
     color = region_colors(angle, r_body, s, fw_arc, fw_s)
-    lit = shade(v * ay, -v * ax, nz)
-    ctx.canvas.paint(sl, alpha, color * lit[..., None], depth, owner, covers)
+    lit = lighting(ctx, v * ay, -v * ax, nz)
+    surface, garment = None, 0
+    if ctx.canvas.surface is not None:
+        inside = (along >= 0.0) & (along <= ln) & (np.abs(across) <= hw)
+        surface = cylinder_point(angle, s, r_body, inside)
+        garment = region_garments(angle, r_body, s) if callable(region_garments) else region_garments
+    ctx.canvas.paint(sl, alpha, color * lit[..., None], depth, owner, covers, surface=surface, garment=garment)
 
 def plain_colors(mat: Material):
     def colors(angle, r_body, s, fw_arc, fw_s):
@@ -254,8 +307,9 @@ def plain_colors(mat: Material):
     return colors
 
 def draw_disc(ctx: Projector, owner: int, c: np.ndarray, radius: float, color: RGB, squash: float = 1.0,
-              bias: float = 0.0) -> None:
-    """A small shaded ellipse (ears, a hair bun) at canvas point ``c``; ``bias`` lifts its depth."""
+              bias: float = 0.0, garment: int = 0) -> None:
+    """A small shaded ellipse (ears, a hair bun) at canvas point ``c``; ``bias`` lifts its depth.
+    It has no part frame (a flat disc facing the camera in every view)."""
     r = radius * ctx.px_per_unit
     g = ctx.canvas.grid(c[0] - r - 2, c[1] - r - 2, c[0] + r + 2, c[1] + r + 2)
     if g is None:
@@ -265,6 +319,6 @@ def draw_disc(ctx: Projector, owner: int, c: np.ndarray, radius: float, color: R
     d = np.sqrt(nx * nx + ny * ny)
     alpha = np.clip((1.0 - d) * r + 0.5, 0.0, 1.0)
     nz = np.sqrt(np.clip(1.0 - d * d, 0.0, 1.0))
-    col = np.asarray(color, np.float32) * shade(nx, ny, nz)[..., None] * 0.93
-    ctx.canvas.paint(sl, alpha, col, c[2] + bias + r * nz * 0.3, owner)
+    col = np.asarray(color, np.float32) * lighting(ctx, nx, ny, nz)[..., None] * 0.93
+    ctx.canvas.paint(sl, alpha, col, c[2] + bias + r * nz * 0.3, owner, garment=garment)
 

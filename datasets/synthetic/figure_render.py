@@ -41,10 +41,10 @@ from datasets.synthetic.figure_raster import (
     draw_capsule,
     draw_disc,
     draw_ribbon,
+    lighting,
     material_rgb,
     plain_colors,
     rot_y,
-    shade,
     smooth_band,
 )
 
@@ -156,6 +156,43 @@ def skeleton(app: FigureAppearance, pose: BodyPose) -> dict[str, np.ndarray]:
     return pts
 
 
+# Garment ids of the recorded garment map (0: background or no garment); index = id.
+GARMENTS: tuple[str, ...] = ("none", "skin", "hair", "top", "bottom", "jacket", "shoes")
+_GID = {n: i for i, n in enumerate(GARMENTS)}
+
+
+def _top_end(app: FigureAppearance, torso_len: float) -> float:
+    """Where the top ends along the torso (a dress runs past the crotch)."""
+    return app.shirt_length * torso_len if app.bottom_kind != "dress" else 2 * torso_len
+
+
+def _neck_mask(app: FigureAppearance, angle, s):
+    if app.neckline == "round":
+        neck_depth = 0.03 * np.clip(1 - (angle / 0.6) ** 2, 0, 1)
+    else:
+        neck_depth = 0.075 * np.clip(1 - np.abs(angle) / 0.45, 0, 1)
+    return (np.abs(angle) < 0.6) & (s < neck_depth)
+
+
+def _jacket_mask(arc, s, top_end: float):
+    opening = np.abs(arc) < 0.028 + 0.25 * s  # open at the front, so the top shows only there
+    return ~opening & (s < top_end + 0.03)
+
+
+def _torso_garments(app: FigureAppearance, torso_len: float):
+    """Garment-id function of the torso, region for region as :func:`_torso_colors` paints it."""
+    def garments(angle, r_body, s):
+        top_end = _top_end(app, torso_len)
+        out = np.where(s >= top_end, _GID["top" if app.bottom_kind == "dress" else "bottom"], _GID["top"])
+        neck_m = _neck_mask(app, angle, s)
+        if app.jacket is not None:
+            jacket_m = _jacket_mask(angle * r_body, s, top_end)
+            out = np.where(jacket_m, _GID["jacket"], out)
+            neck_m &= ~jacket_m
+        return np.where(neck_m, _GID["skin"], out).astype(np.uint8)
+    return garments
+
+
 def _torso_colors(app: FigureAppearance, torso_len: float):
     """Colour function of the torso: top (with neckline, print, open jacket) over the bottom."""
     def colors(angle, r_body, s, fw_arc, fw_s):
@@ -171,18 +208,13 @@ def _torso_colors(app: FigureAppearance, torso_len: float):
                 m = smooth_band(py, 0.018, fw_s) * smooth_band(px, 0.11, fw_arc)
             top = top + (np.asarray(app.print_color, np.float32) - top) * m[..., None]
         skin = np.asarray(app.skin, np.float32)
-        if app.neckline == "round":
-            neck_depth = 0.03 * np.clip(1 - (angle / 0.6) ** 2, 0, 1)
-        else:
-            neck_depth = 0.075 * np.clip(1 - np.abs(angle) / 0.45, 0, 1)
-        neck_m = (np.abs(angle) < 0.6) & (s < neck_depth)
+        neck_m = _neck_mask(app, angle, s)
         bottom_mat = app.top if app.bottom_kind == "dress" else app.bottom
         bottom = material_rgb(bottom_mat, arc, s, fw_arc, fw_s)
-        top_end = app.shirt_length * torso_len if app.bottom_kind != "dress" else 2 * torso_len
+        top_end = _top_end(app, torso_len)
         out = choose([(s >= top_end, bottom)], top)
-        if app.jacket is not None:  # open at the front, so the top shows only there
-            opening = np.abs(arc) < 0.028 + 0.25 * s
-            jacket_m = ~opening & (s < top_end + 0.03)
+        if app.jacket is not None:
+            jacket_m = _jacket_mask(arc, s, top_end)
             out = choose([(jacket_m, material_rgb(app.jacket, arc, s, fw_arc, fw_s))], out)
             neck_m &= ~jacket_m
         out = choose([(neck_m, skin)], out)
@@ -251,9 +283,17 @@ def draw_head(ctx: Projector, owner: int, app: FigureAppearance, center3: np.nda
         m = np.where(facing, m, 0.0)
         color = color + (col - color) * m[..., None]
     color = color + (hair_col - color) * hair_m[..., None]
-    lit = shade(hx, hy, nz)
+    lit = lighting(ctx, hx, hy, nz)
     depth = c[2] + R * nz
-    ctx.canvas.paint(sl, alpha, color * lit[..., None], depth, owner)
+    surface = garment = None
+    if ctx.canvas.surface is not None:
+        # Head-local surface point (view yaw, head turn and roll undone); the hair volume outside
+        # the skull has no surface point of its own.
+        surface = (np.stack([lx, ly * HEAD_ELONG, lz], axis=-1) * HEAD_R).astype(np.float32)
+        surface[r2 > 1.0] = np.nan
+        garment = np.where(hair_m > 0.5, _GID["hair"], _GID["skin"]).astype(np.uint8)
+    ctx.canvas.paint(sl, alpha, color * lit[..., None], depth, owner, surface=surface,
+                     garment=0 if garment is None else garment)
 
 
 # --------------------------------------------------------------------------- the figure
@@ -304,6 +344,11 @@ def _leg_bands(app: FigureAppearance, thigh: bool) -> list[Band]:
     return [(1.0, skin)] if thigh else [(0.92, skin), (1.0, shoe)]
 
 
+def _band_garments(bands: list[Band], known: tuple[tuple[Material | None, str], ...]) -> tuple[int, ...]:
+    """Garment id of each band, by which of the look's ``known`` materials it is (first match)."""
+    return tuple(next(_GID[g] for m, g in known if m == mat) for _, mat in bands)
+
+
 def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, background: np.ndarray,
                   supersample: int) -> tuple[np.ndarray, np.ndarray]:
     """Draw one figure over ``background`` (float RGB at the supersampled size).
@@ -311,12 +356,23 @@ def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, backgro
     Returns the canvas (float RGB, supersampled) and keypoints float32 [18, 2] (x, y)
     in *output* pixels, -1 for joints hidden, turned away or outside the frame.
     """
+    canvas, kp = render_figure_canvas(app, pose, view, background, supersample)
+    return canvas.rgb, kp
+
+
+def render_figure_canvas(app: FigureAppearance, pose: BodyPose, view: BodyView, background: np.ndarray,
+                         supersample: int, record_surface: bool = False,
+                         shading: bool = True) -> tuple[FigureCanvas, np.ndarray]:
+    """:func:`render_figure`, returning the whole canvas: with ``record_surface`` its owner part,
+    part-frame point and garment of every pixel too (the same colours either way); ``shading``
+    False draws albedo only (the correspondence tests)."""
     ss = supersample
     pts = skeleton(app, pose)
     unit = view.body_px * ss
     cx = (view.cx + 0.5) * ss - 0.5
     cy = (view.sole_y - 0.5 * view.body_px + 0.5) * ss - 0.5
-    ctx = Projector(FigureCanvas(background), unit, view.yaw, rot_y(view.yaw), cx, cy)
+    ctx = Projector(FigureCanvas(background, record_surface), unit, view.yaw, rot_y(view.yaw), cx, cy,
+                    shading)
     w = app.build
     women = app.gender == "WOMEN"
     yaw_head = view.yaw + pose.head[0]
@@ -339,7 +395,8 @@ def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, backgro
         parts.append((depth, fn))
 
     add(depth_of(np.zeros(3)) - 0.01, lambda: draw_ribbon(ctx, _PID["torso"], torso_top, torso_bot, torso,
-                                                          _torso_colors(app, torso_len)))
+                                                          _torso_colors(app, torso_len),
+                                                          region_garments=_torso_garments(app, torso_len)))
     bottom_mat = app.top if app.bottom_kind == "dress" else app.bottom
     if app.bottom_kind in ("skirt", "dress"):
         spread = max(abs(pts["Rkne"][0] - pts["Lkne"][0]), abs(pts["Rank"][0] - pts["Lank"][0]) * 0.8)
@@ -352,7 +409,10 @@ def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, backgro
         legs = (_PID["torso"],) + tuple(_PID[p + t] for p in ("thigh_", "shin_") for t in "RL")
         add(1.0, lambda: draw_ribbon(  # last: it covers the legs, the z-test keeps hands in front
             ctx, _PID["skirt"], np.array([0.0, -0.05, 0.0]), np.array([0.0, app.hem, 0.0]), skirt,
-            plain_colors(bottom_mat), covers=legs))
+            plain_colors(bottom_mat), covers=legs, region_garments=_GID["bottom"]))
+    # The materials an arm's or a leg's bands are chosen from (a jacket's sleeves before the top).
+    arm_known = ((Material(app.skin), "skin"), (app.jacket, "jacket"), (app.top, "top"))
+    leg_known = ((Material(app.skin), "skin"), (Material(app.shoe), "shoes"), (app.bottom, "bottom"))
     for tag in "RL":
         for name, a, b, r0, r1, bands in (
             ("upper_", "sho", "elb", 0.033, 0.027, _arm_bands(app, True)),
@@ -364,13 +424,14 @@ def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, backgro
         ):
             p0, p1 = pts[tag + a], pts[tag + b]
             bias = -0.03 if name in ("thigh_", "shin_") else 0.0  # legs sit under the torso's hem
+            garments = _band_garments(bands, arm_known if name in ("upper_", "fore_", "hand_") else leg_known)
             add(0.5 * (depth_of(p0) + depth_of(p1)) + bias,
-                lambda n=name, t=tag, p0=p0, p1=p1, r0=r0, r1=r1, bd=bands: draw_capsule(
-                    ctx, _PID[n + t], p0, p1, r0 * w, r1 * w, bd))
+                lambda n=name, t=tag, p0=p0, p1=p1, r0=r0, r1=r1, bd=bands, gs=garments: draw_capsule(
+                    ctx, _PID[n + t], p0, p1, r0 * w, r1 * w, bd, garments=gs))
     head_c = pts["head"]
     add(depth_of(pts["neck"]) + 0.001, lambda: draw_capsule(
         ctx, _PID["neck"], pts["neck"] + [0, 0.012, 0], head_c + [0, 0.02, 0], 0.027, 0.026,
-        [(1.0, Material(app.skin))]))
+        [(1.0, Material(app.skin))], garments=(_GID["skin"],)))
     head_rot = rot_y(pose.head[0])
     if app.hair_style == "long":
         hair_shape = RibbonShape(((0.0, 1.0 * HEAD_R, 0.8 * HEAD_R), (1.0, 1.3 * HEAD_R, 0.6 * HEAD_R)),
@@ -378,7 +439,8 @@ def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, backgro
         h0 = head_c + head_rot @ np.array([0.0, -0.01, -0.035])
         h1 = head_c + head_rot @ np.array([0.0, 0.17, -0.075])
         add(depth_of(head_c + head_rot @ np.array([0.0, 0.0, -0.09])), lambda: draw_ribbon(
-            ctx, _PID["hair"], h0, h1, hair_shape, plain_colors(Material(app.hair))))
+            ctx, _PID["hair"], h0, h1, hair_shape, plain_colors(Material(app.hair)),
+            region_garments=_GID["hair"]))
     add(depth_of(head_c) + 0.02, lambda: draw_head(ctx, _PID["head"], app, head_c, yaw_head, roll))
     # Face points on the head, projected, then turned by the head's roll exactly as draw_head does.
     head_v = ctx.to_view(head_c)
@@ -388,14 +450,15 @@ def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, backgro
     for tag in "RL" if app.hair_style != "long" else "":  # long hair covers the ears
         add(depth_of(head_c) + 0.021, lambda t=tag: draw_disc(
             ctx, _PID["ear_" + t], face_v[t + "ear"], 0.2 * HEAD_R, app.skin, squash=0.75,
-            bias=0.3 * HEAD_R * unit))
+            bias=0.3 * HEAD_R * unit, garment=_GID["skin"]))
     if app.hair_style == "bun":
         bun3 = head_c + head_rot @ np.array([0.0, -0.06, -0.045])
-        add(depth_of(bun3), lambda: draw_disc(ctx, _PID["bun"], rolled(bun3), 0.45 * HEAD_R, app.hair))
+        add(depth_of(bun3), lambda: draw_disc(ctx, _PID["bun"], rolled(bun3), 0.45 * HEAD_R, app.hair,
+                                              garment=_GID["hair"]))
 
     for _, fn in sorted(parts, key=lambda item: item[0]):
         fn()
-    return ctx.canvas.rgb, _annotate(ctx, pts, face_v, yaw_head, ss)
+    return ctx.canvas, _annotate(ctx, pts, face_v, yaw_head, ss)
 
 
 def _roll_about(q: np.ndarray, center: np.ndarray, roll: float) -> np.ndarray:
