@@ -507,7 +507,13 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         if tracker is not None:
             final_ckpt = store.committed()
             if status == "completed" and final_ckpt:
-                tracker.log_artifact(final_ckpt[-1].path, "checkpoint")
+                if "://" in ctx.checkpoint_root:
+                    # Already in a bucket, out of the journal's reach (it uploads local files):
+                    # the run names the object instead of holding a second copy.
+                    name = final_ckpt[-1].path.rsplit("/", 1)[-1]
+                    tracker.set_tags({"final_checkpoint": f"{ctx.checkpoint_root}/{name}"})
+                else:
+                    tracker.log_artifact(final_ckpt[-1].path, "checkpoint")
             tracker.log_artifact(run_dir / "config.json")
             left = tracker.close(timeout=60.0)
             summary["mlflow_run_id"] = tracker.run_id
