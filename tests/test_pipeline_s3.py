@@ -65,6 +65,10 @@ def test_checkpoints_in_a_bucket_follow_the_environments_endpoint(s3, monkeypatc
     assert not any("step-000000001" in k for k in keys)  # pruned on the server, after step 2 committed
     state, info = load_checkpoint(url)
     assert info["step"] == 2 and torch.equal(state["w"], torch.full((3,), 2.0))
+    # Recorded as a URL: registration loads exactly this step folder by it.
+    assert info["path"] == f"{url}/step-000000002"
+    again, info2 = load_checkpoint(info["path"])
+    assert info2 == info and torch.equal(again["w"], state["w"])
 
 
 def test_workers_get_the_storage_settings_and_keys_only_on_this_machine(monkeypatch):
@@ -128,4 +132,5 @@ def test_preprocess_train_evaluate_with_shards_and_checkpoints_in_a_bucket(s3, t
     mlrun = client.get_run(summary["mlflow_run_id"])
     assert mlrun.data.tags["shards"] == shards
     assert mlrun.data.tags["checkpoints"] == f"{ckpts}/{RUN}/checkpoints"
+    assert mlrun.data.tags["final_checkpoint"] == f"s3://{bucket}/{newest}"
     assert f"eval/{DATASET}/model/ssim" in mlrun.data.metrics, sorted(mlrun.data.metrics)[:20]
