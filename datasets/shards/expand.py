@@ -55,7 +55,8 @@ def _scatter(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, plane
     out = _zeros(spare + 1, values.device)
     # Every in-frame index is unique (one patch per channel, distinct pixels); the spare
     # element collects the rest and is cut off below.
-    out.index_put_((index.reshape(-1),), torch.where(inside, values, 0.0).reshape(-1))
+    # scatter_, not index_put_: the latter measured ~100x slower on the CPU for this.
+    out.scatter_(0, index.reshape(-1), torch.where(inside, values, 0.0).reshape(-1))
     return out[:spare].view(b, k, h, w)
 
 
