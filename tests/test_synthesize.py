@@ -54,7 +54,7 @@ def _annotations(root: Path, prefix: str, split: str) -> pd.DataFrame:
 def test_layout_files(fashion: Path) -> None:
     assert sorted(p.name for p in fashion.iterdir()) == [
         "fasion-annotation-test.csv", "fasion-annotation-train.csv", "fasion-pairs-test.csv",
-        "fasion-pairs-train.csv", "test", "train"]
+        "fasion-pairs-train.csv", "groundtruth", "test", "train"]  # groundtruth/: the renderer's, beside the layout
     header = (fashion / "fasion-annotation-train.csv").read_bytes().split(b"\n")[0]
     assert header == b"name:keypoints_y:keypoints_x"
     assert (fashion / "fasion-pairs-train.csv").read_bytes().startswith(b"from,to\n")

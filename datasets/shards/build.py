@@ -33,7 +33,8 @@ from datasets.specs import DatasetSpec, PreprocessConfig
 log = logging.getLogger(__name__)
 
 
-FORMAT_VERSION = 1
+# 2: test views may carry the renderer's ground truth (vN.gt.npz); manifest "groundtruth".
+FORMAT_VERSION = 2
 # How a run is executed, not what it produces: left out of the manifest, which is the same bytes
 # for any value of these.
 RUN_ONLY_PARAMS = ("workers",)
@@ -200,6 +201,8 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: str | P
         "splits": splits,
         "identities_in_both_splits": {"count": len(leaks), "examples": leaks[:20]},
         "shards": [s.as_dict() for s in shards],
+        "groundtruth": {"test_sample_views": sum(out.groundtruth for out in done),
+                        "member": "vN.gt.npz (datasets/synthetic/groundtruth.py) in test samples"},
     }
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     if remote:

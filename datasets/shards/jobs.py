@@ -12,6 +12,10 @@ it are rejected with its reason, and the rest of the sample is still written (a 
 pairs stays an accepted, written image).  The shard goes to a hidden partial name and is renamed
 (local) or sent as one object (object store); the job returns its manifest entry and rejects, and
 the driver writes ``rejects.csv`` and ``manifest.json`` after every job has finished.
+
+Test views of a synthetic dataset also carry the renderer's ground truth (``vN.gt.npz``, from
+``<root>/groundtruth/test/``, :mod:`datasets.synthetic.groundtruth`) when it matches the stored
+image size; training samples never do, so training shards do not depend on it.
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ from datasets.raw.validate import ImageRecord, Reject, SplitResult, load_image
 from datasets.shards.samples import encode_view, meta_json, test_samples, train_groups
 from datasets.shards.tar import ShardInfo, ShardWriter
 from datasets.specs import DatasetSpec, PreprocessConfig
+from datasets.synthetic import groundtruth
 
 
 @dataclass(frozen=True)
@@ -40,6 +45,7 @@ class ShardJob:
     records: dict[str, ImageRecord]
     pairs_csv: str  # for pair rejects' "(file line N)"
     out: str  # absolute staging folder or URL prefix
+    root: str = ""  # the raw dataset's folder, absolute (the test ground truth is read beside it)
 
 
 @dataclass(frozen=True)
@@ -51,6 +57,7 @@ class ShardResult:
     rejected_pairs: tuple[Reject, ...]
     no_face: tuple[str, ...]  # written images without a face box
     decodes: int  # images decoded by this job
+    groundtruth: int = 0  # written views carrying the renderer's ground truth
 
 
 def plan_shards(dataset: str, spec: DatasetSpec, cfg: PreprocessConfig, res: SplitResult, out: str) -> list[ShardJob]:
@@ -67,7 +74,8 @@ def plan_shards(dataset: str, spec: DatasetSpec, cfg: PreprocessConfig, res: Spl
         # Absolute paths: a Ray worker's working folder is not the driver's.
         records = {n: replace(res.images[n], path=Path(res.images[n].path).resolve()) for n in sorted(names)}
         jobs.append(ShardJob(dataset, spec, cfg, res.split, index, start,
-                             tuple((tuple(n), tuple(p)) for n, p in chunk), records, res.files.pairs_csv.name, out))
+                             tuple((tuple(n), tuple(p)) for n, p in chunk), records, res.files.pairs_csv.name, out,
+                             str(Path(spec.root).resolve())))
     return jobs
 
 
@@ -79,6 +87,7 @@ def write_shard(job: ShardJob) -> ShardResult:
     bad: dict[str, str] = {}
     pair_rejects: list[Reject] = []
     no_face: set[str] = set()
+    with_truth = 0
 
     def encode(name: str) -> None:
         if name in encoded or name in bad:
@@ -91,6 +100,10 @@ def write_shard(job: ShardJob) -> ShardResult:
         assert raw is not None and rgb is not None
         encoded[name] = encode_view(record, size, cfg.heatmap_sigma, cfg.face_size, cfg.jpeg_quality, scheme,
                                     decoded=(raw, rgb))
+        if job.split == "test":
+            truth = _groundtruth_file(job, name)
+            if truth is not None:
+                encoded[name][0].append(("gt.npz", truth))
 
     with ShardWriter(job.out, job.split, cfg.shard_size, start_index=job.index) as writer:
         for offset, (names, pairs) in enumerate(job.samples):
@@ -115,7 +128,22 @@ def write_shard(job: ShardJob) -> ShardResult:
                 if not has_face:
                     no_face.add(name)
                 members.extend((f"v{v}.{ext}", data) for ext, data in files)
+                with_truth += files[-1][0] == "gt.npz"
             writer.write(f"{job.first_key + offset:06d}", members, images=len(keep), pairs=len(kept))
         shards = writer.close()
     return ShardResult(shards[0] if shards else None, bad, tuple(pair_rejects), tuple(sorted(no_face)),
-                       len(encoded) + len(bad))
+                       len(encoded) + len(bad), with_truth)
+
+
+def _groundtruth_file(job: ShardJob, name: str) -> bytes | None:
+    """The renderer's ground truth of test image ``name`` when the dataset has it at the stored
+    size (a resized image's would no longer match its pixels); None otherwise."""
+    path = groundtruth.path_for(job.root, job.split, name)
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    try:
+        shape = groundtruth.decode(data).shape
+    except ValueError:
+        return None
+    return data if shape == tuple(job.spec.image_size) else None
