@@ -12,6 +12,9 @@ from pipelines.tracking.models import ModelLoadError, load_packed
 from pipelines.training.restore import CheckpointError, ema_generator, load_checkpoint
 
 GenerateFn = Callable[[dict[str, Any]], torch.Tensor]  # batch -> images [B,3,H,W] in [-1, 1]
+# batch -> (images, located fields {name: [B,2,H,W]}, combination maps {stride: [B,1,H,W]}): see
+# pipelines/evaluation/correspondence.py
+FieldsFn = Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]]
 
 
 class EvaluationError(RuntimeError):
@@ -24,6 +27,9 @@ class GeneratorUnderTest:
     info: dict[str, Any]  # what was evaluated: checkpoint path/step/sha256 or model URI/version
     # How another process rebuilds the same generator: ("checkpoint", step folder) or ("model", URI).
     source: tuple[str, str] | None = None
+    # The same images with the model's flows, attention locations and combination maps; None when
+    # the generator does not expose them (a packed model returns images only).
+    fields: FieldsFn | None = None
 
 
 def rebuild_generator(source: tuple[str, str]) -> GeneratorUnderTest:
@@ -47,7 +53,14 @@ def generator_from_checkpoint(path: str | Path) -> tuple[GeneratorUnderTest, tor
     def fn(batch: dict[str, Any]) -> torch.Tensor:
         return g(batch["source_image"], batch["source_pose"], batch["target_pose"]).image
 
-    return GeneratorUnderTest(fn, info, ("checkpoint", info["path"])), g, state
+    @torch.no_grad()
+    def fields(batch: dict[str, Any]):
+        from pipelines.evaluation.correspondence import model_fields
+
+        out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
+        return (out.image, *model_fields(g, out, batch))
+
+    return GeneratorUnderTest(fn, info, ("checkpoint", info["path"]), fields), g, state
 
 
 def generator_from_model(uri: str) -> GeneratorUnderTest:

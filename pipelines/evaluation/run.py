@@ -19,6 +19,8 @@ from datasets import storage
 from datasets.files import atomic_write_bytes
 from datasets.shards.tar import load_manifest
 from model import metrics as M
+from pipelines.evaluation import correspondence as C
+from pipelines.evaluation.correspondence_plots import plot_flow_examples, plot_part_errors
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest
 from pipelines.evaluation.landmark_regressor import regressor_path
 from pipelines.evaluation.networks import build_networks
@@ -42,7 +44,7 @@ from pipelines.evaluation.scoring import (
     summarise,
     train_images,
 )
-from pipelines.evaluation.statistics import CONFIDENCE, paired_bootstrap
+from pipelines.evaluation.statistics import CONFIDENCE, bootstrap_mean_ci, paired_bootstrap
 from pipelines.tracking.journal import tracking_uri
 from pipelines.tracking.redact import redact
 
@@ -115,6 +117,68 @@ def lower_is_better(metric: str) -> bool:
     return not metric.removeprefix("masked_").startswith(("ssim", "psnr"))
 
 
+def correspondence_record(part: C.CorrespondencePart | None, no_truth: str | None, generator: GeneratorUnderTest,
+                          ecfg: Any) -> dict:
+    """The correspondence section of the record: ``scores`` (merged into each method's scores by
+    the caller), ``versus`` (paired verdicts, merged into model_vs_baselines), per-part and
+    per-garment tables and the protocol; or ``available: False`` with why."""
+    if part is None:
+        return {"available": False, "why": no_truth or "not computed"}
+
+    def interval(v: np.ndarray) -> tuple[float, float]:
+        ci = bootstrap_mean_ci(v, ecfg.bootstrap_resamples, ecfg.seed)
+        return ci.low, ci.high
+
+    versus: dict[str, dict[str, dict]] = {}
+    model = part.per_pair.get("model", {})
+    for baseline, metric in (("copy_source", "flow_epe"), ("copy_source", "appearance_de00"),
+                             ("mean_train_image", "appearance_de00")):
+        if metric not in model:
+            continue
+        a, b = np.asarray(model[metric]), np.asarray(part.per_pair[baseline][metric])
+        ok = np.isfinite(a) & np.isfinite(b)  # pairs with a value for both (EPE: any masked pixel)
+        if ok.sum() < 2:
+            continue
+        c = paired_bootstrap(a[ok], b[ok], True, ecfg.bootstrap_resamples, ecfg.seed)
+        verdict = "better" if c.low > 0 else "worse" if c.high < 0 else "noise"
+        versus.setdefault(baseline, {})[metric] = {"gain": c.gain, "ci95_low": c.low, "ci95_high": c.high,
+                                                   "beyond_noise": c.beyond_noise, "verdict": verdict}
+    record = {
+        "available": True,
+        "scores": C.summarise(part, interval),
+        "versus": versus,
+        "protocol": {
+            "truth": "renderer part-frame points (datasets/synthetic/groundtruth.py); true flow target->source "
+                     "to the nearest source pixel of the same part with the nearest point",
+            "tolerance_px": C.G.DEFAULT_TOLERANCE_PX,
+            "epe": "image pixels; predicted flows upsampled as model.warp.resize_flow; mean over the pair's masked "
+                   "pixels, then over pairs",
+            "attention_location": "softmax-weighted mean of the source cell centres",
+            "branch_choice": "combination map > 0.5 = attention; the nearer branch per pixel against the truth",
+            "appearance": "CIEDE2000 (skimage) of the mean sRGB colour of output vs target per garment region "
+                          f"(clean pixels, at least {C.MIN_REGION_PIXELS}); median over regions and pairs",
+            "baselines": {"copy_source": "identity flow", "mean_train_image": "no flow: appearance only"},
+        },
+        "coverage": {"masked_pixels": part.masked_pixels, "target_body_pixels": part.body_pixels,
+                     "share": part.masked_pixels / max(part.body_pixels, 1)},
+        "epe_by_part": C.part_table(part),
+        "appearance_by_garment": C.garment_table(part),
+        "per_pair": {m: {k: [round(float(v), 4) for v in vals] for k, vals in per.items()}
+                     for m, per in part.per_pair.items()},
+    }
+    if generator.fields is None:
+        record["model_fields"] = ("not exposed: the generator loaded from a model URI returns images only, so "
+                                  "the model's flow, attention and branch scores are not available")
+    return record
+
+
+def merge_verdicts(a: dict[str, dict[str, dict]], b: dict[str, dict[str, dict]]) -> dict[str, dict[str, dict]]:
+    out = {k: dict(v) for k, v in a.items()}
+    for baseline, metrics in b.items():
+        out.setdefault(baseline, {}).update(metrics)
+    return out
+
+
 def write_json(path: Path, obj: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
@@ -171,9 +235,10 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         old.unlink()  # a previous evaluation's images must not mix with this one's
     total_pairs = sum(int(s["pairs"]) for s in manifest["shards"] if s["split"] == "test")
     workers = max(1, min(ecfg.workers, math.ceil(total_pairs / ecfg.batch_size)))
+    no_truth = C.unavailable_reason(manifest)  # None: synthetic test shards with the renderer's ground truth
     jobs = [PartJob(rank, workers, str(shards), ecfg.batch_size, max(1, ecfg.threads // workers), ecfg, cfg.loss,
                     generator.source, mean_image, masked, str(images_out), ecfg.grid_pairs,
-                    total_pairs if show_progress else 0)
+                    total_pairs if show_progress else 0, correspondence=no_truth is None)
             for rank in range(workers)]
     part = evaluate_parallel(jobs, generator, nets)
     torch.set_num_threads(ecfg.threads)
@@ -185,6 +250,9 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         raise EvaluationError("the test split has no pairs")
     summarised = summarise(pairs, part.features, reference, nets, ecfg)
     scores = summarised.scores
+    corr = correspondence_record(part.correspondence, no_truth, generator, ecfg)
+    for method, values in corr.pop("scores", {}).items():
+        scores.setdefault(method, {}).update(values)
     portrait = None
     if spec.task == "portrait":
         # Landmark-following error of every method and the editing grid (pipelines/evaluation/portrait.py).
@@ -249,7 +317,9 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         "metric_names": {"fd": nets.names.fd, "kid": nets.description["fd"]["kid_metric"], "lpd": nets.names.lpd},
         "not_computed": summarised.not_computed,
         # Does the model beat each baseline beyond noise? Paired bootstrap over the same pairs.
-        "model_vs_baselines": versus_baselines(pairs.per_method, ecfg),
+        "model_vs_baselines": merge_verdicts(versus_baselines(pairs.per_method, ecfg), corr.pop("versus", {})),
+        # Flows and appearance against the renderer's ground truth (or why not available).
+        "correspondence": corr,
         # Per-pair values of every method (pair order of the protocol): the paired bootstrap against
         # the registry's champion reads them back from the registered model.
         "per_pair": {m: {k: [round(float(v), 6) for v in vals] for k, vals in per.items()}
@@ -269,7 +339,10 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
     grid_png = plots_dir / "sample_grid.png"
     plot_sample_grid(grid_png, grid, f"{dataset}: {generator.info.get('variant', '')} "
                                      f"{generator.info.get('path') or generator.info.get('uri')}".strip())
-    files = [per_pair, hist, grid_png]
+    parts_png, flow_png = plots_dir / "correspondence_parts.png", plots_dir / "correspondence_flow.png"
+    plot_part_errors(parts_png, corr, dataset)
+    plot_flow_examples(flow_png, part.correspondence.examples if part.correspondence else [], corr, dataset)
+    files = [per_pair, hist, grid_png, parts_png, flow_png]
     if portrait is not None:
         doc["portrait"] = portrait.details
         files += portrait.files

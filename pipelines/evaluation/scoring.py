@@ -14,8 +14,14 @@ import torch
 
 from datasets.shards.loader import eval_loader
 from datasets.shards.samples import decode_image, parse_sample
-from datasets.shards.tar import iter_samples, read_shard
+from datasets.shards.tar import iter_samples, load_manifest, read_shard
 from model import metrics as M
+from pipelines.evaluation.correspondence import (
+    CorrespondencePart,
+    CorrespondenceScorer,
+    load_test_truth,
+    merge,
+)
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest, rebuild_generator
 from pipelines.evaluation.networks import Networks, build_networks
 from pipelines.evaluation.statistics import bootstrap_mean_ci, frechet_not_computed_reason, kernel_distance
@@ -95,9 +101,11 @@ def evaluate_pairs(
     images_out: Path | None,
     grid_rows: int,
     progress: Any = None,
+    correspondence: CorrespondenceScorer | None = None,
 ) -> tuple[PairScores, dict[str, np.ndarray], list[dict[str, Any]]]:
     """Generate every pair, save the model's images, score all methods per pair, gather the
-    Fréchet features of every pair (method -> [pairs, D] float32, in pair order)."""
+    Fréchet features of every pair (method -> [pairs, D] float32, in pair order); with a
+    ``correspondence`` scorer also score the flows and appearance against ground truth."""
     from PIL import Image
 
     per: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
@@ -113,8 +121,13 @@ def evaluate_pairs(
             raise EvaluationError(f"test pairs out of order: {index[0]} after {last_index}")
         last_index = index[-1]
         target = M.to_uint8(batch["target_image"])
+        fields = maps = None
+        if correspondence is not None and generator.fields is not None:
+            image, fields, maps = generator.fields(batch)  # one forward gives the image and its fields
+        else:
+            image = generator.fn(batch)
         outputs = {
-            "model": M.to_uint8(generator.fn(batch)),
+            "model": M.to_uint8(image),
             "copy_source": M.to_uint8(batch["source_image"]),
             "mean_train_image": mean_t.expand_as(target).contiguous(),
         }
@@ -142,6 +155,8 @@ def evaluate_pairs(
             for key, values in scores.items():
                 per[method].setdefault(key, []).extend(float(v) for v in values)
             feats[method].append(pooled.detach().cpu().float().numpy())
+        if correspondence is not None:
+            correspondence.add(batch, target, outputs, fields, maps)
         target_pooled = target_layers[-1].mean(dim=(2, 3)) if shared else nets.fd.pooled(target)
         feats[TARGETS].append(target_pooled.detach().cpu().float().numpy())
         if progress is not None:
@@ -189,6 +204,7 @@ class PartJob:
     images_out: str
     grid_rows: int
     progress_total: int = 0  # pairs in the whole test set; 0: no progress bar
+    correspondence: bool = False  # score against the test shards' ground truth (correspondence.py)
 
 
 @dataclass
@@ -198,6 +214,7 @@ class PartResult:
     grid: list[dict[str, Any]]
     skipped: int
     errors: list[str]
+    correspondence: CorrespondencePart | None = None
 
 
 def evaluate_part(job: PartJob, generator: GeneratorUnderTest | None = None, nets: Networks | None = None) -> PartResult:
@@ -213,10 +230,12 @@ def evaluate_part(job: PartJob, generator: GeneratorUnderTest | None = None, net
     # One bar per process; with several workers each shows its share (position = rank).
     bar = tqdm(total=math.ceil(job.progress_total / job.world_size), desc=f"test pairs [{job.rank + 1}/{job.world_size}]",
                unit="pair", position=job.rank, disable=job.progress_total == 0, dynamic_ncols=True)
+    scorer = CorrespondenceScorer(load_test_truth(job.shards, load_manifest(job.shards))) if job.correspondence else None
     pairs, feats, grid = evaluate_pairs(generator, loader, job.mean_image, nets, job.masked, job.ecfg.mask_radius,
-                                        Path(job.images_out), job.grid_rows, bar)
+                                        Path(job.images_out), job.grid_rows, bar, scorer)
     bar.close()
-    return PartResult(pairs, feats, grid, loader.skipped, list(loader.recent_errors[-1:]))
+    return PartResult(pairs, feats, grid, loader.skipped, list(loader.recent_errors[-1:]),
+                      scorer.part if scorer is not None else None)
 
 
 def evaluate_parallel(jobs: list[PartJob], generator: GeneratorUnderTest, nets: Networks) -> PartResult:
@@ -237,8 +256,9 @@ def evaluate_parallel(jobs: list[PartJob], generator: GeneratorUnderTest, nets: 
                for k in results[0].pairs.per_method[m]} for m in METHODS}
     feats = {m: stack_rows([r.features[m] for r in results if len(r.features[m])]) for m in (*METHODS, TARGETS)}
     grid = [row for r in results for row in r.grid][:jobs[0].grid_rows]
+    corr = [r.correspondence for r in results if r.correspondence is not None]
     return PartResult(PairScores(names, per), feats, grid, sum(r.skipped for r in results),
-                      [e for r in results for e in r.errors])
+                      [e for r in results for e in r.errors], merge(corr) if corr else None)
 
 
 @dataclass
