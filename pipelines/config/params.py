@@ -230,7 +230,13 @@ def user_value_wins(raw: dict, override: str, dataset: str | None) -> bool:
     if user is _UNSET or default is _UNSET:
         return False
     recipe = yaml.safe_load(text) if text.strip() else ""
-    if to_dict(user) == default or to_dict(user) == recipe:
+    if to_dict(user) == recipe:
+        return False
+    if to_dict(user) == default:
+        # params.yaml holds the built-in default here, so the recipe applies; said in the log, since
+        # a value set to exactly the default (by hand or `dvc exp run -S`) cannot be told apart.
+        log.debug("datasets.%s.overrides sets %s=%r over params.yaml's %r (the built-in default)",
+                 dataset, dotted, recipe, user)
         return False
     log.warning("%s=%r (params.yaml, not the default %r) wins over datasets.%s.overrides %s=%r",
                 dotted, user, default, dataset, dotted, recipe)
