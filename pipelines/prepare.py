@@ -24,6 +24,7 @@ dataset, or a release/photo folder missing a part (the message lists the names l
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -42,9 +43,11 @@ from datasets.specs import PrepareSpec
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
 
+log = logging.getLogger("prepare")
+
 
 def _fail(message: str, code: int = 2) -> None:
-    print(f"prepare: {message}", file=sys.stderr)
+    log.error("%s", message)
     raise SystemExit(code)
 
 
@@ -71,7 +74,7 @@ def _summary_line(name: str, manifest: dict, seconds: float) -> str:
     written = sum(images["written"].values())
     per_k = 1000.0 * seconds / max(images["found"], 1)
     pairs = ", ".join(f"{s} {c['written']}/{c['in']}" for s, c in manifest["pairs"].items())
-    return (f"prepare {name}: {images['found']} images found = {written} written "
+    return (f"{name}: {images['found']} images found = {written} written "
             f"({', '.join(f'{s} {n}' for s, n in images['written'].items())}) + {images['rejected']} rejected; "
             f"pairs written/in: {pairs}; {seconds:.1f} s ({per_k:.1f} s per 1,000 images)")
 
@@ -106,7 +109,7 @@ def run_photos(args: argparse.Namespace, name: str, spec: PrepareSpec, frame: tu
     if not pose_extra_available():
         _fail(f"--photos finds people with the pose extra (mediapipe), which is not installed: {INSTALL_HINT}")
     if args.workers:
-        print("prepare: --workers applies to --from; photos are searched in this process", file=sys.stderr)
+        log.warning("--workers applies to --from; photos are searched in this process")
     detect = partial(detect_people, max_people=2, min_detection_confidence=spec.photos.min_confidence)
     total = sum(1 for p in Path(args.photos).rglob("*") if p.is_file())
     bar = tqdm(total=total, unit="photo", desc=f"prepare {name}", disable=args.no_progress or None, file=sys.stderr)
@@ -119,12 +122,12 @@ def run_photos(args: argparse.Namespace, name: str, spec: PrepareSpec, frame: tu
         bar.close()
     for r in results:
         if r.reason:
-            print(f"prepare {name}: quarantined {r.photo.source}: {r.reason}", file=sys.stderr)
+            log.warning("%s: quarantined %s: %s", name, r.photo.source, r.reason)
     rows = sheet_rows(args.photos, results, frame)
     if rows:
         sheet = Path(args.contact or f"reports/figures/{name}-photos.png")
         save_png(sheet, pose_sheet(rows, scale=1 if frame[0] >= 200 else 2))
-        print(f"prepare {name}: contact sheet -> {sheet}")
+        log.info("%s: contact sheet -> %s", name, sheet)
     return manifest
 
 
@@ -154,8 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     metrics = Path(args.metrics or f"metrics/prepare/{name}.json")
     atomic_write_bytes(metrics, canonical_json({"images": manifest["images"], "pairs": manifest["pairs"]}))
-    print(_summary_line(name, manifest, seconds))
-    print(f"prepare {name}: layout -> {out} (rejects: {out / REJECTS_FILE}, manifest: {out / MANIFEST_FILE})")
+    log.info("%s", _summary_line(name, manifest, seconds))
+    log.info("%s: layout -> %s (rejects: %s, manifest: %s)", name, out, out / REJECTS_FILE, out / MANIFEST_FILE)
     if sum(manifest["images"]["written"].values()) == 0:
         _fail("no image could be prepared; the reasons are in the rejects file", 1)
     return 0
