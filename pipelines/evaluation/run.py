@@ -108,7 +108,7 @@ def versus_baselines(per_method: dict[str, dict[str, list[float]]], ecfg: Any) -
             # better / worse: the whole interval on one side of zero; noise: it straddles zero.
             verdict = "better" if c.low > 0 else "worse" if c.high < 0 else "noise"
             out.setdefault(baseline, {})[metric] = {"gain": c.gain, "ci95_low": c.low, "ci95_high": c.high,
-                                                    "beyond_noise": c.beyond_noise, "verdict": verdict}
+                                                    "beyond_noise": verdict != "noise", "verdict": verdict}
     return out
 
 
@@ -142,7 +142,7 @@ def correspondence_record(part: C.CorrespondencePart | None, no_truth: str | Non
         c = paired_bootstrap(a[ok], b[ok], True, ecfg.bootstrap_resamples, ecfg.seed)
         verdict = "better" if c.low > 0 else "worse" if c.high < 0 else "noise"
         versus.setdefault(baseline, {})[metric] = {"gain": c.gain, "ci95_low": c.low, "ci95_high": c.high,
-                                                   "beyond_noise": c.beyond_noise, "verdict": verdict}
+                                                   "beyond_noise": verdict != "noise", "verdict": verdict}
     record = {
         "available": True,
         "scores": C.summarise(part, interval),
