@@ -27,45 +27,39 @@ def latest_checkpoint(root: Path | str) -> tuple[CheckpointStore, tuple[Checkpoi
     return store, found
 
 
+def _load_at(location: str, parent: str | Path, name: str, path: str
+             ) -> tuple[CheckpointStore, tuple[CheckpointInfo, dict]]:
+    """``location`` names a ``step-…`` folder (``parent``/``name``, at ``path``) or a run's
+    ``checkpoints`` folder (its newest committed checkpoint)."""
+    match = CHECKPOINT_NAME.match(name)
+    if not match:
+        return latest_checkpoint(location)
+    store = CheckpointStore(parent)
+    info = CheckpointInfo(step=int(match.group(1)), path=path)
+    try:
+        return store, (info, store.load(info))
+    except (OSError, ValueError, KeyError) as exc:
+        raise CheckpointError(f"{location}: not a committed checkpoint ({exc})") from None
+
+
 def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     """A checkpoint folder (``…/step-NNNNNNNNN``) or a run's ``checkpoints`` folder (newest
     committed one) -> (state, info)."""
     text = str(path)
     if "://" in text and not text.startswith("file://"):
-        # Object storage (s3://…): a step-… folder, or the newest committed checkpoint under the URL.
+        # Object storage (s3://…). Recorded as a URL (the store's paths drop the scheme) so that
+        # registration, which loads the evaluated checkpoint by this path, reaches the same store.
         parent, _, name = text.rstrip("/").rpartition("/")
-        match = CHECKPOINT_NAME.match(name)
-        if match:
-            store = CheckpointStore(parent)
-            info = CheckpointInfo(step=int(match.group(1)), path=f"{store.root}/{name}")
-            try:
-                state = store.load(info)
-            except (OSError, ValueError, KeyError) as exc:
-                raise CheckpointError(f"{text}: not a committed checkpoint ({exc})") from None
-        else:
-            store, (info, state) = latest_checkpoint(text)
-        # Recorded as a URL (the store's paths drop the scheme) so that registration, which loads
-        # the evaluated checkpoint by this path, reaches the same object store.
-        url = f"{text.split('://', 1)[0]}://{info.path}"
-        return state, {"source": "checkpoint", "path": url, "step": int(state.get("step", info.step)),
-                       "images": int(state.get("images", -1)), "state_sha256": store.marker(info)["sha256"]}
+        store, (info, state) = _load_at(text, parent, name, f"{CheckpointStore(parent).root}/{name}")
+        where = f"{text.split('://', 1)[0]}://{info.path}"
     else:
         p = Path(path).absolute()
         if not p.exists():
             raise CheckpointError(f"{p}: checkpoint not found")
-        match = CHECKPOINT_NAME.match(p.name)
-        if match:
-            store = CheckpointStore(p.parent)
-            info = CheckpointInfo(step=int(match.group(1)), path=str(p))
-            try:
-                state = store.load(info)
-            except (OSError, ValueError, KeyError) as exc:
-                raise CheckpointError(f"{p}: not a committed checkpoint ({exc})") from None
-        else:
-            store, (info, state) = latest_checkpoint(p)
-    data_sha = store.marker(info)["sha256"]
-    return state, {"source": "checkpoint", "path": str(info.path), "step": int(state.get("step", info.step)),
-                   "images": int(state.get("images", -1)), "state_sha256": data_sha}
+        store, (info, state) = _load_at(str(p), p.parent, p.name, str(p))
+        where = str(info.path)
+    return state, {"source": "checkpoint", "path": where, "step": int(state.get("step", info.step)),
+                   "images": int(state.get("images", -1)), "state_sha256": store.marker(info)["sha256"]}
 
 
 def ema_generator(state: dict) -> tuple[torch.nn.Module, Any]:
