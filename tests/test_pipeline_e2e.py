@@ -82,6 +82,9 @@ def make_repo_copy(work: Path, settings: dict, edit=None, **extra_env: str) -> d
     (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlruns.db", **extra_env}
+    # As on a user's machine: Python (and numba) write their caches beside the code, inside the
+    # stages' code deps; a second `dvc repro` must still find nothing to do (.dvcignore).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
                 ["git", "-c", "user.email=ci@attnflow", "-c", "user.name=ci", "commit", "-qm", "copy"]):
         subprocess.run(cmd, cwd=work, check=True, env=env)
