@@ -62,6 +62,49 @@ def test_device_rendering_equals_the_cpu_patches(sigma):
     assert np.array_equal(pasted.numpy(), want)
 
 
+def _edge_keypoints(rng, b, size):
+    h, w = size
+    kp = rng.uniform(-25, [w + 25, h + 25], (b, NUM_JOINTS, 2)).astype(np.float32)
+    kp[rng.random((b, NUM_JOINTS)) < 0.2] = -1
+    kp[0, :4] = [[0, 0], [w - 1, h - 1], [10.5, 20.5], [-1, 30]]
+    kp[1, :3] = [[-3.2, 50], [50, h + 2.9], [w + 7, 60]]
+    return kp
+
+
+@pytest.mark.parametrize("sigma", [1.5, 3.0, 6.0])
+def test_cpu_canvas_equals_the_cpu_patches_bit_for_bit_through_reuse(sigma):
+    # The CPU device's renderer (compiled loop into reused buffers) against the stored patches'
+    # arithmetic, over batches that reuse one buffer: the old patches must be gone each time.
+    from datasets.pose.cpu_render import GaussianCanvas
+
+    rng = np.random.default_rng(3)
+    size = (64, 44)
+    canvas = GaussianCanvas(size, sigma)
+    for _ in range(4):
+        kp = _edge_keypoints(rng, 6, size)
+        want = heatmaps.paste_into(np.zeros((6, NUM_JOINTS, *size), np.float32),
+                                   [heatmaps.render_sparse(k, size, sigma) for k in kp])
+        got = canvas(torch.from_numpy(kp))
+        assert got.dtype == torch.float32 and np.array_equal(got.numpy(), want)
+        del got  # released: the next batch may reuse its buffer
+    assert len(canvas.pool) == 1
+
+
+def test_cpu_canvas_never_reuses_a_buffer_someone_still_holds():
+    from datasets.pose.cpu_render import GaussianCanvas
+
+    rng = np.random.default_rng(4)
+    size = (32, 24)
+    canvas = GaussianCanvas(size, 3.0)
+    first = canvas(torch.from_numpy(_edge_keypoints(rng, 3, size)))
+    kept, part = first.clone(), first[1:, 2:5]  # a view of it outlives the batch
+    del first
+    for _ in range(3):
+        canvas(torch.from_numpy(_edge_keypoints(rng, 3, size)))
+    assert torch.equal(part, kept[1:, 2:5])
+    assert len(canvas.pool) == 2  # the held buffer plus one reused for the three others
+
+
 def test_heatmap_bytes_are_compact_and_corruption_is_detected():
     kp = np.random.default_rng(0).uniform(0, [88, 128], (NUM_JOINTS, 2)).astype(np.float32)
     data = heatmaps.encode(heatmaps.render_sparse(kp, (128, 88), 3.0))

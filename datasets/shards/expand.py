@@ -19,11 +19,15 @@ Only patch pixels are computed and written (K·(2r+1)² per image, ~4k at σ=3
 instead of K·H·W = 200k at 128×88): the dense output is one zeroed allocation
 plus one scatter, so the cost does not grow with H×W.  Pixels outside the frame
 are sent to one spare element past the end of the output (a scatter without a
-boolean mask, hence no host synchronisation on CUDA).
+boolean mask, hence no host synchronisation on CUDA). On a CPU device the Gaussian maps
+are rendered by :mod:`datasets.pose.cpu_render` instead: there these eager ops and the
+fresh zeroed output cost several JPEG decodes per image, a compiled loop into reused
+buffers about a fifth of one (``python -m pipelines.bench data``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Literal
 
 import numpy as np
@@ -108,14 +112,28 @@ def to_float_image(chw: torch.Tensor) -> torch.Tensor:
     return chw.to(torch.float32).mul_(_TWO_OVER_255).sub_(1.0)
 
 
-@dataclass(frozen=True)
+@dataclass
 class Expander:
-    """What a compact batch needs to become the model's batch (from the shards' manifest)."""
+    """What a compact batch needs to become the model's batch (from the shards' manifest).
+
+    On a CPU device the Gaussian maps come from :class:`datasets.pose.cpu_render.GaussianCanvas`
+    (one compiled loop into reused buffers, one canvas per role), the same values bit for bit.
+    """
 
     poses: PoseMode
     pose_channels: int
     size: tuple[int, int]
     sigma: float
+    canvases: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def render(self, role: str, keypoints: torch.Tensor) -> torch.Tensor:
+        if keypoints.device.type != "cpu":
+            return render_gaussians(keypoints, self.size, self.sigma)
+        if role not in self.canvases:
+            from datasets.pose.cpu_render import GaussianCanvas
+
+            self.canvases[role] = GaussianCanvas(self.size, self.sigma)
+        return self.canvases[role](keypoints)
 
     @classmethod
     def of_loader(cls, loader: Any) -> Expander:
@@ -129,7 +147,7 @@ class Expander:
         poses = {}
         for role in ("source", "target"):
             if self.poses == "keypoints":
-                poses[role] = render_gaussians(moved[f"{role}_keypoints"], self.size, self.sigma)
+                poses[role] = self.render(role, moved[f"{role}_keypoints"])
             else:
                 poses[role] = paste_sparse(moved[f"{role}_pose_sparse"], b)
         batch = {
@@ -177,17 +195,31 @@ class DeviceBatches:
     CPU the same order of work runs without streams (the copies are no-ops).
     """
 
-    def __init__(self, source: Iterable[dict[str, Any]], device: torch.device, expand: Expander) -> None:
+    def __init__(self, source: Iterable[dict[str, Any]], device: torch.device, expand: Expander,
+                 profile: bool = False) -> None:
         self.source, self.device, self.expand = source, device, expand
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        # profile: the copy and the expansion each end with a device synchronisation and their
+        # seconds are summed here (the benchmark's step-time breakdown; it removes the overlap).
+        self.seconds: dict[str, float] | None = {"h2d": 0.0, "expand": 0.0} if profile else None
+
+    def _timed(self, name: str, fn: Any, *args: Any) -> Any:
+        if self.seconds is None:
+            return fn(*args)
+        t0 = time.perf_counter()
+        out = fn(*args)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        self.seconds[name] += time.perf_counter() - t0
+        return out
 
     def _start(self, compact: dict[str, Any] | None) -> dict[str, Any] | None:
         if compact is None:
             return None
         if self.stream is None:
-            return to_device(compact, self.device)
+            return self._timed("h2d", to_device, compact, self.device)
         with torch.cuda.stream(self.stream):
-            return to_device(compact, self.device)
+            return self._timed("h2d", to_device, compact, self.device)
 
     def _ready(self, moved: dict[str, Any]) -> dict[str, Any]:
         if self.stream is not None:
@@ -195,7 +227,7 @@ class DeviceBatches:
             current.wait_stream(self.stream)
             for t in _tensors(moved):
                 t.record_stream(current)
-        return self.expand(moved)
+        return self._timed("expand", self.expand, moved)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         it = iter(self.source)

@@ -1,0 +1,114 @@
+"""Gaussian pose maps rendered on a CPU training device, into reused output buffers.
+
+On CUDA, :func:`datasets.shards.expand.render_gaussians` is a handful of batched tensor
+ops and the zeroed output is one memset at device bandwidth. On a CPU neither holds: each
+eager op over the K·(2r+1)² patch values costs more than a JPEG decode of the image, and a
+fresh zeroed [B,K,H,W] output is paid in page faults (811 KB per image at 128×88)
+(``python -m pipelines.bench data``). So on the CPU one compiled loop (numba) writes the
+patch values straight into an output that is reused from batch to batch: before a reused
+buffer gets its new patches, only the previous batch's patch rectangles are zeroed again.
+
+The arithmetic is :func:`datasets.pose.heatmaps.render_sparse`'s, operation for operation
+(float64 ``exp`` cast to float32, a float32 product, ``floor(255·v + 0.5)``, ``· (1/255)``),
+so the maps equal the stored/CPU ones bit for bit (tested).
+
+A buffer is reused only when nothing outside the pool still references its memory (a
+batch the consumer kept, or any view of it); otherwise a new one is allocated. The check
+reads the storage's reference count (``torch._C._storage_Use_Count``, the same check
+torch's own CUDA-graph pool relies on); without it the pool never reuses and stays correct.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+import torch
+
+from datasets.pose.keypoints import MISSING
+
+_F255, _HALF, _INV255 = np.float32(255.0), np.float32(0.5), np.float32(1.0 / 255.0)
+_MISSING = np.float32(MISSING)
+MAX_POOLED = 4  # buffers kept per output shape; a consumer holding more batches gets fresh ones
+
+
+@numba.njit(cache=True, nogil=True)
+def _patches(out: np.ndarray, keypoints: np.ndarray, sigma: float, r: int, clear: bool) -> None:
+    """Write (or, with ``clear``, zero) each visible joint's clipped patch of ``out`` [B,K,H,W]."""
+    b_count, k_count, h, w = out.shape
+    s = 2 * r + 1
+    gx = np.empty(s, np.float32)
+    gy = np.empty(s, np.float32)
+    denom = 2.0 * sigma * sigma
+    for b in range(b_count):
+        for k in range(k_count):
+            x, y = keypoints[b, k, 0], keypoints[b, k, 1]
+            if x == _MISSING or y == _MISSING:
+                continue
+            if not (x > -r - 1 and x < w + r and y > -r - 1 and y < h + r):  # no pixel in frame
+                continue
+            x64, y64 = np.float64(x), np.float64(y)
+            x0, y0 = np.int64(np.rint(x64)) - r, np.int64(np.rint(y64)) - r
+            ya, yb, xa, xb = max(y0, 0), min(y0 + s, h), max(x0, 0), min(x0 + s, w)
+            plane = out[b, k]
+            if clear:
+                for i in range(ya, yb):
+                    plane[i, xa:xb] = 0.0
+                continue
+            for t in range(s):
+                d = np.float64(x0 + t) - x64
+                gx[t] = np.float32(math.exp(-(d * d) / denom))
+                d = np.float64(y0 + t) - y64
+                gy[t] = np.float32(math.exp(-(d * d) / denom))
+            for i in range(ya, yb):
+                g = gy[i - y0]
+                row = plane[i]
+                for j in range(xa, xb):
+                    # v <= 1, so 255·v + 0.5 < 256: int32 truncation is the uint8 cast of quantise()
+                    row[j] = np.float32(np.int32(g * gx[j - x0] * _F255 + _HALF)) * _INV255
+
+
+def _use_count(t: torch.Tensor) -> int | None:
+    counter = getattr(torch._C, "_storage_Use_Count", None)
+    return None if counter is None else int(counter(t.untyped_storage()._cdata))
+
+
+class _Buffer:
+    def __init__(self, shape: tuple[int, int, int, int]) -> None:
+        self.array = np.zeros(shape, np.float32)
+        self.tensor = torch.from_numpy(self.array)
+        self.idle = _use_count(self.tensor)  # the count with only the pool holding it
+        self.drawn: np.ndarray | None = None  # keypoints whose patches it holds
+
+    def free(self) -> bool:
+        return self.idle is not None and _use_count(self.tensor) == self.idle
+
+
+class GaussianCanvas:
+    """Renders float32 [B,K,H,W] Gaussian maps of keypoints on the CPU (see module doc)."""
+
+    def __init__(self, size: tuple[int, int], sigma: float) -> None:
+        from datasets.pose.heatmaps import patch_radius
+
+        self.size, self.sigma, self.radius = (int(size[0]), int(size[1])), float(sigma), patch_radius(sigma)
+        self.pool: list[_Buffer] = []
+
+    def _take(self, shape: tuple[int, int, int, int]) -> _Buffer:
+        for buf in self.pool:
+            if buf.array.shape == shape and buf.free():
+                return buf
+        buf = _Buffer(shape)
+        if len(self.pool) < MAX_POOLED:
+            self.pool.append(buf)
+        return buf
+
+    def __call__(self, keypoints: torch.Tensor | np.ndarray) -> torch.Tensor:
+        kp = np.ascontiguousarray(keypoints.numpy() if isinstance(keypoints, torch.Tensor) else keypoints,
+                                  dtype=np.float32)
+        b, k, _ = kp.shape
+        buf = self._take((b, k, *self.size))
+        if buf.drawn is not None:
+            _patches(buf.array, buf.drawn, self.sigma, self.radius, True)
+        _patches(buf.array, kp, self.sigma, self.radius, False)
+        buf.drawn = kp.copy()
+        return buf.tensor.view(buf.array.shape)  # a view: while it (or any view of it) lives, the buffer is busy
