@@ -140,6 +140,26 @@ def _epochs(loader, n):
         yield from loader
 
 
+def test_loader_workers_persist_across_epochs_and_follow_set_epoch(shards):
+    # One set of worker processes for the whole run; each epoch still yields exactly the batches
+    # (pairs, order, augmentation draws) of a loader started for that epoch alone.
+    _, shards_dir = shards
+    kw = dict(rank=0, world_size=1, batch_size=3, num_workers=2, seed=1, compact=True)
+    loader = train_loader(shards_dir, **kw)
+    orders, pools = [], set()
+    for epoch in range(3):
+        loader.set_epoch(epoch)
+        got = list(loader)
+        pools.add(id(loader._workers))
+        fresh = train_loader(shards_dir, **kw)
+        fresh.set_epoch(epoch)
+        want = list(fresh)
+        assert [b["source_name"] + b["target_name"] for b in got] == [b["source_name"] + b["target_name"] for b in want]
+        assert all(np.array_equal(g["target_rgb"], w["target_rgb"]) for g, w in zip(got, want))
+        orders.append([n for b in got for n in b["source_name"] + b["target_name"]])
+    assert len(pools) == 1 and orders[0] != orders[1] != orders[2]
+
+
 def test_keypoint_poses_need_compact_batches(shards):
     with pytest.raises(ValueError, match="compact"):
         train_loader(shards[1], rank=0, world_size=1, batch_size=4, poses="keypoints")
