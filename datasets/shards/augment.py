@@ -74,30 +74,36 @@ class Augmenter:
             seed=seed,
             save_applied_params=True,
         )
+        affine = self.transform.transforms[1]
+        self.border_value = fgeometric.extend_value(affine.fill, 3)
+        if affine.fit_output:
+            raise ValueError("Augmenter keeps the frame: Affine(fit_output=True) is not supported")
 
     def __call__(self, rgb: np.ndarray, keypoints: np.ndarray, face_box: np.ndarray, face_valid: bool) -> Augmented:
         h, w = rgb.shape[:2]
         kp = np.asarray(keypoints, np.float32)
         k = len(kp)
         x0, y0, x1, y1 = (float(v) for v in face_box)
-        corners = np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], np.float32)
-        image, moved, flipped = self.move(rgb, np.concatenate([kp, corners]))
-        new_kp, new_corners = moved[:k].copy(), moved[k:]
-        missing = (kp[:, 0] == MISSING) | (kp[:, 1] == MISSING)
-        outside = (new_kp[:, 0] < 0) | (new_kp[:, 1] < 0) | (new_kp[:, 0] > w - 1) | (new_kp[:, 1] > h - 1)
-        new_kp[missing | outside] = MISSING
+        points = np.empty((k + 4, 2), np.float32)
+        points[:k] = kp
+        points[k:] = ((x0, y0), (x1, y0), (x0, y1), (x1, y1))
+        image, moved, flipped = self.move(rgb, points)
+        new_kp, new_corners = moved[:k], moved[k:]
+        x, y = new_kp[:, 0], new_kp[:, 1]
+        lost = (kp[:, 0] == MISSING) | (kp[:, 1] == MISSING) | (x < 0) | (y < 0) | (x > w - 1) | (y > h - 1)
+        new_kp[lost] = MISSING
         if flipped:
             new_kp = new_kp[self.perm]
-        box, valid = np.zeros(4, np.float32), False
+        box, valid = _ZERO_BOX, False
         if face_valid:
-            bx0, by0 = new_corners.min(axis=0)
-            bx1, by1 = new_corners.max(axis=0)
+            (bx0, by0), (bx1, by1) = new_corners.min(axis=0).tolist(), new_corners.max(axis=0).tolist()
             area = max(bx1 - bx0, 0.0) * max(by1 - by0, 0.0)
             cx0, cy0, cx1, cy1 = max(bx0, 0.0), max(by0, 0.0), min(bx1, float(w)), min(by1, float(h))
             inside = max(cx1 - cx0, 0.0) * max(cy1 - cy0, 0.0)
             if area > 0 and inside >= MIN_INSIDE * area:
                 box, valid = np.array([cx0, cy0, cx1, cy1], np.float32), True
-        return Augmented(image, new_kp, box, valid, flipped)
+        return Augmented(image, np.ascontiguousarray(new_kp), box.copy() if box is _ZERO_BOX else box, valid,
+                         flipped)
 
     def move(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """One draw of ``self.transform`` applied to an image and float32 (x, y) points.
@@ -105,22 +111,41 @@ class Augmenter:
         Consumes the shared generator exactly as ``self.transform(image=…, keypoints=…)``
         does (the Compose's own p, then each transform's p, then the affine's
         parameters) and computes what its targets compute: ``hflip`` / ``(w-1) - x``,
-        then ``cv2.warpAffine`` / ``cv2.transform`` with the drawn matrix.
+        then ``cv2.warpAffine`` / ``cv2.transform`` with the drawn matrix. The matrix is
+        built once (``Affine.get_params_dependent_on_data`` also builds the bounding-box
+        one, unused here) and the identity test is ``np.allclose``'s without its overhead.
         """
         flip, affine = self.transform.transforms
         self.transform.py_random.random()  # Compose.__call__ draws its own p (1.0) first
         h, w = rgb.shape[:2]
-        image, pts = rgb, np.asarray(points, np.float32).copy()
+        image, pts = rgb, np.array(points, np.float32)
         flipped = flip.should_apply()
         if flipped:
             image = cv2.flip(image, 1)
             pts[:, 0] = (w - 1) - pts[:, 0]
         if affine.should_apply():
-            params = affine.get_params_dependent_on_data(params={"shape": image.shape}, data={"image": image})
-            matrix = params["matrix"]
-            if not fgeometric.is_identity_matrix(matrix):  # albumentations returns the input then
+            matrix = _affine_matrix(affine, (h, w))
+            if not _is_identity(matrix):  # albumentations returns the input then
                 image = cv2.warpAffine(image, matrix[:2, :], (w, h), flags=affine.interpolation,
-                                       borderMode=affine.border_mode,
-                                       borderValue=fgeometric.extend_value(affine.fill, image.shape[2]))
+                                       borderMode=affine.border_mode, borderValue=self.border_value)
                 pts = cv2.transform(pts.reshape(-1, 1, 2), matrix[:2]).reshape(-1, 2)
         return np.ascontiguousarray(image), pts, flipped
+
+
+_ZERO_BOX = np.zeros(4, np.float32)
+_EYE = np.eye(3)
+_IDENTITY_TOLERANCE = 1e-8 + 1e-5 * _EYE  # np.allclose's atol + rtol·|identity|
+
+
+def _is_identity(matrix: np.ndarray) -> bool:
+    return bool((np.abs(matrix - _EYE) <= _IDENTITY_TOLERANCE).all())
+
+
+def _affine_matrix(affine: A.Affine, shape: tuple[int, int]) -> np.ndarray:
+    """``affine.get_params_dependent_on_data(...)["matrix"]``: the same draws, in the same order."""
+    translate = affine._get_translate_params(shape)
+    shear = affine._get_shear_params()
+    scale = affine._get_scale(affine.scale, affine.keep_ratio, affine.balanced_scale, affine.py_random)
+    rotate = affine.py_random.uniform(*affine.rotate)
+    return fgeometric.create_affine_transformation_matrix(translate, shear, scale, rotate,
+                                                          fgeometric.center(shape))
