@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import time
 from typing import Optional
 
 import torch
@@ -133,8 +134,23 @@ class GanStep:
         self.step_count = 0  # steps attempted, skipped ones included
         self.consecutive_skips = 0
         self.total_skips = 0
+        # Seconds per phase, summed over steps; None (the default) measures nothing. When set (a
+        # dict), each phase ends with a device synchronisation: a benchmark's breakdown, not a run's.
+        self.phase_seconds: dict[str, float] | None = None
+        self._phase_t0 = 0.0
 
     # ----------------------------------------------------------------------------------------
+    def _phase(self, name: str | None) -> None:
+        """Close the running phase as ``name`` (None: start timing) when phase timing is on."""
+        if self.phase_seconds is None:
+            return
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        if name is not None:
+            self.phase_seconds[name] = self.phase_seconds.get(name, 0.0) + now - self._phase_t0
+        self._phase_t0 = now
+
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                               enabled=self.amp_dtype is not None)
@@ -239,11 +255,6 @@ class GanStep:
         return total, terms
 
     # ----------------------------------------------------------------------------------------
-    def _any_rank_bad(self, bad: Tensor) -> bool:
-        if dist.is_available() and dist.is_initialized():
-            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
-        return bool(bad.item())
-
     @torch.no_grad()
     def update_ema(self) -> None:
         g = unwrap(self.G)
@@ -256,10 +267,15 @@ class GanStep:
     def _finish(self, terms: dict[str, Tensor], optimizers: list[torch.optim.Optimizer],
                 norms: dict[str, Tensor]) -> dict[str, float]:
         """Fault check (all ranks together), optimiser steps, EMA, counters; returns floats."""
+        self._phase("forward_backward")
         stats = {**terms, **norms}
         values = torch.stack([v.detach().float().reshape(()).to(self.device) for v in stats.values()])
         bad = (~torch.isfinite(values).all()).float().reshape(1)
-        skipped = self._any_rank_bad(bad)
+        if dist.is_available() and dist.is_initialized():
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        # The step's one host synchronisation: the all-ranks verdict and the logged values together.
+        host = torch.cat([bad, values]).cpu()
+        skipped = bool(host[0])
         if skipped:
             for opt in optimizers:
                 opt.zero_grad(set_to_none=True)
@@ -272,7 +288,8 @@ class GanStep:
             self.consecutive_skips = 0
         self.scaler.update()
         self.step_count += 1
-        result = dict(zip(stats, values.tolist()))
+        self._phase("check_optimizer_ema")
+        result = dict(zip(stats, host[1:].tolist()))
         result["skipped"] = float(skipped)
         return result
 
@@ -283,6 +300,7 @@ class GanStep:
 
     def step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """One training step; returns the unweighted terms, totals, grad norms and ``skipped``."""
+        self._phase(None)
         batch = self.prepare_batch(batch)
         g = unwrap(self.G)
         if self.step_count < self.optim_cfg.flow_warmup_steps and getattr(g, "flow_estimator", None) is not None:

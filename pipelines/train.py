@@ -74,7 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--run-name", help="run folder name; the same name resumes (default: train.run_name or the dataset)")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (summary and checkpoints only)")
     parser.add_argument("--profile-comm", action="store_true",
-                        help="time the gradient all-reduce (made synchronous) for the step-time breakdown")
+                        help="time the step's phases for the breakdown (the gradient all-reduce made synchronous; the "
+                             "H2D copy, on-device expansion, forward/backward and optimiser each synchronised)")
     add_config_args(parser)
     add_log_level_arg(parser)
     return parser

@@ -26,4 +26,11 @@ def test_device_benchmark_runs_the_training_command_and_reports(tmp_path):
     for r in runs:
         assert r["steps"] == 3 and r["images_per_s_steady"] > 0
         assert 0.99 < r["fraction_data"] + r["fraction_compute"] + (r["fraction_allreduce"] or 0) < 1.01
+        # The phases: copy and expansion are part of the data wait, and the step's two phases
+        # (forward/backward with its all-reduce; check, optimisers, EMA) make up the rest of it.
+        assert 0 <= r["fraction_h2d"] and 0 < r["fraction_expand"]
+        assert r["fraction_h2d"] + r["fraction_expand"] <= r["fraction_data"] + 1e-6
+        step_share = r["fraction_compute"] + (r["fraction_allreduce"] or 0)
+        assert 0.9 * step_share < r["fraction_forward_backward"] + r["fraction_check_optimizer_ema"] <= step_share
+        assert r["fraction_check_optimizer_ema"] > 0
     assert "| never | 4 |" in proc.stdout

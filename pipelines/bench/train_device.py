@@ -82,7 +82,8 @@ def train_once(args: argparse.Namespace, sets: list[str], env: dict[str, str], r
     _run(cmd, {**env, "ATTNFLOW_ROOT": str(root)}, f"training at batch {batch} ({compile_})")
     summary = json.loads((root / "runs" / run / "summary.json").read_text())
     keys = ("images_per_s_steady", "images_per_s", "time_per_step_s", "time_to_first_step_s", "fraction_data",
-            "fraction_compute", "fraction_allreduce", "steps", "skipped_steps")
+            "fraction_compute", "fraction_allreduce", "fraction_h2d", "fraction_expand", "fraction_forward_backward",
+            "fraction_check_optimizer_ema", "steps", "skipped_steps")
     return {**{k: summary.get(k) for k in keys}, "batch": batch, "compile": compile_, "wall_s": time.time() - t0}
 
 
@@ -167,15 +168,17 @@ def format_table(r: dict[str, Any]) -> str:
     lines = [f"{r['device']} ({r['gpu']}), torch {r['torch']}, {r['model']} model at {r['size'][0]}x{r['size'][1]}, "
              f"{r['train_flops_per_image'] / 1e9:.1f} training GFLOPs per image, bf16 peak "
              f"{r['bf16_peak_tflops'] or 'n/a'} TFLOPS", "",
-             "| compile | batch | images/s | MFU | s/step | data | step | all-reduce |", "|---|---|---|---|---|---|---|---|"]
+             "| compile | batch | images/s | MFU | s/step | data wait | of which H2D | of which expand | "
+             "forward/backward | of which all-reduce | check + optimiser + EMA |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for x in r["runs"]:
         if "images_per_s_steady" not in x:
-            lines.append(f"| {x['compile']} | {x['batch']} | {x.get('skipped') or x.get('failed')} | | | | | |")
+            lines.append(f"| {x['compile']} | {x['batch']} | {x.get('skipped') or x.get('failed')} | | | | | | | | |")
             continue
         pct = lambda v: f"{v:.0%}" if isinstance(v, (int, float)) else "n/a"  # noqa: E731
         lines.append(f"| {x['compile']} | {x['batch']} | {x['images_per_s_steady']:.1f} | {pct(x['mfu'])} | "
-                     f"{x['time_per_step_s']:.3f} | {pct(x['fraction_data'])} | {pct(x['fraction_compute'])} | "
-                     f"{pct(x['fraction_allreduce'])} |")
+                     f"{x['time_per_step_s']:.3f} | {pct(x['fraction_data'])} | {pct(x.get('fraction_h2d'))} | "
+                     f"{pct(x.get('fraction_expand'))} | {pct(x.get('fraction_forward_backward'))} | "
+                     f"{pct(x['fraction_allreduce'])} | {pct(x.get('fraction_check_optimizer_ema'))} |")
     return "\n".join(lines)
 
 

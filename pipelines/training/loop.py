@@ -191,8 +191,9 @@ def build_gan(cfg: Any, device: torch.device, profile_timings: list[float] | Non
 
 
 def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int,
-                 device: torch.device | None = None) -> tuple[Iterator[dict], Any]:
-    """This rank's endless stream of training batches on ``device``, and the loader (for its error counter).
+                 device: torch.device | None = None, profile: bool = False) -> tuple[Iterator[dict], Any, Any]:
+    """This rank's endless stream of training batches on ``device``, the loader (for its error
+    counter) and the feed (its ``seconds`` of copying and expanding when ``profile``).
 
     The loader's workers send compact batches (uint8 images, keypoints; no dense pose maps,
     no face crops unless ``train.face_crops``); they are copied to the device one batch
@@ -227,7 +228,8 @@ def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int,
             yield from loader
             epoch += 1
 
-    return iter(expand.DeviceBatches(endless(), device, expand.Expander.of_loader(loader))), loader
+    feed = expand.DeviceBatches(endless(), device, expand.Expander.of_loader(loader), profile=profile)
+    return iter(feed), loader, feed
 
 
 def loader_workers(setting: int | str, device: torch.device) -> int:
@@ -357,7 +359,9 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
     errors_before = int(history.get("data_errors", 0))
 
     # 2. Data: each rank streams its own share of the shards.
-    batches, loader = make_batches(cfg, ctx.shards, rank, world, step, device)
+    batches, loader, feed = make_batches(cfg, ctx.shards, rank, world, step, device, profile=ctx.profile_comm)
+    if ctx.profile_comm:
+        gan.phase_seconds = {}
     step_images = tcfg.batch_size * world
 
     # 3. Tracking and the preview batch, rank 0 only.
@@ -408,6 +412,9 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
             if t_first_step is None:
                 t_first_step = time.time()
                 comm_at_start = len(comm_timings)
+                if ctx.profile_comm:  # the breakdown leaves the first step out, as t_data/t_step do
+                    gan.phase_seconds = {}
+                    feed.seconds = dict.fromkeys(feed.seconds, 0.0)
             else:  # the first step pays for lazy initialisation; keep it out of the breakdown
                 t_data += t1 - t0
                 t_step += t2 - t1
@@ -493,6 +500,11 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         "fraction_data": t_data / timed if timed else None,
         "fraction_compute": (t_step - (comm or 0.0)) / timed if timed else None,
         "fraction_allreduce": (comm / timed) if (comm is not None and timed) else None,
+        # With --profile-comm only, each phase synchronised (so they add up, without overlap):
+        # data wait = loader + H2D copy + on-device expansion; the step = forward/backward
+        # (all-reduce included; fraction_allreduce is its share) + fault check, optimisers, EMA.
+        **({f"fraction_{k}": v / timed for k, v in {**(feed.seconds or {}), **(gan.phase_seconds or {})}.items()}
+           if ctx.profile_comm and timed else {}),
         "skipped_steps": history["skipped_steps"],
         "data_errors": errors_before + sum(_all_gather_object(_loader_errors(loader))),
         "restarts": history.get("restarts", 0),
