@@ -16,8 +16,10 @@ Measures, in one process, on the training pairs of one dataset:
   device (here the CPU, one torch thread like a CPU training worker);
 * per image: JPEG decode, pose decode (stored patches) and pose render (from
   keypoints) each including the paste into the float batch, the on-device
-  render of a batch's pose maps, and the bytes of the stored pose maps against
-  dense alternatives;
+  render of a batch's pose maps (on this CPU: :mod:`datasets.pose.cpu_render`, what
+  training runs here; and the batched tensor ops CUDA runs, for reference), the
+  render against a JPEG decode at the shards' size and at twice it, and the bytes of
+  the stored pose maps against dense alternatives;
 * where the augmented path's time goes per pair, before (albumentations
   ``Compose``, worker-side pose render and face crop, dense maps pasted on the
   CPU) and after (the transforms driven directly, pose maps rendered on the device).
@@ -41,6 +43,7 @@ import torch
 
 from datasets.files import atomic_write_bytes
 from datasets.pose import heatmaps
+from datasets.pose.cpu_render import GaussianCanvas
 from datasets.pose.face import crop_face
 from datasets.raw.layout import find_split, get_layout, read_pairs
 from datasets.shards import expand
@@ -147,8 +150,13 @@ def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
     batch = 8
     keypoints = [torch.from_numpy(np.stack([v.keypoints for v in views[i:i + batch]]).astype(np.float32))
                  for i in range(0, n - batch + 1, batch)]
+    canvas = GaussianCanvas(size, sigma)
 
-    def render_on_device() -> None:
+    def render_on_device() -> None:  # what training runs on a CPU device
+        for kp in keypoints:
+            canvas(kp)
+
+    def render_tensor_ops() -> None:  # what it runs on CUDA, here on the CPU
         for kp in keypoints:
             expand.render_gaussians(kp, size, sigma)
 
@@ -158,8 +166,9 @@ def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
                            ("dense_png_decode", decode_pngs))}
     for name in ("pose_decode_paste", "pose_render_paste"):
         us[name] = max(us[name] - us["zero_fill"], 0.0)  # the loader's torch.zeros is lazily zeroed
-    # Batches of 8 images, allocation of the zeroed output included.
+    # Batches of 8 images; the canvas reuses its buffers, the tensor ops allocate a zeroed output.
     us["pose_render_device"] = 1e6 / _best_rate(render_on_device, batch * len(keypoints), 5)
+    us["pose_render_tensor_ops"] = 1e6 / _best_rate(render_tensor_ops, batch * len(keypoints), 5)
     return {
         "views": n,
         "us_per_image": {k2: round(v, 1) for k2, v in us.items()},
@@ -173,9 +182,35 @@ def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
             "render": round(us["pose_render_paste"] / us["jpeg_decode"], 3),
             "render_on_device": round(us["pose_render_device"] / us["jpeg_decode"], 3),
         },
+        "render_vs_decode_by_size": [render_vs_decode(views, size, s2, sigma, batch) for s2 in
+                                     (size, (2 * size[0], 2 * size[1]))],
         "augmented_path_us_per_pair": breakdown(views, size, sigma, int(manifest["preprocess"]["face_size"]),
                                                 flip_perm=np.arange(k)),
     }
+
+
+def render_vs_decode(views: list, size: tuple[int, int], target: tuple[int, int], sigma: float,
+                     batch: int) -> dict:
+    """µs per image of the CPU device's pose render and of a JPEG decode at ``target`` (H, W).
+
+    At another size than the shards' the views are resized (cubic) and re-encoded at quality
+    95, the keypoints scaled alike; σ stays ``preprocess.heatmap_sigma`` pixels, as it does for
+    a real dataset at that size.
+    """
+    sy, sx = target[0] / size[0], target[1] / size[1]
+    rgbs = [decode_image(bytes(v.jpeg), "bench", size) for v in views]
+    jpegs = [cv2.imencode(".jpg", cv2.resize(r, (target[1], target[0]), interpolation=cv2.INTER_CUBIC),
+                          [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() if target != size else bytes(v.jpeg)
+             for r, v in zip(rgbs, views)]
+    kps = []
+    for i in range(0, len(views) - batch + 1, batch):
+        kp = np.stack([v.keypoints for v in views[i:i + batch]]).astype(np.float32)
+        kps.append(torch.from_numpy(np.where(kp == -1, kp, kp * np.float32([sx, sy]))))
+    canvas = GaussianCanvas(target, sigma)
+    decode = 1e6 / _best_rate(lambda: [decode_image(j, "bench", target) for j in jpegs], len(jpegs), 5)
+    render = 1e6 / _best_rate(lambda: [canvas(kp) for kp in kps], batch * len(kps), 5)
+    return {"size": list(target), "jpeg_decode_us": round(decode, 1), "pose_render_device_us": round(render, 1),
+            "ratio": round(render / decode, 3)}
 
 
 def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, flip_perm: np.ndarray,
@@ -193,6 +228,7 @@ def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, 
     chw = np.stack([r.transpose(2, 0, 1) for r in rgbs[:batch]])
     sparse = [heatmaps.render_sparse(m.keypoints, size, sigma) for m in moved[:batch]]
     kp = torch.from_numpy(np.stack([m.keypoints for m in moved[:batch]]))
+    canvas = GaussianCanvas(size, sigma)
 
     def per_image(fn, count: int = n) -> float:
         return 1e6 / _best_rate(fn, count, 5)
@@ -211,7 +247,7 @@ def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, 
                                         for m in moved]),
         "pose_paste_cpu": per_image(lambda: heatmaps.paste_into(
             np.zeros((batch, len(flip_perm), *size), np.float32), sparse), batch),
-        "pose_render_device": per_image(lambda: expand.render_gaussians(kp, size, sigma), batch),
+        "pose_render_device": per_image(lambda: canvas(kp), batch),
         "image_float_cpu": per_image(lambda: cpu_float_image(chw), batch),
         "image_float_device": per_image(lambda: expand.to_float_image(torch.from_numpy(chw)), batch),
     }
@@ -228,7 +264,10 @@ def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, 
 
 def table(result: dict) -> str:
     loose = result["loose_cv2_pairs_per_s"]
-    rows = ["| reader | pairs/s | × loose cv2 |", "|---|---:|---:|",
+    h, w = result["image_size"]
+    rows = [f"{result['dataset']} at {h}×{w}, batch {result['batch_size']}, {result['train_pairs']} training pairs, "
+            f"{result['cpu_count']} CPUs", "",
+            "| reader | pairs/s | × loose cv2 |", "|---|---:|---:|",
             f"| loose JPEG files, cv2.imread ×2 per pair | {loose:.0f} | 1.00 |"]
     names = {"float": "float batch (CPU)", "compact": "compact batch (uint8 images, sparse poses)",
              "training": "**training input path** (compact, expanded on the device)"}
@@ -243,12 +282,17 @@ def table(result: dict) -> str:
              f"| pose maps: decode stored patches + paste | {u['pose_decode_paste']:.0f} | "
              f"{c['pose_bytes_per_image']:.0f} |",
              f"| pose maps: render from keypoints + paste | {u['pose_render_paste']:.0f} | 0 |",
-             f"| pose maps: render on the device (batch of 8, output allocation included) | "
+             f"| pose maps: render on the CPU device (batch of 8, reused buffers; what training runs) | "
              f"{u['pose_render_device']:.1f} | 0 |",
+             f"| pose maps: batched tensor ops (what CUDA runs), here on the CPU, zeroed output allocated | "
+             f"{u['pose_render_tensor_ops']:.1f} | 0 |",
              f"| pose maps: dense uint8 PNG decode (alternative) | {u['dense_png_decode']:.0f} | "
              f"{c['dense_png_bytes_per_image']:.0f} |",
              f"| pose maps: dense float16 (not stored) | – | {c['dense_float16_bytes_per_image']} |",
-             "", f"on-device pose render / JPEG decode: {c['pose_share_of_jpeg_decode']['render_on_device']:.3f}",
+             "", "| size (H×W) | JPEG decode µs | on-device pose render µs | render / decode |",
+             "|---|---:|---:|---:|",
+             *(f"| {r['size'][0]}×{r['size'][1]} | {r['jpeg_decode_us']:.0f} | {r['pose_render_device_us']:.1f} | "
+               f"{r['ratio']:.3f} |" for r in c["render_vs_decode_by_size"]),
              "", "| augmented path, µs per pair | before | after |", "|---|---:|---:|"]
     parts = c["augmented_path_us_per_pair"]
     for name in parts["before"]:
