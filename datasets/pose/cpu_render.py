@@ -60,12 +60,15 @@ def _patches(out: np.ndarray, keypoints: np.ndarray, sigma: float, r: int, clear
                 gx[t] = np.float32(math.exp(-(d * d) / denom))
                 d = np.float64(y0 + t) - y64
                 gy[t] = np.float32(math.exp(-(d * d) / denom))
+            n = xb - xa
+            src = gx[xa - x0:xa - x0 + n]
             for i in range(ya, yb):
                 g = gy[i - y0]
-                row = plane[i]
-                for j in range(xa, xb):
+                row = plane[i, xa:xb]
+                # Unit-stride slices and a plain index: LLVM vectorises this loop (2x measured).
+                for j in range(n):
                     # v <= 1, so 255·v + 0.5 < 256: int32 truncation is the uint8 cast of quantise()
-                    row[j] = np.float32(np.int32(g * gx[j - x0] * _F255 + _HALF)) * _INV255
+                    row[j] = np.float32(np.int32(g * src[j] * _F255 + _HALF)) * _INV255
 
 
 def _use_count(t: torch.Tensor) -> int | None:
