@@ -160,6 +160,50 @@ def test_loader_workers_persist_across_epochs_and_follow_set_epoch(shards):
     assert len(pools) == 1 and orders[0] != orders[1] != orders[2]
 
 
+def test_worker_batches_through_shared_memory_equal_in_process_ones(shards):
+    # Images reach the consumer through the workers' shared-memory slots, the rest through the
+    # pipe: pair for pair the same arrays as without workers (face crops included).
+    _, shards_dir = shards
+    kw = dict(rank=0, world_size=1, batch_size=5, seed=3, augment=None, compact=True)
+    by_pair = {}
+    for workers in (0, 2):
+        loader = train_loader(shards_dir, num_workers=workers, **kw)
+        loader.set_epoch(1)
+        got = {}
+        for b in loader:
+            for i, key in enumerate(zip(b["source_name"], b["target_name"])):
+                got[key] = (b["source_rgb"][i], b["target_rgb"][i], b["face_rgb"][i], b["target_keypoints"][i])
+        by_pair[workers] = got
+    assert by_pair[0].keys() == by_pair[2].keys() and len(by_pair[0]) == 24
+    for key, want in by_pair[0].items():
+        assert all(np.array_equal(a, b) for a, b in zip(want, by_pair[2][key])), key
+
+
+def test_shared_memory_slot_rewritten_before_it_is_read_is_an_error():
+    from datasets.shards.ring import Layout, SlotRing
+
+    ring = SlotRing(Layout((("rgb", (3, 4, 2)),), batch=2), workers=1, slots=2)
+    images = [np.full((2, 4, 2, 3), v, np.uint8) for v in (1, 2, 3)]
+    first, second = ring.put(0, {"rgb": images[0]}), ring.put(0, {"rgb": images[1]})
+    assert np.array_equal(ring.take(first)["rgb"], images[0].transpose(0, 3, 1, 2))
+    ring.put(0, {"rgb": images[2]})  # reuses the first slot: fine, it was read
+    assert np.array_equal(ring.take(second)["rgb"], images[1].transpose(0, 3, 1, 2))
+    with pytest.raises(RuntimeError, match="rewrote shared-memory slot 0"):
+        ring.take(first)  # its slot now holds the third batch
+    short = ring.put(0, {"rgb": images[0][:1]})  # a last, smaller batch
+    assert ring.take(short)["rgb"].shape == (1, 3, 4, 2)
+
+
+def test_no_room_in_shared_memory_sends_batches_through_the_pipe(shards, monkeypatch, caplog):
+    from datasets.shards import ring
+
+    monkeypatch.setattr(ring, "shm_free_bytes", lambda path="/dev/shm": 1 << 20)
+    _, shards_dir = shards
+    loader = train_loader(shards_dir, rank=0, world_size=1, batch_size=5, num_workers=2, augment=None, compact=True)
+    assert sum(len(b["source_name"]) for b in loader) == 24 and loader._ring is None
+    assert "would not fit in /dev/shm" in caplog.text
+
+
 def test_keypoint_poses_need_compact_batches(shards):
     with pytest.raises(ValueError, match="compact"):
         train_loader(shards[1], rank=0, world_size=1, batch_size=4, poses="keypoints")

@@ -61,6 +61,7 @@ from datasets.pose import heatmaps
 from datasets.pose.face import crop_face
 from datasets.pose.scheme import pose_channels_of_manifest, scheme_of_manifest
 from datasets.shards.augment import AugmentConfig, Augmenter
+from datasets.shards.ring import Layout, SlotRing, make_ring
 from datasets.shards.samples import Sample, SampleError, decode_image, parse_sample
 from datasets.shards.tar import ShardFormatError, iter_samples, load_manifest, manifest_location, read_shard
 from datasets.storage import ChecksumError
@@ -226,7 +227,9 @@ class _PairStream(IterableDataset):
 
     def __init__(self, root: Path | str, shards: list[dict], planner: Callable[..., RankPlan], epoch: torch.Tensor,
                  batch_size: int, seed: int, rank: int, shuffle: bool, augment: AugmentConfig | None, manifest: dict,
-                 max_consecutive_errors: int, poses: str = "sparse", face_crops: bool = True) -> None:
+                 max_consecutive_errors: int, poses: str = "sparse", face_crops: bool = True,
+                 ring: SlotRing | None = None) -> None:
+        self.ring = ring  # loader workers put the images in shared memory (datasets/shards/ring.py)
         # The epoch lives in shared memory and the plan is recomputed from it at every pass, so
         # persistent loader workers (started once per run, not once per epoch) follow set_epoch.
         self.root, self.shards, self.planner, self.epoch_cell = root, shards, planner, epoch
@@ -245,6 +248,7 @@ class _PairStream(IterableDataset):
     def __iter__(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         wid = info.id if info is not None else 0
+        self.wid = wid if info is not None else None
         self.epoch = int(self.epoch_cell[0])
         plan = self.planner(epoch=self.epoch)
         segments = plan.workers[wid] if info is not None else tuple(s for w in plan.workers for s in w)
@@ -382,12 +386,17 @@ class _PairStream(IterableDataset):
         return int(sample.pair_lines[j]) if j < len(sample.pair_lines) else -1
 
     def _collate(self, pairs: list[_Pair], state: dict) -> dict[str, Any]:
-        # Plain numpy: pickled through the worker pipe in one piece, which measured
-        # faster than torch's one-shared-memory-segment-per-tensor for batches this small.
-        batch = {
+        # In a worker the images go into its shared-memory slot and only the small fields are
+        # pickled through the pipe (datasets/shards/ring.py); in-process they stay as they are.
+        images = {"source_rgb": np.stack([p.src_rgb for p in pairs]), "target_rgb": np.stack([p.tgt_rgb for p in pairs])}
+        if self.face_crops:
+            images["face_rgb"] = np.stack([p.face for p in pairs])
+        if self.ring is not None and self.wid is not None:  # in a worker: the images go by shared memory
+            batch: dict[str, Any] = {"_slot": self.ring.put(self.wid, images)}
+        else:
             # CHW here, in the (parallel) worker: the strided transpose is the slow part.
-            "source_rgb": np.stack([p.src_rgb for p in pairs]).transpose(0, 3, 1, 2).copy(),
-            "target_rgb": np.stack([p.tgt_rgb for p in pairs]).transpose(0, 3, 1, 2).copy(),
+            batch = {k: v.transpose(0, 3, 1, 2).copy() for k, v in images.items()}
+        batch.update({
             "source_keypoints": np.stack([p.src_kp for p in pairs]).astype(np.float32),
             "target_keypoints": np.stack([p.tgt_kp for p in pairs]).astype(np.float32),
             "target_face_box": np.stack([p.face_box for p in pairs]).astype(np.float32),
@@ -397,9 +406,7 @@ class _PairStream(IterableDataset):
             "pair_index": np.array([p.pair_index for p in pairs], dtype=np.int64),
             "pair_line": np.array([p.pair_line for p in pairs], dtype=np.int64),
             "_skipped": state["skipped"], "_substituted": state["substituted"], "_errors": state["errors"],
-        }
-        if self.face_crops:
-            batch["face_rgb"] = np.stack([p.face for p in pairs]).transpose(0, 3, 1, 2).copy()
+        })
         if self.sparse_poses:
             batch["source_pose_sparse"] = heatmaps.pack([p.src_pose for p in pairs])
             batch["target_pose_sparse"] = heatmaps.pack([p.tgt_pose for p in pairs])
@@ -487,6 +494,7 @@ class PairLoader:
         self.planner = self._planner()
         self.plan = self.planner(epoch=0)
         self._workers: DataLoader | None = None
+        self._ring: SlotRing | None = None
 
     def _planner(self) -> Callable[..., RankPlan]:
         """The plan as a function of the epoch only (picklable: it travels to the loader workers)."""
@@ -510,7 +518,8 @@ class PairLoader:
             # Workers persist across epochs: started at the first pass, told the epoch through
             # epoch_cell (start-up of 2 workers measured ~4x the pass over 576 pairs in bench data).
             if self._workers is None:
-                self._workers = DataLoader(self._stream(), batch_size=None, collate_fn=_keep,
+                self._ring = make_ring(self._ring_layout(), self.num_workers, self.prefetch_factor + 1)
+                self._workers = DataLoader(self._stream(self._ring), batch_size=None, collate_fn=_keep,
                                            num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
                                            multiprocessing_context=self.mp_context, persistent_workers=True)
             source = self._workers
@@ -518,15 +527,25 @@ class PairLoader:
             source = self._stream()
         test = self.split == "test"
         for compact in source:
+            if "_slot" in compact:
+                compact.update(self._ring.take(compact.pop("_slot")))
             self.skipped += int(compact.pop("_skipped"))
             self.substituted += int(compact.pop("_substituted"))
             self.recent_errors = (self.recent_errors + list(compact.pop("_errors")))[-20:]
             yield compact if self.compact else finalise(compact, self.pose_channels, test)
 
-    def _stream(self) -> _PairStream:
+    def _stream(self, ring: SlotRing | None = None) -> _PairStream:
         return _PairStream(self.root, self.shards, self.planner, self.epoch_cell, self.batch_size, self.seed,
                            self.rank, self.shuffle, self.augment, self.manifest, self.max_consecutive_errors,
-                           self.poses, self.face_crops)
+                           self.poses, self.face_crops, ring)
+
+    def _ring_layout(self) -> Layout:
+        h, w = (int(v) for v in self.manifest["image_size"])
+        fields = [("source_rgb", (3, h, w)), ("target_rgb", (3, h, w))]
+        if self.face_crops:
+            f = int(self.manifest["preprocess"]["face_size"])
+            fields.append(("face_rgb", (3, f, f)))
+        return Layout(tuple(fields), self.batch_size)
 
 
 def train_loader(shards_dir: str | Path, *, rank: int, world_size: int, batch_size: int, num_workers: int = 2,
