@@ -1,6 +1,6 @@
 """Compact loader batches -> the model's float batch, on the training device.
 
-The loader's workers send compact batches (``PairLoader(compact=True)``): uint8 CHW
+The loader's workers send compact batches (``PairLoader(compact=True)``): uint8 NHWC
 images, keypoints, and pose maps either as nothing at all (``poses="keypoints"``:
 Gaussian body heatmaps, rendered here from the keypoints) or as sparse uint8
 patches (``poses="sparse"``: any scheme, pasted here).  This module copies them to
@@ -107,9 +107,13 @@ def paste_sparse(packed: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
     return _scatter(values, rows, cols, plane, (batch, k, h, w))
 
 
-def to_float_image(chw: torch.Tensor) -> torch.Tensor:
-    """uint8 [B,3,H,W] -> float32 in [-1, 1], rounding exactly as the CPU loader does."""
-    return chw.to(torch.float32).mul_(_TWO_OVER_255).sub_(1.0)
+def to_float_image(nhwc: torch.Tensor) -> torch.Tensor:
+    """uint8 [B,H,W,3] -> float32 [B,3,H,W] in [-1, 1], rounding exactly as the CPU loader does."""
+    if nhwc.device.type == "cpu":
+        from datasets.shards.loader import cpu_float_image
+
+        return cpu_float_image(nhwc.numpy())
+    return nhwc.permute(0, 3, 1, 2).to(torch.float32).mul_(_TWO_OVER_255).sub_(1.0).contiguous()
 
 
 @dataclass

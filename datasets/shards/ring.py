@@ -28,17 +28,17 @@ log = logging.getLogger("attnflow.data")
 
 @dataclass(frozen=True)
 class Layout:
-    """Which image arrays a batch holds, each uint8 [B, C, H, W]."""
+    """Which image arrays a batch holds, each uint8 [B, H, W, C]."""
 
-    fields: tuple[tuple[str, tuple[int, int, int]], ...]  # (name, (C, H, W))
+    fields: tuple[tuple[str, tuple[int, int, int]], ...]  # (name, (H, W, C))
     batch: int
 
-    def field_bytes(self, chw: tuple[int, int, int]) -> int:
-        return self.batch * chw[0] * chw[1] * chw[2]
+    def field_bytes(self, hwc: tuple[int, int, int]) -> int:
+        return self.batch * hwc[0] * hwc[1] * hwc[2]
 
     @property
     def slot_bytes(self) -> int:
-        return _HEADER + sum(self.field_bytes(chw) for _, chw in self.fields)
+        return _HEADER + sum(self.field_bytes(hwc) for _, hwc in self.fields)
 
 
 class SlotRing:
@@ -55,14 +55,14 @@ class SlotRing:
         raw = self.memory[worker, slot].numpy()
         seq = raw[:8].view(np.int64)
         arrays, offset = {}, _HEADER
-        for name, chw in self.layout.fields:
-            size = self.layout.field_bytes(chw)
-            arrays[name] = raw[offset:offset + size].reshape(self.layout.batch, *chw)
+        for name, hwc in self.layout.fields:
+            size = self.layout.field_bytes(hwc)
+            arrays[name] = raw[offset:offset + size].reshape(self.layout.batch, *hwc)
             offset += size
         return seq, arrays
 
     def put(self, worker: int, images: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
-        """Write a batch's HWC uint8 image stacks (as CHW); returns the address for the pipe."""
+        """Write a batch's uint8 NHWC image stacks; returns the address for the pipe."""
         n = self.sent[worker]
         self.sent[worker] += 1
         slot = n % self.slots
@@ -72,7 +72,7 @@ class SlotRing:
             count = len(stack)
             if count > self.layout.batch:
                 raise ValueError(f"batch of {count} does not fit slots of {self.layout.batch}")
-            np.copyto(arrays[name][:count], stack.transpose(0, 3, 1, 2))
+            np.copyto(arrays[name][:count], stack)
         seq[0] = n
         return worker, slot, n, count
 

@@ -48,7 +48,7 @@ from datasets.pose.face import crop_face
 from datasets.raw.layout import find_split, get_layout, read_pairs
 from datasets.shards import expand
 from datasets.shards.augment import AugmentConfig, Augmenter
-from datasets.shards.loader import cpu_float_image, train_loader
+from datasets.shards.loader import train_loader
 from datasets.shards.samples import decode_image, parse_sample
 from datasets.shards.tar import iter_samples, load_manifest
 from pipelines.config.logs import add_log_level_arg, setup_logging
@@ -230,7 +230,7 @@ def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, 
     n = len(views)
     before, after = Augmenter(AugmentConfig(), flip_perm, 0), Augmenter(AugmentConfig(), flip_perm, 0)
     moved = [after(r, v.keypoints, v.face_box, v.face_valid) for r, v in zip(rgbs, views)]
-    chw = np.stack([r.transpose(2, 0, 1) for r in rgbs[:batch]])
+    nhwc = np.stack(rgbs[:batch])
     sparse = [heatmaps.render_sparse(m.keypoints, size, sigma) for m in moved[:batch]]
     kp = torch.from_numpy(np.stack([m.keypoints for m in moved[:batch]]))
     canvas = GaussianCanvas(size, sigma)
@@ -253,16 +253,18 @@ def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, 
         "pose_paste_cpu": per_image(lambda: heatmaps.paste_into(
             np.zeros((batch, len(flip_perm), *size), np.float32), sparse), batch),
         "pose_render_device": per_image(lambda: canvas(kp), batch),
-        "image_float_cpu": per_image(lambda: cpu_float_image(chw), batch),
-        "image_float_device": per_image(lambda: expand.to_float_image(torch.from_numpy(chw)), batch),
+        # before: a uint8 CHW transpose in the worker, then convert, scale and shift in torch
+        "image_float_cpu": per_image(lambda: torch.from_numpy(nhwc.transpose(0, 3, 1, 2).copy()).to(
+            torch.float32).mul_(2.0 / 255.0).sub_(1.0), batch),
+        "image_float_device": per_image(lambda: expand.to_float_image(torch.from_numpy(nhwc)), batch),
     }
     table = {
         "before": {"decode": 2 * parts["jpeg_decode"], "augment": 2 * parts["augment_compose"],
                    "pose maps": 2 * (parts["pose_render_worker"] + parts["pose_paste_cpu"]),
-                   "face crop": parts["face_crop"], "image → float": 2 * parts["image_float_cpu"]},
+                   "face crop": parts["face_crop"], "image → float CHW": 2 * parts["image_float_cpu"]},
         "after": {"decode": 2 * parts["jpeg_decode"], "augment": 2 * parts["augment_direct"],
                   "pose maps": 2 * parts["pose_render_device"], "face crop": 0.0,
-                  "image → float": 2 * parts["image_float_device"]},
+                  "image → float CHW": 2 * parts["image_float_device"]},
     }
     return {side: {k2: round(v, 1) for k2, v in rows.items()} for side, rows in table.items()}
 
