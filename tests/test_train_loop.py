@@ -104,3 +104,16 @@ def test_consecutive_faults_stop_the_run(project: tuple[Path, Path], capsys: pyt
     assert "3 consecutive steps" in capsys.readouterr().err
     # Step 4 would have been a checkpoint; none is written once the run stops on faults.
     assert _assert_checkpoints_finite(root, "diverge") == []
+
+
+def test_loader_workers_feed_a_run_across_epochs(project: tuple[Path, Path]) -> None:
+    # Two persistent loader workers handing batches over in shared memory, augmentation on, over
+    # several epochs (24 pairs = 12 batches each), with the profiled step-time breakdown.
+    root, params = project
+    args = ["--params", str(params), "--workers", "0", "--run-name", "lw", "--profile-comm",
+            "--set", "train.loader_workers=2", "--set", "train.augment=true", "--set", "train.total_images=56"]
+    assert train.main(args) == 0
+    s = read_summary(root, "lw")
+    assert s["status"] == "completed" and s["steps"] == 28 and s["skipped_steps"] == 0 and s["data_errors"] == 0
+    assert 0 < s["fraction_expand"] <= s["fraction_data"] and s["fraction_forward_backward"] > 0
+    assert _assert_checkpoints_finite(root, "lw") == [24, 28]
