@@ -182,7 +182,7 @@ def test_worker_batches_through_shared_memory_equal_in_process_ones(shards):
 def test_shared_memory_slot_rewritten_before_it_is_read_is_an_error():
     from datasets.shards.ring import Layout, SlotRing
 
-    ring = SlotRing(Layout((("rgb", (4, 2, 3)),), batch=2), workers=1, slots=2)
+    ring = SlotRing(Layout((("rgb", (4, 2, 3)),), batch=2), workers=1, messages=2)
     images = [np.full((2, 4, 2, 3), v, np.uint8) for v in (1, 2, 3)]
     first, second = ring.put(0, {"rgb": images[0]}), ring.put(0, {"rgb": images[1]})
     assert np.array_equal(ring.take(first)["rgb"], images[0])

@@ -245,10 +245,26 @@ class _PairStream(IterableDataset):
         # Pair index of each shard's first pair (for test batches' pair_index).
         self.first_pair = np.concatenate([[0], np.cumsum([s["pairs"] for s in shards])]).tolist()
 
-    def __iter__(self) -> Iterator[dict[str, Any]]:
+    def __iter__(self) -> Iterator[Any]:
+        """Batches in-process; in a loader worker, lists of ``ring.chunk`` batches (one pipe message)."""
+        info = get_worker_info()
+        self.wid = info.id if info is not None else None
+        batches = self._batches()
+        if self.wid is None or self.ring is None or self.ring.chunk == 1:
+            yield from batches
+            return
+        chunk: list[dict[str, Any]] = []
+        for batch in batches:
+            chunk.append(batch)
+            if len(chunk) == self.ring.chunk:
+                yield chunk
+                chunk = []
+        if chunk:
+            yield chunk
+
+    def _batches(self) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         wid = info.id if info is not None else 0
-        self.wid = wid if info is not None else None
         self.epoch = int(self.epoch_cell[0])
         plan = self.planner(epoch=self.epoch)
         segments = plan.workers[wid] if info is not None else tuple(s for w in plan.workers for s in w)
@@ -523,7 +539,8 @@ class PairLoader:
             # Workers persist across epochs: started at the first pass, told the epoch through
             # epoch_cell (start-up of 2 workers measured ~4x the pass over 576 pairs in bench data).
             if self._workers is None:
-                self._ring = make_ring(self._ring_layout(), self.num_workers, self.prefetch_factor + 1)
+                self._ring = make_ring(self._ring_layout(), self.num_workers, self.prefetch_factor + 1,
+                                       chunked=self.shuffle)
                 self._workers = DataLoader(self._stream(self._ring), batch_size=None, collate_fn=_keep,
                                            num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
                                            multiprocessing_context=self.mp_context, persistent_workers=True)
@@ -531,9 +548,15 @@ class PairLoader:
         else:
             source = self._stream()
         test = self.split == "test"
-        for compact in source:
-            if "_slot" in compact:
-                compact.update(self._ring.take(compact.pop("_slot")))
+        for item in source:
+            chunk = item if isinstance(item, list) else [item]
+            for compact in chunk:  # every slot of a message is read before the next is asked for
+                if "_slot" in compact:
+                    compact.update(self._ring.take(compact.pop("_slot")))
+            yield from self._finish(chunk, test)
+
+    def _finish(self, chunk: list[dict[str, Any]], test: bool) -> Iterator[dict[str, Any]]:
+        for compact in chunk:
             self.skipped += int(compact.pop("_skipped"))
             self.substituted += int(compact.pop("_substituted"))
             self.recent_errors = (self.recent_errors + list(compact.pop("_errors")))[-20:]
