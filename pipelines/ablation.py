@@ -1,13 +1,15 @@
 """The paper's ablation on the synthetic data: each variant trained and evaluated on one budget.
 
-    python -m pipelines.ablation run --variant attn     # train runs/ablation-attn, evaluate it
-    python -m pipelines.ablation table                  # metrics/ablation.json + reports/ablation.md
+    python -m pipelines.ablation run --variant attn [--seed 0]   # train runs/ablation-attn-s0, evaluate it
+    python -m pipelines.ablation table                           # metrics/ablation.json + reports/ablation.md
 
 Variants (model.variant): ``baseline`` (no warping), ``attn`` (attention only), ``flow`` (flow
 only), ``no_face`` (both, no face term), ``full``.  Every variant gets the same
-``evaluate.ablation.total_images``, seed and ``overrides``; training runs in-process
-(``--workers 0``) so the budget means the same on any machine.  DVC runs one ``ablation_run``
-stage per variant (``foreach``) and then ``ablation``.
+``evaluate.ablation.total_images`` and ``overrides``, once per seed of ``evaluate.ablation.seeds``;
+training runs in-process (``--workers 0``) so the budget means the same on any machine.  The table
+gives each score's mean over the seeds, and for each of the paper's claims (full best, each branch
+better than none, the face term helps) whether it holds beyond the seeds' noise.  DVC runs one
+``ablation_run`` stage per variant and seed (``matrix``) and then ``ablation``.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from datasets.files import atomic_write_bytes
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
 
@@ -25,8 +28,8 @@ log = logging.getLogger("ablation")
 METRICS_DIR = Path("metrics/ablation")
 
 
-def run_name(variant: str) -> str:
-    return f"ablation-{variant}"
+def run_name(variant: str, seed: int) -> str:
+    return f"ablation-{variant}-s{seed}"
 
 
 def run_variant(args: argparse.Namespace, cfg) -> int:
@@ -34,77 +37,141 @@ def run_variant(args: argparse.Namespace, cfg) -> int:
     if args.variant not in acfg.variants:
         log.error("%r is not in evaluate.ablation.variants (%s)", args.variant, ", ".join(acfg.variants))
         return 2
+    seeds = [args.seed] if args.seed is not None else list(acfg.seeds)
+    if any(s not in acfg.seeds for s in seeds):
+        log.error("seed %s is not in evaluate.ablation.seeds (%s)", args.seed, ", ".join(map(str, acfg.seeds)))
+        return 2
+    for seed in seeds:
+        code = _run_one(args, cfg, args.variant, seed)
+        if code != 0:
+            return code
+    return 0
+
+
+def _run_one(args: argparse.Namespace, cfg, variant: str, seed: int) -> int:
+    acfg = cfg.evaluate.ablation
+    name = run_name(variant, seed)
     common = ["--params", args.params, "--log-level", args.log_level]
     common += [x for o in args.overrides for x in ("--set", o)]
-    sets = [f"model.variant={args.variant}", f"train.total_images={acfg.total_images}", f"train.seed={acfg.seed}",
+    sets = [f"model.variant={variant}", f"train.total_images={acfg.total_images}", f"train.seed={seed}",
             *acfg.overrides]
     train = [sys.executable, "-m", "pipelines.train", "--dataset", acfg.dataset, "--workers", "0",
-             "--run-name", run_name(args.variant), *common] + [x for s in sets for x in ("--set", s)]
+             "--run-name", name, *common] + [x for s in sets for x in ("--set", s)]
     log.info("+ %s", " ".join(train[1:]))
     done = subprocess.run(train)
     if done.returncode != 0:
         return done.returncode
     evaluate = [sys.executable, "-m", "pipelines.evaluate", "--dataset", acfg.dataset,
-                "--run-name", run_name(args.variant), *common,
-                "--checkpoint", f"{cfg.train.storage_path}/{run_name(args.variant)}/checkpoints",
-                "--metrics", str(METRICS_DIR / f"{args.variant}.json"), "--plots", f"plots/ablation/{args.variant}",
-                "--set", f"evaluate.images_dir=data/eval/ablation-{args.variant}"]
+                "--run-name", name, *common,
+                "--checkpoint", f"{cfg.train.storage_path}/{name}/checkpoints",
+                "--metrics", str(METRICS_DIR / f"{variant}-s{seed}.json"), "--plots", f"plots/ablation/{variant}-s{seed}",
+                "--set", f"evaluate.images_dir=data/eval/{name}"]
     log.info("+ %s", " ".join(evaluate[1:]))
     return subprocess.run(evaluate).returncode
 
 
+# The paper's claims (Table 2 of the paper: the full model is best; each warping branch alone
+# beats no warping; the face term helps), as (better, worse) pairs of variants.
+CLAIMS = (("full", "attn"), ("full", "flow"), ("full", "no_face"), ("attn", "baseline"), ("flow", "baseline"))
+# What the verdicts are judged on: the field's image score, the perceptual distance and, on
+# synthetic figures, whether the source's clothes arrive (scores a variant may lack are skipped).
+VERDICT_KEYS = ("ssim", "lpd", "appearance_de00")
+CORRESPONDENCE_KEYS = ("flow_epe", "attn_epe_s8", "branch_choice_s8", "appearance_de00")
+
+
+def verdict(better: list[float], worse: list[float], lower_better: bool) -> str:
+    """``beyond seed noise``: every seed of ``better`` beats every seed of ``worse``; ``on average``:
+    the means are ordered but the seeds overlap; ``reversed``: the means are not ordered."""
+    sign = -1.0 if lower_better else 1.0
+    b, w = [sign * v for v in better], [sign * v for v in worse]
+    if min(b) > max(w):
+        return "beyond seed noise"
+    if sum(b) / len(b) > sum(w) / len(w):
+        return "on average"
+    return "reversed"
+
+
+def _records(acfg) -> tuple[dict[tuple[str, int], dict], list[str]]:
+    want = [(v, s) for v in acfg.variants for s in acfg.seeds]
+    missing = [f"{v} seed {s}" for v, s in want if not (METRICS_DIR / f"{v}-s{s}.protocol.json").is_file()]
+    docs = {} if missing else {(v, s): json.loads((METRICS_DIR / f"{v}-s{s}.protocol.json").read_text())
+                               for v, s in want}
+    return docs, missing
+
+
 def table(cfg) -> int:
     acfg = cfg.evaluate.ablation
-    rows: dict[str, dict] = {}
-    missing = [v for v in acfg.variants if not (METRICS_DIR / f"{v}.protocol.json").is_file()]
+    docs, missing = _records(acfg)
     if missing:
-        log.error("no metrics for %s; run `python -m pipelines.ablation run --variant V` (or dvc repro ablation)",
-                  ", ".join(missing))
+        log.error("no metrics for %s; run `python -m pipelines.ablation run --variant V [--seed S]` (or make "
+                  "ablation)", ", ".join(missing))
         return 2
-    # Each variant's evaluation record (scores with the protocol they were computed under).
-    docs = {v: json.loads((METRICS_DIR / f"{v}.protocol.json").read_text()) for v in acfg.variants}
+    # Each run's evaluation record (scores with the protocol they were computed under).
     protocols = {d["protocol_sha256"] for d in docs.values()}
     if len(protocols) != 1:
         log.error("the variants were evaluated under different protocols; re-run them")
         return 2
-    first = docs[acfg.variants[0]]
+    first = next(iter(docs.values()))
     names = first["metric_names"]
     keys = ["ssim", "psnr", names["fd"], names.get("kid", ""), names["lpd"]] + sorted(
         k for k in first["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high")))
+    keys += [k for k in CORRESPONDENCE_KEYS if k in first["model"]]
     # A score the evaluation could not compute (the Fréchet distance on too few images) is left out.
     keys = [k for k in keys if k and all(k in d["model"] for d in docs.values())]
-    for v, d in docs.items():
-        rows[v] = {k: d["model"][k] for k in keys}
+    per_seed = {v: {k: [docs[(v, s)]["model"][k] for s in acfg.seeds] for k in keys} for v in acfg.variants}
+    rows = {v: {k: sum(vals) / len(vals) for k, vals in per_seed[v].items()} for v in acfg.variants}
     baselines = {b: {k: first["baselines"][b].get(k, float("nan")) for k in keys} for b in first["baselines"]}
-    out = {
-        "dataset": acfg.dataset,
-        "total_images": acfg.total_images,
-        "seed": acfg.seed,
-        "overrides": list(acfg.overrides),
-        "protocol_sha256": protocols.pop(),
-        "variants": rows,
-        "baselines": baselines,
-    }
-    METRICS_DIR.parent.mkdir(parents=True, exist_ok=True)
-    Path("metrics/ablation.json").write_text(json.dumps(out, indent=2) + "\n")
 
     from pipelines.registry.promotion import lower_is_better
 
+    judged = [names["lpd"] if k == "lpd" else k for k in VERDICT_KEYS]
+    judged = [k for k in judged if k in keys]
+    claims = [{"better": a, "worse": b, "metric": k,
+               "verdict": verdict(per_seed[a][k], per_seed[b][k], lower_is_better(k))}
+              for a, b in CLAIMS if a in per_seed and b in per_seed for k in judged]
+    out = {
+        "dataset": acfg.dataset,
+        "total_images": acfg.total_images,
+        "seeds": list(acfg.seeds),
+        "overrides": list(acfg.overrides),
+        "protocol_sha256": protocols.pop(),
+        "variants": rows,  # means over the seeds
+        "per_seed": per_seed,
+        "baselines": baselines,
+        "claims": claims,
+    }
+    METRICS_DIR.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path("metrics/ablation.json"), (json.dumps(out, indent=2) + "\n").encode())
+
     arrows = {k: "↓" if lower_is_better(k) else "↑" for k in keys}
     best = {k: (min if lower_is_better(k) else max)(rows[v][k] for v in rows) for k in keys}
-    lines = [f"Ablation on `{acfg.dataset}`, {acfg.total_images} training images per variant "
-             f"(seed {acfg.seed}{', ' + ', '.join(acfg.overrides) if acfg.overrides else ''}); "
-             f"{first['protocol']['pairs']} test pairs, protocol `{out['protocol_sha256'][:12]}`.", "",
+
+    def cell(v: str, k: str) -> str:
+        text = f"{rows[v][k]:.4f}" + (f" ({', '.join(f'{x:.4f}' for x in per_seed[v][k])})"
+                                      if len(acfg.seeds) > 1 else "")
+        return f"**{text}**" if rows[v][k] == best[k] else text
+
+    seeds = ", ".join(map(str, acfg.seeds))
+    lines = [f"Ablation on `{acfg.dataset}`, {acfg.total_images} training images per variant and seed "
+             f"(seeds {seeds}{', ' + ', '.join(acfg.overrides) if acfg.overrides else ''}); "
+             f"{first['protocol']['pairs']} test pairs, protocol `{out['protocol_sha256'][:12]}`. "
+             "Each cell: the mean over the seeds (each seed's score).", "",
              "| variant | " + " | ".join(f"{k} {arrows[k]}" for k in keys) + " |",
              "|---|" + "---:|" * len(keys)]
-    for v, r in rows.items():
-        lines.append(f"| {v} | " + " | ".join(
-            (f"**{r[k]:.4f}**" if r[k] == best[k] else f"{r[k]:.4f}") for k in keys) + " |")
+    for v in rows:
+        lines.append(f"| {v} | " + " | ".join(cell(v, k) for k in keys) + " |")
     for b, r in baselines.items():
         lines.append(f"| *{b}* | " + " | ".join(f"*{r[k]:.4f}*" for k in keys) + " |")
+    lines += ["", "The paper's ordering, per score (beyond seed noise: every seed of the first variant beats "
+              "every seed of the second):", "", "| claim | " + " | ".join(judged) + " |",
+              "|---|" + "---|" * len(judged)]
+    for a, b in CLAIMS:
+        got = {c["metric"]: c["verdict"] for c in claims if c["better"] == a and c["worse"] == b}
+        if got:
+            lines.append(f"| {a} better than {b} | " + " | ".join(got[k] for k in judged) + " |")
     report = Path("reports/ablation.md")
     report.parent.mkdir(parents=True, exist_ok=True)
-    report.write_text("\n".join(lines) + "\n")
+    atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
     print("\n".join(lines))
     return 0
 
@@ -113,8 +180,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m pipelines.ablation", description=__doc__.split("\n\n")[0])
     add_log_level_arg(ap)
     sub = ap.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("run", help="train and evaluate one variant")
+    run = sub.add_parser("run", help="train and evaluate one variant (each seed, or --seed)")
     run.add_argument("--variant", required=True)
+    run.add_argument("--seed", type=int, help="one seed of evaluate.ablation.seeds (default: each in turn)")
     add_config_args(run)
     add_log_level_arg(run, subcommand=True)
     tab = sub.add_parser("table", help="collect the variants' scores into metrics/ablation.json and a table")

@@ -76,7 +76,7 @@ class AblationConfig:
     dataset: str = "synthetic_fashion"
     variants: tuple[str, ...] = ("baseline", "attn", "flow", "no_face", "full")
     total_images: int = 2000  # the same training budget for every variant
-    seed: int = 0
+    seeds: tuple[int, ...] = (0, 1)  # every variant is trained once per seed: the table's noise
     overrides: tuple[str, ...] = ()  # extra --set section.key=value for every variant (e.g. a smaller model)
 
     def __post_init__(self) -> None:
@@ -84,6 +84,8 @@ class AblationConfig:
             raise ValueError(f"evaluate.ablation.total_images must be >= 1, got {self.total_images}")
         if not self.variants:
             raise ValueError("evaluate.ablation.variants must name at least one variant")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
+            raise ValueError(f"evaluate.ablation.seeds must list distinct seeds, got {list(self.seeds)}")
 
 
 @dataclass(frozen=True)
