@@ -100,6 +100,13 @@ def test_model_fields_are_image_size_flows_inside_the_source() -> None:
         ys = fields[name][:, 1] + torch.arange(h).view(1, h, 1)
         assert xs.min() > -4 and xs.max() < w + 3 and ys.min() > -4 and ys.max() < h + 3
     assert all(m.shape == (b, 1, h, w) and 0 <= float(m.min()) and float(m.max()) <= 1 for m in maps.values())
+    # The encoders' outputs read from the forward itself give the same fields as running them again.
+    with torch.no_grad():
+        out2, features = C.forward_with_features(g, batch)
+        fields2, _ = C.model_fields(g, out2, batch, features)
+    assert set(features) == {"textures", "skeleton"} and torch.equal(out2.image, out.image)
+    assert all(torch.equal(fields[n], fields2[n]) for n in fields)
+    assert not g.reference_encoder._forward_hooks and not g.skeleton_encoder._forward_hooks
 
 
 def test_real_data_is_reported_as_not_available() -> None:

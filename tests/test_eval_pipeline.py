@@ -183,3 +183,27 @@ def test_register_after_evaluate_makes_a_champion(in_project: tuple[Path, Path])
         sys.path[:] = saved
     image = Image.open(io.BytesIO(base64.b64decode(answer["image"][0])))
     assert (image.height, image.width) == served.get_raw_model().image_size
+
+
+def test_real_image_layers_are_computed_once_per_image_and_alone() -> None:
+    import torch
+
+    from pipelines.evaluation.scoring import RealImageLayers
+
+    class Net:
+        calls = 0
+
+        def layers(self, images):
+            Net.calls += 1
+            assert images.shape[0] == 1  # one image at a time: no dependence on batch composition
+            x = images.float()
+            return [x, x.mean(dim=1, keepdim=True)]
+
+    images = torch.randint(0, 255, (3, 3, 4, 2), dtype=torch.uint8)
+    real = RealImageLayers(Net(), keep=2)
+    got = real(["a", "b", "a"], images[[0, 1, 0]])
+    assert Net.calls == 2 and got[0].shape == (3, 3, 4, 2) and got[1].shape == (3, 1, 4, 2)
+    assert torch.equal(got[0][2], images[0].float()) and torch.equal(got[0][1], images[1].float())
+    real(["c"], images[2:3])  # evicts "a", the oldest
+    real(["b", "a"], images[[1, 0]])
+    assert Net.calls == 4 and len(real.cache) == 2

@@ -55,10 +55,10 @@ def generator_from_checkpoint(path: str | Path) -> tuple[GeneratorUnderTest, tor
 
     @torch.no_grad()
     def fields(batch: dict[str, Any]):
-        from pipelines.evaluation.correspondence import model_fields
+        from pipelines.evaluation.correspondence import forward_with_features, model_fields
 
-        out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
-        return (out.image, *model_fields(g, out, batch))
+        out, features = forward_with_features(g, batch)
+        return (out.image, *model_fields(g, out, batch, features))
 
     return GeneratorUnderTest(fn, info, ("checkpoint", info["path"]), fields), g, state
 

@@ -85,6 +85,32 @@ def nchw_uint8(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1)[None]
 
 
+class RealImageLayers:
+    """Feature layers of the real test images, by name, each computed on its own (a batch of one).
+
+    Every test image is a target in several pairs and a source (``copy_source``) in as many: per
+    pair that is the same network pass again and again (144 pairs, 48 distinct images). A pass
+    on one image alone gives the same numbers whichever batch, part or worker first needed it,
+    so the scores stay independent of the worker count. The last ``keep`` images are kept: pairs
+    come grouped by identity in the field's CSVs, so a small window holds them.
+    """
+
+    def __init__(self, net: Any, keep: int = 64) -> None:
+        self.net, self.keep = net, keep
+        self.cache: dict[str, list[torch.Tensor]] = {}
+
+    def _one(self, name: str, image: torch.Tensor) -> list[torch.Tensor]:
+        if name not in self.cache:
+            if len(self.cache) >= self.keep:
+                self.cache.pop(next(iter(self.cache)))
+            self.cache[name] = self.net.layers(image[None])
+        return self.cache[name]
+
+    def __call__(self, names: list[str], images: torch.Tensor) -> list[torch.Tensor]:
+        per = [self._one(n, im) for n, im in zip(names, images)]
+        return [torch.cat(level) for level in zip(*per)]
+
+
 @dataclass
 class PairScores:
     names: list[tuple[str, str]]
@@ -114,6 +140,8 @@ def evaluate_pairs(
     names: list[tuple[str, str]] = []
     grid: list[dict[str, Any]] = []
     mean_t = torch.from_numpy(mean_image).permute(2, 0, 1)
+    real: RealImageLayers | None = None
+    mean_layers: list[torch.Tensor] = []
     last_index = -1
     for batch in batches:
         index = batch["pair_index"].tolist()
@@ -136,12 +164,18 @@ def evaluate_pairs(
                 M.body_mask(kp.numpy(), tuple(target.shape[-2:]), mask_radius) for kp in batch["target_keypoints"]]))
             target_m = M.apply_mask(target, masks)
         # One backbone for both distances (the offline default): each image set goes through it
-        # once, its layers giving the perceptual distance and its deepest layer the pooled features.
+        # once, its layers giving the perceptual distance and its deepest layer the pooled features;
+        # real test images (targets, copy_source) once per image, the mean image once in all.
         shared = nets.fd is nets.lpd and isinstance(nets.fd, M.ModuleFeatures)
-        target_layers = nets.fd.layers(target) if shared else None
+        if shared and real is None:
+            real = RealImageLayers(nets.fd)
+            mean_layers = nets.fd.layers(mean_t[None])
+        target_layers = real(batch["target_name"], target) if shared else None
+        known = {"copy_source": lambda: real(batch["source_name"], outputs["copy_source"]),
+                 "mean_train_image": lambda: [x.expand(len(target), *x.shape[1:]) for x in mean_layers]}
         for method, images in outputs.items():
             if shared:
-                layers = nets.fd.layers(images)
+                layers = known[method]() if method in known else nets.fd.layers(images)
                 lpd, pooled = M.perceptual_distance(layers, target_layers), layers[-1].mean(dim=(2, 3))
             else:
                 lpd, pooled = perceptual(nets.lpd, images, target), nets.fd.pooled(images)
