@@ -35,6 +35,31 @@ def _close(a: dict[str, float], b: dict[str, float], rel: float) -> None:
         assert b[key] == pytest.approx(a[key], rel=rel, abs=1e-4), key
 
 
+def test_compact_batch_expanded_on_cuda_equals_the_cpu_expansion():
+    # What training feeds a GPU: NHWC uint8 images and keypoints copied through DeviceBatches
+    # (pinned, non_blocking, side stream) and expanded there, against the CPU device's expansion.
+    import numpy as np
+
+    from datasets.shards import expand
+
+    rng = np.random.default_rng(0)
+    b, h, w, k = 4, 64, 44, 18
+    kp = rng.uniform(-10, [w + 10, h + 10], (b, k, 2)).astype(np.float32)
+    kp[rng.random((b, k)) < 0.2] = -1
+    compact = {"source_rgb": rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8),
+               "target_rgb": rng.integers(0, 256, (b, h, w, 3), dtype=np.uint8),
+               "source_keypoints": kp, "target_keypoints": kp[::-1].copy(),
+               "target_face_box": np.zeros((b, 4), np.float32), "target_face_valid": np.zeros(b, bool),
+               "source_name": ["s"] * b, "target_name": ["t"] * b}
+    expander = expand.Expander("keypoints", k, (h, w), 3.0)
+    want = next(iter(expand.DeviceBatches([dict(compact)], torch.device("cpu"), expander)))
+    got = next(iter(expand.DeviceBatches([dict(compact)], torch.device("cuda"), expander)))
+    for key in ("source_image", "target_image"):
+        assert got[key].is_cuda and got[key].is_contiguous() and torch.equal(got[key].cpu(), want[key]), key
+    for key in ("source_pose", "target_pose"):
+        assert (got[key].cpu() - want[key]).abs().max() <= 1e-6, key
+
+
 def test_a_cuda_step_matches_the_cpu_step():
     fp32 = OptimConfig(amp="none", channels_last=False, compile="never")
     for a, b in zip(_step("cpu", fp32), _step("cuda", fp32)):
