@@ -61,9 +61,9 @@ class Up(nn.Module):
 
 # Warping block: adds source textures (already aligned to the target) to the skeleton features.
 class WarpBlock(nn.Module):
-    def __init__(self, channels: int, norm: str):
-        super().__init__()
-        self.fuse = nn.Sequential(NormActConv(2 * channels, channels, norm), NormActConv(channels, channels, norm))
+    def __init__(self, channels: int, norm: str, extra: int = 0):
+        super().__init__()  # extra: channels the warped textures carry beyond ``channels`` (the image)
+        self.fuse = nn.Sequential(NormActConv(2 * channels + extra, channels, norm), NormActConv(channels, channels, norm))
 
     def forward(self, x: Tensor, textures: Tensor) -> Tensor:
         return x + self.fuse(torch.cat([x, textures], dim=1))  # [B,C,h,w]

@@ -47,6 +47,12 @@ class ModelConfig:
     flow_scales: tuple[int, ...] = (8, 4, 2)  # strides where the flow field estimator warps
     attn_dim: int = 32  # query/key/value width of the attention warp (3 value channels carry the image)
     attn_temperature: float = 0.1  # initial softmax temperature on cosine similarities (learned)
+    # The decoder's warping blocks also receive the source image warped the same way as the textures
+    # (3 extra channels per warp scale; the baseline gets it unwarped): a direct path for colours.
+    decoder_image: bool = False
+    # The decoder predicts the output as a correction of the finest combined warped source image
+    # (upsampled): tanh(decoder logits + atanh(warped image)). Colours start where the warps put them.
+    image_skip: bool = False
     flow_channels: int = 16  # flow estimator width at 1/2 scale
     flow_depth: int = 16  # deepest stride of the flow estimator's U-Net (its receptive field)
     combine_channels: int = 32  # hidden width of the combination map generator
@@ -130,7 +136,7 @@ class ModelConfig:
         """The paper-size configuration (256×176 images): twice the widths of the default."""
         values = dict(base_channels=64, attn_dim=64, flow_channels=32, combine_channels=64,
                       disc_channels=64, disc_blocks=5, face_crop_size=64, face_disc_channels=64,
-                      face_disc_blocks=4)
+                      face_disc_blocks=4, decoder_image=False, image_skip=False)
         values.update(overrides)
         return cls(**values)
 
@@ -195,6 +201,11 @@ class OptimConfig:
     ema_decay: float = 0.999
     ema_start: int = 0  # steps before which the EMA just copies G
     flow_warmup_steps: int = 0  # GFLA-style: train only the flow estimator on its own losses first
+    # The warm-up also trains the attention (and the encoders that feed it) on attention reconstruction.
+    warmup_attention: bool = False
+    # Then the whole generator trains on its non-adversarial terms alone (no discriminator step, about
+    # a quarter of a GAN step's cost on CPU) before the GAN steps start.
+    generator_warmup_steps: int = 0
     amp: str = "bf16"  # autocast dtype on CUDA (bf16 | fp16 | none); CPU always runs float32
     channels_last: bool = True  # CUDA only
     compile: str = "auto"  # torch.compile G and both Ds: auto (on CUDA only) | always | never
@@ -214,5 +225,5 @@ class OptimConfig:
             raise ValueError(f"optim.compile must be auto, always or never, got {self.compile!r}")
         if self.compile_mode not in COMPILE_MODES:
             raise ValueError(f"unknown optim.compile_mode {self.compile_mode!r}; valid: {', '.join(COMPILE_MODES)}")
-        if self.flow_warmup_steps < 0 or self.ema_start < 0:
-            raise ValueError("optim.flow_warmup_steps and optim.ema_start must be >= 0")
+        if self.flow_warmup_steps < 0 or self.generator_warmup_steps < 0 or self.ema_start < 0:
+            raise ValueError("optim.flow_warmup_steps, optim.generator_warmup_steps and optim.ema_start must be >= 0")

@@ -190,8 +190,10 @@ class GanStep:
         return terms
 
     # ----------------------------------------------------------------------------------------
-    def generator_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor], GeneratorOutput]:
-        """Gmain: weighted total, unweighted terms (scalars) and the generator output."""
+    def generator_loss(self, batch: dict[str, Tensor], adversarial: bool = True
+                       ) -> tuple[Tensor, dict[str, Tensor], GeneratorOutput]:
+        """Gmain: weighted total, unweighted terms (scalars) and the generator output; without
+        ``adversarial`` the discriminators are not run and their terms are left out."""
         with self._autocast():
             out: GeneratorOutput = self._g_fn(batch["source_image"], batch["source_pose"], batch["target_pose"])
             fake, real = out.image, batch["target_image"]
@@ -203,8 +205,9 @@ class GanStep:
             terms = {"l1": l1_loss(fake, real).mean(),
                      "content": content_loss(fake_feats, real_feats, self.backbone.content_layers).mean(),
                      "style": style_loss(fake_feats, real_feats, self.backbone.style_layers).mean()}
-            with _no_sync(self.D):
-                terms["g_adv"] = lsgan_g_loss(self._d_fn(fake)).mean()
+            if adversarial:
+                with _no_sync(self.D):
+                    terms["g_adv"] = lsgan_g_loss(self._d_fn(fake)).mean()
             if out.flows:
                 source_feats = {k: v[real.shape[0]:] for k, v in both.items()}
                 terms.update(self._flow_terms(out.flows, source_feats, real_feats))
@@ -217,8 +220,9 @@ class GanStep:
                 fake_face, real_face = face_d.crop(fake, boxes), face_d.crop(real, boxes)
                 # Every sample goes through the face D and is masked afterwards, so all ranks run the
                 # same graph whatever their faces (DDP needs identical reductions everywhere).
-                with _no_sync(self.D_face):
-                    terms["face_adv"] = masked_mean(lsgan_g_loss(self._d_face_fn(fake_face)), valid)
+                if adversarial:
+                    with _no_sync(self.D_face):
+                        terms["face_adv"] = masked_mean(lsgan_g_loss(self._d_face_fn(fake_face)), valid)
                 with torch.no_grad():
                     real_face_feats = self.backbone(real_face)
                 fake_face_feats = self._features(fake_face, grad=True)
@@ -305,6 +309,8 @@ class GanStep:
         g = unwrap(self.G)
         if self.step_count < self.optim_cfg.flow_warmup_steps and getattr(g, "flow_estimator", None) is not None:
             return self.flow_warmup_step(batch)
+        if self.step_count < self.optim_cfg.flow_warmup_steps + self.optim_cfg.generator_warmup_steps:
+            return self.generator_warmup_step(batch)
         for m in (self.G, self.D, self.D_face):
             if m is not None:
                 m.train()
@@ -325,7 +331,9 @@ class GanStep:
 
     def flow_warmup_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
         """GFLA's warm-up: only the flow field estimator trains, on sampling correctness and flow
-        regularisation. It runs outside G's DDP wrapper, so its gradients are averaged by hand."""
+        regularisation (with ``optim.warmup_attention`` also the encoders and the attention, on
+        attention reconstruction). It runs outside G's DDP wrapper, so its gradients are averaged
+        by hand."""
         g = unwrap(self.G)
         g.train()
         self.opt_g.zero_grad(set_to_none=True)
@@ -335,9 +343,13 @@ class GanStep:
                 feats = self.backbone(torch.cat([batch["target_image"], batch["source_image"]]))
             b = batch["target_image"].shape[0]
             terms = self._flow_terms(flows, {k: v[b:] for k, v in feats.items()}, {k: v[:b] for k, v in feats.items()})
+            if self.optim_cfg.warmup_attention and getattr(g, "attention", None) is not None:
+                images = g.attention_images(batch["source_image"], batch["source_pose"], batch["target_pose"])
+                terms["attn_rec"] = sum(attention_reconstruction_loss(img, batch["target_image"]).mean()
+                                        for img in images.values())
         total = self._weighted(terms)
         self.scaler.scale(total).backward()
-        params = [p for p in g.flow_estimator.parameters() if p.grad is not None]
+        params = [p for p in g.parameters() if p.grad is not None]
         if dist.is_available() and dist.is_initialized() and params:
             flat = torch.cat([p.grad.reshape(-1) for p in params]) / dist.get_world_size()
             dist.all_reduce(flat)
@@ -349,6 +361,18 @@ class GanStep:
         norms = {"grad_norm_g": self._unscale_and_norm(self.opt_g, self.g_params)}
         result = self._finish({**terms, "g_total": total}, [self.opt_g], norms)
         result["warmup"] = 1.0
+        return result
+
+    def generator_warmup_step(self, batch: dict[str, Tensor]) -> dict[str, float]:
+        """The whole generator on its non-adversarial terms; the discriminators do not run (DDP on G
+        averages its gradients as in a GAN step)."""
+        self.G.train()
+        self.opt_g.zero_grad(set_to_none=True)
+        g_total, g_terms, _ = self.generator_loss(batch, adversarial=False)
+        self.scaler.scale(g_total).backward()
+        norms = {"grad_norm_g": self._unscale_and_norm(self.opt_g, self.g_params)}
+        result = self._finish({**g_terms, "g_total": g_total}, [self.opt_g], norms)
+        result["generator_warmup"] = 1.0
         return result
 
     # ----------------------------------------------------------------------------------------

@@ -163,13 +163,16 @@ class AttnFlowGenerator(nn.Module):
         self.attention = AttentionCorrelationEstimator(cfg) if cfg.uses_attention else None
         self.combination = CombinationMapGenerator(cfg) if cfg.uses_attention and cfg.uses_flow else None
         # 3. Image Synthesis Module: skeleton decoder with warping blocks.
-        self.warp_blocks = nn.ModuleDict({str(s): WarpBlock(widths[s], cfg.norm) for s in cfg.warp_scales})
+        extra = 3 if cfg.decoder_image else 0
+        self.warp_blocks = nn.ModuleDict({str(s): WarpBlock(widths[s], cfg.norm, extra) for s in cfg.warp_scales})
         self.decoder_blocks = nn.ModuleDict({
             str(s): nn.Sequential(*[ResBlock(widths[s], widths[s], cfg.norm) for _ in range(cfg.decoder_blocks)])
             for s in self.strides})
         self.ups = nn.ModuleDict({str(s): Up(widths[s], widths[s // 2] if s > 2 else cfg.width(1), cfg.norm)
                                   for s in self.strides})
         self.to_image = nn.Sequential(NormActConv(cfg.width(1), 3, cfg.norm), nn.Tanh())
+        if cfg.image_skip:  # start at the warped image itself
+            _small_init(self.to_image[0][2], std=1e-2)
 
     def _check_inputs(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> None:
         P = self.cfg.pose_channels
@@ -189,6 +192,26 @@ class AttnFlowGenerator(nn.Module):
             raise ValueError(f"model.variant {self.cfg.variant!r} has no flow field estimator")
         self._check_inputs(source_image, source_pose, target_pose)
         return self.flow_estimator(source_image, source_pose, target_pose)
+
+    def _attend(self, s: int, skeleton: Tensor, tex: Tensor, image_s: Tensor, attn_queries: Optional[Tensor],
+                image_size: tuple[int, int], b: int) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+        q_idx = None if attn_queries is None else self._query_indices(
+            attn_queries.to(tex.device), skeleton.shape[-2:], image_size, b)
+        return self.attention(s, skeleton, tex, image_s, q_idx)
+
+    def attention_images(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> dict[int, Tensor]:
+        """Only the encoders and the attention (used by the warm-up): the source image warped by the
+        attention at each attention scale, {s: [B,3,h,w]}."""
+        if self.attention is None:
+            raise ValueError(f"model.variant {self.cfg.variant!r} has no attention")
+        self._check_inputs(source_image, source_pose, target_pose)
+        textures = self.reference_encoder(torch.cat([source_image, source_pose], dim=1))
+        skeleton = self.skeleton_encoder(target_pose)
+        images = {}
+        for s in self.attention.scales:
+            image_s = downsample_image(source_image, textures[s].shape[-2:])
+            images[s] = self.attention(s, skeleton[s], textures[s], image_s)[1]
+        return images
 
     def _query_indices(self, queries: Tensor, size: tuple[int, int], image_size: tuple[int, int], b: int) -> Tensor:
         # (x, y) pixels of the H×W image -> flat index on an h×w grid, [B,Q]
@@ -217,28 +240,30 @@ class AttnFlowGenerator(nn.Module):
                               flow_warped={}, attn_warped_image={}, flow_warped_image={},
                               query_attention={} if attn_queries is not None and self.attention else None)
         combined: dict[int, Tensor] = {}
+        combined_image: dict[int, Tensor] = {}  # the source image warped like combined (decoder_image)
         for s in cfg.warp_scales:
             tex = textures[s]
-            if cfg.variant == "baseline":
-                combined[s] = tex
-                continue
             image_s = downsample_image(source_image, tex.shape[-2:])
+            if cfg.variant == "baseline":
+                combined[s], combined_image[s] = tex, image_s.to(tex.dtype)
+                continue
             if s in flows:
                 warped = flow_warp(torch.cat([tex, image_s.to(tex.dtype)], dim=1), flows[s])
                 out.flow_warped[s], out.flow_warped_image[s] = warped[:, :-3], warped[:, -3:]
-                combined[s] = out.flow_warped[s]
+                combined[s], combined_image[s] = out.flow_warped[s], out.flow_warped_image[s]
             if self.attention is not None and s in self.attention.scales:
-                q_idx = None if attn_queries is None else self._query_indices(
-                    attn_queries.to(source_image.device), skeleton[s].shape[-2:], (H, W), b)
-                feats, image, attn = self.attention(s, skeleton[s], tex, image_s, q_idx)
+                feats, image, attn = self._attend(s, skeleton[s], tex, image_s, attn_queries, (H, W), b)
                 out.attn_warped[s], out.attn_warped_image[s] = feats, image
                 if attn is not None:
                     out.query_attention[s] = attn
-                combined[s] = feats
+                combined[s], combined_image[s] = feats, image
             if self.combination is not None and s in self.combination.scales:
                 m = self.combination(s, out.attn_warped[s], out.flow_warped[s], skeleton[s])
                 out.combination_maps[s] = m
                 combined[s] = m * out.attn_warped[s] + (1 - m) * out.flow_warped[s]
+                combined_image[s] = m * out.attn_warped_image[s] + (1 - m) * out.flow_warped_image[s]
+        if cfg.decoder_image:
+            combined = {s: torch.cat([c, combined_image[s].to(c.dtype)], dim=1) for s, c in combined.items()}
         # 3. Image synthesis: decode the target skeleton, adding the aligned textures at each scale.
         x = self.bottleneck(skeleton[self.depth])
         for s in reversed(self.strides):
@@ -247,7 +272,14 @@ class AttnFlowGenerator(nn.Module):
             if s in combined:
                 x = self.warp_blocks[str(s)](x, combined[s])
             x = self.decoder_blocks[str(s)](x)
-        out.image = self.to_image(self.ups["2"](x, (H, W)))  # [B,3,H,W]
+        if cfg.image_skip:
+            # Logits of the finest combined warped image (upsampled): the decoder corrects it.
+            base = F.interpolate(combined_image[min(combined_image)].float(), size=(H, W), mode="bilinear",
+                                 align_corners=False).clamp(-0.98, 0.98)
+            logits = self.to_image[0](self.ups["2"](x, (H, W)))
+            out.image = torch.tanh(logits + torch.atanh(base).to(logits.dtype))
+        else:
+            out.image = self.to_image(self.ups["2"](x, (H, W)))  # [B,3,H,W]
         return out
 
 

@@ -198,6 +198,40 @@ def test_ddp_two_ranks_stay_in_sync_and_skip_together(tmp_path):
         assert r["unchanged"] and r["skips"] == 1
 
 
+def _ddp_warmup_worker(rank: int, world: int, port: int, out_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel as DDP
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        torch.manual_seed(0)
+        cfg = tiny_config("full", decoder_image=True)
+        g = build_generator(cfg)
+        d, d_face = build_discriminators(cfg)
+        step = GanStep(DDP(g), DDP(d), DDP(d_face), cfg, LossConfig(backbone="none"),
+                       OptimConfig(flow_warmup_steps=1, warmup_attention=True, generator_warmup_steps=1))
+        results = [step.step(synthetic_batch(2, seed=10 * i + rank)) for i in range(3)]  # each phase once
+        flat = torch.cat([p.detach().reshape(-1) for p in list(g.parameters()) + list(d.parameters())])
+        gathered = [torch.zeros_like(flat) for _ in range(world)]
+        dist.all_gather(gathered, flat)
+        torch.save({"results": results, "in_sync": all(torch.equal(gathered[0], x) for x in gathered)},
+                   os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ddp_warmups_keep_the_ranks_in_sync(tmp_path):
+    import torch.multiprocessing as mp
+    mp.spawn(_ddp_warmup_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True)
+    for rank in range(2):
+        r = torch.load(tmp_path / f"rank{rank}.pt", weights_only=False)
+        assert r["in_sync"], f"rank {rank}: weights diverged across ranks"
+        phases = [("warmup" in x, "generator_warmup" in x, "d_total" in x) for x in r["results"]]
+        assert phases == [(True, False, False), (False, True, False), (False, False, True)]
+        assert "attn_rec" in r["results"][0]
+
+
 def test_bf16_autocast_path_runs_with_float32_coordinates():
     # The CUDA path (bf16 autocast) emulated on CPU: flows and sampling grids stay float32.
     step = _make("full")
@@ -224,3 +258,46 @@ def test_ema_decay_warms_up_so_a_short_run_forgets_the_random_start():
     for n in range(80):
         remaining *= decays[n]
     assert remaining < 0.05
+
+
+def test_warmup_attention_trains_the_attention_and_its_encoders_not_the_decoder():
+    step = _make("full", optim=OptimConfig(flow_warmup_steps=1, warmup_attention=True))
+    trained = ("flow_estimator.", "attention.", "reference_encoder.", "skeleton_encoder.")
+    g0 = _snapshot(step.G)
+    out = step.step(synthetic_batch(2))
+    assert out["warmup"] == 1.0 and {"sampling_correctness", "flow_reg", "attn_rec"} <= set(out) and "l1" not in out
+    g1 = _snapshot(step.G)
+    for prefix in trained:
+        assert not _same({k: v for k, v in g0.items() if k.startswith(prefix)},
+                         {k: v for k, v in g1.items() if k.startswith(prefix)}), prefix
+    rest = [k for k in g0 if not k.startswith(trained)]
+    assert rest and all(torch.equal(g0[k], g1[k]) for k in rest)
+    weights = LossConfig().weights()
+    assert abs(out["g_total"] - sum(weights[k] * out[k] for k in ("sampling_correctness", "flow_reg", "attn_rec"))) < 1e-4
+    # attention alone (no flow estimator) also warms up
+    step = _make("attn", optim=OptimConfig(flow_warmup_steps=1, warmup_attention=True))
+    assert step.step(synthetic_batch(2)).get("warmup") is None  # warm-up needs the flow estimator
+
+
+def test_generator_warmup_trains_g_without_the_discriminators_then_the_gan_starts():
+    step = _make("full", optim=OptimConfig(flow_warmup_steps=1, generator_warmup_steps=1))
+    assert step.step(synthetic_batch(2))["warmup"] == 1.0
+    g0, e0 = _snapshot(step.G), _snapshot(step.ema)
+    d0, f0 = _snapshot(step.D, buffers=False), _snapshot(step.D_face, buffers=False)
+    out = step.step(synthetic_batch(2))
+    assert out["generator_warmup"] == 1.0
+    assert {"l1", "content", "style", "sampling_correctness", "attn_rec", "face_perceptual"} <= set(out)
+    assert not {"g_adv", "face_adv", "d_real", "d_fake", "d_total"} & set(out)
+    g1 = _snapshot(step.G)
+    assert all(not torch.equal(g0[k], g1[k]) for k in g0 if k.startswith(("warp_blocks.", "to_image.", "flow_estimator.")))
+    assert not _same(e0, _snapshot(step.ema))
+    assert _same(d0, _snapshot(step.D, buffers=False)) and _same(f0, _snapshot(step.D_face, buffers=False))
+    weights = LossConfig().weights()
+    assert abs(out["g_total"] - sum(weights[k] * out[k] for k in weights if k in out)) < 1e-3 * max(1.0, out["g_total"])
+    out = step.step(synthetic_batch(2))
+    assert "generator_warmup" not in out and "warmup" not in out and {"g_adv", "d_total"} <= set(out)
+
+
+def test_generator_warmup_steps_must_not_be_negative():
+    with pytest.raises(ValueError, match="generator_warmup_steps"):
+        OptimConfig(generator_warmup_steps=-1)

@@ -151,3 +151,54 @@ def test_generator_compiles_as_one_graph():
     assert torch.allclose(out.image, ref.image, atol=1e-5) and set(out.flows) == set(ref.flows)
     out.image.mean().backward()
     assert all(p.grad is not None for p in g.parameters())
+
+
+@pytest.mark.parametrize("variant", ["baseline", "attn"])
+def test_decoder_image_carries_the_source_colours_past_the_textures(variant):
+    # With the source textures silenced (the reference encoder for the baseline, the attention's
+    # value and output for attn) only the decoder's image channels bring the source image's
+    # colours to the output.
+    batch = synthetic_batch(2)
+    changed = {}
+    for decoder_image in (False, True):
+        torch.manual_seed(0)
+        g = build_generator(tiny_config(variant, decoder_image=decoder_image))
+        silenced = [g.reference_encoder] if variant == "baseline" else [g.attention.value, g.attention.out]
+        with torch.no_grad():
+            for p in (p for m in silenced for p in m.parameters()):
+                p.zero_()
+            a = g(batch["source_image"], batch["source_pose"], batch["target_pose"]).image
+            b = g(batch["source_image"].flip(-1), batch["source_pose"], batch["target_pose"]).image
+        changed[decoder_image] = (a - b).abs().max().item()
+    assert changed[False] < 1e-6 and changed[True] > 1e-4
+
+
+def test_decoder_image_widens_only_the_warping_blocks():
+    plain, wide = (build_generator(tiny_config("full", decoder_image=d)) for d in (False, True))
+    c = tiny_config("full").width(8)
+    assert wide.warp_blocks["8"].fuse[0][2].in_channels == 2 * c + 3 == plain.warp_blocks["8"].fuse[0][2].in_channels + 3
+    assert count_parameters(wide) - count_parameters(plain) == sum(
+        9 * 3 * tiny_config("full").width(s) + 2 * 3 for s in tiny_config("full").warp_scales)  # conv weights + norm affine
+    assert ModelConfig.paper().decoder_image is False
+
+
+@pytest.mark.parametrize("variant", ["baseline", "attn", "flow", "full"])
+def test_image_skip_starts_at_the_finest_warped_source_image(variant):
+    torch.manual_seed(0)
+    g = build_generator(tiny_config(variant, image_skip=True, decoder_image=True))
+    batch = synthetic_batch(2)
+    with torch.no_grad():
+        out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    finest = min(g.cfg.warp_scales)
+    if variant == "baseline":
+        warped = torch.nn.functional.interpolate(batch["source_image"], size=out.flow_warped_image.get(
+            finest, torch.zeros(1, 1, (H + 1) // 2, (W + 1) // 2)).shape[-2:], mode="bilinear", antialias=True)
+    else:
+        warped = out.flow_warped_image.get(finest, out.attn_warped_image.get(finest))
+    up = torch.nn.functional.interpolate(warped, size=(H, W), mode="bilinear", align_corners=False)
+    # the small-init head leaves the output within a few hundredths of the warped image
+    assert (out.image - up.clamp(-0.98, 0.98)).abs().mean() < 0.05
+    assert not torch.allclose(out.image, up)  # ... but the decoder does contribute
+    plain = build_generator(tiny_config(variant))
+    assert count_parameters(plain) == count_parameters(build_generator(tiny_config(variant, image_skip=True)))
+    assert ModelConfig.paper().image_skip is False
