@@ -207,3 +207,17 @@ def test_real_image_layers_are_computed_once_per_image_and_alone() -> None:
     real(["c"], images[2:3])  # evicts "a", the oldest
     real(["b", "a"], images[[1, 0]])
     assert Net.calls == 4 and len(real.cache) == 2
+
+
+def test_training_curves_csv_always_has_the_plotted_losses(tmp_path: Path) -> None:
+    # A run still in its warm-up has logged no L1 or discriminator loss; dvc.yaml's "training
+    # losses" plot reads those columns, so they are written (empty) all the same.
+    import csv
+
+    from pipelines.evaluation.plots import plot_training_curves
+
+    curves = {"loss/g_total": [(10, 4.9), (20, 4.7)], "loss/sampling_correctness": [(10, 0.46), (20, 0.45)]}
+    plot_training_curves(tmp_path / "c.png", tmp_path / "c.csv", curves, "warm-up only")
+    rows = list(csv.DictReader(open(tmp_path / "c.csv")))
+    assert {"step", "l1", "g_total", "d_total", "sampling_correctness"} <= set(rows[0])
+    assert [r["g_total"] for r in rows] == ["4.9", "4.7"] and [r["l1"] for r in rows] == ["", ""]

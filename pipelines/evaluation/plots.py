@@ -66,6 +66,9 @@ def plot_ssim_histogram(path: Path, pairs: PairScores, dataset: str) -> None:
 
 CURVE_KEYS = ("loss/l1", "loss/content", "loss/style", "loss/g_adv", "loss/d_total", "loss/sampling_correctness",
               "loss/attn_rec", "loss/g_total")
+# The columns dvc.yaml's "training losses" plot reads: always written (empty where a run has logged
+# none, e.g. one still in its warm-up, which has no L1 or discriminator yet), so the plot renders.
+PLOTTED_KEYS = ("loss/l1", "loss/g_total", "loss/d_total")
 
 
 def training_curves(journal: Path) -> dict[str, list[tuple[int, float]]]:
@@ -93,11 +96,12 @@ def plot_training_curves(png: Path, csv_path: Path, curves: dict[str, list[tuple
     # the step (x: step, y: l1, g_total, ...) for several experiments at once.
     steps = sorted({s for pts in curves.values() for s, _ in pts})
     by_step = {k: dict(pts) for k, pts in curves.items()}
+    columns = sorted(set(curves) | set(PLOTTED_KEYS)) if curves else []
     with open(csv_path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["step"] + [k.removeprefix("loss/") for k in curves])
+        w.writerow(["step"] + [k.removeprefix("loss/") for k in columns])
         for s in steps:
-            w.writerow([s] + [f"{by_step[k][s]:.6g}" if s in by_step[k] else "" for k in curves])
+            w.writerow([s] + [f"{by_step[k][s]:.6g}" if s in by_step.get(k, {}) else "" for k in columns])
     keys = [k for k in CURVE_KEYS if k in curves]
     fig, axes = plt.subplots(2, 4, figsize=(12, 5), dpi=110)
     for ax, key in zip(axes.flat, keys):
