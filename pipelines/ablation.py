@@ -115,12 +115,15 @@ def table(cfg) -> int:
     names = first["metric_names"]
     keys = ["ssim", "psnr", names["fd"], names.get("kid", ""), names["lpd"]] + sorted(
         k for k in first["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high")))
-    keys += [k for k in CORRESPONDENCE_KEYS if k in first["model"]]
-    # A score the evaluation could not compute (the Fréchet distance on too few images) is left out.
+    # A score the evaluation could not compute (the Fréchet distance on too few images) is left out;
+    # a correspondence score exists only for the variants with that branch (no flow: no flow_epe).
     keys = [k for k in keys if k and all(k in d["model"] for d in docs.values())]
-    per_seed = {v: {k: [docs[(v, s)]["model"][k] for s in acfg.seeds] for k in keys} for v in acfg.variants}
+    keys += [k for k in CORRESPONDENCE_KEYS if k not in keys and any(k in d["model"] for d in docs.values())]
+    per_seed = {v: {k: [docs[(v, s)]["model"][k] for s in acfg.seeds] for k in keys
+                    if all(k in docs[(v, s)]["model"] for s in acfg.seeds)} for v in acfg.variants}
     rows = {v: {k: sum(vals) / len(vals) for k, vals in per_seed[v].items()} for v in acfg.variants}
-    baselines = {b: {k: first["baselines"][b].get(k, float("nan")) for k in keys} for b in first["baselines"]}
+    baselines = {b: {k: first["baselines"][b][k] for k in keys if k in first["baselines"][b]}
+                 for b in first["baselines"]}
 
     from pipelines.registry.promotion import lower_is_better
 
@@ -128,7 +131,8 @@ def table(cfg) -> int:
     judged = [k for k in judged if k in keys]
     claims = [{"better": a, "worse": b, "metric": k,
                "verdict": verdict(per_seed[a][k], per_seed[b][k], lower_is_better(k))}
-              for a, b in CLAIMS if a in per_seed and b in per_seed for k in judged]
+              for a, b in CLAIMS if a in per_seed and b in per_seed for k in judged
+              if k in per_seed[a] and k in per_seed[b]]
     out = {
         "dataset": acfg.dataset,
         "total_images": acfg.total_images,
@@ -144,9 +148,11 @@ def table(cfg) -> int:
     atomic_write_bytes(Path("metrics/ablation.json"), (json.dumps(out, indent=2) + "\n").encode())
 
     arrows = {k: "↓" if lower_is_better(k) else "↑" for k in keys}
-    best = {k: (min if lower_is_better(k) else max)(rows[v][k] for v in rows) for k in keys}
+    best = {k: (min if lower_is_better(k) else max)(rows[v][k] for v in rows if k in rows[v]) for k in keys}
 
     def cell(v: str, k: str) -> str:
+        if k not in rows[v]:
+            return "–"
         text = f"{rows[v][k]:.4f}" + (f" ({', '.join(f'{x:.4f}' for x in per_seed[v][k])})"
                                       if len(acfg.seeds) > 1 else "")
         return f"**{text}**" if rows[v][k] == best[k] else text
@@ -161,14 +167,15 @@ def table(cfg) -> int:
     for v in rows:
         lines.append(f"| {v} | " + " | ".join(cell(v, k) for k in keys) + " |")
     for b, r in baselines.items():
-        lines.append(f"| *{b}* | " + " | ".join(f"*{r[k]:.4f}*" for k in keys) + " |")
+        lines.append(f"| *{b}* | " + " | ".join(f"*{r[k]:.4f}*" if k in r and r[k] == r[k] else "–"
+                                                 for k in keys) + " |")
     lines += ["", "The paper's ordering, per score (beyond seed noise: every seed of the first variant beats "
               "every seed of the second):", "", "| claim | " + " | ".join(judged) + " |",
               "|---|" + "---|" * len(judged)]
     for a, b in CLAIMS:
         got = {c["metric"]: c["verdict"] for c in claims if c["better"] == a and c["worse"] == b}
         if got:
-            lines.append(f"| {a} better than {b} | " + " | ".join(got[k] for k in judged) + " |")
+            lines.append(f"| {a} better than {b} | " + " | ".join(got.get(k, "–") for k in judged) + " |")
     report = Path("reports/ablation.md")
     report.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())

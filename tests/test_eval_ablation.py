@@ -56,6 +56,21 @@ def test_table_collects_every_variant_and_seed_and_marks_the_best(workdir: Path)
     assert "| full better than flow | reversed |" in md
 
 
+def test_a_score_only_some_variants_have_is_shown_where_it_exists(workdir: Path) -> None:
+    for v in VARIANTS:
+        for seed in (0, 1):
+            doc = _doc(0.5, 20.0)
+            if v in ("baseline", "attn"):  # no flow branch: no flow_epe
+                del doc["model"]["flow_epe"]
+            _write(workdir, v, seed, doc)
+    assert ablation.main(["table"]) == 0
+    out = json.loads((workdir / "metrics/ablation.json").read_text())
+    assert "flow_epe" in out["variants"]["full"] and "flow_epe" not in out["variants"]["baseline"]
+    baseline_row = next(line for line in (workdir / "reports/ablation.md").read_text().splitlines()
+                        if line.startswith("| baseline |"))
+    assert "–" in baseline_row
+
+
 def test_verdict_needs_every_seed_for_beyond_noise() -> None:
     assert ablation.verdict([0.6, 0.7], [0.5, 0.55], lower_better=False) == "beyond seed noise"
     assert ablation.verdict([0.6, 0.7], [0.5, 0.65], lower_better=False) == "on average"
