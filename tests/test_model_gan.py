@@ -176,15 +176,20 @@ def _ddp_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         before = _snapshot(g)
         results.append(step.step(bad))
         unchanged = _same(before, _snapshot(g))
-        flat = torch.cat([p.detach().reshape(-1) for p in list(g.parameters()) + list(d.parameters())
-                          + list(d_face.parameters())])
-        gathered = [torch.zeros_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
         torch.save({"results": results, "unchanged": unchanged, "skips": step.consecutive_skips,
-                    "in_sync": all(torch.equal(gathered[0], x) for x in gathered)},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+                    "in_sync": _ranks_agree(world, g, d, d_face)}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
+
+
+def _ranks_agree(world: int, *modules: torch.nn.Module) -> bool:
+    """Whether every rank holds the same parameters of ``modules`` (gathered over the process group)."""
+    import torch.distributed as dist
+
+    flat = torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
+    gathered = [torch.zeros_like(flat) for _ in range(world)]
+    dist.all_gather(gathered, flat)
+    return all(torch.equal(gathered[0], x) for x in gathered)
 
 
 def test_ddp_two_ranks_stay_in_sync_and_skip_together(tmp_path):
@@ -212,11 +217,7 @@ def _ddp_warmup_worker(rank: int, world: int, port: int, out_dir: str) -> None:
         step = GanStep(DDP(g), DDP(d), DDP(d_face), cfg, LossConfig(backbone="none"),
                        OptimConfig(flow_warmup_steps=1, warmup_attention=True, generator_warmup_steps=1))
         results = [step.step(synthetic_batch(2, seed=10 * i + rank)) for i in range(3)]  # each phase once
-        flat = torch.cat([p.detach().reshape(-1) for p in list(g.parameters()) + list(d.parameters())])
-        gathered = [torch.zeros_like(flat) for _ in range(world)]
-        dist.all_gather(gathered, flat)
-        torch.save({"results": results, "in_sync": all(torch.equal(gathered[0], x) for x in gathered)},
-                   os.path.join(out_dir, f"rank{rank}.pt"))
+        torch.save({"results": results, "in_sync": _ranks_agree(world, g, d)}, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
 
