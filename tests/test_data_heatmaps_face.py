@@ -87,7 +87,7 @@ def test_cpu_canvas_equals_the_cpu_patches_bit_for_bit_through_reuse(sigma):
         got = canvas(torch.from_numpy(kp))
         assert got.dtype == torch.float32 and np.array_equal(got.numpy(), want)
         del got  # released: the next batch may reuse its buffer
-    assert len(canvas.pool) == 1
+    assert len(canvas.pool.buffers) == 1
 
 
 def test_cpu_canvas_never_reuses_a_buffer_someone_still_holds():
@@ -102,7 +102,7 @@ def test_cpu_canvas_never_reuses_a_buffer_someone_still_holds():
     for _ in range(3):
         canvas(torch.from_numpy(_edge_keypoints(rng, 3, size)))
     assert torch.equal(part, kept[1:, 2:5])
-    assert len(canvas.pool) == 2  # the held buffer plus one reused for the three others
+    assert len(canvas.pool.buffers) == 2  # the held buffer plus one reused for the three others
 
 
 def test_heatmap_bytes_are_compact_and_corruption_is_detected():

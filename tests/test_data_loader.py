@@ -4,6 +4,7 @@ from __future__ import annotations
 import collections
 import shutil
 
+import albumentations as A
 import numpy as np
 import pytest
 import torch
@@ -11,7 +12,7 @@ from data_fixtures import make_raw, rerecord_shards, tiny_config
 
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
 from datasets.shards import build, expand
-from datasets.shards.augment import AugmentConfig, Augmenter
+from datasets.shards.augment import AugmentConfig, Augmenter, _affine_matrix
 from datasets.shards.loader import BATCH_KEYS, DataLoaderError, eval_loader, plan_epoch, train_loader
 from datasets.shards.tar import ShardWriter, iter_samples, load_manifest
 
@@ -230,8 +231,9 @@ def test_augmenter_flip_swaps_sides_and_moves_box():
                                  AugmentConfig(flip_p=0.0, affine_p=0.0)])
 def test_augmenter_moves_exactly_as_the_albumentations_compose(cfg):
     # The fast path must reproduce the Compose draw for draw: same flips, same warped
-    # pixels, same moved points, and the shared generator left in the same state (so
-    # every later pair of the epoch is augmented as before).
+    # pixels, the same moved points (to float32 rounding: cv2.transform moves them in
+    # single precision, the fast path in double), and the shared generator left in the
+    # same state (so every later pair of the epoch is augmented as before).
     rng = np.random.default_rng(7)
     fast, ref = (Augmenter(cfg, flip_permutation(), seed=3) for _ in range(2))
     for _ in range(120):
@@ -242,8 +244,54 @@ def test_augmenter_moves_exactly_as_the_albumentations_compose(cfg):
         out = ref.transform(image=img, keypoints=pts)
         assert flipped == any(name == "HorizontalFlip" for name, _ in out["applied_transforms"])
         assert np.array_equal(image, out["image"])
-        assert np.array_equal(moved, np.asarray(out["keypoints"], np.float32).reshape(-1, 2))
+        np.testing.assert_allclose(moved, np.asarray(out["keypoints"], np.float32).reshape(-1, 2), rtol=0, atol=1e-4)
     assert fast.transform.py_random.getstate() == ref.transform.py_random.getstate()
+
+
+def test_augmenter_matrix_is_albumentations_own():
+    # The closed-form matrix against Affine's product of six matrices, for the same draws.
+    affine = A.Affine(scale=(0.8, 1.2), translate_percent=(-0.1, 0.1), rotate=(-40, 40), shear=(-10, 10), p=1.0)
+    twin = A.Affine(scale=(0.8, 1.2), translate_percent=(-0.1, 0.1), rotate=(-40, 40), shear=(-10, 10), p=1.0)
+    affine.set_random_seed(4)
+    twin.set_random_seed(4)
+    for shape in [(128, 88), (256, 176), (64, 64)] * 20:
+        ours = _affine_matrix(affine, shape)
+        theirs = twin.get_params_dependent_on_data({"shape": shape}, {"image": np.zeros((*shape, 3), np.uint8)})
+        np.testing.assert_allclose(ours, theirs["matrix"][:2], rtol=0, atol=1e-12)
+    assert affine.py_random.getstate() == twin.py_random.getstate()
+
+
+def test_augmenter_call_moves_points_and_box_as_move_does():
+    # __call__ (one compiled pass over the joints and the box corners) against move() on the
+    # same draws: missing or pushed out of the frame -> -1, sides swapped on a flip, box =
+    # the moved corners' bounding box clipped to the frame.
+    rng = np.random.default_rng(11)
+    cfg = AugmentConfig(flip_p=0.5, affine_p=1.0, scale=(0.7, 1.3), translate=0.2, rotate=40.0)
+    fast, ref = (Augmenter(cfg, flip_permutation(), seed=9) for _ in range(2))
+    perm = flip_permutation()
+    for _ in range(200):
+        h, w = 128, 88
+        img = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        kp = rng.uniform(-5, 120, (NUM_JOINTS, 2)).astype(np.float32)
+        kp[rng.random(NUM_JOINTS) < 0.2] = -1
+        x0, y0 = rng.uniform(0, 70), rng.uniform(0, 100)
+        box = np.array([x0, y0, x0 + rng.uniform(4, 30), y0 + rng.uniform(4, 30)], np.float32)
+        out = fast(img, kp, box, True)
+        corners = np.array([[box[0], box[1]], [box[2], box[1]], [box[0], box[3]], [box[2], box[3]]], np.float32)
+        image, moved, flipped = ref.move(img, np.concatenate([kp, corners]))
+        assert out.flipped == flipped and np.array_equal(out.rgb, image)
+        want = moved[:NUM_JOINTS].copy()
+        x, y = want[:, 0], want[:, 1]
+        want[(kp[:, 0] == -1) | (x < 0) | (y < 0) | (x > w - 1) | (y > h - 1)] = -1
+        if flipped:
+            want = want[perm]
+        assert np.array_equal(out.keypoints, want)
+        lo, hi = moved[NUM_JOINTS:].min(axis=0), moved[NUM_JOINTS:].max(axis=0)
+        clipped = np.array([max(lo[0], 0), max(lo[1], 0), min(hi[0], w), min(hi[1], h)], np.float32)
+        area = float(np.prod(hi - lo))
+        inside = max(clipped[2] - clipped[0], 0) * max(clipped[3] - clipped[1], 0)
+        assert out.face_valid == (area > 0 and inside >= 0.5 * area)
+        assert np.array_equal(out.face_box, clipped if out.face_valid else np.zeros(4, np.float32))
 
 
 def _corrupt_one_sample(src, dst, shard_name):

@@ -12,10 +12,8 @@ The arithmetic is :func:`datasets.pose.heatmaps.render_sparse`'s, operation for 
 (float64 ``exp`` cast to float32, a float32 product, ``floor(255·v + 0.5)``, ``· (1/255)``),
 so the maps equal the stored/CPU ones bit for bit (tested).
 
-A buffer is reused only when nothing outside the pool still references its memory (a
-batch the consumer kept, or any view of it); otherwise a new one is allocated. The check
-reads the storage's reference count (``torch._C._storage_Use_Count``, the same check
-torch's own CUDA-graph pool relies on); without it the pool never reuses and stays correct.
+The buffers come from a :class:`datasets.buffers.BufferPool` (reused only while nothing
+else references them).
 """
 from __future__ import annotations
 
@@ -25,11 +23,11 @@ import numba
 import numpy as np
 import torch
 
+from datasets.buffers import BufferPool
 from datasets.pose.keypoints import MISSING
 
 _F255, _HALF, _INV255 = np.float32(255.0), np.float32(0.5), np.float32(1.0 / 255.0)
 _MISSING = np.float32(MISSING)
-MAX_POOLED = 4  # buffers kept per output shape; a consumer holding more batches gets fresh ones
 
 
 @numba.njit(cache=True, nogil=True)
@@ -71,22 +69,6 @@ def _patches(out: np.ndarray, keypoints: np.ndarray, sigma: float, r: int, clear
                     row[j] = np.float32(np.int32(g * src[j] * _F255 + _HALF)) * _INV255
 
 
-def _use_count(t: torch.Tensor) -> int | None:
-    counter = getattr(torch._C, "_storage_Use_Count", None)
-    return None if counter is None else int(counter(t.untyped_storage()._cdata))
-
-
-class _Buffer:
-    def __init__(self, shape: tuple[int, int, int, int]) -> None:
-        self.array = np.zeros(shape, np.float32)
-        self.tensor = torch.from_numpy(self.array)
-        self.idle = _use_count(self.tensor)  # the count with only the pool holding it
-        self.drawn: np.ndarray | None = None  # keypoints whose patches it holds
-
-    def free(self) -> bool:
-        return self.idle is not None and _use_count(self.tensor) == self.idle
-
-
 class GaussianCanvas:
     """Renders float32 [B,K,H,W] Gaussian maps of keypoints on the CPU (see module doc)."""
 
@@ -94,24 +76,15 @@ class GaussianCanvas:
         from datasets.pose.heatmaps import patch_radius
 
         self.size, self.sigma, self.radius = (int(size[0]), int(size[1])), float(sigma), patch_radius(sigma)
-        self.pool: list[_Buffer] = []
-
-    def _take(self, shape: tuple[int, int, int, int]) -> _Buffer:
-        for buf in self.pool:
-            if buf.array.shape == shape and buf.free():
-                return buf
-        buf = _Buffer(shape)
-        if len(self.pool) < MAX_POOLED:
-            self.pool.append(buf)
-        return buf
+        self.pool = BufferPool(zeroed=True)
 
     def __call__(self, keypoints: torch.Tensor | np.ndarray) -> torch.Tensor:
         kp = np.ascontiguousarray(keypoints.numpy() if isinstance(keypoints, torch.Tensor) else keypoints,
                                   dtype=np.float32)
         b, k, _ = kp.shape
-        buf = self._take((b, k, *self.size))
-        if buf.drawn is not None:
-            _patches(buf.array, buf.drawn, self.sigma, self.radius, True)
+        buf = self.pool.take((b, k, *self.size))
+        if buf.state is not None:  # the keypoints whose patches it holds
+            _patches(buf.array, buf.state, self.sigma, self.radius, True)
         _patches(buf.array, kp, self.sigma, self.radius, False)
-        buf.drawn = kp.copy()
-        return buf.tensor.view(buf.array.shape)  # a view: while it (or any view of it) lives, the buffer is busy
+        buf.state = kp.copy()
+        return buf.view()

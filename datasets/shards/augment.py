@@ -21,10 +21,12 @@ consistently to the image, its keypoints, its pose heatmaps and its face box.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import albumentations as A
 import cv2
+import numba
 import numpy as np
 from albumentations.augmentations.geometric import functional as fgeometric
 
@@ -81,71 +83,127 @@ class Augmenter:
 
     def __call__(self, rgb: np.ndarray, keypoints: np.ndarray, face_box: np.ndarray, face_valid: bool) -> Augmented:
         h, w = rgb.shape[:2]
-        kp = np.asarray(keypoints, np.float32)
-        k = len(kp)
-        x0, y0, x1, y1 = (float(v) for v in face_box)
-        points = np.empty((k + 4, 2), np.float32)
-        points[:k] = kp
-        points[k:] = ((x0, y0), (x1, y0), (x0, y1), (x1, y1))
-        image, moved, flipped = self.move(rgb, points)
-        new_kp, new_corners = moved[:k], moved[k:]
-        x, y = new_kp[:, 0], new_kp[:, 1]
-        lost = (kp[:, 0] == MISSING) | (kp[:, 1] == MISSING) | (x < 0) | (y < 0) | (x > w - 1) | (y > h - 1)
-        new_kp[lost] = MISSING
-        if flipped:
-            new_kp = new_kp[self.perm]
-        box, valid = _ZERO_BOX, False
-        if face_valid:
-            (bx0, by0), (bx1, by1) = new_corners.min(axis=0).tolist(), new_corners.max(axis=0).tolist()
-            area = max(bx1 - bx0, 0.0) * max(by1 - by0, 0.0)
-            cx0, cy0, cx1, cy1 = max(bx0, 0.0), max(by0, 0.0), min(bx1, float(w)), min(by1, float(h))
-            inside = max(cx1 - cx0, 0.0) * max(cy1 - cy0, 0.0)
-            if area > 0 and inside >= MIN_INSIDE * area:
-                box, valid = np.array([cx0, cy0, cx1, cy1], np.float32), True
-        return Augmented(image, np.ascontiguousarray(new_kp), box.copy() if box is _ZERO_BOX else box, valid,
-                         flipped)
+        image, matrix, flipped = self.draw_and_warp(rgb)
+        kp, box, valid = _move_points(np.asarray(keypoints, np.float32), np.asarray(face_box, np.float32),
+                                      matrix, flipped, w, h, self.perm, bool(face_valid), MIN_INSIDE)
+        return Augmented(image, kp, box, bool(valid), flipped)
 
-    def move(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
-        """One draw of ``self.transform`` applied to an image and float32 (x, y) points.
+    def draw_and_warp(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """One draw of ``self.transform``: the moved image, the affine part's matrix (float64 2×3,
+        identity where none applies; points are flipped first, then moved by it) and the flip.
 
         Consumes the shared generator exactly as ``self.transform(image=…, keypoints=…)``
         does (the Compose's own p, then each transform's p, then the affine's
-        parameters) and computes what its targets compute: ``hflip`` / ``(w-1) - x``,
-        then ``cv2.warpAffine`` / ``cv2.transform`` with the drawn matrix. The matrix is
-        built once (``Affine.get_params_dependent_on_data`` also builds the bounding-box
-        one, unused here) and the identity test is ``np.allclose``'s without its overhead.
+        parameters) and warps as its image target does: ``hflip``, then ``cv2.warpAffine``
+        with the drawn matrix, skipped where albumentations finds it the identity.
         """
         flip, affine = self.transform.transforms
         self.transform.py_random.random()  # Compose.__call__ draws its own p (1.0) first
         h, w = rgb.shape[:2]
-        image, pts = rgb, np.array(points, np.float32)
+        image = rgb
         flipped = flip.should_apply()
         if flipped:
             image = cv2.flip(image, 1)
-            pts[:, 0] = (w - 1) - pts[:, 0]
+        matrix = _IDENTITY_2x3
         if affine.should_apply():
-            matrix = _affine_matrix(affine, (h, w))
-            if not _is_identity(matrix):  # albumentations returns the input then
-                image = cv2.warpAffine(image, matrix[:2, :], (w, h), flags=affine.interpolation,
+            m = _affine_matrix(affine, (h, w))
+            if not _is_identity(m):  # albumentations returns the input then
+                matrix = m
+                image = cv2.warpAffine(image, matrix, (w, h), flags=affine.interpolation,
                                        borderMode=affine.border_mode, borderValue=self.border_value)
-                pts = cv2.transform(pts.reshape(-1, 1, 2), matrix[:2]).reshape(-1, 2)
-        return np.ascontiguousarray(image), pts, flipped
+        return image, matrix, flipped
+
+    def move(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
+        """The image and float32 (x, y) points after one draw (the Compose's image and keypoints)."""
+        h, w = rgb.shape[:2]
+        image, matrix, flipped = self.draw_and_warp(rgb)
+        return np.ascontiguousarray(image), _transform_points(np.asarray(points, np.float32), matrix, flipped, w), flipped
 
 
-_ZERO_BOX = np.zeros(4, np.float32)
-_EYE = np.eye(3)
-_IDENTITY_TOLERANCE = 1e-8 + 1e-5 * _EYE  # np.allclose's atol + rtol·|identity|
+_IDENTITY_2x3 = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+_IDENTITY_TOLERANCE = 1e-8 + 1e-5  # np.allclose's atol + rtol·|1| (its test against the identity)
 
 
-def _is_identity(matrix: np.ndarray) -> bool:
-    return bool((np.abs(matrix - _EYE) <= _IDENTITY_TOLERANCE).all())
+def _is_identity(m: np.ndarray) -> bool:
+    (a, b, c), (d, e, f) = m.tolist()
+    t = _IDENTITY_TOLERANCE
+    return abs(a - 1) <= t and abs(e - 1) <= t and max(abs(b), abs(c), abs(d), abs(f)) <= 1e-8
 
 
 def _affine_matrix(affine: A.Affine, shape: tuple[int, int]) -> np.ndarray:
-    """``affine.get_params_dependent_on_data(...)["matrix"]``: the same draws, in the same order."""
+    """``affine.get_params_dependent_on_data(...)["matrix"][:2]``: the same draws, in the same order.
+
+    The product ``shift_back · translate · shear · rotate · scale · shift`` is written out
+    in closed form: albumentations builds six 3×3 arrays and multiplies them, which cost
+    ~40 µs a call here, as much as the warp it feeds. Equal to its matrix to 1e-12 (tested).
+    """
     translate = affine._get_translate_params(shape)
     shear = affine._get_shear_params()
     scale = affine._get_scale(affine.scale, affine.keep_ratio, affine.balanced_scale, affine.py_random)
     rotate = affine.py_random.uniform(*affine.rotate)
-    return fgeometric.create_affine_transformation_matrix(translate, shear, scale, rotate,
-                                                          fgeometric.center(shape))
+    cx, cy = fgeometric.center(shape)
+    r = math.radians(rotate % 360)
+    c, s = math.cos(r), math.sin(r)
+    hx, hy = math.tan(math.radians(shear["x"])), math.tan(math.radians(shear["y"]))
+    sx, sy = scale["x"], scale["y"]
+    # shear · rotate · scale (the linear part), then the shifts around the centre and the translation
+    a, b = c * sx - hx * s * sx, s * sy + hx * c * sy
+    d, e = hy * c * sx - s * sx, hy * s * sy + c * sy
+    tx = translate["x"] + cx - (a * cx + b * cy)
+    ty = translate["y"] + cy - (d * cx + e * cy)
+    return np.array([[a, b, tx], [d, e, ty]])
+
+
+def _transform_points(points: np.ndarray, matrix: np.ndarray, flipped: bool, w: int) -> np.ndarray:
+    """float32 points flipped (``(w-1) - x``) where ``flipped``, then moved by the 2×3 ``matrix``
+    (float64 arithmetic, rounded once to float32)."""
+    p = points.astype(np.float64)
+    if flipped:
+        p[:, 0] = (w - 1) - p[:, 0]
+    return (p @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+@numba.njit(cache=True, nogil=True)
+def _move_points(kp: np.ndarray, box: np.ndarray, m: np.ndarray, flipped: bool, w: int, h: int,
+                 perm: np.ndarray, face_valid: bool, min_inside: float) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Keypoints and face box through the flip and ``m`` (as :func:`_transform_points`): joints
+    that leave the frame become missing, left/right swap on a flip; the box is its moved
+    corners' bounding box clipped to the frame, valid if ``min_inside`` of it stays inside."""
+    k = kp.shape[0]
+    moved = np.empty((k, 2), np.float32)
+    for i in range(k):
+        x, y = np.float64(kp[i, 0]), np.float64(kp[i, 1])
+        if kp[i, 0] == MISSING or kp[i, 1] == MISSING:
+            moved[i, 0] = moved[i, 1] = MISSING
+            continue
+        if flipped:
+            x = (w - 1) - x
+        nx = np.float32(m[0, 0] * x + m[0, 1] * y + m[0, 2])
+        ny = np.float32(m[1, 0] * x + m[1, 1] * y + m[1, 2])
+        if nx < 0 or ny < 0 or nx > w - 1 or ny > h - 1:
+            nx = ny = MISSING
+        moved[i, 0], moved[i, 1] = nx, ny
+    out = moved
+    if flipped:
+        out = np.empty_like(moved)
+        for i in range(k):
+            out[i] = moved[perm[i]]
+    clipped = np.zeros(4, np.float32)
+    if not face_valid:
+        return out, clipped, False
+    x0, y0, x1, y1 = (np.float64(box[0]), np.float64(box[1]), np.float64(box[2]), np.float64(box[3]))
+    if flipped:
+        x0, x1 = (w - 1) - x0, (w - 1) - x1
+    bx0 = by0 = np.inf
+    bx1 = by1 = -np.inf
+    for cx, cy in ((x0, y0), (x1, y0), (x0, y1), (x1, y1)):
+        px = np.float64(np.float32(m[0, 0] * cx + m[0, 1] * cy + m[0, 2]))
+        py = np.float64(np.float32(m[1, 0] * cx + m[1, 1] * cy + m[1, 2]))
+        bx0, bx1, by0, by1 = min(bx0, px), max(bx1, px), min(by0, py), max(by1, py)
+    area = max(bx1 - bx0, 0.0) * max(by1 - by0, 0.0)
+    cx0, cy0, cx1, cy1 = max(bx0, 0.0), max(by0, 0.0), min(bx1, float(w)), min(by1, float(h))
+    inside = max(cx1 - cx0, 0.0) * max(cy1 - cy0, 0.0)
+    if area > 0 and inside >= min_inside * area:
+        clipped[0], clipped[1], clipped[2], clipped[3] = cx0, cy0, cx1, cy1
+        return out, clipped, True
+    return out, clipped, False

@@ -110,9 +110,9 @@ def paste_sparse(packed: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
 def to_float_image(nhwc: torch.Tensor) -> torch.Tensor:
     """uint8 [B,H,W,3] -> float32 [B,3,H,W] in [-1, 1], rounding exactly as the CPU loader does."""
     if nhwc.device.type == "cpu":
-        from datasets.shards.loader import cpu_float_image
+        from datasets.shards.cpu_images import float_planes
 
-        return cpu_float_image(nhwc.numpy())
+        return torch.from_numpy(float_planes(nhwc.numpy()))
     return nhwc.permute(0, 3, 1, 2).to(torch.float32).mul_(_TWO_OVER_255).sub_(1.0).contiguous()
 
 
@@ -121,7 +121,8 @@ class Expander:
     """What a compact batch needs to become the model's batch (from the shards' manifest).
 
     On a CPU device the Gaussian maps come from :class:`datasets.pose.cpu_render.GaussianCanvas`
-    (one compiled loop into reused buffers, one canvas per role), the same values bit for bit.
+    and the images from :class:`datasets.shards.cpu_images.ImageConverter` (compiled loops
+    into reused buffers, one per role), the same values bit for bit.
     """
 
     poses: PoseMode
@@ -129,6 +130,16 @@ class Expander:
     size: tuple[int, int]
     sigma: float
     canvases: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+    converters: dict[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def image(self, role: str, nhwc: torch.Tensor) -> torch.Tensor:
+        if nhwc.device.type != "cpu":
+            return to_float_image(nhwc)
+        if role not in self.converters:
+            from datasets.shards.cpu_images import ImageConverter
+
+            self.converters[role] = ImageConverter()
+        return self.converters[role](nhwc)
 
     def render(self, role: str, keypoints: torch.Tensor) -> torch.Tensor:
         if keypoints.device.type != "cpu":
@@ -155,8 +166,8 @@ class Expander:
             else:
                 poses[role] = paste_sparse(moved[f"{role}_pose_sparse"], b)
         batch = {
-            "source_image": to_float_image(moved["source_rgb"]),
-            "target_image": to_float_image(moved["target_rgb"]),
+            "source_image": self.image("source", moved["source_rgb"]),
+            "target_image": self.image("target", moved["target_rgb"]),
             "source_pose": poses["source"],
             "target_pose": poses["target"],
             "target_face_box": moved["target_face_box"],
@@ -167,7 +178,7 @@ class Expander:
             "target_name": list(moved["target_name"]),
         }
         if "face_rgb" in moved:  # only when the loader was asked for face crops
-            batch["target_face"] = to_float_image(moved["face_rgb"])
+            batch["target_face"] = self.image("face", moved["face_rgb"])
         return batch
 
 

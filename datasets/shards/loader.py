@@ -40,12 +40,13 @@ body heatmaps only, compact only) the workers send no pose maps at all: neither
 the stored ones are decoded nor augmented ones rendered; the consumer renders
 them from the (augmented) keypoints.  ``face_crops=False`` skips decoding or
 cutting the face crop (``target_face``), which the training step does not use.
-The float conversion here is numpy (single-threaded): see :func:`cpu_float_image`.
+The float conversion here is one compiled single-threaded pass: see :func:`cpu_float_image`.
 """
 from __future__ import annotations
 
 import logging
 import math
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -222,13 +223,21 @@ class _Pair:
     pair_line: int
 
 
+@dataclass
+class _ParsedShard:
+    samples: list[Sample]
+    slots: list[tuple[int, int] | None]
+    errors: list[tuple[str, BaseException]]  # (where, error) met while reading it
+    nbytes: int  # the shard's bytes, which its samples' views point into
+
+
 class _PairStream(IterableDataset):
     """Runs inside each loader worker: reads its segments and yields compact batches."""
 
     def __init__(self, root: Path | str, shards: list[dict], planner: Callable[..., RankPlan], epoch: torch.Tensor,
                  batch_size: int, seed: int, rank: int, shuffle: bool, augment: AugmentConfig | None, manifest: dict,
                  max_consecutive_errors: int, poses: str = "sparse", face_crops: bool = True,
-                 ring: SlotRing | None = None) -> None:
+                 ring: SlotRing | None = None, shard_cache_bytes: int = 0) -> None:
         self.ring = ring  # loader workers put the images in shared memory (datasets/shards/ring.py)
         # The epoch lives in shared memory and the plan is recomputed from it at every pass, so
         # persistent loader workers (started once per run, not once per epoch) follow set_epoch.
@@ -244,6 +253,11 @@ class _PairStream(IterableDataset):
         self.sparse_poses, self.face_crops = poses == "sparse", face_crops
         # Pair index of each shard's first pair (for test batches' pair_index).
         self.first_pair = np.concatenate([[0], np.cumsum([s["pairs"] for s in shards])]).tolist()
+        # Parsed shards kept from pass to pass (each worker its own, least recently used out first):
+        # a persistent worker then reads, checks and parses a shard once, not once per epoch. The
+        # JPEGs are still decoded at every visit.
+        self.shard_cache_bytes = shard_cache_bytes
+        self._parsed: OrderedDict[int, _ParsedShard] = OrderedDict()
 
     def __iter__(self) -> Iterator[Any]:
         """Batches in-process; in a loader worker, lists of ``ring.chunk`` batches (one pipe message)."""
@@ -301,7 +315,7 @@ class _PairStream(IterableDataset):
         if state.get("shard") == seg.shard:  # consecutive segments of one shard: parse it once
             samples, slots, cache, bad_keys = state["parsed"]
         else:
-            samples, slots = self._read_shard(shard, state)
+            samples, slots = self._parsed_shard(seg.shard, state)
             cache, bad_keys = {}, set()
             state["shard"], state["parsed"] = seg.shard, (samples, slots, cache, bad_keys)
         order = slot_order(len(slots), self.seed, self.epoch, seg.shard, self.shuffle)
@@ -332,14 +346,31 @@ class _PairStream(IterableDataset):
             state["substituted"] += state["deficit"]
             state["deficit"] = 0
 
-    def _read_shard(self, shard: dict, state: dict) -> tuple[list[Sample], list[tuple[int, int] | None]]:
+    def _parsed_shard(self, index: int, state: dict) -> tuple[list[Sample], list[tuple[int, int] | None]]:
+        """A shard's samples and slots, from the cache or read now; its read errors are counted
+        (and logged) at every visit, cached or not, so the counts do not depend on the cache."""
+        parsed = self._parsed.get(index)
+        if parsed is None:
+            parsed = self._read_shard(self.shards[index])
+            if 0 < parsed.nbytes <= self.shard_cache_bytes:
+                self._parsed[index] = parsed
+                while sum(p.nbytes for p in self._parsed.values()) > self.shard_cache_bytes:
+                    self._parsed.popitem(last=False)
+        else:
+            self._parsed.move_to_end(index)
+        for where, exc in parsed.errors:
+            self._error(state, where, exc)
+        return parsed.samples, parsed.slots
+
+    def _read_shard(self, shard: dict) -> _ParsedShard:
         """Parse a shard's samples; slots = (sample, pair) per manifest pair, None where unreadable."""
         samples: list[Sample] = []
         slots: list[tuple[int, int] | None] = []
+        errors: list[tuple[str, BaseException]] = []
         try:
             data = read_shard(self.root, shard)
         except (ChecksumError, FileNotFoundError) as exc:  # a missing, cut or altered shard: bad data
-            self._error(state, f"{shard['name']}", exc)
+            errors.append((f"{shard['name']}", exc))
             data = b""
         # Any other StorageError (endpoint unreachable after the library's retries, refused
         # credentials) propagates: substituting pairs for a whole outage would train on repeats.
@@ -348,17 +379,17 @@ class _PairStream(IterableDataset):
                 try:
                     sample = parse_sample(key, files)
                 except DATA_ERRORS as exc:
-                    self._error(state, f"{shard['name']} key {key}", exc)
+                    errors.append((f"{shard['name']} key {key}", exc))
                     continue
                 samples.append(sample)
                 slots.extend((len(samples) - 1, j) for j in range(len(sample.pairs)))
         except DATA_ERRORS as exc:
-            self._error(state, f"{shard['name']}", exc)
+            errors.append((f"{shard['name']}", exc))
         expected = int(shard["pairs"])
         if len(slots) > expected:
             log.warning("%s holds %d pairs, manifest says %d: using the first %d", shard["name"], len(slots),
                         expected, expected)
-        return samples, slots[:expected] + [None] * (expected - len(slots))
+        return _ParsedShard(samples, slots[:expected] + [None] * (expected - len(slots)), errors, len(data))
 
     def _view(self, sample: Sample, v: int, cache: dict, si: int) -> np.ndarray:
         """Decoded RGB of a view, decoded once per shard visit however many pairs use it.
@@ -438,18 +469,15 @@ def _keep(item: Any) -> Any:
 
 
 def cpu_float_image(nhwc: np.ndarray) -> torch.Tensor:
-    """uint8 [B,H,W,3] -> float32 [B,3,H,W] in [-1, 1], contiguous.
+    """uint8 [B,H,W,3] -> float32 [B,3,H,W] in [-1, 1], contiguous: ``float32(v) · float32(2/255) − 1``.
 
-    numpy, single-threaded on purpose: torch's intra-op threads made these small
-    conversions 10-20x slower on a loaded 2-core machine (measured). The transpose rides
-    on the conversion's pass: 327 µs for a batch of 8 at 128×88, against 573 µs for a
-    uint8 transpose followed by torch's convert, scale and shift (measured side by side).
+    Single-threaded on purpose (torch's intra-op threads made these small conversions
+    10-20x slower on a loaded 2-core machine, measured): one compiled pass that transposes
+    as it converts (:mod:`datasets.shards.cpu_images`).
     """
-    b, h, w, c = nhwc.shape
-    out = np.empty((b, c, h, w), np.float32)
-    np.multiply(nhwc.transpose(0, 3, 1, 2), np.float32(2.0 / 255.0), out=out, dtype=np.float32)
-    out -= np.float32(1.0)
-    return torch.from_numpy(out)
+    from datasets.shards.cpu_images import float_planes
+
+    return torch.from_numpy(float_planes(np.ascontiguousarray(nhwc)))
 
 
 def finalise(compact: dict[str, Any], pose_channels: int, test: bool = False) -> dict[str, Any]:
@@ -488,7 +516,7 @@ class PairLoader:
                  augment: AugmentConfig | None = None, max_consecutive_errors: int = 10,
                  prefetch_factor: int = 4, multiprocessing_context: str | None = None,
                  compact: bool = False, poses: Literal["sparse", "keypoints"] = "sparse",
-                 face_crops: bool = True) -> None:
+                 face_crops: bool = True, shard_cache_mb: float = 64) -> None:
         # A folder or a URL prefix (s3://…; Path would fold its "//").
         self.root: Path | str = shards_dir if storage.is_url(shards_dir) else Path(shards_dir)
         self.compact = compact  # True: yield worker batches as is (uint8 NHWC images, sparse poses)
@@ -507,6 +535,9 @@ class PairLoader:
             raise ValueError("poses='keypoints' needs compact=True and Gaussian body heatmaps "
                              f"(these shards: task {scheme_of_manifest(self.manifest).task!r})")
         self.poses, self.face_crops = poses, face_crops
+        if shard_cache_mb < 0:
+            raise ValueError(f"shard_cache_mb must be >= 0, got {shard_cache_mb}")
+        self.shard_cache_bytes = int(shard_cache_mb * 2**20)  # per loader worker (or in-process)
         self.epoch = 0
         self.epoch_cell = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.skipped = 0  # bad samples or shards skipped (cumulative)
@@ -565,7 +596,7 @@ class PairLoader:
     def _stream(self, ring: SlotRing | None = None) -> _PairStream:
         return _PairStream(self.root, self.shards, self.planner, self.epoch_cell, self.batch_size, self.seed,
                            self.rank, self.shuffle, self.augment, self.manifest, self.max_consecutive_errors,
-                           self.poses, self.face_crops, ring)
+                           self.poses, self.face_crops, ring, self.shard_cache_bytes)
 
     def _ring_layout(self) -> Layout:
         h, w = (int(v) for v in self.manifest["image_size"])

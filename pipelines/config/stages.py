@@ -39,6 +39,9 @@ class TrainConfig:
     # worker (at most its CPUs), 0 on CPU (pipelines/training/loop.py loader_workers).
     loader_workers: int | Literal["auto"] = "auto"
     face_crops: bool = False  # decode the stored face crops into batches (the step cuts its own)
+    # Parsed shards each loader process keeps from epoch to epoch (read, checked and parsed once;
+    # the JPEGs are decoded at every visit); 0 re-reads every shard every epoch.
+    shard_cache_mb: float = 64
     augment: bool = True  # flips (left/right joints swapped), small affine jitter
     threads_per_worker: int = 1  # torch intra-op threads per worker on CPU
     # What every worker trains on (pipelines/training/placement.py): cuda asks Ray for
@@ -59,6 +62,8 @@ class TrainConfig:
         for name in ("workers", "loader_workers"):
             if getattr(self, name) != "auto" and getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.shard_cache_mb < 0:
+            raise ValueError(f"train.shard_cache_mb must be >= 0, got {self.shard_cache_mb}")
         if self.gpus_per_worker <= 0 or self.gpu_wait_s < 0:
             raise ValueError(f"train.gpus_per_worker must be > 0 and train.gpu_wait_s >= 0, got "
                              f"{self.gpus_per_worker} and {self.gpu_wait_s}")

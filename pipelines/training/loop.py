@@ -215,7 +215,8 @@ def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int,
     loader = train_loader(shards, rank=rank, world_size=world_size, batch_size=tcfg.batch_size,
                           num_workers=loader_workers(tcfg.loader_workers, device), seed=tcfg.seed,
                           augment=AugmentConfig() if tcfg.augment else None, compact=True,
-                          poses="keypoints" if gaussian else "sparse", face_crops=tcfg.face_crops)
+                          poses="keypoints" if gaussian else "sparse", face_crops=tcfg.face_crops,
+                          shard_cache_mb=tcfg.shard_cache_mb)
     per_epoch = len(loader)
     if per_epoch < 1:
         raise RuntimeError(f"the training loader for {shards} has no batch on rank {rank}")
