@@ -358,3 +358,51 @@ def test_batch_aligned_parts_keep_the_single_rank_batches(world_size: int) -> No
     for p in plans:
         starts.append(starts[-1] + p.num_pairs)
     assert all(s % batch == 0 for s in starts[:-1])  # every part starts on a batch boundary
+
+
+def test_parsed_shards_are_kept_between_epochs_without_changing_anything(shards, tmp_path, monkeypatch):
+    # A loader keeps the shards it parsed (read, checked, parsed once per run, not per epoch) and
+    # still yields exactly the batches, and counts exactly the bad data, of one that re-reads.
+    from datasets.shards import loader as loader_module
+
+    _, shards_dir = shards
+    name = load_manifest(shards_dir)["shards"][1]["name"]
+    _corrupt_one_sample(shards_dir, tmp_path / "bad", name)
+    rerecord_shards(tmp_path / "bad")
+    reads = collections.Counter()
+    real_read = loader_module.read_shard
+
+    def counted(root, shard):
+        reads[shard["name"]] += 1
+        return real_read(root, shard)
+
+    monkeypatch.setattr(loader_module, "read_shard", counted)
+    kw = dict(rank=0, world_size=1, batch_size=5, num_workers=0, seed=2, compact=True)
+    runs, read_counts = {}, {}
+    for cache_mb in (64, 0):
+        reads.clear()
+        loader = train_loader(tmp_path / "bad", shard_cache_mb=cache_mb, **kw)
+        epochs = []
+        for epoch in range(3):
+            loader.set_epoch(epoch)
+            batches = list(loader)
+            epochs.append(([b["source_name"] + b["target_name"] for b in batches], [b["source_rgb"] for b in batches],
+                           (loader.skipped, loader.substituted)))
+        runs[cache_mb], read_counts[cache_mb] = epochs, dict(reads)
+    train_shards = [s["name"] for s in load_manifest(shards_dir)["shards"] if s["split"] == "train"]
+    assert read_counts[64] == {n: 1 for n in train_shards} and read_counts[0] == {n: 3 for n in train_shards}
+    for epoch, (cached, uncached) in enumerate(zip(runs[64], runs[0])):
+        assert cached[0] == uncached[0] and all(np.array_equal(a, b) for a, b in zip(cached[1], uncached[1]))
+        assert cached[2] == uncached[2] == (epoch + 1, 6 * (epoch + 1))  # the bad sample counted every epoch
+
+
+def test_shard_cache_holds_at_most_its_budget(shards):
+    _, shards_dir = shards
+    one = max(s["bytes"] for s in load_manifest(shards_dir)["shards"] if s["split"] == "train")
+    loader = train_loader(shards_dir, rank=0, world_size=1, batch_size=5, num_workers=0, compact=True,
+                          shard_cache_mb=1.5 * one / 2**20)
+    loader.set_epoch(0)
+    list(loader)
+    assert len(loader._local._parsed) == 1  # room for one shard: the last one read
+    with pytest.raises(ValueError, match="shard_cache_mb"):
+        train_loader(shards_dir, rank=0, world_size=1, batch_size=5, shard_cache_mb=-1)

@@ -435,15 +435,15 @@ class _PairStream(IterableDataset):
     def _collate(self, pairs: list[_Pair], state: dict) -> dict[str, Any]:
         # In a worker the images go into its shared-memory slot and only the small fields are
         # pickled through the pipe (datasets/shards/ring.py); in-process they stay as they are.
-        images = {"source_rgb": np.stack([p.src_rgb for p in pairs]), "target_rgb": np.stack([p.tgt_rgb for p in pairs])}
+        images = {"source_rgb": [p.src_rgb for p in pairs], "target_rgb": [p.tgt_rgb for p in pairs]}
         if self.face_crops:
-            images["face_rgb"] = np.stack([p.face for p in pairs])
+            images["face_rgb"] = [p.face for p in pairs]
         # Images stay HWC: whoever turns them into float CHW transposes in the same pass
         # (cpu_float_image), which costs less than a uint8 transpose here and a convert there.
-        if self.ring is not None and self.wid is not None:  # in a worker: the images go by shared memory
+        if self.ring is not None and self.wid is not None:  # in a worker: stacked into shared memory
             batch: dict[str, Any] = {"_slot": self.ring.put(self.wid, images)}
         else:
-            batch = dict(images)
+            batch = {name: np.stack(stack) for name, stack in images.items()}
         batch.update({
             "source_keypoints": np.stack([p.src_kp for p in pairs]).astype(np.float32),
             "target_keypoints": np.stack([p.tgt_kp for p in pairs]).astype(np.float32),
@@ -547,6 +547,7 @@ class PairLoader:
         self.plan = self.planner(epoch=0)
         self._workers: DataLoader | None = None
         self._ring: SlotRing | None = None
+        self._local: _PairStream | None = None
 
     def _planner(self) -> Callable[..., RankPlan]:
         """The plan as a function of the epoch only (picklable: it travels to the loader workers)."""
@@ -577,7 +578,9 @@ class PairLoader:
                                            multiprocessing_context=self.mp_context, persistent_workers=True)
             source = self._workers
         else:
-            source = self._stream()
+            if self._local is None:  # kept across epochs, like a persistent worker (its shard cache)
+                self._local = self._stream()
+            source = self._local
         test = self.split == "test"
         for item in source:
             chunk = item if isinstance(item, list) else [item]

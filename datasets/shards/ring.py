@@ -66,8 +66,9 @@ class SlotRing:
             offset += size
         return seq, arrays
 
-    def put(self, worker: int, images: dict[str, np.ndarray]) -> tuple[int, int, int, int]:
-        """Write a batch's uint8 NHWC image stacks; returns the address for the pipe."""
+    def put(self, worker: int, images: dict[str, np.ndarray | list[np.ndarray]]) -> tuple[int, int, int, int]:
+        """Write a batch's uint8 images (NHWC stacks, or lists of HWC images stacked straight into
+        the slot); returns the address for the pipe."""
         n = self.sent[worker]
         self.sent[worker] += 1
         slot = n % self.slots
@@ -77,7 +78,10 @@ class SlotRing:
             count = len(stack)
             if count > self.layout.batch:
                 raise ValueError(f"batch of {count} does not fit slots of {self.layout.batch}")
-            np.copyto(arrays[name][:count], stack)
+            if isinstance(stack, list):
+                np.stack(stack, out=arrays[name][:count])
+            else:
+                np.copyto(arrays[name][:count], stack)
         seq[0] = n
         return worker, slot, n, count
 
