@@ -22,6 +22,7 @@ consistently to the image, its keypoints, its pose heatmaps and its face box.
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import dataclass
 
 import albumentations as A
@@ -101,14 +102,14 @@ class Augmenter:
         self.transform.py_random.random()  # Compose.__call__ draws its own p (1.0) first
         h, w = rgb.shape[:2]
         image = rgb
-        flipped = flip.should_apply()
+        flipped = _applies(flip.p, flip.py_random)  # each transform has a generator of its own
         if flipped:
             image = cv2.flip(image, 1)
         matrix = _IDENTITY_2x3
-        if affine.should_apply():
+        if _applies(affine.p, affine.py_random):
             m = _affine_matrix(affine, (h, w))
             if not _is_identity(m):  # albumentations returns the input then
-                matrix = m
+                matrix = np.array(m)
                 image = cv2.warpAffine(image, matrix, (w, h), flags=affine.interpolation,
                                        borderMode=affine.border_mode, borderValue=self.border_value)
         return image, matrix, flipped
@@ -124,34 +125,54 @@ _IDENTITY_2x3 = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 _IDENTITY_TOLERANCE = 1e-8 + 1e-5  # np.allclose's atol + rtol·|1| (its test against the identity)
 
 
-def _is_identity(m: np.ndarray) -> bool:
-    (a, b, c), (d, e, f) = m.tolist()
+def _applies(p: float, rng: random.Random) -> bool:
+    """``BasicTransform.should_apply()``: no draw at p <= 0 or p >= 1."""
+    if p <= 0.0:
+        return False
+    return p >= 1.0 or rng.random() < p
+
+
+def _is_identity(m: tuple[tuple[float, float, float], tuple[float, float, float]]) -> bool:
+    (a, b, c), (d, e, f) = m
     t = _IDENTITY_TOLERANCE
     return abs(a - 1) <= t and abs(e - 1) <= t and max(abs(b), abs(c), abs(d), abs(f)) <= 1e-8
 
 
-def _affine_matrix(affine: A.Affine, shape: tuple[int, int]) -> np.ndarray:
+def _affine_matrix(affine: A.Affine, shape: tuple[int, int]) -> tuple[tuple[float, float, float],
+                                                                       tuple[float, float, float]]:
     """``affine.get_params_dependent_on_data(...)["matrix"][:2]``: the same draws, in the same order.
 
-    The product ``shift_back · translate · shear · rotate · scale · shift`` is written out
-    in closed form: albumentations builds six 3×3 arrays and multiplies them, which cost
-    ~40 µs a call here, as much as the warp it feeds. Equal to its matrix to 1e-12 (tested).
+    The draws are Affine's own (``_get_translate_params``, ``_get_shear_params``,
+    ``_get_scale``, the rotation), made directly from its generator where its ranges are
+    plain (percent translation, no balanced scale); the product ``shift_back · translate ·
+    shear · rotate · scale · shift`` is written out in closed form: albumentations builds six
+    3×3 arrays and multiplies them, ~40 µs a call here, as much as the warp it feeds. Equal
+    to its matrix to 1e-12, leaving the generator in the same state (tested).
     """
-    translate = affine._get_translate_params(shape)
-    shear = affine._get_shear_params()
-    scale = affine._get_scale(affine.scale, affine.keep_ratio, affine.balanced_scale, affine.py_random)
-    rotate = affine.py_random.uniform(*affine.rotate)
-    cx, cy = fgeometric.center(shape)
+    h, w = shape
+    rng = affine.py_random
+    if affine.translate_px is None and affine.translate_percent is not None and not affine.balanced_scale:
+        tp, sh, sc = affine.translate_percent, affine.shear, affine.scale
+        tx, ty = int(rng.uniform(*tp["x"]) * w), int(rng.uniform(*tp["y"]) * h)
+        hx_deg, hy_deg = -rng.uniform(*sh["x"]), -rng.uniform(*sh["y"])
+        sx = float(sc["x"]) if isinstance(sc["x"], (int, float)) else rng.uniform(*sc["x"])
+        sy = float(sc["y"]) if isinstance(sc["y"], (int, float)) else rng.uniform(*sc["y"])
+        if affine.keep_ratio:
+            sy = sx
+    else:
+        translate = affine._get_translate_params(shape)
+        shear = affine._get_shear_params()
+        scale = affine._get_scale(affine.scale, affine.keep_ratio, affine.balanced_scale, rng)
+        tx, ty, hx_deg, hy_deg, sx, sy = translate["x"], translate["y"], shear["x"], shear["y"], scale["x"], scale["y"]
+    rotate = rng.uniform(*affine.rotate)
+    cx, cy = w / 2 - 0.5, h / 2 - 0.5  # fgeometric.center
     r = math.radians(rotate % 360)
     c, s = math.cos(r), math.sin(r)
-    hx, hy = math.tan(math.radians(shear["x"])), math.tan(math.radians(shear["y"]))
-    sx, sy = scale["x"], scale["y"]
+    hx, hy = math.tan(math.radians(hx_deg)), math.tan(math.radians(hy_deg))
     # shear · rotate · scale (the linear part), then the shifts around the centre and the translation
     a, b = c * sx - hx * s * sx, s * sy + hx * c * sy
     d, e = hy * c * sx - s * sx, hy * s * sy + c * sy
-    tx = translate["x"] + cx - (a * cx + b * cy)
-    ty = translate["y"] + cy - (d * cx + e * cy)
-    return np.array([[a, b, tx], [d, e, ty]])
+    return (a, b, tx + cx - (a * cx + b * cy)), (d, e, ty + cy - (d * cx + e * cy))
 
 
 def _transform_points(points: np.ndarray, matrix: np.ndarray, flipped: bool, w: int) -> np.ndarray:

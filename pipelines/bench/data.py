@@ -106,6 +106,24 @@ def bench_loader(shards: Path, batch_size: int, workers: int, augment: AugmentCo
     return max(rates)
 
 
+def side_by_side(shards: Path, pairs: list[tuple[Path, Path]], batch_size: int, workers: int, rounds: int,
+                 epochs: int) -> dict:
+    """The headline ratio: loose cv2 and the training input path (augmentation on) measured in
+    alternation, ``rounds`` times, so that a drift in this machine's speed between the two
+    (seen here: ±40% from minute to minute) reaches both alike. Best of each, and each round's."""
+    out = []
+    for _ in range(rounds):
+        loose = bench_loose(pairs, epochs)
+        training = bench_loader(shards, batch_size, workers, AugmentConfig(), epochs, "training")
+        out.append({"loose_cv2_pairs_per_s": round(loose, 1), "training_pairs_per_s": round(training, 1),
+                    "ratio": round(training / loose, 3)})
+    loose_best = max(r["loose_cv2_pairs_per_s"] for r in out)
+    training_best = max(r["training_pairs_per_s"] for r in out)
+    return {"workers": workers, "rounds": out, "loose_cv2_pairs_per_s": loose_best,
+            "training_pairs_per_s": training_best, "ratio": round(training_best / loose_best, 3),
+            "median_round_ratio": round(statistics.median(r["ratio"] for r in out), 3)}
+
+
 def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
     """Per-image cost of the loader's parts, on the stored views of the train shards."""
     size = tuple(manifest["image_size"])
@@ -272,8 +290,15 @@ def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, 
 def table(result: dict) -> str:
     loose = result["loose_cv2_pairs_per_s"]
     h, w = result["image_size"]
+    side = result["side_by_side"]
+    round_ratios = ", ".join(f"{r['ratio']:.2f}" for r in side["rounds"])
     rows = [f"{result['dataset']} at {h}×{w}, batch {result['batch_size']}, {result['train_pairs']} training pairs, "
             f"{result['cpu_count']} CPUs", "",
+            f"**Training input path (augmentation on, {side['workers']} loader workers) against loose cv2, "
+            f"measured in alternation ({len(side['rounds'])} rounds): {side['training_pairs_per_s']:.0f} vs "
+            f"{side['loose_cv2_pairs_per_s']:.0f} pairs/s = {side['ratio']:.2f}× at {h}×{w}** (best of each; "
+            f"rounds: {round_ratios}; median "
+            f"{side['median_round_ratio']:.2f})", "",
             "| reader | pairs/s | × loose cv2 |", "|---|---:|---:|",
             f"| loose JPEG files, cv2.imread ×2 per pair | {loose:.0f} | 1.00 |"]
     names = {"float": "float batch (CPU)", "compact": "compact batch (uint8 images, sparse poses)",
@@ -315,6 +340,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loader setting (best is kept)")
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternations of loose cv2 and the training path for the headline ratio")
     parser.add_argument("--out", default="reports/bench-data.json")
     add_config_args(parser)
     add_log_level_arg(parser)
@@ -344,6 +371,8 @@ def main(argv: list[str]) -> int:
                 result["loader"].append({"workers": workers, "augment": augment, "output": output,
                                          "pairs_per_s": round(rate, 1),
                                          "ratio_to_loose": round(rate / result["loose_cv2_pairs_per_s"], 3)})
+    result["side_by_side"] = side_by_side(shards, pairs, args.batch_size, max(args.workers), args.rounds,
+                                          args.epochs)
     result["components"] = bench_components(shards, manifest)
     atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     print(table(result))
