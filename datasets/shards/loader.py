@@ -61,7 +61,7 @@ from datasets import storage
 from datasets.pose import heatmaps
 from datasets.pose.face import crop_face
 from datasets.pose.scheme import pose_channels_of_manifest, scheme_of_manifest
-from datasets.shards.augment import AugmentConfig, Augmenter
+from datasets.shards.augment import AugmentConfig, Augmenter, compile_kernels
 from datasets.shards.ring import Layout, SlotRing, make_ring
 from datasets.shards.samples import Sample, SampleError, decode_image, parse_sample
 from datasets.shards.tar import ShardFormatError, iter_samples, load_manifest, manifest_location, read_shard
@@ -571,6 +571,8 @@ class PairLoader:
             # Workers persist across epochs: started at the first pass, told the epoch through
             # epoch_cell (start-up of 2 workers measured ~4x the pass over 576 pairs in bench data).
             if self._workers is None:
+                if self.augment is not None:
+                    compile_kernels()  # before the workers fork, so that they inherit it
                 self._ring = make_ring(self._ring_layout(), self.num_workers, self.prefetch_factor + 1,
                                        chunked=self.shuffle)
                 self._workers = DataLoader(self._stream(self._ring), batch_size=None, collate_fn=_keep,
