@@ -161,6 +161,48 @@ def test_loader_workers_persist_across_epochs_and_follow_set_epoch(shards):
     assert len(pools) == 1 and orders[0] != orders[1] != orders[2]
 
 
+@pytest.mark.parametrize("batch,chunk", [(3, 8), (5, 2)])
+def test_workers_running_ahead_into_the_next_epoch_change_no_epoch(shards, monkeypatch, batch, chunk):
+    # Loader workers go on into the next epoch while the consumer finishes one. Epochs taken in
+    # order, out of order (the stream restarts), or a pass left midway: every epoch is still
+    # exactly the batches of a loader started for that epoch alone. With 5 batches in messages
+    # of 2, worker 0 sends one message per epoch and worker 1 two, so the round-robin hands over
+    # worker 0's next epoch before worker 1's last message of this one: it has to wait aside.
+    from datasets.shards import ring
+
+    monkeypatch.setattr(ring, "MAX_CHUNK", chunk)
+    _, shards_dir = shards
+    kw = dict(rank=0, world_size=1, batch_size=batch, num_workers=2, seed=4, compact=True)
+    loader = train_loader(shards_dir, **kw)
+    waited = 0
+
+    def names(batches):
+        return [b["source_name"] + b["target_name"] for b in batches]
+
+    def fresh(epoch):
+        other = train_loader(shards_dir, **kw)
+        other.set_epoch(epoch)
+        return list(other)
+
+    for epoch, leave_after in [(0, None), (1, None), (2, 2), (3, None), (7, None), (4, None), (5, None)]:
+        loader.set_epoch(epoch)
+        if leave_after is not None:  # a pass left midway: the next epoch restarts the stream
+            it = iter(loader)
+            for _ in range(leave_after):
+                next(it)
+            it.close()
+            continue
+        got = []
+        for b in loader:
+            got.append(b)
+            waited = max(waited, len(loader._ahead))
+        want = fresh(epoch)
+        assert names(got) == names(want), epoch
+        assert all(np.array_equal(g["target_rgb"], w["target_rgb"]) for g, w in zip(got, want))
+        assert all("_epoch" not in b for b in got)
+    assert (waited > 0) == (chunk == 2)
+
+
 def test_worker_batches_through_shared_memory_equal_in_process_ones(shards):
     # Images reach the consumer through the workers' shared-memory slots, the rest through the
     # pipe: pair for pair the same arrays as without workers (face crops included).

@@ -237,8 +237,8 @@ class _PairStream(IterableDataset):
     def __init__(self, root: Path | str, shards: list[dict], planner: Callable[..., RankPlan], epoch: torch.Tensor,
                  batch_size: int, seed: int, rank: int, shuffle: bool, augment: AugmentConfig | None, manifest: dict,
                  max_consecutive_errors: int, poses: str = "sparse", face_crops: bool = True,
-                 ring: SlotRing | None = None, shard_cache_bytes: int = 0) -> None:
-        self.ring = ring  # loader workers put the images in shared memory (datasets/shards/ring.py)
+                 ring: SlotRing | None = None, shard_cache_bytes: int = 0, endless: bool = False) -> None:
+        self.ring, self.endless = ring, endless  # loader workers put the images in shared memory (datasets/shards/ring.py)
         # The epoch lives in shared memory and the plan is recomputed from it at every pass, so
         # persistent loader workers (started once per run, not once per epoch) follow set_epoch.
         self.root, self.shards, self.planner, self.epoch_cell = root, shards, planner, epoch
@@ -260,10 +260,24 @@ class _PairStream(IterableDataset):
         self._parsed: OrderedDict[int, _ParsedShard] = OrderedDict()
 
     def __iter__(self) -> Iterator[Any]:
-        """Batches in-process; in a loader worker, lists of ``ring.chunk`` batches (one pipe message)."""
+        """Batches in-process; in a loader worker, lists of ``ring.chunk`` batches (one pipe message).
+
+        An ``endless`` worker goes on from one epoch into the next (its batches carry their
+        epoch), so the consumer finds the next epoch's first batches ready instead of waiting,
+        at every epoch boundary, for the workers to fill the pipeline again (a quarter of an
+        epoch of the default dataset's 576 pairs, measured).
+        """
         info = get_worker_info()
         self.wid = info.id if info is not None else None
-        batches = self._batches()
+        epoch = int(self.epoch_cell[0])
+        if self.wid is None or not self.endless:
+            yield from self._messages(self._batches(epoch))
+            return
+        while True:
+            yield from self._messages(self._batches(epoch))
+            epoch += 1
+
+    def _messages(self, batches: Iterator[dict[str, Any]]) -> Iterator[Any]:
         if self.wid is None or self.ring is None or self.ring.chunk == 1:
             yield from batches
             return
@@ -273,13 +287,13 @@ class _PairStream(IterableDataset):
             if len(chunk) == self.ring.chunk:
                 yield chunk
                 chunk = []
-        if chunk:
+        if chunk:  # a message never spans two epochs
             yield chunk
 
-    def _batches(self) -> Iterator[dict[str, Any]]:
+    def _batches(self, epoch: int) -> Iterator[dict[str, Any]]:
         info = get_worker_info()
         wid = info.id if info is not None else 0
-        self.epoch = int(self.epoch_cell[0])
+        self.epoch = epoch
         plan = self.planner(epoch=self.epoch)
         segments = plan.workers[wid] if info is not None else tuple(s for w in plan.workers for s in w)
         aug = None
@@ -454,6 +468,7 @@ class _PairStream(IterableDataset):
             "pair_index": np.array([p.pair_index for p in pairs], dtype=np.int64),
             "pair_line": np.array([p.pair_line for p in pairs], dtype=np.int64),
             "_skipped": state["skipped"], "_substituted": state["substituted"], "_errors": state["errors"],
+            "_epoch": self.epoch,
         })
         if self.sparse_poses:
             batch["source_pose_sparse"] = heatmaps.pack([p.src_pose for p in pairs])
@@ -548,6 +563,9 @@ class PairLoader:
         self._workers: DataLoader | None = None
         self._ring: SlotRing | None = None
         self._local: _PairStream | None = None
+        self._feed: Iterator[Any] | None = None  # the endless workers' stream, and its next epoch
+        self._feed_epoch: int | None = None
+        self._ahead: list[dict[str, Any]] = []
 
     def _planner(self) -> Callable[..., RankPlan]:
         """The plan as a function of the epoch only (picklable: it travels to the loader workers)."""
@@ -584,24 +602,61 @@ class PairLoader:
                 self._local = self._stream()
             source = self._local
         test = self.split == "test"
+        if source is self._workers and self.shuffle:
+            yield from self._endless_epoch(test)
+            return
         for item in source:
-            chunk = item if isinstance(item, list) else [item]
-            for compact in chunk:  # every slot of a message is read before the next is asked for
-                if "_slot" in compact:
-                    compact.update(self._ring.take(compact.pop("_slot")))
-            yield from self._finish(chunk, test)
+            yield from self._finish(self._received(item), test)
+
+    def _received(self, item: Any) -> list[dict[str, Any]]:
+        """A worker message as its batches, images copied out of their shared-memory slots."""
+        chunk = item if isinstance(item, list) else [item]
+        for compact in chunk:  # every slot of a message is read before the next is asked for
+            if "_slot" in compact:
+                compact.update(self._ring.take(compact.pop("_slot")))
+        return chunk
+
+    def _endless_epoch(self, test: bool) -> Iterator[dict[str, Any]]:
+        """This epoch's batches from workers that run on into the next epochs (see _PairStream).
+
+        The workers' stream is (re)started at ``self.epoch`` unless it is already there (the
+        previous pass ran to its end and this is the epoch after it). Batches of a later epoch
+        that arrive first (a worker done with its part) wait in ``_ahead``, in arrival order;
+        within an epoch the order is the round-robin over workers of a per-epoch pass.
+        """
+        if self._feed is None or self._feed_epoch != self.epoch:
+            self.epoch_cell[0] = self.epoch
+            self._feed = iter(self._workers)  # persistent workers: resets them at epoch_cell
+            self._ahead = []
+        want, remaining, finished = self.epoch, len(self), False
+        try:
+            while remaining:
+                mine = [b for b in self._ahead if b["_epoch"] == want]
+                if mine:
+                    self._ahead = [b for b in self._ahead if b["_epoch"] != want]
+                else:
+                    chunk = self._received(next(self._feed))
+                    mine = [b for b in chunk if b["_epoch"] == want]
+                    self._ahead += [b for b in chunk if b["_epoch"] != want]
+                remaining -= len(mine)
+                yield from self._finish(mine, test)
+            finished = True
+        finally:
+            self._feed_epoch = want + 1 if finished else None  # a pass left midway restarts the stream
 
     def _finish(self, chunk: list[dict[str, Any]], test: bool) -> Iterator[dict[str, Any]]:
         for compact in chunk:
             self.skipped += int(compact.pop("_skipped"))
             self.substituted += int(compact.pop("_substituted"))
             self.recent_errors = (self.recent_errors + list(compact.pop("_errors")))[-20:]
+            compact.pop("_epoch", None)
             yield compact if self.compact else finalise(compact, self.pose_channels, test)
 
     def _stream(self, ring: SlotRing | None = None) -> _PairStream:
         return _PairStream(self.root, self.shards, self.planner, self.epoch_cell, self.batch_size, self.seed,
                            self.rank, self.shuffle, self.augment, self.manifest, self.max_consecutive_errors,
-                           self.poses, self.face_crops, ring, self.shard_cache_bytes)
+                           self.poses, self.face_crops, ring, self.shard_cache_bytes,
+                           endless=self.shuffle)
 
     def _ring_layout(self) -> Layout:
         h, w = (int(v) for v in self.manifest["image_size"])
