@@ -346,6 +346,8 @@ def main(argv: list[str]) -> int:
     add_config_args(parser)
     add_log_level_arg(parser)
     args = parser.parse_args(argv)
+    if args.rounds < 1 or args.epochs < 1:
+        parser.error("--rounds and --epochs must be >= 1")
     setup_logging(args.log_level, "bench data")
     cfg = config_from_args(args)
     spec = dataset_from_args(cfg, args.dataset)
