@@ -27,6 +27,8 @@ def test_data_benchmark_reports_the_side_by_side_ratio_and_its_parts(tmp_path, c
     assert rows == {(o, a, w) for o in ("float", "compact", "training") for a in (False, True) for w in (0, 1)}
     sizes = [r["size"] for r in report["components"]["render_vs_decode_by_size"]]
     assert sizes == [[64, 44], [128, 88]]
+    for r in report["components"]["render_vs_decode_by_size"]:
+        assert r["ratio"] > 0 and r["ratio_augmented"] > 0
     after = report["components"]["augmented_path_us_per_pair"]["after"]
     assert after["face crop"] == 0 and all(v > 0 for k, v in after.items() if k != "face crop")
     printed = capsys.readouterr().out

@@ -62,26 +62,32 @@ def test_device_rendering_equals_the_cpu_patches(sigma):
     assert np.array_equal(pasted.numpy(), want)
 
 
-def _edge_keypoints(rng, b, size):
+def _edge_keypoints(rng, b, size, whole=False):
     h, w = size
     kp = rng.uniform(-25, [w + 25, h + 25], (b, NUM_JOINTS, 2)).astype(np.float32)
+    if whole:  # every other joint at whole-pixel coordinates, in and out of the frame
+        kp[:, ::2] = np.rint(kp[:, ::2])
     kp[rng.random((b, NUM_JOINTS)) < 0.2] = -1
     kp[0, :4] = [[0, 0], [w - 1, h - 1], [10.5, 20.5], [-1, 30]]
     kp[1, :3] = [[-3.2, 50], [50, h + 2.9], [w + 7, 60]]
+    if whole:
+        kp[2, :6] = [[-11, 5], [w + 10, 20], [3, -11], [20, h + 10], [w - 2, 1], [1, h - 3]]  # patch edges
     return kp
 
 
+@pytest.mark.parametrize("whole", [False, True])
 @pytest.mark.parametrize("sigma", [1.5, 3.0, 6.0])
-def test_cpu_canvas_equals_the_cpu_patches_bit_for_bit_through_reuse(sigma):
+def test_cpu_canvas_equals_the_cpu_patches_bit_for_bit_through_reuse(sigma, whole):
     # The CPU device's renderer (compiled loop into reused buffers) against the stored patches'
     # arithmetic, over batches that reuse one buffer: the old patches must be gone each time.
+    # Joints at whole-pixel coordinates get a copy of one patch drawn once: the same values.
     from datasets.pose.cpu_render import GaussianCanvas
 
     rng = np.random.default_rng(3)
     size = (64, 44)
     canvas = GaussianCanvas(size, sigma)
     for _ in range(4):
-        kp = _edge_keypoints(rng, 6, size)
+        kp = _edge_keypoints(rng, 6, size, whole)
         want = heatmaps.paste_into(np.zeros((6, NUM_JOINTS, *size), np.float32),
                                    [heatmaps.render_sparse(k, size, sigma) for k in kp])
         got = canvas(torch.from_numpy(kp))

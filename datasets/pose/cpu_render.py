@@ -8,7 +8,8 @@ fresh zeroed [B,K,H,W] output is paid in page faults (811 KB per image at 128×8
 patch values straight into an output that is reused from batch to batch: before a reused
 buffer gets its new patches, only the previous batch's patch rectangles are zeroed again,
 plane by plane (the old and the new patch of a joint while its plane is in cache), and
-only the non-zero values of a patch are written.
+only the non-zero values of a patch are written. A joint at whole-pixel coordinates (as
+annotated, or flipped) gets a copy of one patch drawn once, without computing it again.
 
 The arithmetic is :func:`datasets.pose.heatmaps.render_sparse`'s, operation for operation
 (float64 ``exp`` cast to float32, a float32 product, ``floor(255·v + 0.5)``, ``· (1/255)``),
@@ -43,11 +44,17 @@ def _rect(x: float, y: float, r: int, h: int, w: int) -> tuple[bool, int, int, i
 
 
 @numba.njit(cache=True, nogil=True)
-def _redraw(out: np.ndarray, old: np.ndarray, new: np.ndarray, sigma: float, r: int, clear: bool) -> None:
+def _redraw(out: np.ndarray, old: np.ndarray, new: np.ndarray, sigma: float, r: int, clear: bool,
+            whole: np.ndarray, runs: np.ndarray) -> None:
     """Plane by plane of ``out`` [B,K,H,W]: zero the patch of ``old``'s joint (with ``clear``),
     then write the patch of ``new``'s. Only the non-zero values are written (the rest of the
-    plane is zero by then): the quantised Gaussian is zero on about a third of its square."""
+    plane is zero by then): the quantised Gaussian is zero on about a third of its square.
+
+    A joint at whole-pixel coordinates (annotations are, and flips keep them so) has the same
+    patch wherever it is: ``whole`` [2r+1, 2r+1], rendered once by this function, is copied
+    instead, row by row over its non-zero runs ``runs`` [2r+1, 2] (an empty ``whole``: never)."""
     b_count, k_count, h, w = out.shape
+    copy_whole = whole.shape[0] == 2 * r + 1
     s = 2 * r + 1
     gx = np.empty(s, np.float32)
     gy = np.empty(s, np.float32)
@@ -65,6 +72,13 @@ def _redraw(out: np.ndarray, old: np.ndarray, new: np.ndarray, sigma: float, r: 
             if not inside:
                 continue
             x64, y64 = np.float64(x), np.float64(y)
+            if copy_whole and x64 == np.rint(x64) and y64 == np.rint(y64):
+                for i in range(ya, yb):
+                    ti = i - y0
+                    lo, hi = max(runs[ti, 0], xa - x0), min(runs[ti, 1], xb - x0)
+                    if hi > lo:
+                        plane[i, x0 + lo:x0 + hi] = whole[ti, lo:hi]
+                continue
             for t in range(xa - x0, xb - x0):
                 d = np.float64(x0 + t) - x64
                 gx[t] = np.float32(math.exp(-(d * d) / denom))
@@ -90,6 +104,22 @@ def _redraw(out: np.ndarray, old: np.ndarray, new: np.ndarray, sigma: float, r: 
                     row[j] = np.float32(np.int32(g * src[j] * _F255 + _HALF)) * _INV255
 
 
+def whole_pixel_patch(sigma: float, r: int) -> tuple[np.ndarray, np.ndarray]:
+    """The patch of a joint at whole-pixel coordinates, drawn by :func:`_redraw` itself (so its
+    values are those of the general path), and each row's non-zero run [lo, hi)."""
+    s = 2 * r + 1
+    plane = np.zeros((1, 1, s, s), np.float32)
+    at = np.array([[[r, r]]], np.float32)
+    _redraw(plane, at, at, sigma, r, False, np.zeros((0, 0), np.float32), np.zeros((0, 2), np.int64))
+    whole = plane[0, 0]
+    runs = np.zeros((s, 2), np.int64)
+    for i in range(s):
+        nonzero = np.flatnonzero(whole[i])
+        if len(nonzero):
+            runs[i] = nonzero[0], nonzero[-1] + 1
+    return whole, runs
+
+
 class GaussianCanvas:
     """Renders float32 [B,K,H,W] Gaussian maps of keypoints on the CPU (see module doc)."""
 
@@ -98,6 +128,7 @@ class GaussianCanvas:
 
         self.size, self.sigma, self.radius = (int(size[0]), int(size[1])), float(sigma), patch_radius(sigma)
         self.pool = BufferPool(zeroed=True)
+        self.whole, self.runs = whole_pixel_patch(self.sigma, self.radius)
 
     def __call__(self, keypoints: torch.Tensor | np.ndarray) -> torch.Tensor:
         kp = np.ascontiguousarray(keypoints.numpy() if isinstance(keypoints, torch.Tensor) else keypoints,
@@ -105,6 +136,7 @@ class GaussianCanvas:
         b, k, _ = kp.shape
         buf = self.pool.take((b, k, *self.size))
         old = buf.state  # the keypoints whose patches it holds
-        _redraw(buf.array, kp if old is None else old, kp, self.sigma, self.radius, old is not None)
+        _redraw(buf.array, kp if old is None else old, kp, self.sigma, self.radius, old is not None, self.whole,
+                self.runs)
         buf.state = kp.copy()
         return buf.view()

@@ -211,29 +211,40 @@ def render_vs_decode(views: list, size: tuple[int, int], target: tuple[int, int]
                      batch: int) -> dict:
     """µs per image of the CPU device's pose render and of a JPEG decode at ``target`` (H, W).
 
-    At another size than the shards' the views are resized (cubic) and re-encoded at quality
-    95, the keypoints scaled alike; σ stays ``preprocess.heatmap_sigma`` pixels, as it does for
-    a real dataset at that size.
+    The render is timed on the stored keypoints (whole pixels, as annotated: each joint gets a
+    copy of one patch) and on the same keypoints moved by the training augmentation (a sub-pixel
+    position for every affine-warped image, half of them: those are computed). At another size
+    than the shards' the views are resized (cubic) and re-encoded at quality 95, the keypoints
+    scaled alike; σ stays ``preprocess.heatmap_sigma`` pixels, as it does for a real dataset at
+    that size.
     """
     sy, sx = target[0] / size[0], target[1] / size[1]
     rgbs = [decode_image(bytes(v.jpeg), "bench", size) for v in views]
     jpegs = [cv2.imencode(".jpg", cv2.resize(r, (target[1], target[0]), interpolation=cv2.INTER_CUBIC),
                           [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() if target != size else bytes(v.jpeg)
              for r, v in zip(rgbs, views)]
-    kps = []
+    k = len(views[0].keypoints)
+    aug = Augmenter(AugmentConfig(), np.arange(k), 0)
+    blank = np.zeros((*target, 3), np.uint8)
+    stored, moved = [], []
     for i in range(0, len(views) - batch + 1, batch):
         kp = np.stack([v.keypoints for v in views[i:i + batch]]).astype(np.float32)
-        kps.append(torch.from_numpy(np.where(kp == -1, kp, kp * np.float32([sx, sy]))))
+        kp = np.where(kp == -1, kp, kp * np.float32([sx, sy]))
+        stored.append(torch.from_numpy(kp))
+        moved.append(torch.from_numpy(np.stack([aug(blank, p, np.zeros(4, np.float32), False).keypoints for p in kp])))
     canvas = GaussianCanvas(target, sigma)
 
-    def render() -> None:
-        for kp in kps:  # each batch dropped before the next, as training does: its buffer is reused
+    def render(batches: list[torch.Tensor]) -> None:
+        for kp in batches:  # each batch dropped before the next, as training does: its buffer is reused
             canvas(kp)
 
     decode = 1e6 / _best_rate(lambda: [decode_image(j, "bench", target) for j in jpegs], len(jpegs), 5)
-    render = 1e6 / _best_rate(render, batch * len(kps), 5)
-    return {"size": list(target), "jpeg_decode_us": round(decode, 1), "pose_render_device_us": round(render, 1),
-            "ratio": round(render / decode, 3)}
+    render_stored = 1e6 / _best_rate(lambda: render(stored), batch * len(stored), 5)
+    render_moved = 1e6 / _best_rate(lambda: render(moved), batch * len(moved), 5)
+    return {"size": list(target), "jpeg_decode_us": round(decode, 1),
+            "pose_render_device_us": round(render_stored, 1), "ratio": round(render_stored / decode, 3),
+            "pose_render_device_augmented_us": round(render_moved, 1),
+            "ratio_augmented": round(render_moved / decode, 3)}
 
 
 def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, flip_perm: np.ndarray,
@@ -321,10 +332,12 @@ def table(result: dict) -> str:
              f"| pose maps: dense uint8 PNG decode (alternative) | {u['dense_png_decode']:.0f} | "
              f"{c['dense_png_bytes_per_image']:.0f} |",
              f"| pose maps: dense float16 (not stored) | – | {c['dense_float16_bytes_per_image']} |",
-             "", "| size (H×W) | JPEG decode µs | on-device pose render µs | render / decode |",
+             "", "| size (H×W) | JPEG decode µs | on-device pose render µs, stored / augmented keypoints "
+             "| render / decode, stored / augmented |",
              "|---|---:|---:|---:|",
-             *(f"| {r['size'][0]}×{r['size'][1]} | {r['jpeg_decode_us']:.0f} | {r['pose_render_device_us']:.1f} | "
-               f"{r['ratio']:.3f} |" for r in c["render_vs_decode_by_size"]),
+             *(f"| {r['size'][0]}×{r['size'][1]} | {r['jpeg_decode_us']:.0f} | {r['pose_render_device_us']:.1f} / "
+               f"{r['pose_render_device_augmented_us']:.1f} | {r['ratio']:.3f} / {r['ratio_augmented']:.3f} |"
+               for r in c["render_vs_decode_by_size"]),
              "", "| augmented path, µs per pair | before | after |", "|---|---:|---:|"]
     parts = c["augmented_path_us_per_pair"]
     for name in parts["before"]:
