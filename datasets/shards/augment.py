@@ -118,7 +118,8 @@ class Augmenter:
         """The image and float32 (x, y) points after one draw (the Compose's image and keypoints)."""
         h, w = rgb.shape[:2]
         image, matrix, flipped = self.draw_and_warp(rgb)
-        return np.ascontiguousarray(image), _transform_points(np.asarray(points, np.float32), matrix, flipped, w), flipped
+        moved = _transform_points(np.asarray(points, np.float32), matrix, flipped, w)
+        return np.ascontiguousarray(image), moved, flipped
 
 
 def compile_kernels() -> None:

@@ -110,9 +110,9 @@ def paste_sparse(packed: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
 def to_float_image(nhwc: torch.Tensor) -> torch.Tensor:
     """uint8 [B,H,W,3] -> float32 [B,3,H,W] in [-1, 1], rounding exactly as the CPU loader does."""
     if nhwc.device.type == "cpu":
-        from datasets.shards.cpu_images import float_planes
+        from datasets.shards.loader import cpu_float_image
 
-        return torch.from_numpy(float_planes(nhwc.numpy()))
+        return cpu_float_image(nhwc.numpy())
     return nhwc.permute(0, 3, 1, 2).to(torch.float32).mul_(_TWO_OVER_255).sub_(1.0).contiguous()
 
 

@@ -238,7 +238,9 @@ class _PairStream(IterableDataset):
                  batch_size: int, seed: int, rank: int, shuffle: bool, augment: AugmentConfig | None, manifest: dict,
                  max_consecutive_errors: int, poses: str = "sparse", face_crops: bool = True,
                  ring: SlotRing | None = None, shard_cache_bytes: int = 0, endless: bool = False) -> None:
-        self.ring, self.endless = ring, endless  # loader workers put the images in shared memory (datasets/shards/ring.py)
+        # Loader workers put the images in shared memory (datasets/shards/ring.py); endless ones run
+        # on from epoch to epoch (see __iter__).
+        self.ring, self.endless = ring, endless
         # The epoch lives in shared memory and the plan is recomputed from it at every pass, so
         # persistent loader workers (started once per run, not once per epoch) follow set_epoch.
         self.root, self.shards, self.planner, self.epoch_cell = root, shards, planner, epoch
@@ -625,8 +627,7 @@ class PairLoader:
         within an epoch the order is the round-robin over workers of a per-epoch pass.
         """
         if self._feed is None or self._feed_epoch != self.epoch:
-            self.epoch_cell[0] = self.epoch
-            self._feed = iter(self._workers)  # persistent workers: resets them at epoch_cell
+            self._feed = iter(self._workers)  # persistent workers: restarts them at epoch_cell (set_epoch)
             self._ahead = []
         want, remaining, finished = self.epoch, len(self), False
         try:

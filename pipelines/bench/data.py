@@ -48,6 +48,7 @@ from datasets.pose.face import crop_face
 from datasets.raw.layout import find_split, get_layout, read_pairs
 from datasets.shards import expand
 from datasets.shards.augment import AugmentConfig, Augmenter
+from datasets.shards.cpu_images import ImageConverter
 from datasets.shards.loader import train_loader
 from datasets.shards.samples import decode_image, parse_sample
 from datasets.shards.tar import iter_samples, load_manifest
@@ -262,7 +263,7 @@ def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, 
     nhwc = np.stack(rgbs[:batch])
     sparse = [heatmaps.render_sparse(m.keypoints, size, sigma) for m in moved[:batch]]
     kp = torch.from_numpy(np.stack([m.keypoints for m in moved[:batch]]))
-    canvas = GaussianCanvas(size, sigma)
+    canvas, convert = GaussianCanvas(size, sigma), ImageConverter()  # what a CPU training device runs
 
     def per_image(fn, count: int = n) -> float:
         return 1e6 / _best_rate(fn, count, 5)
@@ -285,7 +286,7 @@ def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, 
         # before: a uint8 CHW transpose in the worker, then convert, scale and shift in torch
         "image_float_cpu": per_image(lambda: torch.from_numpy(nhwc.transpose(0, 3, 1, 2).copy()).to(
             torch.float32).mul_(2.0 / 255.0).sub_(1.0), batch),
-        "image_float_device": per_image(lambda: expand.to_float_image(torch.from_numpy(nhwc)), batch),
+        "image_float_device": per_image(lambda: convert(torch.from_numpy(nhwc)), batch),
     }
     table = {
         "before": {"decode": 2 * parts["jpeg_decode"], "augment": 2 * parts["augment_compose"],
