@@ -19,17 +19,15 @@ class DatasetSpec:
     # σ in pixels of this dataset's pose maps; None: preprocess.heatmap_sigma (portrait part
     # maps are curves on a small face and want a thinner line than body joint heatmaps).
     pose_sigma: Optional[float] = None
-    # ``section.key=value`` overrides every stage applies when it runs on this dataset, before
-    # the command line's --set (e.g. model.pose_channels=8 for portraits, a training budget).
-    overrides: tuple[str, ...] = ()
+    # Samples per shard of this dataset; None: preprocess.shard_size (a small set wants more,
+    # smaller shards so that every rank and loader worker gets some).
+    shard_size: Optional[int] = None
 
     def __post_init__(self) -> None:
         if self.pose_sigma is not None and not self.pose_sigma > 0:
             raise ValueError(f"pose_sigma must be > 0, got {self.pose_sigma}")
-        for item in self.overrides:
-            head = item.split("=", 1)[0]
-            if "=" not in item or "." not in head or head.startswith("datasets."):
-                raise ValueError(f"overrides: {item!r} must be section.key=value outside 'datasets'")
+        if self.shard_size is not None and self.shard_size < 1:
+            raise ValueError(f"shard_size must be >= 1 (samples per shard), got {self.shard_size}")
 
 
 @dataclass(frozen=True)

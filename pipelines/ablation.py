@@ -5,8 +5,9 @@
 
 Variants (model.variant): ``baseline`` (no warping), ``attn`` (attention only), ``flow`` (flow
 only), ``no_face`` (both, no face term), ``full``.  Every variant gets the same
-``evaluate.ablation.total_images`` and ``overrides``, once per seed of ``evaluate.ablation.seeds``;
-training runs in-process (``--workers 0``) so the budget means the same on any machine.  The table
+training params, those of ablation/params.yaml (read over params.yaml, a section of it replacing
+params.yaml's whole), once per seed of ``ablation.seeds``; only ``model.variant`` and
+``train.seed`` differ between runs.  The table
 gives each score's mean over the seeds, and for each of the paper's claims (full best, each branch
 better than none, the face term helps) whether it holds beyond the seeds' noise.  DVC runs one
 ``ablation_run`` stage per variant and seed (``matrix``) and then ``ablation``.
@@ -26,6 +27,7 @@ from pipelines.config.params import add_config_args, config_from_args
 
 log = logging.getLogger("ablation")
 METRICS_DIR = Path("metrics/ablation")
+ABLATION_PARAMS = ("params.yaml", "ablation/params.yaml")
 
 
 def run_name(variant: str, seed: int) -> str:
@@ -33,13 +35,14 @@ def run_name(variant: str, seed: int) -> str:
 
 
 def run_variant(args: argparse.Namespace, cfg) -> int:
-    acfg = cfg.evaluate.ablation
+    acfg = cfg.ablation
     if args.variant not in acfg.variants:
-        log.error("%r is not in evaluate.ablation.variants (%s)", args.variant, ", ".join(acfg.variants))
+        log.error("%r is not in ablation.variants (%s: %s)", args.variant, args.params[-1], ", ".join(acfg.variants))
         return 2
     seeds = [args.seed] if args.seed is not None else list(acfg.seeds)
     if any(s not in acfg.seeds for s in seeds):
-        log.error("seed %s is not in evaluate.ablation.seeds (%s)", args.seed, ", ".join(map(str, acfg.seeds)))
+        log.error("seed %s is not in ablation.seeds (%s: %s)", args.seed, args.params[-1],
+                  ", ".join(map(str, acfg.seeds)))
         return 2
     for seed in seeds:
         code = _run_one(args, cfg, args.variant, seed)
@@ -49,20 +52,17 @@ def run_variant(args: argparse.Namespace, cfg) -> int:
 
 
 def _run_one(args: argparse.Namespace, cfg, variant: str, seed: int) -> int:
-    acfg = cfg.evaluate.ablation
     name = run_name(variant, seed)
-    common = ["--params", args.params, "--log-level", args.log_level]
+    common = [x for p in args.params for x in ("--params", p)] + ["--log-level", args.log_level]
     common += [x for o in args.overrides for x in ("--set", o)]
-    sets = [f"model.variant={variant}", f"train.total_images={acfg.total_images}", f"train.seed={seed}",
-            *acfg.overrides]
-    train = [sys.executable, "-m", "pipelines.train", "--dataset", acfg.dataset, "--workers", "0",
-             "--run-name", name, *common] + [x for s in sets for x in ("--set", s)]
+    sets = [f"model.variant={variant}", f"train.seed={seed}"]
+    train = [sys.executable, "-m", "pipelines.train", "--run-name", name, *common] + [
+        x for s in sets for x in ("--set", s)]
     log.info("+ %s", " ".join(train[1:]))
     done = subprocess.run(train)
     if done.returncode != 0:
         return done.returncode
-    evaluate = [sys.executable, "-m", "pipelines.evaluate", "--dataset", acfg.dataset,
-                "--run-name", name, *common,
+    evaluate = [sys.executable, "-m", "pipelines.evaluate", "--run-name", name, *common,
                 "--checkpoint", f"{cfg.train.storage_path}/{name}/checkpoints",
                 "--metrics", str(METRICS_DIR / f"{variant}-s{seed}.json"), "--plots", f"plots/ablation/{variant}-s{seed}",
                 "--set", f"evaluate.images_dir=data/eval/{name}"]
@@ -100,7 +100,7 @@ def _records(acfg) -> tuple[dict[tuple[str, int], dict], list[str]]:
 
 
 def table(cfg) -> int:
-    acfg = cfg.evaluate.ablation
+    acfg = cfg.ablation
     docs, missing = _records(acfg)
     if missing:
         log.error("no metrics for %s; run `python -m pipelines.ablation run --variant V [--seed S]` (or make "
@@ -134,10 +134,10 @@ def table(cfg) -> int:
               for a, b in CLAIMS if a in per_seed and b in per_seed for k in judged
               if k in per_seed[a] and k in per_seed[b]]
     out = {
-        "dataset": acfg.dataset,
-        "total_images": acfg.total_images,
+        "dataset": cfg.train.dataset,
+        "total_images": cfg.train.total_images,
         "seeds": list(acfg.seeds),
-        "overrides": list(acfg.overrides),
+        "profile": cfg.profile,
         "protocol_sha256": protocols.pop(),
         "variants": rows,  # means over the seeds
         "per_seed": per_seed,
@@ -158,8 +158,8 @@ def table(cfg) -> int:
         return f"**{text}**" if rows[v][k] == best[k] else text
 
     seeds = ", ".join(map(str, acfg.seeds))
-    lines = [f"Ablation on `{acfg.dataset}`, {acfg.total_images} training images per variant and seed "
-             f"(seeds {seeds}{', ' + ', '.join(acfg.overrides) if acfg.overrides else ''}); "
+    lines = [f"Ablation on `{cfg.train.dataset}`, {cfg.train.total_images} training images per variant and seed "
+             f"(seeds {seeds}; profile {cfg.profile}, ablation/params.yaml); "
              f"{first['protocol']['pairs']} test pairs, protocol `{out['protocol_sha256'][:12]}`. "
              "Each cell: the mean over the seeds (each seed's score).", "",
              "| variant | " + " | ".join(f"{k} {arrows[k]}" for k in keys) + " |",
@@ -189,11 +189,11 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="train and evaluate one variant (each seed, or --seed)")
     run.add_argument("--variant", required=True)
-    run.add_argument("--seed", type=int, help="one seed of evaluate.ablation.seeds (default: each in turn)")
-    add_config_args(run)
+    run.add_argument("--seed", type=int, help="one seed of ablation.seeds (default: each in turn)")
+    add_config_args(run, default=ABLATION_PARAMS)
     add_log_level_arg(run, subcommand=True)
     tab = sub.add_parser("table", help="collect the variants' scores into metrics/ablation.json and a table")
-    add_config_args(tab)
+    add_config_args(tab, default=ABLATION_PARAMS)
     add_log_level_arg(tab, subcommand=True)
     args = ap.parse_args(argv)
     setup_logging(args.log_level, "ablation")

@@ -103,6 +103,12 @@ def main(argv: list[str] | None = None) -> int:
     except PlacementError as exc:
         return _usage_error(str(exc))
     spec = dataset_from_args(cfg, tcfg.dataset)
+    if cfg.loss.backbone == "vgg19" and not (cfg.loss.vgg19_weights
+                                             and Path(_resolve(cfg.loss.vgg19_weights, root)).is_file()):
+        # Before any worker starts: the paper's perceptual loss needs the VGG19 weights on disk.
+        return _usage_error(f"loss.backbone is vgg19 ({', '.join(args.params)}) but loss.vgg19_weights "
+                            f"{cfg.loss.vgg19_weights!r} is not a file; nothing is downloaded: put a torchvision "
+                            "VGG19 state dict (vgg19-dcbb9e9d.pth) there, or set loss.backbone: effnet_lite0")
     shards = _resolve(spec.shards, root)  # a folder or a URL prefix (s3://…)
     try:
         manifest_bytes = data_storage.read_bytes(data_storage.join(shards, "manifest.json"))

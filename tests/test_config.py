@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -54,7 +55,7 @@ def test_override_changes_one_key():
 
 def test_unknown_key_names_key_and_file(tmp_path):
     path = write_params(tmp_path, lambda r: r["preprocess"].update(shard_sise=3))
-    with pytest.raises(ConfigError, match=r"params.yaml: preprocess: unknown key 'shard_sise'"):
+    with pytest.raises(ConfigError, match=r"params.yaml: unknown key 'preprocess.shard_sise' \(valid there: face_size, heatmap_sigma"):
         load_config(path)
 
 
@@ -113,7 +114,7 @@ def _parse(argv):
     "argv, needle",
     [
         (["--params", "/nonexistent.yaml"], "params file not found"),
-        (["--set", "preprocess.bogus=1"], "unknown key 'bogus'"),
+        (["--set", "preprocess.bogus=1"], "unknown key 'preprocess.bogus'"),
         (["--set", "preprocess.shard_size=abc"], "expected an integer"),
     ],
 )
@@ -141,26 +142,35 @@ def _params_with(tmp_path, edit) -> Path:
     return path
 
 
-def test_a_value_params_yaml_sets_beats_the_datasets_override(tmp_path, caplog):
-    """What `dvc exp run -S optim.lr_g=0.001` writes must be what trains, not the dataset's recipe."""
-    path = _params_with(tmp_path, lambda raw: raw["optim"].update(lr_g=0.001))
-    with caplog.at_level("WARNING"):
-        cfg = load_config(path, dataset="synthetic_fashion")
-    assert cfg.optim.lr_g == 0.001  # the user's value
-    assert cfg.optim.lr_d == 0.00005  # the recipe still applies where the user left the default
-    assert "optim.lr_g=0.001" in caplog.text and "0.0005" in caplog.text  # both values named
-    # The command line still wins over both.
-    assert load_config(path, ["optim.lr_g=0.002"], dataset="synthetic_fashion").optim.lr_g == 0.002
+def test_a_value_set_always_trains_whatever_it_is(tmp_path):
+    """What `dvc exp run -S` writes into params.yaml, or --set gives, is the value that runs, even
+    the built-in default (the old per-dataset recipe layer silently replaced that one)."""
+    for lr in (0.0001, 0.001):  # 0.0001 is OptimConfig's own default
+        path = _params_with(tmp_path, lambda raw: raw["optim"].update(lr_g=lr))
+        assert load_config(path).optim.lr_g == lr
+        assert load_config(PARAMS, [f"optim.lr_g={lr}"]).optim.lr_g == lr
+    assert load_config(PARAMS).optim.lr_g == 0.0005  # the file's value, nothing layered on it
 
 
-def test_shipped_dataset_recipes_apply_over_the_defaults():
-    """Every override in params.yaml targets a key left at its built-in default, so no recipe is
-    silently skipped by the rule above (a default that drifts from params.yaml would do that)."""
-    from pipelines.config.params import dataset_overrides, read_params, user_value_wins
+def test_an_unknown_key_is_refused_naming_the_key_and_the_file(tmp_path):
+    with pytest.raises(ConfigError, match=r"--set 'optim.lr_gen=0.1': unknown key 'optim.lr_gen' .*params.yaml"):
+        load_config(PARAMS, ["optim.lr_gen=0.1"])
+    with pytest.raises(ConfigError, match=r"unknown key 'nosuch' .*valid there: ablation, datasets"):
+        load_config(PARAMS, ["nosuch.key=1"])
+    path = _params_with(tmp_path, lambda raw: raw["datasets"]["synthetic_fashion"].update(overrides=["optim.lr_g=1"]))
+    with pytest.raises(ConfigError, match=rf"{re.escape(str(path))}: unknown key 'datasets.synthetic_fashion.overrides'"):
+        load_config(path)
+    # In a layered read the error names the file the section came from.
+    portrait = ROOT / "portrait/params.yaml"
+    with pytest.raises(ConfigError, match=r"unknown key 'model.widht' \(section 'model' is read from .*portrait/params.yaml; valid there: attn_dim"):
+        load_config([PARAMS, portrait], ["model.widht=3"])
 
-    raw = read_params(PARAMS)
-    for name in raw["datasets"]:
-        for override in dataset_overrides(raw, name):
-            assert not user_value_wins(raw, override, name), (name, override)
-    assert load_config(PARAMS, dataset="synthetic_portrait").train.total_images == 10400
-    assert load_config(PARAMS, dataset="synthetic_fashion").optim.lr_g == 0.0005
+
+def test_layered_files_replace_whole_sections():
+    """portrait/params.yaml's sections replace params.yaml's whole, never key by key."""
+    base = load_config(PARAMS)
+    layered = load_config([PARAMS, ROOT / "portrait/params.yaml"])
+    assert layered.profile == "portrait-cpu" and layered.model.pose_channels == 8
+    assert layered.optim.flow_warmup_steps == 0  # params.yaml's 150 is not merged in
+    assert layered.loss == base.loss and layered.datasets == base.datasets  # sections it does not have
+    assert layered.train.run_name == "portrait" and layered.train.dataset == "synthetic_portrait"

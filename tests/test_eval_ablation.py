@@ -23,7 +23,10 @@ def _doc(ssim: float, fd: float, protocol: str = "p" * 64, de00: float = 20.0) -
 def workdir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(tmp_path)
     (tmp_path / "metrics/ablation").mkdir(parents=True)
-    (tmp_path / "params.yaml").write_text((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    root = Path(__file__).resolve().parents[1]
+    (tmp_path / "params.yaml").write_text((root / "params.yaml").read_text())
+    (tmp_path / "ablation").mkdir()
+    (tmp_path / "ablation/params.yaml").write_text((root / "ablation/params.yaml").read_text())
     return tmp_path
 
 
@@ -37,7 +40,7 @@ def test_table_collects_every_variant_and_seed_and_marks_the_best(workdir: Path)
             _write(workdir, v, seed, _doc(0.5 + i / 100 + seed / 1000, 20.0 - i))
     _write(workdir, "flow", 0, _doc(0.9, 30.0))
     _write(workdir, "flow", 1, _doc(0.7, 30.0))
-    assert ablation.main(["table", "--set", f"evaluate.ablation.variants={list(VARIANTS)}"]) == 0
+    assert ablation.main(["table", "--set", f"ablation.variants={list(VARIANTS)}"]) == 0
     out = json.loads((workdir / "metrics/ablation.json").read_text())
     assert list(out["variants"]) == list(VARIANTS) and out["seeds"] == [0, 1]
     assert out["variants"]["flow"]["ssim"] == pytest.approx(0.8) and out["per_seed"]["flow"]["ssim"] == [0.9, 0.7]

@@ -13,14 +13,14 @@ import time
 from pathlib import Path
 
 import pytest
-from test_pipeline_e2e import TINY, make_repo_copy, run_dvc, stages_run
+from test_pipeline_e2e import make_repo_copy, run_dvc, stages_run
 
 pytestmark = pytest.mark.faults
 
 TARGET = "preprocess@synthetic_market"
-# Enough market images that preprocessing them takes seconds: on TINY's ten the stage can finish
+# Enough market images that preprocessing them takes seconds: on the tiny profile's ten the stage can finish
 # between two polls, before the kill it is meant to suffer.
-SETTINGS = {**TINY, "synthesize.synthetic_market.train_identities": 24,
+SETTINGS = {"synthesize.synthetic_market.train_identities": 24,
             "synthesize.synthetic_market.views_per_identity": 4}
 
 
@@ -28,7 +28,7 @@ SETTINGS = {**TINY, "synthesize.synthetic_market.train_identities": 24,
 def project(tmp_path: Path) -> tuple[Path, dict]:
     work = tmp_path / "copy"
     work.mkdir()
-    return work, make_repo_copy(work, SETTINGS)
+    return work, make_repo_copy(work, SETTINGS, profile="tiny")
 
 
 def _kill_repro_mid_stage(work: Path, env: dict) -> None:

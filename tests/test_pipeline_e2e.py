@@ -15,39 +15,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Every stage at the smallest size that still exercises it.
-TINY = {
-    "synthesize.synthetic_fashion.train_identities": 4,
-    "synthesize.synthetic_fashion.test_identities": 2,
-    "synthesize.synthetic_fashion.views_per_identity": 3,
-    "synthesize.synthetic_market.train_identities": 3,
-    "synthesize.synthetic_market.test_identities": 2,
-    "synthesize.synthetic_market.views_per_identity": 2,
-    "synthesize.synthetic_portrait.train_identities": 3,
-    "synthesize.synthetic_portrait.test_identities": 2,
-    "synthesize.synthetic_portrait.views_per_identity": 2,
-    "synthesize.synthetic_portrait.supersample": 1,
-    "preprocess.shard_size": 8,
-    # Training runs in-process here (tests/test_train_ray.py guards the 2-worker Ray path).
-    "train.workers": 0,
-    "train.batch_size": 2,
-    "train.total_images": 8,
-    "train.checkpoint_every_images": 4,
-    "train.log_every_images": 4,
-    "train.grid_every_images": 8,
-    # The default's three phases, one step each for the first two (its overrides ask for 150 / 120).
-    "optim.flow_warmup_steps": 1,
-    "optim.generator_warmup_steps": 1,
-    "model.base_channels": 8,
-    "model.max_channels": 32,
-    "model.flow_channels": 8,
-    "model.attn_dim": 8,
-    "model.combine_channels": 8,
-    "model.disc_channels": 8,
-    "evaluate.grid_pairs": 2,
-}
-
-
 def _set(raw: dict, dotted: str, value) -> None:
     *path, key = dotted.split(".")
     node = raw
@@ -73,16 +40,24 @@ def stages_run(output: str) -> list[str]:
     return [line.split("'")[1] for line in output.splitlines() if line.startswith("Running stage")]
 
 
-def make_repo_copy(work: Path, settings: dict, edit=None, **extra_env: str) -> dict:
-    """The repository copied into ``work`` (a git repo of its own) with ``settings`` (dotted
-    params.yaml keys) applied and ``edit(raw_params)`` after them; returns the env to run it in."""
+def make_repo_copy(work: Path, settings: dict, edit=None, profile: str | None = None,
+                   files: dict[str, dict] | None = None, **extra_env: str) -> dict:
+    """The repository copied into ``work`` (a git repo of its own), with ``profiles/<profile>.yaml``
+    copied over params.yaml as the README says to switch profile, then ``settings`` (dotted
+    params.yaml keys), ``edit(raw_params)`` and ``files`` (other params files: relative path ->
+    dotted keys) applied; returns the env to run it in."""
     _copy_tree(work)
-    raw = yaml.safe_load((work / "params.yaml").read_text())
-    for dotted, value in settings.items():
-        _set(raw, dotted, value)
-    if edit is not None:
-        edit(raw)
-    (work / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    if profile is not None:
+        shutil.copyfile(work / "profiles" / f"{profile}.yaml", work / "params.yaml")
+    for rel, values in {"params.yaml": settings, **(files or {})}.items():
+        if not values and not (edit is not None and rel == "params.yaml"):
+            continue
+        raw = yaml.safe_load((work / rel).read_text())
+        for dotted, value in values.items():
+            _set(raw, dotted, value)
+        if edit is not None and rel == "params.yaml":
+            edit(raw)
+        (work / rel).write_text(yaml.safe_dump(raw, sort_keys=False))
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "PYTHONPATH": str(work), "MLFLOW_TRACKING_URI": f"sqlite:///{work}/mlruns.db", **extra_env}
     # As on a user's machine: Python (and numba) write their caches beside the code, inside the
@@ -97,7 +72,7 @@ def make_repo_copy(work: Path, settings: dict, edit=None, **extra_env: str) -> d
 @pytest.fixture(scope="module")
 def repro_copy(tmp_path_factory):
     work = tmp_path_factory.mktemp("e2e")
-    return work, make_repo_copy(work, TINY)
+    return work, make_repo_copy(work, {}, profile="tiny")
 
 
 def run_dvc(work: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
@@ -135,9 +110,83 @@ def test_dvc_repro_runs_every_stage_then_nothing(repro_copy):
     assert not any(name.endswith("synthetic_fashion") for name in rerun), rerun
 
 
+def _leaves(data, prefix: str = "") -> dict:
+    if isinstance(data, dict) and data:
+        out = {}
+        for key, value in data.items():
+            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
+
+
+def _cmd_settings(argv: list[str]) -> dict:
+    """Values a stage's command line sets (DVC records the command, so these are tracked too)."""
+    flags = {"--dataset": "train.dataset", "--run-name": "train.run_name", "--workers": "train.workers"}
+    out = {}
+    for flag, value in zip(argv, argv[1:]):
+        if flag == "--set":
+            key, text = value.split("=", 1)
+            out[key] = yaml.safe_load(text)
+        elif flag in flags and argv[argv.index("-m") + 1] == "pipelines.train":
+            out[flags[flag]] = yaml.safe_load(value)
+    return out
+
+
+# What each stage's code reads: every leaf under these must be a param DVC records for the stage.
+STAGE_READS = {
+    "train": ("profile", "datasets.{dataset}", "model", "loss", "optim", "train"),
+    "evaluate": ("datasets.{dataset}", "evaluate", "loss.backbone", "loss.vgg19_weights", "train.storage_path"),
+    "register": ("register", "evaluate.bootstrap_resamples", "evaluate.seed", "train.storage_path",
+                 "train.mlflow_experiment"),
+}
+
+
+def test_what_dvc_records_is_what_runs_and_what_mlflow_logs(repro_copy):
+    """On the tiny profile: every param dvc.lock records for a stage equals the resolved config the
+    stage's own command runs with (`--dump-config`), so does `dvc params diff --all`, every key the
+    stage reads is recorded, and the MLflow training run logged exactly that config."""
+    import json
+    import shlex
+
+    import mlflow
+
+    work, env = repro_copy
+    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    dvc_params = json.loads(run_dvc(work, env, "params", "diff", "--all", "--json").stdout)
+    dataset = yaml.safe_load((work / "params.yaml").read_text())["train"]["dataset"]
+    for stage, reads in STAGE_READS.items():
+        argv = shlex.split(lock[stage]["cmd"])
+        dumped = subprocess.run([sys.executable, *argv[1:], "--dump-config"], cwd=work, env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert dumped.returncode == 0, dumped.stderr
+        resolved = _leaves(json.loads(dumped.stdout))
+        by_cmd = _cmd_settings(argv)
+        recorded = {key: value for rel, values in lock[stage]["params"].items()
+                    for key, value in _leaves(values).items()}
+        for key, value in recorded.items():
+            want = by_cmd.get(key, value)
+            assert resolved[key] == (list(want) if isinstance(want, tuple) else want), (stage, key, value)
+            if key not in by_cmd:
+                assert dvc_params["params.yaml"][key]["new"] == value, (stage, key)
+        needed = [k for k in resolved for r in reads if k == r.format(dataset=dataset)
+                  or k.startswith(r.format(dataset=dataset) + ".")]
+        missing = [k for k in needed if k not in recorded and k not in by_cmd]
+        assert not missing, f"{stage} runs with {missing} but DVC does not record them"
+        if stage == "train":
+            trained = resolved
+
+    summary = json.loads((work / f"runs/{dataset}/summary.json").read_text())
+    client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
+    logged = client.get_run(summary["mlflow_run_id"]).data.params
+    expect = {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in trained.items()}
+    assert logged == expect
+    assert logged["profile"] == "tiny" and logged["optim.lr_g"] == "0.0005"
+
+
 def test_dvc_exp_run_set_param_takes_effect_and_experiments_compare(repro_copy):
-    """`dvc exp run -S` on a key synthetic_fashion's overrides also set: the user's value trains (the
-    resolved config says so), and metrics/plots of the two experiments diff with scores only."""
+    """`dvc exp run -S` trains at the value asked for, whatever it is (here the built-in default,
+    which a per-dataset recipe layer once silently replaced); `dvc exp show` names the profile;
+    metrics/plots of the two experiments diff with scores only."""
     import json
 
     from datasets.files import file_sha256
@@ -149,18 +198,22 @@ def test_dvc_exp_run_set_param_takes_effect_and_experiments_compare(repro_copy):
     ckpt_dir = work / "runs/synthetic_fashion/checkpoints"
     base_ckpt = {str(p.relative_to(ckpt_dir)): file_sha256(p) for p in sorted(ckpt_dir.rglob("*")) if p.is_file()}
     base_lr = json.loads((work / "runs/synthetic_fashion/config.json").read_text())["optim"]["lr_g"]
-    assert base_lr == 0.0005  # the dataset's recipe, params.yaml left at the default
+    assert base_lr == 0.0005  # params.yaml's value
 
-    run = run_dvc(work, env, "exp", "run", "-S", "optim.lr_g=0.001", "--name", "lr-g-1e-3")
+    run = run_dvc(work, env, "exp", "run", "-S", "optim.lr_g=0.0001", "--name", "lr-g-1e-4")
     assert "Running stage 'train'" in run.stdout and "Running stage 'evaluate'" in run.stdout
     config = json.loads((work / "runs/synthetic_fashion/config.json").read_text())
-    assert config["optim"]["lr_g"] == 0.001, "a per-dataset override beat the value dvc exp run -S set"
-    assert config["optim"]["lr_d"] == 0.00005  # the rest of the recipe still applies
+    assert config["optim"]["lr_g"] == 0.0001, "the value dvc exp run -S set did not train"
+    assert config["optim"]["lr_d"] == 0.00005
 
     shown = run_dvc(work, env, "exp", "show", "--csv", "--no-pager").stdout
-    assert "lr-g-1e-3" in shown and "model.ssim" in shown
+    assert "lr-g-1e-4" in shown and "model.ssim" in shown
+    header, *rows = [line.split(",") for line in shown.splitlines()]
+    assert "profile" in header and "optim.lr_g" in header
+    row = next(r for r in rows if "lr-g-1e-4" in r)
+    assert row[header.index("profile")] == "tiny" and float(row[header.index("optim.lr_g")]) == 0.0001
 
-    diff = json.loads(run_dvc(work, env, "metrics", "diff", "HEAD", "lr-g-1e-3", "--json").stdout)
+    diff = json.loads(run_dvc(work, env, "metrics", "diff", "HEAD", "lr-g-1e-4", "--json").stdout)
     changed = {key for scores in diff.values() for key in scores}
     assert any(k.startswith("model.ssim") for k in changed), changed
     assert not any("seconds" in k or "protocol" in k or "path" in k for k in changed), changed
@@ -169,9 +222,9 @@ def test_dvc_exp_run_set_param_takes_effect_and_experiments_compare(repro_copy):
     template = work / ".dvc/tmp/plots-offline.html"
     subprocess.run([sys.executable, "infra/offline-plots-template.py", str(template)], cwd=work, env=env, check=True)
     out = work / "plots-diff"
-    run_dvc(work, env, "plots", "diff", "HEAD", "lr-g-1e-3", "--html-template", str(template), "-o", str(out))
+    run_dvc(work, env, "plots", "diff", "HEAD", "lr-g-1e-4", "--html-template", str(template), "-o", str(out))
     html = (out / "index.html").read_text()
-    assert "lr-g-1e-3" in html and "training losses" in html and "per-pair SSIM" in html
+    assert "lr-g-1e-4" in html and "training losses" in html and "per-pair SSIM" in html
     assert "cdn.jsdelivr" not in html and "<script src=" not in html
 
     # Checkpoints are cached: the experiment's model and the baseline's come back from the cache.
@@ -186,7 +239,7 @@ def test_dvc_exp_run_set_param_takes_effect_and_experiments_compare(repro_copy):
     assert checkpoint_hashes() == base_ckpt
     # The experiment's model again, from its commit (`dvc exp apply` does the same for every
     # dvc.yaml of the repository, and portrait/dvc.yaml never ran in this copy).
-    run_dvc(work, env, "exp", "branch", "lr-g-1e-3", "exp-lr")
+    run_dvc(work, env, "exp", "branch", "lr-g-1e-4", "exp-lr")
     subprocess.run(["git", "checkout", "-q", "exp-lr", "--", "dvc.lock", "params.yaml"], cwd=work, check=True, env=env)
     run_dvc(work, env, "checkout", "--force", "train", "evaluate")
     assert checkpoint_hashes() == trained

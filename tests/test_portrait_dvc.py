@@ -17,26 +17,20 @@ from tests.test_pipeline_e2e import make_repo_copy, stages_run
 
 pytestmark = pytest.mark.slow
 
+# The tiny profile gives the data stages their smallest sizes; the portrait pipeline's own
+# params file gets a tiny model and budget (its sections replace params.yaml's whole).
 TINY_PORTRAIT = {
-    "synthesize.synthetic_portrait.train_identities": 3,
-    "synthesize.synthetic_portrait.test_identities": 2,
-    "synthesize.synthetic_portrait.views_per_identity": 2,
-    "synthesize.synthetic_portrait.supersample": 1,
-    "train.workers": 0,
-    "train.batch_size": 2,
-    "evaluate.grid_pairs": 2,
+    "model.base_channels": 8, "model.max_channels": 16, "model.flow_channels": 4, "model.attn_dim": 8,
+    "model.combine_channels": 4, "model.disc_channels": 4, "model.face_disc_channels": 4,
+    "train.workers": 0, "train.batch_size": 2, "train.total_images": 8, "train.checkpoint_every_images": 8,
 }
-TINY_MODEL = ["model.base_channels=8", "model.max_channels=16", "model.flow_channels=4", "model.attn_dim=8",
-              "model.combine_channels=4", "model.disc_channels=4", "model.face_disc_channels=4",
-              "loss.backbone=none", "train.total_images=8", "train.checkpoint_every_images=8"]
 
 
 def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
-    env = make_repo_copy(work, TINY_PORTRAIT,
-                         lambda raw: raw["datasets"]["synthetic_portrait"]["overrides"].extend(TINY_MODEL),
-                         OMP_NUM_THREADS="1")
+    env = make_repo_copy(work, {"loss.backbone": "none"}, profile="tiny",
+                         files={"portrait/params.yaml": TINY_PORTRAIT}, OMP_NUM_THREADS="1")
     dvc = Path(sys.executable).parent / "dvc"
     proc = subprocess.run([str(dvc), "repro", "portrait/dvc.yaml"], cwd=work, env=env, capture_output=True,
                           text=True, timeout=1500)
@@ -53,7 +47,8 @@ def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
     assert doc["protocol"]["landmark_following"]["regressor"]["weights_sha256"]
     assert (work / "plots/portrait/editing_grid.png").is_file()
     config = json.loads((work / "runs/portrait/config.json").read_text())
-    assert config["model"]["pose_channels"] == 8  # the dataset's override, recorded with the run
+    assert config["model"]["pose_channels"] == 8  # portrait/params.yaml's, recorded with the run
+    assert config["profile"] == "portrait-cpu"
     reg = json.loads((work / "runs/portrait/registered-synthetic_portrait.json").read_text())
     assert reg["model_name"] == "attnflow-portrait" and reg["champion_version"] == reg["version"]
 

@@ -132,19 +132,12 @@ def test_task_and_layout_must_agree(tmp_path, portrait_shards):
     assert BODY.num_channels == 18 and PORTRAIT.num_channels == 8
 
 
-def test_dataset_overrides_select_the_model_per_dataset(tmp_path):
-    cfg = load_config(ROOT / "params.yaml", dataset="synthetic_portrait")
-    assert cfg.model.pose_channels == 8
-    assert load_config(ROOT / "params.yaml", dataset="synthetic_fashion").model.pose_channels == 18
-    # train.dataset picks them when no dataset is named; --set still wins.
-    assert load_config(ROOT / "params.yaml", ["train.dataset=synthetic_portrait"]).model.pose_channels == 8
-    assert load_config(ROOT / "params.yaml", ["model.pose_channels=5"], "synthetic_portrait").model.pose_channels == 5
-    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
-    raw["datasets"]["synthetic_portrait"]["overrides"] = ["datasets.synthetic_portrait.root=elsewhere"]
-    bad = tmp_path / "params.yaml"
-    bad.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match="datasets"):
-        load_config(bad, dataset="synthetic_portrait")
+def test_the_portrait_params_file_selects_the_portrait_model():
+    cfg = load_config([ROOT / "params.yaml", ROOT / "portrait/params.yaml"])
+    assert cfg.model.pose_channels == 8 and cfg.train.dataset == "synthetic_portrait"
+    assert load_config(ROOT / "params.yaml").model.pose_channels == 18
+    assert load_config([ROOT / "params.yaml", ROOT / "portrait/params.yaml"],
+                       ["model.pose_channels=5"]).model.pose_channels == 5
 
 
 def test_tiny_portrait_model_overfits_a_few_loader_pairs(portrait_shards):

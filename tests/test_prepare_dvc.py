@@ -13,7 +13,7 @@ import json
 import pytest
 
 from datasets.synthetic.releases import make_deepfashion_release
-from tests.test_pipeline_e2e import TINY, make_repo_copy, run_dvc, stages_run
+from tests.test_pipeline_e2e import make_repo_copy, run_dvc, stages_run
 
 TARGETS = ["prepare@deepfashion", "preprocess@deepfashion", "train"]
 
@@ -31,7 +31,7 @@ def _real_dataset(raw: dict) -> None:
 def test_dvc_repro_prepares_a_release_then_nothing(tmp_path):
     work = tmp_path / "project"
     work.mkdir()
-    env = make_repo_copy(work, TINY, edit=_real_dataset)
+    env = make_repo_copy(work, {}, edit=_real_dataset, profile="tiny")
     # 275×187 keeps img_highres's aspect (1.1% off the frame's) at a fraction of its pixels.
     release = make_deepfashion_release(tmp_path / "downloads" / "inshop", size=(275, 187), full_size_first=False,
                                        faults=True)

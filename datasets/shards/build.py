@@ -129,8 +129,9 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: str | P
     the same bytes for any number of workers.
 
     The dataset's task picks the pose scheme (body heatmaps or portrait part maps, and the
-    face box rule); ``datasets.<name>.pose_sigma`` replaces ``preprocess.heatmap_sigma`` for
-    this dataset, and the manifest records the value used.
+    face box rule); ``datasets.<name>.pose_sigma`` and ``shard_size`` replace
+    ``preprocess.heatmap_sigma`` and ``shard_size`` for this dataset, and the manifest records the
+    values used.
     """
     workers = cfg.workers if workers is None else workers
     if workers < 0:
@@ -142,6 +143,8 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: str | P
                           f"({scheme.name}) but layout {spec.layout!r} has {layout.num_keypoints}")
     if spec.pose_sigma is not None:
         cfg = replace(cfg, heatmap_sigma=spec.pose_sigma)
+    if spec.shard_size is not None:
+        cfg = replace(cfg, shard_size=spec.shard_size)
     bar = _bar(count_universe(spec, layout), "validate", show_progress)
     # The image files are checked by the shard jobs as they decode them (one decode per image).
     results = validate_dataset(spec, layout, cfg, name, progress=bar.update, check_files=False)

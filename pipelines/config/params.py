@@ -165,113 +165,85 @@ def read_params(path: str | Path) -> dict:
     return raw
 
 
-def dataset_overrides(raw: dict, dataset: str | None) -> list[str]:
-    """``datasets.<dataset>.overrides`` of a raw params mapping (``dataset`` None: ``train.dataset``)."""
-    if dataset is None:
-        train = raw.get("train")
-        dataset = train.get("dataset") if isinstance(train, dict) else None
-    entry = (raw.get("datasets") or {}).get(dataset) if isinstance(raw.get("datasets"), dict) else None
-    items = entry.get("overrides") if isinstance(entry, dict) else None
-    if not items:
-        return []
-    if not isinstance(items, list) or not all(isinstance(i, str) for i in items):
-        raise ConfigError(f"datasets.{dataset}.overrides: expected a list of 'section.key=value' strings")
-    bad = [i for i in items if i.split("=", 1)[0].strip().startswith("datasets.")]
-    if bad:
-        raise ConfigError(f"datasets.{dataset}.overrides: {bad[0]!r} may not change the datasets section")
-    return list(items)
+def read_layers(paths: typing.Sequence[str | Path]) -> tuple[dict, dict[str, str]]:
+    """The params files in order, a later file replacing each top-level section it has *whole*.
 
-
-_UNSET = object()
-
-
-def schema_default(dotted: str) -> Any:
-    """The built-in default of a dotted params key (``_UNSET`` where the schema has none)."""
-    cls: Any = Config
-    parts = dotted.split(".")
-    for depth, name in enumerate(parts):
-        if not dataclasses.is_dataclass(cls):
-            return _UNSET
-        found = {f.name: f for f in dataclasses.fields(cls)}.get(name)
-        if found is None:
-            return _UNSET
-        if found.default is not dataclasses.MISSING:
-            value = found.default
-        elif found.default_factory is not dataclasses.MISSING:
-            value = found.default_factory()
-        else:
-            return _UNSET
-        if depth == len(parts) - 1:
-            return to_dict(value)
-        cls = value
-    return _UNSET
-
-
-def _lookup(raw: dict, dotted: str) -> Any:
-    node: Any = raw
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return _UNSET
-        node = node[part]
-    return node
-
-
-def user_value_wins(raw: dict, override: str, dataset: str | None) -> bool:
-    """Whether params.yaml's own value of an override's key beats the dataset's override.
-
-    A dataset's overrides are its recipe *over the built-in defaults*: where params.yaml sets the
-    key to something else (by hand, or ``dvc exp run -S optim.lr_g=...``), that is a user's choice,
-    and an override silently replacing it would make DVC record an experiment whose parameter never
-    took effect.  So the user's value wins, and the log names both values.
+    Returns the merged mapping and, per top-level section, the file it came from.  Sections are
+    never merged key by key: every value of a section is in the one file DVC reads it from (a
+    pipeline's stages list each section under that file), so ``dvc params diff`` shows exactly
+    what runs.
     """
-    dotted, text = override.split("=", 1)
-    dotted = dotted.strip()
-    user, default = _lookup(raw, dotted), schema_default(dotted)
-    if user is _UNSET or default is _UNSET:
-        return False
-    recipe = yaml.safe_load(text) if text.strip() else ""
-    if to_dict(user) == recipe:
-        return False
-    if to_dict(user) == default:
-        # params.yaml holds the built-in default here, so the recipe applies; said in the log, since
-        # a value set to exactly the default (by hand or `dvc exp run -S`) cannot be told apart.
-        log.debug("datasets.%s.overrides sets %s=%r over params.yaml's %r (the built-in default)",
-                 dataset, dotted, recipe, user)
-        return False
-    log.warning("%s=%r (params.yaml, not the default %r) wins over datasets.%s.overrides %s=%r",
-                dotted, user, default, dataset, dotted, recipe)
-    return True
+    raw: dict = {}
+    origin: dict[str, str] = {}
+    for path in paths:
+        for section, value in read_params(path).items():
+            raw[section] = value
+            origin[section] = str(path)
+    return raw, origin
 
 
-def load_config(path: str | Path = "params.yaml", overrides: typing.Sequence[str] = (),
-                dataset: str | None = None) -> Config:
-    """Read ``path``, apply overrides, and return the typed, frozen :class:`Config`.
+def _unknown_key(cls: type, data: dict, where: str) -> tuple[str, list[str]] | None:
+    """The first key of ``data`` (dotted from the root) that the schema ``cls`` does not have,
+    with the keys valid in its place."""
+    hints = typing.get_type_hints(cls)
+    fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    for key in data:
+        dotted = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            return dotted, fields
+        tp, value = hints[key], data[key]
+        found = None
+        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
+            found = _unknown_key(tp, value, dotted)
+        elif typing.get_origin(tp) is dict and isinstance(value, dict):
+            val_t = typing.get_args(tp)[1]
+            if dataclasses.is_dataclass(val_t):
+                found = next((hit for name, entry in value.items() if isinstance(entry, dict)
+                              for hit in [_unknown_key(val_t, entry, f"{dotted}.{name}")] if hit), None)
+        if found:
+            return found
+    return None
 
-    The overrides of the dataset a stage runs on (``datasets.<dataset>.overrides``; ``dataset``
-    None: ``train.dataset``) are applied first, then ``overrides`` (the command line's ``--set``),
-    so a per-dataset setting such as portraits' ``model.pose_channels=8`` is the default for that
-    dataset and the command line still wins.  An override never replaces a value params.yaml sets
-    away from the built-in default (:func:`user_value_wins`), so ``dvc exp run -S`` always takes
-    effect.  The result is the resolved config stages record.
+
+def load_config(paths: str | Path | typing.Sequence[str | Path] = "params.yaml",
+                overrides: typing.Sequence[str] = ()) -> Config:
+    """Read the params file(s), apply ``overrides`` and return the typed, frozen :class:`Config`.
+
+    ``paths`` is one file or several (:func:`read_layers`: a later file replaces whole sections).
+    ``overrides`` are the command line's ``--set section.key=value``: each one trains at exactly
+    the value given, and one naming a key the schema does not have is refused, naming the key.
+    Nothing else changes a value: what the files say (and DVC records) is what runs.
     """
-    raw = read_params(path)
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    raw, origin = read_layers(paths)
     for override in overrides:
+        dotted = override.split("=", 1)[0].strip()
         apply_override(raw, override)
-    extra = dataset_overrides(raw, dataset)
-    if extra:
-        raw = read_params(path)
-        name = dataset or (raw.get("train") or {}).get("dataset")
-        extra = [o for o in extra if not user_value_wins(raw, o, name)]
-        for override in [*extra, *overrides]:
-            apply_override(raw, override)
+        unknown = _unknown_key(Config, raw, "")
+        if unknown and (unknown[0] == dotted or dotted.startswith(unknown[0] + ".")):
+            section = dotted.split(".", 1)[0]
+            where = (f"section {section!r} is read from {origin[section]}" if section in origin and "." in unknown[0]
+                     else f"params {' + '.join(map(str, paths))}")
+            raise ConfigError(f"--set {override!r}: unknown key {unknown[0]!r} ({where}; valid there: "
+                              f"{', '.join(unknown[1])})")
+    unknown = _unknown_key(Config, raw, "")
+    if unknown:
+        section = unknown[0].split(".", 1)[0]
+        raise ConfigError(f"{origin.get(section, paths[-1])}: unknown key {unknown[0]!r} "
+                          f"(valid there: {', '.join(unknown[1])})")
     try:
         return build_dataclass(Config, raw, "")
     except ConfigError as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        raise ConfigError(f"{' + '.join(map(str, paths))}: {exc}") from exc
 
 
-def add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+def add_config_args(parser: argparse.ArgumentParser, default: typing.Sequence[str] = ("params.yaml",)) -> None:
+    parser.add_argument(
+        "--params", action="append", default=None, metavar="FILE",
+        help=f"params file (default: {' '.join(default)}); repeat to layer files, a later one replacing "
+             "whole sections (e.g. --params params.yaml --params portrait/params.yaml)",
+    )
+    parser.set_defaults(params_default=list(default))
     parser.add_argument(
         "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
         help="override one param, e.g. --set train.batch_size=4 (repeatable)",
@@ -281,8 +253,9 @@ def add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     """Load the config named by the CLI args; on error log one line and exit 2."""
+    args.params = args.params or list(getattr(args, "params_default", None) or ["params.yaml"])
     try:
-        cfg = load_config(args.params, args.overrides, getattr(args, "dataset", None))
+        cfg = load_config(args.params, args.overrides)
     except ConfigError as exc:
         log.error("config: %s", exc)
         raise SystemExit(2) from None

@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from datasets.specs import DatasetSpec, PrepareSpec, PreprocessConfig, SynthesizeSpec
 from model.config import LossConfig, ModelConfig, OptimConfig
-from pipelines.config.stages import EvaluateConfig, RegisterConfig, TrainConfig
+from pipelines.config.stages import AblationConfig, EvaluateConfig, RegisterConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,9 @@ class PipelineConfig:
 @dataclass(frozen=True)
 class Config:
     datasets: dict[str, DatasetSpec]
+    # Which profile the file is (params.yaml: cpu-default; profiles/*.yaml); tracked by the
+    # training stages, so `dvc exp show` says which profile each experiment started from.
+    profile: str = ""
     pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     synthesize: dict[str, SynthesizeSpec] = field(default_factory=dict)
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
@@ -30,6 +33,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
+    ablation: AblationConfig = field(default_factory=AblationConfig)  # ablation/params.yaml
 
     def __post_init__(self) -> None:
         for name in self.synthesize:

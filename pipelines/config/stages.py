@@ -75,22 +75,22 @@ class TrainConfig:
 
 @dataclass(frozen=True)
 class AblationConfig:
-    """params.yaml ``evaluate.ablation``: the variants trained and evaluated with one budget
-    (``python -m pipelines.ablation``; DVC stages ``ablation_run`` and ``ablation``)."""
+    """ablation/params.yaml ``ablation``: the variants trained and evaluated
+    (``python -m pipelines.ablation``; DVC stages ``ablation_run`` and ``ablation``).
 
-    dataset: str = "synthetic_fashion"
+    Every variant trains with the ``model``, ``loss``, ``optim`` and ``train`` sections of
+    ablation/params.yaml (the budget is ``train.total_images``), on ``train.dataset``;
+    the command line sets only ``model.variant`` and ``train.seed``.
+    """
+
     variants: tuple[str, ...] = ("baseline", "attn", "flow", "no_face", "full")
-    total_images: int = 2000  # the same training budget for every variant
     seeds: tuple[int, ...] = (0, 1)  # every variant is trained once per seed: the table's noise
-    overrides: tuple[str, ...] = ()  # extra --set section.key=value for every variant (e.g. a smaller model)
 
     def __post_init__(self) -> None:
-        if self.total_images < 1:
-            raise ValueError(f"evaluate.ablation.total_images must be >= 1, got {self.total_images}")
         if not self.variants:
-            raise ValueError("evaluate.ablation.variants must name at least one variant")
+            raise ValueError("ablation.variants must name at least one variant")
         if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ValueError(f"evaluate.ablation.seeds must list distinct seeds, got {list(self.seeds)}")
+            raise ValueError(f"ablation.seeds must list distinct seeds, got {list(self.seeds)}")
 
 
 @dataclass(frozen=True)
@@ -120,7 +120,6 @@ class EvaluateConfig:
     images_dir: str = "data/eval"  # generated test images: <images_dir>/<dataset>/<from>_2_<to>.png
     threads: int = 2  # torch intra-op threads (split between the worker processes)
     workers: int = 1  # processes scoring contiguous parts of the test pairs; scores do not depend on it
-    ablation: AblationConfig = field(default_factory=AblationConfig)
 
     def __post_init__(self) -> None:
         for name in ("batch_size", "grid_pairs", "threads", "workers", "kid_subsets", "kid_subset_size",
