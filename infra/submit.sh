@@ -3,6 +3,7 @@
 #
 #   infra/submit.sh [pipelines.train arguments]      e.g. infra/submit.sh --dataset synthetic_fashion --workers 2
 #   make submit TRAIN_ARGS="--dataset synthetic_fashion --workers 2"
+#   make submit TRAIN_ARGS="--params profiles/deepfashion-paper-gpu.yaml"   (the paper run, on GPUs)
 #
 # RAY_ADDRESS   the cluster's jobs API (dashboard), default http://127.0.0.1:8265 (infra/ray-head.sh start)
 # RUNTIME_ENV   default infra/runtime_env.yaml (code only + pinned requirements)

@@ -152,6 +152,16 @@ def test_a_value_set_always_trains_whatever_it_is(tmp_path):
     assert load_config(PARAMS).optim.lr_g == 0.0005  # the file's value, nothing layered on it
 
 
+def test_exponent_floats_as_dvc_writes_them_are_numbers(tmp_path):
+    """`dvc exp run -S optim.lr_d=0.00005` writes `lr_d: 5e-05` (YAML 1.2); it must train at 5e-05."""
+    path = tmp_path / "params.yaml"
+    path.write_text(PARAMS.read_text().replace("  lr_d: 0.00005\n", "  lr_d: 5e-05\n"))
+    assert "lr_d: 5e-05" in path.read_text()
+    assert load_config(path).optim.lr_d == 5e-05
+    assert load_config(PARAMS, ["optim.lr_g=1e-4"]).optim.lr_g == 1e-4
+    assert load_config(PARAMS, ["train.run_name=1e"]).train.run_name == "1e"  # not a number: text
+
+
 def test_an_unknown_key_is_refused_naming_the_key_and_the_file(tmp_path):
     with pytest.raises(ConfigError, match=r"--set 'optim.lr_gen=0.1': unknown key 'optim.lr_gen' .*params.yaml"):
         load_config(PARAMS, ["optim.lr_gen=0.1"])

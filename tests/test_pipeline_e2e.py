@@ -4,6 +4,7 @@ This is the path users take (``make run``), so CI guards it as a whole, not only
 """
 from __future__ import annotations
 
+import csv
 import os
 import shutil
 import subprocess
@@ -151,7 +152,9 @@ def test_what_dvc_records_is_what_runs_and_what_mlflow_logs(repro_copy):
     import mlflow
 
     work, env = repro_copy
-    lock = yaml.safe_load((work / "dvc.lock").read_text())["stages"]
+    from ruamel.yaml import YAML  # DVC's own reader: YAML 1.2, where 5e-05 is a number
+
+    lock = YAML(typ="safe").load((work / "dvc.lock").read_text())["stages"]
     dvc_params = json.loads(run_dvc(work, env, "params", "diff", "--all", "--json").stdout)
     dataset = yaml.safe_load((work / "params.yaml").read_text())["train"]["dataset"]
     for stage, reads in STAGE_READS.items():
@@ -166,20 +169,24 @@ def test_what_dvc_records_is_what_runs_and_what_mlflow_logs(repro_copy):
         for key, value in recorded.items():
             want = by_cmd.get(key, value)
             assert resolved[key] == (list(want) if isinstance(want, tuple) else want), (stage, key, value)
-            if key not in by_cmd:
-                assert dvc_params["params.yaml"][key]["new"] == value, (stage, key)
+            if key not in by_cmd:  # `dvc params diff` prints lists as text
+                shown = dvc_params["params.yaml"][key]["new"]
+                assert shown == value or (isinstance(value, list) and yaml.safe_load(shown) == value), (stage, key)
         needed = [k for k in resolved for r in reads if k == r.format(dataset=dataset)
                   or k.startswith(r.format(dataset=dataset) + ".")]
         missing = [k for k in needed if k not in recorded and k not in by_cmd]
         assert not missing, f"{stage} runs with {missing} but DVC does not record them"
         if stage == "train":
-            trained = resolved
+            trained = {k: resolved[k] for k in [*recorded, *by_cmd]}
 
+    # The MLflow run logged the values DVC recorded for the training stage (and its whole config).
     summary = json.loads((work / f"runs/{dataset}/summary.json").read_text())
     client = mlflow.MlflowClient(env["MLFLOW_TRACKING_URI"])
     logged = client.get_run(summary["mlflow_run_id"]).data.params
-    expect = {k: json.dumps(v) if isinstance(v, list) else str(v) for k, v in trained.items()}
-    assert logged == expect
+    as_logged = lambda v: json.dumps(v) if isinstance(v, list) else str(v)  # noqa: E731 - MLflow params are text
+    assert {k: logged.get(k) for k in trained} == {k: as_logged(v) for k, v in trained.items()}
+    config = _leaves(json.loads((work / f"runs/{dataset}/config.json").read_text()))
+    assert logged == {k: as_logged(v) for k, v in config.items()}
     assert logged["profile"] == "tiny" and logged["optim.lr_g"] == "0.0005"
 
 
@@ -208,10 +215,11 @@ def test_dvc_exp_run_set_param_takes_effect_and_experiments_compare(repro_copy):
 
     shown = run_dvc(work, env, "exp", "show", "--csv", "--no-pager").stdout
     assert "lr-g-1e-4" in shown and "model.ssim" in shown
-    header, *rows = [line.split(",") for line in shown.splitlines()]
-    assert "profile" in header and "optim.lr_g" in header
+    header, *rows = list(csv.reader(shown.splitlines()))
+    assert "params.yaml:profile" in header and "params.yaml:optim.lr_g" in header, header
     row = next(r for r in rows if "lr-g-1e-4" in r)
-    assert row[header.index("profile")] == "tiny" and float(row[header.index("optim.lr_g")]) == 0.0001
+    assert row[header.index("params.yaml:profile")] == "tiny"
+    assert float(row[header.index("params.yaml:optim.lr_g")]) == 0.0001
 
     diff = json.loads(run_dvc(work, env, "metrics", "diff", "HEAD", "lr-g-1e-4", "--json").stdout)
     changed = {key for scores in diff.values() for key in scores}

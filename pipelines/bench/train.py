@@ -49,7 +49,9 @@ def run_training(workers: int, args: argparse.Namespace, root: Path, run: str, p
            "--workers", str(workers), "--run-name", run, "--no-mlflow",
            "--set", f"datasets.{args.dataset}.shards={shards}", "--set", f"train.total_images={total}",
            "--set", f"train.checkpoint_every_images={total}", "--set", f"train.log_every_images={batch * max(workers, 1)}",
-           "--set", f"train.grid_every_images={total}", "--set", "train.max_failures=0"]
+           "--set", f"train.grid_every_images={total}", "--set", "train.max_failures=0",
+           # Every timed step a full GAN step: params.yaml's warm-up phases would fill a short run.
+           "--set", "optim.flow_warmup_steps=0", "--set", "optim.generator_warmup_steps=0"]
     if profile:
         cmd.append("--profile-comm")
     env = {**os.environ, "ATTNFLOW_ROOT": str(root), "OMP_NUM_THREADS": "1"}

@@ -16,6 +16,7 @@ A run that does not fit the time budget (``--budget-s``) is skipped and listed a
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -27,10 +28,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from model.config import ModelConfig
+
 log = logging.getLogger("bench.train")
 DATASET = "synthetic_fashion"
-PAPER_MODEL = {"base_channels": 64, "max_channels": 256, "attn_dim": 64, "flow_channels": 32,
-               "combine_channels": 64, "disc_channels": 64, "disc_blocks": 5, "face_crop_size": 64}
+# The paper's model (profiles/deepfashion-paper-gpu.yaml; tests/test_profiles.py holds the two equal).
+PAPER_MODEL = {k: v for k, v in dataclasses.asdict(ModelConfig.paper()).items() if k != "variant"}
 
 
 def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
@@ -52,7 +55,7 @@ def data_sets(size: tuple[int, int], identities: int, tmp: Path) -> list[str]:
 def model_sets(model: str) -> list[str]:
     if model != "paper":
         return []
-    return [a for k, v in PAPER_MODEL.items() for a in ("--set", f"model.{k}={v}")]
+    return [a for k, v in PAPER_MODEL.items() for a in ("--set", f"model.{k}={json.dumps(v)}")]
 
 
 def build_data(args: argparse.Namespace, tmp: Path, env: dict[str, str]) -> list[str]:
@@ -77,7 +80,9 @@ def train_once(args: argparse.Namespace, sets: list[str], env: dict[str, str], r
            "--set", f"optim.compile={compile_}", "--set", f"train.total_images={total}",
            "--set", f"train.checkpoint_every_images={total}", "--set", f"train.grid_every_images={total}",
            "--set", f"train.log_every_images={batch * max(args.steps // 4, 1)}", "--set", "train.max_failures=0",
-           "--set", f"train.loader_workers={args.loader_workers}"]
+           "--set", f"train.loader_workers={args.loader_workers}",
+           # Every timed step a full GAN step: params.yaml's warm-up phases would fill a short run.
+           "--set", "optim.flow_warmup_steps=0", "--set", "optim.generator_warmup_steps=0"]
     t0 = time.time()
     _run(cmd, {**env, "ATTNFLOW_ROOT": str(root)}, f"training at batch {batch} ({compile_})")
     summary = json.loads((root / "runs" / run / "summary.json").read_text())
