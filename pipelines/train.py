@@ -118,6 +118,12 @@ def main(argv: list[str] | None = None) -> int:
                             "(or `dvc repro`) first")
     except data_storage.StorageError as exc:
         return _usage_error(str(exc))
+    channels = json.loads(manifest_bytes).get("pose_channels")
+    if channels is not None and channels != cfg.model.pose_channels:
+        hint = (" (the portrait task trains with --params params.yaml --params portrait/params.yaml)"
+                if spec.task == "portrait" else "")
+        return _usage_error(f"model.pose_channels is {cfg.model.pose_channels} ({', '.join(args.params)}) but the "
+                            f"{tcfg.dataset} shards carry {channels} pose channels{hint}")
     run_name = tcfg.run_name or tcfg.dataset
     run_dir = root / "runs" / run_name
     storage = _resolve(tcfg.storage_path, root)

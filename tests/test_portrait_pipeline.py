@@ -140,6 +140,21 @@ def test_the_portrait_params_file_selects_the_portrait_model():
                        ["model.pose_channels=5"]).model.pose_channels == 5
 
 
+def test_training_the_pose_model_on_portrait_shards_is_refused_naming_the_fix(portrait_shards, tmp_path, caplog):
+    """params.yaml alone trains the 18-channel pose model: on portrait shards that is a usage error
+    (exit 2) that says which params files the portrait task trains with, before anything starts."""
+    from pipelines import train
+
+    shards, _ = portrait_shards
+    with caplog.at_level("ERROR"):
+        code = train.main(["--dataset", "synthetic_portrait", "--workers", "0", "--no-mlflow", "--run-name", "x",
+                           "--set", f"datasets.synthetic_portrait.shards={shards}",
+                           "--set", f"train.storage_path={tmp_path}"])
+    assert code == 2
+    assert "model.pose_channels is 18" in caplog.text and "carry 8 pose channels" in caplog.text
+    assert "--params params.yaml --params portrait/params.yaml" in caplog.text
+
+
 def test_tiny_portrait_model_overfits_a_few_loader_pairs(portrait_shards):
     """Four real portrait pairs from the loader; L1 to the targets falls by half within 30 CPU seconds."""
     from model.config import LossConfig, ModelConfig, OptimConfig
