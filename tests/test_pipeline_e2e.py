@@ -111,15 +111,6 @@ def test_dvc_repro_runs_every_stage_then_nothing(repro_copy):
     assert not any(name.endswith("synthetic_fashion") for name in rerun), rerun
 
 
-def _leaves(data, prefix: str = "") -> dict:
-    if isinstance(data, dict) and data:
-        out = {}
-        for key, value in data.items():
-            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
-
-
 def _cmd_settings(argv: list[str]) -> dict:
     """Values a stage's command line sets (DVC records the command, so these are tracked too)."""
     flags = {"--dataset": "train.dataset", "--run-name": "train.run_name", "--workers": "train.workers"}
@@ -151,6 +142,8 @@ def test_what_dvc_records_is_what_runs_and_what_mlflow_logs(repro_copy):
 
     import mlflow
 
+    from pipelines.config.params import leaves
+
     work, env = repro_copy
     from ruamel.yaml import YAML  # DVC's own reader: YAML 1.2, where 5e-05 is a number
 
@@ -162,10 +155,10 @@ def test_what_dvc_records_is_what_runs_and_what_mlflow_logs(repro_copy):
         dumped = subprocess.run([sys.executable, *argv[1:], "--dump-config"], cwd=work, env=env,
                                 capture_output=True, text=True, timeout=300)
         assert dumped.returncode == 0, dumped.stderr
-        resolved = _leaves(json.loads(dumped.stdout))
+        resolved = leaves(json.loads(dumped.stdout))
         by_cmd = _cmd_settings(argv)
         recorded = {key: value for rel, values in lock[stage]["params"].items()
-                    for key, value in _leaves(values).items()}
+                    for key, value in leaves(values).items()}
         for key, value in recorded.items():
             want = by_cmd.get(key, value)
             assert resolved[key] == (list(want) if isinstance(want, tuple) else want), (stage, key, value)
@@ -185,7 +178,7 @@ def test_what_dvc_records_is_what_runs_and_what_mlflow_logs(repro_copy):
     logged = client.get_run(summary["mlflow_run_id"]).data.params
     as_logged = lambda v: json.dumps(v) if isinstance(v, list) else str(v)  # noqa: E731 - MLflow params are text
     assert {k: logged.get(k) for k in trained} == {k: as_logged(v) for k, v in trained.items()}
-    config = _leaves(json.loads((work / f"runs/{dataset}/config.json").read_text()))
+    config = leaves(json.loads((work / f"runs/{dataset}/config.json").read_text()))
     assert logged == {k: as_logged(v) for k, v in config.items()}
     assert logged["profile"] == "tiny" and logged["optim.lr_g"] == "0.0005"
 

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from model.config import ModelConfig
-from pipelines.config.params import load_config, read_layers, to_dict
+from pipelines.config.params import leaves, load_config, read_layers, to_dict
 from pipelines.training.placement import PlacementError, decide
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,15 +26,6 @@ PROFILES = [
     ("ablation-cpu", ["params.yaml", "ablation/params.yaml"]),
 ]
 GPU = {"deepfashion-paper-gpu", "market-gpu"}
-
-
-def _leaves(data, prefix: str = "") -> dict:
-    if isinstance(data, dict) and data:
-        out = {}
-        for key, value in data.items():
-            out.update(_leaves(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: data}
 
 
 def test_every_profile_file_is_listed_here():
@@ -69,8 +60,8 @@ def test_profile_resolves_without_a_gpu(name, files):
 def test_profile_spells_every_key_of_every_section_it_has(name, files):
     """No value a stage runs with comes from a schema default the params file does not show."""
     raw, _ = read_layers([ROOT / f for f in files])
-    written = _leaves(raw)
-    resolved = _leaves(to_dict(load_config([ROOT / f for f in files])))
+    written = leaves(raw)
+    resolved = leaves(to_dict(load_config([ROOT / f for f in files])))
     missing = [k for k in resolved if k.split(".")[0] in raw and k not in written]
     assert not missing, f"{name}: keys its stages run with but {files} do not spell: {missing}"
 

@@ -1,1 +1,1 @@
-"""params.yaml into frozen dataclasses: loading, overrides, the root schema and stage sections."""
+"""Params files into frozen dataclasses: loading, --set, the root schema and stage sections."""

@@ -1,8 +1,9 @@
-"""One typed config: params.yaml sections loaded into frozen dataclasses.
+"""One typed config: params file sections loaded into frozen dataclasses.
 
-Every stage CLI calls :func:`load_config` with ``--params FILE`` and repeated
-``--set section.key=value`` overrides.  Unknown keys, missing required keys and
-wrong types raise :class:`ConfigError` whose message names the file and key.
+Every stage CLI calls :func:`load_config` with ``--params FILE`` (repeatable: a later file
+replaces whole sections) and repeated ``--set section.key=value``.  Nothing else changes a
+value, so what DVC records of the files is what runs.  Unknown keys, missing required keys
+and wrong types raise :class:`ConfigError` whose message names the file and key.
 """
 from __future__ import annotations
 
@@ -145,6 +146,16 @@ def to_dict(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [to_dict(v) for v in obj]
     return obj
+
+
+def leaves(data: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested mapping as ``{"section.key": value}``, one entry per leaf (empty mappings count as leaves)."""
+    if isinstance(data, dict) and data:
+        out: dict[str, Any] = {}
+        for key, value in data.items():
+            out.update(leaves(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: data}
 
 
 def apply_override(raw: dict, override: str) -> None:
