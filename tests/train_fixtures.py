@@ -39,7 +39,11 @@ def make_tiny_project(root: Path, train: dict | None = None) -> Path:
         "test_identities": 2, "views_per_identity": 3, "background": "plain", "file_prefix": "fasion",
     }
     raw["preprocess"] = {**raw.get("preprocess", {}), "shard_size": 4, "face_size": 16, "heatmap_sigma": 2.0}
-    raw["model"] = {**(raw.get("model") or {}), **TINY_MODEL}
+    # GAN steps from the first (no warm-up phases), at GFLA's rates, without the default's image
+    # path: what the loop and fault tests count is the plain adversarial step.
+    raw["model"] = {**(raw.get("model") or {}), "decoder_image": False, "image_skip": False, **TINY_MODEL}
+    raw["optim"] = {**(raw.get("optim") or {}), "lr_g": 0.0001, "lr_d": 0.00001, "flow_warmup_steps": 0,
+                    "warmup_attention": False, "generator_warmup_steps": 0}
     # No sampling-correctness term: on 48×32 pixel features it can overflow to inf (and the step
     # is then skipped), which would blur what the fault tests count.
     raw["loss"] = {**(raw.get("loss") or {}), "backbone": "none", "correctness_strides": []}
