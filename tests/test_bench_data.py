@@ -23,6 +23,15 @@ def test_data_benchmark_reports_the_side_by_side_ratio_and_its_parts(tmp_path, c
     assert side["workers"] == 1 and len(side["rounds"]) == 2
     assert side["training_pairs_per_s"] == max(r["training_pairs_per_s"] for r in side["rounds"])
     assert abs(side["ratio"] - side["training_pairs_per_s"] / side["loose_cv2_pairs_per_s"]) < 1e-3
+    # What each side spends: one process against this one plus the loader worker; every pair's two
+    # files decoded by the loose loop, each image once per shard visit by the loader.
+    assert side["processes"] == {"loose_cv2": 1, "training": 2}
+    dec = side["decodes_per_epoch"]
+    assert dec["loose_cv2"] == 2 * 24 and dec["pairs"] == 24 and 0 < dec["training"] < dec["loose_cv2"]
+    assert dec["training"] >= 4 * 3  # every training image at least once
+    cpu = side["cpu_ms_per_pair"]
+    assert cpu["loose_cv2"] > 0 and cpu["training"] > 0
+    assert abs(cpu["ratio"] - cpu["training"] / cpu["loose_cv2"]) < 1e-2
     rows = {(r["output"], r["augment"], r["workers"]) for r in report["loader"]}
     assert rows == {(o, a, w) for o in ("float", "compact", "training") for a in (False, True) for w in (0, 1)}
     sizes = [r["size"] for r in report["components"]["render_vs_decode_by_size"]]
@@ -32,4 +41,5 @@ def test_data_benchmark_reports_the_side_by_side_ratio_and_its_parts(tmp_path, c
     after = report["components"]["augmented_path_us_per_pair"]["after"]
     assert after["face crop"] == 0 and all(v > 0 for k, v in after.items() if k != "face crop")
     printed = capsys.readouterr().out
-    assert "against loose cv2, measured in alternation (2 rounds)" in printed and "at 64×44" in printed
+    assert "measured in alternation (2 rounds)" in printed and "at 64×44" in printed
+    assert "2 processes: this one and 1 loader worker;" in printed and "CPU per pair, all processes" in printed

@@ -39,6 +39,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import psutil
 import torch
 
 from datasets.files import atomic_write_bytes
@@ -76,53 +77,127 @@ def loose_pairs(root: str, layout_name: str) -> list[tuple[Path, Path]]:
     return [(d / p.source, d / p.target) for p in pairs if (d / p.source).is_file() and (d / p.target).is_file()]
 
 
-def bench_loose(pairs: list[tuple[Path, Path]], repeats: int) -> float:
+def cpu_seconds() -> float:
+    """User+system CPU seconds of this process and its live children (the loader workers): what a
+    side costs the machine, whatever number of processes spends it."""
+    me = psutil.Process()
+    total = 0.0
+    for proc in (me, *me.children(recursive=True)):
+        try:
+            t = proc.cpu_times()
+        except psutil.NoSuchProcess:  # a worker that ended between the listing and the read
+            continue
+        total += t.user + t.system
+    return total
+
+
+class DecodeCounter:
+    """Counts the loader's JPEG decodes in this process while active."""
+
+    def __enter__(self) -> "DecodeCounter":
+        from datasets.shards import loader as loader_module
+
+        self._module, self._original, self.count = loader_module, loader_module.decode_image, 0
+        original = self._original
+
+        def counted(*args, **kwargs):
+            self.count += 1
+            return original(*args, **kwargs)
+
+        loader_module.decode_image = counted
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._module.decode_image = self._original
+
+
+def bench_loose(pairs: list[tuple[Path, Path]], repeats: int, measure: dict | None = None) -> float:
+    """Pairs/s of a plain loop over the pairs, one process, two ``cv2.imread`` a pair (a file's
+    every pair decodes it again). ``measure`` gets its CPU ms per pair and decodes per epoch."""
     def run() -> None:
         for a, b in pairs:
             if cv2.imread(str(a), cv2.IMREAD_COLOR) is None or cv2.imread(str(b), cv2.IMREAD_COLOR) is None:
                 raise RuntimeError(f"cannot decode {a} or {b}")
 
     run()  # warm the page cache
-    return _best_rate(run, len(pairs), repeats)
+    cpu0 = cpu_seconds()
+    rate = _best_rate(run, len(pairs), repeats)
+    if measure is not None:
+        measure.update(cpu_ms_per_pair=1e3 * (cpu_seconds() - cpu0) / (len(pairs) * repeats),
+                       decodes_per_epoch=2 * len(pairs), processes=1)
+    return rate
 
 
 def bench_loader(shards: Path, batch_size: int, workers: int, augment: AugmentConfig | None, epochs: int,
-                 output: str = "float") -> float:
+                 output: str = "float", measure: dict | None = None) -> float:
     """Pairs/s of one loader setting; output float (CPU float batch), compact, or training
-    (compact batches expanded on the device, as the training loop consumes them)."""
+    (compact batches expanded on the device, as the training loop consumes them). ``measure``
+    gets the timed epochs' CPU ms per pair (this process and its loader workers, in the steady
+    state where workers run on into the next epoch) and the process count."""
     training = output == "training"
     loader = train_loader(shards, rank=0, world_size=1, batch_size=batch_size, num_workers=workers,
                           augment=augment, compact=output != "float",
                           **({"poses": "keypoints", "face_crops": False} if training else {}))
     key = "source_rgb" if output == "compact" else "source_image"
     feed = expand.Expander.of_loader(loader)
-    rates = []
+    rates, pairs, cpu0 = [], 0, 0.0
     for epoch in range(epochs + 1):  # epoch 0 warms up (worker start, page cache)
         loader.set_epoch(epoch)
+        if epoch == 1:
+            cpu0 = cpu_seconds()
         t0 = time.perf_counter()
         batches = expand.DeviceBatches(loader, torch.device("cpu"), feed) if training else loader
         n = sum(b[key].shape[0] for b in batches)
         if epoch:
             rates.append(n / (time.perf_counter() - t0))
+            pairs += n
+    if measure is not None:
+        measure.update(cpu_ms_per_pair=1e3 * (cpu_seconds() - cpu0) / pairs, processes=1 + workers)
     return max(rates)
+
+
+def decodes_per_epoch(shards: Path, batch_size: int, augment: AugmentConfig | None) -> tuple[int, int]:
+    """(JPEG decodes, pairs) of one training-path epoch, counted in this process: each image is
+    decoded once per shard visit and reused for every pair of the visit that shares it. Loader
+    workers split the shards between them, so the count is the same for any number of them."""
+    with DecodeCounter() as counter:
+        loader = train_loader(shards, rank=0, world_size=1, batch_size=batch_size, num_workers=0, augment=augment,
+                              compact=True, poses="keypoints", face_crops=False)
+        loader.set_epoch(0)
+        pairs = sum(b["source_rgb"].shape[0] for b in loader)
+    return counter.count, pairs
 
 
 def side_by_side(shards: Path, pairs: list[tuple[Path, Path]], batch_size: int, workers: int, rounds: int,
                  epochs: int) -> dict:
     """The headline ratio: loose cv2 and the training input path (augmentation on) measured in
     alternation, ``rounds`` times, so that a drift in this machine's speed between the two
-    (seen here: ±40% from minute to minute) reaches both alike. Best of each, and each round's."""
+    (seen here: ±40% from minute to minute) reaches both alike. Best of each, and each round's;
+    beside the throughput, what each side spends: CPU per pair over all its processes, the
+    process count and the JPEG decodes an epoch (the training path decodes an image once per
+    shard visit for all the pairs that share it; the loose loop twice for every pair)."""
     out = []
     for _ in range(rounds):
-        loose = bench_loose(pairs, epochs)
-        training = bench_loader(shards, batch_size, workers, AugmentConfig(), epochs, "training")
+        loose_m: dict = {}
+        train_m: dict = {}
+        loose = bench_loose(pairs, epochs, loose_m)
+        training = bench_loader(shards, batch_size, workers, AugmentConfig(), epochs, "training", train_m)
         out.append({"loose_cv2_pairs_per_s": round(loose, 1), "training_pairs_per_s": round(training, 1),
-                    "ratio": round(training / loose, 3)})
+                    "ratio": round(training / loose, 3),
+                    "loose_cpu_ms_per_pair": round(loose_m["cpu_ms_per_pair"], 3),
+                    "training_cpu_ms_per_pair": round(train_m["cpu_ms_per_pair"], 3)})
+    decodes, epoch_pairs = decodes_per_epoch(shards, batch_size, AugmentConfig())
     loose_best = max(r["loose_cv2_pairs_per_s"] for r in out)
     training_best = max(r["training_pairs_per_s"] for r in out)
+    loose_cpu = statistics.median(r["loose_cpu_ms_per_pair"] for r in out)
+    training_cpu = statistics.median(r["training_cpu_ms_per_pair"] for r in out)
     return {"workers": workers, "rounds": out, "loose_cv2_pairs_per_s": loose_best,
             "training_pairs_per_s": training_best, "ratio": round(training_best / loose_best, 3),
-            "median_round_ratio": round(statistics.median(r["ratio"] for r in out), 3)}
+            "median_round_ratio": round(statistics.median(r["ratio"] for r in out), 3),
+            "processes": {"loose_cv2": 1, "training": 1 + workers},
+            "decodes_per_epoch": {"loose_cv2": 2 * len(pairs), "training": decodes, "pairs": epoch_pairs},
+            "cpu_ms_per_pair": {"loose_cv2": round(loose_cpu, 3), "training": round(training_cpu, 3),
+                                "ratio": round(training_cpu / loose_cpu, 3)}}
 
 
 def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
@@ -304,13 +379,17 @@ def table(result: dict) -> str:
     h, w = result["image_size"]
     side = result["side_by_side"]
     round_ratios = ", ".join(f"{r['ratio']:.2f}" for r in side["rounds"])
+    dec, cpu = side["decodes_per_epoch"], side["cpu_ms_per_pair"]
     rows = [f"{result['dataset']} at {h}×{w}, batch {result['batch_size']}, {result['train_pairs']} training pairs, "
             f"{result['cpu_count']} CPUs", "",
-            f"**Training input path (augmentation on, {side['workers']} loader workers) against loose cv2, "
-            f"measured in alternation ({len(side['rounds'])} rounds): {side['training_pairs_per_s']:.0f} vs "
-            f"{side['loose_cv2_pairs_per_s']:.0f} pairs/s = {side['ratio']:.2f}× at {h}×{w}** (best of each; "
-            f"rounds: {round_ratios}; median "
-            f"{side['median_round_ratio']:.2f})", "",
+            f"**Training input path (augmentation on; {side['processes']['training']} processes: this one and "
+            f"{side['workers']} loader worker{'s' if side['workers'] != 1 else ''}; {dec['training']} JPEG decodes an epoch, each image once per shard "
+            f"visit, reused by every pair that shares it) against loose cv2 (1 process; {dec['loose_cv2']} decodes "
+            f"an epoch, two per pair), measured in alternation ({len(side['rounds'])} rounds): "
+            f"{side['training_pairs_per_s']:.0f} vs {side['loose_cv2_pairs_per_s']:.0f} pairs/s = "
+            f"{side['ratio']:.2f}× at {h}×{w}** (best of each; rounds: {round_ratios}; median "
+            f"{side['median_round_ratio']:.2f}). CPU per pair, all processes: {cpu['training']:.2f} vs "
+            f"{cpu['loose_cv2']:.2f} ms = {cpu['ratio']:.2f}× (median of the rounds).", "",
             "| reader | pairs/s | × loose cv2 |", "|---|---:|---:|",
             f"| loose JPEG files, cv2.imread ×2 per pair | {loose:.0f} | 1.00 |"]
     names = {"float": "float batch (CPU)", "compact": "compact batch (uint8 images, sparse poses)",
