@@ -29,9 +29,13 @@ def test_data_benchmark_reports_the_side_by_side_ratio_and_its_parts(tmp_path, c
     dec = side["decodes_per_epoch"]
     assert dec["loose_cv2"] == 2 * 24 and dec["pairs"] == 24 and 0 < dec["training"] < dec["loose_cv2"]
     assert dec["training"] >= 4 * 3  # every training image at least once
+    # 24 pairs can stay under the CPU clock's tick on one side: then there is no ratio, said so.
     cpu = side["cpu_ms_per_pair"]
-    assert cpu["loose_cv2"] > 0 and cpu["training"] > 0
-    assert abs(cpu["ratio"] - cpu["training"] / cpu["loose_cv2"]) < 1e-2
+    assert cpu["loose_cv2"] >= 0 and cpu["training"] >= 0
+    if cpu["loose_cv2"] and cpu["training"]:
+        assert abs(cpu["ratio"] - cpu["training"] / cpu["loose_cv2"]) < 1e-2
+    else:
+        assert cpu["ratio"] is None
     rows = {(r["output"], r["augment"], r["workers"]) for r in report["loader"]}
     assert rows == {(o, a, w) for o in ("float", "compact", "training") for a in (False, True) for w in (0, 1)}
     sizes = [r["size"] for r in report["components"]["render_vs_decode_by_size"]]

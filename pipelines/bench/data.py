@@ -196,8 +196,9 @@ def side_by_side(shards: Path, pairs: list[tuple[Path, Path]], batch_size: int, 
             "median_round_ratio": round(statistics.median(r["ratio"] for r in out), 3),
             "processes": {"loose_cv2": 1, "training": 1 + workers},
             "decodes_per_epoch": {"loose_cv2": 2 * len(pairs), "training": decodes, "pairs": epoch_pairs},
+            # None where a side's CPU time stayed under the clock's tick (a few pairs on a tiny set).
             "cpu_ms_per_pair": {"loose_cv2": round(loose_cpu, 3), "training": round(training_cpu, 3),
-                                "ratio": round(training_cpu / loose_cpu, 3)}}
+                                "ratio": round(training_cpu / loose_cpu, 3) if loose_cpu and training_cpu else None}}
 
 
 def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
@@ -389,7 +390,9 @@ def table(result: dict) -> str:
             f"{side['training_pairs_per_s']:.0f} vs {side['loose_cv2_pairs_per_s']:.0f} pairs/s = "
             f"{side['ratio']:.2f}× at {h}×{w}** (best of each; rounds: {round_ratios}; median "
             f"{side['median_round_ratio']:.2f}). CPU per pair, all processes: {cpu['training']:.2f} vs "
-            f"{cpu['loose_cv2']:.2f} ms = {cpu['ratio']:.2f}× (median of the rounds).", "",
+            f"{cpu['loose_cv2']:.2f} ms" + (f" = {cpu['ratio']:.2f}×" if cpu["ratio"] is not None else
+                                           " (too little work for the CPU clock's resolution)")
+            + " (median of the rounds).", "",
             "| reader | pairs/s | × loose cv2 |", "|---|---:|---:|",
             f"| loose JPEG files, cv2.imread ×2 per pair | {loose:.0f} | 1.00 |"]
     names = {"float": "float batch (CPU)", "compact": "compact batch (uint8 images, sparse poses)",
