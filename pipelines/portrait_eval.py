@@ -1,4 +1,9 @@
-"""Print the portrait scores of a metrics JSON: ``python -m pipelines.portrait_eval report metrics/portrait.json``."""
+"""Print the portrait scores of an evaluation: ``python -m pipelines.portrait_eval report metrics/portrait.json``.
+
+The scores file holds numbers only (for ``dvc metrics diff``); the dataset, the protocol and the
+portrait figures are in the evaluation record beside it (``metrics/portrait.protocol.json``),
+which is what the report reads.
+"""
 from __future__ import annotations
 
 import argparse
@@ -24,10 +29,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, "portrait_eval")
-    if not args.metrics.is_file():
-        log.error("%s not found; run make run-portrait first", args.metrics)
+    record = args.metrics if args.metrics.name.endswith(".protocol.json") else \
+        args.metrics.with_name(args.metrics.name.removesuffix(".json") + ".protocol.json")
+    if not record.is_file():
+        log.error("%s not found (the evaluation record beside %s); run make run-portrait first", record, args.metrics)
         return 2
-    print(report(json.loads(args.metrics.read_text())))
+    print(report(json.loads(record.read_text())))
     return 0
 
 

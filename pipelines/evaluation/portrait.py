@@ -158,5 +158,7 @@ def report(doc: dict) -> str:
              f"real targets is {doc.get('portrait', {}).get('landmark_nme', {}).get('target_image', float('nan')):.4f})",
              f"{'method':<18}" + "".join(f"{k:>22}" for k in keys)]
     for method, scores in [("model", doc["model"])] + list(doc["baselines"].items()):
-        lines.append(f"{method:<18}" + "".join(f"{scores[k]:>22.4f}" for k in keys))
+        # A baseline has no score where it is not computed (a Fréchet distance on too few images).
+        lines.append(f"{method:<18}" + "".join(f"{scores[k]:>22.4f}" if k in scores else f"{'–':>22}"
+                                                for k in keys))
     return "\n".join(lines)
