@@ -26,7 +26,12 @@ log = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
-    """A params file or override that cannot be turned into the typed config."""
+    """A params file or override that cannot be turned into the typed config; an unknown key
+    carries its dotted name and the keys valid in its place."""
+
+    def __init__(self, message: str, key: str | None = None, valid: typing.Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.key, self.valid = key, list(valid)
 
 
 class _Loader(yaml.SafeLoader):
@@ -121,9 +126,9 @@ def build_dataclass(cls: type, data: dict, where: str) -> Any:
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(sorted(fields))})"
-        )
+        dotted, valid = f"{where}.{unknown[0]}" if where else unknown[0], sorted(fields)
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(valid)})",
+                          key=dotted, valid=valid)
     kwargs = {}
     for name, field in fields.items():
         key = f"{where}.{name}" if where else name
@@ -211,29 +216,6 @@ def read_layers(paths: typing.Sequence[str | Path]) -> tuple[dict, dict[str, str
     return raw, origin
 
 
-def _unknown_key(cls: type, data: dict, where: str) -> tuple[str, list[str]] | None:
-    """The first key of ``data`` (dotted from the root) that the schema ``cls`` does not have,
-    with the keys valid in its place."""
-    hints = typing.get_type_hints(cls)
-    fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
-    for key in data:
-        dotted = f"{where}.{key}" if where else str(key)
-        if key not in fields:
-            return dotted, fields
-        tp, value = hints[key], data[key]
-        found = None
-        if dataclasses.is_dataclass(tp) and isinstance(value, dict):
-            found = _unknown_key(tp, value, dotted)
-        elif typing.get_origin(tp) is dict and isinstance(value, dict):
-            val_t = typing.get_args(tp)[1]
-            if dataclasses.is_dataclass(val_t):
-                found = next((hit for name, entry in value.items() if isinstance(entry, dict)
-                              for hit in [_unknown_key(val_t, entry, f"{dotted}.{name}")] if hit), None)
-        if found:
-            return found
-    return None
-
-
 def load_config(paths: str | Path | typing.Sequence[str | Path] = "params.yaml",
                 overrides: typing.Sequence[str] = ()) -> Config:
     """Read the params file(s), apply ``overrides`` and return the typed, frozen :class:`Config`.
@@ -246,24 +228,22 @@ def load_config(paths: str | Path | typing.Sequence[str | Path] = "params.yaml",
     paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
     raw, origin = read_layers(paths)
     for override in overrides:
-        dotted = override.split("=", 1)[0].strip()
         apply_override(raw, override)
-        unknown = _unknown_key(Config, raw, "")
-        if unknown and (unknown[0] == dotted or dotted.startswith(unknown[0] + ".")):
-            section = dotted.split(".", 1)[0]
-            where = (f"section {section!r} is read from {origin[section]}" if section in origin and "." in unknown[0]
-                     else f"params {' + '.join(map(str, paths))}")
-            raise ConfigError(f"--set {override!r}: unknown key {unknown[0]!r} ({where}; valid there: "
-                              f"{', '.join(unknown[1])})")
-    unknown = _unknown_key(Config, raw, "")
-    if unknown:
-        section = unknown[0].split(".", 1)[0]
-        raise ConfigError(f"{origin.get(section, paths[-1])}: unknown key {unknown[0]!r} "
-                          f"(valid there: {', '.join(unknown[1])})")
     try:
         return build_dataclass(Config, raw, "")
     except ConfigError as exc:
-        raise ConfigError(f"{' + '.join(map(str, paths))}: {exc}") from exc
+        files = " + ".join(map(str, paths))
+        if exc.key is None:
+            raise ConfigError(f"{files}: {exc}") from exc
+        section = exc.key.split(".", 1)[0]
+        asked = next((o for o in overrides if (o.split("=", 1)[0].strip() + ".").startswith(exc.key + ".")), None)
+        if asked is None:
+            raise ConfigError(f"{origin.get(section, paths[-1])}: unknown key {exc.key!r} (valid there: "
+                              f"{', '.join(exc.valid)})", exc.key, exc.valid) from exc
+        where = (f"section {section!r} is read from {origin[section]}" if "." in exc.key and section in origin
+                 else f"params {files}")
+        raise ConfigError(f"--set {asked!r}: unknown key {exc.key!r} ({where}; valid there: "
+                          f"{', '.join(exc.valid)})", exc.key, exc.valid) from exc
 
 
 def add_config_args(parser: argparse.ArgumentParser, default: typing.Sequence[str] = ("params.yaml",)) -> None:
