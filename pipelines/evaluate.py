@@ -11,7 +11,7 @@ uint8 pixels.  The same metrics are computed for two reference baselines on the 
 training images) so that each score has context.  Outputs:
 
 - ``metrics/<dataset>.json``: only numbers, for ``dvc metrics diff``: per method (the model, both
-  baselines, the real targets) each score with its bootstrap 95% interval (``_ci95_low/_high``),
+  baselines, the real targets) each score with its bootstrap 95% interval over identities (``_ci95_low/_high``),
   KID with its spread over subsets (``_std``), and the Fréchet distance where it is defined;
 - ``metrics/<dataset>.protocol.json``: the evaluation record: the same scores, the per-pair values,
   the protocol (pair count and hash, image size, resize, file format, SSIM settings, feature
@@ -92,8 +92,11 @@ def main(argv: list[str] | None = None) -> int:
     keys = ["ssim", "ssim_range255", "psnr", names["lpd"]] + sorted(
         k for k in doc["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high")))
     keys += [k for k in ("landmark_nme",) if k in doc["model"]]
+    iv = doc["protocol"]["intervals"]
+    units = (f"{iv['identities']} identities" if iv.get("identities") else f"{iv['pairs']} pairs")
+    fallback = f" (fallback: {iv['fallback']})" if iv.get("fallback") else ""
     print(f"{dataset}: {doc['protocol']['pairs']} test pairs, protocol {doc['protocol_sha256'][:12]}, "
-          f"{doc['seconds']:.0f} s; means with bootstrap 95% intervals")
+          f"{doc['seconds']:.0f} s; means with 95% intervals, {iv['method']} over {units}{fallback}")
     print(f"{'method':<18}" + "".join(f"{k:>26}" for k in keys) + f"{names['fd']:>20}{names['kid'] + ' ± std':>28}")
     for method, scores in [("model", doc["model"]), *doc["baselines"].items(), *doc["floor"].items()]:
         cells = "".join(f"{cell(scores, k):>26}" for k in keys)
@@ -103,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     for baseline, by_metric in doc["model_vs_baselines"].items():
         verdicts = [f"{m} {v['gain']:+.4g} [{v['ci95_low']:+.3g}, {v['ci95_high']:+.3g}] {v['verdict']}"
                     for m, v in by_metric.items()]
-        print(f"model vs {baseline} (gain, paired bootstrap 95% CI): " + "; ".join(verdicts))
+        print(f"model vs {baseline} (gain, paired {iv['method']} 95% CI): " + "; ".join(verdicts))
     for method, why in doc["not_computed"].items():
         for metric, reason in why.items():
             print(f"{method}: {metric} not computed: {reason}")

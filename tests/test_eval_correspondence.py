@@ -50,7 +50,7 @@ def test_true_flow_scores_zero_and_identity_does_not(pair) -> None:
     scorer = C.CorrespondenceScorer(truth)
     scorer.add(batch, target, outputs, fields, maps)
     part = C.merge([scorer.part])
-    scores = C.summarise(part, lambda v: (float(v.min()), float(v.max())))
+    scores = C.summarise(part, lambda v, kept: (float(v.min()), float(v.max())))
     assert scores["model"]["flow_epe"] == pytest.approx(0.0, abs=1e-6)
     assert scores["model"]["flow_epe_s4"] == pytest.approx(0.0, abs=1e-6)
     identity = float(np.linalg.norm(flow[mask], axis=1).mean())
@@ -75,7 +75,7 @@ def test_wrong_branch_choice_and_colour_shift_are_seen(pair) -> None:
     maps = {4: torch.ones(1, 1, *flow.shape[:2])}  # prefers the (worse) attention everywhere
     scorer = C.CorrespondenceScorer(truth)
     scorer.add(batch, target, outputs, fields, maps)
-    scores = C.summarise(scorer.part, lambda v: (0.0, 0.0))
+    scores = C.summarise(scorer.part, lambda v, kept: (0.0, 0.0))
     assert scores["model"]["branch_choice_s4"] < 0.05
     assert scores["model"]["appearance_de00"] > 10
 

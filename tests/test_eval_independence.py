@@ -90,22 +90,95 @@ def test_frechet_needs_more_distinct_images_than_dimensions() -> None:
 def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_pairs() -> None:
     rng = np.random.default_rng(1)
     small, large = rng.normal(0.7, 0.05, 30), rng.normal(0.7, 0.05, 3000)
-    a, b = S.bootstrap_mean_ci(small, 2000, 0), S.bootstrap_mean_ci(large, 2000, 0)
+    a, b = S.bootstrap_mean_ci(small, S.by_pair(30), 2000, 0), S.bootstrap_mean_ci(large, S.by_pair(3000), 2000, 0)
     assert a.low < small.mean() < a.high and b.low < large.mean() < b.high
     assert (b.high - b.low) < (a.high - a.low) / 5
-    assert S.bootstrap_mean_ci(small, 2000, 0) == a
+    assert S.bootstrap_mean_ci(small, S.by_pair(30), 2000, 0) == a
+
+
+def _clustered(rng: np.random.Generator, identities: int = 12, per: int = 12, spread: float = 0.08,
+               noise: float = 0.01, mean: float = 0.7) -> tuple[np.ndarray, list[str]]:
+    """Per-pair scores whose pairs within an identity are strongly correlated (a shared
+    per-identity offset much larger than the pair noise), as views of one person are."""
+    offsets = rng.normal(0, spread, identities)
+    values = np.concatenate([mean + o + rng.normal(0, noise, per) for o in offsets])
+    return values, [f"id{i:02d}" for i in range(identities) for _ in range(per)]
+
+
+def test_identity_bootstrap_is_wider_than_the_pair_bootstrap_and_covers_the_true_mean() -> None:
+    rng = np.random.default_rng(5)
+    values, ids = _clustered(rng)
+    by_id = S.by_identity(ids, len(values))
+    assert (by_id.method, by_id.n_units, by_id.pairs, by_id.fallback) == ("identity bootstrap", 12, 144, None)
+    ident = S.bootstrap_mean_ci(values, by_id, 2000, 0)
+    pair = S.bootstrap_mean_ci(values, S.by_pair(len(values)), 2000, 0)
+    # 12 independent identities, not 144 independent pairs: the interval is several times wider.
+    assert ident.high - ident.low > 2.5 * (pair.high - pair.low)
+    assert ident.low < values.mean() < ident.high
+    # Coverage of the true mean (0.7) over repeated draws of identities: near 95% for the
+    # identity bootstrap (a little under with 12 clusters), far under it for the pair bootstrap.
+    hits = {"identity": 0, "pair": 0}
+    trials = 200
+    for t in range(trials):
+        v, i = _clustered(np.random.default_rng(100 + t))
+        a = S.bootstrap_mean_ci(v, S.by_identity(i, len(v)), 400, t)
+        b = S.bootstrap_mean_ci(v, S.by_pair(len(v)), 400, t)
+        hits["identity"] += a.low <= 0.7 <= a.high
+        hits["pair"] += b.low <= 0.7 <= b.high
+    assert hits["identity"] / trials >= 0.85 and hits["pair"] / trials <= 0.5, hits
+
+
+def test_identity_bootstrap_is_deterministic_for_a_seed() -> None:
+    values, ids = _clustered(np.random.default_rng(6))
+    by_id = S.by_identity(ids, len(values))
+    first = S.bootstrap_mean_ci(values, by_id, 2000, 7)
+    assert S.bootstrap_mean_ci(values, S.by_identity(list(ids), len(values)), 2000, 7) == first
+    assert S.bootstrap_mean_ci(values, by_id, 2000, 8) != first
+    np.testing.assert_array_equal(S.bootstrap_means(values, by_id, 500, 3), S.bootstrap_means(values, by_id, 500, 3))
+    # The identities' names do not matter, only which pairs share one.
+    renamed = S.by_identity([f"x{name}" for name in ids], len(values))
+    assert S.bootstrap_mean_ci(values, renamed, 2000, 7) == first
+
+
+def test_without_identities_the_bootstrap_falls_back_to_pairs_and_says_why() -> None:
+    none = S.by_identity(None, 10, "the test shards record no identity")
+    assert none.method == "pair bootstrap" and none.n_units == 10
+    assert none.record() == {"method": "pair bootstrap", "pairs": 10, "identities": None, "units": 10,
+                             "fallback": "the test shards record no identity"}
+    assert "2 of 4 test pairs have no identity" in S.by_identity(["a", "", "b", ""], 4).fallback
+    assert "one identity" in S.by_identity(["a"] * 6, 6).fallback
+    ok = S.by_identity(["a", "a", "b"], 3)
+    assert ok.record() == {"method": "identity bootstrap", "pairs": 3, "identities": 2, "units": 2, "fallback": None}
+    assert ok.subset(np.array([True, True, False])).n_units == 1
 
 
 def test_paired_bootstrap_tells_a_real_gain_from_noise() -> None:
     rng = np.random.default_rng(2)
     difficulty = rng.uniform(0.3, 0.9, 144)  # shared by both generators: cancels in a paired test
     champion = difficulty + rng.normal(0, 0.01, 144)
-    real = S.paired_bootstrap(champion + 0.01, champion, lower_is_better=False, resamples=2000, seed=0)
-    noise = S.paired_bootstrap(champion + rng.normal(0, 0.02, 144), champion, False, 2000, 0)
+    units = S.by_identity([f"id{i // 12}" for i in range(144)], 144)
+    real = S.paired_bootstrap(champion + 0.01, champion, lower_is_better=False, resampling=units, resamples=2000,
+                              seed=0)
+    noise = S.paired_bootstrap(champion + rng.normal(0, 0.02, 144), champion, False, units, 2000, 0)
     assert real.beyond_noise and real.low > 0 and real.gain == pytest.approx(0.01)
     assert not noise.beyond_noise and noise.low < 0 < noise.high
+    assert "identity bootstrap over 12 identities (144 pairs)" in real.describe("ssim")
     # A distance: lower is better, so the sign flips.
-    assert S.paired_bootstrap(champion - 0.01, champion, True, 2000, 0).beyond_noise
+    assert S.paired_bootstrap(champion - 0.01, champion, True, units, 2000, 0).beyond_noise
+
+
+def test_a_gain_carried_by_a_few_identities_is_beyond_noise_for_pairs_only() -> None:
+    # The candidate is much better on 2 of 12 identities and equal elsewhere: 24 of 144 pairs
+    # agree, which pairs taken alone count as strong evidence; 2 people out of 12 are not.
+    rng = np.random.default_rng(4)
+    champion = rng.uniform(0.5, 0.9, 144)
+    candidate = champion + rng.normal(0, 0.002, 144)
+    candidate[:24] += 0.05
+    ids = [f"id{i // 12}" for i in range(144)]
+    by_pairs = S.paired_bootstrap(candidate, champion, False, S.by_pair(144), 2000, 0)
+    by_ids = S.paired_bootstrap(candidate, champion, False, S.by_identity(ids, 144), 2000, 0)
+    assert by_pairs.beyond_noise and (by_ids.high - by_ids.low) > 1.5 * (by_pairs.high - by_pairs.low)
+    assert by_ids.record()["identities"] == 12 and by_ids.record()["method"] == "identity bootstrap"
 
 
 def test_field_ssim_uses_the_generated_images_range_as_the_published_scripts() -> None:

@@ -237,7 +237,8 @@ def merge(parts: list[CorrespondencePart], examples: int = EXAMPLE_PAIRS) -> Cor
 
 def summarise(part: CorrespondencePart, bootstrap: Any) -> dict[str, dict[str, float]]:
     """Per method its correspondence scores (finite numbers only): mean EPE and branch choice
-    over pairs (with ``_ci95_low/_high`` from ``bootstrap(values) -> (low, high)``), median ΔE00
+    over pairs (with ``_ci95_low/_high`` from ``bootstrap(values, kept) -> (low, high)``, ``kept`` the
+    mask of the pairs with a finite value; no interval where it returns None), median ΔE00
     over regions and pairs, overall and per garment."""
     scores: dict[str, dict[str, float]] = {}
     for method, metrics in part.per_pair.items():
@@ -245,11 +246,13 @@ def summarise(part: CorrespondencePart, bootstrap: Any) -> dict[str, dict[str, f
             if metric == "appearance_de00":
                 continue
             v = np.asarray(values, np.float64)
-            v = v[np.isfinite(v)]
+            kept = np.isfinite(v)
+            v = v[kept]
             if len(v):
-                low, high = bootstrap(v)
-                scores.setdefault(method, {}).update({metric: float(v.mean()), f"{metric}_ci95_low": low,
-                                                      f"{metric}_ci95_high": high})
+                scores.setdefault(method, {})[metric] = float(v.mean())
+                ci = bootstrap(v, kept)
+                if ci is not None:
+                    scores[method].update({f"{metric}_ci95_low": ci[0], f"{metric}_ci95_high": ci[1]})
     for method in {m for _, m, _, _ in part.regions}:
         rows = [(g, de) for _, m, g, de in part.regions if m == method]
         scores.setdefault(method, {})["appearance_de00"] = float(np.median([de for _, de in rows]))

@@ -16,6 +16,7 @@ import torch
 from tqdm import tqdm
 
 from datasets import storage
+from datasets.raw.layout import LAYOUTS, identity_of
 from datasets.files import atomic_write_bytes
 from datasets.shards.tar import load_manifest
 from model import metrics as M
@@ -39,12 +40,20 @@ from pipelines.evaluation.scoring import (
     canonical_sha256,
     capped,
     evaluate_parallel,
+    pair_identities,
     reference_set_hash,
     stack_rows,
     summarise,
     train_images,
 )
-from pipelines.evaluation.statistics import CONFIDENCE, bootstrap_mean_ci, paired_bootstrap
+from pipelines.evaluation.statistics import (
+    CONFIDENCE,
+    IDENTITY_BOOTSTRAP,
+    Resampling,
+    bootstrap_mean_ci,
+    by_identity,
+    paired_bootstrap,
+)
 from pipelines.tracking.journal import tracking_uri
 from pipelines.tracking.redact import redact
 
@@ -95,20 +104,20 @@ def flat_scores(doc: dict) -> dict[str, dict[str, float]]:
             for m, scores in methods}
 
 
-def versus_baselines(per_method: dict[str, dict[str, list[float]]], ecfg: Any) -> dict[str, dict[str, dict]]:
+def versus_baselines(per_method: dict[str, dict[str, list[float]]], ecfg: Any,
+                     resampling: Resampling) -> dict[str, dict[str, dict]]:
     """Per baseline and per-pair metric: the model's gain (signed so that positive is better), its
-    paired-bootstrap 95% interval and whether it is beyond noise."""
+    paired-bootstrap 95% interval (resampling identities, or pairs where there are none) and
+    whether it is beyond noise: better / worse with the whole interval on one side of zero, noise
+    when it straddles zero."""
     out: dict[str, dict[str, dict]] = {}
     for baseline in BASELINES:
         for metric, values in per_method["model"].items():
             if metric not in per_method.get(baseline, {}):
                 continue
             c = paired_bootstrap(capped(values), capped(per_method[baseline][metric]), lower_is_better(metric),
-                                 ecfg.bootstrap_resamples, ecfg.seed)
-            # better / worse: the whole interval on one side of zero; noise: it straddles zero.
-            verdict = "better" if c.low > 0 else "worse" if c.high < 0 else "noise"
-            out.setdefault(baseline, {})[metric] = {"gain": c.gain, "ci95_low": c.low, "ci95_high": c.high,
-                                                    "beyond_noise": verdict != "noise", "verdict": verdict}
+                                 resampling, ecfg.bootstrap_resamples, ecfg.seed)
+            out.setdefault(baseline, {})[metric] = c.record()
     return out
 
 
@@ -118,15 +127,19 @@ def lower_is_better(metric: str) -> bool:
 
 
 def correspondence_record(part: C.CorrespondencePart | None, no_truth: str | None, generator: GeneratorUnderTest,
-                          ecfg: Any) -> dict:
+                          ecfg: Any, resampling: Resampling) -> dict:
     """The correspondence section of the record: ``scores`` (merged into each method's scores by
     the caller), ``versus`` (paired verdicts, merged into model_vs_baselines), per-part and
     per-garment tables and the protocol; or ``available: False`` with why."""
     if part is None:
         return {"available": False, "why": no_truth or "not computed"}
 
-    def interval(v: np.ndarray) -> tuple[float, float]:
-        ci = bootstrap_mean_ci(v, ecfg.bootstrap_resamples, ecfg.seed)
+    def interval(v: np.ndarray, keep: np.ndarray) -> tuple[float, float] | None:
+        # Only the pairs with a value; with them all from one identity there is no interval.
+        units = resampling.subset(keep)
+        if units.n_units < 2:
+            return None
+        ci = bootstrap_mean_ci(v, units, ecfg.bootstrap_resamples, ecfg.seed)
         return ci.low, ci.high
 
     versus: dict[str, dict[str, dict]] = {}
@@ -137,12 +150,11 @@ def correspondence_record(part: C.CorrespondencePart | None, no_truth: str | Non
             continue
         a, b = np.asarray(model[metric]), np.asarray(part.per_pair[baseline][metric])
         ok = np.isfinite(a) & np.isfinite(b)  # pairs with a value for both (EPE: any masked pixel)
-        if ok.sum() < 2:
+        units = resampling.subset(ok)
+        if ok.sum() < 2 or units.n_units < 2:
             continue
-        c = paired_bootstrap(a[ok], b[ok], True, ecfg.bootstrap_resamples, ecfg.seed)
-        verdict = "better" if c.low > 0 else "worse" if c.high < 0 else "noise"
-        versus.setdefault(baseline, {})[metric] = {"gain": c.gain, "ci95_low": c.low, "ci95_high": c.high,
-                                                   "beyond_noise": verdict != "noise", "verdict": verdict}
+        c = paired_bootstrap(a[ok], b[ok], True, units, ecfg.bootstrap_resamples, ecfg.seed)
+        versus.setdefault(baseline, {})[metric] = c.record()
     record = {
         "available": True,
         "scores": C.summarise(part, interval),
@@ -248,9 +260,17 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
     pairs, grid = part.pairs, part.grid
     if not pairs.names:
         raise EvaluationError("the test split has no pairs")
-    summarised = summarise(pairs, part.features, reference, nets, ecfg)
+    # The bootstrap's unit: the identity of each pair (its pairs share the person's look and
+    # difficulty, so they are not independent evidence), or single pairs where none is recorded.
+    layout = LAYOUTS.get(spec.layout)
+    ids = pair_identities(shards, manifest, pairs.names,
+                          (lambda name: identity_of(name, layout)) if layout is not None else None)
+    resampling = by_identity(ids.identities, len(pairs.names), ids.missing)
+    if resampling.method != IDENTITY_BOOTSTRAP:
+        log.warning("%s: intervals resample single test pairs, not identities: %s", dataset, resampling.fallback)
+    summarised = summarise(pairs, part.features, reference, nets, ecfg, resampling)
     scores = summarised.scores
-    corr = correspondence_record(part.correspondence, no_truth, generator, ecfg)
+    corr = correspondence_record(part.correspondence, no_truth, generator, ecfg, resampling)
     for method, values in corr.pop("scores", {}).items():
         scores.setdefault(method, {}).update(values)
     portrait = None
@@ -293,9 +313,18 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
                 "estimator": "unbiased MMD^2", "subsets": ecfg.kid_subsets,
                 "subset_size": f"min({ecfg.kid_subset_size}, rows of each side)", "seed": ecfg.seed,
                 "spread": "<metric>_std: standard deviation over the subsets"},
-        "intervals": {"per_pair_means": f"percentile bootstrap {CONFIDENCE:.0%} interval over pairs, "
-                                        f"<metric>_ci95_low/_high", "resamples": ecfg.bootstrap_resamples,
-                      "seed": ecfg.seed, "psnr_inf": "capped at 100 dB, as the mean"},
+        # method ("identity bootstrap", or "pair bootstrap" with the fallback's reason), pairs,
+        # identities and units: what the intervals and the paired verdicts resample.
+        "intervals": {"per_pair_means": f"percentile bootstrap {CONFIDENCE:.0%} interval, <metric>_ci95_low/_high",
+                      "paired": "model minus baseline per pair, bootstrapped with the same units",
+                      "unit": ("an identity: every pair of a drawn identity comes along"
+                               if resampling.method == IDENTITY_BOOTSTRAP else "a single test pair"),
+                      "identity_of_pair": "the source image's identity as the test shards record it (sample "
+                                          "meta.json; pairs join views of one identity)",
+                      "cross_identity_pairs": ids.cross_identity_pairs,
+                      **resampling.record(),
+                      "resamples": ecfg.bootstrap_resamples, "seed": ecfg.seed,
+                      "psnr_inf": "capped at 100 dB, as the mean"},
         "reference_set": {"what": "training images, every view once (as the field's FID)",
                           "count": n_ref, "sha256": reference_set_hash(manifest)},
         "masked": {"enabled": masked, "mask": "PATN body mask from the target keypoints (limb quads, joint discs, "
@@ -316,14 +345,19 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         "floor": {TARGETS: scores[TARGETS]} if TARGETS in scores else {},
         "metric_names": {"fd": nets.names.fd, "kid": nets.description["fd"]["kid_metric"], "lpd": nets.names.lpd},
         "not_computed": summarised.not_computed,
-        # Does the model beat each baseline beyond noise? Paired bootstrap over the same pairs.
-        "model_vs_baselines": merge_verdicts(versus_baselines(pairs.per_method, ecfg), corr.pop("versus", {})),
+        # Does the model beat each baseline beyond noise? Paired bootstrap over the same pairs,
+        # resampling identities (protocol.intervals says which units and how many).
+        "model_vs_baselines": merge_verdicts(versus_baselines(pairs.per_method, ecfg, resampling),
+                                             corr.pop("versus", {})),
         # Flows and appearance against the renderer's ground truth (or why not available).
         "correspondence": corr,
         # Per-pair values of every method (pair order of the protocol): the paired bootstrap against
         # the registry's champion reads them back from the registered model.
         "per_pair": {m: {k: [round(float(v), 6) for v in vals] for k, vals in per.items()}
                      for m, per in pairs.per_method.items()},
+        # Each pair's identity (pair order; "" where none, None when the shards record none): the
+        # registry's paired bootstrap against the champion resamples the same identities.
+        "pair_identity": ids.identities,
         "protocol": protocol,
         "protocol_sha256": canonical_sha256(protocol),
         "generator": generator.info,

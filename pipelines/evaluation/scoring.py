@@ -7,7 +7,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -24,7 +24,7 @@ from pipelines.evaluation.correspondence import (
 )
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest, rebuild_generator
 from pipelines.evaluation.networks import Networks, build_networks
-from pipelines.evaluation.statistics import bootstrap_mean_ci, frechet_not_computed_reason, kernel_distance
+from pipelines.evaluation.statistics import Resampling, bootstrap_mean_ci, frechet_not_computed_reason, kernel_distance
 
 METHODS = ("model", "copy_source", "mean_train_image")
 
@@ -51,6 +51,40 @@ def train_images(shards_dir: Path | str, manifest: dict) -> Iterator[np.ndarray]
             sample = parse_sample(key, files)
             for i, view in enumerate(sample.views):
                 yield decode_image(view.jpeg, f"{shard['name']}:{key}.v{i}", size)
+
+
+@dataclass(frozen=True)
+class PairIdentities:
+    """The identity of every test pair (pair order), as the test shards record it, or why not."""
+
+    identities: list[str] | None
+    missing: str = ""  # why ``identities`` is None
+    cross_identity_pairs: int = 0  # pairs whose target's identity differs from the source's
+
+
+def pair_identities(shards_dir: Path | str, manifest: dict, names: list[tuple[str, str]],
+                    identity_of: Callable[[str], str] | None = None) -> PairIdentities:
+    """Each test pair's identity from its sample's ``meta.json`` (``identity``: the source image's,
+    :func:`datasets.raw.layout.identity_of` at preprocessing), checked against the scored pairs
+    ``names`` (source, target) in order.  A name the layout's pattern does not match is its own
+    identity there: such a pair has no identity.  ``identity_of`` (name -> identity) counts pairs
+    whose target is of another identity (the source's identity is the unit then)."""
+    found: list[tuple[str, str, str]] = []
+    for shard in manifest["shards"]:
+        if shard["split"] != "test":
+            continue
+        for _key, files in iter_samples(read_shard(shards_dir, shard)):
+            meta = json.loads(bytes(files["meta.json"]))
+            for i, j in meta.get("pairs", []):
+                found.append((meta["names"][i], meta["names"][j], str(meta.get("identity") or "")))
+    if [(a, b) for a, b, _ in found] != [tuple(n) for n in names]:
+        return PairIdentities(None, f"the test shards list {len(found)} pairs, not the {len(names)} scored in order")
+    if not any(ident for _, _, ident in found):
+        return PairIdentities(None, "the test shards record no identity (sample meta.json has none)")
+    ids = [ident if ident and ident != Path(src).stem else "" for src, _, ident in found]
+    cross = sum(1 for (_, tgt, _), ident in zip(found, ids) if ident and identity_of is not None
+                and identity_of(tgt) != ident)
+    return PairIdentities(ids, "", cross)
 
 
 def reference_set_hash(manifest: dict) -> str:
@@ -310,8 +344,9 @@ def capped(values: list[float]) -> np.ndarray:
 
 
 def summarise(pairs: PairScores, features: dict[str, np.ndarray], reference: np.ndarray, nets: Networks,
-              ecfg: Any) -> Summary:
-    """Each method's per-pair means with bootstrap 95% intervals (``<metric>_ci95_low/high``), and
+              ecfg: Any, resampling: Resampling) -> Summary:
+    """Each method's per-pair means with bootstrap 95% intervals (``<metric>_ci95_low/high``,
+    resampling the units of ``resampling``: identities, or pairs where there are none), and
     its set-level distances to the reference features: KID (mean and ``_std`` over subsets) always,
     the Fréchet distance only where the distinct samples outnumber the feature dimensions."""
     kid = nets.description["fd"]["kid_metric"]
@@ -325,7 +360,7 @@ def summarise(pairs: PairScores, features: dict[str, np.ndarray], reference: np.
         if method in pairs.per_method:
             for key, values in pairs.per_method[method].items():
                 v = capped(values)
-                ci = bootstrap_mean_ci(v, ecfg.bootstrap_resamples, ecfg.seed)
+                ci = bootstrap_mean_ci(v, resampling, ecfg.bootstrap_resamples, ecfg.seed)
                 scores.update({key: float(v.mean()), f"{key}_ci95_low": ci.low, f"{key}_ci95_high": ci.high})
         rows = features.get(method, np.zeros((0, 0)))
         if len(rows) < 2:

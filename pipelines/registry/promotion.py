@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
-from pipelines.evaluation.statistics import PairedComparison, paired_bootstrap
+from pipelines.evaluation.statistics import PairedComparison, by_pair, paired_bootstrap
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 
@@ -112,7 +112,8 @@ def decide_promotion(
             version, None)
     comparison = None
     if candidate_pairs is not None and champ_pairs is not None and len(candidate_pairs) == len(champ_pairs):
-        comparison = paired_bootstrap(candidate_pairs, champ_pairs, lower_is_better(metric), resamples, seed)
+        comparison = paired_bootstrap(candidate_pairs, champ_pairs, lower_is_better(metric),
+                                     by_pair(len(candidate_pairs)), resamples, seed)
     noise = comparison.describe(metric) if comparison else "no per-pair scores of both: noise not assessed"
     gained = beats(candidate_value, value, metric)
     if gained and policy == "beyond_noise" and not (comparison and comparison.beyond_noise):
