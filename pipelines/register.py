@@ -9,9 +9,10 @@ evaluated (its sha256 must match), logs its EMA generator to the training run as
 pipelines/serving that ``mlflow models serve`` answers HTTP with; the request signature and
 example, pinned pip requirements, the project packages as code), registers it as
 ``attnflow-pose`` (``attnflow-portrait`` for portrait datasets), sets alias ``candidate`` and moves
-``champion`` only when ``register.primary_metric`` beats the champion's under the same protocol, by
-``register.promotion_policy`` (any gain, or only a gain beyond the paired bootstrap's 95% interval;
-see pipelines/registry/promotion.py).  The evaluation's metrics JSON, plots and sample grid are
+``champion`` by ``register.promotion_policy`` on ``register.primary_metric`` under the same protocol
+(default: only when the identity-level paired bootstrap puts the gain over the champion and over
+both baselines beyond noise; see pipelines/registry/promotion.py).  A refusal is an ordinary
+outcome: the version stays ``candidate``, the champion is unchanged, the receipt says why.  The evaluation's metrics JSON, plots and sample grid are
 attached to the model and the run; the version's description is its model card
 (pipelines/registry/cards.py).  Writes ``runs/<run>/registered-<dataset>.json``.
 """
@@ -23,6 +24,7 @@ import logging
 import tempfile
 from pathlib import Path
 
+from datasets.files import atomic_write_bytes
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
@@ -127,11 +129,13 @@ def main(argv: list[str] | None = None) -> int:
     run_name = args.run_name or cfg.train.run_name or dataset
     out = Path("runs") / run_name / f"registered-{dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({**reg.__dict__, "primary_metric": rcfg.primary_metric,
-                               "value": doc["model"][rcfg.primary_metric],
-                               "protocol_sha256": doc["protocol_sha256"]}, indent=2) + "\n")
+    # The receipt: what was registered and the rule that decided, with its numbers (reg.promotion).
+    atomic_write_bytes(out, (json.dumps({**reg.__dict__, "primary_metric": rcfg.primary_metric,
+                                         "value": doc["model"][rcfg.primary_metric],
+                                         "protocol_sha256": doc["protocol_sha256"]}, indent=2) + "\n").encode())
+    champion = f"v{reg.champion_version}" if reg.champion_version else "none yet"
     print(f"registered {model_name} v{reg.version} ({rcfg.primary_metric}={doc['model'][rcfg.primary_metric]:.4f}); "
-          f"candidate -> v{reg.version}; champion -> v{reg.champion_version}: {reg.reason}")
+          f"candidate -> v{reg.version}; champion -> {champion}: {reg.reason}")
     print("browse it: make mlflow-ui, then open http://127.0.0.1:5000/#/models/" + model_name)
     return 0
 

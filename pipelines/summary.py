@@ -62,14 +62,23 @@ def registry_lines(names: list[str]) -> list[str]:
         lines = []
         for name in names:
             parts = []
+            found = {}
             for alias in ("champion", "candidate"):
                 try:
                     v = client.get_model_version_by_alias(name, alias)
                 except Exception:  # the alias is not set
                     continue
+                found[alias] = v
                 metric, value = v.tags.get(TAG_PRIMARY_METRIC), v.tags.get(TAG_PRIMARY_VALUE)
                 score = f" ({metric} {float(value):.4f})" if metric and value else ""
                 parts.append(f"@{alias} = v{v.version}{score}")
+            candidate = found.get("candidate")
+            if "champion" not in found and candidate is not None:
+                # Nothing has earned the champion alias yet (register.promotion_policy): say why.
+                parts.insert(0, "no @champion yet")
+                parts.append(f"not promoted: {candidate.tags.get('promotion', 'no reason recorded')}")
+            elif candidate is not None and str(candidate.version) != str(found["champion"].version):
+                parts.append(f"v{candidate.version} not promoted: {candidate.tags.get('promotion', 'no reason recorded')}")
             lines.append(f"{name}: " + ", ".join(parts or ["no aliases"]))
         return lines
     except Exception as exc:  # the summary must not fail on a registry it cannot read

@@ -77,6 +77,13 @@ def test_evaluation_is_deterministic_complete_and_honestly_named(in_project: tup
     assert vs["beyond_noise"] == (vs["ci95_low"] > 0 or vs["ci95_high"] < 0)  # either side of zero
     assert vs["verdict"] == ("better" if vs["ci95_low"] > 0 else "worse" if vs["ci95_high"] < 0 else "noise")
     assert vs["gain"] == pytest.approx(m["ssim"] - first["baselines"]["copy_source"]["ssim"])
+    # Intervals and verdicts resample identities (2 test identities × 6 ordered pairs of 3 views),
+    # and the record says which units and how many.
+    iv = proto["intervals"]
+    assert (iv["method"], iv["identities"], iv["pairs"], iv["fallback"]) == ("identity bootstrap", 2, 12, None)
+    assert iv["cross_identity_pairs"] == 0 and iv["seed"] == 0
+    assert len(first["pair_identity"]) == 12 and len(set(first["pair_identity"])) == 2
+    assert (vs["method"], vs["identities"], vs["pairs"]) == ("identity bootstrap", 2, 12)
     # The scores file DVC compares holds numbers only; the protocol and the wall clock are in the record.
     flat = json.loads(Path("metrics/a.json").read_text())
     assert set(flat) == {"model", "copy_source", "mean_train_image", "held_out_targets"}
@@ -131,9 +138,20 @@ def test_register_after_evaluate_makes_a_champion(in_project: tuple[Path, Path])
 
     root, params = in_project
     doc = _evaluate(params, DATASET)
-    args = ["--params", str(params), "--dataset", DATASET, "--set", "evaluate.threads=1"]
-    assert register.main(args) == 0
     client = mlflow.MlflowClient(f"sqlite:///{root / 'mlruns.db'}")
+    # Under the default policy an untrained generator has no evidence of beating both baselines:
+    # registered as candidate, no champion, and the receipt says which rule decided, with numbers.
+    assert register.main(["--params", str(params), "--dataset", DATASET, "--set", "evaluate.threads=1"]) == 0
+    refused = json.loads((root / "runs" / DATASET / f"registered-{DATASET}.json").read_text())
+    assert not refused["promoted"] and refused["champion_version"] == ""
+    assert refused["promotion"]["policy"] == "beyond_baselines_and_champion"
+    assert set(refused["promotion"]["versus_baselines"]) == {"copy_source", "mean_train_image"}
+    assert refused["reason"].startswith("not promoted under beyond_baselines_and_champion")
+    assert str(client.get_model_version_by_alias("attnflow-pose", "candidate").version) == refused["version"]
+    # The registry's mechanics under the plain rule: any gain (a first version always) promotes.
+    args = ["--params", str(params), "--dataset", DATASET, "--set", "evaluate.threads=1",
+            "--set", "register.promotion_policy=any_gain"]
+    assert register.main(args) == 0
     champion = client.get_model_version_by_alias("attnflow-pose", "champion")
     assert champion.tags["dataset"] == DATASET
     assert champion.tags["protocol_sha256"] == doc["protocol_sha256"]

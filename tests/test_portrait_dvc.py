@@ -29,7 +29,9 @@ TINY_PORTRAIT = {
 def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
     work = tmp_path / "repo"
     work.mkdir()
-    env = make_repo_copy(work, {"loss.backbone": "none"}, profile="tiny",
+    # A tiny budget earns no evidence against the baselines: the plain promotion rule here, so the
+    # editing CLI below has a champion to load (the default policy is tested in test_registry_promotion).
+    env = make_repo_copy(work, {"loss.backbone": "none", "register.promotion_policy": "any_gain"}, profile="tiny",
                          files={"portrait/params.yaml": TINY_PORTRAIT}, OMP_NUM_THREADS="1")
     dvc = Path(sys.executable).parent / "dvc"
     proc = subprocess.run([str(dvc), "repro", "portrait/dvc.yaml"], cwd=work, env=env, capture_output=True,

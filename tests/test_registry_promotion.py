@@ -16,6 +16,7 @@ import torch
 from model.config import ModelConfig
 from model.export import PackedGenerator
 from model.generator import build_generator
+from pipelines.evaluation.statistics import by_identity
 from pipelines.registry import promotion, publish
 from pipelines.serving.contract import encode_png
 
@@ -62,24 +63,30 @@ def _champ(value: float, metric: str = "ssim", protocol: str = "A", version: str
 
 
 def test_promotion_rule_never_promotes_a_worse_or_equal_candidate() -> None:
-    assert promotion.decide_promotion("ssim", 0.5, "A", None).promote
-    assert promotion.decide_promotion("ssim", 0.6, "A", _champ(0.5)).promote
-    assert not promotion.decide_promotion("ssim", 0.4, "A", _champ(0.5)).promote
-    assert not promotion.decide_promotion("ssim", 0.5, "A", _champ(0.5)).promote  # a tie keeps the champion
-    assert promotion.decide_promotion("fd_effnet_lite0", 3.0, "A", _champ(4.0, "fd_effnet_lite0")).promote
-    assert not promotion.decide_promotion("fd_effnet_lite0", 5.0, "A", _champ(4.0, "fd_effnet_lite0")).promote
-    assert not promotion.decide_promotion("ssim", float("nan"), "A", None).promote
+    def decide(*args, **kw):
+        return promotion.decide_promotion(*args, policy="any_gain", **kw)
+
+    assert decide("ssim", 0.5, "A", None).promote
+    assert decide("ssim", 0.6, "A", _champ(0.5)).promote
+    assert not decide("ssim", 0.4, "A", _champ(0.5)).promote
+    assert not decide("ssim", 0.5, "A", _champ(0.5)).promote  # a tie keeps the champion
+    assert decide("fd_effnet_lite0", 3.0, "A", _champ(4.0, "fd_effnet_lite0")).promote
+    assert not decide("fd_effnet_lite0", 5.0, "A", _champ(4.0, "fd_effnet_lite0")).promote
+    assert not decide("ssim", float("nan"), "A", None).promote
+    for policy in promotion.POLICIES:  # no policy promotes a worse candidate
+        assert not promotion.decide_promotion("ssim", 0.4, "A", _champ(0.5), policy=policy).promote
 
 
 def test_promotion_across_protocols_rescores_the_champion_or_keeps_it() -> None:
     champ = _champ(0.9, protocol="OLD")
-    kept = promotion.decide_promotion("ssim", 0.6, "NEW", champ)
+    kept = promotion.decide_promotion("ssim", 0.6, "NEW", champ, policy="any_gain")
     assert not kept.promote and "not comparable" in kept.reason
     asked = []
-    rescored = promotion.decide_promotion("ssim", 0.6, "NEW", champ,
+    rescored = promotion.decide_promotion("ssim", 0.6, "NEW", champ, policy="any_gain",
                                          rescore=lambda uri: asked.append(uri) or 0.55, model_name="m")
     assert rescored.promote and asked == ["models:/m/1"]
-    assert not promotion.decide_promotion("ssim", 0.6, "NEW", champ, rescore=lambda uri: 0.7).promote
+    assert not promotion.decide_promotion("ssim", 0.6, "NEW", champ, rescore=lambda uri: 0.7,
+                                          policy="any_gain").promote
 
 
 @pytest.fixture()
@@ -104,15 +111,19 @@ def test_registry_round_trip_and_promotion(store: Path) -> None:
     art.write_bytes(b"\x89PNG fake")
     request = {"source_image": encode_png(np.full((*SIZE, 3), 120, np.uint8)),
                "target_keypoints": json.dumps(KEYPOINTS), "source_keypoints": json.dumps(KEYPOINTS)}
+    # The registry's mechanics under the plain rule (any gain); the default policy's evidence is
+    # tested below.
     r1 = publish.register_generator(gens[0], example, model_name=name, metrics_doc=eval_doc(0.5),
                                      primary_metric="ssim", artifacts=[art], tags={"dataset": "tiny"},
-                                     task="pose", request_example=request)
-    r2 = publish.register_generator(gens[1], example, model_name=name, metrics_doc=eval_doc(0.4), primary_metric="ssim")
+                                     task="pose", request_example=request, promotion_policy="any_gain")
+    r2 = publish.register_generator(gens[1], example, model_name=name, metrics_doc=eval_doc(0.4), primary_metric="ssim",
+                                     promotion_policy="any_gain")
     client = mlflow.MlflowClient()
     assert (r1.promoted, r2.promoted) == (True, False)
     assert str(client.get_model_version_by_alias(name, "champion").version) == r1.version
     assert str(client.get_model_version_by_alias(name, "candidate").version) == r2.version
-    r3 = publish.register_generator(gens[2], example, model_name=name, metrics_doc=eval_doc(0.6), primary_metric="ssim")
+    r3 = publish.register_generator(gens[2], example, model_name=name, metrics_doc=eval_doc(0.6), primary_metric="ssim",
+                                     promotion_policy="any_gain")
     assert r3.promoted and str(client.get_model_version_by_alias(name, "champion").version) == r3.version
     v1 = client.get_model_version(name, r1.version)
     assert v1.tags["dataset"] == "tiny" and v1.tags[promotion.TAG_PROTOCOL] == "p" * 64
@@ -172,16 +183,18 @@ def test_promotion_says_whether_the_gain_was_beyond_noise_and_the_policy_decides
 
     def decide(pairs, policy):
         return promotion.decide_promotion("ssim", float(np.mean(pairs)), "A", champ, policy=policy,
-                                          candidate_pairs=pairs, champion_pairs=lambda mv: champ_pairs)
+                                          candidate_pairs=pairs, champion_pairs=lambda mv: champ_pairs,
+                                          versus_baselines=BEATEN)
 
     d = decide(real, "beyond_noise")
     assert d.promote and d.beyond_noise and "beyond noise" in d.reason and "95% CI" in d.reason
     gain = decide(noisy, "any_gain")
     assert gain.promote and gain.beyond_noise is False and "within noise" in gain.reason
     kept = decide(noisy, "beyond_noise")
-    assert not kept.promote and "policy beyond_noise keeps the champion" in kept.reason
+    assert not kept.promote and "not promoted under beyond_noise, champion stays v1" in kept.reason
     # Without the champion's per-pair scores the noise cannot be assessed: beyond_noise never promotes.
-    blind = promotion.decide_promotion("ssim", 0.99, "A", champ, policy="beyond_noise", candidate_pairs=real)
+    blind = promotion.decide_promotion("ssim", 0.99, "A", champ, policy="beyond_noise", candidate_pairs=real,
+                                       versus_baselines=BEATEN)
     assert not blind.promote and "noise not assessed" in blind.reason
     with pytest.raises(ValueError, match="promotion_policy"):
         decide(real, "always")
@@ -192,5 +205,99 @@ def test_a_rescored_champion_is_compared_pair_by_pair() -> None:
     pairs = [0.5, 0.6, 0.7, 0.8] * 10
     d = promotion.decide_promotion("ssim", float(np.mean(pairs)) + 0.05, "NEW", champ,
                                    rescore=lambda uri: (float(np.mean(pairs)), pairs), model_name="m",
-                                   candidate_pairs=[p + 0.05 for p in pairs], policy="beyond_noise")
+                                   candidate_pairs=[p + 0.05 for p in pairs], versus_baselines=BEATEN,
+                                   resampling=by_identity([f"id{i % 4}" for i in range(40)], 40))
     assert d.promote and d.comparison.pairs == 40 and "re-scored" in d.reason
+    assert d.comparison.method == "identity bootstrap" and d.comparison.units == 4
+
+
+def _versus(copy: tuple[float, float, float], mean: tuple[float, float, float], metric: str = "ssim") -> dict:
+    def one(gain, low, high):
+        verdict = "better" if low > 0 else "worse" if high < 0 else "noise"
+        return {metric: {"gain": gain, "ci95_low": low, "ci95_high": high, "verdict": verdict,
+                         "beyond_noise": verdict != "noise", "method": "identity bootstrap", "identities": 12}}
+    return {"copy_source": one(*copy), "mean_train_image": one(*mean)}
+
+
+BEATEN = _versus((0.14, 0.12, 0.16), (0.16, 0.15, 0.17))
+
+
+def test_the_default_policy_needs_the_champion_and_both_baselines_beaten_beyond_noise() -> None:
+    assert promotion.DEFAULT_POLICY == "beyond_baselines_and_champion"
+    from pipelines.config.stages import RegisterConfig
+    from pipelines.evaluation.scoring import BASELINES
+
+    assert RegisterConfig().promotion_policy == promotion.DEFAULT_POLICY and promotion.BASELINES == BASELINES
+    rng = np.random.default_rng(0)
+    ids = [f"id{i // 12}" for i in range(144)]
+    units = by_identity(ids, 144)
+    champ_pairs = rng.uniform(0.5, 0.9, 144)
+    real = champ_pairs + 0.01 + rng.normal(0, 0.002, 144)
+    champ = _champ(float(champ_pairs.mean()))
+
+    def decide(pairs, versus, champion=champ):
+        return promotion.decide_promotion("ssim", float(np.mean(pairs)), "A", champion, candidate_pairs=list(pairs),
+                                          champion_pairs=lambda mv: list(champ_pairs), versus_baselines=versus,
+                                          resampling=units)
+
+    ok = decide(real, BEATEN)
+    assert ok.promote and ok.comparison.beyond_noise and ok.policy == "beyond_baselines_and_champion"
+    assert "identity bootstrap over 12 identities (144 pairs)" in ok.reason
+    # Beyond noise over the champion, but not over mean_train_image: refused, and the reason says so.
+    weak = decide(real, _versus((0.14, 0.12, 0.16), (0.004, -0.003, 0.011)))
+    assert not weak.promote and "not beyond noise over mean_train_image" in weak.reason
+    assert "over mean_train_image: ssim gain +0.004, 95% CI [-0.003, +0.011], within noise" in weak.reason
+    record = weak.record()
+    assert record["versus_baselines"]["mean_train_image"]["verdict"] == "noise"
+    assert record["versus_champion"]["method"] == "identity bootstrap" and record["versus_champion"]["identities"] == 12
+    # The baselines beaten, the champion only within noise: refused too.
+    jitter = rng.normal(0, 0.03, 144)
+    noisy = champ_pairs + jitter - jitter.mean() + 0.002
+    assert not decide(noisy, BEATEN).promote
+    # No verdicts in the record (an old record, or a set-level metric): no evidence, no promotion.
+    assert not decide(real, None).promote and "no ssim verdict in the evaluation record" in decide(real, None).reason
+    # The reason is one line.
+    assert "\n" not in weak.reason
+
+
+def test_a_first_version_needs_both_baselines_beaten_and_the_refusal_says_why() -> None:
+    first = promotion.decide_promotion("ssim", 0.55, "A", None, versus_baselines=BEATEN)
+    assert first.promote and first.reason.startswith("promoted under beyond_baselines_and_champion: no champion yet")
+    refused = promotion.decide_promotion("ssim", 0.55, "A", None,
+                                         versus_baselines=_versus((0.02, -0.01, 0.05), (0.03, 0.01, 0.05)))
+    assert not refused.promote
+    assert refused.reason.startswith("not promoted under beyond_baselines_and_champion (a first version must beat "
+                                     "both baselines beyond noise; not: copy_source): no champion yet")
+    # any_gain and beyond_noise keep promoting a first version without the baselines.
+    assert promotion.decide_promotion("ssim", 0.55, "A", None, policy="any_gain").promote
+    assert promotion.decide_promotion("ssim", 0.55, "A", None, policy="beyond_noise").promote
+
+
+def test_a_refused_version_stays_candidate_and_one_line_is_logged(store: Path, caplog: pytest.LogCaptureFixture) -> None:
+    import logging
+
+    import mlflow
+
+    name = "attnflow-pose"
+    gen = exported_generator(1)
+    doc = {**eval_doc(0.55), "model_vs_baselines": _versus((0.14, 0.12, 0.16), (0.004, -0.003, 0.011))}
+    with caplog.at_level(logging.INFO, logger="pipelines.registry.publish"):
+        reg = publish.register_generator(gen, example_input(gen), model_name=name, metrics_doc=doc,
+                                         primary_metric="ssim")
+    client = mlflow.MlflowClient()
+    assert not reg.promoted and reg.champion_version == ""
+    assert str(client.get_model_version_by_alias(name, "candidate").version) == reg.version
+    assert promotion.current_champion(client, name) is None
+    lines = [r.getMessage() for r in caplog.records if "not promoted" in r.getMessage()]
+    assert len(lines) == 1 and "\n" not in lines[0], lines
+    print(lines[0])
+    assert lines[0].startswith(f"{name} v{reg.version} registered as candidate only (champion: none yet): "
+                               "not promoted under beyond_baselines_and_champion")
+    assert reg.promotion["policy"] == "beyond_baselines_and_champion"
+    assert reg.promotion["versus_baselines"]["mean_train_image"]["ci95_low"] == -0.003
+    v = client.get_model_version(name, reg.version)
+    assert v.tags["promotion_policy"] == "beyond_baselines_and_champion"
+    assert v.tags["promotion_vs_mean_train_image"] == "0.004 [-0.003, 0.011] noise"
+    assert "Rule `beyond_baselines_and_champion`" in v.description
+    assert "- over mean_train_image: `ssim` gain +0.004, 95% CI [-0.003, +0.011], noise" in v.description
+    assert "No **champion** yet." in client.get_registered_model(name).description

@@ -36,9 +36,11 @@ def test_model_page_shows_name_and_aliases(tmp_path: Path, monkeypatch: pytest.M
     try:
         example = example_input(exported_generator(1))
         good = publish.register_generator(exported_generator(1), example, model_name="attnflow-pose",
-                                           metrics_doc=eval_doc(0.6), primary_metric="ssim", experiment="attnflow")
+                                           metrics_doc=eval_doc(0.6), primary_metric="ssim", experiment="attnflow",
+                                           promotion_policy="any_gain")
         worse = publish.register_generator(exported_generator(2), example, model_name="attnflow-pose",
-                                            metrics_doc=eval_doc(0.5), primary_metric="ssim", experiment="attnflow")
+                                            metrics_doc=eval_doc(0.5), primary_metric="ssim", experiment="attnflow",
+                                            promotion_policy="any_gain")
     finally:
         mlflow.set_tracking_uri(None)
     assert good.promoted and not worse.promoted

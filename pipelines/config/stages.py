@@ -139,6 +139,9 @@ class RegisterConfig:
     primary_metric: str = "ssim"  # a key of metrics/<dataset>.json "model" (ssim, psnr, fd_*, lpd_*, fid, lpips; portraits also landmark_nme)
     model_name: str = ""  # "" -> by the dataset's task: attnflow-pose / attnflow-portrait
     rescore_champion: bool = True  # re-evaluate a champion scored under another protocol before comparing
-    # any_gain: champion moves on any gain in the primary metric; beyond_noise: only when the paired
-    # bootstrap's 95% interval of the gain over the champion's per-pair scores lies above zero.
-    promotion_policy: Literal["any_gain", "beyond_noise"] = "any_gain"
+    # beyond_baselines_and_champion: champion moves only when the paired bootstrap's 95% interval
+    # (resampling identities) of the gain lies above zero over the champion AND over both baselines
+    # (a first version: over both baselines); beyond_noise: over the champion only; any_gain: on
+    # any gain in the primary metric.  A metric must be better beyond noise to be trusted.
+    promotion_policy: Literal["any_gain", "beyond_noise", "beyond_baselines_and_champion"] = (
+        "beyond_baselines_and_champion")

@@ -17,8 +17,11 @@ from typing import Any, Mapping, Sequence
 
 from datasets.synthetic.face_edits import ROTATE_RANGE, STRENGTH_RANGE
 from pipelines.registry.promotion import (
+    BASELINES,
     CANDIDATE,
     CHAMPION,
+    DEFAULT_POLICY,
+    POLICY_RULES,
     TAG_PRIMARY_METRIC,
     TAG_PRIMARY_VALUE,
     TAG_PROTOCOL,
@@ -36,7 +39,7 @@ TASK_SUMMARIES = {
                 "named edits (rotate, shift, mouth, smile, eyes, brows).",
 }
 POSE_INPUT = {"pose": "pose heatmaps", "portrait": "face part maps"}
-BASELINE_NAMES = ("copy_source", "mean_train_image")
+BASELINE_NAMES = BASELINES
 
 _MB = MAX_BYTES // 2**20
 COLUMN_NOTES = {
@@ -311,17 +314,51 @@ def evaluation_files_lines(files: Sequence[str], run_id: str | None, experiment_
             "and to the source run (`evaluation/`): " + ", ".join(named) + "."]
 
 
+def _ci(gain: Any, low: Any, high: Any) -> str:
+    return f"{gain:+.4g}, 95% CI [{low:+.4g}, {high:+.4g}]"
+
+
+def promotion_lines(promotion: Mapping[str, Any] | None, primary_metric: str) -> list[str]:
+    """The rule that decided (``register.promotion_policy``) and its numbers: the gain over the
+    champion and over each baseline with their paired-bootstrap intervals (PromotionDecision.record)."""
+    if not promotion:
+        return []
+    lines = [f"Rule `{promotion['policy']}`: {promotion['rule']}."]
+    champ = promotion.get("versus_champion")
+    if champ:
+        units = (f"{champ['identities']} identities, {champ['pairs']} pairs" if champ.get("identities")
+                 else f"{champ['pairs']} pairs")
+        lines.append(f"- over champion v{promotion.get('champion_version')}: `{primary_metric}` gain "
+                     f"{_ci(champ['gain'], champ['ci95_low'], champ['ci95_high'])}, {champ['verdict']} "
+                     f"({champ['method']}, {units})")
+    elif promotion.get("champion_version"):
+        lines.append(f"- over champion v{promotion['champion_version']}: no paired interval (per-pair scores missing)")
+    else:
+        lines.append("- no champion before this version")
+    for baseline, b in (promotion.get("versus_baselines") or {}).items():
+        if b.get("gain") is None:
+            lines.append(f"- over {baseline}: no `{primary_metric}` verdict in the evaluation record")
+        else:
+            how = f" ({b['method']}, {b['identities']} identities)" if b.get("identities") else (
+                f" ({b['method']})" if b.get("method") else "")
+            lines.append(f"- over {baseline}: `{primary_metric}` gain {_ci(b['gain'], b['ci95_low'], b['ci95_high'])}, "
+                         f"{b['verdict']}{how}")
+    return lines
+
+
 def version_card(*, model_name: str, version: str, shape: ModelShape, metrics_doc: Mapping[str, Any],
                  primary_metric: str, promoted: bool, reason: str, champion_version: str,
                  run_id: str | None = None, experiment_id: str | None = None, model_id: str | None = None,
                  evaluation_files: Sequence[str] = (), training: Mapping[str, Any] | None = None,
-                 request_example: Mapping[str, Any] | None = None) -> str:
+                 request_example: Mapping[str, Any] | None = None,
+                 promotion: Mapping[str, Any] | None = None) -> str:
     """The Markdown card of version ``version`` of ``model_name``, as registered.
 
     ``metrics_doc`` is the evaluation's metrics JSON (scores, baselines, floor, protocol and its
     hash, the evaluated checkpoint); ``training`` the card's training facts beyond it (``dataset``,
     ``layout``, ``synthetic``, ``batch_size``, ``workers``, ``total_images``); ``evaluation_files``
-    the file names of the evaluation's plots and sample grid as logged."""
+    the file names of the evaluation's plots and sample grid as logged; ``promotion`` the decision's
+    policy, rule and numbers (:meth:`pipelines.registry.promotion.PromotionDecision.record`)."""
     task = check_task(shape.task)
     value = (metrics_doc.get("model") or {}).get(primary_metric)
     decision = (f"promoted to **{CHAMPION}**: {reason}." if promoted else
@@ -336,6 +373,7 @@ def version_card(*, model_name: str, version: str, shape: ModelShape, metrics_do
             "",
             "## Promotion",
             f"At registration: {decision} Primary metric `{primary_metric}` = {fmt(value)} ({better} is better).",
+            *promotion_lines(promotion, primary_metric),
             "",
             "## Scores",
             scores_block(metrics_doc, primary_metric),
@@ -367,7 +405,8 @@ def fit(*texts: str) -> str:
 
 def registered_model_card(*, model_name: str, shape: ModelShape, champion: ChampionSummary | None,
                           candidate_version: str | None = None,
-                          request_example: Mapping[str, Any] | None = None) -> str:
+                          request_example: Mapping[str, Any] | None = None,
+                          policy: str = DEFAULT_POLICY) -> str:
     """The registered model's Markdown card: the task, the contract, and which version is champion."""
     task = check_task(shape.task)
     if champion is None:
@@ -383,9 +422,10 @@ def registered_model_card(*, model_name: str, shape: ModelShape, champion: Champ
         TASK_SUMMARIES[task],
         "",
         champ + cand,
-        (f"`{CANDIDATE}` marks every new version; `{CHAMPION}` moves to it only when its primary metric beats "
-         "the champion's under the same evaluation protocol. Each version's description is its card: scores "
-         "against the baselines, training data and budget, evaluation files."),
+        (f"`{CANDIDATE}` marks every new version; `{CHAMPION}` moves to it under the same evaluation protocol "
+         f"by `register.promotion_policy` `{policy}`: {POLICY_RULES.get(policy, policy)}. Each version's "
+         "description is its card: scores against the baselines, the promotion decision with its numbers, "
+         "training data and budget, evaluation files."),
         "",
         contract_section(shape),
         "",

@@ -1,24 +1,51 @@
 """The promotion rule users rely on: every new version gets alias ``candidate``; ``champion`` moves to
-it only when its primary metric beats the current champion's *on the same evaluation protocol* (or
-there is no champion yet).  When the champion was scored under another protocol, its score is not
+it only when the evidence that ``register.promotion_policy`` asks for is there, on the same
+evaluation protocol.  When the champion was scored under another protocol, its score is not
 comparable: the champion is re-scored under the candidate's protocol if a re-evaluation function is
 given, and otherwise left where it is.
 
 Whether a gain is real: with both generators' per-pair scores on the same pairs, a paired bootstrap
-gives the 95% interval of the gain; the decision always says whether the gain was beyond noise, and
-``register.promotion_policy: beyond_noise`` promotes only then (``any_gain``: on any gain).
+that resamples identities (the candidate's evaluation record lists each pair's) gives the 95%
+interval of the gain; the evaluation record holds the same verdict of the candidate against each
+baseline.  The policies (``register.promotion_policy``):
+
+- ``beyond_baselines_and_champion`` (the default): the gain over the champion on the primary
+  metric is beyond noise (its interval excludes 0 on the better side) and the candidate beats both
+  baselines (``copy_source``, ``mean_train_image``) beyond noise on it; a first version needs the
+  baselines too.  A metric without per-pair values (a Fréchet or kernel distance) has no interval:
+  nothing is promoted on it.
+- ``beyond_noise``: the gain over the champion is beyond noise; the baselines are not asked; a
+  first version is promoted.
+- ``any_gain``: any gain of the primary metric over the champion; a first version is promoted.
+
+A refusal is an ordinary outcome: the version stays ``candidate`` and the champion is unchanged.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
-from pipelines.evaluation.statistics import PairedComparison, by_pair, paired_bootstrap
+from pipelines.evaluation.statistics import PairedComparison, Resampling, by_pair, paired_bootstrap
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 
-POLICIES = ("any_gain", "beyond_noise")
+ANY_GAIN, BEYOND_NOISE, BEYOND_BASELINES_AND_CHAMPION = "any_gain", "beyond_noise", "beyond_baselines_and_champion"
+POLICIES = (ANY_GAIN, BEYOND_NOISE, BEYOND_BASELINES_AND_CHAMPION)
+DEFAULT_POLICY = BEYOND_BASELINES_AND_CHAMPION
+
+# What each policy asks, as the cards and the registration receipt state it.
+POLICY_RULES = {
+    ANY_GAIN: "promote on any gain of the primary metric over the champion (a first version always)",
+    BEYOND_NOISE: "promote when the paired bootstrap's 95% interval of the gain over the champion excludes 0 "
+                  "on the better side (a first version always)",
+    BEYOND_BASELINES_AND_CHAMPION: "promote when the paired bootstrap's 95% interval of the gain over the "
+                                   "champion and over both baselines (copy_source, mean_train_image) excludes 0 "
+                                   "on the better side (a first version: over both baselines)",
+}
+
+# The evaluation's baselines (pipelines/evaluation/scoring.py BASELINES), as its record names them.
+BASELINES = ("copy_source", "mean_train_image")
 
 # Version tags the promotion rule reads back.
 TAG_PRIMARY_METRIC = "primary_metric"
@@ -56,16 +83,67 @@ def beats(candidate: float, champion: float, metric: str) -> bool:
 
 
 @dataclass(frozen=True)
+class BaselineEvidence:
+    """The candidate against one baseline on the primary metric, from its evaluation record's
+    ``model_vs_baselines`` (None numbers and verdict ``missing`` when the record has none)."""
+
+    baseline: str
+    gain: float | None = None
+    low: float | None = None
+    high: float | None = None
+    verdict: str = "missing"  # better / worse / noise (the interval straddles 0) / missing
+    method: str | None = None
+    identities: int | None = None
+
+    @property
+    def beaten(self) -> bool:
+        return self.verdict == "better"
+
+    def describe(self, metric: str) -> str:
+        if self.gain is None:
+            return f"over {self.baseline}: no {metric} verdict in the evaluation record"
+        return (f"over {self.baseline}: {metric} gain {self.gain:+.4g}, 95% CI [{self.low:+.4g}, {self.high:+.4g}], "
+                + ("beyond noise" if self.beaten else "worse beyond noise" if self.verdict == "worse" else "within noise"))
+
+    def record(self) -> dict:
+        return {"gain": self.gain, "ci95_low": self.low, "ci95_high": self.high, "verdict": self.verdict,
+                "beaten": self.beaten, "method": self.method, "identities": self.identities}
+
+
+def baseline_evidence(versus: Mapping[str, Any] | None, metric: str) -> tuple[BaselineEvidence, ...]:
+    """Both baselines' verdicts on ``metric`` from an evaluation record's ``model_vs_baselines``."""
+    out = []
+    for baseline in BASELINES:
+        v = ((versus or {}).get(baseline) or {}).get(metric)
+        if not v:
+            out.append(BaselineEvidence(baseline))
+            continue
+        out.append(BaselineEvidence(baseline, float(v["gain"]), float(v["ci95_low"]), float(v["ci95_high"]),
+                                    str(v.get("verdict")), v.get("method"), v.get("identities")))
+    return tuple(out)
+
+
+@dataclass(frozen=True)
 class PromotionDecision:
     promote: bool
     reason: str
     champion_version: str | None = None
     champion_value: float | None = None
     comparison: PairedComparison | None = None  # candidate vs champion on the same pairs, when both are known
+    policy: str = DEFAULT_POLICY
+    baselines: tuple[BaselineEvidence, ...] = ()
 
     @property
     def beyond_noise(self) -> bool | None:
         return None if self.comparison is None else self.comparison.beyond_noise
+
+    def record(self) -> dict:
+        """What decided, with the numbers: the registration receipt's ``promotion``."""
+        return {"policy": self.policy, "rule": POLICY_RULES[self.policy], "promoted": self.promote,
+                "reason": self.reason, "champion_version": self.champion_version,
+                "champion_value": self.champion_value,
+                "versus_champion": self.comparison.record() if self.comparison is not None else None,
+                "versus_baselines": {b.baseline: b.record() for b in self.baselines}}
 
 
 def decide_promotion(
@@ -76,9 +154,11 @@ def decide_promotion(
     rescore: Callable[[str], Any] | None = None,
     model_name: str = "",
     *,
-    policy: str = "any_gain",
+    policy: str = DEFAULT_POLICY,
     candidate_pairs: Sequence[float] | None = None,
     champion_pairs: Callable[[Any], Sequence[float] | None] | None = None,
+    versus_baselines: Mapping[str, Any] | None = None,
+    resampling: Resampling | None = None,
     resamples: int = 2000,
     seed: int = 0,
 ) -> PromotionDecision:
@@ -86,13 +166,31 @@ def decide_promotion(
     ModelVersion (or None); ``rescore(model_uri)`` re-scores it under the candidate's protocol and
     returns its value, or ``(value, per_pair_values)``.  ``candidate_pairs`` are the candidate's
     per-pair values of ``metric``; ``champion_pairs(champion)`` the champion's under the same
-    protocol (None when unknown).  ``policy``: any_gain or beyond_noise (module docstring)."""
+    protocol (None when unknown); ``versus_baselines`` the candidate's evaluation record's
+    ``model_vs_baselines``; ``resampling`` the units the paired bootstrap resamples (the
+    candidate's identities; None: single pairs, said so in the reason).  ``policy``: one of
+    :data:`POLICIES` (module docstring)."""
     if policy not in POLICIES:
         raise ValueError(f"register.promotion_policy: {policy!r} is not one of {', '.join(POLICIES)}")
+    baselines = baseline_evidence(versus_baselines, metric)
+    need_baselines = policy == BEYOND_BASELINES_AND_CHAMPION
+    short = [b.baseline for b in baselines if not b.beaten]
+    vs_baselines = "; ".join(b.describe(metric) for b in baselines)
+
+    def decision(promote: bool, champion_part: str, why_not: str = "", version: str | None = None,
+                 value: float | None = None, comparison: PairedComparison | None = None) -> PromotionDecision:
+        verdict = f"promoted under {policy}" if promote else f"not promoted under {policy}{why_not}"
+        # One line: the verdict first, then the evidence with its numbers.
+        return PromotionDecision(promote, f"{verdict}: {champion_part}; {vs_baselines}", version, value, comparison,
+                                 policy, baselines)
+
     if not math.isfinite(candidate_value):
-        return PromotionDecision(False, f"candidate {metric}={candidate_value} is not finite")
+        return decision(False, f"candidate {metric}={candidate_value} is not finite")
     if champion is None:
-        return PromotionDecision(True, "no champion yet")
+        if need_baselines and short:
+            return decision(False, "no champion yet", f" (a first version must beat both baselines beyond noise; "
+                                                      f"not: {', '.join(short)})")
+        return decision(True, "no champion yet")
     tags = champion.tags or {}
     version = str(champion.version)
     champ_pairs = None
@@ -106,25 +204,27 @@ def decide_promotion(
         value, champ_pairs = (float(redone[0]), redone[1]) if isinstance(redone, tuple) else (float(redone), None)
         how = "champion re-scored under the candidate's protocol"
     else:
-        return PromotionDecision(
-            False, f"champion v{version} was scored under another protocol or metric "
-                   f"({tags.get(TAG_PRIMARY_METRIC)}, {str(tags.get(TAG_PROTOCOL))[:12]}); not comparable",
-            version, None)
+        return decision(False, f"champion v{version} was scored under another protocol or metric "
+                               f"({tags.get(TAG_PRIMARY_METRIC)}, {str(tags.get(TAG_PROTOCOL))[:12]}); not comparable",
+                        "", version)
     comparison = None
     if candidate_pairs is not None and champ_pairs is not None and len(candidate_pairs) == len(champ_pairs):
-        comparison = paired_bootstrap(candidate_pairs, champ_pairs, lower_is_better(metric),
-                                     by_pair(len(candidate_pairs)), resamples, seed)
+        units = resampling if resampling is not None and resampling.pairs == len(candidate_pairs) else by_pair(
+            len(candidate_pairs), "no identities of the candidate's pairs")
+        comparison = paired_bootstrap(candidate_pairs, champ_pairs, lower_is_better(metric), units, resamples, seed)
     noise = comparison.describe(metric) if comparison else "no per-pair scores of both: noise not assessed"
     gained = beats(candidate_value, value, metric)
-    if gained and policy == "beyond_noise" and not (comparison and comparison.beyond_noise):
-        return PromotionDecision(False, f"{metric} {candidate_value:.6g} beats champion v{version}'s {value:.6g} "
-                                        f"({how}) but not beyond noise ({noise}); policy beyond_noise keeps the champion",
-                                 version, value, comparison)
-    if gained:
-        return PromotionDecision(True, f"{metric} {candidate_value:.6g} beats champion v{version}'s {value:.6g} "
-                                       f"({how}; {noise}; policy {policy})", version, value, comparison)
-    return PromotionDecision(False, f"{metric} {candidate_value:.6g} does not beat champion v{version}'s "
-                                    f"{value:.6g} ({how}; {noise})", version, value, comparison)
+    over_champion = (f"{metric} {candidate_value:.6g} {'beats' if gained else 'does not beat'} champion v{version}'s "
+                     f"{value:.6g} ({how}; {noise})")
+    if not gained:
+        return decision(False, over_champion, f", champion stays v{version}", version, value, comparison)
+    if policy != ANY_GAIN and not (comparison and comparison.beyond_noise):
+        return decision(False, over_champion, f", champion stays v{version} (the gain over it is not beyond noise)",
+                        version, value, comparison)
+    if need_baselines and short:
+        return decision(False, over_champion, f", champion stays v{version} (not beyond noise over "
+                                              f"{', '.join(short)})", version, value, comparison)
+    return decision(True, over_champion, "", version, value, comparison)
 
 
 def current_champion(client: Any, name: str) -> Any | None:

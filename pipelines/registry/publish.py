@@ -5,6 +5,7 @@ it as a version of ``attnflow-pose`` / ``attnflow-portrait``, and move the alias
 from __future__ import annotations
 
 import json
+import logging
 import math
 import platform
 import tempfile
@@ -20,9 +21,11 @@ from datasets.shards.loader import eval_loader
 from datasets.shards.tar import load_manifest
 from model.export import PackedGenerator, pack_inputs
 from pipelines.registry import cards
+from pipelines.evaluation.statistics import Resampling, by_identity
 from pipelines.registry.promotion import (
     CANDIDATE,
     CHAMPION,
+    DEFAULT_POLICY,
     TAG_PRIMARY_METRIC,
     TAG_PRIMARY_VALUE,
     TAG_PROTOCOL,
@@ -31,6 +34,8 @@ from pipelines.registry.promotion import (
 )
 from pipelines.serving import flavor
 from pipelines.serving.contract import check_task, example_request, task_for_channels
+
+log = logging.getLogger(__name__)
 
 MODEL_ARTIFACT = "generator_ema"
 
@@ -61,6 +66,7 @@ class Registration:
     promoted: bool
     reason: str
     champion_version: str  # after the decision
+    promotion: dict | None = None  # the policy, its rule and the numbers that decided (PromotionDecision.record)
 
 
 def register_generator(
@@ -78,7 +84,7 @@ def register_generator(
     task: str | None = None,
     request_example: Mapping[str, str] | None = None,
     training: Mapping[str, Any] | None = None,
-    promotion_policy: str = "any_gain",
+    promotion_policy: str = DEFAULT_POLICY,
     bootstrap_resamples: int = 2000,
     seed: int = 0,
 ) -> Registration:
@@ -97,7 +103,9 @@ def register_generator(
     metrics doc (``dataset``, ``layout``, ``synthetic``, ``batch_size``, ``workers``, ``total_images``).
 
     ``metrics_doc["per_pair"]`` (the evaluation record's per-pair values) makes the comparison with
-    the champion a paired bootstrap; ``promotion_policy`` is register.promotion_policy.
+    the champion a paired bootstrap over the record's identities (``pair_identity``);
+    ``metrics_doc["model_vs_baselines"]`` holds the verdicts against the baselines;
+    ``promotion_policy`` is register.promotion_policy (:mod:`pipelines.registry.promotion`).
     """
     import mlflow
 
@@ -163,9 +171,12 @@ def register_generator(
     mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
     version = str(mv.version)
     champion = current_champion(client, model_name)
+    candidate_pairs = per_pair_values(metrics_doc, primary_metric)
     decision = decide_promotion(primary_metric, candidate_value, protocol, champion, rescore, model_name,
-                                policy=promotion_policy, candidate_pairs=per_pair_values(metrics_doc, primary_metric),
+                                policy=promotion_policy, candidate_pairs=candidate_pairs,
                                 champion_pairs=lambda mv: champion_per_pair(mv, model_name, primary_metric, protocol),
+                                versus_baselines=metrics_doc.get("model_vs_baselines"),
+                                resampling=record_resampling(metrics_doc, len(candidate_pairs or ())),
                                 resamples=bootstrap_resamples, seed=seed)
     client.set_registered_model_alias(model_name, CANDIDATE, version)
     if decision.promote:
@@ -177,19 +188,29 @@ def register_generator(
         client.set_model_version_tag(model_name, version, "promotion_gain", f"{c.gain:.6g}")
         client.set_model_version_tag(model_name, version, "promotion_gain_ci95", f"[{c.low:.6g}, {c.high:.6g}]")
         client.set_model_version_tag(model_name, version, "promotion_beyond_noise", str(c.beyond_noise).lower())
+        client.set_model_version_tag(model_name, version, "promotion_bootstrap", c.over())
+    for b in decision.baselines:
+        if b.gain is not None:
+            client.set_model_version_tag(model_name, version, f"promotion_vs_{b.baseline}",
+                                         f"{b.gain:.6g} [{b.low:.6g}, {b.high:.6g}] {b.verdict}")
     after = current_champion(client, model_name)
     champion_version = str(after.version) if after is not None else ""
+    if not decision.promote:
+        log.info("%s v%s registered as %s only (champion: %s): %s", model_name, version, CANDIDATE,
+                 f"v{champion_version}" if champion_version else "none yet", decision.reason)
     shape = cards.ModelShape(task, exported.image_size, exported.pose_channels)
     client.update_model_version(model_name, version, description=cards.version_card(
         model_name=model_name, version=version, shape=shape, metrics_doc=metrics_doc, primary_metric=primary_metric,
         promoted=decision.promote, reason=decision.reason, champion_version=champion_version, run_id=run_id,
+        promotion=decision.record(),
         experiment_id=experiment_id, model_id=info.model_id, evaluation_files=[Path(p).name for p in artifacts],
         training=training, request_example=request_example))
     client.update_registered_model(model_name, description=cards.registered_model_card(
         model_name=model_name, shape=shape, candidate_version=version, request_example=request_example,
-        champion=cards.champion_summary(after.version, after.tags) if after is not None else None))
+        champion=cards.champion_summary(after.version, after.tags) if after is not None else None,
+        policy=promotion_policy))
     return Registration(model_name, version, f"models:/{model_name}/{version}", decision.promote,
-                        decision.reason, champion_version)
+                        decision.reason, champion_version, decision.record())
 
 
 def network_tags(metrics_doc: Mapping[str, Any]) -> dict[str, str]:
@@ -202,6 +223,13 @@ def network_tags(metrics_doc: Mapping[str, Any]) -> dict[str, str]:
             out[key] = str(net.get("name") or net.get("backbone"))
             out[f"{key}_sha256"] = str(net.get("weights_sha256"))
     return out
+
+
+def record_resampling(metrics_doc: Mapping[str, Any], pairs: int) -> Resampling:
+    """The units the evaluation record's intervals resample: its pairs' identities, or single pairs
+    (with the reason) where it lists none."""
+    return by_identity(metrics_doc.get("pair_identity"), pairs,
+                       "the evaluation record lists no identity per pair (pair_identity)")
 
 
 def per_pair_values(metrics_doc: Mapping[str, Any], metric: str) -> list[float] | None:
