@@ -11,6 +11,13 @@ A checkpoint is *committed* once ``COMMITTED`` exists and matches ``state.pt``. 
 ``state.pt``) is never loaded. Local folders use ``os.replace`` + ``fsync``; URL storage
 (``s3://…``, ``gs://…``) goes through ``pyarrow.fs`` where a move is not atomic, so the marker,
 written last as a single object, is what commits.
+
+Resuming tells two failures apart. Proof that a committed checkpoint is bad (``state.pt`` missing,
+or not matching its marker in size or sha256, a marker that is not a JSON object with both, an
+archive torch cannot parse) skips it for the one before, and the reason is returned for the run's
+record. Anything else (a storage error that outlasts :data:`READ_ATTEMPTS` tries, a state that
+verifies but does not unpickle with this code) stops the resume with :class:`CheckpointReadError`:
+falling back would let the resumed run prune or overwrite the newer checkpoint.
 """
 from __future__ import annotations
 
@@ -19,34 +26,77 @@ import io
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import torch
 
 from datasets.files import fsync_dir
+from datasets.storage import scrub
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
 MARKER_FILE = "COMMITTED"
 CHECKPOINT_NAME = re.compile(r"^step-(\d{9})$")
+# Tries of one listing or read before a resume gives up, and the pause before the first retry
+# (doubled before each next one: 1 + 2 + 4 + 8 s). Long enough for a throttled or restarting
+# object store, short enough that an outage is reported within a minute.
+READ_ATTEMPTS = 5
+READ_RETRY_DELAY_S = 1.0
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class NonFiniteCheckpointError(RuntimeError):
     """Raised instead of writing a checkpoint whose tensors hold NaN or Inf."""
 
 
+class DamagedCheckpointError(ValueError):
+    """Proof that a committed checkpoint is bad; the message names its file and what is wrong."""
+
+
+class CheckpointReadError(RuntimeError):
+    """Checkpoints could not be listed or read, for a reason that is no proof they are bad (storage
+    unreachable after retries, a state this code cannot unpickle). Nothing was skipped or removed."""
+
+
 @dataclass(frozen=True)
 class CheckpointInfo:
     step: int
     path: str  # folder of the checkpoint (local path or path inside the URL filesystem)
+
+
+@dataclass(frozen=True)
+class SkippedCheckpoint:
+    where: str  # the checkpoint folder as a user would open it (a path or an s3://… URL)
+    reason: str
+
+
+@dataclass(frozen=True)
+class ResumePoint:
+    """The newest checkpoint that loads, and the newer ones skipped as damaged (newest first)."""
+
+    info: CheckpointInfo
+    state: dict
+    skipped: tuple[SkippedCheckpoint, ...] = ()
+
+
+# What torch.load raises on bytes that are not a complete archive: a truncated or garbled zip
+# (RuntimeError from PytorchStreamReader, a negative seek), a cut or garbled pickle. Other errors
+# on verified bytes (a missing module or class) mean code and checkpoint disagree, not damage.
+_ARCHIVE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError)
+
+
+def _is_archive_error(exc: BaseException) -> bool:
+    return isinstance(exc, _ARCHIVE_ERRORS) or (
+        isinstance(exc, RuntimeError) and "PytorchStreamReader" in str(exc))
 
 
 def checkpoint_name(step: int) -> str:
@@ -88,9 +138,15 @@ class CheckpointStore:
             import pyarrow.fs
 
             self._fs, self.root = pyarrow.fs.FileSystem.from_uri(root)
+            self._scheme = root.split("://", 1)[0]
         else:
             self._fs = None
+            self._scheme = ""
             self.root = str(Path(root.removeprefix("file://")).absolute())
+
+    def where(self, path: str) -> str:
+        """``path`` (``root`` or below) as a user would open it: the URL for object storage."""
+        return f"{self._scheme}://{path}" if self._scheme else path
 
     def pyarrow_filesystem(self) -> Any:
         """The pyarrow filesystem that ``CheckpointInfo.path`` is relative to (for Ray)."""
@@ -101,6 +157,33 @@ class CheckpointStore:
         return pyarrow.fs.LocalFileSystem()
 
     # -- reading -------------------------------------------------------------------------------
+
+    def _retrying(self, what: str, path: str, call: Callable[[], T]) -> T:
+        """``call()``, retried with backoff on storage errors; :class:`CheckpointReadError` naming
+        ``path`` and the last error once :data:`READ_ATTEMPTS` tries failed. FileNotFoundError is
+        an answer, not an outage, and goes to the caller at once."""
+        delay = READ_RETRY_DELAY_S
+        for attempt in range(1, READ_ATTEMPTS + 1):
+            try:
+                return call()
+            except FileNotFoundError:
+                raise
+            except OSError as exc:
+                cause = f"{type(exc).__name__}: {scrub(str(exc))}"
+                if attempt == READ_ATTEMPTS:
+                    raise CheckpointReadError(
+                        f"{self.where(path)}: {what} failed {READ_ATTEMPTS} times, last with {cause}. "
+                        "Stopped rather than resume from an older checkpoint or start over; nothing was "
+                        "skipped, deleted or overwritten. Check the storage (mount, endpoint, credentials) "
+                        "and run again.") from exc
+                log.warning("%s: %s failed (%s); retry %d of %d in %.1f s", self.where(path), what, cause,
+                            attempt, READ_ATTEMPTS - 1, delay)
+                time.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
+
+    def _read(self, path: str) -> bytes:
+        return self._retrying("read", path, lambda: self._read_bytes(path))
 
     def _read_bytes(self, path: str) -> bytes:
         if self._fs is None:
@@ -120,12 +203,13 @@ class CheckpointStore:
     def committed(self) -> list[CheckpointInfo]:
         """Folders that carry a commit marker, oldest first (contents verified on load)."""
         found = []
-        for name in self._list_dirs():
+        for name in self._retrying("listing", self.root, self._list_dirs):
             match = CHECKPOINT_NAME.match(name)
             if match is None:
                 continue
             path = f"{self.root}/{name}"
-            if self._exists(f"{path}/{MARKER_FILE}"):
+            marker = f"{path}/{MARKER_FILE}"
+            if self._retrying("lookup", marker, lambda: self._exists(marker)):
                 found.append(CheckpointInfo(step=int(match.group(1)), path=path))
         return sorted(found, key=lambda c: c.step)
 
@@ -137,32 +221,83 @@ class CheckpointStore:
         return self._fs.get_file_info(path).type == pyarrow.fs.FileType.File
 
     def verify(self, info: CheckpointInfo) -> bytes:
-        """The bytes of ``state.pt`` if they match the commit marker, else raise ``ValueError``."""
-        marker = json.loads(self._read_bytes(f"{info.path}/{MARKER_FILE}"))
-        data = self._read_bytes(f"{info.path}/{STATE_FILE}")
-        if len(data) != marker["size"] or hashlib.sha256(data).hexdigest() != marker["sha256"]:
-            raise ValueError(f"{info.path}: {STATE_FILE} does not match its commit marker")
+        """The bytes of ``state.pt`` if they match the commit marker, else
+        :class:`DamagedCheckpointError` (a ``ValueError``); :class:`CheckpointReadError` if the
+        storage keeps failing."""
+        marker = self.marker(info)
+        where = self.where(f"{info.path}/{STATE_FILE}")
+        try:
+            data = self._read(f"{info.path}/{STATE_FILE}")
+        except FileNotFoundError:
+            raise DamagedCheckpointError(f"{where}: missing although its commit marker exists") from None
+        if len(data) != marker["size"]:
+            raise DamagedCheckpointError(f"{where} does not match its commit marker: {len(data)} bytes, the "
+                                         f"marker says {marker['size']} (truncated or replaced)")
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != marker["sha256"]:
+            raise DamagedCheckpointError(f"{where} does not match its commit marker: sha256 {digest[:16]}…, the "
+                                         f"marker says {marker['sha256'][:16]}… (altered since written)")
         return data
 
     def load(self, info: CheckpointInfo, map_location: str | torch.device = "cpu") -> dict:
         data = self.verify(info)
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+        where = self.where(f"{info.path}/{STATE_FILE}")
+        try:
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+        except Exception as exc:
+            cause = f"{type(exc).__name__}: {str(exc)[:300]}"
+            if _is_archive_error(exc):
+                raise DamagedCheckpointError(f"{where}: not a readable torch archive ({cause})") from exc
+            raise CheckpointReadError(f"{where}: matches its commit marker but does not load with this "
+                                      f"code ({cause}); check out the code that wrote it, or use a new run "
+                                      "name") from exc
 
-    def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[CheckpointInfo, dict] | None:
-        """The newest checkpoint that verifies; damaged ones are skipped with a warning."""
+    def resume_point(self, map_location: str | torch.device = "cpu") -> ResumePoint | None:
+        """The newest committed checkpoint that loads; None when there is none.
+
+        A damaged one is skipped for the one before, with a warning and its reason in
+        ``skipped``; a storage failure raises :class:`CheckpointReadError`. When every committed
+        checkpoint is damaged this raises :class:`DamagedCheckpointError` instead of starting over:
+        a fresh run's low-numbered checkpoints would be the first ones pruned.
+        """
+        skipped: list[SkippedCheckpoint] = []
         for info in reversed(self.committed()):
             try:
-                return info, self.load(info, map_location)
-            except Exception as exc:  # a damaged checkpoint must not stop a resume from an older one
-                log.warning("skipping checkpoint %s: %s", info.path, exc)
+                return ResumePoint(info, self.load(info, map_location), tuple(skipped))
+            except DamagedCheckpointError as exc:
+                log.warning("skipping damaged checkpoint: %s", exc)
+                skipped.append(SkippedCheckpoint(self.where(info.path), str(exc)))
+        if skipped:
+            raise DamagedCheckpointError(
+                f"every committed checkpoint under {self.where(self.root)} is damaged ("
+                + "; ".join(s.reason for s in skipped)
+                + "); nothing was removed. Move that folder away, or use a new run name, to start over")
         return None
 
+    def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[CheckpointInfo, dict] | None:
+        """(info, state) of :meth:`resume_point`."""
+        found = self.resume_point(map_location)
+        return None if found is None else (found.info, found.state)
+
     def marker(self, info: CheckpointInfo) -> dict:
-        """The commit marker of a checkpoint (holds the state file's sha256)."""
-        return json.loads(self._read_bytes(f"{info.path}/{MARKER_FILE}"))
+        """The commit marker of a checkpoint (holds the state file's size and sha256);
+        :class:`DamagedCheckpointError` if it is not one."""
+        where = self.where(f"{info.path}/{MARKER_FILE}")
+        try:
+            raw = self._read(f"{info.path}/{MARKER_FILE}")
+        except FileNotFoundError:  # listed a moment ago: removed since, not a store outage
+            raise DamagedCheckpointError(f"{where}: missing (removed while being read)") from None
+        try:
+            marker = json.loads(raw)
+            if not (isinstance(marker["size"], int) and isinstance(marker["sha256"], str)):
+                raise TypeError("size or sha256 of the wrong type")
+        except (ValueError, KeyError, TypeError) as exc:  # JSON and UTF-8 decoding errors are ValueErrors
+            raise DamagedCheckpointError(
+                f"{where}: not a valid commit marker ({type(exc).__name__}: {exc})") from None
+        return marker
 
     def read_meta(self, info: CheckpointInfo) -> dict:
-        return json.loads(self._read_bytes(f"{info.path}/{META_FILE}"))
+        return json.loads(self._read(f"{info.path}/{META_FILE}"))
 
     # -- writing -------------------------------------------------------------------------------
 

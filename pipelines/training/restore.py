@@ -12,7 +12,8 @@ import torch
 from model.config import ModelConfig
 from model.generator import build_generator
 from pipelines.config.params import build_dataclass
-from pipelines.training.checkpoint import CHECKPOINT_NAME, CheckpointInfo, CheckpointStore
+from pipelines.training.checkpoint import (CHECKPOINT_NAME, CheckpointInfo, CheckpointReadError, CheckpointStore,
+                                           DamagedCheckpointError)
 
 
 class CheckpointError(RuntimeError):
@@ -20,8 +21,13 @@ class CheckpointError(RuntimeError):
 
 
 def latest_checkpoint(root: Path | str) -> tuple[CheckpointStore, tuple[CheckpointInfo, dict]]:
+    """The newest committed checkpoint that is not damaged (older ones stand in for damaged ones,
+    with a warning); a storage error raises rather than fall back to an older one."""
     store = CheckpointStore(root)
-    found = store.load_latest()
+    try:
+        found = store.load_latest()
+    except (CheckpointReadError, DamagedCheckpointError) as exc:
+        raise CheckpointError(str(exc)) from exc
     if found is None:
         raise CheckpointError(f"no committed checkpoint under {root}; train first (python -m pipelines.train)")
     return store, found
@@ -38,6 +44,8 @@ def _load_at(location: str, parent: str | Path, name: str, path: str
     info = CheckpointInfo(step=int(match.group(1)), path=path)
     try:
         return store, (info, store.load(info))
+    except CheckpointReadError as exc:  # unreachable or unloadable, which is not "not committed"
+        raise CheckpointError(str(exc)) from exc
     except (OSError, ValueError, KeyError) as exc:
         raise CheckpointError(f"{location}: not a committed checkpoint ({exc})") from None
 

@@ -19,7 +19,10 @@ class ResumeError(ValueError):
 def prepare_run(run_dir: Path, store: CheckpointStore, cfg_dict: dict) -> bool:
     """True to resume. A run with no committed checkpoint starts clean: stale tracking journals,
     grids and Ray's checkpoint snapshot from an earlier attempt are removed so that nothing (Ray's
-    silent restore by run name included) mixes two runs."""
+    silent restore by run name included) mixes two runs.
+
+    A store that cannot be listed or read raises :class:`~pipelines.training.checkpoint.CheckpointReadError`
+    (after the store's retries) before anything is removed: an unreachable store is not an empty one."""
     committed = store.committed()
     if not committed:
         for name in RUN_STATE:
