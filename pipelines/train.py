@@ -45,7 +45,11 @@ from pipelines.tracking.journal import (  # noqa: E402
     project_root,
     tracking_uri,
 )
-from pipelines.training.checkpoint import CheckpointStore  # noqa: E402
+from pipelines.training.checkpoint import (  # noqa: E402
+    CheckpointReadError,
+    CheckpointStore,
+    DamagedCheckpointError,
+)
 from pipelines.training.loop import LocalSession, LoopContext, run_worker  # noqa: E402
 from pipelines.training.placement import PlacementError, decide  # noqa: E402
 from pipelines.training.ray_trainer import train_on_ray  # noqa: E402
@@ -133,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         resuming = prepare_run(run_dir, store, cfg_dict)
     except ResumeError as exc:
         return _usage_error(str(exc))
+    except CheckpointReadError as exc:
+        log.error("cannot resume run %r: %s", run_name, exc)
+        return 1
     run_dir.mkdir(parents=True, exist_ok=True)
     tags = {
         "git_commit": git_commit(root),
@@ -155,7 +162,11 @@ def main(argv: list[str] | None = None) -> int:
         prepare_local_store(ctx.tracking_uri, tcfg.mlflow_experiment, ctx.artifact_location)
     log.info("placement: %s (%s)", placement.device, placement.note)
     if tcfg.workers == 0:
-        summary = run_worker(ctx, LocalSession(placement.device))
+        try:
+            summary = run_worker(ctx, LocalSession(placement.device))
+        except (CheckpointReadError, DamagedCheckpointError) as exc:  # a clear line, not a traceback
+            log.error("run %r stopped: %s", run_name, exc)
+            return 1
     else:
         store.drop_ray_snapshot()  # it may name checkpoints the store has pruned since (see there)
         summary = train_on_ray(ctx, tcfg, storage, root, placement)

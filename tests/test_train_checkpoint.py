@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_fixtures import FlakyReads, file_hashes
 
 from pipelines.training import checkpoint as ckpt
 from pipelines.training.checkpoint import (CheckpointReadError, CheckpointStore, DamagedCheckpointError,
@@ -115,42 +116,17 @@ def test_every_checkpoint_damaged_stops_instead_of_starting_over(tmp_path: Path)
         info = store.save(step, _state(float(step)))
         state_file = Path(info.path) / ckpt.STATE_FILE
         state_file.write_bytes(state_file.read_bytes()[:-1])
-    before = _tree(tmp_path / "ck")
+    before = file_hashes(tmp_path / "ck")
     with pytest.raises(DamagedCheckpointError, match=r"every committed checkpoint under .*ck is damaged"):
         store.resume_point()
-    assert _tree(tmp_path / "ck") == before
-
-
-def _tree(root: Path) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-class _Flaky:
-    """A store read (``CheckpointStore._read_bytes``) that raises OSError ``failures`` times for
-    files named ``name``, then reads."""
-
-    def __init__(self, failures: int | float, name: str = ckpt.STATE_FILE) -> None:
-        self.failures, self.name, self.calls = failures, name, 0
-        self.real = CheckpointStore._read_bytes
-
-    def install(self, monkeypatch: pytest.MonkeyPatch) -> "_Flaky":
-        def read(store: CheckpointStore, path: str) -> bytes:
-            if path.endswith(self.name):
-                self.calls += 1
-                if self.calls <= self.failures:
-                    raise ConnectionResetError(104, "Connection reset by peer")
-            return self.real(store, path)
-
-        monkeypatch.setattr(CheckpointStore, "_read_bytes", read)
-        return self
+    assert file_hashes(tmp_path / "ck") == before
 
 
 @pytest.fixture
 def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     """Retries without waiting; the pauses asked for are recorded."""
     pauses: list[float] = []
-    monkeypatch.setattr(ckpt.time, "sleep", pauses.append)
+    monkeypatch.setattr(ckpt, "_sleep", pauses.append)
     return pauses
 
 
@@ -159,7 +135,7 @@ def test_transient_read_errors_are_retried_and_resume_from_the_newest(
     store = CheckpointStore(tmp_path / "ck", keep=5)
     store.save(1, _state(1.0))
     store.save(2, _state(2.0))
-    flaky = _Flaky(failures=2).install(monkeypatch)
+    flaky = FlakyReads(failures=2).install(monkeypatch)
     found = store.resume_point()
     assert found.info.step == 2 and found.skipped == () and found.state["step"] == 2
     assert flaky.calls == 3
@@ -178,9 +154,9 @@ def test_persistent_storage_error_stops_the_resume_and_touches_nothing(
     (run_dir / "tracking").mkdir()
     (run_dir / "tracking" / "journal.jsonl").write_text('{"kind": "tags"}\n')
     (run_dir / "summary.json").write_text("{}")
-    before = _tree(run_dir)
+    before = file_hashes(run_dir)
     if failing == "read":
-        _Flaky(failures=math.inf).install(monkeypatch)
+        FlakyReads(failures=math.inf).install(monkeypatch)
         where = f"{newest.path}/{ckpt.STATE_FILE}"
     else:
         def unreachable(self: CheckpointStore) -> list[str]:
@@ -198,7 +174,7 @@ def test_persistent_storage_error_stops_the_resume_and_touches_nothing(
     assert message.startswith(f"{where}: {failing} failed {ckpt.READ_ATTEMPTS} times")
     assert ("ConnectionResetError" if failing == "read" else "TimeoutError") in message
     assert len(no_backoff) == ckpt.READ_ATTEMPTS - 1
-    assert _tree(run_dir) == before
+    assert file_hashes(run_dir) == before
 
 
 def test_a_state_that_verifies_but_does_not_unpickle_is_no_reason_to_fall_back(

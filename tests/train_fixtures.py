@@ -79,6 +79,37 @@ def metric_steps(root: Path, run_id: str, key: str = "train/images", uri: str | 
     return sorted({m.step for m in client.get_metric_history(run_id, key)})
 
 
+def file_hashes(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root`` by relative path: what a test compares before and after."""
+    import hashlib
+
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+class FlakyReads:
+    """Makes ``CheckpointStore._read_bytes`` raise ConnectionResetError for files named ``name``,
+    the first ``failures`` times (``math.inf``: always); ``calls`` counts those reads."""
+
+    def __init__(self, failures: float, name: str = "state.pt") -> None:
+        self.failures, self.name, self.calls = failures, name, 0
+
+    def install(self, monkeypatch) -> "FlakyReads":
+        from pipelines.training.checkpoint import CheckpointStore
+
+        real = CheckpointStore._read_bytes
+
+        def read(store: CheckpointStore, path: str) -> bytes:
+            if path.endswith(self.name):
+                self.calls += 1
+                if self.calls <= self.failures:
+                    raise ConnectionResetError(104, "Connection reset by peer")
+            return real(store, path)
+
+        monkeypatch.setattr(CheckpointStore, "_read_bytes", read)
+        return self
+
+
 def free_port() -> int:
     import socket
 

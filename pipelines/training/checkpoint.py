@@ -49,6 +49,7 @@ CHECKPOINT_NAME = re.compile(r"^step-(\d{9})$")
 # object store, short enough that an outage is reported within a minute.
 READ_ATTEMPTS = 5
 READ_RETRY_DELAY_S = 1.0
+_sleep = time.sleep  # the retry pause, by name so that tests can record it instead of waiting
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -178,7 +179,7 @@ class CheckpointStore:
                         "and run again.") from exc
                 log.warning("%s: %s failed (%s); retry %d of %d in %.1f s", self.where(path), what, cause,
                             attempt, READ_ATTEMPTS - 1, delay)
-                time.sleep(delay)
+                _sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
 

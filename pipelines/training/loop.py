@@ -1,7 +1,8 @@
 """The per-worker training loop, shared by ``--workers 0`` (one process, no Ray) and every Ray worker.
 
 One call of :func:`run_worker` is one worker's whole life: build G and D (each DDP-wrapped on
-its own when distributed), resume from the newest committed checkpoint, stream this rank's shards,
+its own when distributed), resume from the newest committed checkpoint that is not damaged (a
+storage error stops the run instead: pipelines/training/checkpoint.py), stream this rank's shards,
 run the GAN step from ``model/`` until ``train.total_images`` images have been seen (summed over
 workers), log from rank 0, checkpoint every ``train.checkpoint_every_images`` images.
 """
@@ -26,7 +27,8 @@ import torch.distributed as dist
 
 from pipelines.config.params import build_dataclass
 from pipelines.tracking.journal import Tracker, tracking_uri, write_run_meta
-from pipelines.training.checkpoint import CheckpointInfo, CheckpointStore, NonFiniteCheckpointError
+from pipelines.training.checkpoint import (CheckpointInfo, CheckpointStore, NonFiniteCheckpointError, ResumePoint,
+                                           SkippedCheckpoint)
 from pipelines.training.faults import FaultHooks, from_env
 from pipelines.training.placement import device_facts
 
@@ -103,6 +105,12 @@ def _set_rng_state(state: dict) -> None:
     random.setstate(state["python"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def skipped_checkpoint_tags(skipped: tuple[SkippedCheckpoint, ...]) -> dict[str, str]:
+    """One MLflow tag per checkpoint a resume skipped as damaged: its folder name -> the reason.
+    Keyed by folder so that the record of an earlier restart's skip stays on the run."""
+    return {f"skipped_checkpoint.{s.where.rstrip('/').rsplit('/', 1)[-1]}": s.reason[:1000] for s in skipped}
 
 
 def _seed_all(seed: int) -> None:
@@ -323,25 +331,18 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
     faults = FaultHooks(from_env(tcfg.faults), rank, run_dir / "faults")
     under_ray = type(session).__name__ == "RaySession"
 
-    # 1. Model, then the newest committed checkpoint (rank 0 chooses, everyone loads that one).
+    # 1. Model, then the newest committed checkpoint that loads (rank 0 chooses, everyone loads
+    # that one). Damaged ones are skipped; a storage error raises here, before anything is written.
     _seed_all(tcfg.seed)  # identical initial weights on every rank
     comm_timings: list[float] = []
     gan = build_gan(cfg, device, comm_timings if ctx.profile_comm else None)
-    chosen = None
-    if rank == 0:
-        committed = store.committed()
-        for info in reversed(committed):
-            try:
-                store.verify(info)
-                chosen = info
-                break
-            except Exception as exc:  # a damaged newest one: fall back to the one before
-                log.warning("skipping damaged checkpoint %s: %s", info.path, exc)
-    chosen = _broadcast_object(chosen)
+    resumed: ResumePoint | None = store.resume_point(map_location=device) if rank == 0 else None
+    chosen = _broadcast_object(resumed.info if resumed is not None else None)
+    skipped = resumed.skipped if resumed is not None else ()
     step, images, start_images = 0, 0, 0
     history: dict = {"skipped_steps": 0, "data_errors": 0, "restarts": 0, "first_loss": None}
     if chosen is not None:
-        state = store.load(chosen, map_location=device)
+        state = resumed.state if resumed is not None else store.load(chosen, map_location=device)
         gan.load_state_dict(state["gan"])
         step, images = int(state["step"]), int(state["images"])
         history = dict(state.get("history", history))
@@ -381,7 +382,8 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
 
                 tracker.log_params(flatten(ctx.config))
             tracker.set_tags({**ctx.tags, "feature_backbone": gan.backbone.name, "workers": world,
-                              **device_facts(device, world), "run_name": ctx.run_name})
+                              **device_facts(device, world), "run_name": ctx.run_name,
+                              **skipped_checkpoint_tags(skipped)})
         preview = preview_batch(ctx.shards)
         (run_dir / "grids").mkdir(parents=True, exist_ok=True)
     progress = (_Progress(tcfg.total_images, images, under_ray, f"train {ctx.run_name}", bar=ctx.progress_bar)
@@ -514,6 +516,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         "feature_backbone": gan.backbone.name,
         "g_param_digests": digests,
         "resumed_from_step": steps_before if chosen is not None else None,
+        "skipped_checkpoints": [dataclasses.asdict(s) for s in skipped],
         "mlflow_run_id": None,
     }
     if rank == 0:
