@@ -79,6 +79,22 @@ class Fit:
         return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
 
 
+def to_pictures(images: torch.Tensor) -> list[np.ndarray]:
+    """Generator output [B, 3, H, W] in [-1, 1] -> B RGB uint8 [H, W, 3] arrays."""
+    return [((o.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy() for o in images]
+
+
+def combination_strip(maps: dict[int, torch.Tensor], index: int, size: tuple[int, int]) -> np.ndarray:
+    """Item ``index``'s combination maps as one grey uint8 strip [h, w * scales]: per scale (coarse
+    to fine, nearest-scaled to ``size``) 255 where the attention warp is taken, 0 where the flow warp
+    is; [h, 0] for a variant without both branches."""
+    h, w = size
+    cells = [torch.nn.functional.interpolate(m[index:index + 1].float(), size=(h, w), mode="nearest")[0, 0]
+             for _, m in sorted(maps.items(), reverse=True)]
+    strip = torch.cat(cells, dim=1) if cells else torch.zeros(h, 0)
+    return (strip.clamp(0, 1) * 255).round().byte().numpy()
+
+
 class PoseTransfer:
     """Re-pose the person of a photo: the Python API behind the CLI."""
 
@@ -126,23 +142,16 @@ class PoseTransfer:
         """The generator on inputs already in the model's frame (see :meth:`prepare`)."""
         x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
         packed = pack_inputs(x, self._pose(source_keypoints)[None], self._pose(target_keypoints)[None])
-        out = self.net(packed)[0]
-        return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
+        return to_pictures(self.net(packed))[0]
 
     @torch.no_grad()
     def generate_with_maps(self, image: np.ndarray, source_keypoints: np.ndarray,
                            target_keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`generate`, and the combination maps as one grey uint8 strip [h, w * scales]: per
-        scale (coarse to fine, nearest-scaled to the model's size) 255 where the attention warp is
-        taken, 0 where the flow warp is; [h, 0] for a variant without both branches."""
+        """:meth:`generate`, and the combination maps as one grey uint8 strip (see
+        :func:`combination_strip`)."""
         x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
         out = self.net.generator(x, self._pose(source_keypoints)[None], self._pose(target_keypoints)[None])
-        h, w = self.size
-        cells = [torch.nn.functional.interpolate(m[:1].float(), size=(h, w), mode="nearest")[0, 0]
-                 for _, m in sorted(out.combination_maps.items(), reverse=True)]
-        strip = torch.cat(cells, dim=1) if cells else torch.zeros(h, 0)
-        picture = ((out.image[0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-        return picture, (strip.clamp(0, 1) * 255).round().byte().numpy()
+        return to_pictures(out.image)[0], combination_strip(out.combination_maps, 0, self.size)
 
     def sheet(self, source: np.ndarray, target_keypoints: np.ndarray, target_frame: tuple[int, int] | None = None,
               source_keypoints: np.ndarray | None = None, scale: int = 2) -> np.ndarray:

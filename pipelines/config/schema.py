@@ -5,7 +5,7 @@ from dataclasses import dataclass, field
 
 from datasets.specs import DatasetSpec, PrepareSpec, PreprocessConfig, SynthesizeSpec
 from model.config import LossConfig, ModelConfig, OptimConfig
-from pipelines.config.stages import AblationConfig, EvaluateConfig, RegisterConfig, TrainConfig
+from pipelines.config.stages import AblationConfig, EvaluateConfig, RegisterConfig, ServeConfig, TrainConfig
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
     register: RegisterConfig = field(default_factory=RegisterConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)  # make serve-ray, infra/rayservice.yaml
     ablation: AblationConfig = field(default_factory=AblationConfig)  # ablation/params.yaml
 
     def __post_init__(self) -> None:

@@ -145,3 +145,35 @@ class RegisterConfig:
     # any gain in the primary metric.  A metric must be better beyond noise to be trusted.
     promotion_policy: Literal["any_gain", "beyond_noise", "beyond_baselines_and_champion"] = (
         "beyond_baselines_and_champion")
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """params.yaml ``serve``: the Ray Serve application (``make serve-ray``, infra/rayservice.yaml)."""
+
+    # Concurrent requests pooled into one generator pass, and how long the first one waits for
+    # others: a batch amortises the per-pass overhead, the wait is paid by a lone request.
+    max_batch_size: int = 8
+    batch_wait_timeout_s: float = 0.01
+    # Replicas under Ray Serve's autoscaler: it adds one when the requests in flight per replica
+    # exceed target_ongoing_requests.  initial_replicas starts there instead of at the minimum.
+    min_replicas: int = 1
+    initial_replicas: int = 2
+    max_replicas: int = 2
+    target_ongoing_requests: float = 4.0
+    max_ongoing_requests: int = 16  # per replica; more wait in the proxy's queue
+    num_cpus_per_replica: float = 1.0  # Ray's CPU reservation per replica
+    threads_per_replica: int = 1  # torch threads: replicas x threads should not exceed the cores
+    alias_poll_s: float = 5.0  # how often each replica asks the registry where the alias points
+
+    def __post_init__(self) -> None:
+        if self.max_batch_size < 1:
+            raise ValueError(f"serve.max_batch_size must be at least 1, got {self.max_batch_size}")
+        if self.batch_wait_timeout_s < 0:
+            raise ValueError(f"serve.batch_wait_timeout_s must be >= 0, got {self.batch_wait_timeout_s}")
+        if not 1 <= self.min_replicas <= self.initial_replicas <= self.max_replicas:
+            raise ValueError("serve: need 1 <= min_replicas <= initial_replicas <= max_replicas, got "
+                             f"{self.min_replicas}, {self.initial_replicas}, {self.max_replicas}")
+        if self.threads_per_replica < 1 or self.max_ongoing_requests < 1 or self.alias_poll_s <= 0:
+            raise ValueError("serve.threads_per_replica and serve.max_ongoing_requests must be >= 1 and "
+                             "serve.alias_poll_s > 0")

@@ -10,18 +10,20 @@ server answers as HTTP 400 ``{"error_code": "INVALID_PARAMETER_VALUE", "message"
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+import torch
 
-from model.export import PackedGenerator
+from model.export import PackedGenerator, pack_inputs
 from pipelines.apps.face_mesh import NoFaceFound, extract_landmarks
 from pipelines.apps.inputs import InputError
 from pipelines.apps.portrait_editor import Edits, PortraitEditor, target_landmarks
 from pipelines.apps.pose_extract import NoPersonFound, PoseExtraMissing, extract_keypoints
-from pipelines.apps.pose_transfer import Fit, PoseTransfer
+from pipelines.apps.pose_transfer import Fit, PoseTransfer, combination_strip, to_pictures
 from pipelines.serving.contract import (
     EDIT_COLUMNS,
     MAX_ROWS,
@@ -50,14 +52,38 @@ def invalid(message: str) -> Exception:
     return MlflowException(message, error_code=INVALID_PARAMETER_VALUE)
 
 
+@dataclass(frozen=True)
+class Job:
+    """One request row ready for the generator: inputs in the model's frame."""
+
+    image: np.ndarray  # RGB uint8 [h, w, 3]
+    source_pose: torch.Tensor  # float32 [P, h, w] in [0, 1]
+    target_pose: torch.Tensor
+    maps: bool = False  # a pose row that asked for the combination maps
+
+    @property
+    def key(self) -> tuple:
+        """Jobs with equal keys can share one forward pass."""
+        return (self.image.shape, tuple(self.source_pose.shape))
+
+
+Output = tuple[np.ndarray, "np.ndarray | None"]  # the picture, and the maps strip where asked
+
+
 class GeneratorService:
-    """One loaded generator answering request rows of its task."""
+    """One loaded generator answering request rows of its task.
+
+    :meth:`predict` is parse (every row to a :class:`Job`, a bad value raising the 400), run (the
+    generator on all jobs at once), answer (PNG).  ``runner`` is what runs the jobs: by default
+    :meth:`forward` on this request's rows; a batching server sets it to a function that pools the
+    jobs of concurrent requests into one forward pass (:mod:`pipelines.serving.ray_app`)."""
 
     def __init__(self, net: PackedGenerator, task: str) -> None:
         self.net = net.eval()
         self.task = check_task(task)
         self.size: tuple[int, int] = tuple(net.image_size)  # type: ignore[assignment]
         self.app = PoseTransfer(net) if task == POSE else PortraitEditor(net)
+        self.runner: Callable[[list[Job]], list[Output]] | None = None
 
     def get_raw_model(self) -> PackedGenerator:
         """The tensor-level generator (``PyFuncModel.get_raw_model()``)."""
@@ -65,6 +91,11 @@ class GeneratorService:
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
         """Request rows (a DataFrame; in-process also one row as a dict) -> DataFrame ``image``."""
+        jobs = self.parse(model_input)
+        return self.answer(jobs, (self.runner or self.forward)(jobs))
+
+    def parse(self, model_input: Any) -> list[Job]:
+        """The request's rows as jobs; the first unusable value raises the 400 naming its column."""
         try:
             frame = as_frame(model_input)
             check_columns(list(frame.columns), self.task)
@@ -75,22 +106,46 @@ class GeneratorService:
                 raise RequestError("request", f"request: {len(rows)} rows exceed the {MAX_ROWS}-row limit")
         except RequestError as exc:
             raise invalid(str(exc)) from None
-        images, maps = [], []
+        jobs = []
         for i, row in enumerate(rows):
             try:
-                out, strip = self.pose(row) if self.task == POSE else (self.portrait(row), None)
+                jobs.append(self.pose(row) if self.task == POSE else self.portrait(row))
             except RequestError as exc:
                 raise invalid(f"row {i}: {exc}" if len(rows) > 1 else str(exc)) from None
-            images.append(encode_png(out))
-            maps.append(None if strip is None else encode_png(strip) if strip.size else "")
-        if any(m is not None for m in maps):
-            return pd.DataFrame({"image": images, "combination_maps": [m or "" for m in maps]})
+        return jobs
+
+    @torch.no_grad()
+    def forward(self, jobs: Sequence[Job]) -> list[Output]:
+        """The generator on ``jobs``, one forward pass per input shape (all of them, for a model)."""
+        results: list[Output | None] = [None] * len(jobs)
+        groups: dict[tuple, list[int]] = {}
+        for i, job in enumerate(jobs):
+            groups.setdefault(job.key, []).append(i)
+        for members in groups.values():
+            batch = [jobs[i] for i in members]
+            x = torch.from_numpy(np.stack([j.image for j in batch])).permute(0, 3, 1, 2).float() / 127.5 - 1
+            sp, tp = torch.stack([j.source_pose for j in batch]), torch.stack([j.target_pose for j in batch])
+            if any(j.maps for j in batch):
+                out = self.net.generator(x, sp, tp)
+                pictures, maps = to_pictures(out.image), out.combination_maps
+            else:
+                pictures, maps = to_pictures(self.net(pack_inputs(x, sp, tp))), None
+            for k, (i, job) in enumerate(zip(members, batch)):
+                results[i] = (pictures[k], combination_strip(maps, k, self.size) if job.maps else None)
+        return results  # type: ignore[return-value]
+
+    @staticmethod
+    def answer(jobs: Sequence[Job], outputs: Sequence[Output]) -> pd.DataFrame:
+        images = [encode_png(picture) for picture, _ in outputs]
+        if any(job.maps for job in jobs):
+            maps = [encode_png(strip) if strip is not None and strip.size else "" for _, strip in outputs]
+            return pd.DataFrame({"image": images, "combination_maps": maps})
         return pd.DataFrame({"image": images})
 
     # Pose transfer -------------------------------------------------------------------------------
 
-    def pose(self, row: dict[str, Any]) -> tuple[np.ndarray, np.ndarray | None]:
-        """The generated image, and the combination-map strip when the row asks for it."""
+    def pose(self, row: dict[str, Any]) -> Job:
+        """The row's inputs in the model's frame, and whether it asks for the combination maps."""
         app: PoseTransfer = self.app  # type: ignore[assignment]
         image = decode_image(cell(row, "source_image", required=True), "source_image")
         count = POINT_COUNTS[POSE]
@@ -118,9 +173,7 @@ class GeneratorService:
             framed, src, tgt = app.prepare(image, target, frame, source_keypoints=source)
         except InputError as exc:  # the checks above leave only "no target keypoint inside the frame"
             raise RequestError(field, str(exc)) from None
-        if want_maps:
-            return app.generate_with_maps(framed, src, tgt)
-        return app.generate(framed, src, tgt), None
+        return Job(framed, app._pose(src), app._pose(tgt), bool(want_maps))
 
     @staticmethod
     def _keypoints(image: np.ndarray, which: str = "source") -> np.ndarray:
@@ -136,7 +189,7 @@ class GeneratorService:
 
     # Portrait editing ----------------------------------------------------------------------------
 
-    def portrait(self, row: dict[str, Any]) -> np.ndarray:
+    def portrait(self, row: dict[str, Any]) -> Job:
         editor: PortraitEditor = self.app  # type: ignore[assignment]
         count = POINT_COUNTS[PORTRAIT]
         image = decode_image(cell(row, "source_image", required=True), "source_image")
@@ -165,11 +218,13 @@ class GeneratorService:
             field = "source_image" if given is None else "source_landmarks"
             raise RequestError(field, str(exc).removeprefix("source_image: ")) from None
         if points is not None:
-            return editor.generate(face, Fit.between(frame, self.size).keypoints(points, self.size))
-        try:
-            return editor.generate(face, target_landmarks(face.landmarks, wanted, self.size))
-        except InputError as exc:
-            raise RequestError(", ".join(edits) or "source_landmarks", str(exc)) from None
+            target_points = Fit.between(frame, self.size).keypoints(points, self.size)
+        else:
+            try:
+                target_points = target_landmarks(face.landmarks, wanted, self.size)
+            except InputError as exc:
+                raise RequestError(", ".join(edits) or "source_landmarks", str(exc)) from None
+        return Job(face.image, editor._pose(face.landmarks), editor._pose(target_points))
 
     @staticmethod
     def _landmarks(image: np.ndarray) -> np.ndarray:
