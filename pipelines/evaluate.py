@@ -31,6 +31,7 @@ from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
 from pipelines.evaluation.landmark_regressor import RegressorError
+from pipelines.evaluation.report import summary_lines
 from pipelines.evaluation.run import protocol_path, run_evaluation
 from pipelines.tracking.redact import redact
 
@@ -57,14 +58,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def cell(scores: dict, key: str) -> str:
-    """``mean [low, high]`` of a per-pair score, blank where the method has none."""
-    if key not in scores:
-        return ""
-    lo, hi = scores.get(f"{key}_ci95_low"), scores.get(f"{key}_ci95_high")
-    return f"{scores[key]:.4f} [{lo:.3f},{hi:.3f}]" if lo is not None else f"{scores[key]:.4f}"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, "evaluate")
@@ -88,28 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     except (EvaluationError, RegressorError) as exc:
         log.error("%s", redact(str(exc)))
         return 2
-    names = doc["metric_names"]
-    keys = ["ssim", "ssim_range255", "psnr", names["lpd"]] + sorted(
-        k for k in doc["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high")))
-    keys += [k for k in ("landmark_nme",) if k in doc["model"]]
-    iv = doc["protocol"]["intervals"]
-    units = (f"{iv['identities']} identities" if iv.get("identities") else f"{iv['pairs']} pairs")
-    fallback = f" (fallback: {iv['fallback']})" if iv.get("fallback") else ""
-    print(f"{dataset}: {doc['protocol']['pairs']} test pairs, protocol {doc['protocol_sha256'][:12]}, "
-          f"{doc['seconds']:.0f} s; means with 95% intervals, {iv['method']} over {units}{fallback}")
-    print(f"{'method':<18}" + "".join(f"{k:>26}" for k in keys) + f"{names['fd']:>20}{names['kid'] + ' ± std':>28}")
-    for method, scores in [("model", doc["model"]), *doc["baselines"].items(), *doc["floor"].items()]:
-        cells = "".join(f"{cell(scores, k):>26}" for k in keys)
-        fd = f"{scores[names['fd']]:.4f}" if names["fd"] in scores else "n/a"
-        kid = f"{scores[names['kid']]:.5f} ± {scores[names['kid'] + '_std']:.5f}" if names["kid"] in scores else "n/a"
-        print(f"{method:<18}{cells}{fd:>20}{kid:>28}")
-    for baseline, by_metric in doc["model_vs_baselines"].items():
-        verdicts = [f"{m} {v['gain']:+.4g} [{v['ci95_low']:+.3g}, {v['ci95_high']:+.3g}] {v['verdict']}"
-                    for m, v in by_metric.items()]
-        print(f"model vs {baseline} (gain, paired {iv['method']} 95% CI): " + "; ".join(verdicts))
-    for method, why in doc["not_computed"].items():
-        for metric, reason in why.items():
-            print(f"{method}: {metric} not computed: {reason}")
+    print("\n".join(summary_lines(doc)))
     print(f"scores:   {doc['metrics_file']}")
     print(f"protocol: {protocol_path(Path(doc['metrics_file']))}")
     print(f"images:   {doc['images_dir']}/")

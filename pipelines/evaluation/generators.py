@@ -11,7 +11,7 @@ from model.export import pack_inputs
 from pipelines.tracking.models import ModelLoadError, load_packed
 from pipelines.training.restore import CheckpointError, ema_generator, load_checkpoint
 
-GenerateFn = Callable[[dict[str, Any]], torch.Tensor]  # batch -> images [B,3,H,W] in [-1, 1]
+GenerateFn = Callable[[dict[str, Any]], torch.Tensor]  # batch -> images [B,3,H,W] in [-1, 1], or uint8 pixels
 # batch -> (images, located fields {name: [B,2,H,W]}, combination maps {stride: [B,1,H,W]}): see
 # pipelines/evaluation/correspondence.py
 FieldsFn = Callable[[dict[str, Any]], tuple[torch.Tensor, dict[str, torch.Tensor], dict[int, torch.Tensor]]]
@@ -30,6 +30,8 @@ class GeneratorUnderTest:
     # The same images with the model's flows, attention locations and combination maps; None when
     # the generator does not expose them (a packed model returns images only).
     fields: FieldsFn | None = None
+    # Images read from files: each goes through the feature network alone, as the real test images do.
+    per_image: bool = False
 
 
 def rebuild_generator(source: tuple[str, str]) -> GeneratorUnderTest:

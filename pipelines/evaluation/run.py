@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from pipelines.evaluation.scoring import (
     BASELINES,
     TARGETS,
     PartJob,
+    PartResult,
     canonical_sha256,
     capped,
     evaluate_parallel,
@@ -179,8 +181,10 @@ def correspondence_record(part: C.CorrespondencePart | None, no_truth: str | Non
                      for m, per in part.per_pair.items()},
     }
     if generator.fields is None:
-        record["model_fields"] = ("not exposed: the generator loaded from a model URI returns images only, so "
-                                  "the model's flow, attention and branch scores are not available")
+        what = ("images read from a folder carry" if generator.info.get("source") == "folder" else
+                "the generator loaded from a model URI returns")
+        record["model_fields"] = (f"not exposed: {what} images only, so the model's flow, attention and "
+                                  "branch scores are not available")
     return record
 
 
@@ -196,15 +200,20 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
-def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run_dir: Path | None,
-                   metrics_path: Path, plots_dir: Path, log_mlflow: bool = True,
-                   images_dir: Path | None = None, landmark_regressor: Path | None = None,
-                   show_progress: bool = False) -> dict:
-    """Evaluate ``generator`` on ``dataset``'s test pairs; write the flat scores to ``metrics_path``
-    and the evaluation record to :func:`protocol_path` of it; return the record.
+@dataclass
+class Evaluated:
+    doc: dict  # the evaluation record, less the files written from it
+    part: PartResult  # per-pair scores, sample grid rows, correspondence details
+    started: float  # time.time() when scoring began
+    portrait_files: list[Path]  # plots the portrait scoring wrote
 
-    Images go to ``images_dir`` (default ``<evaluate.images_dir>/<dataset>``); ``show_progress``
-    draws progress bars with ETA on stderr."""
+
+def evaluate_generator(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, images_out: Path | None,
+                       plots_dir: Path | None = None, landmark_regressor: Path | None = None,
+                       show_progress: bool = False) -> Evaluated:
+    """Score ``generator`` on ``dataset``'s test pairs, with both baselines and the held-out
+    targets, under the protocol recorded in the returned record.  The model's images are written
+    to ``images_out`` (None: not written); portrait datasets need both folders."""
     ecfg = cfg.evaluate
     spec = cfg.dataset(dataset)
     shards = storage.location(spec.shards)  # a folder or a URL prefix (s3://…)
@@ -241,15 +250,11 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
     reference = stack_rows(ref_rows)
     mean_image = np.rint(total / n_ref).astype(np.uint8)
 
-    images_out = images_dir or Path(ecfg.images_dir) / dataset
-    images_out.mkdir(parents=True, exist_ok=True)
-    for old in images_out.glob("*_2_*.png"):
-        old.unlink()  # a previous evaluation's images must not mix with this one's
     total_pairs = sum(int(s["pairs"]) for s in manifest["shards"] if s["split"] == "test")
     workers = max(1, min(ecfg.workers, math.ceil(total_pairs / ecfg.batch_size)))
     no_truth = C.unavailable_reason(manifest)  # None: synthetic test shards with the renderer's ground truth
     jobs = [PartJob(rank, workers, str(shards), ecfg.batch_size, max(1, ecfg.threads // workers), ecfg, cfg.loss,
-                    generator.source, mean_image, masked, str(images_out), ecfg.grid_pairs,
+                    generator.source, mean_image, masked, str(images_out or ""), ecfg.grid_pairs,
                     total_pairs if show_progress else 0, correspondence=no_truth is None)
             for rank in range(workers)]
     part = evaluate_parallel(jobs, generator, nets)
@@ -257,7 +262,7 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
     if part.skipped:
         raise EvaluationError(f"{part.skipped} test samples could not be read ({part.errors[-1:]}); "
                               "scores would not cover every pair")
-    pairs, grid = part.pairs, part.grid
+    pairs = part.pairs
     if not pairs.names:
         raise EvaluationError("the test split has no pairs")
     # The bootstrap's unit: the identity of each pair (its pairs share the person's look and
@@ -275,6 +280,8 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         scores.setdefault(method, {}).update(values)
     portrait = None
     if spec.task == "portrait":
+        if images_out is None or plots_dir is None:
+            raise EvaluationError(f"{dataset}: a portrait dataset is scored from the images it writes, with plots")
         # Landmark-following error of every method and the editing grid (pipelines/evaluation/portrait.py).
         portrait = evaluate_portrait(generator.fn, shards, manifest, dataset, pairs.names, images_out, mean_image,
                                      plots_dir, landmark_regressor or regressor_path(dataset))
@@ -355,6 +362,7 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         # the registry's champion reads them back from the registered model.
         "per_pair": {m: {k: [round(float(v), 6) for v in vals] for k, vals in per.items()}
                      for m, per in pairs.per_method.items()},
+        "pair_names": [list(n) for n in pairs.names],  # (source, target) of each pair, in pair order
         # Each pair's identity (pair order; "" where none, None when the shards record none): the
         # registry's paired bootstrap against the champion resamples the same identities.
         "pair_identity": ids.identities,
@@ -362,10 +370,32 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
         "protocol_sha256": canonical_sha256(protocol),
         "generator": generator.info,
         "manifest_sha256": storage.sha256_of(storage.join(shards, "manifest.json")),
-        "images_dir": str(images_out),
+        "images_dir": str(images_out) if images_out is not None else None,
     }
+    if portrait is not None:
+        doc["portrait"] = portrait.details
+    return Evaluated(doc, part, t0, list(portrait.files) if portrait is not None else [])
 
+
+def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run_dir: Path | None,
+                   metrics_path: Path, plots_dir: Path, log_mlflow: bool = True,
+                   images_dir: Path | None = None, landmark_regressor: Path | None = None,
+                   show_progress: bool = False) -> dict:
+    """Evaluate ``generator`` on ``dataset``'s test pairs; write the flat scores to ``metrics_path``
+    and the evaluation record to :func:`protocol_path` of it; return the record.
+
+    Images go to ``images_dir`` (default ``<evaluate.images_dir>/<dataset>``); ``show_progress``
+    draws progress bars with ETA on stderr."""
+    images_out = images_dir or Path(cfg.evaluate.images_dir) / dataset
+    images_out.mkdir(parents=True, exist_ok=True)
+    for old in images_out.glob("*_2_*.png"):
+        old.unlink()  # a previous evaluation's images must not mix with this one's
     plots_dir.mkdir(parents=True, exist_ok=True)
+    result = evaluate_generator(cfg, dataset, generator, images_out=images_out, plots_dir=plots_dir,
+                                landmark_regressor=landmark_regressor, show_progress=show_progress)
+    doc, part = result.doc, result.part
+    pairs, grid, corr = part.pairs, part.grid, doc["correspondence"]
+
     per_pair = plots_dir / "per_pair.csv"
     write_per_pair(per_pair, pairs)
     hist = plots_dir / "ssim_hist.png"
@@ -376,10 +406,7 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
     parts_png, flow_png = plots_dir / "correspondence_parts.png", plots_dir / "correspondence_flow.png"
     plot_part_errors(parts_png, corr, dataset)
     plot_flow_examples(flow_png, part.correspondence.examples if part.correspondence else [], corr, dataset)
-    files = [per_pair, hist, grid_png, parts_png, flow_png]
-    if portrait is not None:
-        doc["portrait"] = portrait.details
-        files += portrait.files
+    files = [per_pair, hist, grid_png, parts_png, flow_png] + result.portrait_files
     summary: dict = {}
     if run_dir is not None:
         curves_png, curves_csv = plots_dir / "training_curves.png", plots_dir / "training_curves.csv"
@@ -395,7 +422,7 @@ def run_evaluation(cfg: Any, dataset: str, generator: GeneratorUnderTest, *, run
     doc["plots"] = [str(f) for f in files]
     record = protocol_path(metrics_path)
     doc["metrics_file"] = str(metrics_path)
-    doc["seconds"] = round(time.time() - t0, 1)  # in the record, never among the scores DVC compares
+    doc["seconds"] = round(time.time() - result.started, 1)  # in the record, never among the scores DVC compares
     write_json(record, doc)
     write_json(metrics_path, flat_scores(doc))
     if log_mlflow and run_id:

@@ -62,13 +62,9 @@ class PairIdentities:
     cross_identity_pairs: int = 0  # pairs whose target's identity differs from the source's
 
 
-def pair_identities(shards_dir: Path | str, manifest: dict, names: list[tuple[str, str]],
-                    identity_of: Callable[[str], str] | None = None) -> PairIdentities:
-    """Each test pair's identity from its sample's ``meta.json`` (``identity``: the source image's,
-    :func:`datasets.raw.layout.identity_of` at preprocessing), checked against the scored pairs
-    ``names`` (source, target) in order.  A name the layout's pattern does not match is its own
-    identity there: such a pair has no identity.  ``identity_of`` (name -> identity) counts pairs
-    whose target is of another identity (the source's identity is the unit then)."""
+def test_pairs(shards_dir: Path | str, manifest: dict) -> list[tuple[str, str, str]]:
+    """(source name, target name, identity or "") of every test pair, in the order the evaluation
+    scores them, from the test samples' ``meta.json``."""
     found: list[tuple[str, str, str]] = []
     for shard in manifest["shards"]:
         if shard["split"] != "test":
@@ -77,6 +73,17 @@ def pair_identities(shards_dir: Path | str, manifest: dict, names: list[tuple[st
             meta = json.loads(bytes(files["meta.json"]))
             for i, j in meta.get("pairs", []):
                 found.append((meta["names"][i], meta["names"][j], str(meta.get("identity") or "")))
+    return found
+
+
+def pair_identities(shards_dir: Path | str, manifest: dict, names: list[tuple[str, str]],
+                    identity_of: Callable[[str], str] | None = None) -> PairIdentities:
+    """Each test pair's identity from its sample's ``meta.json`` (``identity``: the source image's,
+    :func:`datasets.raw.layout.identity_of` at preprocessing), checked against the scored pairs
+    ``names`` (source, target) in order.  A name the layout's pattern does not match is its own
+    identity there: such a pair has no identity.  ``identity_of`` (name -> identity) counts pairs
+    whose target is of another identity (the source's identity is the unit then)."""
+    found = test_pairs(shards_dir, manifest)
     if [(a, b) for a, b, _ in found] != [tuple(n) for n in names]:
         return PairIdentities(None, f"the test shards list {len(found)} pairs, not the {len(names)} scored in order")
     if not any(ident for _, _, ident in found):
@@ -144,6 +151,10 @@ class RealImageLayers:
         per = [self._one(n, im) for n, im in zip(names, images)]
         return [torch.cat(level) for level in zip(*per)]
 
+    def each(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """The same single-image passes, not kept: for images that are seen once."""
+        return [torch.cat(level) for level in zip(*(self.net.layers(im[None]) for im in images))]
+
 
 @dataclass
 class PairScores:
@@ -189,7 +200,8 @@ def evaluate_pairs(
         else:
             image = generator.fn(batch)
         outputs = {
-            "model": M.to_uint8(image),
+            # uint8 as it is when the images were read from files; else the generator's [-1, 1].
+            "model": image if image.dtype == torch.uint8 else M.to_uint8(image),
             "copy_source": M.to_uint8(batch["source_image"]),
             "mean_train_image": mean_t.expand_as(target).contiguous(),
         }
@@ -207,6 +219,10 @@ def evaluate_pairs(
         target_layers = real(batch["target_name"], target) if shared else None
         known = {"copy_source": lambda: real(batch["source_name"], outputs["copy_source"]),
                  "mean_train_image": lambda: [x.expand(len(target), *x.shape[1:]) for x in mean_layers]}
+        if generator.per_image:
+            # Images read from files take the real images' single-image passes: a folder holding
+            # the sources scores exactly as copy_source, whatever the batch around them.
+            known["model"] = lambda: real.each(outputs["model"])
         for method, images in outputs.items():
             if shared:
                 layers = known[method]() if method in known else nets.fd.layers(images)
@@ -269,7 +285,7 @@ class PartJob:
     source: tuple[str, str] | None
     mean_image: np.ndarray
     masked: bool
-    images_out: str
+    images_out: str  # "": the model's images are not written
     grid_rows: int
     progress_total: int = 0  # pairs in the whole test set; 0: no progress bar
     correspondence: bool = False  # score against the test shards' ground truth (correspondence.py)
@@ -300,7 +316,7 @@ def evaluate_part(job: PartJob, generator: GeneratorUnderTest | None = None, net
                unit="pair", position=job.rank, disable=job.progress_total == 0, dynamic_ncols=True)
     scorer = CorrespondenceScorer(load_test_truth(job.shards, load_manifest(job.shards))) if job.correspondence else None
     pairs, feats, grid = evaluate_pairs(generator, loader, job.mean_image, nets, job.masked, job.ecfg.mask_radius,
-                                        Path(job.images_out), job.grid_rows, bar, scorer)
+                                        Path(job.images_out) if job.images_out else None, job.grid_rows, bar, scorer)
     bar.close()
     return PartResult(pairs, feats, grid, loader.skipped, list(loader.recent_errors[-1:]),
                       scorer.part if scorer is not None else None)
