@@ -1,13 +1,17 @@
 """The generator under evaluation: from a training checkpoint or a model URI, rebuildable in a worker."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
 import torch
 
 from model.export import pack_inputs
+from pipelines.evaluation.generated import load_generated
+from pipelines.evaluation.naming import CONVENTIONS, FolderError
 from pipelines.tracking.models import ModelLoadError, load_packed
 from pipelines.training.restore import CheckpointError, ema_generator, load_checkpoint
 
@@ -40,6 +44,8 @@ def rebuild_generator(source: tuple[str, str]) -> GeneratorUnderTest:
         return generator_from_checkpoint(where)[0]
     if kind == "model":
         return generator_from_model(where)
+    if kind == "folder":
+        return generator_from_folder(json.loads(where))
     raise EvaluationError(f"unknown generator source {kind!r}")
 
 
@@ -76,3 +82,27 @@ def generator_from_model(uri: str) -> GeneratorUnderTest:
         return net(pack_inputs(batch["source_image"], batch["source_pose"], batch["target_pose"]))
 
     return GeneratorUnderTest(fn, {"source": "model", "uri": uri}, ("model", uri))
+
+
+def generator_from_folder(spec: dict[str, Any]) -> GeneratorUnderTest:
+    """A "generator" that reads each pair's image from a folder of another method's outputs.
+
+    ``spec``: ``folder``, ``convention`` (a key of naming.CONVENTIONS), ``resize`` (a policy of
+    generated.RESIZE), ``size`` [height, width], ``files`` [[source, target, path], ...],
+    ``images_sha256``; JSON, so that a worker process rebuilds the same generator from it."""
+    conv = CONVENTIONS[spec["convention"]]
+    size = tuple(spec["size"])
+    files = {(s, t): Path(p) for s, t, p in spec["files"]}
+
+    def fn(batch: dict[str, Any]) -> torch.Tensor:
+        try:
+            images = [load_generated(files[(s, t)], conv, spec["resize"], size)
+                      for s, t in zip(batch["source_name"], batch["target_name"])]
+        except FolderError as exc:  # changed on disk since it was checked
+            raise EvaluationError(str(exc)) from None
+        return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
+
+    info = {"source": "folder", "folder": spec["folder"], "convention": conv.name,
+            "convention_written_by": f"{conv.method} ({conv.where})", "resize": spec["resize"],
+            "images": len(files), "images_sha256": spec["images_sha256"]}
+    return GeneratorUnderTest(fn, info, ("folder", json.dumps(spec)), per_image=True)
