@@ -17,6 +17,9 @@ training images) so that each score has context.  Outputs:
   the protocol (pair count and hash, image size, resize, file format, SSIM settings, feature
   networks with weight hashes beside the loss network's, reference set with its hash) with its own
   hash, which the registry compares before promoting, what was not computed and why, the generator;
+- with ``evaluate.export_convention`` (gfla, nted, pidm): the same images copied to
+  ``<evaluate.export_dir>/<dataset>/<convention>/`` under that method's file names, for the field's
+  scripts and ``python -m pipelines.score``;
 - ``plots/<dataset>/``: per-pair scores (CSV), SSIM histogram, training curves (PNG + CSV), a
   sample grid; all PNG so ``dvc plots show`` renders them offline;
 - the same scores and files on the training run's MLflow entry.
@@ -29,6 +32,7 @@ from pathlib import Path
 
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
+from pipelines.evaluation.compare import export_images
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
 from pipelines.evaluation.landmark_regressor import RegressorError
 from pipelines.evaluation.report import summary_lines
@@ -85,6 +89,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"scores:   {doc['metrics_file']}")
     print(f"protocol: {protocol_path(Path(doc['metrics_file']))}")
     print(f"images:   {doc['images_dir']}/")
+    ecfg = cfg.evaluate
+    if ecfg.export_convention != "none":
+        out = Path(ecfg.export_dir) / dataset / ecfg.export_convention
+        n = export_images(Path(doc["images_dir"]), [tuple(p) for p in doc["pair_names"]], ecfg.export_convention, out)
+        print(f"export:   {out}/ ({n} images named as {ecfg.export_convention} names them)")
     for f in doc["plots"]:
         print(f"plot:     {f}")
     return 0

@@ -64,17 +64,20 @@ def _score(params: Path, folder: Path, out: str, *extra: str) -> int:
                        "--no-progress", "--set", "evaluate.threads=1", *extra])
 
 
-def test_sources_score_as_copy_source_and_targets_perfectly(
+def test_sources_score_as_copy_source_targets_perfectly_and_the_export_as_evaluate(
         in_project: tuple[Path, Path]) -> None:
     from pipelines import evaluate
 
     root, params = in_project
     rc = evaluate.main(["--params", str(params), "--dataset", DATASET, "--no-mlflow", "--no-progress",
-                        "--set", "evaluate.threads=1",
+                        "--set", "evaluate.threads=1", "--set", "evaluate.export_convention=gfla",
                         "--metrics", "metrics/eval.json", "--plots", "plots/eval"])
     assert rc == 0
     evaluated = json.loads(Path("metrics/eval.protocol.json").read_text())
     pairs = _test_pairs(root)
+    exported = root / "data/export" / DATASET / "gfla"
+    assert sorted(p.name for p in exported.iterdir()) == sorted(
+        f"{Path(s).stem}_2_{Path(t).stem}_vis.png" for s, t in pairs)
 
     assert _score(params, _copies(root, "sources", 0), "scores/sources.json") == 0
     sources = json.loads(Path("scores/sources.protocol.json").read_text())
@@ -105,6 +108,14 @@ def test_sources_score_as_copy_source_and_targets_perfectly(
         pytest.approx(1.0, abs=1e-12), 1.0, 100.0, 0.0)
     assert targets["kid_effnet_lite1"] == evaluated["floor"]["held_out_targets"]["kid_effnet_lite1"]
 
+    # AttnFlow's own images, exported under GFLA's names, score as evaluate scored them.
+    assert _score(params, exported, "scores/export.json") == 0
+    again = json.loads(Path("scores/export.json").read_text())
+    model = evaluated["model"]
+    for key in ("ssim", "ssim_range255", "psnr", "ssim_ci95_low", "psnr_ci95_high"):
+        assert again[key] == model[key], key
+    for key in ("lpd_effnet_lite1", "kid_effnet_lite1"):  # single-image vs batched passes: float rounding
+        assert again[key] == pytest.approx(model[key], rel=1e-5), key
 
 
 def test_a_worker_rebuilds_the_same_folder_generator(in_project: tuple[Path, Path]) -> None:

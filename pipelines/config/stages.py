@@ -118,6 +118,10 @@ class EvaluateConfig:
     mask_radius: float = 4.0  # half-width in pixels of PATN's limb mask
     grid_pairs: int = 8  # rows of the sample grid
     images_dir: str = "data/eval"  # generated test images: <images_dir>/<dataset>/<from>_2_<to>.png
+    # The same images also copied under a published method's file names, for the field's scripts and
+    # pipelines.score: <export_dir>/<dataset>/<convention>/ (pipelines/evaluation/naming.py); none: not.
+    export_convention: Literal["none", "gfla", "nted", "pidm"] = "none"
+    export_dir: str = "data/export"
     threads: int = 2  # torch intra-op threads (split between the worker processes)
     workers: int = 1  # processes scoring contiguous parts of the test pairs; scores do not depend on it
 

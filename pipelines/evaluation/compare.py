@@ -1,9 +1,10 @@
-"""Another method's held-out outputs scored under this project's protocol (docs/evaluation.md
-"Compare with published methods")."""
+"""Another method's held-out outputs scored under this project's protocol, and this project's
+outputs written under another method's names (docs/evaluation.md "Compare with published methods")."""
 from __future__ import annotations
 
 import logging
 import math
+import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -68,3 +69,15 @@ def write_scores(doc: dict, out: Path) -> Path:
     write_json(out, {k: v for k, v in doc["model"].items() if isinstance(v, (int, float)) and math.isfinite(v)})
     return record
 
+
+def export_images(images_dir: Path, pairs: list[tuple[str, str]], convention: str, out: Path) -> int:
+    """Copy the evaluation's ``<from>_2_<to>.png`` images to ``out`` under ``convention``'s names
+    (as PNG: the copies score exactly as the originals); returns how many."""
+    conv = naming.convention(convention)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*_2_*.png"):  # a previous export's files must not mix with this one's
+        stale.unlink()
+    own = naming.CONVENTIONS["attnflow"]
+    for s, t in dict.fromkeys(pairs):
+        shutil.copyfile(images_dir / own.format(s, t), out / conv.format(s, t, ".png"))
+    return len(dict.fromkeys(pairs))
