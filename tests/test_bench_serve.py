@@ -167,15 +167,23 @@ def test_table_renders_each_client_count_and_stage() -> None:
         "machine": {"cores": 2, "cores_usable": 2, "torch": "2", "torch_threads": 2, "mlflow": "3"},
         "load_average_start": (1.0, 1.0, 1.0), "load_average_end": (1.5, 1.0, 1.0),
         "request": {"source_image": "astronaut 512x512", "body_bytes": 500_000, "target_pose": "fixed"},
-        "server": {"workers": 1, "startup_s": 12.0},
+        "servers": {"mlflow": {"engine": "mlflow models serve", "workers": 1, "threads": 2, "startup_s": 12.0},
+                    "ray": {"engine": "Ray Serve", "replicas": 2, "threads_per_replica": 1, "max_batch_size": 8,
+                            "batch_wait_timeout_s": 0.01, "startup_s": 30.0}},
         "breakdown": {"repeats": 10, "predict_ms": 100.0, "stage_ms": stage_ms,
                       "shares": bench.shares(stage_ms, 100.0), "matches_service": True, "model_size": [128, 88]},
-        "http": [{"clients": c, "requests": 40, "errors": 0, "p50_ms": 120.0 * c, "p95_ms": 150.0 * c,
-                  "requests_per_s": 8.0} for c in (1, 8)],
-        "http_overhead_ms": 20.0,
+        "http": [{"engine": e, "clients": c, "requests": 40, "errors": 0, "p50_ms": 120.0 * c * f,
+                  "p95_ms": 150.0 * c * f, "requests_per_s": 8.0 / f} for e, f in (("mlflow", 1.0), ("ray", 0.5))
+                 for c in (1, 8)],
+        "http_overhead_ms": {"mlflow": 20.0, "ray": 25.0},
+        "batching": {"batch": 8, "threads": 1, "batched_ms": 400.0, "one_by_one_ms": 480.0, "speedup": 1.2},
     }
+    report["ray_vs_mlflow"] = bench.compare_engines(report["http"])
+    assert report["ray_vs_mlflow"]["8"] == {"requests_per_s_ratio": 2.0, "p95_ratio": 0.5}
     table = bench.format_table(report)
-    assert "| 1 | 40 | 0 | 120 | 150 | 8.00 |" in table and "| 8 | 40 | 0 | 960 | 1200 | 8.00 |" in table
+    assert "| mlflow | 1 | 40 | 0 | 120 | 150 | 8.00 |" in table and "| mlflow | 8 | 40 | 0 | 960 | 1200 | 8.00 |" in table
+    assert "| ray | 8 | 40 | 0 | 480 | 600 | 16.00 |" in table and "ray / mlflow at 8 client(s): 2.00x" in table
+    assert "8 requests at once 400 ms, one by one 480 ms (1.20x)" in table
     assert "| generator (tensors, forward, image) | 80.0 | 80.0% |" in table
     assert "| other (DataFrame, schema) | 10.0 | 10.0% |" in table and "(v3)" in table
 
@@ -183,14 +191,14 @@ def test_table_renders_each_client_count_and_stage() -> None:
 @pytest.mark.slow
 def test_the_benchmark_serves_a_tiny_model_over_http(tiny_model: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "bench-serve.json"
-    code = bench.main(["--model", str(tiny_model), "--requests", "4", "--clients", "1", "2", "--warmup", "1",
+    code = bench.main(["--model", str(tiny_model), "--engine", "mlflow", "--requests", "4", "--clients", "1", "2", "--warmup", "1",
                        "--repeats", "2", "--shards", str(tmp_path / "none"), "--out", str(out)])
     text = capsys.readouterr().out
     assert code == 0, text
     report = json.loads(out.read_text())
     assert [h["clients"] for h in report["http"]] == [1, 2]
     assert all(h["requests"] == 4 and h["errors"] == 0 and h["p95_ms"] >= h["p50_ms"] > 0 for h in report["http"])
-    assert report["server"]["host"] == "127.0.0.1" and report["breakdown"]["matches_service"]
+    assert report["servers"]["mlflow"]["host"] == "127.0.0.1" and report["breakdown"]["matches_service"]
     assert report["request"]["target_pose"].startswith("fixed")
-    assert isinstance(report["server"]["same_image_as_in_process"], bool)
-    assert "| 2 | 4 | 0 |" in text
+    assert isinstance(report["servers"]["mlflow"]["same_image_as_in_process"], bool)
+    assert "| mlflow | 2 | 4 | 0 |" in text

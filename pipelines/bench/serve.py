@@ -48,6 +48,7 @@ import numpy as np
 from datasets.files import atomic_write_bytes
 from datasets.pose.keypoints import NUM_JOINTS
 from pipelines.config.logs import add_log_level_arg, setup_logging
+from pipelines.config.params import load_config
 from pipelines.serving.contract import (
     decode_image,
     decode_points,
@@ -253,6 +254,36 @@ def time_breakdown(pyfunc: Any, row: dict[str, str], repeats: int = 10,
             "model_size": list(app.size), "source_size": list(image.shape[:2])}
 
 
+
+def time_batching(pyfunc: Any, row: dict[str, str], batch: int, threads: int, repeats: int = 5,
+                  clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """Median ms of the generator pass on ``batch`` copies of ``row``'s job at once against
+    ``batch`` passes of one, at ``threads`` torch threads (a Ray replica's): what batching saves."""
+    import pandas as pd
+    import torch
+
+    service = pyfunc._model_impl  # the GeneratorService mlflow loaded
+    jobs = service.parse(pd.DataFrame([row])) * batch
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        service.forward(jobs), service.forward(jobs[:1])  # warm-up
+        pooled, single = [], []
+        for _ in range(max(1, repeats)):
+            t0 = clock()
+            service.forward(jobs)
+            t1 = clock()
+            for job in jobs:
+                service.forward([job])
+            t2 = clock()
+            pooled.append(t1 - t0)
+            single.append(t2 - t1)
+    finally:
+        torch.set_num_threads(saved)
+    one_pass, one_by_one = _median_ms(pooled), _median_ms(single)
+    return {"batch": batch, "threads": threads, "batched_ms": round(one_pass, 2),
+            "one_by_one_ms": round(one_by_one, 2), "speedup": round(one_by_one / one_pass, 3)}
+
 # ---------------------------------------------------------------------------------------------
 # The server and its clients.
 
@@ -393,34 +424,70 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not report["breakdown"]["matches_service"]:
         log.warning("the timed steps gave another image than the service: the breakdown may be off")
     expected = pyfunc.predict(pd.DataFrame([row]))["image"][0]
+    cfg = load_config([args.params], []).serve
+    report["batching"] = time_batching(pyfunc, row, cfg.max_batch_size, cfg.threads_per_replica)
     del pyfunc
 
-    port = args.port or free_port()
-    with tempfile.TemporaryDirectory(prefix="bench-serve-") as workdir, \
-            Server(args.model, port, Path(workdir), workers=args.workers, threads=args.threads,
-                   start_timeout_s=args.start_timeout, announce=True) as server:
-        report["server"] = {"host": HOST, "port": port, "workers": args.workers, "startup_s": round(server.startup_s, 1),
-                            "threads": args.threads or f"torch default ({torch.get_num_threads()} here)"}
-        warm = Client(port, args.timeout)
-        try:
-            for _ in range(max(1, args.warmup)):
-                image = answer_image(*warm.post(body))
-        finally:
-            warm.close()
-        report["server"]["same_image_as_in_process"] = image == expected
-        report["http"] = []
-        for n in args.clients:
-            log.info("%d client(s), %d requests ...", n, args.requests)
-            latencies, wall, errors, first = run_clients(port, body, n, args.requests, args.timeout)
-            entry = {"clients": n, **summarize(latencies, wall, errors)}
-            if first:
-                entry["first_error"] = first[:500]
-            report["http"].append(entry)
+    report["servers"], report["http"] = {}, []
+    for engine in args.engine:
+        port = args.port or free_port()
+        with tempfile.TemporaryDirectory(prefix="bench-serve-") as workdir, \
+                engine_server(engine, args, port, Path(workdir), cfg) as server:
+            info = {"host": HOST, "port": port, "startup_s": round(server.startup_s, 1), **engine_settings(engine, args, cfg)}
+            warm = Client(port, args.timeout)
+            try:
+                for _ in range(max(1, args.warmup)):
+                    image = answer_image(*warm.post(body))
+            finally:
+                warm.close()
+            info["same_image_as_in_process"] = image == expected
+            report["servers"][engine] = info
+            for n in args.clients:
+                log.info("%s: %d client(s), %d requests ...", engine, n, args.requests)
+                latencies, wall, errors, first = run_clients(port, body, n, args.requests, args.timeout)
+                entry = {"engine": engine, "clients": n, **summarize(latencies, wall, errors)}
+                if first:
+                    entry["first_error"] = first[:500]
+                report["http"].append(entry)
     report["load_average_end"] = os.getloadavg()
-    one = next((h for h in report["http"] if h["clients"] == 1 and h["requests"]), None)
-    if one:
-        report["http_overhead_ms"] = round(one["p50_ms"] - report["breakdown"]["predict_ms"], 2)
+    report["http_overhead_ms"] = {
+        h["engine"]: round(h["p50_ms"] - report["breakdown"]["predict_ms"], 2)
+        for h in report["http"] if h["clients"] == 1 and h["requests"]}
+    report["ray_vs_mlflow"] = compare_engines(report["http"])
     return report
+
+
+def engine_settings(engine: str, args: argparse.Namespace, cfg: Any) -> dict[str, Any]:
+    import torch
+
+    if engine == "mlflow":
+        return {"engine": "mlflow models serve", "workers": args.workers,
+                "threads": args.threads or f"torch default ({torch.get_num_threads()} here)"}
+    return {"engine": "Ray Serve", "replicas": cfg.initial_replicas, "threads_per_replica": cfg.threads_per_replica,
+            "max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s}
+
+
+def engine_server(engine: str, args: argparse.Namespace, port: int, workdir: Path, cfg: Any) -> Any:
+    """The context manager serving ``args.model`` on ``port`` with ``engine``."""
+    if engine == "mlflow":
+        return Server(args.model, port, workdir, workers=args.workers, threads=args.threads,
+                      start_timeout_s=args.start_timeout, announce=True)
+    from pipelines.serving.ray_local import LocalRayServe
+
+    return LocalRayServe(args.model, port, cfg, start_timeout_s=args.start_timeout, announce=True)
+
+
+def compare_engines(http: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """Ray against mlflow at each client count both ran: requests/s ratio and p95 ratio."""
+    by = {(h["engine"], h["clients"]): h for h in http if h["requests"]}
+    out = {}
+    for (engine, clients), ray in by.items():
+        base = by.get(("mlflow", clients))
+        if engine != "ray" or base is None:
+            continue
+        out[str(clients)] = {"requests_per_s_ratio": round(ray["requests_per_s"] / base["requests_per_s"], 3),
+                             "p95_ratio": round(ray["p95_ms"] / base["p95_ms"], 3)}
+    return out or None
 
 
 def format_table(r: dict[str, Any]) -> str:
@@ -430,24 +497,38 @@ def format_table(r: dict[str, Any]) -> str:
     lines = [(f"model {r['model']}{version}, {b['model_size'][0]}x{b['model_size'][1]}; request: "
               f"{r['request']['source_image']} ({r['request']['body_bytes'] / 1024:.0f} KB body), target pose "
               f"from {r['request']['target_pose']}"),
-             (f"machine: {m['cores_usable']} of {m['cores']} cores, torch {m['torch']} ({m['torch_threads']} "
-              f"threads), mlflow {m['mlflow']}; server: {r['server']['workers']} worker(s), started in "
-              f"{r['server']['startup_s']:.0f} s; load average (1 min) at start, end: {load}"), "",
-             "| clients | requests | errors | p50 ms | p95 ms | requests/s |", "|---:|---:|---:|---:|---:|---:|"]
+             (f"machine: {m['cores_usable']} of {m['cores']} cores, torch {m['torch']}, mlflow {m['mlflow']}; "
+              f"load average (1 min) at start, end: {load}")]
+    for engine, info in r["servers"].items():
+        if engine == "mlflow":
+            how = f"{info['workers']} worker(s), torch threads {info['threads']}"
+        else:
+            how = (f"{info['replicas']} replica(s) x {info['threads_per_replica']} torch thread(s), batches of up "
+                   f"to {info['max_batch_size']} requests (wait {1e3 * info['batch_wait_timeout_s']:.0f} ms)")
+        lines.append(f"{engine}: {info['engine']}, {how}; started in {info['startup_s']:.0f} s")
+    lines += ["", "| engine | clients | requests | errors | p50 ms | p95 ms | requests/s |",
+              "|---|---:|---:|---:|---:|---:|---:|"]
     for h in r["http"]:
-        lines.append(f"| {h['clients']} | {h['requests']} | {h['errors']} | {h['p50_ms']:.0f} | {h['p95_ms']:.0f} | "
-                     f"{h['requests_per_s']:.2f} |")
+        lines.append(f"| {h['engine']} | {h['clients']} | {h['requests']} | {h['errors']} | {h['p50_ms']:.0f} | "
+                     f"{h['p95_ms']:.0f} | {h['requests_per_s']:.2f} |")
+    for clients, c in (r.get("ray_vs_mlflow") or {}).items():
+        lines.append(f"\nray / mlflow at {clients} client(s): {c['requests_per_s_ratio']:.2f}x the requests/s, "
+                     f"p95 {c['p95_ratio']:.2f}x")
     lines += ["", f"in-process predict (same model and request, median of {b['repeats']}): {b['predict_ms']:.0f} ms"
               + ("" if b["matches_service"] else " (WARNING: the timed steps gave another image)"), "",
               "| stage | ms | share |", "|---|---:|---:|"]
     for k in (*STAGES, "other"):
         ms = b["stage_ms"].get(k, b["shares"][k] * b["predict_ms"])
         lines.append(f"| {STAGE_LABELS[k]} | {ms:.1f} | {100 * b['shares'][k]:.1f}% |")
-    if "http_overhead_ms" in r:
-        lines.append(f"\nHTTP + JSON on top (p50 at 1 client - in-process median): {r['http_overhead_ms']:.0f} ms")
+    if r.get("batching"):
+        bt = r["batching"]
+        lines.append(f"\ngenerator pass at {bt['threads']} thread(s): {bt['batch']} requests at once "
+                     f"{bt['batched_ms']:.0f} ms, one by one {bt['one_by_one_ms']:.0f} ms ({bt['speedup']:.2f}x)")
+    for engine, ms in (r.get("http_overhead_ms") or {}).items():
+        lines.append(f"{engine}: HTTP, JSON and routing on top (p50 at 1 client - in-process median): {ms:.0f} ms")
     for h in r["http"]:
         if h.get("first_error"):
-            lines.append(f"{h['clients']} client(s), first error: {h['first_error'][:200]}")
+            lines.append(f"{h['engine']}, {h['clients']} client(s), first error: {h['first_error'][:200]}")
     return "\n".join(lines)
 
 
@@ -468,6 +549,9 @@ def main(argv: list[str]) -> int:
                    help="requests per client setting, shared by its clients (default: 40)")
     p.add_argument("--clients", type=_bounded(1, MAX_CLIENTS), nargs="+", default=[1, 8],
                    help="concurrent clients, one run per value (default: 1 8)")
+    p.add_argument("--engine", nargs="+", choices=("mlflow", "ray"), default=["mlflow", "ray"],
+                   help="servers to measure, one after the other in this run (default: mlflow ray): mlflow "
+                        "models serve, or the Ray Serve application with params.yaml serve.*")
     p.add_argument("--port", type=_bounded(1, 65535), help="server port on 127.0.0.1 (default: a free one)")
     p.add_argument("--workers", type=_bounded(1, 16), default=1, help="server (uvicorn) workers (default: 1)")
     p.add_argument("--threads", type=_bounded(1, 256),
