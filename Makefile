@@ -9,7 +9,7 @@ PIP := $(BIN)/pip
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose mlflow-ui serve ablation submit clean-outputs s3-local s3-local-stop
+.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose mlflow-ui serve serve-ray serve-ray-stop ablation submit clean-outputs s3-local s3-local-stop
 
 setup: $(STAMP)
 
@@ -76,6 +76,21 @@ SERVE_PORT ?= 5001
 serve: $(STAMP)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns.db} \
 	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+
+# The same champion on Ray Serve (docs/serving.md): batched, replicated (params.yaml serve.*),
+# following MODEL's alias, with mlflow serve's HTTP contract on 127.0.0.1:SERVE_PORT. Runs in the
+# background on a local Ray head (infra/ray-head.sh, started here when none runs); serve-ray-stop
+# shuts the application down, and the head too when serve-ray started it.
+SERVE_RAY_MARK := /tmp/attnflow-serve-ray-started-head
+serve-ray: $(STAMP)
+	@infra/ray-head.sh status >/dev/null 2>&1 || { infra/ray-head.sh start && touch $(SERVE_RAY_MARK); }
+	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns.db} \
+	  $(BIN)/python -m pipelines.serve_ray deploy --model $(MODEL) --port $(SERVE_PORT)
+	@echo "stop: make serve-ray-stop"
+
+serve-ray-stop:
+	@infra/ray-head.sh status >/dev/null 2>&1 && $(BIN)/python -m pipelines.serve_ray shutdown || true
+	@if [ -f $(SERVE_RAY_MARK) ]; then infra/ray-head.sh stop && rm -f $(SERVE_RAY_MARK); fi
 
 # A local S3-compatible server (moto, in memory) on 127.0.0.1:S3_PORT (9000) with bucket S3_BUCKET
 # (attnflow), in the background. make cannot set the calling shell's environment: the last line

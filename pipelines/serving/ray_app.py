@@ -221,7 +221,12 @@ class GeneratorServer:
     async def __call__(self, request: Any) -> Any:
         self.loop = asyncio.get_running_loop()  # the replica's loop, where the batch queue lives
         loaded = self.follower.current  # the version this request is answered by, start to end
-        path, method = request.url.path.rstrip("/") or "/", request.method
+        # Under a route prefix (a RayService serving both tasks: /pose, /portrait) the paths are
+        # the prefix's own: /pose/invocations is this application's /invocations.
+        path, root = request.url.path, request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root):]
+        path, method = path.rstrip("/") or "/", request.method
         if path in ("/ping", "/health") and method == "GET":
             return json_response(200, "\n", "application/json", loaded.label)
         if path == "/version" and method == "GET":
@@ -242,21 +247,25 @@ class GeneratorServer:
             raise RuntimeError("no model loaded")
 
 
-def deployment(cfg: ServeConfig, name: str = "GeneratorServer") -> Any:
+def deployment(cfg: ServeConfig, name: str = "GeneratorServer", runtime_env: dict | None = None) -> Any:
     """The Ray Serve deployment of :class:`GeneratorServer` under ``cfg``'s replicas and batching."""
+    options: dict[str, Any] = {"num_cpus": cfg.num_cpus_per_replica}
+    if runtime_env:
+        options["runtime_env"] = runtime_env
     return serve.deployment(
-        GeneratorServer, name=name, max_ongoing_requests=cfg.max_ongoing_requests,
-        ray_actor_options={"num_cpus": cfg.num_cpus_per_replica},
+        GeneratorServer, name=name, max_ongoing_requests=cfg.max_ongoing_requests, ray_actor_options=options,
         autoscaling_config={"min_replicas": cfg.min_replicas, "initial_replicas": cfg.initial_replicas,
                             "max_replicas": cfg.max_replicas, "target_ongoing_requests": cfg.target_ongoing_requests})
 
 
-def application(model: str, cfg: ServeConfig, tracking_uri: str | None = None) -> Any:
-    """The bound application: ``serve.run(application(...))``."""
+def application(model: str, cfg: ServeConfig, tracking_uri: str | None = None,
+                runtime_env: dict | None = None) -> Any:
+    """The bound application: ``serve.run(application(...))``.  ``runtime_env``: the replicas'
+    (a local head: the repository on PYTHONPATH; an image has the code installed)."""
     from dataclasses import asdict
 
     ModelRef.parse(model)  # a bad URI fails here, in the caller, not in every replica
-    return deployment(cfg).bind(model, asdict(cfg), tracking_uri)
+    return deployment(cfg, runtime_env=runtime_env).bind(model, asdict(cfg), tracking_uri)
 
 
 def build(args: dict[str, str]) -> Any:
