@@ -90,19 +90,3 @@ def test_training_on_a_missing_vgg19_file_is_refused_before_anything_starts(tmp_
     assert done.returncode == 2
     assert "loss.vgg19_weights" in done.stderr and "absent.pth" in done.stderr and "nothing is downloaded" in done.stderr
 
-
-def test_the_rayjob_trains_the_paper_profile_on_gpus():
-    """infra/rayjob.yaml's entrypoint resolves to CUDA workers (a Ray cluster never means CPU by
-    accident of `train.device: auto`)."""
-    import shlex
-
-    job = yaml.safe_load((ROOT / "infra/rayjob.yaml").read_text())
-    argv = shlex.split(job["spec"]["entrypoint"])
-    assert argv[:3] == ["python", "-m", "pipelines.train"]
-    dumped = subprocess.run([sys.executable, *argv[1:], "--dump-config"], cwd=ROOT, capture_output=True,
-                            text=True, timeout=300)
-    assert dumped.returncode == 0, dumped.stderr
-    cfg = json.loads(dumped.stdout)
-    assert cfg["train"]["device"] == "cuda" and cfg["profile"] == "deepfashion-paper-gpu"
-    groups = job["spec"]["rayClusterSpec"]["workerGroupSpecs"]
-    assert sum(g["replicas"] for g in groups) >= cfg["train"]["workers"]
