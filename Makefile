@@ -6,24 +6,51 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/pip
+UV := $(BIN)/uv
+POSE_VENV := .venv-pose
+POSE_STAMP := $(POSE_VENV)/.installed
 export PATH := $(abspath $(BIN)):$(PATH)
 export PYTHONPATH := $(CURDIR)
 
-.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose mlflow-ui serve serve-ray serve-ray-stop ablation submit clean-outputs s3-local s3-local-stop
+# Where the CPU build of torch comes from (requirements/torch-cpu.txt: every CPU lock pins
+# torch==2.13.0+cpu by hash). PyPI has only the CUDA build for Linux; the +cpu wheel's home is
+# the PyTorch CPU index. Machines that reach PyPI alone keep the wheel in /opt/wheels, which is
+# used when it holds it. Nothing else decides the build: uv reads no pip configuration.
+TORCH_CPU_WHEELS ?= $(if $(wildcard /opt/wheels/torch-2.13.0+cpu-*.whl),/opt/wheels,https://download.pytorch.org/whl/cpu/torch/)
+export TORCH_CPU_WHEELS
+# An environment is exactly its lock: uv adds, replaces and removes until it matches, checking
+# every file against the lock's sha256.
+SYNC = $(UV) pip sync --quiet --require-hashes --default-index https://pypi.org/simple --find-links $(TORCH_CPU_WHEELS)
+
+.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose lock mlflow-ui serve serve-ray serve-ray-stop ablation submit clean-outputs s3-local s3-local-stop
 
 setup: $(STAMP)
 
-# torch goes in first, from the pinned CPU build, and constraints.txt holds it
-# (and numpy<2, mlflow 3.17.2) through every later install.
-$(STAMP): requirements.txt requirements-dev.txt requirements-pose.txt constraints.txt
+# pip installs only uv (hash-pinned, requirements/bootstrap.lock); uv installs the rest from the
+# lock. `uv pip check` fails the set-up if the locked set is inconsistent.
+$(STAMP): requirements/dev.lock requirements/bootstrap.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q torch==2.13.0 -c constraints.txt
-	$(PIP) install -q -r requirements-dev.txt -c constraints.txt
-	$(PIP) install -q --no-deps -r requirements-pose.txt -c constraints.txt
-	$(BIN)/python -c "import torch, numpy; assert torch.__version__.split('+')[0] == '2.13.0', torch.__version__; assert numpy.__version__ < '2', numpy.__version__"
+	$(PIP) install -q --require-hashes --no-deps -r requirements/bootstrap.lock
+	$(SYNC) --python $(BIN)/python requirements/dev.lock
+	$(UV) pip check --python $(BIN)/python
+	$(BIN)/python -c "import torch; assert torch.__version__ == '2.13.0+cpu', torch.__version__"
 	$(BIN)/dvc config --local core.analytics false 2>/dev/null || true
 	@touch $@
+
+# The pose extra (mediapipe: keypoints and face landmarks from photos) in an environment of its
+# own, .venv-pose: dev.lock's set plus the extra, with mediapipe's declarations overridden
+# (requirements/pose-overrides.txt); its `uv pip check` names those and nothing else.
+setup-pose: $(POSE_STAMP)
+
+$(POSE_STAMP): requirements/pose.lock $(STAMP)
+	@test -x $(POSE_VENV)/bin/python || $(PYTHON) -m venv $(POSE_VENV)
+	$(SYNC) --python $(POSE_VENV)/bin/python requirements/pose.lock
+	infra/pip-check-pose.sh $(UV) $(POSE_VENV)/bin/python
+	@touch $@
+
+# Re-resolve requirements/*.lock from pyproject.toml (requirements/lock.sh; UPGRADE=1 for the newest).
+lock: $(STAMP)
+	UV=$(UV) requirements/lock.sh
 
 run: $(STAMP)
 	$(BIN)/dvc repro
@@ -36,8 +63,11 @@ run-portrait: $(STAMP)
 	$(BIN)/dvc repro portrait/dvc.yaml
 	@$(BIN)/python -m pipelines.portrait_eval report metrics/portrait.json
 
-test: $(STAMP)
+# The fast suite in .venv, then the tests that need the pose extra in .venv-pose, where a missing
+# extra fails them rather than skips them.
+test: $(STAMP) $(POSE_STAMP)
 	$(BIN)/python -m pytest -q
+	ATTNFLOW_REQUIRE_POSE=1 $(POSE_VENV)/bin/python -m pytest -q -m pose
 
 # The slow suite includes the registry UI test in headless Chromium: installed here when missing
 # (infra/ensure-chromium.sh: apt-get as root, else it fails saying why); with
@@ -59,23 +89,19 @@ bench: $(STAMP)
 gpu-check:
 	infra/gpu-check.sh
 
-# The pose extra (mediapipe, keypoints from photos) is part of `setup`; this target
-# (re)installs only it, --no-deps for the reasons in requirements-pose.txt.
-setup-pose: $(STAMP)
-	$(PIP) install -q --no-deps -r requirements-pose.txt -c constraints.txt
-
 # MLflow UI on 127.0.0.1 over the project's store (mlruns.db); runs in the background.
 mlflow-ui: $(STAMP)
 	@infra/mlflow-server.sh start
 	@echo "registered models: http://127.0.0.1:$${MLFLOW_PORT:-5000}/#/models   (stop: infra/mlflow-server.sh stop)"
 
 # A registered champion as an HTTP service (MLflow pyfunc; docs/serving.md) on 127.0.0.1:SERVE_PORT,
+# from .venv-pose, so a request without keypoints gets them from its photo,
 # in the foreground (Ctrl-C stops it). MODEL=models:/attnflow-portrait@champion serves the portrait model.
 MODEL ?= models:/attnflow-pose@champion
 SERVE_PORT ?= 5001
-serve: $(STAMP)
+serve: $(POSE_STAMP)
 	MLFLOW_TRACKING_URI=$${MLFLOW_TRACKING_URI:-sqlite:///$(CURDIR)/mlruns.db} \
-	  $(BIN)/mlflow models serve -m $(MODEL) --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
+	  $(POSE_VENV)/bin/mlflow models serve -m $(MODEL) --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 # The same champion on Ray Serve (docs/serving.md): batched, replicated (params.yaml serve.*),
 # following MODEL's alias, with mlflow serve's HTTP contract on 127.0.0.1:SERVE_PORT. Runs in the

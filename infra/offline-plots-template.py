@@ -5,7 +5,7 @@ from a CDN at view time).
     python infra/offline-plots-template.py [OUT]          # default .dvc/tmp/plots-offline.html
     dvc plots diff HEAD my-exp --html-template .dvc/tmp/plots-offline.html -o plots-diff
 
-The libraries come from the vl-convert-python wheel (requirements-dev.txt), which bundles them.
+The libraries come from the vl-convert-python wheel (the dev extra, requirements/dev.lock), which bundles them.
 """
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ def main(argv: list[str]) -> int:
     try:
         import vl_convert
     except ImportError:
-        print("needs vl-convert-python (pip install -c constraints.txt -r requirements-dev.txt)", file=sys.stderr)
+        print("needs vl-convert-python, a dev dependency: make setup (requirements/dev.lock)", file=sys.stderr)
         return 2
     bundle = vl_convert.javascript_bundle()
     # No "{scripts}" placeholder: DVC would put its CDN <script src=...> tags there.

@@ -6,9 +6,9 @@
 #   make submit TRAIN_ARGS="--params profiles/deepfashion-paper-gpu.yaml"   (the paper run, on GPUs)
 #
 # RAY_ADDRESS   the cluster's jobs API (dashboard), default http://127.0.0.1:8265 (infra/ray-head.sh start)
-# RUNTIME_ENV   default infra/runtime_env.yaml (code only + pinned requirements)
-# SUBMIT_PIP    1: install requirements.txt in the job's env; 0: use the head's Python as is.
-#               Default 0 for a head on 127.0.0.1 (started from this repo's .venv, same pins), else 1.
+# RUNTIME_ENV   default infra/runtime_env.yaml (the code only: the job runs on the head's and
+#               workers' Python, the locked set: .venv for a local head, the worker image on a
+#               cluster; nothing is pip-installed per job)
 # ATTNFLOW_ROOT where data/, runs/ and the default MLflow store live for the job: default this
 #               repository for a local head; on a cluster, the shared mount (see docs/cluster.md).
 # MLFLOW_TRACKING_URI, ATTNFLOW_FAULTS are passed to the job when set, and so are the object-store
@@ -26,21 +26,18 @@ case "$ADDRESS" in
 esac
 LOCAL=0
 case "$ADDRESS" in http://127.0.0.1:*|http://localhost:*) LOCAL=1 ;; esac
-PIP=${SUBMIT_PIP:-$((1 - LOCAL))}
 if [ "$LOCAL" = 1 ]; then
   JOB_ROOT=${ATTNFLOW_ROOT:-$ROOT}
 else
   JOB_ROOT=${ATTNFLOW_ROOT:-}
 fi
 
-RUNTIME_ENV_JSON=$(RUNTIME_ENV="${RUNTIME_ENV:-infra/runtime_env.yaml}" PIP="$PIP" JOB_ROOT="$JOB_ROOT" LOCAL="$LOCAL" \
+RUNTIME_ENV_JSON=$(RUNTIME_ENV="${RUNTIME_ENV:-infra/runtime_env.yaml}" JOB_ROOT="$JOB_ROOT" LOCAL="$LOCAL" \
   "$BIN/python" - <<'PY'
 import json, os, yaml
 from datasets.storage import client_env
 env = yaml.safe_load(open(os.environ["RUNTIME_ENV"]))
-if os.environ["PIP"] != "1":
-    env.pop("pip", None)
-elif isinstance(env.get("pip"), str):  # a requirements file: read here, on the submitting machine
+if isinstance(env.get("pip"), str):  # a requirements file: read here, on the submitting machine
     lines = [l.split("#")[0].strip() for l in open(env["pip"])]
     env["pip"] = {"packages": [l for l in lines if l], "pip_check": False}
 env_vars = {k: str(v) for k, v in (env.get("env_vars") or {}).items()}
@@ -59,7 +56,7 @@ PY
 # working dir over Ray's upload limit, instead of after an upload or with a job stuck in PENDING.
 "$BIN/python" -m pipelines.job_preflight "$RUNTIME_ENV_JSON" || exit 2
 
-echo "submit: $ADDRESS  python -m pipelines.train $*  (pip install: $PIP${JOB_ROOT:+, ATTNFLOW_ROOT=$JOB_ROOT})" >&2
+echo "submit: $ADDRESS  python -m pipelines.train $*  ${JOB_ROOT:+ (ATTNFLOW_ROOT=$JOB_ROOT)}" >&2
 # Ray 2.60 clusters use token authentication; the token comes from ~/.ray/auth_token or RAY_AUTH_TOKEN.
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-token}
 # A head that has just started may not have registered its job agent yet; that refusal comes

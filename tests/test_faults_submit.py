@@ -27,7 +27,7 @@ def _dead_address() -> str:
 def _submit(tmp_path: Path, runtime_env: dict, **env: str) -> tuple[subprocess.CompletedProcess, float]:
     path = tmp_path / "runtime_env.yaml"
     path.write_text(yaml.safe_dump(runtime_env))
-    full = {**os.environ, "RUNTIME_ENV": str(path), "SUBMIT_PIP": "0", "RAY_ADDRESS": _dead_address(),
+    full = {**os.environ, "RUNTIME_ENV": str(path), "RAY_ADDRESS": _dead_address(),
             "BIN": str(Path(os.sys.executable).parent), **env}
     start = time.monotonic()
     proc = subprocess.run(["bash", "infra/submit.sh", "--dataset", "synthetic_fashion"], cwd=ROOT, env=full,
@@ -46,7 +46,7 @@ def _project_env() -> dict:
 ])
 def test_bad_runtime_env_fails_fast_with_a_clear_message(tmp_path, change, message):
     env = {**_project_env(), **change}
-    proc, took = _submit(tmp_path, env, SUBMIT_PIP="1")
+    proc, took = _submit(tmp_path, env)
     assert proc.returncode == 2, proc.stderr
     assert proc.stderr.startswith("error: runtime env") and message in proc.stderr
     assert "submit: http" not in proc.stderr  # never got to submit

@@ -15,12 +15,11 @@ from model.export import PackedGenerator
 from model.generator import build_generator
 from pipelines import infer
 from pipelines.apps import pose_extract, pose_transfer
+from tests.pose_marks import needs_pose_extra
 
 SIZE = (32, 24)
 TINY = dict(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,
             encoder_blocks=0, bottleneck_blocks=1, decoder_blocks=0, flow_depth=8)
-needs_pose_extra = pytest.mark.skipif(not pose_extract.pose_extra_available(),
-                                      reason="pose extra (mediapipe) not installed: make setup-pose")
 
 
 def _kp(n: int = NUM_JOINTS, h: int = 128, w: int = 88) -> list[list[float]]:

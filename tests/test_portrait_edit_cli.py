@@ -19,6 +19,7 @@ from datasets.synthetic.face_edits import face_centre
 from pipelines import edit_portrait as EP
 from pipelines.apps import portrait_editor as PED
 from pipelines.config.params import to_dict
+from tests.pose_marks import needs_face_mesh
 
 SIZE = (32, 32)
 
@@ -186,18 +187,7 @@ def test_mesh_mapping_averages_the_listed_points():
         mesh_to_ibug(np.zeros((33, 3)), (10, 10))
 
 
-def _face_mesh_available() -> bool:
-    from pipelines.apps.face_mesh import _import_face_mesh
-    from pipelines.apps.pose_extract import PoseExtraMissing
-
-    try:
-        _import_face_mesh()
-    except PoseExtraMissing:
-        return False
-    return True
-
-
-needs_mesh = pytest.mark.skipif(not _face_mesh_available(), reason="pose extra (mediapipe) not installed")
+needs_mesh = needs_face_mesh
 
 
 @needs_mesh

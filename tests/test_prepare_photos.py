@@ -13,12 +13,10 @@ import yaml
 from PIL import Image
 
 from datasets.raw.photos import person_crop
-from pipelines.apps import pose_extract
 from tests.photo_fixtures import EXPECTED, make_photo_folder
+from tests.pose_marks import needs_pose_extra
 
 ROOT = Path(__file__).resolve().parents[1]
-needs_pose_extra = pytest.mark.skipif(not pose_extract.pose_extra_available(),
-                                      reason="the pose extra (mediapipe) is not installed")
 
 
 def test_person_crop_keeps_keypoints_on_the_pixels_they_mark():

@@ -23,12 +23,12 @@ from datasets.pose.landmarks import NUM_LANDMARKS, NUM_PARTS
 from model.config import ModelConfig
 from model.export import PackedGenerator
 from model.generator import build_generator
-from pipelines.apps import pose_extract
 from pipelines.apps.pose_extract import PoseExtraMissing
 from pipelines.bench.serve import ASTRONAUT_KEYPOINTS, astronaut
 from pipelines.serving import contract, flavor
 from pipelines.serving import pyfunc as service
 from pipelines.serving.contract import RequestError, encode_png
+from tests.pose_marks import needs_pose_extra
 
 POSE_SIZE = (32, 24)
 PORTRAIT_SIZE = (32, 32)
@@ -181,7 +181,7 @@ def test_bad_pose_requests_are_invalid_parameter_errors_naming_the_column(pose_m
     assert message in info.value.message and field in info.value.message
 
 
-def test_without_source_keypoints_the_pose_extra_finds_them_or_the_error_says_so(pose_model, monkeypatch):
+def test_without_source_keypoints_or_the_pose_extra_the_error_says_so(pose_model, monkeypatch):
     from mlflow.exceptions import MlflowException
 
     row = {k: v for k, v in pose_request().items() if k != "source_keypoints"}
@@ -189,12 +189,14 @@ def test_without_source_keypoints_the_pose_extra_finds_them_or_the_error_says_so
     def missing(image):
         raise PoseExtraMissing("no mediapipe")
 
-    with monkeypatch.context() as m:
-        m.setattr(service, "extract_keypoints", missing)
-        with pytest.raises(MlflowException, match="source_keypoints: not given, and this server has no pose extra"):
-            pose_model["pyfunc"].predict(pd.DataFrame([row]))
-    if not pose_extract.pose_extra_available():
-        pytest.skip("pose extra (mediapipe) not installed: make setup-pose")
+    monkeypatch.setattr(service, "extract_keypoints", missing)
+    with pytest.raises(MlflowException, match="source_keypoints: not given, and this server has no pose extra"):
+        pose_model["pyfunc"].predict(pd.DataFrame([row]))
+
+
+@needs_pose_extra
+def test_without_source_keypoints_the_pose_extra_finds_them(pose_model):
+    row = {k: v for k, v in pose_request().items() if k != "source_keypoints"}
     out = pose_model["pyfunc"].predict(pd.DataFrame([row]))  # MediaPipe finds the astronaut
     assert decode_png(out["image"][0]).shape == (*POSE_SIZE, 3)
 

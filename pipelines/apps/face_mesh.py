@@ -1,7 +1,7 @@
 """68 iBUG landmarks of a face photo: MediaPipe Face Mesh (the pose extra) mapped onto the 68 points.
 
 mediapipe 0.10.21 carries its face-mesh model inside its wheel, so this runs offline (installed
-by ``make setup``; alone by ``make setup-pose``).  Face Mesh gives 468 surface points; each iBUG
+in .venv-pose: ``make setup-pose``).  Face Mesh gives 468 surface points; each iBUG
 point is one of them, or the mean of two where the iBUG point lies between mesh vertices
 (:data:`IBUG_FROM_MESH`, documented in docs/portrait.md).  "Right" is the subject's right, as in
 both schemes, so no left/right swap is needed: mesh point 33 (the subject's right eye, outer

@@ -1,8 +1,8 @@
 """Body keypoints from a photo: MediaPipe Pose (the pose extra) mapped onto OpenPose-18.
 
-mediapipe 0.10.21 carries its pose model inside its wheel, so this runs offline.  It is
-installed by ``make setup`` (or alone by ``make setup-pose``) from requirements-pose.txt;
-when it is missing, :func:`extract_keypoints` raises :class:`PoseExtraMissing` naming the
+mediapipe 0.10.21 carries its pose model inside its wheel, so this runs offline.  It lives in
+an environment of its own, .venv-pose (``make setup-pose``, requirements/pose.lock), since its
+declared dependencies cannot share the core one; when it is missing, :func:`extract_keypoints` raises :class:`PoseExtraMissing` naming the
 extra instead of an ImportError from deep inside.
 
 mediapipe 0.10.21's C++ bindings turn result protos into Python classes through
@@ -46,7 +46,7 @@ _CORE = (_MP_NOSE, _MP_LEYE, _MP_REYE, _MP_LEAR, _MP_REAR, _MP_LSHO, _MP_RSHO)
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "install the pose extra: `make setup-pose` (pip install --no-deps -r requirements-pose.txt -c constraints.txt)"
+INSTALL_HINT = "`make setup-pose`, then run with .venv-pose/bin/python (the pose extra's environment, requirements/pose.lock)"
 
 
 class PoseExtraMissing(RuntimeError):
