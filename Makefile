@@ -22,7 +22,7 @@ export TORCH_CPU_WHEELS
 # every file against the lock's sha256.
 SYNC = $(UV) pip sync --quiet --require-hashes --default-index https://pypi.org/simple --find-links $(TORCH_CPU_WHEELS)
 
-.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose lock mlflow-ui serve serve-ray serve-ray-stop ablation submit clean-outputs s3-local s3-local-stop
+.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose lock image mlflow-ui serve serve-ray serve-ray-stop ablation submit clean-outputs s3-local s3-local-stop
 
 setup: $(STAMP)
 
@@ -47,6 +47,18 @@ $(POSE_STAMP): requirements/pose.lock $(STAMP)
 	$(SYNC) --python $(POSE_VENV)/bin/python requirements/pose.lock
 	infra/pip-check-pose.sh $(UV) $(POSE_VENV)/bin/python
 	@touch $@
+
+# The Ray head/worker images (infra/Dockerfile), tagged as infra/rayjob.yaml and infra/cluster.yaml
+# name them (tests/test_dependencies.py holds the three together); push them where the cluster
+# pulls from. Needs a Docker engine and the rayproject base images.
+IMAGE ?= attnflow/ray
+IMAGE_TAG ?= 0.1.0
+RAY_BASE_IMAGE := rayproject/ray:2.60.0-py311
+image:
+	docker build -f infra/Dockerfile --build-arg BASE_IMAGE=$(RAY_BASE_IMAGE) \
+	  --build-arg LOCK=requirements/worker-cpu.lock -t $(IMAGE):$(IMAGE_TAG)-cpu .
+	docker build -f infra/Dockerfile --build-arg BASE_IMAGE=$(RAY_BASE_IMAGE)-gpu \
+	  --build-arg LOCK=requirements/worker-cuda.lock -t $(IMAGE):$(IMAGE_TAG)-cuda .
 
 # Re-resolve requirements/*.lock from pyproject.toml (requirements/lock.sh; UPGRADE=1 for the newest).
 lock: $(STAMP)
