@@ -22,7 +22,7 @@ export TORCH_CPU_WHEELS
 # every file against the lock's sha256.
 SYNC = $(UV) pip sync --quiet --require-hashes --default-index https://pypi.org/simple --find-links $(TORCH_CPU_WHEELS)
 
-.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose lock image mlflow-ui serve serve-ray serve-ray-stop ablation submit clean-outputs s3-local s3-local-stop
+.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose lock image job-env-check mlflow-ui serve serve-ray serve-ray-stop ablation submit clean-outputs s3-local s3-local-stop
 
 setup: $(STAMP)
 
@@ -59,6 +59,11 @@ image:
 	  --build-arg LOCK=requirements/worker-cpu.lock -t $(IMAGE):$(IMAGE_TAG)-cpu .
 	docker build -f infra/Dockerfile --build-arg BASE_IMAGE=$(RAY_BASE_IMAGE)-gpu \
 	  --build-arg LOCK=requirements/worker-cuda.lock -t $(IMAGE):$(IMAGE_TAG)-cuda .
+
+# The RayJob (infra/rayjob.yaml) as submitted, in a new environment holding exactly what the
+# worker image installs, on a local Ray head with shards in a local S3 bucket (infra/job-env-check.sh).
+job-env-check: $(STAMP)
+	infra/job-env-check.sh
 
 # Re-resolve requirements/*.lock from pyproject.toml (requirements/lock.sh; UPGRADE=1 for the newest).
 lock: $(STAMP)

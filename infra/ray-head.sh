@@ -2,6 +2,7 @@
 # Start, stop or inspect a local Ray head for AttnFlow, bound to 127.0.0.1 (dashboard included).
 #
 #   infra/ray-head.sh start     # GCS on 127.0.0.1:${RAY_PORT:-6379}, dashboard http://127.0.0.1:${RAY_DASHBOARD_PORT:-8265}
+#                               # RAY_START_ARGS: more `ray start` options (e.g. other ports)
 #   infra/ray-head.sh status
 #   infra/ray-head.sh stop      # stops only the processes this head started (never `ray stop`,
 #                               # which would take down every Ray instance on a shared machine)
@@ -39,7 +40,7 @@ case "${1:-}" in
     env "$MARK" RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0 PATH="$BIN:$PATH" \
       "$BIN/ray" start --head --node-ip-address=127.0.0.1 --port="$PORT" \
         --include-dashboard=true --dashboard-host=127.0.0.1 --dashboard-port="$DASH_PORT" \
-        --num-cpus="$NUM_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats >/dev/null
+        --num-cpus="$NUM_CPUS" --temp-dir="$TEMP_DIR" --disable-usage-stats ${RAY_START_ARGS:-} >/dev/null
     # `ray start` returns before the dashboard answers; wait for it (up to 2 min). Any HTTP
     # answer counts, 401 included: the API wants the cluster's token, which `ray job` sends.
     for _ in $(seq 240); do
