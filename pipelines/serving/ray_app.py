@@ -268,15 +268,17 @@ def application(model: str, cfg: ServeConfig, tracking_uri: str | None = None,
     return deployment(cfg, runtime_env=runtime_env).bind(model, asdict(cfg), tracking_uri)
 
 
-def build(args: dict[str, str]) -> Any:
+def build(args: dict[str, Any]) -> Any:
     """Application builder for ``serve run pipelines.serving.ray_app:build model=… params=…`` and
     a RayService's ``serveConfigV2`` (``import_path`` + ``args``): ``model`` (default
     ``models:/attnflow-pose@champion``), ``params`` (comma-separated params files, default
-    params.yaml), ``tracking_uri`` (default: MLFLOW_TRACKING_URI or the project's store)."""
+    params.yaml), ``set`` (a list of ``serve.KEY=VALUE``, as ``--set``), ``tracking_uri`` (default:
+    MLFLOW_TRACKING_URI or the project's store)."""
     from pipelines.config.params import load_config
     from pipelines.tracking.journal import tracking_uri as project_store
 
     params = [p for p in str(args.get("params", "params.yaml")).split(",") if p]
-    cfg = load_config(params, []).serve
+    overrides = args.get("set") or []
+    cfg = load_config(params, [overrides] if isinstance(overrides, str) else list(overrides)).serve
     return application(args.get("model", "models:/attnflow-pose@champion"), cfg,
                        args.get("tracking_uri") or project_store())
