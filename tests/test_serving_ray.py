@@ -243,3 +243,31 @@ def test_a_registry_outage_keeps_the_current_version(registry, monkeypatch):
     monkeypatch.setattr(app, "alias_version", down)
     assert follower.poll() == "registry unreachable"
     assert follower.current.version == "1"
+
+
+def test_the_rayservice_builds_both_applications_on_the_project_image():
+    import re
+
+    import yaml
+
+    from pipelines.serving import ray_app
+
+    root = Path(__file__).resolve().parents[1]
+    doc = yaml.safe_load((root / "infra/rayservice.yaml").read_text())
+    assert doc["kind"] == "RayService"
+    serve_config = yaml.safe_load(doc["spec"]["serveConfigV2"])
+    apps = serve_config["applications"]
+    assert sorted(a["args"]["model"] for a in apps) == ["models:/attnflow-portrait@champion",
+                                                         "models:/attnflow-pose@champion"]
+    assert len({a["route_prefix"] for a in apps}) == len(apps)
+    for app in apps:
+        module, _, attr = app["import_path"].partition(":")
+        assert (module, attr) == ("pipelines.serving.ray_app", "build")
+        built = ray_app.build(app["args"])  # params and overrides resolve; the model URI parses
+        assert type(built).__name__ == "Application"
+    makefile = (root / "Makefile").read_text()
+    image = re.search(r"^IMAGE \?= (\S+)", makefile, flags=re.M).group(1)
+    tag = re.search(r"^IMAGE_TAG \?= (\S+)", makefile, flags=re.M).group(1)
+    cluster = doc["spec"]["rayClusterConfig"]
+    containers = [c for g in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]] for c in g["template"]["spec"]["containers"]]
+    assert {c["image"] for c in containers} == {f"{image}:{tag}-cpu"}

@@ -277,7 +277,10 @@ def build(args: dict[str, Any]) -> Any:
     from pipelines.config.params import load_config
     from pipelines.tracking.journal import tracking_uri as project_store
 
-    params = [p for p in str(args.get("params", "params.yaml")).split(",") if p]
+    from pipelines.tracking.journal import project_root
+
+    # Relative to the repository (the image's code), not to whichever folder Ray runs the builder in.
+    params = [str(project_root() / p) for p in str(args.get("params", "params.yaml")).split(",") if p]
     overrides = args.get("set") or []
     cfg = load_config(params, [overrides] if isinstance(overrides, str) else list(overrides)).serve
     return application(args.get("model", "models:/attnflow-pose@champion"), cfg,
