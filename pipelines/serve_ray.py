@@ -41,11 +41,6 @@ def connect(address: str) -> None:
     except (OSError, ValueError) as exc:
         raise SystemExit(f"error: no Ray at {address} ({exc}); start one with infra/ray-head.sh start "
                          "(make serve-ray does)") from None
-    # As infra/submit.sh: Ray 2.60 heads ask for the token in ~/.ray/auth_token (or RAY_AUTH_TOKEN);
-    # and a loopback head is reached on loopback, not on the address Ray would swap in for it.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    if host in ("127.0.0.1", "localhost"):
-        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError) as exc:
@@ -128,7 +123,13 @@ def main(argv: list[str] | None = None) -> int:
         add_log_level_arg(q)
     args = p.parse_args(argv)
     setup_logging(args.log_level, "serve-ray")
+    # Before anything imports ray, which reads these then.  As infra/submit.sh: Ray 2.60 heads ask
+    # for the token in ~/.ray/auth_token (or RAY_AUTH_TOKEN); a loopback head is reached on
+    # loopback, not on the machine address Ray would otherwise swap in for it.
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if args.address.rpartition(":")[0] in ("127.0.0.1", "localhost"):
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
     return {"deploy": deploy, "status": status, "shutdown": shutdown}[args.command](args)
 
 
