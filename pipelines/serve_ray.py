@@ -107,6 +107,7 @@ def ping(port: int) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.serve_ray", description=__doc__.split("\n")[0])
+    add_log_level_arg(p)
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("deploy", help="deploy the application on the Ray at --address")
     d.add_argument("--model", default=DEFAULT_MODEL, help=f"models:/NAME@ALIAS (followed), models:/NAME/VERSION "
@@ -120,7 +121,6 @@ def main(argv: list[str] | None = None) -> int:
               sub.add_parser("shutdown", help="shut the Serve application down (the Ray keeps running)")):
         q.add_argument("--address", default=os.environ.get("RAY_ADDRESS", DEFAULT_ADDRESS),
                        help=f"the Ray to use (default: RAY_ADDRESS or {DEFAULT_ADDRESS})")
-        add_log_level_arg(q)
     args = p.parse_args(argv)
     setup_logging(args.log_level, "serve-ray")
     # Before anything imports ray, which reads these then.  As infra/submit.sh: Ray 2.60 heads ask
