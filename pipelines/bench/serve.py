@@ -48,7 +48,7 @@ import numpy as np
 from datasets.files import atomic_write_bytes
 from datasets.pose.keypoints import NUM_JOINTS
 from pipelines.config.logs import add_log_level_arg, setup_logging
-from pipelines.config.params import load_config
+from pipelines.config.params import ConfigError, load_config
 from pipelines.serving.contract import (
     decode_image,
     decode_points,
@@ -164,7 +164,7 @@ def request_body(row: dict[str, str]) -> bytes:
 
 def default_shards(dataset: str, params: str) -> Path | None:
     """``datasets.<dataset>.shards`` of the params file, or None without one."""
-    from pipelines.config.params import load_config
+    from pipelines.config.params import ConfigError, load_config
 
     if not Path(params).is_file():
         return None
@@ -424,7 +424,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if not report["breakdown"]["matches_service"]:
         log.warning("the timed steps gave another image than the service: the breakdown may be off")
     expected = pyfunc.predict(pd.DataFrame([row]))["image"][0]
-    cfg = load_config([args.params], []).serve
+    cfg = load_config([args.params], args.overrides).serve
     report["batching"] = time_batching(pyfunc, row, cfg.max_batch_size, cfg.threads_per_replica)
     del pyfunc
 
@@ -564,12 +564,18 @@ def main(argv: list[str]) -> int:
     p.add_argument("--dataset", default="synthetic_fashion", help="whose test shards give the target pose")
     p.add_argument("--shards", help="shards folder (default: datasets.DATASET.shards of --params)")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="serve.KEY=VALUE",
+                   help="a serve.* setting for the Ray engine, as the commands' --set (repeatable)")
     p.add_argument("--out", default="reports/bench-serve.json")
     add_log_level_arg(p)
     args = p.parse_args(argv)
     setup_logging(args.log_level, "bench serve")
     if not (0 < args.timeout <= 3600 and 0 < args.start_timeout <= 3600):
         p.error("--timeout and --start-timeout must lie in (0, 3600] seconds")
+    try:
+        load_config([args.params], args.overrides)  # a bad --set fails before any server starts
+    except ConfigError as exc:
+        p.error(f"config: {exc}")
     try:
         report = run(args)
     except NotTheService as exc:
