@@ -3,7 +3,7 @@ request failing alone, and following the registry alias.
 
 The deployment class is driven in-process here (its ``__call__`` on ASGI requests, its batching on
 this event loop): everything but Ray's proxy and replica actors.  The same class behind a real Ray
-Serve is tests/test_serving_ray_http.py (slow), its faults tests/test_faults_serve.py.
+Serve, over HTTP and under faults, is tests/test_faults_serve.py (make test-faults).
 """
 from __future__ import annotations
 
