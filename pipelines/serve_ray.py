@@ -18,8 +18,6 @@ import logging
 import os
 import sys
 import time
-import urllib.error
-import urllib.request
 
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
@@ -97,12 +95,6 @@ def shutdown(args: argparse.Namespace) -> int:
     serve.shutdown()
     print("Serve application shut down")
     return 0
-
-
-def ping(port: int) -> str:
-    """The version the application on ``port`` serves now (for scripts): its ping's header."""
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=10) as resp:
-        return resp.headers.get("X-Model-Version", "")
 
 
 def main(argv: list[str] | None = None) -> int:

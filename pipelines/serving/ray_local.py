@@ -5,7 +5,6 @@ tests): started, waited for (``/ping``, bounded), shut down with everything it s
 """
 from __future__ import annotations
 
-import http.client
 import logging
 import math
 import os
@@ -15,7 +14,7 @@ from typing import Any, Self
 
 from pipelines.config.stages import ServeConfig
 from pipelines.serving.ray_app import DEFAULT_APP, application
-from pipelines.serving.server import HOST, absolute_tracking_uri
+from pipelines.serving.server import HOST, absolute_tracking_uri, pinged
 from pipelines.tracking.journal import tracking_uri
 
 log = logging.getLogger(__name__)
@@ -24,16 +23,8 @@ log = logging.getLogger(__name__)
 def wait_ready(port: int, deadline: float, what: str = "the application") -> None:
     """Until ``GET /ping`` answers 200 on loopback ``port``; RuntimeError at ``deadline``."""
     while time.monotonic() < deadline:
-        try:
-            conn = http.client.HTTPConnection(HOST, port, timeout=5)
-            try:
-                conn.request("GET", "/ping")
-                if conn.getresponse().status == 200:
-                    return
-            finally:
-                conn.close()
-        except (OSError, http.client.HTTPException):
-            pass
+        if pinged(port):
+            return
         time.sleep(0.5)
     raise RuntimeError(f"{what} did not answer /ping on {HOST}:{port} in time")
 

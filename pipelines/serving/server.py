@@ -31,6 +31,19 @@ def free_port(host: str = HOST) -> int:
         return s.getsockname()[1]
 
 
+def pinged(port: int) -> bool:
+    """Whether ``GET /ping`` on loopback ``port`` answers 200 (any failure: not yet)."""
+    try:
+        conn = http.client.HTTPConnection(HOST, port, timeout=5)
+        try:
+            conn.request("GET", "/ping")
+            return conn.getresponse().status == 200
+        finally:
+            conn.close()
+    except (OSError, http.client.HTTPException):
+        return False
+
+
 def absolute_tracking_uri(uri: str) -> str:
     """A relative ``sqlite:///file`` made absolute (the server runs in another folder)."""
     m = re.fullmatch(r"sqlite:///([^/].*)", uri)
@@ -107,16 +120,8 @@ class Server:
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"the server exited with {self.proc.returncode}:\n{self.tail()}")
-            try:
-                conn = http.client.HTTPConnection(HOST, self.port, timeout=5)
-                try:
-                    conn.request("GET", "/ping")
-                    if conn.getresponse().status == 200:
-                        return
-                finally:
-                    conn.close()
-            except (OSError, http.client.HTTPException):
-                pass
+            if pinged(self.port):
+                return
             time.sleep(1.0)
         raise RuntimeError(f"the server did not answer /ping within {self.start_timeout_s:.0f} s:\n{self.tail()}")
 
