@@ -10,6 +10,7 @@ A buffer is handed out again only when nothing outside the pool still references
 reads the storage's reference count (``torch._C._storage_Use_Count``, the same check torch's
 own CUDA-graph pool relies on); without it the pool never reuses and stays correct.
 """
+
 from __future__ import annotations
 
 from typing import Any

@@ -7,6 +7,7 @@
   failure).  An interrupted build leaves the previous folder intact.
 * :func:`file_sha256` is the hex SHA-256 of a file's bytes, read in chunks (None when absent).
 """
+
 from __future__ import annotations
 
 import hashlib

@@ -11,13 +11,15 @@ whole by Ray (``max_retries``), which is the retry this kind of work needs.
 
 ``workers=0`` runs the same function in this process, with no Ray at all.
 """
+
 from __future__ import annotations
 
 import logging
 import os
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,9 @@ def _is_loopback(address: str | None) -> bool:
     return host in ("127.0.0.1", "localhost", "::1")
 
 
-def connect(address: str | None, num_cpus: int, env: dict[str, str], root: Path, *,
-            dashboard: bool = False) -> bool:
+def connect(
+    address: str | None, num_cpus: int, env: dict[str, str], root: Path, *, dashboard: bool = False
+) -> bool:
     """Join ``address`` or start a local Ray bound to 127.0.0.1; True if this process started it.
 
     ``env`` reaches every worker; a local Ray also gets ``root`` on PYTHONPATH so workers import
@@ -64,8 +67,11 @@ def connect(address: str | None, num_cpus: int, env: dict[str, str], root: Path,
         # Read by Ray at import time, so set before the first `import ray` in this process; the
         # processes Ray starts read it from the environment.
         if "ray" in sys.modules and os.environ.get(LOOPBACK_KEY) != LOOPBACK_ENV[LOOPBACK_KEY]:
-            log.warning("Ray was imported before the local Ray was configured: this driver may advertise "
-                        "a non-loopback address (set %s=0 before importing ray)", LOOPBACK_KEY)
+            log.warning(
+                "Ray was imported before the local Ray was configured: this driver may advertise "
+                "a non-loopback address (set %s=0 before importing ray)",
+                LOOPBACK_KEY,
+            )
         os.environ.update(LOOPBACK_ENV)
     import ray
 
@@ -109,9 +115,17 @@ def _bar(total: int, desc: str, enabled: bool):
     return tqdm(total=total, desc=desc, unit="piece", disable=not enabled, file=sys.stderr, leave=False)
 
 
-def ordered_map(fn: Callable[[T], R], pieces: Sequence[T], *, workers: int, desc: str = "",
-                progress: bool = False, address: str = "", root: Path | None = None,
-                on_result: Callable[[int, R], Any] | None = None) -> list[R]:
+def ordered_map(
+    fn: Callable[[T], R],
+    pieces: Sequence[T],
+    *,
+    workers: int,
+    desc: str = "",
+    progress: bool = False,
+    address: str = "",
+    root: Path | None = None,
+    on_result: Callable[[int, R], Any] | None = None,
+) -> list[R]:
     """``[fn(p) for p in pieces]``, on ``workers`` concurrent Ray tasks when ``workers`` > 0.
 
     Results come back in plan order whatever the finishing order. At most ``workers`` pieces are

@@ -1,8 +1,9 @@
 """Typed params for the data stages: per-dataset entries, synthesis and preprocessing."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal, Optional
+from typing import Literal
 
 
 @dataclass(frozen=True)
@@ -18,10 +19,10 @@ class DatasetSpec:
     synthetic: bool = False  # True: pipelines.synthesize writes ``root``
     # σ in pixels of this dataset's pose maps; None: preprocess.heatmap_sigma (portrait part
     # maps are curves on a small face and want a thinner line than body joint heatmaps).
-    pose_sigma: Optional[float] = None
+    pose_sigma: float | None = None
     # Samples per shard of this dataset; None: preprocess.shard_size (a small set wants more,
     # smaller shards so that every rank and loader worker gets some).
-    shard_size: Optional[int] = None
+    shard_size: int | None = None
 
     def __post_init__(self) -> None:
         if self.pose_sigma is not None and not self.pose_sigma > 0:
@@ -49,7 +50,11 @@ class SynthesizeSpec:
     max_roll_deg: float = 15.0
     # Figure generator ("figure") options.
     patterns: tuple[Literal["hstripes", "vstripes", "checks", "dots"], ...] = (
-        "hstripes", "vstripes", "checks", "dots")
+        "hstripes",
+        "vstripes",
+        "checks",
+        "dots",
+    )
     pattern_probability: float = 0.6  # share of tops (skirts a bit fewer, trousers rarely) with a pattern
     figure_scale: tuple[float, float] = (0.8, 0.9)  # standing height as a fraction of the image height
     crop_probability: float = 0.2  # share of front views framed as close-ups with the legs cut off
@@ -65,7 +70,9 @@ class SynthesizeSpec:
         if self.views_per_identity < 2:
             raise ValueError("views_per_identity must be >= 2 (pairs are drawn within identities)")
         if not 0.0 <= self.max_yaw_deg <= 45.0 or not 0.0 <= self.max_roll_deg <= 45.0:
-            raise ValueError(f"max_yaw_deg/max_roll_deg must be in [0, 45], got {self.max_yaw_deg}/{self.max_roll_deg}")
+            raise ValueError(
+                f"max_yaw_deg/max_roll_deg must be in [0, 45], got {self.max_yaw_deg}/{self.max_roll_deg}"
+            )
         if not 1 <= self.jpeg_quality <= 100:
             raise ValueError(f"jpeg_quality must be in 1..100, got {self.jpeg_quality}")
         if not 0.0 <= self.pattern_probability <= 1.0 or not 0.0 <= self.crop_probability <= 1.0:
@@ -126,7 +133,9 @@ class PhotosSpec:
 
     def __post_init__(self) -> None:
         if self.pairs_per_identity < 0:
-            raise ValueError(f"pairs_per_identity must be >= 0 (0: all ordered pairs), got {self.pairs_per_identity}")
+            raise ValueError(
+                f"pairs_per_identity must be >= 0 (0: all ordered pairs), got {self.pairs_per_identity}"
+            )
         if not 0.0 <= self.test_fraction < 1.0:
             raise ValueError(f"test_fraction must be in [0, 1), got {self.test_fraction}")
         if not 1 <= self.min_joints <= 18:

@@ -19,13 +19,15 @@ S3-compatible server); nothing here reads, logs or prints them.  Every error rai
 :class:`StorageError` naming the URL (without any ``user:password@`` part) and what went wrong,
 scrubbed of secret values that a library message might echo.
 """
+
 from __future__ import annotations
 
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, TypeVar
 
 from datasets.files import atomic_write_bytes
 
@@ -35,16 +37,26 @@ READ_ONLY_SCHEMES = ("http", "https")
 CHUNK = 1 << 20
 _SCHEME = re.compile(r"^([a-zA-Z][a-zA-Z0-9+.-]*)://")
 # Values that must never appear in a message, even when a library echoes them back.
-SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "GOOGLE_APPLICATION_CREDENTIALS_JSON",
-              "AZURE_STORAGE_KEY")
+SECRET_ENV = (
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "GOOGLE_APPLICATION_CREDENTIALS_JSON",
+    "AZURE_STORAGE_KEY",
+)
 
 
 # The standard settings every S3 client here reads from the environment (s3fs/botocore for shards,
 # pyarrow's S3FileSystem for checkpoints and Ray Train's run folder: pyarrow >= 15 reads
 # AWS_ENDPOINT_URL(_S3) too). Processes on other Ray nodes start from their node's environment,
 # not this one, so whoever starts remote work passes these on (:func:`client_env`).
-CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_DEFAULT_REGION", "AWS_REGION",
-              "AWS_EC2_METADATA_DISABLED", "AWS_PROFILE")
+CLIENT_ENV = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_DEFAULT_REGION",
+    "AWS_REGION",
+    "AWS_EC2_METADATA_DISABLED",
+    "AWS_PROFILE",
+)
 CREDENTIAL_ENV = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 
 
@@ -82,7 +94,7 @@ def local_path(location: str | Path) -> Path:
     """The local path of a plain path or a ``file://`` URL."""
     text = str(location)
     if text.lower().startswith("file://"):
-        return Path(text[len("file://"):])
+        return Path(text[len("file://") :])
     if is_url(text):
         raise ValueError(f"{safe_url(text)} is not a local path")
     return Path(text)
@@ -129,8 +141,10 @@ def _fs(location: str) -> tuple[Any, str]:
     try:
         return fsspec.core.url_to_fs(location)
     except (ImportError, ValueError) as exc:
-        raise StorageError(f"{safe_url(location)}: no file system for this URL ({scrub(str(exc))}); "
-                           f"for s3:// install s3fs, for gs:// gcsfs") from None
+        raise StorageError(
+            f"{safe_url(location)}: no file system for this URL ({scrub(str(exc))}); "
+            f"for s3:// install s3fs, for gs:// gcsfs"
+        ) from None
 
 
 def _call(location: str, what: str, fn: Callable[[], T]) -> T:
@@ -142,11 +156,15 @@ def _call(location: str, what: str, fn: Callable[[], T]) -> T:
     except FileNotFoundError:
         raise FileNotFoundError(f"{safe_url(location)}: not found") from None
     except PermissionError as exc:
-        raise StorageError(f"{safe_url(location)}: {what} refused: {scrub(str(exc))} (check the credentials "
-                           "the storage library reads, e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
-                           "AWS_PROFILE for s3://)") from None
+        raise StorageError(
+            f"{safe_url(location)}: {what} refused: {scrub(str(exc))} (check the credentials "
+            "the storage library reads, e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
+            "AWS_PROFILE for s3://)"
+        ) from None
     except Exception as exc:  # botocore, aiohttp, gcsfs: each has its own error types
-        raise StorageError(f"{safe_url(location)}: {what} failed: {type(exc).__name__}: {scrub(str(exc))}") from None
+        raise StorageError(
+            f"{safe_url(location)}: {what} failed: {type(exc).__name__}: {scrub(str(exc))}"
+        ) from None
 
 
 def read_bytes(location: str | Path) -> bytes:
@@ -185,10 +203,14 @@ def read_verified(location: str | Path, sha256: str | None, size: int | None = N
         _call(text, "read", lambda: _pull_remote(fs, path, pull))
     data = b"".join(parts)
     if size is not None and len(data) != int(size):
-        raise ChecksumError(f"{safe_url(text)}: {len(data)} bytes, the manifest says {size} (truncated or replaced)")
+        raise ChecksumError(
+            f"{safe_url(text)}: {len(data)} bytes, the manifest says {size} (truncated or replaced)"
+        )
     if sha256 and digest.hexdigest() != sha256:
-        raise ChecksumError(f"{safe_url(text)}: sha256 {digest.hexdigest()[:16]}… does not match the manifest's "
-                            f"{sha256[:16]}… (altered or replaced since it was listed)")
+        raise ChecksumError(
+            f"{safe_url(text)}: sha256 {digest.hexdigest()[:16]}… does not match the manifest's "
+            f"{sha256[:16]}… (altered or replaced since it was listed)"
+        )
     return data
 
 
@@ -204,8 +226,10 @@ def write_bytes(location: str | Path, data: bytes) -> None:
         atomic_write_bytes(local_path(text), data)
         return
     if scheme(text) in READ_ONLY_SCHEMES:
-        raise StorageError(f"{safe_url(text)}: {scheme(text)}:// is read-only here; write shards to a "
-                           "local folder or an object store (s3://, gs://)")
+        raise StorageError(
+            f"{safe_url(text)}: {scheme(text)}:// is read-only here; write shards to a "
+            "local folder or an object store (s3://, gs://)"
+        )
     fs, path = _fs(text)
     _call(text, "write", lambda: fs.pipe_file(path, data))
 

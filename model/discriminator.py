@@ -1,7 +1,6 @@
 """Discriminators: a residual spectral-norm patch discriminator for images and one for face crops."""
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -16,7 +15,7 @@ from model.warp import crop_boxes
 class ResDiscriminator(nn.Module):
     def __init__(self, channels: int, blocks: int, max_channels: int, in_channels: int = 3):
         super().__init__()
-        widths = [min(channels * 2 ** i, max_channels) for i in range(blocks + 1)]
+        widths = [min(channels * 2**i, max_channels) for i in range(blocks + 1)]
         self.stem = spectral_norm(conv3x3(in_channels, widths[0]))
         self.blocks = nn.Sequential(*[DiscBlock(widths[i], widths[i + 1]) for i in range(blocks)])
         self.head = spectral_norm(conv3x3(widths[-1], 1))
@@ -44,10 +43,12 @@ class FaceDiscriminator(nn.Module):
         return self.net(faces)
 
 
-def build_discriminators(cfg: ModelConfig) -> tuple[ResDiscriminator, Optional[FaceDiscriminator]]:
+def build_discriminators(cfg: ModelConfig) -> tuple[ResDiscriminator, FaceDiscriminator | None]:
     """The image discriminator and, for variants with the face term, the face discriminator."""
     d = ResDiscriminator(cfg.disc_channels, cfg.disc_blocks, cfg.max_channels)
-    d_face = (FaceDiscriminator(cfg.face_crop_size, cfg.face_disc_channels, cfg.face_disc_blocks, cfg.max_channels)
-              if cfg.uses_face else None)
+    d_face = (
+        FaceDiscriminator(cfg.face_crop_size, cfg.face_disc_channels, cfg.face_disc_blocks, cfg.max_channels)
+        if cfg.uses_face
+        else None
+    )
     return d, d_face
-

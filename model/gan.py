@@ -12,12 +12,12 @@ Both optimiser updates use gradients computed from the same pre-update weights, 
 phase loop. G and D may each be wrapped in DistributedDataParallel (separately) before they are
 passed in; call :func:`prepare_module` on them before wrapping.
 """
+
 from __future__ import annotations
 
 import contextlib
 import copy
 import time
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -65,7 +65,7 @@ def prepare_module(module: nn.Module, device: torch.device | str, optim_cfg: Opt
     return module
 
 
-def _no_sync(module: Optional[nn.Module]):
+def _no_sync(module: nn.Module | None):
     if isinstance(module, nn.parallel.DistributedDataParallel):
         return module.no_sync()
     return contextlib.nullcontext()
@@ -94,34 +94,53 @@ def ema_decay_at(step: int, decay: float, start: int = 0) -> float:
 
 # One GAN training step over a dict batch; holds the optimisers, the EMA of G and the skip counters.
 class GanStep:
-    def __init__(self, generator: nn.Module, discriminator: nn.Module, face_discriminator: Optional[nn.Module],
-                 model_cfg: ModelConfig, loss_cfg: LossConfig = LossConfig(), optim_cfg: OptimConfig = OptimConfig(),
-                 backbone: Optional[FeatureBackbone] = None):
+    def __init__(
+        self,
+        generator: nn.Module,
+        discriminator: nn.Module,
+        face_discriminator: nn.Module | None,
+        model_cfg: ModelConfig,
+        loss_cfg: LossConfig = LossConfig(),
+        optim_cfg: OptimConfig = OptimConfig(),
+        backbone: FeatureBackbone | None = None,
+    ):
         """``generator``/``discriminator``/``face_discriminator`` already on their device (and
         optionally DDP-wrapped); ``backbone`` defaults to ``build_backbone(loss_cfg)``."""
         if model_cfg.uses_face != (face_discriminator is not None):
-            raise ValueError(f"model.variant {model_cfg.variant!r} {'needs' if model_cfg.uses_face else 'has no'} "
-                             "face discriminator; build both with model.build_discriminators(cfg)")
+            raise ValueError(
+                f"model.variant {model_cfg.variant!r} {'needs' if model_cfg.uses_face else 'has no'} "
+                "face discriminator; build both with model.build_discriminators(cfg)"
+            )
         self.model_cfg, self.loss_cfg, self.optim_cfg = model_cfg, loss_cfg, optim_cfg
         self.G, self.D, self.D_face = generator, discriminator, face_discriminator
         g = unwrap(generator)
         self.device = next(g.parameters()).device
         on_cuda = self.device.type == "cuda"
-        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(optim_cfg.amp) if on_cuda else None
+        self.amp_dtype = (
+            {"bf16": torch.bfloat16, "fp16": torch.float16}.get(optim_cfg.amp) if on_cuda else None
+        )
         self.channels_last = on_cuda and optim_cfg.channels_last
-        self.backbone = prepare_module(backbone if backbone is not None else build_backbone(loss_cfg),
-                                       self.device, optim_cfg)
+        self.backbone = prepare_module(
+            backbone if backbone is not None else build_backbone(loss_cfg), self.device, optim_cfg
+        )
         self.weights = loss_cfg.weights()
         # 1. Optimisers (one for G, one for both discriminators), scaler, EMA.
         self.g_params = [p for p in g.parameters() if p.requires_grad]
-        self.d_params = [p for m in (discriminator, face_discriminator) if m is not None
-                         for p in unwrap(m).parameters() if p.requires_grad]
+        self.d_params = [
+            p
+            for m in (discriminator, face_discriminator)
+            if m is not None
+            for p in unwrap(m).parameters()
+            if p.requires_grad
+        ]
         betas = (optim_cfg.betas[0], optim_cfg.betas[1])
         fused = {"fused": True} if on_cuda else {}  # one kernel per optimiser step instead of a loop of them
-        self.opt_g = torch.optim.Adam(self.g_params, lr=optim_cfg.lr_g, betas=betas, weight_decay=optim_cfg.weight_decay,
-                                      **fused)
-        self.opt_d = torch.optim.Adam(self.d_params, lr=optim_cfg.lr_d, betas=betas, weight_decay=optim_cfg.weight_decay,
-                                      **fused)
+        self.opt_g = torch.optim.Adam(
+            self.g_params, lr=optim_cfg.lr_g, betas=betas, weight_decay=optim_cfg.weight_decay, **fused
+        )
+        self.opt_d = torch.optim.Adam(
+            self.d_params, lr=optim_cfg.lr_d, betas=betas, weight_decay=optim_cfg.weight_decay, **fused
+        )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype is torch.float16)
         self.ema = copy.deepcopy(g).eval().requires_grad_(False)
         # 2. Compiled forward passes (on CUDA by default; the wrapped modules keep their state),
@@ -152,8 +171,9 @@ class GanStep:
         self._phase_t0 = now
 
     def _autocast(self):
-        return torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                              enabled=self.amp_dtype is not None)
+        return torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        )
 
     def prepare_batch(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Check the keys this variant needs and move them to the device (channels-last on CUDA)."""
@@ -177,43 +197,53 @@ class GanStep:
         # The one place where loss weights are applied.
         return sum(self.weights[k] * v for k, v in terms.items())
 
-    def _flow_terms(self, flows: dict[int, Tensor], source_feats: dict[str, Tensor],
-                    target_feats: dict[str, Tensor]) -> dict[str, Tensor]:
+    def _flow_terms(
+        self, flows: dict[int, Tensor], source_feats: dict[str, Tensor], target_feats: dict[str, Tensor]
+    ) -> dict[str, Tensor]:
         terms: dict[str, Tensor] = {}
         strides = [s for s in self.loss_cfg.correctness_strides if s in flows]
         if strides:
             terms["sampling_correctness"] = sum(
                 sampling_correctness_loss(source_feats[layer], target_feats[layer], flows[s]).mean()
-                for s in strides for layer in (self.backbone.correctness_layer(s),))
-        terms["flow_reg"] = sum(flow_regularization_loss(f, self.loss_cfg.flow_reg_kernels).mean()
-                                for f in flows.values())
+                for s in strides
+                for layer in (self.backbone.correctness_layer(s),)
+            )
+        terms["flow_reg"] = sum(
+            flow_regularization_loss(f, self.loss_cfg.flow_reg_kernels).mean() for f in flows.values()
+        )
         return terms
 
     # ----------------------------------------------------------------------------------------
-    def generator_loss(self, batch: dict[str, Tensor], adversarial: bool = True
-                       ) -> tuple[Tensor, dict[str, Tensor], GeneratorOutput]:
+    def generator_loss(
+        self, batch: dict[str, Tensor], adversarial: bool = True
+    ) -> tuple[Tensor, dict[str, Tensor], GeneratorOutput]:
         """Gmain: weighted total, unweighted terms (scalars) and the generator output; without
         ``adversarial`` the discriminators are not run and their terms are left out."""
         with self._autocast():
-            out: GeneratorOutput = self._g_fn(batch["source_image"], batch["source_pose"], batch["target_pose"])
+            out: GeneratorOutput = self._g_fn(
+                batch["source_image"], batch["source_pose"], batch["target_pose"]
+            )
             fake, real = out.image, batch["target_image"]
             fake_feats = self._features(fake, grad=True)
             need_source = bool(out.flows)
             with torch.no_grad():
                 both = self.backbone(torch.cat([real, batch["source_image"]]) if need_source else real)
             real_feats = {k: v[: real.shape[0]] for k, v in both.items()}
-            terms = {"l1": l1_loss(fake, real).mean(),
-                     "content": content_loss(fake_feats, real_feats, self.backbone.content_layers).mean(),
-                     "style": style_loss(fake_feats, real_feats, self.backbone.style_layers).mean()}
+            terms = {
+                "l1": l1_loss(fake, real).mean(),
+                "content": content_loss(fake_feats, real_feats, self.backbone.content_layers).mean(),
+                "style": style_loss(fake_feats, real_feats, self.backbone.style_layers).mean(),
+            }
             if adversarial:
                 with _no_sync(self.D):
                     terms["g_adv"] = lsgan_g_loss(self._d_fn(fake)).mean()
             if out.flows:
-                source_feats = {k: v[real.shape[0]:] for k, v in both.items()}
+                source_feats = {k: v[real.shape[0] :] for k, v in both.items()}
                 terms.update(self._flow_terms(out.flows, source_feats, real_feats))
             if out.attn_warped_image:
-                terms["attn_rec"] = sum(attention_reconstruction_loss(img, real).mean()
-                                        for img in out.attn_warped_image.values())
+                terms["attn_rec"] = sum(
+                    attention_reconstruction_loss(img, real).mean() for img in out.attn_warped_image.values()
+                )
             if self.D_face is not None:
                 face_d = unwrap(self.D_face)
                 boxes, valid = batch["target_face_box"], batch["target_face_valid"].bool()
@@ -227,11 +257,13 @@ class GanStep:
                     real_face_feats = self.backbone(real_face)
                 fake_face_feats = self._features(fake_face, grad=True)
                 terms["face_perceptual"] = masked_mean(
-                    content_loss(fake_face_feats, real_face_feats, self.backbone.content_layers), valid)
+                    content_loss(fake_face_feats, real_face_feats, self.backbone.content_layers), valid
+                )
         return self._weighted(terms), terms, out
 
-    def discriminator_loss(self, batch: dict[str, Tensor], fake: Tensor, r1: bool = False
-                           ) -> tuple[Tensor, dict[str, Tensor]]:
+    def discriminator_loss(
+        self, batch: dict[str, Tensor], fake: Tensor, r1: bool = False
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         """Dmain (+ Dreg): total and terms; ``fake`` is detached here."""
         real, fake = batch["target_image"].detach(), fake.detach()
         if r1:
@@ -268,8 +300,9 @@ class GanStep:
         for b_ema, b in zip(self.ema.buffers(), g.buffers()):
             b_ema.copy_(b)
 
-    def _finish(self, terms: dict[str, Tensor], optimizers: list[torch.optim.Optimizer],
-                norms: dict[str, Tensor]) -> dict[str, float]:
+    def _finish(
+        self, terms: dict[str, Tensor], optimizers: list[torch.optim.Optimizer], norms: dict[str, Tensor]
+    ) -> dict[str, float]:
         """Fault check (all ranks together), optimiser steps, EMA, counters; returns floats."""
         self._phase("forward_backward")
         stats = {**terms, **norms}
@@ -307,7 +340,10 @@ class GanStep:
         self._phase(None)
         batch = self.prepare_batch(batch)
         g = unwrap(self.G)
-        if self.step_count < self.optim_cfg.flow_warmup_steps and getattr(g, "flow_estimator", None) is not None:
+        if (
+            self.step_count < self.optim_cfg.flow_warmup_steps
+            and getattr(g, "flow_estimator", None) is not None
+        ):
             return self.flow_warmup_step(batch)
         if self.step_count < self.optim_cfg.flow_warmup_steps + self.optim_cfg.generator_warmup_steps:
             return self.generator_warmup_step(batch)
@@ -324,8 +360,10 @@ class GanStep:
         d_total, d_terms = self.discriminator_loss(batch, out.image, r1=r1)
         self.scaler.scale(d_total).backward()
         # 3-4. Fault check, updates, EMA.
-        norms = {"grad_norm_g": self._unscale_and_norm(self.opt_g, self.g_params),
-                 "grad_norm_d": self._unscale_and_norm(self.opt_d, self.d_params)}
+        norms = {
+            "grad_norm_g": self._unscale_and_norm(self.opt_g, self.g_params),
+            "grad_norm_d": self._unscale_and_norm(self.opt_d, self.d_params),
+        }
         terms = {**g_terms, "g_total": g_total, **d_terms, "d_total": d_total}
         return self._finish(terms, [self.opt_g, self.opt_d], norms)
 
@@ -342,11 +380,15 @@ class GanStep:
             with torch.no_grad():
                 feats = self.backbone(torch.cat([batch["target_image"], batch["source_image"]]))
             b = batch["target_image"].shape[0]
-            terms = self._flow_terms(flows, {k: v[b:] for k, v in feats.items()}, {k: v[:b] for k, v in feats.items()})
+            terms = self._flow_terms(
+                flows, {k: v[b:] for k, v in feats.items()}, {k: v[:b] for k, v in feats.items()}
+            )
             if self.optim_cfg.warmup_attention and getattr(g, "attention", None) is not None:
                 images = g.attention_images(batch["source_image"], batch["source_pose"], batch["target_pose"])
-                terms["attn_rec"] = sum(attention_reconstruction_loss(img, batch["target_image"]).mean()
-                                        for img in images.values())
+                terms["attn_rec"] = sum(
+                    attention_reconstruction_loss(img, batch["target_image"]).mean()
+                    for img in images.values()
+                )
         total = self._weighted(terms)
         self.scaler.scale(total).backward()
         params = [p for p in g.parameters() if p.grad is not None]
@@ -356,7 +398,7 @@ class GanStep:
             offset = 0
             for p in params:
                 n = p.grad.numel()
-                p.grad.copy_(flat[offset:offset + n].view_as(p.grad))
+                p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
                 offset += n
         norms = {"grad_norm_g": self._unscale_and_norm(self.opt_g, self.g_params)}
         result = self._finish({**terms, "g_total": total}, [self.opt_g], norms)
@@ -405,4 +447,3 @@ class GanStep:
         self.step_count = int(state["step"])
         self.consecutive_skips = int(state.get("consecutive_skips", 0))
         self.total_skips = int(state.get("total_skips", 0))
-

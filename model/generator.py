@@ -11,11 +11,11 @@ Data flow (strides are relative to the H×W input; every variant shares this cod
         combined = m·attention_warp + (1-m)·flow_warp (or whichever warp exists at that scale)
     SkeletonDecoder: bottleneck -> up, + skeleton skip, WarpBlock(combined) at each scale -> image
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +31,15 @@ class GeneratorOutput:
     """What the generator returns; dict keys are strides (8 = 1/8 scale), coarse to fine."""
 
     image: Tensor  # [B,3,H,W] in [-1,1]
-    flows: dict[int, Tensor]  # [B,2,h,w] pixels of that grid, (dx, dy): target (y,x) samples source (x+dx, y+dy)
+    flows: dict[
+        int, Tensor
+    ]  # [B,2,h,w] pixels of that grid, (dx, dy): target (y,x) samples source (x+dx, y+dy)
     combination_maps: dict[int, Tensor]  # [B,1,h,w] in [0,1]: weight of the attention warp
     attn_warped: dict[int, Tensor]  # [B,C,h,w] source textures warped by attention
     flow_warped: dict[int, Tensor]  # [B,C,h,w] source textures warped by the flow
     attn_warped_image: dict[int, Tensor]  # [B,3,h,w] downsampled source image through the same attention
     flow_warped_image: dict[int, Tensor]  # [B,3,h,w] downsampled source image through the same flow
-    query_attention: Optional[dict[int, Tensor]] = None  # [B,Q,h,w] attention of the asked query points
+    query_attention: dict[int, Tensor] | None = None  # [B,Q,h,w] attention of the asked query points
 
 
 def _small_init(conv: nn.Conv2d, std: float = 1e-3) -> nn.Conv2d:
@@ -61,28 +63,36 @@ class FlowFieldEstimator(nn.Module):
         super().__init__()
         self.scales = cfg.active_flow_scales  # coarse to fine
         self.depth = cfg.flow_depth
-        strides = [2 ** i for i in range(1, int(math.log2(self.depth)) + 1)]
+        strides = [2**i for i in range(1, int(math.log2(self.depth)) + 1)]
         widths = {s: cfg.flow_width(s) for s in strides}
         self.encoder = PyramidEncoder(3 + 2 * cfg.pose_channels, widths, 1, cfg.norm)
         self.decode_strides = [s for s in reversed(strides) if s >= min(self.scales)]
-        self.ups = nn.ModuleDict({str(s): Up(widths[2 * s], widths[s], cfg.norm)
-                                  for s in self.decode_strides if s < self.depth})
-        self.blocks = nn.ModuleDict({str(s): ResBlock(widths[s], widths[s], cfg.norm)
-                                     for s in self.decode_strides if s < self.depth})
-        self.heads = nn.ModuleDict({str(s): nn.Sequential(nn.LeakyReLU(NEG_SLOPE), _small_init(conv3x3(widths[s], 2)))
-                                    for s in self.scales})
+        self.ups = nn.ModuleDict(
+            {str(s): Up(widths[2 * s], widths[s], cfg.norm) for s in self.decode_strides if s < self.depth}
+        )
+        self.blocks = nn.ModuleDict(
+            {str(s): ResBlock(widths[s], widths[s], cfg.norm) for s in self.decode_strides if s < self.depth}
+        )
+        self.heads = nn.ModuleDict(
+            {
+                str(s): nn.Sequential(nn.LeakyReLU(NEG_SLOPE), _small_init(conv3x3(widths[s], 2)))
+                for s in self.scales
+            }
+        )
 
     def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> dict[int, Tensor]:
         feats = self.encoder(torch.cat([source_image, source_pose, target_pose], dim=1))
         x = feats[self.depth]
         flows: dict[int, Tensor] = {}
-        coarser: Optional[Tensor] = None
+        coarser: Tensor | None = None
         for s in self.decode_strides:
             if s < self.depth:
                 x = self.blocks[str(s)](self.ups[str(s)](x, feats[s].shape[-2:]) + feats[s])
             if s in self.scales:
                 residual = self.heads[str(s)](x).float()  # flows stay float32: they are coordinates
-                flows[s] = residual if coarser is None else resize_flow(coarser, residual.shape[-2:]) + residual
+                flows[s] = (
+                    residual if coarser is None else resize_flow(coarser, residual.shape[-2:]) + residual
+                )
                 coarser = flows[s]
         return flows
 
@@ -101,7 +111,9 @@ class AttentionCorrelationEstimator(nn.Module):
         # is what the fused CPU kernel needs; the image rides along for free.
         self.value = nn.ModuleDict({str(s): nn.Conv2d(widths[s], d - 3, 1) for s in self.scales})
         self.out = nn.ModuleDict({str(s): nn.Conv2d(d - 3, widths[s], 1) for s in self.scales})
-        self.log_inv_temperature = nn.Parameter(torch.full((len(self.scales),), -math.log(cfg.attn_temperature)))
+        self.log_inv_temperature = nn.Parameter(
+            torch.full((len(self.scales),), -math.log(cfg.attn_temperature))
+        )
 
     def queries_keys(self, s: int, skeleton: Tensor, textures: Tensor) -> tuple[Tensor, Tensor]:
         """Unit-norm keys [B,d,hs,ws] and queries scaled by the inverse temperature [B,d,h,w]."""
@@ -111,8 +123,14 @@ class AttentionCorrelationEstimator(nn.Module):
         k = F.normalize(self.key[str(s)](textures), dim=1)
         return q, k
 
-    def forward(self, s: int, skeleton: Tensor, textures: Tensor, source_image_s: Tensor,
-                queries: Optional[Tensor] = None) -> tuple[Tensor, Tensor, Optional[Tensor]]:
+    def forward(
+        self,
+        s: int,
+        skeleton: Tensor,
+        textures: Tensor,
+        source_image_s: Tensor,
+        queries: Tensor | None = None,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
         """Warp ``textures`` [B,C,hs,ws] to the target grid of ``skeleton`` [B,C,h,w].
 
         Returns the warped textures [B,C,h,w], the warped image [B,3,h,w] and, when ``queries``
@@ -135,10 +153,16 @@ class CombinationMapGenerator(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.scales = tuple(s for s in cfg.active_attn_scales if s in cfg.active_flow_scales)
-        self.nets = nn.ModuleDict({
-            str(s): nn.Sequential(conv3x3(3 * cfg.width(s), cfg.combine_channels), nn.LeakyReLU(NEG_SLOPE),
-                                  _small_init(conv3x3(cfg.combine_channels, 1)))
-            for s in self.scales})
+        self.nets = nn.ModuleDict(
+            {
+                str(s): nn.Sequential(
+                    conv3x3(3 * cfg.width(s), cfg.combine_channels),
+                    nn.LeakyReLU(NEG_SLOPE),
+                    _small_init(conv3x3(cfg.combine_channels, 1)),
+                )
+                for s in self.scales
+            }
+        )
 
     def forward(self, s: int, attn: Tensor, flow: Tensor, skeleton: Tensor) -> Tensor:
         return torch.sigmoid(self.nets[str(s)](torch.cat([attn, flow, skeleton], dim=1)))  # [B,1,h,w]
@@ -150,26 +174,38 @@ class AttnFlowGenerator(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.depth = cfg.depth
-        self.strides = [2 ** i for i in range(1, int(math.log2(self.depth)) + 1)]  # 2 .. depth
+        self.strides = [2**i for i in range(1, int(math.log2(self.depth)) + 1)]  # 2 .. depth
         widths = {s: cfg.width(s) for s in self.strides}
         P = cfg.pose_channels
         # 1. Encoders.
         self.reference_encoder = PyramidEncoder(3 + P, widths, cfg.encoder_blocks, cfg.norm)
         self.skeleton_encoder = PyramidEncoder(P, widths, cfg.encoder_blocks, cfg.norm)
-        self.bottleneck = nn.Sequential(*[ResBlock(widths[self.depth], widths[self.depth], cfg.norm)
-                                          for _ in range(cfg.bottleneck_blocks)])
+        self.bottleneck = nn.Sequential(
+            *[
+                ResBlock(widths[self.depth], widths[self.depth], cfg.norm)
+                for _ in range(cfg.bottleneck_blocks)
+            ]
+        )
         # 2. Deformation Estimation Module (only the parts this variant uses).
         self.flow_estimator = FlowFieldEstimator(cfg) if cfg.uses_flow else None
         self.attention = AttentionCorrelationEstimator(cfg) if cfg.uses_attention else None
         self.combination = CombinationMapGenerator(cfg) if cfg.uses_attention and cfg.uses_flow else None
         # 3. Image Synthesis Module: skeleton decoder with warping blocks.
         extra = 3 if cfg.decoder_image else 0
-        self.warp_blocks = nn.ModuleDict({str(s): WarpBlock(widths[s], cfg.norm, extra) for s in cfg.warp_scales})
-        self.decoder_blocks = nn.ModuleDict({
-            str(s): nn.Sequential(*[ResBlock(widths[s], widths[s], cfg.norm) for _ in range(cfg.decoder_blocks)])
-            for s in self.strides})
-        self.ups = nn.ModuleDict({str(s): Up(widths[s], widths[s // 2] if s > 2 else cfg.width(1), cfg.norm)
-                                  for s in self.strides})
+        self.warp_blocks = nn.ModuleDict(
+            {str(s): WarpBlock(widths[s], cfg.norm, extra) for s in cfg.warp_scales}
+        )
+        self.decoder_blocks = nn.ModuleDict(
+            {
+                str(s): nn.Sequential(
+                    *[ResBlock(widths[s], widths[s], cfg.norm) for _ in range(cfg.decoder_blocks)]
+                )
+                for s in self.strides
+            }
+        )
+        self.ups = nn.ModuleDict(
+            {str(s): Up(widths[s], widths[s // 2] if s > 2 else cfg.width(1), cfg.norm) for s in self.strides}
+        )
         self.to_image = nn.Sequential(NormActConv(cfg.width(1), 3, cfg.norm), nn.Tanh())
         if cfg.image_skip:  # start at the warped image itself
             _small_init(self.to_image[0][2], std=1e-2)
@@ -181,25 +217,42 @@ class AttnFlowGenerator(nn.Module):
         b, _, h, w = source_image.shape
         for name, pose in (("source_pose", source_pose), ("target_pose", target_pose)):
             if tuple(pose.shape) != (b, P, h, w):
-                raise ValueError(f"{name} must be [B,{P},H,W] = {(b, P, h, w)} (model.pose_channels={P}), "
-                                 f"got {tuple(pose.shape)}")
+                raise ValueError(
+                    f"{name} must be [B,{P},H,W] = {(b, P, h, w)} (model.pose_channels={P}), "
+                    f"got {tuple(pose.shape)}"
+                )
         if min(h, w) < 2 * self.depth:
             raise ValueError(f"input {h}×{w} is too small for a model whose deepest stride is {self.depth}")
 
-    def flow_fields(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> dict[int, Tensor]:
+    def flow_fields(
+        self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor
+    ) -> dict[int, Tensor]:
         """Only the flow field estimator (used by the flow warm-up)."""
         if self.flow_estimator is None:
             raise ValueError(f"model.variant {self.cfg.variant!r} has no flow field estimator")
         self._check_inputs(source_image, source_pose, target_pose)
         return self.flow_estimator(source_image, source_pose, target_pose)
 
-    def _attend(self, s: int, skeleton: Tensor, tex: Tensor, image_s: Tensor, attn_queries: Optional[Tensor],
-                image_size: tuple[int, int], b: int) -> tuple[Tensor, Tensor, Optional[Tensor]]:
-        q_idx = None if attn_queries is None else self._query_indices(
-            attn_queries.to(tex.device), skeleton.shape[-2:], image_size, b)
+    def _attend(
+        self,
+        s: int,
+        skeleton: Tensor,
+        tex: Tensor,
+        image_s: Tensor,
+        attn_queries: Tensor | None,
+        image_size: tuple[int, int],
+        b: int,
+    ) -> tuple[Tensor, Tensor, Tensor | None]:
+        q_idx = (
+            None
+            if attn_queries is None
+            else self._query_indices(attn_queries.to(tex.device), skeleton.shape[-2:], image_size, b)
+        )
         return self.attention(s, skeleton, tex, image_s, q_idx)
 
-    def attention_images(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> dict[int, Tensor]:
+    def attention_images(
+        self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor
+    ) -> dict[int, Tensor]:
         """Only the encoders and the attention (used by the warm-up): the source image warped by the
         attention at each attention scale, {s: [B,3,h,w]}."""
         if self.attention is None:
@@ -213,19 +266,28 @@ class AttnFlowGenerator(nn.Module):
             images[s] = self.attention(s, skeleton[s], textures[s], image_s)[1]
         return images
 
-    def _query_indices(self, queries: Tensor, size: tuple[int, int], image_size: tuple[int, int], b: int) -> Tensor:
+    def _query_indices(
+        self, queries: Tensor, size: tuple[int, int], image_size: tuple[int, int], b: int
+    ) -> Tensor:
         # (x, y) pixels of the H×W image -> flat index on an h×w grid, [B,Q]
         if queries.dim() == 2:
             queries = queries.unsqueeze(0).expand(b, -1, -1)
         if queries.dim() != 3 or queries.shape[-1] != 2 or queries.shape[0] != b:
-            raise ValueError(f"attn_queries must be [Q,2] or [B,Q,2] of (x, y) pixels, got {tuple(queries.shape)}")
+            raise ValueError(
+                f"attn_queries must be [Q,2] or [B,Q,2] of (x, y) pixels, got {tuple(queries.shape)}"
+            )
         (h, w), (H, W) = size, image_size
         x = (queries[..., 0] * w / W).floor().long().clamp(0, w - 1)
         y = (queries[..., 1] * h / H).floor().long().clamp(0, h - 1)
         return y * w + x
 
-    def forward(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor,
-                attn_queries: Optional[Tensor] = None) -> GeneratorOutput:
+    def forward(
+        self,
+        source_image: Tensor,
+        source_pose: Tensor,
+        target_pose: Tensor,
+        attn_queries: Tensor | None = None,
+    ) -> GeneratorOutput:
         """source_image [B,3,H,W] in [-1,1], poses [B,P,H,W] in [0,1]; ``attn_queries`` [Q,2] or
         [B,Q,2] (x, y) pixel positions whose attention over the source is returned per scale."""
         self._check_inputs(source_image, source_pose, target_pose)
@@ -236,9 +298,16 @@ class AttnFlowGenerator(nn.Module):
         skeleton = self.skeleton_encoder(target_pose)
         # 2. Deformation estimation: warp the textures to the target at every warp scale.
         flows = self.flow_estimator(source_image, source_pose, target_pose) if self.flow_estimator else {}
-        out = GeneratorOutput(image=source_image, flows=flows, combination_maps={}, attn_warped={},
-                              flow_warped={}, attn_warped_image={}, flow_warped_image={},
-                              query_attention={} if attn_queries is not None and self.attention else None)
+        out = GeneratorOutput(
+            image=source_image,
+            flows=flows,
+            combination_maps={},
+            attn_warped={},
+            flow_warped={},
+            attn_warped_image={},
+            flow_warped_image={},
+            query_attention={} if attn_queries is not None and self.attention else None,
+        )
         combined: dict[int, Tensor] = {}
         combined_image: dict[int, Tensor] = {}  # the source image warped like combined (decoder_image)
         for s in cfg.warp_scales:
@@ -274,8 +343,9 @@ class AttnFlowGenerator(nn.Module):
             x = self.decoder_blocks[str(s)](x)
         if cfg.image_skip:
             # Logits of the finest combined warped image (upsampled): the decoder corrects it.
-            base = F.interpolate(combined_image[min(combined_image)].float(), size=(H, W), mode="bilinear",
-                                 align_corners=False).clamp(-0.98, 0.98)
+            base = F.interpolate(
+                combined_image[min(combined_image)].float(), size=(H, W), mode="bilinear", align_corners=False
+            ).clamp(-0.98, 0.98)
             logits = self.to_image[0](self.ups["2"](x, (H, W)))
             out.image = torch.tanh(logits + torch.atanh(base).to(logits.dtype))
         else:

@@ -10,6 +10,7 @@ Plain convolutions with stride 2 down to a 4×4 grid, then a linear head on the 
 (coordinates need the spatial layout that global pooling would throw away).  Outputs are
 normalised coordinates in [-1, 1] (pixel centres: x_px = (x + 1) · W / 2 - 0.5).
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,7 +20,9 @@ NUM_POINTS = 68
 
 
 def _block(cin: int, cout: int, stride: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)
+    )
 
 
 class LandmarkRegressor(nn.Module):
@@ -30,14 +33,18 @@ class LandmarkRegressor(nn.Module):
         w = width
         self.points = points
         self.features = nn.Sequential(
-            _block(3, w, 1), _block(w, w, 2),  # 1/2
-            _block(w, 2 * w, 1), _block(2 * w, 2 * w, 2),  # 1/4
-            _block(2 * w, 4 * w, 1), _block(4 * w, 4 * w, 2),  # 1/8
+            _block(3, w, 1),
+            _block(w, w, 2),  # 1/2
+            _block(w, 2 * w, 1),
+            _block(2 * w, 2 * w, 2),  # 1/4
+            _block(2 * w, 4 * w, 1),
+            _block(4 * w, 4 * w, 2),  # 1/8
             _block(4 * w, 8 * w, 2),  # 1/16
             nn.AdaptiveAvgPool2d(4),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Linear(8 * w * 16, 256), nn.ReLU(inplace=True),
-                                  nn.Linear(256, 2 * points))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Linear(8 * w * 16, 256), nn.ReLU(inplace=True), nn.Linear(256, 2 * points)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.features(x)).view(-1, self.points, 2)

@@ -3,6 +3,7 @@
 Feature-based terms take backbone feature dicts (see :mod:`model.backbones`) so one backbone pass
 serves several terms. Everything is computed in float32, also under autocast.
 """
+
 from __future__ import annotations
 
 import functools
@@ -43,7 +44,9 @@ def style_loss(fake: dict[str, Tensor], real: dict[str, Tensor], layers: tuple[s
 
 def lsgan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
     """LSGAN discriminator terms ``((D(real)-1)², D(fake)²)``, each [B]."""
-    return _per_sample_mean((real_logits.float() - 1).square()), _per_sample_mean(fake_logits.float().square())
+    return _per_sample_mean((real_logits.float() - 1).square()), _per_sample_mean(
+        fake_logits.float().square()
+    )
 
 
 def lsgan_g_loss(fake_logits: Tensor) -> Tensor:
@@ -57,7 +60,9 @@ def r1_penalty(real_logits: Tensor, real_images: Tensor) -> Tensor:
     return grad.float().square().flatten(1).sum(dim=1)
 
 
-def sampling_correctness_loss(source_feat: Tensor, target_feat: Tensor, flow: Tensor, eps: float = 1e-8) -> Tensor:
+def sampling_correctness_loss(
+    source_feat: Tensor, target_feat: Tensor, flow: Tensor, eps: float = 1e-8
+) -> Tensor:
     """GFLA's sampling correctness: the source features fetched by ``flow`` should be as similar to
     the target's as the most similar source position is, [B].
 
@@ -104,7 +109,9 @@ def attention_reconstruction_loss(warped_image: Tensor, target_image: Tensor) ->
     """L1 between the source image carried through the attention (at a low scale) and the target
     downsampled to that scale, [B]."""
     size = warped_image.shape[-2:]
-    target = F.interpolate(target_image.float(), size=size, mode="bilinear", align_corners=False, antialias=True)
+    target = F.interpolate(
+        target_image.float(), size=size, mode="bilinear", align_corners=False, antialias=True
+    )
     return l1_loss(warped_image, target)
 
 

@@ -15,13 +15,15 @@
 Metric names say what was computed: ``fid``/``lpips`` only with those real networks; with any
 other backbone ``fd_<backbone>``/``lpd_<backbone>`` (see :func:`metric_names`).
 """
+
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -52,7 +54,9 @@ def _gaussian_window(sigma: float = SSIM_SIGMA, truncate: float = SSIM_TRUNCATE)
 
 def _check_pair(a: torch.Tensor, b: torch.Tensor) -> None:
     if a.shape != b.shape or a.ndim != 4:
-        raise ValueError(f"expected two [B, C, H, W] batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+        raise ValueError(
+            f"expected two [B, C, H, W] batches of one shape, got {tuple(a.shape)} and {tuple(b.shape)}"
+        )
     if a.dtype != torch.uint8 or b.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images (data range 255), got {a.dtype} and {b.dtype}")
 
@@ -91,18 +95,43 @@ def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR [B] in dB of uint8 batches; identical images give +inf."""
     _check_pair(a, b)
     mse = (a.to(torch.float64) - b.to(torch.float64)).pow(2).mean(dim=(1, 2, 3))
-    return 10 * torch.log10(DATA_RANGE ** 2 / mse)
+    return 10 * torch.log10(DATA_RANGE**2 / mse)
 
 
 # ---------------------------------------------------------------------------- body mask
 
 # PATN's mask limbs (1-based OpenPose-18 indices in its code), including the torso diagonals
 # and the head triangle, so the mask covers the body and not only the skeleton lines.
-_MASK_LIMBS = np.array([
-    [2, 3], [2, 6], [3, 4], [4, 5], [6, 7], [7, 8], [2, 9], [9, 10], [10, 11], [2, 12], [12, 13],
-    [13, 14], [2, 1], [1, 15], [15, 17], [1, 16], [16, 18], [2, 17], [2, 18], [9, 12], [12, 6],
-    [9, 3], [17, 18],
-]) - 1
+_MASK_LIMBS = (
+    np.array(
+        [
+            [2, 3],
+            [2, 6],
+            [3, 4],
+            [4, 5],
+            [6, 7],
+            [7, 8],
+            [2, 9],
+            [9, 10],
+            [10, 11],
+            [2, 12],
+            [12, 13],
+            [13, 14],
+            [2, 1],
+            [1, 15],
+            [15, 17],
+            [1, 16],
+            [16, 18],
+            [2, 17],
+            [2, 18],
+            [9, 12],
+            [12, 6],
+            [9, 3],
+            [17, 18],
+        ]
+    )
+    - 1
+)
 
 
 def _close(mask: np.ndarray, size: int) -> np.ndarray:
@@ -115,7 +144,7 @@ def _close(mask: np.ndarray, size: int) -> np.ndarray:
         h, w = m.shape
         for dy in range(size):
             for dx in range(size):
-                out = op(out, padded[dy:dy + h, dx:dx + w])
+                out = op(out, padded[dy : dy + h, dx : dx + w])
         return out
 
     dilated = shift_reduce(mask, False, np.logical_or)
@@ -148,7 +177,7 @@ def body_mask(keypoints: np.ndarray, size: tuple[int, int], radius: float = 4.0)
         across = -(xx - kp[f, 0]) * u[1] + (yy - kp[f, 1]) * u[0]
         mask |= (along >= 0) & (along <= length) & (np.abs(across) <= radius)
     for x, y in kp[present]:
-        mask |= (xx - x) ** 2 + (yy - y) ** 2 <= radius ** 2
+        mask |= (xx - x) ** 2 + (yy - y) ** 2 <= radius**2
     return _close(mask, 5)
 
 
@@ -188,7 +217,9 @@ class FeatureStats:
         self._outer: np.ndarray | None = None
 
     def update(self, features: torch.Tensor | np.ndarray) -> None:
-        x = np.asarray(features.detach().cpu() if isinstance(features, torch.Tensor) else features, np.float64)
+        x = np.asarray(
+            features.detach().cpu() if isinstance(features, torch.Tensor) else features, np.float64
+        )
         if x.ndim != 2:
             raise ValueError(f"expected features [N, D], got {x.shape}")
         if self._sum is None:
@@ -285,7 +316,9 @@ class InceptionFID:
         self.weights_sha256 = sha256_file(path)
         probe = self.pooled(torch.zeros(1, 3, 64, 64, dtype=torch.uint8))
         if probe.shape != (1, 2048):
-            raise ValueError(f"{path}: not the FID Inception network (features {tuple(probe.shape)}, expected 2048)")
+            raise ValueError(
+                f"{path}: not the FID Inception network (features {tuple(probe.shape)}, expected 2048)"
+            )
 
     @torch.no_grad()
     def pooled(self, images: torch.Tensor) -> torch.Tensor:

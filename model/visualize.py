@@ -5,9 +5,8 @@ combination map (heat: bright = attention chosen), output, target. A column the 
 mid-grey. Warped images and maps are shown at the finest scale where they exist, upsampled
 (nearest, so their true resolution stays visible).
 """
-from __future__ import annotations
 
-from typing import Optional
+from __future__ import annotations
 
 import numpy as np
 import torch
@@ -16,7 +15,15 @@ from torch import Tensor
 
 from model.generator import GeneratorOutput
 
-COLUMNS: tuple[str, ...] = ("source", "target_pose", "attn_warp", "flow_warp", "combination", "output", "target")
+COLUMNS: tuple[str, ...] = (
+    "source",
+    "target_pose",
+    "attn_warp",
+    "flow_warp",
+    "combination",
+    "output",
+    "target",
+)
 
 
 def pose_to_rgb(pose: Tensor) -> Tensor:
@@ -34,20 +41,24 @@ def pose_to_rgb(pose: Tensor) -> Tensor:
 def heat(m: Tensor) -> Tensor:
     """Map [B,1,H,W] in [0,1] -> RGB [B,3,H,W]: dark blue (0, flow) through red to yellow (1, attention)."""
     m = m.float().clamp(0, 1)
-    return torch.cat([(2 * m).clamp(0, 1), (2 * m - 1).clamp(0, 1), (1 - 2 * m).clamp(0, 1) * 0.6 + 0.1], dim=1)
+    return torch.cat(
+        [(2 * m).clamp(0, 1), (2 * m - 1).clamp(0, 1), (1 - 2 * m).clamp(0, 1) * 0.6 + 0.1], dim=1
+    )
 
 
-def _finest(maps: dict[int, Tensor]) -> Optional[Tensor]:
+def _finest(maps: dict[int, Tensor]) -> Tensor | None:
     return maps[min(maps)] if maps else None
 
 
-def _resize(x: Optional[Tensor], size: tuple[int, int], b: int) -> Tensor:
+def _resize(x: Tensor | None, size: tuple[int, int], b: int) -> Tensor:
     if x is None:
         return torch.full((b, 3, *size), 0.5)
     return F.interpolate(x.detach().float().cpu(), size=size, mode="nearest")
 
 
-def make_grid(batch: dict[str, Tensor], output: GeneratorOutput, max_rows: int = 8, border: int = 2) -> np.ndarray:
+def make_grid(
+    batch: dict[str, Tensor], output: GeneratorOutput, max_rows: int = 8, border: int = 2
+) -> np.ndarray:
     """uint8 [rows·(H+border), 7·(W+border), 3] grid; see ``COLUMNS`` for the column order."""
     for key in ("source_image", "target_pose", "target_image"):
         if key not in batch:
@@ -55,7 +66,7 @@ def make_grid(batch: dict[str, Tensor], output: GeneratorOutput, max_rows: int =
     src = batch["source_image"].detach().float().cpu()
     b, _, h, w = src.shape
     n = min(b, max_rows)
-    to01 = lambda x: (x.detach().float().cpu() + 1) / 2  # noqa: E731 - [-1,1] -> [0,1]
+    to01 = lambda x: (x.detach().float().cpu() + 1) / 2
     cm = _finest(output.combination_maps)
     panels = [
         to01(src),

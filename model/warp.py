@@ -7,6 +7,7 @@ Conventions shared by every function here:
   is ``grid_sample``'s ``align_corners=False`` convention; it also holds for 1-pixel-wide grids.
 - Attention warps are single-head: one softmax over all source positions per target position.
 """
+
 from __future__ import annotations
 
 import torch
@@ -40,7 +41,9 @@ def flow_warp(source: Tensor, flow: Tensor, padding_mode: str = "zeros") -> Tens
         # index i -> normalised (2i + 1) / size - 1  (align_corners=False)
         scale = torch.tensor([2.0 / w, 2.0 / h], device=flow.device).view(1, 2, 1, 1)
         grid = (pos * scale + (scale / 2 - 1)).permute(0, 2, 3, 1)  # [B,h,w,2]
-        out = F.grid_sample(source.float(), grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
+        out = F.grid_sample(
+            source.float(), grid, mode="bilinear", padding_mode=padding_mode, align_corners=False
+        )
     return out.to(source.dtype)
 
 
@@ -70,8 +73,10 @@ def attention_warp(query: Tensor, key: Tensor, value: Tensor) -> Tensor:
     for name, t in (("query", query), ("key", key), ("value", value)):
         _check_4d(name, t)
     if query.shape[1] != key.shape[1] or key.shape[-2:] != value.shape[-2:]:
-        raise ValueError(f"attention shapes do not match: q {tuple(query.shape)}, k {tuple(key.shape)}, "
-                         f"v {tuple(value.shape)}")
+        raise ValueError(
+            f"attention shapes do not match: q {tuple(query.shape)}, k {tuple(key.shape)}, "
+            f"v {tuple(value.shape)}"
+        )
     b, _, h, w = query.shape
     q, k, v = (_tokens(t).unsqueeze(1) for t in (query, key, value))  # [B,1,N,C]
     out = F.scaled_dot_product_attention(q, k, v.to(q.dtype), scale=1.0)  # [B,1,Nq,c]
@@ -118,6 +123,8 @@ def crop_boxes(images: Tensor, boxes: Tensor, size: tuple[int, int], sampling_ra
     gy = (y0 + t_y * bh) * (2.0 / H) - 1.0  # [B,h*r]
     grid = torch.stack(torch.broadcast_tensors(gx[:, None, :], gy[:, :, None]), dim=-1)  # [B,h*r,w*r,2]
     with torch.autocast(images.device.type, enabled=False):  # float32 coordinates, as in flow_warp
-        crops = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        crops = F.grid_sample(
+            images.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        )
     crops = crops.to(images.dtype)
     return F.avg_pool2d(crops, r) if r > 1 else crops

@@ -12,6 +12,7 @@ gives each score's mean over the seeds, and for each of the paper's claims (full
 better than none, the face term helps) whether it holds beyond the seeds' noise.  DVC runs one
 ``ablation_run`` stage per variant and seed (``matrix``) and then ``ablation``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,12 +38,18 @@ def run_name(variant: str, seed: int) -> str:
 def run_variant(args: argparse.Namespace, cfg) -> int:
     acfg = cfg.ablation
     if args.variant not in acfg.variants:
-        log.error("%r is not in ablation.variants (%s: %s)", args.variant, args.params[-1], ", ".join(acfg.variants))
+        log.error(
+            "%r is not in ablation.variants (%s: %s)", args.variant, args.params[-1], ", ".join(acfg.variants)
+        )
         return 2
     seeds = [args.seed] if args.seed is not None else list(acfg.seeds)
     if any(s not in acfg.seeds for s in seeds):
-        log.error("seed %s is not in ablation.seeds (%s: %s)", args.seed, args.params[-1],
-                  ", ".join(map(str, acfg.seeds)))
+        log.error(
+            "seed %s is not in ablation.seeds (%s: %s)",
+            args.seed,
+            args.params[-1],
+            ", ".join(map(str, acfg.seeds)),
+        )
         return 2
     for seed in seeds:
         code = _run_one(args, cfg, args.variant, seed)
@@ -57,15 +64,28 @@ def _run_one(args: argparse.Namespace, cfg, variant: str, seed: int) -> int:
     common += [x for o in args.overrides for x in ("--set", o)]
     sets = [f"model.variant={variant}", f"train.seed={seed}"]
     train = [sys.executable, "-m", "pipelines.train", "--run-name", name, *common] + [
-        x for s in sets for x in ("--set", s)]
+        x for s in sets for x in ("--set", s)
+    ]
     log.info("+ %s", " ".join(train[1:]))
     done = subprocess.run(train)
     if done.returncode != 0:
         return done.returncode
-    evaluate = [sys.executable, "-m", "pipelines.evaluate", "--run-name", name, *common,
-                "--checkpoint", f"{cfg.train.storage_path}/{name}/checkpoints",
-                "--metrics", str(METRICS_DIR / f"{variant}-s{seed}.json"), "--plots", f"plots/ablation/{variant}-s{seed}",
-                "--set", f"evaluate.images_dir=data/eval/{name}"]
+    evaluate = [
+        sys.executable,
+        "-m",
+        "pipelines.evaluate",
+        "--run-name",
+        name,
+        *common,
+        "--checkpoint",
+        f"{cfg.train.storage_path}/{name}/checkpoints",
+        "--metrics",
+        str(METRICS_DIR / f"{variant}-s{seed}.json"),
+        "--plots",
+        f"plots/ablation/{variant}-s{seed}",
+        "--set",
+        f"evaluate.images_dir=data/eval/{name}",
+    ]
     log.info("+ %s", " ".join(evaluate[1:]))
     return subprocess.run(evaluate).returncode
 
@@ -94,8 +114,11 @@ def verdict(better: list[float], worse: list[float], lower_better: bool) -> str:
 def _records(acfg) -> tuple[dict[tuple[str, int], dict], list[str]]:
     want = [(v, s) for v in acfg.variants for s in acfg.seeds]
     missing = [f"{v} seed {s}" for v, s in want if not (METRICS_DIR / f"{v}-s{s}.protocol.json").is_file()]
-    docs = {} if missing else {(v, s): json.loads((METRICS_DIR / f"{v}-s{s}.protocol.json").read_text())
-                               for v, s in want}
+    docs = (
+        {}
+        if missing
+        else {(v, s): json.loads((METRICS_DIR / f"{v}-s{s}.protocol.json").read_text()) for v, s in want}
+    )
     return docs, missing
 
 
@@ -103,8 +126,11 @@ def table(cfg) -> int:
     acfg = cfg.ablation
     docs, missing = _records(acfg)
     if missing:
-        log.error("no metrics for %s; run `python -m pipelines.ablation run --variant V [--seed S]` (or make "
-                  "ablation)", ", ".join(missing))
+        log.error(
+            "no metrics for %s; run `python -m pipelines.ablation run --variant V [--seed S]` (or make "
+            "ablation)",
+            ", ".join(missing),
+        )
         return 2
     # Each run's evaluation record (scores with the protocol they were computed under).
     protocols = {d["protocol_sha256"] for d in docs.values()}
@@ -114,25 +140,42 @@ def table(cfg) -> int:
     first = next(iter(docs.values()))
     names = first["metric_names"]
     keys = ["ssim", "psnr", names["fd"], names.get("kid", ""), names["lpd"]] + sorted(
-        k for k in first["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high")))
+        k for k in first["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high"))
+    )
     # A score the evaluation could not compute (the Fréchet distance on too few images) is left out;
     # a correspondence score exists only for the variants with that branch (no flow: no flow_epe).
     keys = [k for k in keys if k and all(k in d["model"] for d in docs.values())]
     keys += [k for k in CORRESPONDENCE_KEYS if k not in keys and any(k in d["model"] for d in docs.values())]
-    per_seed = {v: {k: [docs[(v, s)]["model"][k] for s in acfg.seeds] for k in keys
-                    if all(k in docs[(v, s)]["model"] for s in acfg.seeds)} for v in acfg.variants}
+    per_seed = {
+        v: {
+            k: [docs[(v, s)]["model"][k] for s in acfg.seeds]
+            for k in keys
+            if all(k in docs[(v, s)]["model"] for s in acfg.seeds)
+        }
+        for v in acfg.variants
+    }
     rows = {v: {k: sum(vals) / len(vals) for k, vals in per_seed[v].items()} for v in acfg.variants}
-    baselines = {b: {k: first["baselines"][b][k] for k in keys if k in first["baselines"][b]}
-                 for b in first["baselines"]}
+    baselines = {
+        b: {k: first["baselines"][b][k] for k in keys if k in first["baselines"][b]}
+        for b in first["baselines"]
+    }
 
     from pipelines.registry.promotion import lower_is_better
 
     judged = [names["lpd"] if k == "lpd" else k for k in VERDICT_KEYS]
     judged = [k for k in judged if k in keys]
-    claims = [{"better": a, "worse": b, "metric": k,
-               "verdict": verdict(per_seed[a][k], per_seed[b][k], lower_is_better(k))}
-              for a, b in CLAIMS if a in per_seed and b in per_seed for k in judged
-              if k in per_seed[a] and k in per_seed[b]]
+    claims = [
+        {
+            "better": a,
+            "worse": b,
+            "metric": k,
+            "verdict": verdict(per_seed[a][k], per_seed[b][k], lower_is_better(k)),
+        }
+        for a, b in CLAIMS
+        if a in per_seed and b in per_seed
+        for k in judged
+        if k in per_seed[a] and k in per_seed[b]
+    ]
     out = {
         "dataset": cfg.train.dataset,
         "total_images": cfg.train.total_images,
@@ -153,25 +196,37 @@ def table(cfg) -> int:
     def cell(v: str, k: str) -> str:
         if k not in rows[v]:
             return "–"
-        text = f"{rows[v][k]:.4f}" + (f" ({', '.join(f'{x:.4f}' for x in per_seed[v][k])})"
-                                      if len(acfg.seeds) > 1 else "")
+        text = f"{rows[v][k]:.4f}" + (
+            f" ({', '.join(f'{x:.4f}' for x in per_seed[v][k])})" if len(acfg.seeds) > 1 else ""
+        )
         return f"**{text}**" if rows[v][k] == best[k] else text
 
     seeds = ", ".join(map(str, acfg.seeds))
-    lines = [f"Ablation on `{cfg.train.dataset}`, {cfg.train.total_images} training images per variant and seed "
-             f"(seeds {seeds}; profile {cfg.profile}, ablation/params.yaml); "
-             f"{first['protocol']['pairs']} test pairs, protocol `{out['protocol_sha256'][:12]}`. "
-             "Each cell: the mean over the seeds (each seed's score).", "",
-             "| variant | " + " | ".join(f"{k} {arrows[k]}" for k in keys) + " |",
-             "|---|" + "---:|" * len(keys)]
+    lines = [
+        f"Ablation on `{cfg.train.dataset}`, {cfg.train.total_images} training images per variant and seed "
+        f"(seeds {seeds}; profile {cfg.profile}, ablation/params.yaml); "
+        f"{first['protocol']['pairs']} test pairs, protocol `{out['protocol_sha256'][:12]}`. "
+        "Each cell: the mean over the seeds (each seed's score).",
+        "",
+        "| variant | " + " | ".join(f"{k} {arrows[k]}" for k in keys) + " |",
+        "|---|" + "---:|" * len(keys),
+    ]
     for v in rows:
         lines.append(f"| {v} | " + " | ".join(cell(v, k) for k in keys) + " |")
     for b, r in baselines.items():
-        lines.append(f"| *{b}* | " + " | ".join(f"*{r[k]:.4f}*" if k in r and r[k] == r[k] else "–"
-                                                 for k in keys) + " |")
-    lines += ["", "The paper's ordering, per score (beyond seed noise: every seed of the first variant beats "
-              "every seed of the second):", "", "| claim | " + " | ".join(judged) + " |",
-              "|---|" + "---|" * len(judged)]
+        lines.append(
+            f"| *{b}* | "
+            + " | ".join(f"*{r[k]:.4f}*" if k in r and r[k] == r[k] else "–" for k in keys)
+            + " |"
+        )
+    lines += [
+        "",
+        "The paper's ordering, per score (beyond seed noise: every seed of the first variant beats "
+        "every seed of the second):",
+        "",
+        "| claim | " + " | ".join(judged) + " |",
+        "|---|" + "---|" * len(judged),
+    ]
     for a, b in CLAIMS:
         got = {c["metric"]: c["verdict"] for c in claims if c["better"] == a and c["worse"] == b}
         if got:

@@ -27,6 +27,7 @@ point count, an unreadable image) are listed and skipped; the exit status is 2
 when nothing could be converted or an input is missing.  The folder is written
 under a temporary name and renamed into place when complete.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,9 @@ from pipelines.config.logs import add_log_level_arg, setup_logging
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.convert_portraits", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.convert_portraits", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--images", required=True, help="folder of face images (searched recursively)")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--pts", action="store_true", help="read NAME.pts next to each image")
@@ -46,8 +49,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", required=True, help="output folder in the portrait layout")
     parser.add_argument("--size", type=int, nargs=2, default=(64, 64), metavar=("H", "W"))
     parser.add_argument("--crop", choices=("face", "none"), default="face")
-    parser.add_argument("--margin", type=float, default=0.35, help="face crop margin, fraction of the box side")
-    parser.add_argument("--pts-origin", type=int, choices=(0, 1), default=1, help=".pts pixel origin (300-W: 1)")
+    parser.add_argument(
+        "--margin", type=float, default=0.35, help="face crop margin, fraction of the box side"
+    )
+    parser.add_argument(
+        "--pts-origin", type=int, choices=(0, 1), default=1, help=".pts pixel origin (300-W: 1)"
+    )
     parser.add_argument("--identity", choices=("stem", "dir"), default="stem")
     parser.add_argument("--test-fraction", type=float, default=0.1)
     parser.add_argument("--seed", type=int, default=0)
@@ -59,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"convert_portraits: {images}: image folder not found", file=sys.stderr)
         return 2
     try:
-        items, problems = collect(images, args.pts, Path(args.csv) if args.csv else None, args.identity,
-                                  args.pts_origin)
+        items, problems = collect(
+            images, args.pts, Path(args.csv) if args.csv else None, args.identity, args.pts_origin
+        )
     except (ConvertError, FileNotFoundError) as exc:
         print(f"convert_portraits: {exc}", file=sys.stderr)
         return 2
@@ -69,9 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     if not items:
         print(f"convert_portraits: nothing to convert in {images}", file=sys.stderr)
         return 2
-    counts = convert(items, Path(args.out), tuple(args.size), args.crop, args.margin, args.test_fraction, args.seed)
-    print(f"convert_portraits: {counts['train']} train / {counts['test']} test images, {len(problems)} skipped "
-          f"-> {args.out}")
+    counts = convert(
+        items, Path(args.out), tuple(args.size), args.crop, args.margin, args.test_fraction, args.seed
+    )
+    print(
+        f"convert_portraits: {counts['train']} train / {counts['test']} test images, {len(problems)} skipped "
+        f"-> {args.out}"
+    )
     return 0
 
 

@@ -34,12 +34,13 @@ Python::
 
 Exit status: 0 written, 2 a bad input (each error names the file or option and the reason).
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from datasets.sheets.cells import enlarge
 from pipelines.apps.inputs import InputError, save_rgb
@@ -51,17 +52,32 @@ log = logging.getLogger("edit_portrait")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.edit_portrait", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="models:/attnflow-portrait@champion",
-                    help="MLflow model URI, local model folder or checkpoint folder "
-                         "(default: models:/attnflow-portrait@champion)")
+    ap = argparse.ArgumentParser(
+        prog="python -m pipelines.edit_portrait",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--model",
+        default="models:/attnflow-portrait@champion",
+        help="MLflow model URI, local model folder or checkpoint folder "
+        "(default: models:/attnflow-portrait@champion)",
+    )
     ap.add_argument("--image", required=True, help="the face to edit")
-    ap.add_argument("--landmarks", default="auto",
-                    help="68 landmarks of --image: auto (face mesh, default), FILE.json, FILE.pts or FILE.csv#NAME")
+    ap.add_argument(
+        "--landmarks",
+        default="auto",
+        help="68 landmarks of --image: auto (face mesh, default), FILE.json, FILE.pts or FILE.csv#NAME",
+    )
     ap.add_argument("--rotate", type=float, default=0.0, metavar="DEG", help="in-plane rotation, [-45, 45]")
-    ap.add_argument("--shift", type=float, nargs=2, default=(0.0, 0.0), metavar=("DX", "DY"),
-                    help="translation in pixels of the model's frame")
+    ap.add_argument(
+        "--shift",
+        type=float,
+        nargs=2,
+        default=(0.0, 0.0),
+        metavar=("DX", "DY"),
+        help="translation in pixels of the model's frame",
+    )
     ap.add_argument("--mouth-open", type=float, default=0.0, metavar="A", help="[-1, 1]; < 0 closes")
     ap.add_argument("--smile", type=float, default=0.0, metavar="A", help="[-1, 1]; < 0 frowns")
     ap.add_argument("--eyes-closed", type=float, default=0.0, metavar="A", help="[-1, 1]; < 0 widens")
@@ -69,8 +85,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--drive", help="another face: its expression and head pose drive this one")
     ap.add_argument("--drive-landmarks", default="auto", help="landmarks of --drive (as --landmarks)")
     ap.add_argument("--sweep", choices=sorted(SWEEPS), help="write a row of this edit at several strengths")
-    ap.add_argument("--crop", choices=("auto", "face", "none"), default="auto",
-                    help="auto: frame the face unless the image already has the model's size")
+    ap.add_argument(
+        "--crop",
+        choices=("auto", "face", "none"),
+        default="auto",
+        help="auto: frame the face unless the image already has the model's size",
+    )
     ap.add_argument("--scale", type=int, default=1, help="enlarge the written image N times (nearest)")
     ap.add_argument("--out", required=True, help="output PNG")
     add_log_level_arg(ap)
@@ -81,8 +101,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, "edit_portrait")
     try:
-        edits = Edits(rotate=args.rotate, shift=tuple(args.shift), mouth_open=args.mouth_open, smile=args.smile,
-                      eyes_closed=args.eyes_closed, brows=args.brows).check()
+        edits = Edits(
+            rotate=args.rotate,
+            shift=tuple(args.shift),
+            mouth_open=args.mouth_open,
+            smile=args.smile,
+            eyes_closed=args.eyes_closed,
+            brows=args.brows,
+        ).check()
         if args.scale < 1 or args.scale > 16:
             raise InputError(f"--scale {args.scale} must be in 1..16")
         # The user's inputs are checked before the (slower) model load.

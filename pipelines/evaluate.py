@@ -24,6 +24,7 @@ training images) so that each score has context.  Outputs:
   sample grid; all PNG so ``dvc plots show`` renders them offline;
 - the same scores and files on the training run's MLflow entry.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -46,17 +47,23 @@ def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pipelines.evaluate", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", help="dataset name from params.yaml (default: train.dataset)")
     src = ap.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="checkpoint folder (step-…) or a run's checkpoints folder "
-                                          "(default: newest committed checkpoint of the run)")
+    src.add_argument(
+        "--checkpoint",
+        help="checkpoint folder (step-…) or a run's checkpoints folder "
+        "(default: newest committed checkpoint of the run)",
+    )
     src.add_argument("--model", help="MLflow model URI, e.g. models:/attnflow-pose@champion")
     ap.add_argument("--run-name", help="training run (default: train.run_name or the dataset)")
     ap.add_argument("--metrics", help="output JSON (default: metrics/<dataset>.json)")
     ap.add_argument("--plots", help="plots folder (default: plots/<dataset>)")
     ap.add_argument("--no-mlflow", action="store_true", help="do not log to the run's MLflow entry")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
-    ap.add_argument("--landmark-regressor", type=Path,
-                    help="portrait datasets: the regressor of pipelines.train_landmarks "
-                         "(default: data/landmark_regressor/<dataset>.pt)")
+    ap.add_argument(
+        "--landmark-regressor",
+        type=Path,
+        help="portrait datasets: the regressor of pipelines.train_landmarks "
+        "(default: data/landmark_regressor/<dataset>.pt)",
+    )
     add_config_args(ap)
     add_log_level_arg(ap)
     return ap
@@ -78,10 +85,17 @@ def main(argv: list[str] | None = None) -> int:
             ckpt = args.checkpoint or f"{cfg.train.storage_path}/{run_name}/checkpoints"
             generator, _, _ = generator_from_checkpoint(ckpt)
             run_dir_used = run_dir if run_dir.is_dir() else None
-        doc = run_evaluation(cfg, dataset, generator, run_dir=run_dir_used,
-                             metrics_path=Path(args.metrics or f"metrics/{dataset}.json"),
-                             plots_dir=Path(args.plots or f"plots/{dataset}"), log_mlflow=not args.no_mlflow,
-                             landmark_regressor=args.landmark_regressor, show_progress=not args.no_progress)
+        doc = run_evaluation(
+            cfg,
+            dataset,
+            generator,
+            run_dir=run_dir_used,
+            metrics_path=Path(args.metrics or f"metrics/{dataset}.json"),
+            plots_dir=Path(args.plots or f"plots/{dataset}"),
+            log_mlflow=not args.no_mlflow,
+            landmark_regressor=args.landmark_regressor,
+            show_progress=not args.no_progress,
+        )
     except (EvaluationError, RegressorError) as exc:
         log.error("%s", redact(str(exc)))
         return 2
@@ -92,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     ecfg = cfg.evaluate
     if ecfg.export_convention != "none":
         out = Path(ecfg.export_dir) / dataset / ecfg.export_convention
-        n = export_images(Path(doc["images_dir"]), [tuple(p) for p in doc["pair_names"]], ecfg.export_convention, out)
+        n = export_images(
+            Path(doc["images_dir"]), [tuple(p) for p in doc["pair_names"]], ecfg.export_convention, out
+        )
         print(f"export:   {out}/ ({n} images named as {ecfg.export_convention} names them)")
     for f in doc["plots"]:
         print(f"plot:     {f}")

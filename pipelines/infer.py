@@ -19,12 +19,13 @@ keypoints go through the same transform.  Python::
     pt = PoseTransfer.load("models:/attnflow-pose@champion")
     image = pt.transfer(source_rgb, target_keypoints, target_frame=(H, W))  # uint8 [h, w, 3]
 """
+
 from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from pipelines.apps.inputs import InputError, read_image, save_rgb
 from pipelines.apps.pose_extract import PoseExtraMissing
@@ -36,21 +37,36 @@ log = logging.getLogger("infer")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.infer", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="models:/attnflow-pose@champion",
-                    help="MLflow model URI or local model folder (default: models:/attnflow-pose@champion)")
+    ap = argparse.ArgumentParser(
+        prog="python -m pipelines.infer",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ap.add_argument(
+        "--model",
+        default="models:/attnflow-pose@champion",
+        help="MLflow model URI or local model folder (default: models:/attnflow-pose@champion)",
+    )
     ap.add_argument("--source", help="photo of the person")
-    ap.add_argument("--source-pose", help="keypoints of the source photo (else extracted with the pose extra)")
+    ap.add_argument(
+        "--source-pose", help="keypoints of the source photo (else extracted with the pose extra)"
+    )
     ap.add_argument("--target-pose", help="keypoint JSON, annotation.csv#NAME, or a photo")
-    ap.add_argument("--pose-frame", type=int, nargs=2, metavar=("H", "W"),
-                    help="frame of CSV/JSON keypoints when the file does not say (default: the source photo's "
-                         "size for --source-pose, the model's input size for --target-pose)")
+    ap.add_argument(
+        "--pose-frame",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="frame of CSV/JSON keypoints when the file does not say (default: the source photo's "
+        "size for --source-pose, the model's input size for --target-pose)",
+    )
     ap.add_argument("--out", required=True, help="output PNG (single) or folder (batch)")
     ap.add_argument("--sheet", help="also write source | target pose | output side by side")
     ap.add_argument("--pairs", type=Path, help="batch mode: pairs CSV with columns from,to")
     ap.add_argument("--images", type=Path, help="batch mode: folder of the source images")
-    ap.add_argument("--annotations", type=Path, help="batch mode: annotation CSV (name:keypoints_y:keypoints_x)")
+    ap.add_argument(
+        "--annotations", type=Path, help="batch mode: annotation CSV (name:keypoints_y:keypoints_x)"
+    )
     add_log_level_arg(ap)
     return ap
 
@@ -74,8 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 src_kp, src_frame = resolve_pose(args.source_pose, frame or source.shape[:2])
                 if src_frame is not None and tuple(src_frame) != source.shape[:2]:
-                    src_kp = Fit(0, 0, source.shape[1] / src_frame[1], source.shape[0] / src_frame[0]).keypoints(
-                        src_kp, source.shape[:2])
+                    src_kp = Fit(
+                        0, 0, source.shape[1] / src_frame[1], source.shape[0] / src_frame[0]
+                    ).keypoints(src_kp, source.shape[:2])
         pt = PoseTransfer.load(args.model)
         if batch:
             written = run_batch(pt, args.pairs, args.images, args.annotations, Path(args.out), frame)

@@ -9,6 +9,7 @@ the working dir zipped the way Ray zips it (its ``excludes`` and ``.gitignore`` 
 under Ray's upload limit (the gRPC message size; pipelines/jobs/package.py), naming the largest
 files when it does not.  Exit status: 0 ok, 2 a problem (printed to stderr).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,10 +40,14 @@ def check_runtime_env(env: dict, limit: int | None = None) -> dict:
         raise PreflightError(f"runtime env must be a mapping, got {type(env).__name__}")
     unknown = sorted(set(env) - set(RuntimeEnv.known_fields))
     if unknown:
-        raise PreflightError(f"runtime env: unknown field(s) {', '.join(unknown)} (Ray knows: "
-                             f"{', '.join(sorted(f for f in RuntimeEnv.known_fields if not f.startswith('_')))})")
+        raise PreflightError(
+            f"runtime env: unknown field(s) {', '.join(unknown)} (Ray knows: "
+            f"{', '.join(sorted(f for f in RuntimeEnv.known_fields if not f.startswith('_')))})"
+        )
     env_vars = env.get("env_vars") or {}
-    if not isinstance(env_vars, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()):
+    if not isinstance(env_vars, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in env_vars.items()
+    ):
         raise PreflightError("runtime env: env_vars must map names to strings")
     excludes = env.get("excludes") or []
     if not isinstance(excludes, list) or not all(isinstance(e, str) for e in excludes):
@@ -64,16 +69,20 @@ def check_runtime_env(env: dict, limit: int | None = None) -> dict:
         raise PreflightError(
             f"working_dir {str(root.resolve())!r} zips to {_mib(size)}, over Ray's upload limit of {_mib(limit)}; "
             f"largest files: {big}. Add them to 'excludes' in the runtime env (infra/runtime_env.yaml) or to "
-            ".gitignore, or put data on shared storage (docs/cluster.md)")
+            ".gitignore, or put data on shared storage (docs/cluster.md)"
+        )
     return env
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.job_preflight",
-                                     description=__doc__.split("\n\n")[0])
-    parser.add_argument("runtime_env", metavar="RUNTIME_ENV_JSON",
-                        help="the job's runtime env as a JSON object (infra/submit.sh builds it from "
-                             "infra/runtime_env.yaml)")
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.job_preflight", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "runtime_env",
+        metavar="RUNTIME_ENV_JSON",
+        help="the job's runtime env as a JSON object (infra/submit.sh builds it from infra/runtime_env.yaml)",
+    )
     add_log_level_arg(parser)
     return parser
 

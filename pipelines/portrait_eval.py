@@ -4,6 +4,7 @@ The scores file holds numbers only (for ``dvc metrics diff``); the dataset, the 
 portrait figures are in the evaluation record beside it (``metrics/portrait.protocol.json``),
 which is what the report reads.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,7 +19,9 @@ log = logging.getLogger("portrait_eval")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.portrait_eval", description="portrait evaluation report")
+    ap = argparse.ArgumentParser(
+        prog="python -m pipelines.portrait_eval", description="portrait evaluation report"
+    )
     sub = ap.add_subparsers(dest="command", required=True)
     rep = sub.add_parser("report", help="print a portrait metrics JSON (pipelines.evaluate's output)")
     rep.add_argument("metrics", type=Path)
@@ -29,10 +32,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, "portrait_eval")
-    record = args.metrics if args.metrics.name.endswith(".protocol.json") else \
-        args.metrics.with_name(args.metrics.name.removesuffix(".json") + ".protocol.json")
+    record = (
+        args.metrics
+        if args.metrics.name.endswith(".protocol.json")
+        else args.metrics.with_name(args.metrics.name.removesuffix(".json") + ".protocol.json")
+    )
     if not record.is_file():
-        log.error("%s not found (the evaluation record beside %s); run make run-portrait first", record, args.metrics)
+        log.error(
+            "%s not found (the evaluation record beside %s); run make run-portrait first",
+            record,
+            args.metrics,
+        )
         return 2
     print(report(json.loads(record.read_text())))
     return 0

@@ -11,6 +11,7 @@ the JPEGs and the integer landmarks read back from the CSV by the layout's reade
 so they show exactly what the preprocess stage will read (datasets.sheets.portrait_sheet).  Writes
 ``<out-dir>/<dataset>_contact.png`` and ``<out-dir>/<dataset>_parts.png``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,9 +30,13 @@ PART_SIGMA = 1.0  # pixels at 64x64; the part-map width the preprocess stage is 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.portrait_sheets", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.portrait_sheets", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dataset", default="synthetic_portrait")
-    parser.add_argument("--root", default=None, help="a dataset in the portrait layout (default: generate one)")
+    parser.add_argument(
+        "--root", default=None, help="a dataset in the portrait layout (default: generate one)"
+    )
     parser.add_argument("--out-dir", default="docs/images")
     parser.add_argument("--identities", type=int, default=6)
     parser.add_argument("--views", type=int, default=6)
@@ -47,15 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if args.root is None:
             n_test = max(1, args.identities // 3)
-            spec = dataclasses.replace(cfg.synthesize[args.dataset], train_identities=args.identities - n_test,
-                                       test_identities=n_test, views_per_identity=max(args.views, 2))
+            spec = dataclasses.replace(
+                cfg.synthesize[args.dataset],
+                train_identities=args.identities - n_test,
+                test_identities=n_test,
+                views_per_identity=max(args.views, 2),
+            )
             root, prefix = Path(tmp) / "portraits", spec.file_prefix
             write_dataset(spec, root)
         else:
             root, prefix = Path(args.root), "portrait"
         rows = pick_portrait_rows(root, prefix, args.identities, args.views)
         contact = save_png(out_dir / f"{args.dataset}_contact.png", landmark_sheet(rows, scale=3))
-        parts = save_png(out_dir / f"{args.dataset}_parts.png", parts_sheet(pick_part_cells(rows), PART_SIGMA, scale=3))
+        parts = save_png(
+            out_dir / f"{args.dataset}_parts.png", parts_sheet(pick_part_cells(rows), PART_SIGMA, scale=3)
+        )
     print(f"portrait_sheets: {contact}\nportrait_sheets: {parts}")
     return 0
 

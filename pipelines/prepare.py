@@ -21,6 +21,7 @@ the detector's confidence.  A contact sheet with skeletons goes to
 Exit status: 0 ok; 1 nothing could be written (every image rejected); 2 bad config, an unknown
 dataset, or a release/photo folder missing a part (the message lists the names looked for).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,14 +56,25 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines.prepare", description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, help="a dataset named in params.yaml datasets")
     source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--from", dest="release", metavar="DIR", help="the official release folder, as downloaded")
+    source.add_argument(
+        "--from", dest="release", metavar="DIR", help="the official release folder, as downloaded"
+    )
     source.add_argument("--photos", metavar="DIR", help="a folder with one sub-folder of photos per identity")
     parser.add_argument("--out", default=None, help="output folder (default: the dataset's root)")
-    parser.add_argument("--workers", type=int, default=0,
-                        help="Ray tasks converting images at once (0: in this process; default 0)")
-    parser.add_argument("--metrics", default=None, help="counts JSON (default: metrics/prepare/<dataset>.json)")
-    parser.add_argument("--contact", default=None,
-                        help="--photos contact sheet PNG (default: reports/figures/<dataset>-photos.png)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="Ray tasks converting images at once (0: in this process; default 0)",
+    )
+    parser.add_argument(
+        "--metrics", default=None, help="counts JSON (default: metrics/prepare/<dataset>.json)"
+    )
+    parser.add_argument(
+        "--contact",
+        default=None,
+        help="--photos contact sheet PNG (default: reports/figures/<dataset>-photos.png)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_config_args(parser)
     add_log_level_arg(parser)
@@ -74,28 +86,39 @@ def _summary_line(name: str, manifest: dict, seconds: float) -> str:
     written = sum(images["written"].values())
     per_k = 1000.0 * seconds / max(images["found"], 1)
     pairs = ", ".join(f"{s} {c['written']}/{c['in']}" for s, c in manifest["pairs"].items())
-    return (f"{name}: {images['found']} images found = {written} written "
-            f"({', '.join(f'{s} {n}' for s, n in images['written'].items())}) + {images['rejected']} rejected; "
-            f"pairs written/in: {pairs}; {seconds:.1f} s ({per_k:.1f} s per 1,000 images)")
+    return (
+        f"{name}: {images['found']} images found = {written} written "
+        f"({', '.join(f'{s} {n}' for s, n in images['written'].items())}) + {images['rejected']} rejected; "
+        f"pairs written/in: {pairs}; {seconds:.1f} s ({per_k:.1f} s per 1,000 images)"
+    )
 
 
-def run_release(args: argparse.Namespace, name: str, spec: PrepareSpec, frame: tuple[int, int],
-                layout: str, out: Path) -> dict:
+def run_release(
+    args: argparse.Namespace, name: str, spec: PrepareSpec, frame: tuple[int, int], layout: str, out: Path
+) -> dict:
     try:
         plan = plan_release(layout, args.release, spec.include_query)
     except ReleaseError as exc:
         _fail(str(exc))
     policy = FitPolicy(frame, spec.fit, spec.aspect_tolerance, spec.jpeg_quality)
     try:
-        return write_release(plan, out, policy, workers=args.workers, chunk_size=spec.chunk_size,
-                             progress=not args.no_progress, desc=f"prepare {name}")
+        return write_release(
+            plan,
+            out,
+            policy,
+            workers=args.workers,
+            chunk_size=spec.chunk_size,
+            progress=not args.no_progress,
+            desc=f"prepare {name}",
+        )
     except PrepareError as exc:
         _fail(str(exc))
     raise AssertionError("unreachable")
 
 
-def run_photos(args: argparse.Namespace, name: str, spec: PrepareSpec, frame: tuple[int, int],
-               layout: str, out: Path) -> dict:
+def run_photos(
+    args: argparse.Namespace, name: str, spec: PrepareSpec, frame: tuple[int, int], layout: str, out: Path
+) -> dict:
     from functools import partial
 
     from tqdm import tqdm
@@ -107,15 +130,27 @@ def run_photos(args: argparse.Namespace, name: str, spec: PrepareSpec, frame: tu
     if not Path(args.photos).is_dir():
         _fail(f"{args.photos}: photo folder not found")
     if not pose_extra_available():
-        _fail(f"--photos finds people with the pose extra (mediapipe), which is not installed: {INSTALL_HINT}")
+        _fail(
+            f"--photos finds people with the pose extra (mediapipe), which is not installed: {INSTALL_HINT}"
+        )
     if args.workers:
         log.warning("--workers applies to --from; photos are searched in this process")
     detect = partial(detect_people, max_people=2, min_detection_confidence=spec.photos.min_confidence)
     total = sum(1 for p in Path(args.photos).rglob("*") if p.is_file())
-    bar = tqdm(total=total, unit="photo", desc=f"prepare {name}", disable=args.no_progress or None, file=sys.stderr)
+    bar = tqdm(
+        total=total, unit="photo", desc=f"prepare {name}", disable=args.no_progress or None, file=sys.stderr
+    )
     try:
-        manifest, results = write_photo_dataset(args.photos, out, detect, layout, frame, spec.photos,
-                                                spec.jpeg_quality, on_photo=lambda _r: bar.update(1))
+        manifest, results = write_photo_dataset(
+            args.photos,
+            out,
+            detect,
+            layout,
+            frame,
+            spec.photos,
+            spec.jpeg_quality,
+            on_photo=lambda _r: bar.update(1),
+        )
     except PrepareError as exc:
         _fail(str(exc))
     finally:
@@ -142,8 +177,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers < 0:
         _fail(f"--workers must be >= 0, got {args.workers}")
     if dataset.layout not in ("deepfashion", "market"):
-        _fail(f"dataset {name!r} has layout {dataset.layout!r}; prepare writes the deepfashion and market "
-              "layouts (portrait sets: python -m pipelines.convert_portraits)")
+        _fail(
+            f"dataset {name!r} has layout {dataset.layout!r}; prepare writes the deepfashion and market "
+            "layouts (portrait sets: python -m pipelines.convert_portraits)"
+        )
     spec = cfg.prepare.get(name, PrepareSpec())
     out = Path(args.out or dataset.root)
     frame = tuple(dataset.source_size)
@@ -158,7 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Path(args.metrics or f"metrics/prepare/{name}.json")
     atomic_write_bytes(metrics, canonical_json({"images": manifest["images"], "pairs": manifest["pairs"]}))
     log.info("%s", _summary_line(name, manifest, seconds))
-    log.info("%s: layout -> %s (rejects: %s, manifest: %s)", name, out, out / REJECTS_FILE, out / MANIFEST_FILE)
+    log.info(
+        "%s: layout -> %s (rejects: %s, manifest: %s)", name, out, out / REJECTS_FILE, out / MANIFEST_FILE
+    )
     if sum(manifest["images"]["written"].values()) == 0:
         _fail("no image could be prepared; the reasons are in the rejects file", 1)
     return 0

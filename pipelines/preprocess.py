@@ -14,6 +14,7 @@ validates and writes the shards on N Ray workers (local Ray on 127.0.0.1, or
 1 too much rejected or a data or storage error, 2 bad config / unknown dataset
 / missing raw files.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -35,12 +36,17 @@ def _summary(manifest: dict, out: str, figure: Path | None, metrics: Path | None
         lines.append(
             f"  {split:5s} images {c['images_written']}/{c['images_in']} written ({c['images_rejected']} rejected), "
             f"pairs {c['pairs_written']}/{c['pairs_in']} ({c['pairs_rejected']} rejected), "
-            f"rows rejected {c['rows_rejected']}, faces missing {c['faces_missing']}, samples {c['samples']}")
+            f"rows rejected {c['rows_rejected']}, faces missing {c['faces_missing']}, samples {c['samples']}"
+        )
     leaks = manifest["identities_in_both_splits"]
     if leaks["count"]:
-        lines.append(f"  warning: {leaks['count']} identities have images in both splits, "
-                     f"e.g. {', '.join(leaks['examples'][:3])}")
-    lines.append(f"  manifest: {safe_url(join(out, 'manifest.json'))}   rejects: {safe_url(join(out, 'rejects.csv'))}")
+        lines.append(
+            f"  warning: {leaks['count']} identities have images in both splits, "
+            f"e.g. {', '.join(leaks['examples'][:3])}"
+        )
+    lines.append(
+        f"  manifest: {safe_url(join(out, 'manifest.json'))}   rejects: {safe_url(join(out, 'rejects.csv'))}"
+    )
     if metrics:
         lines.append(f"  metrics: {metrics}")
     if figure:
@@ -49,17 +55,23 @@ def _summary(manifest: dict, out: str, figure: Path | None, metrics: Path | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.preprocess", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.preprocess", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dataset", required=True, help="a key of params.yaml datasets")
     parser.add_argument("--root", help="raw dataset folder (default: datasets.NAME.root)")
     parser.add_argument("--out", help="output folder or URL (default: datasets.NAME.shards)")
-    parser.add_argument("--workers", type=int,
-                        help="Ray workers (default: preprocess.workers; 0 = in this process, no Ray)")
+    parser.add_argument(
+        "--workers", type=int, help="Ray workers (default: preprocess.workers; 0 = in this process, no Ray)"
+    )
     parser.add_argument("--metrics", help="counts as JSON (default: metrics/preprocess/NAME.json)")
     parser.add_argument("--figure", help="contact sheet PNG (default: reports/figures/NAME-shards.png)")
     parser.add_argument("--no-figure", action="store_true", help="skip the contact sheet")
-    parser.add_argument("--receipt", help="with a URL output: local folder for copies of manifest.json and "
-                        "rejects.csv plus location.txt (default: data/shards/NAME), what DVC tracks")
+    parser.add_argument(
+        "--receipt",
+        help="with a URL output: local folder for copies of manifest.json and "
+        "rejects.csv plus location.txt (default: data/shards/NAME), what DVC tracks",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_config_args(parser)
     add_log_level_arg(parser)
@@ -77,8 +89,16 @@ def main(argv: list[str] | None = None) -> int:
     metrics = Path(args.metrics or f"metrics/preprocess/{args.dataset}.json")
     figure = None if args.no_figure else Path(args.figure or f"reports/figures/{args.dataset}-shards.png")
     try:
-        manifest = preprocess(args.dataset, spec, cfg.preprocess, out, figure, metrics, show_progress=not args.quiet,
-                              workers=workers)
+        manifest = preprocess(
+            args.dataset,
+            spec,
+            cfg.preprocess,
+            out,
+            figure,
+            metrics,
+            show_progress=not args.quiet,
+            workers=workers,
+        )
     except LayoutError as exc:
         print(f"preprocess: {exc}", file=sys.stderr)
         return 2

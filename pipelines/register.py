@@ -16,6 +16,7 @@ outcome: the version stays ``candidate``, the champion is unchanged, the receipt
 attached to the model and the run; the version's description is its model card
 (pipelines/registry/cards.py).  Writes ``runs/<run>/registered-<dataset>.json``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,11 @@ log = logging.getLogger("register")
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m pipelines.register", description=__doc__.split("\n\n")[0])
     ap.add_argument("--dataset", help="dataset name from params.yaml (default: train.dataset)")
-    ap.add_argument("--metrics", help="evaluation scores JSON (default: metrics/<dataset>.json); its record "
-                                      "<name>.protocol.json beside it is read")
+    ap.add_argument(
+        "--metrics",
+        help="evaluation scores JSON (default: metrics/<dataset>.json); its record "
+        "<name>.protocol.json beside it is read",
+    )
     ap.add_argument("--run-name", help="training run (default: train.run_name or the dataset)")
     add_config_args(ap)
     add_log_level_arg(ap)
@@ -62,8 +66,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     gen_info = doc.get("generator", {})
     if gen_info.get("source") != "checkpoint":
-        log.error("%s scores %s, not a training checkpoint; evaluate a checkpoint to register it", metrics_path,
-                  gen_info.get("uri") or "a model")
+        log.error(
+            "%s scores %s, not a training checkpoint; evaluate a checkpoint to register it",
+            metrics_path,
+            gen_info.get("uri") or "a model",
+        )
         return 2
     try:
         generator, ema, state = generator_from_checkpoint(gen_info["path"])
@@ -71,8 +78,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", redact(str(exc)))
         return 2
     if generator.info["state_sha256"] != gen_info.get("state_sha256"):
-        log.error("checkpoint %s changed since it was evaluated (sha256 differs); evaluate it again",
-                  gen_info["path"])
+        log.error(
+            "checkpoint %s changed since it was evaluated (sha256 differs); evaluate it again",
+            gen_info["path"],
+        )
         return 2
 
     exported, example, err, request = export_generator(ema, spec.shards)
@@ -87,14 +96,23 @@ def main(argv: list[str] | None = None) -> int:
     if client.get_experiment_by_name(cfg.train.mlflow_experiment) is None:
         client.create_experiment(cfg.train.mlflow_experiment, artifact_location=default_artifact_location())
     model_name = rcfg.model_name or TASK_MODEL_NAMES[spec.task]
-    artifacts = [metrics_path, protocol_path(metrics_path)] + [Path(p) for p in doc.get("plots", []) if Path(p).is_file()]
+    artifacts = [metrics_path, protocol_path(metrics_path)] + [
+        Path(p) for p in doc.get("plots", []) if Path(p).is_file()
+    ]
 
     def rescore(uri: str) -> tuple[float, list[float]]:
         # The champion under this evaluation's protocol: same pairs, networks and settings.
         with tempfile.TemporaryDirectory() as tmp:
-            redo = run_evaluation(cfg, dataset, generator_from_model(uri), run_dir=None,
-                                  metrics_path=Path(tmp) / "m.json", plots_dir=Path(tmp) / "plots",
-                                  log_mlflow=False, images_dir=Path(tmp) / "images")
+            redo = run_evaluation(
+                cfg,
+                dataset,
+                generator_from_model(uri),
+                run_dir=None,
+                metrics_path=Path(tmp) / "m.json",
+                plots_dir=Path(tmp) / "plots",
+                log_mlflow=False,
+                images_dir=Path(tmp) / "images",
+            )
         if redo["protocol_sha256"] != doc["protocol_sha256"]:
             raise EvaluationError("re-scoring the champion gave another protocol")
         # The per-pair values too: the comparison with the candidate is a paired bootstrap.
@@ -108,21 +126,38 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoint_step": str(generator.info.get("step")),
         "checkpoint_sha256": str(generator.info.get("state_sha256")),
         "git_commit": str(git_commit(project_root())),
-        "metric_names": ",".join(doc["metric_names"][k] for k in ("fd", "kid", "lpd") if k in doc["metric_names"]),
+        "metric_names": ",".join(
+            doc["metric_names"][k] for k in ("fd", "kid", "lpd") if k in doc["metric_names"]
+        ),
     }
     # The model card's training facts beyond the metrics doc: the data and the run's budget.
     train_cfg = (state.get("config") or {}).get("train") or {}
-    training = {"dataset": dataset, "layout": spec.layout, "synthetic": spec.synthetic,
-                **{k: train_cfg.get(k) for k in ("batch_size", "workers", "total_images")}}
+    training = {
+        "dataset": dataset,
+        "layout": spec.layout,
+        "synthetic": spec.synthetic,
+        **{k: train_cfg.get(k) for k in ("batch_size", "workers", "total_images")},
+    }
     mlflow.set_experiment(cfg.train.mlflow_experiment)
     try:
         reg = register_generator(
-            exported, example, model_name=model_name, metrics_doc=doc, primary_metric=rcfg.primary_metric,
-            run_id=doc.get("mlflow_run_id"), artifacts=artifacts, tags=tags,
-            rescore=rescore if rcfg.rescore_champion else None, experiment=cfg.train.mlflow_experiment,
-            task=spec.task, request_example=request, training=training,
-            promotion_policy=rcfg.promotion_policy, bootstrap_resamples=cfg.evaluate.bootstrap_resamples,
-            seed=cfg.evaluate.seed)
+            exported,
+            example,
+            model_name=model_name,
+            metrics_doc=doc,
+            primary_metric=rcfg.primary_metric,
+            run_id=doc.get("mlflow_run_id"),
+            artifacts=artifacts,
+            tags=tags,
+            rescore=rescore if rcfg.rescore_champion else None,
+            experiment=cfg.train.mlflow_experiment,
+            task=spec.task,
+            request_example=request,
+            training=training,
+            promotion_policy=rcfg.promotion_policy,
+            bootstrap_resamples=cfg.evaluate.bootstrap_resamples,
+            seed=cfg.evaluate.seed,
+        )
     except (ValueError, EvaluationError) as exc:
         log.error("%s", redact(str(exc)))
         return 2
@@ -130,12 +165,26 @@ def main(argv: list[str] | None = None) -> int:
     out = Path("runs") / run_name / f"registered-{dataset}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     # The receipt: what was registered and the rule that decided, with its numbers (reg.promotion).
-    atomic_write_bytes(out, (json.dumps({**reg.__dict__, "primary_metric": rcfg.primary_metric,
-                                         "value": doc["model"][rcfg.primary_metric],
-                                         "protocol_sha256": doc["protocol_sha256"]}, indent=2) + "\n").encode())
+    atomic_write_bytes(
+        out,
+        (
+            json.dumps(
+                {
+                    **reg.__dict__,
+                    "primary_metric": rcfg.primary_metric,
+                    "value": doc["model"][rcfg.primary_metric],
+                    "protocol_sha256": doc["protocol_sha256"],
+                },
+                indent=2,
+            )
+            + "\n"
+        ).encode(),
+    )
     champion = f"v{reg.champion_version}" if reg.champion_version else "none yet"
-    print(f"registered {model_name} v{reg.version} ({rcfg.primary_metric}={doc['model'][rcfg.primary_metric]:.4f}); "
-          f"candidate -> v{reg.version}; champion -> {champion}: {reg.reason}")
+    print(
+        f"registered {model_name} v{reg.version} ({rcfg.primary_metric}={doc['model'][rcfg.primary_metric]:.4f}); "
+        f"candidate -> v{reg.version}; champion -> {champion}: {reg.reason}"
+    )
     print("browse it: make mlflow-ui, then open http://127.0.0.1:5000/#/models/" + model_name)
     return 0
 

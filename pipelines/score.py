@@ -22,6 +22,7 @@ bootstrap intervals and paired verdicts against both baselines.  Outputs:
 Bad input (unknown dataset, no such folder, missing or extra pairs, an unreadable image, a size
 the resize policy refuses) exits 2 with one message naming the file.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,18 +42,34 @@ log = logging.getLogger("score")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.score", description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 epilog="docs/evaluation.md \"Compare with published methods\" has the conventions "
-                                        "with their sources")
-    ap.add_argument("--dataset", required=True, help="dataset name from params.yaml (its test shards hold the pairs)")
-    ap.add_argument("--generated", required=True, type=Path, help="folder of generated images, one per test pair")
-    ap.add_argument("--out", required=True, type=Path, help="scores JSON to write (the record goes beside it)")
-    ap.add_argument("--convention", default="auto", choices=CHOICES,
-                    help="how the files are named (default: auto, from the names)")
-    ap.add_argument("--resize", default="none", choices=list(RESIZE),
-                    help="images of another size than the dataset's: " +
-                         "; ".join(f"{k}: {v}" for k, v in RESIZE.items()))
+    ap = argparse.ArgumentParser(
+        prog="python -m pipelines.score",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog='docs/evaluation.md "Compare with published methods" has the conventions with their sources',
+    )
+    ap.add_argument(
+        "--dataset", required=True, help="dataset name from params.yaml (its test shards hold the pairs)"
+    )
+    ap.add_argument(
+        "--generated", required=True, type=Path, help="folder of generated images, one per test pair"
+    )
+    ap.add_argument(
+        "--out", required=True, type=Path, help="scores JSON to write (the record goes beside it)"
+    )
+    ap.add_argument(
+        "--convention",
+        default="auto",
+        choices=CHOICES,
+        help="how the files are named (default: auto, from the names)",
+    )
+    ap.add_argument(
+        "--resize",
+        default="none",
+        choices=list(RESIZE),
+        help="images of another size than the dataset's: "
+        + "; ".join(f"{k}: {v}" for k, v in RESIZE.items()),
+    )
     ap.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     add_config_args(ap)
     add_log_level_arg(ap)
@@ -65,8 +82,14 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     dataset_from_args(cfg, args.dataset)
     try:
-        doc = score_folder(cfg, args.dataset, args.generated, args.convention, args.resize,
-                           show_progress=not args.no_progress)
+        doc = score_folder(
+            cfg,
+            args.dataset,
+            args.generated,
+            args.convention,
+            args.resize,
+            show_progress=not args.no_progress,
+        )
     except (EvaluationError, FolderError) as exc:
         log.error("%s", redact(str(exc)))
         return 2

@@ -11,6 +11,7 @@ application (:mod:`pipelines.serving.ray_app`) answers ``mlflow models serve``'s
 127.0.0.1:PORT and follows the alias.  On a Kubernetes cluster, infra/rayservice.yaml deploys the
 same application through KubeRay.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,13 +38,17 @@ def connect(address: str) -> None:
     try:  # ray.init retries an unreachable GCS for minutes: ask the port first
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=5).close()
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: no Ray at {address} ({exc}); start one with infra/ray-head.sh start "
-                         "(make serve-ray does)") from None
+        raise SystemExit(
+            f"error: no Ray at {address} ({exc}); start one with infra/ray-head.sh start "
+            "(make serve-ray does)"
+        ) from None
     try:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     except (ConnectionError, RuntimeError) as exc:
-        raise SystemExit(f"error: no Ray at {address} ({exc}); start one with infra/ray-head.sh start "
-                         "(make serve-ray does)") from None
+        raise SystemExit(
+            f"error: no Ray at {address} ({exc}); start one with infra/ray-head.sh start "
+            "(make serve-ray does)"
+        ) from None
 
 
 def deploy(args: argparse.Namespace) -> int:
@@ -54,8 +59,12 @@ def deploy(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args).serve
     try:
-        app = application(args.model, cfg, absolute_tracking_uri(tracking_uri()),
-                          runtime_env={"env_vars": {"PYTHONPATH": str(project_root())}})
+        app = application(
+            args.model,
+            cfg,
+            absolute_tracking_uri(tracking_uri()),
+            runtime_env={"env_vars": {"PYTHONPATH": str(project_root())}},
+        )
     except ServeError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -63,13 +72,20 @@ def deploy(args: argparse.Namespace) -> int:
 
     connect(args.address)
     serve.start(http_options={"host": HOST, "port": args.port})
-    log.info("deploying %s (%d-%d replicas, batches up to %d) ...", args.model, cfg.min_replicas,
-             cfg.max_replicas, cfg.max_batch_size)
+    log.info(
+        "deploying %s (%d-%d replicas, batches up to %d) ...",
+        args.model,
+        cfg.min_replicas,
+        cfg.max_replicas,
+        cfg.max_batch_size,
+    )
     t0 = time.monotonic()
     serve.run(app, name=args.name, route_prefix="/")
     wait_ready(args.port, time.monotonic() + args.start_timeout)
-    print(f"{args.model} on Ray Serve: http://{HOST}:{args.port}/invocations (GET /ping), ready in "
-          f"{time.monotonic() - t0:.0f} s; every answer names its version in the X-Model-Version header")
+    print(
+        f"{args.model} on Ray Serve: http://{HOST}:{args.port}/invocations (GET /ping), ready in "
+        f"{time.monotonic() - t0:.0f} s; every answer names its version in the X-Model-Version header"
+    )
     return 0
 
 
@@ -102,17 +118,33 @@ def main(argv: list[str] | None = None) -> int:
     add_log_level_arg(p)
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("deploy", help="deploy the application on the Ray at --address")
-    d.add_argument("--model", default=DEFAULT_MODEL, help=f"models:/NAME@ALIAS (followed), models:/NAME/VERSION "
-                   f"or a model folder (default: {DEFAULT_MODEL})")
-    d.add_argument("--port", type=int, default=int(os.environ.get("SERVE_PORT", 5002)),
-                   help="HTTP port on 127.0.0.1 (default: SERVE_PORT or 5002)")
+    d.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"models:/NAME@ALIAS (followed), models:/NAME/VERSION "
+        f"or a model folder (default: {DEFAULT_MODEL})",
+    )
+    d.add_argument(
+        "--port",
+        type=int,
+        default=int(os.environ.get("SERVE_PORT", 5002)),
+        help="HTTP port on 127.0.0.1 (default: SERVE_PORT or 5002)",
+    )
     d.add_argument("--name", default="attnflow", help="Serve application name (default: attnflow)")
-    d.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for /ping (default: 300)")
+    d.add_argument(
+        "--start-timeout", type=float, default=300.0, help="seconds to wait for /ping (default: 300)"
+    )
     add_config_args(d)
-    for q in (d, sub.add_parser("status", help="the application's replicas"),
-              sub.add_parser("shutdown", help="shut the Serve application down (the Ray keeps running)")):
-        q.add_argument("--address", default=os.environ.get("RAY_ADDRESS", DEFAULT_ADDRESS),
-                       help=f"the Ray to use (default: RAY_ADDRESS or {DEFAULT_ADDRESS})")
+    for q in (
+        d,
+        sub.add_parser("status", help="the application's replicas"),
+        sub.add_parser("shutdown", help="shut the Serve application down (the Ray keeps running)"),
+    ):
+        q.add_argument(
+            "--address",
+            default=os.environ.get("RAY_ADDRESS", DEFAULT_ADDRESS),
+            help=f"the Ray to use (default: RAY_ADDRESS or {DEFAULT_ADDRESS})",
+        )
     args = p.parse_args(argv)
     setup_logging(args.log_level, "serve-ray")
     # Before anything imports ray, which reads these then.  As infra/submit.sh: Ray 2.60 heads ask

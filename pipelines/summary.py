@@ -5,6 +5,7 @@
 Lists the raw datasets, shards, training runs, metrics, figures and where the registry's
 aliases point now, on stdout.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,7 +79,9 @@ def registry_lines(names: list[str]) -> list[str]:
                 parts.insert(0, "no @champion yet")
                 parts.append(f"not promoted: {candidate.tags.get('promotion', 'no reason recorded')}")
             elif candidate is not None and str(candidate.version) != str(found["champion"].version):
-                parts.append(f"v{candidate.version} not promoted: {candidate.tags.get('promotion', 'no reason recorded')}")
+                parts.append(
+                    f"v{candidate.version} not promoted: {candidate.tags.get('promotion', 'no reason recorded')}"
+                )
             lines.append(f"{name}: " + ", ".join(parts or ["no aliases"]))
         return lines
     except Exception as exc:  # the summary must not fail on a registry it cannot read

@@ -7,6 +7,7 @@ the outputs are, and draws a contact sheet of identities × views with their
 keypoints to ``reports/figures/<name>-contact.png``.  Unknown datasets, datasets
 without a ``synthesize`` entry and bad config exit 2 with one line.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,12 +31,14 @@ def _fail(message: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.synthesize",
-                                     description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.synthesize", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dataset", required=True, help="a synthetic dataset named in params.yaml datasets")
     parser.add_argument("--out", default=None, help="output folder (default: the dataset's root)")
-    parser.add_argument("--contact", default=None,
-                        help="contact sheet PNG (default: reports/figures/<dataset>-contact.png)")
+    parser.add_argument(
+        "--contact", default=None, help="contact sheet PNG (default: reports/figures/<dataset>-contact.png)"
+    )
     parser.add_argument("--no-contact", action="store_true", help="skip the contact sheet")
     parser.add_argument("--contact-identities", type=int, default=6, help="identities shown (default 6)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -62,23 +65,37 @@ def main(argv: list[str] | None = None) -> int:
     if name not in cfg.datasets:
         _fail(f"unknown dataset {name!r}; params.yaml datasets: {', '.join(sorted(cfg.datasets))}")
     if name not in cfg.synthesize:
-        _fail(f"dataset {name!r} has no synthesize entry in {args.params} (it is read from its root, "
-              f"not generated); synthetic datasets: {', '.join(sorted(cfg.synthesize)) or 'none'}")
+        _fail(
+            f"dataset {name!r} has no synthesize entry in {args.params} (it is read from its root, "
+            f"not generated); synthetic datasets: {', '.join(sorted(cfg.synthesize)) or 'none'}"
+        )
     spec, dataset = cfg.synthesize[name], cfg.dataset(name)
     if spec.generator not in GENERATORS:
-        _fail(f"synthesize.{name}.generator {spec.generator!r} is not available; known: "
-              f"{', '.join(sorted(GENERATORS))}")
+        _fail(
+            f"synthesize.{name}.generator {spec.generator!r} is not available; known: "
+            f"{', '.join(sorted(GENERATORS))}"
+        )
     prefixes = CSV_PREFIXES.get(dataset.layout)
     if prefixes is not None and spec.file_prefix not in prefixes:
-        _fail(f"synthesize.{name}.file_prefix {spec.file_prefix!r} does not match layout "
-              f"{dataset.layout!r} (expected one of {', '.join(prefixes)})")
+        _fail(
+            f"synthesize.{name}.file_prefix {spec.file_prefix!r} does not match layout "
+            f"{dataset.layout!r} (expected one of {', '.join(prefixes)})"
+        )
     if (spec.height, spec.width) != tuple(dataset.source_size):
-        print(f"synthesize: note: images are {spec.height}x{spec.width} but datasets.{name}.source_size is "
-              f"{dataset.source_size[0]}x{dataset.source_size[1]}; preprocess will rescale", file=sys.stderr)
+        print(
+            f"synthesize: note: images are {spec.height}x{spec.width} but datasets.{name}.source_size is "
+            f"{dataset.source_size[0]}x{dataset.source_size[1]}; preprocess will rescale",
+            file=sys.stderr,
+        )
     gen = GENERATORS[spec.generator]
     root = Path(args.out or dataset.root)
-    bar = tqdm(total=total_images(spec), unit="img", desc=f"synthesize {name}",
-               disable=args.no_progress or None, file=sys.stderr)
+    bar = tqdm(
+        total=total_images(spec),
+        unit="img",
+        desc=f"synthesize {name}",
+        disable=args.no_progress or None,
+        file=sys.stderr,
+    )
     try:
         summary = gen.write(spec, root, lambda _sample: bar.update(1))
     except FileExistsError as exc:

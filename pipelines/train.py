@@ -19,6 +19,7 @@ id), ``runs/<run>/grids/*.png``, checkpoints, and the MLflow run (see pipelines/
 Exit status: 0 when training completed, 1 when it stopped (numerical fault, failures beyond
 ``train.max_failures``), 2 for a usage or config error.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,29 +32,29 @@ from pathlib import Path
 
 T_COMMAND = time.time()
 
-import torch  # noqa: E402 - after the start-time stamp
+import torch
 
-from datasets import storage as data_storage  # noqa: E402
-from datasets.files import file_sha256  # noqa: E402
-from datasets.parallel import resolve_address  # noqa: E402
-from pipelines.config.logs import add_log_level_arg, setup_logging  # noqa: E402
-from pipelines.config.params import add_config_args, config_from_args, dataset_from_args, to_dict  # noqa: E402
-from pipelines.tracking.journal import (  # noqa: E402
+from datasets import storage as data_storage
+from datasets.files import file_sha256
+from datasets.parallel import resolve_address
+from pipelines.config.logs import add_log_level_arg, setup_logging
+from pipelines.config.params import add_config_args, config_from_args, dataset_from_args, to_dict
+from pipelines.tracking.journal import (
     default_artifact_location,
     git_commit,
     prepare_local_store,
     project_root,
     tracking_uri,
 )
-from pipelines.training.checkpoint import (  # noqa: E402
+from pipelines.training.checkpoint import (
     CheckpointReadError,
     CheckpointStore,
     DamagedCheckpointError,
 )
-from pipelines.training.loop import LocalSession, LoopContext, run_worker  # noqa: E402
-from pipelines.training.placement import PlacementError, decide  # noqa: E402
-from pipelines.training.ray_trainer import train_on_ray  # noqa: E402
-from pipelines.training.resume import ResumeError, prepare_run  # noqa: E402
+from pipelines.training.loop import LocalSession, LoopContext, run_worker
+from pipelines.training.placement import PlacementError, decide
+from pipelines.training.ray_trainer import train_on_ray
+from pipelines.training.resume import ResumeError, prepare_run
 
 log = logging.getLogger("train")
 
@@ -74,12 +75,21 @@ def _resolve(path: str, root: Path) -> str:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m pipelines.train", description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", help="dataset name from params.yaml (default: train.dataset)")
-    parser.add_argument("--workers", type=int, help="Ray Train workers; 0 = in-process, no Ray (default: train.workers)")
-    parser.add_argument("--run-name", help="run folder name; the same name resumes (default: train.run_name or the dataset)")
-    parser.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow (summary and checkpoints only)")
-    parser.add_argument("--profile-comm", action="store_true",
-                        help="time the step's phases for the breakdown (the gradient all-reduce made synchronous; the "
-                             "H2D copy, on-device expansion, forward/backward and optimiser each synchronised)")
+    parser.add_argument(
+        "--workers", type=int, help="Ray Train workers; 0 = in-process, no Ray (default: train.workers)"
+    )
+    parser.add_argument(
+        "--run-name", help="run folder name; the same name resumes (default: train.run_name or the dataset)"
+    )
+    parser.add_argument(
+        "--no-mlflow", action="store_true", help="do not log to MLflow (summary and checkpoints only)"
+    )
+    parser.add_argument(
+        "--profile-comm",
+        action="store_true",
+        help="time the step's phases for the breakdown (the gradient all-reduce made synchronous; the "
+        "H2D copy, on-device expansion, forward/backward and optimiser each synchronised)",
+    )
     add_config_args(parser)
     add_log_level_arg(parser)
     return parser
@@ -100,34 +110,47 @@ def main(argv: list[str] | None = None) -> int:
     tcfg = cfg.train
     root = project_root()
     try:  # before anything starts: a GPU run on a machine without one fails here, in one line
-        placement = decide(tcfg.device, gpus_per_worker=tcfg.gpus_per_worker,
-                           threads_per_worker=tcfg.threads_per_worker,
-                           on_cluster=tcfg.workers > 0 and resolve_address(tcfg.ray_address) is not None,
-                           local_cuda=torch.cuda.is_available())
+        placement = decide(
+            tcfg.device,
+            gpus_per_worker=tcfg.gpus_per_worker,
+            threads_per_worker=tcfg.threads_per_worker,
+            on_cluster=tcfg.workers > 0 and resolve_address(tcfg.ray_address) is not None,
+            local_cuda=torch.cuda.is_available(),
+        )
     except PlacementError as exc:
         return _usage_error(str(exc))
     spec = dataset_from_args(cfg, tcfg.dataset)
-    if cfg.loss.backbone == "vgg19" and not (cfg.loss.vgg19_weights
-                                             and Path(_resolve(cfg.loss.vgg19_weights, root)).is_file()):
+    if cfg.loss.backbone == "vgg19" and not (
+        cfg.loss.vgg19_weights and Path(_resolve(cfg.loss.vgg19_weights, root)).is_file()
+    ):
         # Before any worker starts: the paper's perceptual loss needs the VGG19 weights on disk.
-        return _usage_error(f"loss.backbone is vgg19 ({', '.join(args.params)}) but loss.vgg19_weights "
-                            f"{cfg.loss.vgg19_weights!r} is not a file; nothing is downloaded: put a torchvision "
-                            "VGG19 state dict (vgg19-dcbb9e9d.pth) there, or set loss.backbone: effnet_lite0")
+        return _usage_error(
+            f"loss.backbone is vgg19 ({', '.join(args.params)}) but loss.vgg19_weights "
+            f"{cfg.loss.vgg19_weights!r} is not a file; nothing is downloaded: put a torchvision "
+            "VGG19 state dict (vgg19-dcbb9e9d.pth) there, or set loss.backbone: effnet_lite0"
+        )
     shards = _resolve(spec.shards, root)  # a folder or a URL prefix (s3://…)
     try:
         manifest_bytes = data_storage.read_bytes(data_storage.join(shards, "manifest.json"))
     except FileNotFoundError:
-        return _usage_error(f"no shards for {tcfg.dataset!r} at {data_storage.safe_url(shards)} (missing "
-                            f"manifest.json); run `python -m pipelines.preprocess --dataset {tcfg.dataset}` "
-                            "(or `dvc repro`) first")
+        return _usage_error(
+            f"no shards for {tcfg.dataset!r} at {data_storage.safe_url(shards)} (missing "
+            f"manifest.json); run `python -m pipelines.preprocess --dataset {tcfg.dataset}` "
+            "(or `dvc repro`) first"
+        )
     except data_storage.StorageError as exc:
         return _usage_error(str(exc))
     channels = json.loads(manifest_bytes).get("pose_channels")
     if channels is not None and channels != cfg.model.pose_channels:
-        hint = (" (the portrait task trains with --params params.yaml --params portrait/params.yaml)"
-                if spec.task == "portrait" else "")
-        return _usage_error(f"model.pose_channels is {cfg.model.pose_channels} ({', '.join(args.params)}) but the "
-                            f"{tcfg.dataset} shards carry {channels} pose channels{hint}")
+        hint = (
+            " (the portrait task trains with --params params.yaml --params portrait/params.yaml)"
+            if spec.task == "portrait"
+            else ""
+        )
+        return _usage_error(
+            f"model.pose_channels is {cfg.model.pose_channels} ({', '.join(args.params)}) but the "
+            f"{tcfg.dataset} shards carry {channels} pose channels{hint}"
+        )
     run_name = tcfg.run_name or tcfg.dataset
     run_dir = root / "runs" / run_name
     storage = _resolve(tcfg.storage_path, root)
@@ -150,14 +173,30 @@ def main(argv: list[str] | None = None) -> int:
         "shards": data_storage.safe_url(shards),
         "checkpoints": data_storage.safe_url(f"{storage}/{run_name}/checkpoints"),
     }
-    ctx = LoopContext(config=cfg_dict, run_name=run_name, run_dir=str(run_dir),
-                      checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",
-                      shards=shards, tags=tags, t_command=T_COMMAND, progress_bar=sys.stderr.isatty(),
-                      tracking_uri=tracking_uri(), artifact_location=default_artifact_location(),
-                      track=not args.no_mlflow, profile_comm=args.profile_comm, log_level=args.log_level)
-    log.info("run %r: %s, dataset %s, %s Ray workers, %d images, checkpoints in %s", run_name,
-             "resuming" if resuming else "fresh", tcfg.dataset, tcfg.workers or "no", tcfg.total_images,
-             ctx.checkpoint_root)
+    ctx = LoopContext(
+        config=cfg_dict,
+        run_name=run_name,
+        run_dir=str(run_dir),
+        checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",
+        shards=shards,
+        tags=tags,
+        t_command=T_COMMAND,
+        progress_bar=sys.stderr.isatty(),
+        tracking_uri=tracking_uri(),
+        artifact_location=default_artifact_location(),
+        track=not args.no_mlflow,
+        profile_comm=args.profile_comm,
+        log_level=args.log_level,
+    )
+    log.info(
+        "run %r: %s, dataset %s, %s Ray workers, %d images, checkpoints in %s",
+        run_name,
+        "resuming" if resuming else "fresh",
+        tcfg.dataset,
+        tcfg.workers or "no",
+        tcfg.total_images,
+        ctx.checkpoint_root,
+    )
     if ctx.track:
         prepare_local_store(ctx.tracking_uri, tcfg.mlflow_experiment, ctx.artifact_location)
     log.info("placement: %s (%s)", placement.device, placement.note)
@@ -188,8 +227,9 @@ def write_checkpoint_receipt(store: CheckpointStore, url: str, folder: Path) -> 
     marker = store.marker(newest)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "location.txt").write_text(f"{data_storage.safe_url(url)}\n")
-    (folder / "COMMITTED.json").write_text(json.dumps({"checkpoint": newest.path.rsplit("/", 1)[-1], **marker},
-                                                      indent=1, sort_keys=True) + "\n")
+    (folder / "COMMITTED.json").write_text(
+        json.dumps({"checkpoint": newest.path.rsplit("/", 1)[-1], **marker}, indent=1, sort_keys=True) + "\n"
+    )
 
 
 def _report(summary: dict, run_dir: Path) -> int:
@@ -197,10 +237,18 @@ def _report(summary: dict, run_dir: Path) -> int:
         log.error("stopped: %s", summary.get("error"))
         return 1
     first, last = summary.get("first_losses") or {}, summary.get("final_losses") or {}
-    log.info("done: %s images, %s steps, %.1f images/s, %s skipped steps; g_total %.3f -> %.3f; summary %s; "
-             "MLflow run %s", summary["images"], summary["steps"], summary["images_per_s"], summary["skipped_steps"],
-             first.get("g_total", float("nan")), last.get("g_total", float("nan")), run_dir / "summary.json",
-             summary.get("mlflow_run_id"))
+    log.info(
+        "done: %s images, %s steps, %.1f images/s, %s skipped steps; g_total %.3f -> %.3f; summary %s; "
+        "MLflow run %s",
+        summary["images"],
+        summary["steps"],
+        summary["images_per_s"],
+        summary["skipped_steps"],
+        first.get("g_total", float("nan")),
+        last.get("g_total", float("nan")),
+        run_dir / "summary.json",
+        summary.get("mlflow_run_id"),
+    )
     return 0
 
 

@@ -6,6 +6,7 @@ Trained on the dataset's training shards only (seeded; the recipe is in
 pipelines/evaluation/landmark_regressor.py) and written atomically; ``pipelines.evaluate`` reads it
 and refuses one made for other shards.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,7 +23,9 @@ log = logging.getLogger("train_landmarks")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="python -m pipelines.train_landmarks", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(
+        prog="python -m pipelines.train_landmarks", description=__doc__.split("\n\n")[0]
+    )
     ap.add_argument("--dataset", required=True, help="a portrait dataset named in params.yaml")
     ap.add_argument("--out", type=Path, help="output file (default: data/landmark_regressor/<dataset>.pt)")
     add_config_args(ap)
@@ -36,7 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     spec = dataset_from_args(cfg, args.dataset)
     if spec.task != "portrait":
-        log.error("%s is a %s dataset; the landmark regressor is for portrait datasets", args.dataset, spec.task)
+        log.error(
+            "%s is a %s dataset; the landmark regressor is for portrait datasets", args.dataset, spec.task
+        )
         return 2
     shards = storage.location(spec.shards)
     try:
@@ -46,8 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     out = args.out or regressor_path(args.dataset)
     record = train_and_save(shards, manifest, out)
-    print(f"{out}: {record['train_images']} training faces, training NME {record['train_nme']:.4f}, "
-          f"{record['seconds']} s, weights {record['weights_sha256'][:12]}")
+    print(
+        f"{out}: {record['train_images']} training faces, training NME {record['train_nme']:.4f}, "
+        f"{record['seconds']} s, weights {record['weights_sha256'][:12]}"
+    )
     return 0
 
 

@@ -15,6 +15,7 @@ Chromium reaches the server under the name :data:`SNAPSHOT_HOST` (mapped to 127.
 by the server): the UI opens its assistant panel over half the page on a first visit to a
 ``localhost``/``127.0.0.1`` address, and a fresh browser profile is always a first visit.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,22 +27,46 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.serving.server import free_port
 
 log = logging.getLogger("ui")
 SNAPSHOT_HOST = "mlflow-snapshot"
-CHROMIUM_FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                  "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars")
+CHROMIUM_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--hide-scrollbars",
+)
 
 
 def server_command(backend_uri: str, artifact_root: str, port: int) -> list[str]:
     hosts = ",".join(f"{h}:{port}" for h in ("127.0.0.1", "localhost", SNAPSHOT_HOST))
-    return [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-            "--backend-store-uri", backend_uri, "--default-artifact-root", artifact_root, "--allowed-hosts", hosts]
+    return [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+        "--backend-store-uri",
+        backend_uri,
+        "--default-artifact-root",
+        artifact_root,
+        "--allowed-hosts",
+        hosts,
+    ]
 
 
 def project_store() -> tuple[str, str]:
@@ -54,13 +79,16 @@ def project_store() -> tuple[str, str]:
 
 
 @contextlib.contextmanager
-def running_server(backend_uri: str, artifact_root: str, port: int | None = None,
-                   timeout: float = 90.0) -> Iterator[str]:
+def running_server(
+    backend_uri: str, artifact_root: str, port: int | None = None, timeout: float = 90.0
+) -> Iterator[str]:
     """An ``mlflow server`` on 127.0.0.1 for the duration of the block; yields its base URL for
     :func:`render` (under :data:`SNAPSHOT_HOST`)."""
     port = port or free_port()
     log = open(Path(tempfile.gettempdir()) / f"attnflow-ui-mlflow-{port}.log", "w")  # for a failed start
-    proc = subprocess.Popen(server_command(backend_uri, artifact_root, port), stdout=log, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        server_command(backend_uri, artifact_root, port), stdout=log, stderr=subprocess.STDOUT
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout
@@ -89,22 +117,32 @@ def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-def render(url: str, screenshot: Path | None = None, size: tuple[int, int] = (1400, 900),
-           budget_ms: int = 20000) -> str:
+def render(
+    url: str, screenshot: Path | None = None, size: tuple[int, int] = (1400, 900), budget_ms: int = 20000
+) -> str:
     """The DOM of ``url`` after its scripts ran (and a PNG of it), from headless Chromium."""
     exe = chromium()
     if exe is None:
         raise RuntimeError("Chromium not found: apt-get install -y chromium")
-    common = [exe, *CHROMIUM_FLAGS, f"--window-size={size[0]},{size[1]}", f"--virtual-time-budget={budget_ms}",
-              f"--host-resolver-rules=MAP {SNAPSHOT_HOST} 127.0.0.1"]
+    common = [
+        exe,
+        *CHROMIUM_FLAGS,
+        f"--window-size={size[0]},{size[1]}",
+        f"--virtual-time-budget={budget_ms}",
+        f"--host-resolver-rules=MAP {SNAPSHOT_HOST} 127.0.0.1",
+    ]
     with contextlib.ExitStack() as stack:
         profile = stack.enter_context(tempfile.TemporaryDirectory())
         common.append(f"--user-data-dir={profile}")
         dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
-            subprocess.run([*common, f"--screenshot={screenshot.absolute()}", url], capture_output=True, timeout=180,
-                           check=True)
+            subprocess.run(
+                [*common, f"--screenshot={screenshot.absolute()}", url],
+                capture_output=True,
+                timeout=180,
+                check=True,
+            )
     return dom
 
 
@@ -131,12 +169,17 @@ def version_expectations(backend_uri: str, model: str, version: str) -> tuple[st
 
     client = mlflow.MlflowClient(tracking_uri=backend_uri, registry_uri=backend_uri)
     try:
-        mv = (client.get_model_version(model, version) if version.isdigit()
-              else client.get_model_version_by_alias(model, version))
+        mv = (
+            client.get_model_version(model, version)
+            if version.isdigit()
+            else client.get_model_version_by_alias(model, version)
+        )
     except MlflowException as exc:
         raise SystemExit(f"{model} version {version!r}: {exc.message}") from None
-    title = next((line.lstrip("#").strip() for line in (mv.description or "").splitlines() if line.startswith("#")),
-                 None)
+    title = next(
+        (line.lstrip("#").strip() for line in (mv.description or "").splitlines() if line.startswith("#")),
+        None,
+    )
     return str(mv.version), list(mv.aliases or []) + ([title] if title else [])
 
 
@@ -147,11 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     snap = sub.add_parser("snapshot", help="check a registered model's page, optionally save a screenshot")
     add_log_level_arg(snap, subcommand=True)
     snap.add_argument("--model", default="attnflow-pose")
-    snap.add_argument("--version", help="a version's page instead of the model's: its number or an alias (champion)")
+    snap.add_argument(
+        "--version", help="a version's page instead of the model's: its number or an alias (champion)"
+    )
     snap.add_argument("--screenshot", type=Path)
     snap.add_argument("--size", type=parse_size, default=(1400, 900), help="window and screenshot size, WxH")
-    snap.add_argument("--aliases", help="aliases that must appear on the page "
-                                        "(default: champion,candidate; on a version page, that version's)")
+    snap.add_argument(
+        "--aliases",
+        help="aliases that must appear on the page "
+        "(default: champion,candidate; on a version page, that version's)",
+    )
     args = ap.parse_args(argv)
     setup_logging(args.log_level, "ui")
     backend, artifacts = project_store()
@@ -160,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         version, shown = version_expectations(backend, args.model, args.version)
         wanted += shown if args.aliases is None else []
     if args.aliases is not None or not args.version:
-        wanted += [a for a in (args.aliases if args.aliases is not None else "champion,candidate").split(",") if a]
+        wanted += [
+            a for a in (args.aliases if args.aliases is not None else "champion,candidate").split(",") if a
+        ]
     with running_server(backend, artifacts) as base:
         dom = render(model_page(base, args.model, version), args.screenshot, args.size)
     missing = [w for w in wanted if w not in dom]
@@ -168,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
         log.error("not on the page: %s", ", ".join(missing))
         return 1
     page = f"{args.model} v{version}" if version else args.model
-    print(f"page of {page} shows {', '.join(wanted)}" + (f"; screenshot {args.screenshot}" if args.screenshot else ""))
+    print(
+        f"page of {page} shows {', '.join(wanted)}"
+        + (f"; screenshot {args.screenshot}" if args.screenshot else "")
+    )
     return 0
 
 

@@ -18,6 +18,7 @@ so the maps equal the stored/CPU ones bit for bit (tested).
 The buffers come from a :class:`datasets.buffers.BufferPool` (reused only while nothing
 else references them).
 """
+
 from __future__ import annotations
 
 import math
@@ -44,8 +45,16 @@ def _rect(x: float, y: float, r: int, h: int, w: int) -> tuple[bool, int, int, i
 
 
 @numba.njit(cache=True, nogil=True)
-def _redraw(out: np.ndarray, old: np.ndarray, new: np.ndarray, sigma: float, r: int, clear: bool,
-            whole: np.ndarray, runs: np.ndarray) -> None:
+def _redraw(
+    out: np.ndarray,
+    old: np.ndarray,
+    new: np.ndarray,
+    sigma: float,
+    r: int,
+    clear: bool,
+    whole: np.ndarray,
+    runs: np.ndarray,
+) -> None:
     """Plane by plane of ``out`` [B,K,H,W]: zero the patch of ``old``'s joint (with ``clear``),
     then write the patch of ``new``'s. Only the non-zero values are written (the rest of the
     plane is zero by then): the quantised Gaussian is zero on about a third of its square.
@@ -77,7 +86,7 @@ def _redraw(out: np.ndarray, old: np.ndarray, new: np.ndarray, sigma: float, r: 
                     ti = i - y0
                     lo, hi = max(runs[ti, 0], xa - x0), min(runs[ti, 1], xb - x0)
                     if hi > lo:
-                        plane[i, x0 + lo:x0 + hi] = whole[ti, lo:hi]
+                        plane[i, x0 + lo : x0 + hi] = whole[ti, lo:hi]
                 continue
             for t in range(xa - x0, xb - x0):
                 d = np.float64(x0 + t) - x64
@@ -97,7 +106,7 @@ def _redraw(out: np.ndarray, old: np.ndarray, new: np.ndarray, sigma: float, r: 
                 if n == 0:
                     continue
                 src = gx[lo:hi]
-                row = plane[i, x0 + lo:x0 + hi]
+                row = plane[i, x0 + lo : x0 + hi]
                 # Unit-stride slices and a plain index: LLVM vectorises this loop (2x measured).
                 for j in range(n):
                     # v <= 1, so 255·v + 0.5 < 256: int32 truncation is the uint8 cast of quantise()
@@ -131,12 +140,21 @@ class GaussianCanvas:
         self.whole, self.runs = whole_pixel_patch(self.sigma, self.radius)
 
     def __call__(self, keypoints: torch.Tensor | np.ndarray) -> torch.Tensor:
-        kp = np.ascontiguousarray(keypoints.numpy() if isinstance(keypoints, torch.Tensor) else keypoints,
-                                  dtype=np.float32)
+        kp = np.ascontiguousarray(
+            keypoints.numpy() if isinstance(keypoints, torch.Tensor) else keypoints, dtype=np.float32
+        )
         b, k, _ = kp.shape
         buf = self.pool.take((b, k, *self.size))
         old = buf.state  # the keypoints whose patches it holds
-        _redraw(buf.array, kp if old is None else old, kp, self.sigma, self.radius, old is not None, self.whole,
-                self.runs)
+        _redraw(
+            buf.array,
+            kp if old is None else old,
+            kp,
+            self.sigma,
+            self.radius,
+            old is not None,
+            self.whole,
+            self.runs,
+        )
         buf.state = kp.copy()
         return buf.view()

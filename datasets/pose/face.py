@@ -16,6 +16,7 @@ The rule (deterministic, no detector; pixels of the working frame):
 A missing face is *flagged* (``valid = False``, box zeros, crop black), never a
 reason to drop the image: the loss simply skips it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -67,8 +68,9 @@ def face_box(keypoints: np.ndarray, image_size: tuple[int, int]) -> FaceBox:
     return FaceBox((round(cx0, 2), round(cy0, 2), round(cx1, 2), round(cy1, 2)), True)
 
 
-def crop_face(image: np.ndarray, box: FaceBox | tuple[float, float, float, float], size: int,
-              valid: bool | None = None) -> np.ndarray:
+def crop_face(
+    image: np.ndarray, box: FaceBox | tuple[float, float, float, float], size: int, valid: bool | None = None
+) -> np.ndarray:
     """The ``size``×``size`` crop of ``box`` from an H×W×3 uint8 image; black when invalid."""
     if isinstance(box, FaceBox):
         valid, coords = box.valid, box.box

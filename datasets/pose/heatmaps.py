@@ -18,6 +18,7 @@ Stored format (``.pose.bin`` in the shards, little endian)::
 
 Patches may extend past the image border; pasting clips them.
 """
+
 from __future__ import annotations
 
 import math
@@ -95,8 +96,9 @@ def render_sparse(keypoints: np.ndarray, size: tuple[int, int], sigma: float) ->
     gx = np.exp(-((origin[:, 0:1] + offs - pts[:, 0:1]) ** 2) / (2 * sigma**2)).astype(np.float32)
     gy = np.exp(-((origin[:, 1:2] + offs - pts[:, 1:2]) ** 2) / (2 * sigma**2)).astype(np.float32)
     patches = quantise(gy[:, :, None] * gx[:, None, :])
-    return SparseHeatmaps(len(kp), h, w, float(sigma), channels.astype(np.int64),
-                          origin[:, ::-1].copy(), patches)
+    return SparseHeatmaps(
+        len(kp), h, w, float(sigma), channels.astype(np.int64), origin[:, ::-1].copy(), patches
+    )
 
 
 def _clipped(hm: SparseHeatmaps) -> list[tuple[int, int, int, int, int, int, int, int]]:
@@ -115,7 +117,7 @@ def to_dense(hm: SparseHeatmaps) -> np.ndarray:
     """uint8 [K, H, W] dense heatmaps."""
     out = np.zeros((hm.num_channels, hm.height, hm.width), np.uint8)
     for i, c, y0, y1, x0, x1, dy, dx in _clipped(hm):
-        out[c, y0:y1, x0:x1] = hm.patches[i, dy:dy + y1 - y0, dx:dx + x1 - x0]
+        out[c, y0:y1, x0:x1] = hm.patches[i, dy : dy + y1 - y0, dx : dx + x1 - x0]
     return out
 
 
@@ -130,7 +132,7 @@ def paste_into(out: np.ndarray, batch: list[SparseHeatmaps]) -> np.ndarray:
         scaled = hm.patches.astype(np.float32) * np.float32(1.0 / 255.0)
         dst = out[b]
         for i, c, y0, y1, x0, x1, dy, dx in _clipped(hm):
-            dst[c, y0:y1, x0:x1] = scaled[i, dy:dy + y1 - y0, dx:dx + x1 - x0]
+            dst[c, y0:y1, x0:x1] = scaled[i, dy : dy + y1 - y0, dx : dx + x1 - x0]
     return out
 
 
@@ -154,8 +156,11 @@ def unpack(packed: dict[str, np.ndarray]) -> list[SparseHeatmaps]:
     out, start = [], 0
     for n in packed["counts"].tolist():
         sl = slice(start, start + n)
-        out.append(SparseHeatmaps(k, h, w, sigma, packed["channels"][sl], packed["origins"][sl],
-                                  packed["patches"][sl]))
+        out.append(
+            SparseHeatmaps(
+                k, h, w, sigma, packed["channels"][sl], packed["origins"][sl], packed["patches"][sl]
+            )
+        )
         start += n
     return out
 
@@ -197,5 +202,12 @@ def flip_horizontal(hm: SparseHeatmaps, perm: np.ndarray) -> SparseHeatmaps:
     s = hm.patch_size
     origins = hm.origins.copy()
     origins[:, 1] = hm.width - 1 - (hm.origins[:, 1] + s - 1)
-    return SparseHeatmaps(hm.num_channels, hm.height, hm.width, hm.sigma,
-                          inverse[hm.channels], origins, hm.patches[:, :, ::-1].copy())
+    return SparseHeatmaps(
+        hm.num_channels,
+        hm.height,
+        hm.width,
+        hm.sigma,
+        inverse[hm.channels],
+        origins,
+        hm.patches[:, :, ::-1].copy(),
+    )

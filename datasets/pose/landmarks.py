@@ -25,6 +25,7 @@ per side so that the network can tell them apart under yaw and so that a
 horizontal flip is a channel permutation (:data:`PART_FLIP`), exactly as with
 body joints.
 """
+
 from __future__ import annotations
 
 import json
@@ -70,10 +71,22 @@ def region(name: str) -> np.ndarray:
 FLIP_PAIRS: tuple[tuple[int, int], ...] = (
     *((i, 16 - i) for i in range(8)),  # jaw
     *((17 + i, 26 - i) for i in range(5)),  # brows
-    (31, 35), (32, 34),  # lower nose
-    (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46),  # eyes
-    (48, 54), (49, 53), (50, 52), (55, 59), (56, 58),  # outer lips
-    (60, 64), (61, 63), (65, 67),  # inner lips
+    (31, 35),
+    (32, 34),  # lower nose
+    (36, 45),
+    (37, 44),
+    (38, 43),
+    (39, 42),
+    (40, 47),
+    (41, 46),  # eyes
+    (48, 54),
+    (49, 53),
+    (50, 52),
+    (55, 59),
+    (56, 58),  # outer lips
+    (60, 64),
+    (61, 63),
+    (65, 67),  # inner lips
 )
 
 
@@ -194,7 +207,9 @@ def flip_part_maps(maps: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(maps)[list(PART_FLIP), :, ::-1])
 
 
-def face_box(landmarks: np.ndarray, image_size: tuple[int, int], margin: float = 0.15) -> tuple[float, float, float, float] | None:
+def face_box(
+    landmarks: np.ndarray, image_size: tuple[int, int], margin: float = 0.15
+) -> tuple[float, float, float, float] | None:
     """Square (x0, y0, x1, y1) around the visible landmarks grown by ``margin`` of its side,
     clipped to the image; None when fewer than 3 points are visible."""
     lm = np.asarray(landmarks, np.float64)
@@ -205,7 +220,12 @@ def face_box(landmarks: np.ndarray, image_size: tuple[int, int], margin: float =
     side = max(xb - xa, yb - ya) * (1.0 + 2.0 * margin)
     cx, cy = (xa + xb) / 2.0, (ya + yb) / 2.0
     h, w = image_size
-    return (max(cx - side / 2, 0.0), max(cy - side / 2, 0.0), min(cx + side / 2, w - 1.0), min(cy + side / 2, h - 1.0))
+    return (
+        max(cx - side / 2, 0.0),
+        max(cy - side / 2, 0.0),
+        min(cx + side / 2, w - 1.0),
+        min(cy + side / 2, h - 1.0),
+    )
 
 
 def quantise_landmarks(landmarks: np.ndarray, image_size: tuple[int, int]) -> np.ndarray:
@@ -229,7 +249,11 @@ def encode_row(landmarks: np.ndarray, image_size: tuple[int, int]) -> tuple[str,
 def decode_row(y_cell: str, x_cell: str) -> np.ndarray:
     """Parse the two CSV cells back into float32 [68, 2] (x, y); raises ValueError on a bad cell."""
     ys, xs = json.loads(y_cell), json.loads(x_cell)
-    if not (isinstance(ys, list) and isinstance(xs, list)) or len(ys) != NUM_LANDMARKS or len(xs) != NUM_LANDMARKS:
+    if (
+        not (isinstance(ys, list) and isinstance(xs, list))
+        or len(ys) != NUM_LANDMARKS
+        or len(xs) != NUM_LANDMARKS
+    ):
         raise ValueError(f"expected two JSON lists of {NUM_LANDMARKS} numbers")
     lm = np.stack([np.asarray(xs, np.float32), np.asarray(ys, np.float32)], axis=1)
     lm[~visible(lm)] = MISSING

@@ -20,10 +20,11 @@ frame-sized patch at the origin (zlib makes the mostly-zero patch a few hundred 
 8 channels at 64×64 costs microseconds).  Values are quantised to uint8 either way, the form
 the model is trained on.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -57,7 +58,9 @@ class PoseScheme:
         """Quantised pose maps of ``kp`` (x, y; -1 missing) in an ``size`` = (H, W) frame."""
         kp = np.asarray(kp, np.float32)
         if kp.shape != (self.num_keypoints, 2):
-            raise ValueError(f"{self.name}: expected keypoints of shape ({self.num_keypoints}, 2), got {kp.shape}")
+            raise ValueError(
+                f"{self.name}: expected keypoints of shape ({self.num_keypoints}, 2), got {kp.shape}"
+            )
         return self._render(kp, size, sigma)
 
     def dense(self, kp: np.ndarray, size: tuple[int, int], sigma: float) -> np.ndarray:
@@ -75,8 +78,9 @@ def sparse_from_dense(q: np.ndarray, sigma: float) -> heatmaps.SparseHeatmaps:
     keep = np.flatnonzero(q.reshape(c, -1).any(axis=1))
     patches = np.zeros((len(keep), s, s), np.uint8)
     patches[:, :h, :w] = q[keep]
-    return heatmaps.SparseHeatmaps(c, h, w, float(sigma), keep.astype(np.int64),
-                                   np.zeros((len(keep), 2), np.int64), patches)
+    return heatmaps.SparseHeatmaps(
+        c, h, w, float(sigma), keep.astype(np.int64), np.zeros((len(keep), 2), np.int64), patches
+    )
 
 
 def _portrait_render(lm: np.ndarray, size: tuple[int, int], sigma: float) -> heatmaps.SparseHeatmaps:
@@ -95,14 +99,22 @@ def _portrait_face(lm: np.ndarray, size: tuple[int, int]) -> FaceBox:
 
 
 BODY = PoseScheme(
-    task="pose", name="openpose18-heatmaps", num_keypoints=keypoints.NUM_JOINTS,
-    channel_names=keypoints.JOINTS, flip_perm=tuple(int(i) for i in keypoints.flip_permutation()),
-    _render=heatmaps.render_sparse, _face=body_face_box,
+    task="pose",
+    name="openpose18-heatmaps",
+    num_keypoints=keypoints.NUM_JOINTS,
+    channel_names=keypoints.JOINTS,
+    flip_perm=tuple(int(i) for i in keypoints.flip_permutation()),
+    _render=heatmaps.render_sparse,
+    _face=body_face_box,
 )
 PORTRAIT = PoseScheme(
-    task="portrait", name="ibug68-part-maps", num_keypoints=landmarks.NUM_LANDMARKS,
-    channel_names=landmarks.PART_NAMES, flip_perm=tuple(int(i) for i in landmarks.flip_permutation()),
-    _render=_portrait_render, _face=_portrait_face,
+    task="portrait",
+    name="ibug68-part-maps",
+    num_keypoints=landmarks.NUM_LANDMARKS,
+    channel_names=landmarks.PART_NAMES,
+    flip_perm=tuple(int(i) for i in landmarks.flip_permutation()),
+    _render=_portrait_render,
+    _face=_portrait_face,
 )
 SCHEMES: dict[str, PoseScheme] = {"pose": BODY, "portrait": PORTRAIT}
 

@@ -12,6 +12,7 @@ file is never half-converted:
 Modes that convert without guessing are converted (CMYK, YCbCr, grey, palette; alpha is
 flattened onto white, the catalogue backdrop) and the conversion is reported in the note.
 """
+
 from __future__ import annotations
 
 import io
@@ -49,8 +50,10 @@ def to_rgb(img: Image.Image) -> tuple[Image.Image | None, str]:
     if img.mode == "RGB":
         return img, ""
     if img.mode not in CONVERTIBLE_MODES:
-        return None, (f"not RGB after conversion: mode {img.mode} has no unambiguous RGB form "
-                      f"(convertible: {', '.join(sorted(CONVERTIBLE_MODES))})")
+        return None, (
+            f"not RGB after conversion: mode {img.mode} has no unambiguous RGB form "
+            f"(convertible: {', '.join(sorted(CONVERTIBLE_MODES))})"
+        )
     mode = img.mode
     if (mode == "P" and "transparency" in img.info) or mode in ("RGBA", "LA", "PA", "RGBa", "La"):
         rgba = img.convert("RGBA")
@@ -77,7 +80,9 @@ def crop_box(size_wh: tuple[int, int], frame_hw: tuple[int, int]) -> tuple[int, 
 
 def encode_jpeg(img: Image.Image, quality: int) -> bytes:
     buf = io.BytesIO()
-    img.save(buf, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING, optimize=False, progressive=False)
+    img.save(
+        buf, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING, optimize=False, progressive=False
+    )
     return buf.getvalue()
 
 
@@ -105,9 +110,12 @@ def conform(data: bytes, suffix: str, policy: FitPolicy) -> Conformed:
     w, h = img.size
     err = aspect_error((w, h), policy.frame)
     if err > policy.aspect_tolerance:
-        return Conformed(None, f"aspect ratio {w / h:.3f} ({w}x{h} WxH) is {100 * err:.1f}% off the frame's "
-                               f"{fw / fh:.3f} ({fw}x{fh}), beyond the policy's tolerance "
-                               f"(fit {policy.fit}, aspect_tolerance {policy.aspect_tolerance})")
+        return Conformed(
+            None,
+            f"aspect ratio {w / h:.3f} ({w}x{h} WxH) is {100 * err:.1f}% off the frame's "
+            f"{fw / fh:.3f} ({fw}x{fh}), beyond the policy's tolerance "
+            f"(fit {policy.fit}, aspect_tolerance {policy.aspect_tolerance})",
+        )
     notes = []
     if fmt != "JPEG" or suffix.lower() not in (".jpg", ".jpeg"):
         notes.append(f"{fmt or 'unknown'} content→JPEG")

@@ -17,6 +17,7 @@ cells are JSON lists of ints in the *source* frame, y before x, -1 missing.
 Parsing here never raises on a bad row: every problem becomes a :class:`RowIssue`
 so the validator can quarantine it with a reason.
 """
+
 from __future__ import annotations
 
 import csv
@@ -152,8 +153,10 @@ def find_split(root: str | Path, layout: LayoutSpec, split: str) -> SplitFiles:
     dirs = [root / d.format(split=split) for d in layout.image_dirs]
     image_dir = next((d for d in dirs if d.is_dir()), None)
     if image_dir is None:
-        raise LayoutError(f"{root}: no image folder for split {split!r}; looked for "
-                          + ", ".join(str(d.relative_to(root)) + "/" for d in dirs))
+        raise LayoutError(
+            f"{root}: no image folder for split {split!r}; looked for "
+            + ", ".join(str(d.relative_to(root)) + "/" for d in dirs)
+        )
     files = SplitFiles(
         split=split,
         image_dir=image_dir,
@@ -191,7 +194,9 @@ def read_annotations(path: Path, layout: LayoutSpec) -> tuple[list[AnnotationRow
         header = next(reader, None)
         wanted = (layout.name_column, layout.y_column, layout.x_column)
         if header is None or any(col not in [h.strip() for h in header] for col in wanted):
-            raise LayoutError(f"{path}: header must hold columns {layout.separator.join(wanted)}, got {header}")
+            raise LayoutError(
+                f"{path}: header must hold columns {layout.separator.join(wanted)}, got {header}"
+            )
         cols = [h.strip() for h in header]
         i_name, i_y, i_x = (cols.index(c) for c in wanted)
         for line, cells in enumerate(reader, start=2):
@@ -199,11 +204,19 @@ def read_annotations(path: Path, layout: LayoutSpec) -> tuple[list[AnnotationRow
                 continue  # blank line
             name = cells[i_name].strip() if len(cells) > i_name else ""
             if len(cells) != len(cols):
-                issues.append(RowIssue(path.name, line, name or f"line {line}",
-                                       f"malformed row: {len(cells)} fields, expected {len(cols)}"))
+                issues.append(
+                    RowIssue(
+                        path.name,
+                        line,
+                        name or f"line {line}",
+                        f"malformed row: {len(cells)} fields, expected {len(cols)}",
+                    )
+                )
                 continue
             if not name:
-                issues.append(RowIssue(path.name, line, f"line {line}", f"malformed row: empty {layout.name_column}"))
+                issues.append(
+                    RowIssue(path.name, line, f"line {line}", f"malformed row: empty {layout.name_column}")
+                )
                 continue
             try:
                 ys = parse_keypoint_cell(cells[i_y], layout.num_keypoints, layout.y_column)
@@ -231,14 +244,22 @@ def read_pairs(path: Path, layout: LayoutSpec) -> tuple[list[PairRow], list[RowI
             if not cells or all(not c.strip() for c in cells):
                 continue
             if len(cells) <= max(i_src, i_dst) or not cells[i_src].strip() or not cells[i_dst].strip():
-                issues.append(RowIssue(path.name, line, ",".join(cells) or f"line {line}",
-                                       f"malformed pair row: expected {src_col},{dst_col}"))
+                issues.append(
+                    RowIssue(
+                        path.name,
+                        line,
+                        ",".join(cells) or f"line {line}",
+                        f"malformed pair row: expected {src_col},{dst_col}",
+                    )
+                )
                 continue
             rows.append(PairRow(line, cells[i_src].strip(), cells[i_dst].strip()))
     return rows, issues
 
 
-def rescale_keypoints(kp: np.ndarray, source_size: tuple[int, int], image_size: tuple[int, int]) -> np.ndarray:
+def rescale_keypoints(
+    kp: np.ndarray, source_size: tuple[int, int], image_size: tuple[int, int]
+) -> np.ndarray:
     """Map (x, y) from the annotation frame to the working frame (pixel centres), -1 kept.
 
     Joints that fall outside the source frame are set to missing: the field's

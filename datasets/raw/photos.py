@@ -12,6 +12,7 @@ pairs within an identity or a seeded sample of ``pairs_per_identity``.  Quaranti
 person, several people, too few joints, unreadable) go to ``prepare-rejects.csv`` with the reason
 and the detector's confidence; ``prepare-photos.csv`` lists every photo with its outcome.
 """
+
 from __future__ import annotations
 
 import csv
@@ -86,13 +87,23 @@ def collect_photos(root: Path) -> tuple[list[Photo], list[Reject]]:
         if not path.is_file() or path.suffix.lower() not in PHOTO_SUFFIXES or rel.parts[0].startswith("."):
             continue
         if len(rel.parts) != 2:
-            rejects.append(Reject("image", "", rel.as_posix(), "", "not in an identity folder: expected DIR/<identity>/<photo>"))
+            rejects.append(
+                Reject(
+                    "image",
+                    "",
+                    rel.as_posix(),
+                    "",
+                    "not in an identity folder: expected DIR/<identity>/<photo>",
+                )
+            )
             continue
         photos.append(Photo(clean_identity(rel.parts[0]), rel.as_posix()))
     return photos, rejects
 
 
-def person_crop(image: np.ndarray, kp: np.ndarray, frame: tuple[int, int], margin: float) -> tuple[np.ndarray, np.ndarray]:
+def person_crop(
+    image: np.ndarray, kp: np.ndarray, frame: tuple[int, int], margin: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The frame-sized cut around the visible joints, and the keypoints in it (pixel centres kept)."""
     fh, fw = frame
     pts = kp[visible(kp)]
@@ -114,12 +125,16 @@ def person_crop(image: np.ndarray, kp: np.ndarray, frame: tuple[int, int], margi
     ok = visible(kp)
     mapped[ok, 0] = (kp[ok, 0] + 0.5 - ex) * sx - 0.5
     mapped[ok, 1] = (kp[ok, 1] + 0.5 - ey) * sy - 0.5
-    inside = ok & (mapped[:, 0] >= 0) & (mapped[:, 1] >= 0) & (mapped[:, 0] <= fw - 1) & (mapped[:, 1] <= fh - 1)
+    inside = (
+        ok & (mapped[:, 0] >= 0) & (mapped[:, 1] >= 0) & (mapped[:, 0] <= fw - 1) & (mapped[:, 1] <= fh - 1)
+    )
     mapped[~inside] = MISSING
     return out, mapped
 
 
-def examine(root: Path, photo: Photo, detect: Detector, frame: tuple[int, int], spec: PhotosSpec) -> PhotoResult:
+def examine(
+    root: Path, photo: Photo, detect: Detector, frame: tuple[int, int], spec: PhotosSpec
+) -> PhotoResult:
     """One photo: decoded, searched, and cut, or the reason it is quarantined."""
     res = PhotoResult(photo)
     img, _fmt, reason = decode((root / photo.source).read_bytes(), exif=True)
@@ -139,12 +154,16 @@ def examine(root: Path, photo: Photo, detect: Detector, frame: tuple[int, int], 
     res.confidence = float(people[0].confidence)
     res.joints = int(visible(people[0].keypoints).sum())
     if len(confident) > 1:
-        res.reason = (f"several people: {len(confident)} found at confidence >= {spec.second_person_confidence} "
-                      f"({', '.join(f'{p.confidence:.2f}' for p in confident)})")
+        res.reason = (
+            f"several people: {len(confident)} found at confidence >= {spec.second_person_confidence} "
+            f"({', '.join(f'{p.confidence:.2f}' for p in confident)})"
+        )
     elif res.joints < spec.min_joints:
         res.reason = f"too few joints: {res.joints} visible < min_joints {spec.min_joints} (confidence {res.confidence:.2f})"
     else:
-        res.image, res.keypoints = person_crop(array, np.asarray(people[0].keypoints, np.float32), frame, spec.margin)
+        res.image, res.keypoints = person_crop(
+            array, np.asarray(people[0].keypoints, np.float32), frame, spec.margin
+        )
     return res
 
 
@@ -161,9 +180,16 @@ def _name(layout: str, identity: str, number: int, view: int) -> str:
     return f"{identity}_{view:02d}.jpg"
 
 
-def write_photo_dataset(root: str | Path, out: str | Path, detect: Detector, layout: str, frame: tuple[int, int],
-                        spec: PhotosSpec, quality: int = 95,
-                        on_photo: Callable[[PhotoResult], None] | None = None) -> tuple[dict, list[PhotoResult]]:
+def write_photo_dataset(
+    root: str | Path,
+    out: str | Path,
+    detect: Detector,
+    layout: str,
+    frame: tuple[int, int],
+    spec: PhotosSpec,
+    quality: int = 95,
+    on_photo: Callable[[PhotoResult], None] | None = None,
+) -> tuple[dict, list[PhotoResult]]:
     """Examine every photo under ``root`` and write the layout to ``out`` atomically."""
     root, out = Path(root), Path(out)
     check_replaceable(out)
@@ -200,7 +226,9 @@ def write_photo_dataset(root: str | Path, out: str | Path, detect: Detector, lay
                 kp = np.where(visible(r.keypoints)[:, None], np.floor(r.keypoints + 0.5), MISSING).astype(int)
                 rows.append(f"{r.name}:{kp[:, 1].tolist()}:{kp[:, 0].tolist()}")
             for ident in sorted({r.photo.identity for r in members}):
-                pairs += _pairs([r.name for r in members if r.photo.identity == ident], spec.pairs_per_identity, rng)
+                pairs += _pairs(
+                    [r.name for r in members if r.photo.identity == ident], spec.pairs_per_identity, rng
+                )
             write_lines(tmp / f"{prefix}-annotation-{split}.csv", rows)
             write_lines(tmp / f"{prefix}-pairs-{split}.csv", ["from,to", *(f"{a},{b}" for a, b in pairs)])
             pair_counts[split] = {"in": len(pairs), "written": len(pairs), "rejected": 0}
@@ -209,19 +237,43 @@ def write_photo_dataset(root: str | Path, out: str | Path, detect: Detector, lay
             writer = csv.writer(fh, lineterminator="\n")
             writer.writerow(["source", "identity", "name", "split", "confidence", "joints", "outcome"])
             for r in results:
-                writer.writerow([r.photo.source, r.photo.identity, r.name, r.split,
-                                 "" if np.isnan(r.confidence) else f"{r.confidence:.3f}", r.joints,
-                                 r.reason or "written"])
+                writer.writerow(
+                    [
+                        r.photo.source,
+                        r.photo.identity,
+                        r.name,
+                        r.split,
+                        "" if np.isnan(r.confidence) else f"{r.confidence:.3f}",
+                        r.joints,
+                        r.reason or "written",
+                    ]
+                )
         image_rejects = [r for r in rejects if r.kind == "image"]
         manifest = {
             "release": f"photos ({layout} layout)",
-            "policy": {"frame": list(frame), **{k: getattr(spec, k) for k in (
-                "min_joints", "min_confidence", "second_person_confidence", "margin", "pairs_per_identity",
-                "test_fraction", "seed")}},
-            "images": {"found": len(results) + outside,
-                       "written": {s: sum(1 for r in kept if r.split == s) for s in SPLITS},
-                       "rejected": len(image_rejects),
-                       "rejected_by_reason": dict(sorted(Counter(reason_key(r.reason) for r in image_rejects).items()))},
+            "policy": {
+                "frame": list(frame),
+                **{
+                    k: getattr(spec, k)
+                    for k in (
+                        "min_joints",
+                        "min_confidence",
+                        "second_person_confidence",
+                        "margin",
+                        "pairs_per_identity",
+                        "test_fraction",
+                        "seed",
+                    )
+                },
+            },
+            "images": {
+                "found": len(results) + outside,
+                "written": {s: sum(1 for r in kept if r.split == s) for s in SPLITS},
+                "rejected": len(image_rejects),
+                "rejected_by_reason": dict(
+                    sorted(Counter(reason_key(r.reason) for r in image_rejects).items())
+                ),
+            },
             "pairs": pair_counts,
         }
         (tmp / MANIFEST_FILE).write_bytes(canonical_json(manifest))
@@ -239,21 +291,28 @@ def letterbox(image: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
     fh, fw = frame
     h, w = image.shape[:2]
     scale = min(fh / h, fw / w)
-    small = cv2.resize(image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
+    small = cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
     out = np.full((fh, fw, 3), 255, np.uint8)
     y, x = (fh - small.shape[0]) // 2, (fw - small.shape[1]) // 2
-    out[y:y + small.shape[0], x:x + small.shape[1]] = small
+    out[y : y + small.shape[0], x : x + small.shape[1]] = small
     return out
 
 
-def sheet_rows(root: str | Path, results: list[PhotoResult], frame: tuple[int, int], per_row: int = 6) -> list[list]:
+def sheet_rows(
+    root: str | Path, results: list[PhotoResult], frame: tuple[int, int], per_row: int = 6
+) -> list[list]:
     """Contact-sheet rows: each identity's written crops with their keypoints, then the quarantined
     photos (whole, no skeleton) captioned with the reason."""
     rows: list[list] = []
     for ident in sorted({r.photo.identity for r in results if r.image is not None}):
-        cells = [(r.image, r.keypoints, f"{r.split} {Path(r.name).stem}") for r in results
-                 if r.image is not None and r.photo.identity == ident]
-        rows += [cells[i:i + per_row] for i in range(0, len(cells), per_row)]
+        cells = [
+            (r.image, r.keypoints, f"{r.split} {Path(r.name).stem}")
+            for r in results
+            if r.image is not None and r.photo.identity == ident
+        ]
+        rows += [cells[i : i + per_row] for i in range(0, len(cells), per_row)]
     none = np.full((18, 2), MISSING, np.float32)
     quarantined = []
     for r in results:
@@ -264,5 +323,5 @@ def sheet_rows(root: str | Path, results: list[PhotoResult], frame: tuple[int, i
         thumb = letterbox(np.asarray(rgb), frame) if rgb is not None else np.full((*frame, 3), 255, np.uint8)
         conf = "" if np.isnan(r.confidence) else f" {r.confidence:.2f}"
         quarantined.append((thumb, none, f"X {reason_key(r.reason)}{conf}"))
-    rows += [quarantined[i:i + per_row] for i in range(0, len(quarantined), per_row)]
+    rows += [quarantined[i : i + per_row] for i in range(0, len(quarantined), per_row)]
     return rows

@@ -17,6 +17,7 @@ Written layout::
 
 The folder is built under a hidden temporary name and renamed into place when complete.
 """
+
 from __future__ import annotations
 
 import re
@@ -49,16 +50,22 @@ class Item:
 def read_pts(path: Path, origin: int = 1) -> np.ndarray:
     """Landmarks [68, 2] from an iBUG ``.pts`` file; raises ConvertError on a bad file."""
     text = path.read_text(encoding="utf-8", errors="replace")
-    match = re.search(r"\{(.*)\}", text, re.S)
+    match = re.search(r"\{(.*)\}", text, re.DOTALL)
     if not match:
         raise ConvertError(f"{path}: not a .pts file (no {{ … }} block)")
     try:
-        pts = np.array([[float(v) for v in line.split()[:2]] for line in match.group(1).splitlines() if line.strip()])
+        pts = np.array(
+            [[float(v) for v in line.split()[:2]] for line in match.group(1).splitlines() if line.strip()]
+        )
     except ValueError:
         raise ConvertError(f"{path}: a point line is not two numbers") from None
     declared = re.search(r"n_points:\s*(\d+)", text)
     if len(pts) != NUM_LANDMARKS or (declared and int(declared.group(1)) != NUM_LANDMARKS):
-        note = f" (header says n_points: {declared.group(1)})" if declared and int(declared.group(1)) != len(pts) else ""
+        note = (
+            f" (header says n_points: {declared.group(1)})"
+            if declared and int(declared.group(1)) != len(pts)
+            else ""
+        )
         raise ConvertError(f"{path}: expected {NUM_LANDMARKS} landmarks, found {len(pts)}{note}")
     out = pts - origin
     out[(pts[:, 0] < origin) | (pts[:, 1] < origin)] = MISSING
@@ -71,8 +78,10 @@ def read_csv_landmarks(path: Path) -> dict[str, np.ndarray]:
     need = ["name"] + [f"x{i}" for i in range(NUM_LANDMARKS)] + [f"y{i}" for i in range(NUM_LANDMARKS)]
     missing = [c for c in need if c not in frame.columns]
     if missing:
-        raise ConvertError(f"{path}: missing columns {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
-                           f"(expected name, x0..x{NUM_LANDMARKS - 1}, y0..y{NUM_LANDMARKS - 1})")
+        raise ConvertError(
+            f"{path}: missing columns {', '.join(missing[:5])}{' …' if len(missing) > 5 else ''} "
+            f"(expected name, x0..x{NUM_LANDMARKS - 1}, y0..y{NUM_LANDMARKS - 1})"
+        )
     xs = frame[[f"x{i}" for i in range(NUM_LANDMARKS)]].to_numpy(np.float64)
     ys = frame[[f"y{i}" for i in range(NUM_LANDMARKS)]].to_numpy(np.float64)
     out = {}
@@ -97,7 +106,9 @@ def identity_and_view(path: Path, rule: str) -> tuple[str, str]:
     return _clean(ident), _clean(stem.replace("_", "-"))
 
 
-def collect(images: Path, pts: bool, csv: Path | None, rule: str, origin: int) -> tuple[list[Item], list[str]]:
+def collect(
+    images: Path, pts: bool, csv: Path | None, rule: str, origin: int
+) -> tuple[list[Item], list[str]]:
     """The convertible items and a list of 'file: problem' lines for everything skipped."""
     items, problems = [], []
     table = read_csv_landmarks(csv) if csv is not None else None
@@ -122,8 +133,9 @@ def collect(images: Path, pts: bool, csv: Path | None, rule: str, origin: int) -
     return items, problems
 
 
-def crop_and_resize(image: np.ndarray, lm: np.ndarray, size: tuple[int, int], crop: str,
-                    margin: float) -> tuple[np.ndarray, np.ndarray]:
+def crop_and_resize(
+    image: np.ndarray, lm: np.ndarray, size: tuple[int, int], crop: str, margin: float
+) -> tuple[np.ndarray, np.ndarray]:
     """The output image and its landmarks (x, y) in the output frame.
 
     Pixel centres sit at integer coordinates and pixel i covers [i - 0.5, i + 0.5], so
@@ -138,8 +150,9 @@ def crop_and_resize(image: np.ndarray, lm: np.ndarray, size: tuple[int, int], cr
         ex, ey = (xa + xb) / 2.0 - side_w / 2.0, (ya + yb) / 2.0 - side_h / 2.0
         # Cut the region at native resolution (sub-pixel shift), padding with the edge colour.
         shift = np.array([[1.0, 0.0, -ex - 0.5], [0.0, 1.0, -ey - 0.5]])
-        region = cv2.warpAffine(image, shift, (side_w, side_h), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REPLICATE)
+        region = cv2.warpAffine(
+            image, shift, (side_w, side_h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
     else:
         side_w, side_h, ex, ey, region = w, h, -0.5, -0.5, image
     oh, ow = size
@@ -163,8 +176,16 @@ def assign_splits(identities: list[str], test_fraction: float, seed: int) -> dic
     return {i: ("test" if i in test else "train") for i in ids}
 
 
-def convert(items: list[Item], out: Path, size: tuple[int, int], crop: str, margin: float, test_fraction: float,
-            seed: int, quality: int = 95) -> dict[str, int]:
+def convert(
+    items: list[Item],
+    out: Path,
+    size: tuple[int, int],
+    crop: str,
+    margin: float,
+    test_fraction: float,
+    seed: int,
+    quality: int = 95,
+) -> dict[str, int]:
     """Write the layout to ``out`` atomically; returns images per split."""
     splits = assign_splits([it.identity for it in items], test_fraction, seed)
     with staged_dir(out) as tmp:
@@ -189,7 +210,9 @@ def convert(items: list[Item], out: Path, size: tuple[int, int], crop: str, marg
             sources.append(f"{name},{it.source.as_posix()}")
         for split, lines in rows.items():
             (tmp / f"portrait-landmarks-{split}.csv").write_text("\n".join(lines) + "\n", encoding="utf-8")
-            pairs = ["from,to"] + [f"{a},{b}" for group in names[split].values() for a in group for b in group if a != b]
+            pairs = ["from,to"] + [
+                f"{a},{b}" for group in names[split].values() for a in group for b in group if a != b
+            ]
             (tmp / f"portrait-pairs-{split}.csv").write_text("\n".join(pairs) + "\n", encoding="utf-8")
         (tmp / "portrait-names.csv").write_text("\n".join(sources) + "\n", encoding="utf-8")
     return {s: len(r) - 1 for s, r in rows.items()}

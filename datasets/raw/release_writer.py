@@ -13,6 +13,7 @@ swaps the folder into place (:func:`datasets.files.staged_dir`).  An image's byt
 on its file and the policy, so 0, 1 or N workers produce identical folders.  For every release,
 ``images found = images written + images rejected`` is checked before anything is published.
 """
+
 from __future__ import annotations
 
 import csv
@@ -31,7 +32,9 @@ from datasets.raw.releases import OUTPUT_PREFIX, Reject, ReleasePlan
 
 REJECTS_FILE = "prepare-rejects.csv"
 MANIFEST_FILE = "prepare-manifest.json"
-_OWN_ENTRY = re.compile(r"^(train|test|[\w.-]+-(annotation|pairs)-(train|test)\.csv|prepare-[\w.-]+|[\w.-]+\.png)$")
+_OWN_ENTRY = re.compile(
+    r"^(train|test|[\w.-]+-(annotation|pairs)-(train|test)\.csv|prepare-[\w.-]+|[\w.-]+\.png)$"
+)
 
 
 class PrepareError(RuntimeError):
@@ -72,9 +75,13 @@ def convert_chunk(job: ConvertJob) -> list[tuple[str, str]]:
 def check_replaceable(out: Path) -> None:
     """The output folder is swapped whole: refuse one that holds anything but a layout."""
     if out.exists() and not (out.is_dir() and all(_OWN_ENTRY.match(p.name) for p in out.iterdir())):
-        strays = sorted(p.name for p in out.iterdir() if not _OWN_ENTRY.match(p.name))[:3] if out.is_dir() else []
-        raise PrepareError(f"{out} exists and holds more than a prepared layout ({', '.join(strays) or 'a file'}); "
-                           "refusing to replace it (pass an empty or new folder)")
+        strays = (
+            sorted(p.name for p in out.iterdir() if not _OWN_ENTRY.match(p.name))[:3] if out.is_dir() else []
+        )
+        raise PrepareError(
+            f"{out} exists and holds more than a prepared layout ({', '.join(strays) or 'a file'}); "
+            "refusing to replace it (pass an empty or new folder)"
+        )
 
 
 def reason_key(reason: str) -> str:
@@ -103,8 +110,16 @@ def canonical_json(obj: object) -> bytes:
     return (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def write_release(plan: ReleasePlan, out: str | Path, policy: FitPolicy, *, workers: int = 0,
-                  chunk_size: int = 256, progress: bool = False, desc: str = "prepare") -> dict:
+def write_release(
+    plan: ReleasePlan,
+    out: str | Path,
+    policy: FitPolicy,
+    *,
+    workers: int = 0,
+    chunk_size: int = 256,
+    progress: bool = False,
+    desc: str = "prepare",
+) -> dict:
     """Convert every planned image and write the layout to ``out`` atomically; returns the manifest."""
     out = Path(out)
     check_replaceable(out)
@@ -113,15 +128,22 @@ def write_release(plan: ReleasePlan, out: str | Path, policy: FitPolicy, *, work
         for split in SPLITS:
             (tmp / split).mkdir(parents=True)
         items = [(im.source, im.split, im.name) for im in plan.images]
-        jobs = [ConvertJob(str(plan.root.resolve()), str(tmp.resolve()), policy, tuple(items[i:i + chunk_size]))
-                for i in range(0, len(items), chunk_size)]
-        results = [r for chunk in ordered_map(convert_chunk, jobs, workers=workers, desc=desc, progress=progress)
-                   for r in chunk]
+        jobs = [
+            ConvertJob(str(plan.root.resolve()), str(tmp.resolve()), policy, tuple(items[i : i + chunk_size]))
+            for i in range(0, len(items), chunk_size)
+        ]
+        results = [
+            r
+            for chunk in ordered_map(convert_chunk, jobs, workers=workers, desc=desc, progress=progress)
+            for r in chunk
+        ]
         manifest = _finish(plan, tmp, prefix, policy, results)
     return manifest
 
 
-def _finish(plan: ReleasePlan, tmp: Path, prefix: str, policy: FitPolicy, results: list[tuple[str, str]]) -> dict:
+def _finish(
+    plan: ReleasePlan, tmp: Path, prefix: str, policy: FitPolicy, results: list[tuple[str, str]]
+) -> dict:
     written: dict[str, dict[str, str]] = {s: {} for s in SPLITS}  # split -> name -> source
     image_rejects = [r for r in plan.rejects if r.kind == "image"]
     conversions: Counter = Counter()
@@ -146,7 +168,9 @@ def _finish(plan: ReleasePlan, tmp: Path, prefix: str, policy: FitPolicy, result
         elif name in known:
             rows_of_rejected += 1
         else:
-            rejects.append(Reject("row", "", row.source, name, "annotation row without an image in the release"))
+            rejects.append(
+                Reject("row", "", row.source, name, "annotation row without an image in the release")
+            )
     pair_counts = {}
     rejected_why = {r.name: r.reason for r in image_rejects if r.name}
     for split in SPLITS:
@@ -155,27 +179,43 @@ def _finish(plan: ReleasePlan, tmp: Path, prefix: str, policy: FitPolicy, result
             missing = [n for n in (pair.source, pair.target) if n not in written[split]]
             if missing:
                 rejected += 1
-                rejects.append(Reject("pair", split, f"{plan.inputs[f'pairs_{split}']}:{pair.line}",
-                                      f"{pair.source},{pair.target}", _pair_reason(missing[0], split, rejected_why)))
+                rejects.append(
+                    Reject(
+                        "pair",
+                        split,
+                        f"{plan.inputs[f'pairs_{split}']}:{pair.line}",
+                        f"{pair.source},{pair.target}",
+                        _pair_reason(missing[0], split, rejected_why),
+                    )
+                )
             else:
                 lines.append(f"{pair.source},{pair.target}")
         malformed = sum(1 for r in plan.rejects if r.kind == "pair" and r.split == split)
         rejects += [r for r in plan.rejects if r.kind == "pair" and r.split == split]
-        pair_counts[split] = {"in": len(plan.pairs.get(split, [])) + malformed, "written": len(lines) - 1,
-                              "rejected": rejected + malformed}
+        pair_counts[split] = {
+            "in": len(plan.pairs.get(split, [])) + malformed,
+            "written": len(lines) - 1,
+            "rejected": rejected + malformed,
+        }
         write_lines(tmp / f"{prefix}-pairs-{split}.csv", lines)
         write_lines(tmp / f"{prefix}-annotation-{split}.csv", rows[split])
 
     n_written = sum(len(w) for w in written.values())
     if plan.images_found != n_written + len(image_rejects):
-        raise PrepareError(f"counts do not add up: {plan.images_found} images found, {n_written} written + "
-                           f"{len(image_rejects)} rejected")
+        raise PrepareError(
+            f"counts do not add up: {plan.images_found} images found, {n_written} written + "
+            f"{len(image_rejects)} rejected"
+        )
     row_rejects = [r for r in rejects if r.kind == "row"]
     manifest = {
         "release": plan.release,
         "inputs": plan.inputs,
-        "policy": {"frame": list(policy.frame), "fit": policy.fit, "aspect_tolerance": policy.aspect_tolerance,
-                   "jpeg_quality": policy.jpeg_quality},
+        "policy": {
+            "frame": list(policy.frame),
+            "fit": policy.fit,
+            "aspect_tolerance": policy.aspect_tolerance,
+            "jpeg_quality": policy.jpeg_quality,
+        },
         "images": {
             "found": plan.images_found,
             "written": {s: len(written[s]) for s in SPLITS},
@@ -184,10 +224,14 @@ def _finish(plan: ReleasePlan, tmp: Path, prefix: str, policy: FitPolicy, result
             "conversions": dict(sorted(conversions.items())),
         },
         "list_entries_rejected": sum(1 for r in rejects if r.kind == "list"),
-        "rows": {"in": len(plan.rows) + len(row_rejects) - sum(1 for r in row_rejects if r.reason.startswith(
-                     "annotation row without")),
-                 "written": sum(len(rows[s]) - 1 for s in SPLITS), "of_rejected_images": rows_of_rejected,
-                 "rejected": len(row_rejects)},
+        "rows": {
+            "in": len(plan.rows)
+            + len(row_rejects)
+            - sum(1 for r in row_rejects if r.reason.startswith("annotation row without")),
+            "written": sum(len(rows[s]) - 1 for s in SPLITS),
+            "of_rejected_images": rows_of_rejected,
+            "rejected": len(row_rejects),
+        },
         "pairs": pair_counts,
         "other_files": plan.other_files,
     }

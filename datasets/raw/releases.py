@@ -21,6 +21,7 @@ in any split list, no annotation row, a duplicate name).  Reading never stops at
 only a release missing a whole part (no image tree, no split list, no annotation CSV) raises
 :class:`ReleaseError`, naming every file name looked for.
 """
+
 from __future__ import annotations
 
 import csv
@@ -125,8 +126,9 @@ def _first_file(root: Path, names: tuple[str, ...], what: str) -> Path:
     raise ReleaseError(f"{root}: no {what}; looked for {', '.join(names)}")
 
 
-def read_annotation_texts(path: Path, layout: str, rejects: list[Reject], split: str,
-                          rows: dict[str, AnnotationText]) -> None:
+def read_annotation_texts(
+    path: Path, layout: str, rejects: list[Reject], split: str, rows: dict[str, AnnotationText]
+) -> None:
     """Add the rows of one annotation CSV to ``rows``; malformed and conflicting rows become rejects."""
     spec = get_layout(layout)
     with open(path, newline="", encoding="utf-8") as fh:
@@ -134,7 +136,9 @@ def read_annotation_texts(path: Path, layout: str, rejects: list[Reject], split:
         header = [h.strip() for h in next(reader, [])]
         wanted = (spec.name_column, spec.y_column, spec.x_column)
         if any(col not in header for col in wanted):
-            raise ReleaseError(f"{path}: header must hold columns {spec.separator.join(wanted)}, got {header}")
+            raise ReleaseError(
+                f"{path}: header must hold columns {spec.separator.join(wanted)}, got {header}"
+            )
         i_name, i_y, i_x = (header.index(c) for c in wanted)
         for line, cells in enumerate(reader, start=2):
             if not cells or all(not c.strip() for c in cells):
@@ -142,8 +146,16 @@ def read_annotation_texts(path: Path, layout: str, rejects: list[Reject], split:
             where = f"{path.name}:{line}"
             name = cells[i_name].strip() if len(cells) > i_name else ""
             if len(cells) != len(header) or not name:
-                rejects.append(Reject("row", split, where, name, f"malformed row: {len(cells)} fields, "
-                                      f"expected {len(header)} with a {spec.name_column}"))
+                rejects.append(
+                    Reject(
+                        "row",
+                        split,
+                        where,
+                        name,
+                        f"malformed row: {len(cells)} fields, "
+                        f"expected {len(header)} with a {spec.name_column}",
+                    )
+                )
                 continue
             try:
                 for col, i in ((spec.y_column, i_y), (spec.x_column, i_x)):
@@ -156,7 +168,9 @@ def read_annotation_texts(path: Path, layout: str, rejects: list[Reject], split:
             if earlier is None:
                 rows[name] = row
             elif (earlier.y_cell, earlier.x_cell) != (row.y_cell, row.x_cell):
-                rejects.append(Reject("row", split, where, name, f"duplicate name: disagrees with {earlier.source}"))
+                rejects.append(
+                    Reject("row", split, where, name, f"duplicate name: disagrees with {earlier.source}")
+                )
 
 
 def _read_csvs(plan: ReleasePlan, layout: str) -> None:
@@ -184,8 +198,15 @@ def _deepfashion_lists(root: Path, plan: ReleasePlan) -> dict[str, str]:
                     continue
                 other = membership.get(name)
                 if other is not None and other != split:
-                    plan.rejects.append(Reject("list", split, f"{path.name}:{line_no}", name,
-                                               f"listed in both {other}.lst and {split}.lst"))
+                    plan.rejects.append(
+                        Reject(
+                            "list",
+                            split,
+                            f"{path.name}:{line_no}",
+                            name,
+                            f"listed in both {other}.lst and {split}.lst",
+                        )
+                    )
                     membership[name] = "both"
                 else:
                     membership[name] = split
@@ -193,8 +214,10 @@ def _deepfashion_lists(root: Path, plan: ReleasePlan) -> dict[str, str]:
     found = [n for n in PARTITION_FILES if (root / n).is_file()]
     if not found:
         missing = [p.name for p in lists.values() if not p.is_file()]
-        raise ReleaseError(f"{root}: no split lists; looked for train.lst and test.lst (missing: "
-                           f"{', '.join(missing)}), or {' / '.join(PARTITION_FILES)}")
+        raise ReleaseError(
+            f"{root}: no split lists; looked for train.lst and test.lst (missing: "
+            f"{', '.join(missing)}), or {' / '.join(PARTITION_FILES)}"
+        )
     path = root / found[0]
     plan.inputs["partition"] = found[0]
     for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
@@ -202,12 +225,20 @@ def _deepfashion_lists(root: Path, plan: ReleasePlan) -> dict[str, str]:
         # Line 1 is the image count, line 2 the column names; then "img/... id_... train|query|gallery".
         if len(fields) != 3 or fields[2] not in PARTITION_SPLIT:
             if line_no > 2 and fields:
-                plan.rejects.append(Reject("list", "", f"{path.name}:{line_no}", line.strip()[:80],
-                                           "malformed partition line: expected <path> <item_id> train|query|gallery"))
+                plan.rejects.append(
+                    Reject(
+                        "list",
+                        "",
+                        f"{path.name}:{line_no}",
+                        line.strip()[:80],
+                        "malformed partition line: expected <path> <item_id> train|query|gallery",
+                    )
+                )
             continue
         try:
-            membership[flatten_deepfashion(fields[0] if fields[0].count("/") == 4 else "img/" + fields[0])] = \
-                PARTITION_SPLIT[fields[2]]
+            membership[
+                flatten_deepfashion(fields[0] if fields[0].count("/") == 4 else "img/" + fields[0])
+            ] = PARTITION_SPLIT[fields[2]]
         except ValueError as exc:
             plan.rejects.append(Reject("list", "", f"{path.name}:{line_no}", fields[0], str(exc)))
     return membership
@@ -220,14 +251,19 @@ def plan_deepfashion(root: str | Path) -> ReleasePlan:
     plan = ReleasePlan("deepfashion", root)
     tree = next((t for t in DEEPFASHION_TREES if (root / t).is_dir()), None)
     if tree is None:
-        raise ReleaseError(f"{root}: no image tree; looked for {', '.join(t + '/' for t in DEEPFASHION_TREES)}")
+        raise ReleaseError(
+            f"{root}: no image tree; looked for {', '.join(t + '/' for t in DEEPFASHION_TREES)}"
+        )
     plan.inputs["images"] = tree + "/"
     membership = _deepfashion_lists(root, plan)
     _read_csvs(plan, "deepfashion")
     files, plan.other_files = _image_files(root)
     plan.images_found = len(files)
-    listed_names = {"train": "train.lst", "test": "test.lst"} if "list_train" in plan.inputs \
+    listed_names = (
+        {"train": "train.lst", "test": "test.lst"}
+        if "list_train" in plan.inputs
         else {"train": plan.inputs.get("partition", ""), "test": plan.inputs.get("partition", "")}
+    )
     seen: dict[str, str] = {}
     for rel in files:
         if not rel.startswith(tree + "/"):
@@ -238,8 +274,14 @@ def plan_deepfashion(root: str | Path) -> ReleasePlan:
         except ValueError as exc:
             plan.rejects.append(Reject("image", "", rel, "", f"not in the release's tree: {exc}"))
             continue
-        _admit(plan, rel, name, membership.get(name, ""), seen,
-               lists=" or ".join(dict.fromkeys(listed_names.values())))
+        _admit(
+            plan,
+            rel,
+            name,
+            membership.get(name, ""),
+            seen,
+            lists=" or ".join(dict.fromkeys(listed_names.values())),
+        )
     _missing_list_entries(plan, membership, seen, listed_names)
     return plan
 
@@ -250,8 +292,10 @@ def plan_market(root: str | Path, include_query: bool = True) -> ReleasePlan:
         raise ReleaseError(f"{root}: release folder not found")
     missing = [f for f in ("bounding_box_train", "bounding_box_test") if not (root / f).is_dir()]
     if missing:
-        raise ReleaseError(f"{root}: no {' or '.join(m + '/' for m in missing)} (Market-1501's image folders: "
-                           f"{', '.join(f + '/' for f in MARKET_FOLDERS)})")
+        raise ReleaseError(
+            f"{root}: no {' or '.join(m + '/' for m in missing)} (Market-1501's image folders: "
+            f"{', '.join(f + '/' for f in MARKET_FOLDERS)})"
+        )
     plan = ReleasePlan("market", root)
     folders = {f: s for f, s in MARKET_FOLDERS.items() if include_query or f != "query"}
     plan.inputs["images"] = ", ".join(f + "/" for f in folders)
@@ -263,8 +307,11 @@ def plan_market(root: str | Path, include_query: bool = True) -> ReleasePlan:
         folder, _, name = rel.rpartition("/")
         split = folders.get(folder, "")
         if not split:
-            why = ("query/ is excluded (prepare.include_query: false)" if folder == "query" else
-                   f"folder {folder or '.'}/ is not a split folder ({', '.join(f + '/' for f in folders)})")
+            why = (
+                "query/ is excluded (prepare.include_query: false)"
+                if folder == "query"
+                else f"folder {folder or '.'}/ is not a split folder ({', '.join(f + '/' for f in folders)})"
+            )
             plan.rejects.append(Reject("image", "", rel, name, f"not in any split list: {why}"))
             continue
         _admit(plan, rel, name, split, seen, lists="")
@@ -278,7 +325,9 @@ def _admit(plan: ReleasePlan, rel: str, name: str, split: str, seen: dict[str, s
     elif not split:
         plan.rejects.append(Reject("image", "", rel, name, f"not in any split list ({lists})"))
     elif name in seen:
-        plan.rejects.append(Reject("image", split, rel, name, f"duplicate name: {seen[name]} has the same layout name"))
+        plan.rejects.append(
+            Reject("image", split, rel, name, f"duplicate name: {seen[name]} has the same layout name")
+        )
     elif name not in plan.rows:
         csvs = " / ".join(plan.inputs[f"annotation_{s}"] for s in SPLITS)
         plan.rejects.append(Reject("image", split, rel, name, f"no annotation row ({csvs})"))
@@ -287,14 +336,22 @@ def _admit(plan: ReleasePlan, rel: str, name: str, split: str, seen: dict[str, s
         plan.images.append(PlannedImage(rel, name, split))
 
 
-def _missing_list_entries(plan: ReleasePlan, membership: dict[str, str], seen: dict[str, str],
-                          listed_in: dict[str, str]) -> None:
+def _missing_list_entries(
+    plan: ReleasePlan, membership: dict[str, str], seen: dict[str, str], listed_in: dict[str, str]
+) -> None:
     """List entries with no image in the release: reported, so a partial download is visible."""
     present = set(seen) | {r.name for r in plan.rejects if r.kind == "image"}
     for name, split in membership.items():
         if name not in present and split in listed_in:
-            plan.rejects.append(Reject("list", split, listed_in[split], name,
-                                       f"listed in {listed_in[split]}, no image in the release"))
+            plan.rejects.append(
+                Reject(
+                    "list",
+                    split,
+                    listed_in[split],
+                    name,
+                    f"listed in {listed_in[split]}, no image in the release",
+                )
+            )
 
 
 def plan_release(release: str, root: str | Path, include_query: bool = True) -> ReleasePlan:

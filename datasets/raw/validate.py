@@ -7,14 +7,15 @@ counts always add up: ``images_in = accepted + rejected`` (likewise for pairs).
 Only a missing folder/CSV or an unreadable CSV header is fatal
 (:class:`datasets.raw.layout.LayoutError`), because then nothing can be counted.
 """
+
 from __future__ import annotations
 
 import io
 import warnings
 from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -81,8 +82,9 @@ def check_image(path: Path, source_size: tuple[int, int], dataset: str = "") -> 
     return load_image(path, source_size, dataset, keep_pixels=False)[0]
 
 
-def load_image(path: Path, source_size: tuple[int, int], dataset: str = "", keep_pixels: bool = True
-               ) -> tuple[str | None, bytes | None, np.ndarray | None]:
+def load_image(
+    path: Path, source_size: tuple[int, int], dataset: str = "", keep_pixels: bool = True
+) -> tuple[str | None, bytes | None, np.ndarray | None]:
     """``(reason, raw bytes, RGB uint8 pixels)``: the file read once and decoded once.
 
     ``reason`` is why the image cannot be used (None when it can); the pixels (None with
@@ -103,15 +105,30 @@ def load_image(path: Path, source_size: tuple[int, int], dataset: str = "", keep
                 mode, (w, h) = im.mode, im.size
                 expected = _FORMAT_OF_SUFFIX.get(Path(path).suffix.lower())
                 if expected is not None and im.format != expected:
-                    return (f"wrong extension: {Path(path).name} holds {im.format or 'unknown'} data, "
-                            f"not {expected}"), None, None
+                    return (
+                        (
+                            f"wrong extension: {Path(path).name} holds {im.format or 'unknown'} data, "
+                            f"not {expected}"
+                        ),
+                        None,
+                        None,
+                    )
                 if mode != "RGB":
-                    return (f"wrong mode: {mode} ({len(im.getbands())} band(s)); expected RGB, "
-                            "3 channels, 8 bits each"), None, None
+                    return (
+                        (
+                            f"wrong mode: {mode} ({len(im.getbands())} band(s)); expected RGB, "
+                            "3 channels, 8 bits each"
+                        ),
+                        None,
+                        None,
+                    )
                 if (h, w) != (h0, w0):
                     where = f"datasets.{dataset}.source_size" if dataset else "source_size"
-                    return (f"wrong size: {h}x{w} (HxW); expected {h0}x{w0}, the annotation frame "
-                            f"({where})"), None, None
+                    return (
+                        (f"wrong size: {h}x{w} (HxW); expected {h0}x{w0}, the annotation frame ({where})"),
+                        None,
+                        None,
+                    )
                 im.load()
                 # libjpeg-turbo's accurate integer DCT, as in OpenCV: the same pixels cv2.imdecode gives.
                 pixels = np.asarray(im, dtype=np.uint8) if keep_pixels else None
@@ -163,16 +180,26 @@ def validate_split(
             continue
         same = np.array_equal(prev.keypoints, row.keypoints)  # type: ignore[attr-defined]
         what = "repeats" if same else "disagrees with"
-        rejects.append(Reject(split, "row", row.name,
-                              f"duplicate name: {csv_name} line {row.line} {what} line {prev.line}"))  # type: ignore[attr-defined]
+        rejects.append(
+            Reject(
+                split, "row", row.name, f"duplicate name: {csv_name} line {row.line} {what} line {prev.line}"
+            )
+        )  # type: ignore[attr-defined]
         if not same:
-            conflicts.setdefault(row.name, f"duplicate name: {csv_name} lines {prev.line} and {row.line} "  # type: ignore[attr-defined]
-                                 "give different keypoints")
+            conflicts.setdefault(
+                row.name,
+                f"duplicate name: {csv_name} lines {prev.line} and {row.line} "  # type: ignore[attr-defined]
+                "give different keypoints",
+            )
     good_rows = {name: row for name, row in first.items()}
     # A bad row only stands for an image when it carried a real name (an empty or
     # garbled row is counted as a rejected row, not as a phantom image).
-    bad_row_reason = {i.name: i.reason for i in row_issues if i.name not in good_rows
-                      and (i.name in files.image_files or i.reason.startswith("malformed keypoint cell"))}
+    bad_row_reason = {
+        i.name: i.reason
+        for i in row_issues
+        if i.name not in good_rows
+        and (i.name in files.image_files or i.reason.startswith("malformed keypoint cell"))
+    }
 
     other = set(other_split_names)
     universe = sorted(set(files.image_files) | set(good_rows) | set(bad_row_reason))
@@ -188,10 +215,15 @@ def validate_split(
         elif name in conflicts:
             reason = conflicts[name]
         elif path is None:
-            reason = f"missing image file: {csv_name} names it but {files.image_dir.name}/{name} does not exist"
+            reason = (
+                f"missing image file: {csv_name} names it but {files.image_dir.name}/{name} does not exist"
+            )
         elif row is None:
-            reason = (f"annotation row rejected: {bad_row_reason[name]}" if name in bad_row_reason
-                      else f"missing annotation row: {name} has no row in {csv_name}")
+            reason = (
+                f"annotation row rejected: {bad_row_reason[name]}"
+                if name in bad_row_reason
+                else f"missing annotation row: {name} has no row in {csv_name}"
+            )
         elif check_files:
             reason = check_image(path, spec.source_size, dataset)
         kp = None
@@ -204,8 +236,10 @@ def validate_split(
             outside += raw_visible - n_visible
             outside_of[name] = raw_visible - n_visible
             if n_visible < cfg.min_visible_joints:
-                reason = (f"too few visible joints: {n_visible} < preprocess.min_visible_joints="
-                          f"{cfg.min_visible_joints}")
+                reason = (
+                    f"too few visible joints: {n_visible} < preprocess.min_visible_joints="
+                    f"{cfg.min_visible_joints}"
+                )
         if reason is not None:
             rejects.append(Reject(split, "image", name, reason))
         else:
@@ -250,13 +284,25 @@ def validate_split(
         "rows_rejected": sum(1 for r in rejects if r.kind == "row"),
         "joints_outside_frame": outside,
     }
-    return SplitResult(split, files, images, pairs, rejects, counts,
-                       {n: outside_of[n] for n in images} if not check_files else {})
+    return SplitResult(
+        split,
+        files,
+        images,
+        pairs,
+        rejects,
+        counts,
+        {n: outside_of[n] for n in images} if not check_files else {},
+    )
 
 
-def validate_dataset(spec: DatasetSpec, layout: LayoutSpec, cfg: PreprocessConfig, dataset: str = "",
-                     progress: Callable[[int], None] | None = None,
-                     check_files: bool = True) -> dict[str, SplitResult]:
+def validate_dataset(
+    spec: DatasetSpec,
+    layout: LayoutSpec,
+    cfg: PreprocessConfig,
+    dataset: str = "",
+    progress: Callable[[int], None] | None = None,
+    check_files: bool = True,
+) -> dict[str, SplitResult]:
     """Validate train and test; a file name in both image folders is rejected in both
     (``check_files``: see :func:`validate_split`)."""
     from datasets.raw.layout import SPLITS

@@ -19,6 +19,7 @@ consistently to the image, its keypoints, its pose heatmaps and its face box.
   stored maps use too.  Channels swap on a flip because the keypoints do.
 * joints pushed out of the frame become missing (-1), like unannotated ones.
 """
+
 from __future__ import annotations
 
 import math
@@ -69,9 +70,14 @@ class Augmenter:
         self.transform = A.Compose(
             [
                 A.HorizontalFlip(p=cfg.flip_p),
-                A.Affine(scale=cfg.scale, translate_percent=(-cfg.translate, cfg.translate),
-                         rotate=(-cfg.rotate, cfg.rotate), p=cfg.affine_p,
-                         border_mode=cv2.BORDER_CONSTANT, fill=0),
+                A.Affine(
+                    scale=cfg.scale,
+                    translate_percent=(-cfg.translate, cfg.translate),
+                    rotate=(-cfg.rotate, cfg.rotate),
+                    p=cfg.affine_p,
+                    border_mode=cv2.BORDER_CONSTANT,
+                    fill=0,
+                ),
             ],
             keypoint_params=A.KeypointParams(format="xy", remove_invisible=False),
             seed=seed,
@@ -82,11 +88,22 @@ class Augmenter:
         if affine.fit_output:
             raise ValueError("Augmenter keeps the frame: Affine(fit_output=True) is not supported")
 
-    def __call__(self, rgb: np.ndarray, keypoints: np.ndarray, face_box: np.ndarray, face_valid: bool) -> Augmented:
+    def __call__(
+        self, rgb: np.ndarray, keypoints: np.ndarray, face_box: np.ndarray, face_valid: bool
+    ) -> Augmented:
         h, w = rgb.shape[:2]
         image, matrix, flipped = self.draw_and_warp(rgb)
-        kp, box, valid = _move_points(np.asarray(keypoints, np.float32), np.asarray(face_box, np.float32),
-                                      matrix, flipped, w, h, self.perm, bool(face_valid), MIN_INSIDE)
+        kp, box, valid = _move_points(
+            np.asarray(keypoints, np.float32),
+            np.asarray(face_box, np.float32),
+            matrix,
+            flipped,
+            w,
+            h,
+            self.perm,
+            bool(face_valid),
+            MIN_INSIDE,
+        )
         return Augmented(image, kp, box, bool(valid), flipped)
 
     def draw_and_warp(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -110,8 +127,14 @@ class Augmenter:
             m = _affine_matrix(affine, (h, w))
             if not _is_identity(m):  # albumentations returns the input then
                 matrix = np.array(m)
-                image = cv2.warpAffine(image, matrix, (w, h), flags=affine.interpolation,
-                                       borderMode=affine.border_mode, borderValue=self.border_value)
+                image = cv2.warpAffine(
+                    image,
+                    matrix,
+                    (w, h),
+                    flags=affine.interpolation,
+                    borderMode=affine.border_mode,
+                    borderValue=self.border_value,
+                )
         return image, matrix, flipped
 
     def move(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -125,8 +148,17 @@ class Augmenter:
 def compile_kernels() -> None:
     """Compile (or load from numba's cache) the keypoint kernel in this process: loader workers
     forked afterwards inherit it instead of each loading it again (~2 s of CPU apiece, measured)."""
-    _move_points(np.zeros((1, 2), np.float32), np.zeros(4, np.float32), _IDENTITY_2x3, False, 2, 2,
-                 np.zeros(1, np.int64), True, MIN_INSIDE)
+    _move_points(
+        np.zeros((1, 2), np.float32),
+        np.zeros(4, np.float32),
+        _IDENTITY_2x3,
+        False,
+        2,
+        2,
+        np.zeros(1, np.int64),
+        True,
+        MIN_INSIDE,
+    )
 
 
 _IDENTITY_2x3 = np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
@@ -146,8 +178,9 @@ def _is_identity(m: tuple[tuple[float, float, float], tuple[float, float, float]
     return abs(a - 1) <= t and abs(e - 1) <= t and max(abs(b), abs(c), abs(d), abs(f)) <= 1e-8
 
 
-def _affine_matrix(affine: A.Affine, shape: tuple[int, int]) -> tuple[tuple[float, float, float],
-                                                                       tuple[float, float, float]]:
+def _affine_matrix(
+    affine: A.Affine, shape: tuple[int, int]
+) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
     """``affine.get_params_dependent_on_data(...)["matrix"][:2]``: the same draws, in the same order.
 
     The draws are Affine's own (``_get_translate_params``, ``_get_shear_params``,
@@ -171,7 +204,14 @@ def _affine_matrix(affine: A.Affine, shape: tuple[int, int]) -> tuple[tuple[floa
         translate = affine._get_translate_params(shape)
         shear = affine._get_shear_params()
         scale = affine._get_scale(affine.scale, affine.keep_ratio, affine.balanced_scale, rng)
-        tx, ty, hx_deg, hy_deg, sx, sy = translate["x"], translate["y"], shear["x"], shear["y"], scale["x"], scale["y"]
+        tx, ty, hx_deg, hy_deg, sx, sy = (
+            translate["x"],
+            translate["y"],
+            shear["x"],
+            shear["y"],
+            scale["x"],
+            scale["y"],
+        )
     rotate = rng.uniform(*affine.rotate)
     cx, cy = w / 2 - 0.5, h / 2 - 0.5  # fgeometric.center
     r = math.radians(rotate % 360)
@@ -193,8 +233,17 @@ def _transform_points(points: np.ndarray, matrix: np.ndarray, flipped: bool, w: 
 
 
 @numba.njit(cache=True, nogil=True)
-def _move_points(kp: np.ndarray, box: np.ndarray, m: np.ndarray, flipped: bool, w: int, h: int,
-                 perm: np.ndarray, face_valid: bool, min_inside: float) -> tuple[np.ndarray, np.ndarray, bool]:
+def _move_points(
+    kp: np.ndarray,
+    box: np.ndarray,
+    m: np.ndarray,
+    flipped: bool,
+    w: int,
+    h: int,
+    perm: np.ndarray,
+    face_valid: bool,
+    min_inside: float,
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Keypoints and face box through the flip and ``m`` (as :func:`_transform_points`): joints
     that leave the frame become missing, left/right swap on a flip; the box is its moved
     corners' bounding box clipped to the frame, valid if ``min_inside`` of it stays inside."""

@@ -7,6 +7,7 @@ interrupted run leaves the previous output intact; on an object store the manife
 first and written last.  ``manifest.json`` lists every shard with its sha256 and ``rejects.csv``
 every dropped input with its reason.
 """
+
 from __future__ import annotations
 
 import csv
@@ -70,7 +71,8 @@ def check_fractions(results: dict[str, SplitResult], limit: float) -> None:
                 top = ", ".join(f"{n}× {reason}" for reason, n in reasons.most_common(3))
                 raise RejectFractionError(
                     f"{split}: {bad} of {total} {kind} rejected ({bad / total:.1%}) > "
-                    f"preprocess.max_reject_fraction={limit:g}; most common: {top}")
+                    f"preprocess.max_reject_fraction={limit:g}; most common: {top}"
+                )
 
 
 def _apply(res: SplitResult, outs: list[ShardResult]) -> tuple[list[ShardInfo], dict[str, int]]:
@@ -116,9 +118,16 @@ def _prepare_remote(out: str) -> None:
             storage.remove(storage.join(out, name))
 
 
-def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: str | Path,
-               figure: Path | None = None, metrics: Path | None = None, show_progress: bool = True,
-               workers: int | None = None) -> dict:
+def preprocess(
+    name: str,
+    spec: DatasetSpec,
+    cfg: PreprocessConfig,
+    out: str | Path,
+    figure: Path | None = None,
+    metrics: Path | None = None,
+    show_progress: bool = True,
+    workers: int | None = None,
+) -> dict:
     """Validate a raw dataset and write its shards into ``out``; returns the manifest.
     Raises LayoutError / RejectFractionError.
 
@@ -139,8 +148,10 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: str | P
     layout = get_layout(spec.layout)
     scheme = scheme_for(spec.task)
     if scheme.num_keypoints != layout.num_keypoints:
-        raise LayoutError(f"datasets.{name}: task {spec.task!r} uses {scheme.num_keypoints} keypoints "
-                          f"({scheme.name}) but layout {spec.layout!r} has {layout.num_keypoints}")
+        raise LayoutError(
+            f"datasets.{name}: task {spec.task!r} uses {scheme.num_keypoints} keypoints "
+            f"({scheme.name}) but layout {spec.layout!r} has {layout.num_keypoints}"
+        )
     if spec.pose_sigma is not None:
         cfg = replace(cfg, heatmap_sigma=spec.pose_sigma)
     if spec.shard_size is not None:
@@ -171,12 +182,19 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: str | P
     shards, splits, at = [], {}, 0
     for split in SPLITS:
         res = results[split]
-        written, extra = _apply(res, done[at:at + len(jobs[split])])
+        written, extra = _apply(res, done[at : at + len(jobs[split])])
         at += len(jobs[split])
         shards.extend(written)
-        splits[split] = {**res.counts, **extra, "shards": len(written), "source": {
-            "images": str(res.files.image_dir.relative_to(spec.root)),
-            "annotations": res.files.annotation_csv.name, "pairs": res.files.pairs_csv.name}}
+        splits[split] = {
+            **res.counts,
+            **extra,
+            "shards": len(written),
+            "source": {
+                "images": str(res.files.image_dir.relative_to(spec.root)),
+                "annotations": res.files.annotation_csv.name,
+                "pairs": res.files.pairs_csv.name,
+            },
+        }
     all_rejects = [r for res in results.values() for r in res.rejects]
     try:
         _fail_on_fractions(results, cfg.max_reject_fraction, out)
@@ -204,8 +222,10 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: str | P
         "splits": splits,
         "identities_in_both_splits": {"count": len(leaks), "examples": leaks[:20]},
         "shards": [s.as_dict() for s in shards],
-        "groundtruth": {"test_sample_views": sum(out.groundtruth for out in done),
-                        "member": "vN.gt.npz (datasets/synthetic/groundtruth.py) in test samples"},
+        "groundtruth": {
+            "test_sample_views": sum(out.groundtruth for out in done),
+            "member": "vN.gt.npz (datasets/synthetic/groundtruth.py) in test samples",
+        },
     }
     manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
     if remote:
@@ -222,12 +242,18 @@ def preprocess(name: str, spec: DatasetSpec, cfg: PreprocessConfig, out: str | P
 
     if metrics is not None:
         counts = {s: {k: v for k, v in d.items() if isinstance(v, int)} for s, d in splits.items()}
-        body = {"dataset": name, "splits": counts, "identities_in_both_splits": len(leaks),
-                "shards": len(shards), "bytes": sum(s.bytes for s in shards)}
+        body = {
+            "dataset": name,
+            "splits": counts,
+            "identities_in_both_splits": len(leaks),
+            "shards": len(shards),
+            "bytes": sum(s.bytes for s in shards),
+        }
         atomic_write_bytes(metrics, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
     if figure is not None:
-        train = [storage.join(out, s.name) for s in shards if s.split == "train"] or \
-            [storage.join(out, s.name) for s in shards]
+        train = [storage.join(out, s.name) for s in shards if s.split == "train"] or [
+            storage.join(out, s.name) for s in shards
+        ]
         if train:
             shard_sheet(train, figure, spec.image_size)
     return manifest

@@ -8,6 +8,7 @@ transposing multiply-and-subtract into the same buffer and 52 µs into a fresh o
 and of the CUDA path's tensor ops bit for bit (tested). :class:`ImageConverter` writes
 into buffers reused from batch to batch (:mod:`datasets.buffers`).
 """
+
 from __future__ import annotations
 
 import numba

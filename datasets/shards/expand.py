@@ -24,11 +24,13 @@ are rendered by :mod:`datasets.pose.cpu_render` instead: there these eager ops a
 fresh zeroed output cost several JPEG decodes per image, a compiled loop into reused
 buffers about a fifth of one (``python -m pipelines.bench data``).
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -49,8 +51,13 @@ def _zeros(numel: int, device: torch.device) -> torch.Tensor:
     return torch.zeros(numel, dtype=torch.float32, device=device)
 
 
-def _scatter(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, plane: torch.Tensor,
-             shape: tuple[int, int, int, int]) -> torch.Tensor:
+def _scatter(
+    values: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    plane: torch.Tensor,
+    shape: tuple[int, int, int, int],
+) -> torch.Tensor:
     """values [N,S,S] at rows [N,S,1] / cols [N,1,S] of plane [N] (= b·K + k) -> dense [B,K,H,W]."""
     b, k, h, w = shape
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
@@ -97,8 +104,9 @@ def paste_sparse(packed: dict[str, torch.Tensor], batch: int) -> torch.Tensor:
     """A :func:`heatmaps.pack`-ed batch (as tensors on the device) -> float32 [B,K,H,W] of v/255."""
     k, h, w, s = (int(v) for v in packed["shape"])  # kept on the host by to_device
     counts = packed["counts"]
-    owner = torch.repeat_interleave(torch.arange(batch, device=counts.device), counts,
-                                    output_size=int(packed["channels"].shape[0]))  # no device sync
+    owner = torch.repeat_interleave(
+        torch.arange(batch, device=counts.device), counts, output_size=int(packed["channels"].shape[0])
+    )  # no device sync
     plane = owner * k + packed["channels"]
     offs = torch.arange(s, device=counts.device)
     rows = (packed["origins"][:, 0:1] + offs).unsqueeze(2)
@@ -153,8 +161,12 @@ class Expander:
     @classmethod
     def of_loader(cls, loader: Any) -> Expander:
         pre = loader.manifest["preprocess"]
-        return cls(loader.poses, loader.pose_channels, tuple(loader.manifest["image_size"]),
-                   float(pre["heatmap_sigma"]))
+        return cls(
+            loader.poses,
+            loader.pose_channels,
+            tuple(loader.manifest["image_size"]),
+            float(pre["heatmap_sigma"]),
+        )
 
     def __call__(self, moved: dict[str, Any]) -> dict[str, Any]:
         """A compact batch already on the device -> the float batch (keys as ``finalise``)."""
@@ -210,8 +222,9 @@ class DeviceBatches:
     CPU the same order of work runs without streams (the copies are no-ops).
     """
 
-    def __init__(self, source: Iterable[dict[str, Any]], device: torch.device, expand: Expander,
-                 profile: bool = False) -> None:
+    def __init__(
+        self, source: Iterable[dict[str, Any]], device: torch.device, expand: Expander, profile: bool = False
+    ) -> None:
         self.source, self.device, self.expand = source, device, expand
         self.stream = torch.cuda.Stream(device) if device.type == "cuda" else None
         # profile: the copy and the expansion each end with a device synchronisation and their

@@ -17,6 +17,7 @@ Test views of a synthetic dataset also carry the renderer's ground truth (``vN.g
 ``<root>/groundtruth/test/``, :mod:`datasets.synthetic.groundtruth`) when it matches the stored
 image size; training samples never do, so training shards do not depend on it.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -60,7 +61,9 @@ class ShardResult:
     groundtruth: int = 0  # written views carrying the renderer's ground truth
 
 
-def plan_shards(dataset: str, spec: DatasetSpec, cfg: PreprocessConfig, res: SplitResult, out: str) -> list[ShardJob]:
+def plan_shards(
+    dataset: str, spec: DatasetSpec, cfg: PreprocessConfig, res: SplitResult, out: str
+) -> list[ShardJob]:
     """The split's samples (training: one per identity group, test: one per pair), cut every
     ``cfg.shard_size`` samples, in the order the single-process writer has always used."""
     if res.split == "train":
@@ -69,13 +72,25 @@ def plan_shards(dataset: str, spec: DatasetSpec, cfg: PreprocessConfig, res: Spl
         samples = test_samples(res.images, res.pairs)
     jobs = []
     for index, start in enumerate(range(0, len(samples), cfg.shard_size)):
-        chunk = samples[start:start + cfg.shard_size]
+        chunk = samples[start : start + cfg.shard_size]
         names = {n for sample_names, _ in chunk for n in sample_names}
         # Absolute paths: a Ray worker's working folder is not the driver's.
         records = {n: replace(res.images[n], path=Path(res.images[n].path).resolve()) for n in sorted(names)}
-        jobs.append(ShardJob(dataset, spec, cfg, res.split, index, start,
-                             tuple((tuple(n), tuple(p)) for n, p in chunk), records, res.files.pairs_csv.name, out,
-                             str(Path(spec.root).resolve())))
+        jobs.append(
+            ShardJob(
+                dataset,
+                spec,
+                cfg,
+                res.split,
+                index,
+                start,
+                tuple((tuple(n), tuple(p)) for n, p in chunk),
+                records,
+                res.files.pairs_csv.name,
+                out,
+                str(Path(spec.root).resolve()),
+            )
+        )
     return jobs
 
 
@@ -98,8 +113,9 @@ def write_shard(job: ShardJob) -> ShardResult:
             bad[name] = reason
             return
         assert raw is not None and rgb is not None
-        encoded[name] = encode_view(record, size, cfg.heatmap_sigma, cfg.face_size, cfg.jpeg_quality, scheme,
-                                    decoded=(raw, rgb))
+        encoded[name] = encode_view(
+            record, size, cfg.heatmap_sigma, cfg.face_size, cfg.jpeg_quality, scheme, decoded=(raw, rgb)
+        )
         if job.split == "test":
             truth = _groundtruth_file(job, name)
             if truth is not None:
@@ -112,14 +128,21 @@ def write_shard(job: ShardJob) -> ShardResult:
             keep = [n for n in names if n in encoded]
             kept: list[PairRow] = []
             for p in pairs:
-                failed = next(((role, n) for role, n in (("source", p.source), ("target", p.target)) if n in bad),
-                              None)
+                failed = next(
+                    ((role, n) for role, n in (("source", p.source), ("target", p.target)) if n in bad), None
+                )
                 if failed is None:
                     kept.append(p)
                     continue
                 role, n = failed
-                pair_rejects.append(Reject(job.split, "pair", f"{p.source},{p.target}",
-                                           f"{role} image {n} was rejected ({bad[n]}) ({job.pairs_csv} line {p.line})"))
+                pair_rejects.append(
+                    Reject(
+                        job.split,
+                        "pair",
+                        f"{p.source},{p.target}",
+                        f"{role} image {n} was rejected ({bad[n]}) ({job.pairs_csv} line {p.line})",
+                    )
+                )
             if not keep:
                 continue  # every image of the sample failed its check
             members = [("meta.json", meta_json(job.split, keep, kept, job.records, size))]
@@ -131,8 +154,14 @@ def write_shard(job: ShardJob) -> ShardResult:
                 with_truth += files[-1][0] == "gt.npz"
             writer.write(f"{job.first_key + offset:06d}", members, images=len(keep), pairs=len(kept))
         shards = writer.close()
-    return ShardResult(shards[0] if shards else None, bad, tuple(pair_rejects), tuple(sorted(no_face)),
-                       len(encoded) + len(bad), with_truth)
+    return ShardResult(
+        shards[0] if shards else None,
+        bad,
+        tuple(pair_rejects),
+        tuple(sorted(no_face)),
+        len(encoded) + len(bad),
+        with_truth,
+    )
 
 
 def _groundtruth_file(job: ShardJob, name: str) -> bytes | None:

@@ -42,15 +42,17 @@ them from the (augmented) keypoints.  ``face_crops=False`` skips decoding or
 cutting the face crop (``target_face``), which the training step does not use.
 The float conversion here is one compiled single-threaded pass: see :func:`cpu_float_image`.
 """
+
 from __future__ import annotations
 
 import logging
 import math
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, Literal
+from typing import Any, Literal
 
 import cv2
 import numpy as np
@@ -69,8 +71,19 @@ from datasets.storage import ChecksumError
 
 log = logging.getLogger("attnflow.data")
 DATA_ERRORS = (SampleError, ShardFormatError, ValueError, OSError, KeyError, IndexError, cv2.error)
-BATCH_KEYS = ("source_image", "target_image", "source_pose", "target_pose", "target_face", "target_face_box",
-              "target_face_valid", "source_keypoints", "target_keypoints", "source_name", "target_name")
+BATCH_KEYS = (
+    "source_image",
+    "target_image",
+    "source_pose",
+    "target_pose",
+    "target_face",
+    "target_face_box",
+    "target_face_valid",
+    "source_keypoints",
+    "target_keypoints",
+    "source_name",
+    "target_name",
+)
 
 
 class DataLoaderError(RuntimeError):
@@ -124,8 +137,15 @@ def _segments(order: np.ndarray, shard_pairs: list[int], start: int, stop: int) 
     return out
 
 
-def _worker_segments(order: np.ndarray, shard_pairs: list[int], start: int, n: int, batch_size: int,
-                     num_workers: int, interleave: bool) -> tuple[tuple[tuple[Segment, ...], ...], tuple[int, ...]]:
+def _worker_segments(
+    order: np.ndarray,
+    shard_pairs: list[int],
+    start: int,
+    n: int,
+    batch_size: int,
+    num_workers: int,
+    interleave: bool,
+) -> tuple[tuple[tuple[Segment, ...], ...], tuple[int, ...]]:
     """Split the rank's positions [start, start+n) into per-worker segment lists.
 
     Contiguous runs of batches per worker (``interleave=False``) keep a worker on
@@ -161,8 +181,17 @@ def _merge(segs: list[Segment]) -> list[Segment]:
     return out
 
 
-def plan_epoch(shard_pairs: list[int], rank: int, world_size: int, batch_size: int, num_workers: int,
-               seed: int = 0, epoch: int = 0, shuffle: bool = True, pad: bool = True) -> RankPlan:
+def plan_epoch(
+    shard_pairs: list[int],
+    rank: int,
+    world_size: int,
+    batch_size: int,
+    num_workers: int,
+    seed: int = 0,
+    epoch: int = 0,
+    shuffle: bool = True,
+    pad: bool = True,
+) -> RankPlan:
     """Which shard positions each loader worker of ``rank`` reads this epoch (see module doc)."""
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"rank {rank} is not in 0..world_size-1 (world_size={world_size})")
@@ -175,13 +204,20 @@ def plan_epoch(shard_pairs: list[int], rank: int, world_size: int, batch_size: i
     if n == 0:
         raise DataLoaderError(f"{total} pairs cannot feed {world_size} ranks with pad=False")
     order = shard_order(len(shard_pairs), seed, epoch, shuffle)
-    workers, counts = _worker_segments(order, shard_pairs, rank * n, n, batch_size, num_workers,
-                                       interleave=not shuffle)
+    workers, counts = _worker_segments(
+        order, shard_pairs, rank * n, n, batch_size, num_workers, interleave=not shuffle
+    )
     return RankPlan(math.ceil(n / batch_size), n, workers, counts)
 
 
-def plan_contiguous(shard_pairs: list[int], rank: int, world_size: int, batch_size: int,
-                    num_workers: int, align_batches: bool = False) -> RankPlan:
+def plan_contiguous(
+    shard_pairs: list[int],
+    rank: int,
+    world_size: int,
+    batch_size: int,
+    num_workers: int,
+    align_batches: bool = False,
+) -> RankPlan:
     """Unshuffled, unpadded: rank r takes positions [r·P/W, (r+1)·P/W), batches in order.
 
     With ``align_batches`` the split falls on the single-rank run's batch boundaries instead, so
@@ -199,8 +235,9 @@ def plan_contiguous(shard_pairs: list[int], rank: int, world_size: int, batch_si
         hi = min((rank + 1) * nb // world_size * batch_size, total)
     else:
         lo, hi = rank * total // world_size, (rank + 1) * total // world_size
-    workers, counts = _worker_segments(np.arange(len(shard_pairs)), shard_pairs, lo, hi - lo, batch_size,
-                                       num_workers, interleave=True)
+    workers, counts = _worker_segments(
+        np.arange(len(shard_pairs)), shard_pairs, lo, hi - lo, batch_size, num_workers, interleave=True
+    )
     return RankPlan(math.ceil((hi - lo) / batch_size), hi - lo, workers, counts)
 
 
@@ -234,10 +271,25 @@ class _ParsedShard:
 class _PairStream(IterableDataset):
     """Runs inside each loader worker: reads its segments and yields compact batches."""
 
-    def __init__(self, root: Path | str, shards: list[dict], planner: Callable[..., RankPlan], epoch: torch.Tensor,
-                 batch_size: int, seed: int, rank: int, shuffle: bool, augment: AugmentConfig | None, manifest: dict,
-                 max_consecutive_errors: int, poses: str = "sparse", face_crops: bool = True,
-                 ring: SlotRing | None = None, shard_cache_bytes: int = 0, endless: bool = False) -> None:
+    def __init__(
+        self,
+        root: Path | str,
+        shards: list[dict],
+        planner: Callable[..., RankPlan],
+        epoch: torch.Tensor,
+        batch_size: int,
+        seed: int,
+        rank: int,
+        shuffle: bool,
+        augment: AugmentConfig | None,
+        manifest: dict,
+        max_consecutive_errors: int,
+        poses: str = "sparse",
+        face_crops: bool = True,
+        ring: SlotRing | None = None,
+        shard_cache_bytes: int = 0,
+        endless: bool = False,
+    ) -> None:
         # Loader workers put the images in shared memory (datasets/shards/ring.py); endless ones run
         # on from epoch to epoch (see __iter__).
         self.ring, self.endless = ring, endless
@@ -300,8 +352,11 @@ class _PairStream(IterableDataset):
         segments = plan.workers[wid] if info is not None else tuple(s for w in plan.workers for s in w)
         aug = None
         if self.augment is not None:
-            aug = Augmenter(self.augment, self.scheme.flip_permutation(), seed=int(
-                np.random.default_rng([self.seed, self.epoch, self.rank, wid]).integers(2**31)))
+            aug = Augmenter(
+                self.augment,
+                self.scheme.flip_permutation(),
+                seed=int(np.random.default_rng([self.seed, self.epoch, self.rank, wid]).integers(2**31)),
+            )
         state = {"skipped": 0, "substituted": 0, "errors": [], "consecutive": 0, "deficit": 0, "last": None}
         buf: list[_Pair] = []
         for seg in segments:
@@ -311,8 +366,10 @@ class _PairStream(IterableDataset):
                     yield self._collate(buf, state)
                     buf = []
         if state["deficit"]:
-            raise DataLoaderError(f"rank {self.rank} worker {wid}: no readable sample in "
-                                  f"{len(segments)} shard segment(s); last errors: {state['errors'][-3:]}")
+            raise DataLoaderError(
+                f"rank {self.rank} worker {wid}: no readable sample in "
+                f"{len(segments)} shard segment(s); last errors: {state['errors'][-3:]}"
+            )
         if buf:
             yield self._collate(buf, state)
 
@@ -323,8 +380,10 @@ class _PairStream(IterableDataset):
         state["consecutive"] += 1
         state["errors"].append(msg)
         if state["consecutive"] > self.max_errors:
-            raise DataLoaderError(f"{state['consecutive']} consecutive bad samples (> max_consecutive_errors="
-                                  f"{self.max_errors}); last: {msg}")
+            raise DataLoaderError(
+                f"{state['consecutive']} consecutive bad samples (> max_consecutive_errors="
+                f"{self.max_errors}); last: {msg}"
+            )
 
     def _segment_pairs(self, seg: Segment, aug: Augmenter | None, state: dict, wid: int) -> Iterator[_Pair]:
         shard = self.shards[seg.shard]
@@ -335,7 +394,7 @@ class _PairStream(IterableDataset):
             cache, bad_keys = {}, set()
             state["shard"], state["parsed"] = seg.shard, (samples, slots, cache, bad_keys)
         order = slot_order(len(slots), self.seed, self.epoch, seg.shard, self.shuffle)
-        for pos in order[seg.lo:seg.hi].tolist():
+        for pos in order[seg.lo : seg.hi].tolist():
             slot = slots[pos]
             pair = None
             if slot is not None and slot[0] not in bad_keys:
@@ -343,8 +402,14 @@ class _PairStream(IterableDataset):
                 sample = samples[si]
                 assert sample is not None
                 try:
-                    pair = self._make_pair(sample, pj, cache, si, aug, self.first_pair[seg.shard] + pos
-                                           if not self.shuffle else -1)
+                    pair = self._make_pair(
+                        sample,
+                        pj,
+                        cache,
+                        si,
+                        aug,
+                        self.first_pair[seg.shard] + pos if not self.shuffle else -1,
+                    )
                 except DATA_ERRORS as exc:
                     bad_keys.add(si)
                     self._error(state, f"{shard['name']} key {sample.key}", exc)
@@ -403,8 +468,13 @@ class _PairStream(IterableDataset):
             errors.append((f"{shard['name']}", exc))
         expected = int(shard["pairs"])
         if len(slots) > expected:
-            log.warning("%s holds %d pairs, manifest says %d: using the first %d", shard["name"], len(slots),
-                        expected, expected)
+            log.warning(
+                "%s holds %d pairs, manifest says %d: using the first %d",
+                shard["name"],
+                len(slots),
+                expected,
+                expected,
+            )
         return _ParsedShard(samples, slots[:expected] + [None] * (expected - len(slots)), errors, len(data))
 
     def _view(self, sample: Sample, v: int, cache: dict, si: int) -> np.ndarray:
@@ -418,8 +488,9 @@ class _PairStream(IterableDataset):
                 cache[(si, i)] = decode_image(view.jpeg, f"key {sample.key} view {i} image", self.size)
         return cache[(si, v)]
 
-    def _make_pair(self, sample: Sample, j: int, cache: dict, si: int, aug: Augmenter | None,
-                   pair_index: int) -> _Pair:
+    def _make_pair(
+        self, sample: Sample, j: int, cache: dict, si: int, aug: Augmenter | None, pair_index: int
+    ) -> _Pair:
         a, b = sample.pairs[j]
         src, tgt = sample.views[a], sample.views[b]
         src_rgb = self._view(sample, a, cache, si)
@@ -433,16 +504,43 @@ class _PairStream(IterableDataset):
                 tgt_pose = self.scheme.render(t.keypoints, self.size, self.sigma)
             if self.face_crops:
                 face = crop_face(t.rgb, tuple(t.face_box), self.face_size, t.face_valid)
-            return _Pair(s.rgb, t.rgb, s.keypoints, t.keypoints, src_pose, tgt_pose, face, t.face_box,
-                         t.face_valid, src.name, tgt.name, pair_index, self._line(sample, j))
+            return _Pair(
+                s.rgb,
+                t.rgb,
+                s.keypoints,
+                t.keypoints,
+                src_pose,
+                tgt_pose,
+                face,
+                t.face_box,
+                t.face_valid,
+                src.name,
+                tgt.name,
+                pair_index,
+                self._line(sample, j),
+            )
         if self.sparse_poses:
             src_pose = heatmaps.decode(bytes(src.pose))
             tgt_pose = heatmaps.decode(bytes(tgt.pose))
         if self.face_crops:
-            face = decode_image(tgt.face_jpeg, f"key {sample.key} view {b} face",
-                                (self.face_size, self.face_size))
-        return _Pair(src_rgb, tgt_rgb, src.keypoints, tgt.keypoints, src_pose, tgt_pose, face, tgt.face_box,
-                     tgt.face_valid, src.name, tgt.name, pair_index, self._line(sample, j))
+            face = decode_image(
+                tgt.face_jpeg, f"key {sample.key} view {b} face", (self.face_size, self.face_size)
+            )
+        return _Pair(
+            src_rgb,
+            tgt_rgb,
+            src.keypoints,
+            tgt.keypoints,
+            src_pose,
+            tgt_pose,
+            face,
+            tgt.face_box,
+            tgt.face_valid,
+            src.name,
+            tgt.name,
+            pair_index,
+            self._line(sample, j),
+        )
 
     @staticmethod
     def _line(sample: Sample, j: int) -> int:
@@ -460,18 +558,22 @@ class _PairStream(IterableDataset):
             batch: dict[str, Any] = {"_slot": self.ring.put(self.wid, images)}
         else:
             batch = {name: np.stack(stack) for name, stack in images.items()}
-        batch.update({
-            "source_keypoints": np.stack([p.src_kp for p in pairs]).astype(np.float32),
-            "target_keypoints": np.stack([p.tgt_kp for p in pairs]).astype(np.float32),
-            "target_face_box": np.stack([p.face_box for p in pairs]).astype(np.float32),
-            "target_face_valid": np.array([p.face_valid for p in pairs], dtype=bool),
-            "source_name": [p.src_name for p in pairs],
-            "target_name": [p.tgt_name for p in pairs],
-            "pair_index": np.array([p.pair_index for p in pairs], dtype=np.int64),
-            "pair_line": np.array([p.pair_line for p in pairs], dtype=np.int64),
-            "_skipped": state["skipped"], "_substituted": state["substituted"], "_errors": state["errors"],
-            "_epoch": self.epoch,
-        })
+        batch.update(
+            {
+                "source_keypoints": np.stack([p.src_kp for p in pairs]).astype(np.float32),
+                "target_keypoints": np.stack([p.tgt_kp for p in pairs]).astype(np.float32),
+                "target_face_box": np.stack([p.face_box for p in pairs]).astype(np.float32),
+                "target_face_valid": np.array([p.face_valid for p in pairs], dtype=bool),
+                "source_name": [p.src_name for p in pairs],
+                "target_name": [p.tgt_name for p in pairs],
+                "pair_index": np.array([p.pair_index for p in pairs], dtype=np.int64),
+                "pair_line": np.array([p.pair_line for p in pairs], dtype=np.int64),
+                "_skipped": state["skipped"],
+                "_substituted": state["substituted"],
+                "_errors": state["errors"],
+                "_epoch": self.epoch,
+            }
+        )
         if self.sparse_poses:
             batch["source_pose_sparse"] = heatmaps.pack([p.src_pose for p in pairs])
             batch["target_pose_sparse"] = heatmaps.pack([p.tgt_pose for p in pairs])
@@ -528,12 +630,27 @@ def finalise(compact: dict[str, Any], pose_channels: int, test: bool = False) ->
 class PairLoader:
     """Iterable of batches for one rank; ``set_epoch`` before each epoch (see module doc)."""
 
-    def __init__(self, shards_dir: str | Path, *, split: str, rank: int, world_size: int, batch_size: int,
-                 num_workers: int = 2, seed: int = 0, shuffle: bool = True, pad: bool = True,
-                 augment: AugmentConfig | None = None, max_consecutive_errors: int = 10,
-                 prefetch_factor: int = 4, multiprocessing_context: str | None = None,
-                 compact: bool = False, poses: Literal["sparse", "keypoints"] = "sparse",
-                 face_crops: bool = True, shard_cache_mb: float = 64) -> None:
+    def __init__(
+        self,
+        shards_dir: str | Path,
+        *,
+        split: str,
+        rank: int,
+        world_size: int,
+        batch_size: int,
+        num_workers: int = 2,
+        seed: int = 0,
+        shuffle: bool = True,
+        pad: bool = True,
+        augment: AugmentConfig | None = None,
+        max_consecutive_errors: int = 10,
+        prefetch_factor: int = 4,
+        multiprocessing_context: str | None = None,
+        compact: bool = False,
+        poses: Literal["sparse", "keypoints"] = "sparse",
+        face_crops: bool = True,
+        shard_cache_mb: float = 64,
+    ) -> None:
         # A folder or a URL prefix (s3://…; Path would fold its "//").
         self.root: Path | str = shards_dir if storage.is_url(shards_dir) else Path(shards_dir)
         self.compact = compact  # True: yield worker batches as is (uint8 NHWC images, sparse poses)
@@ -549,8 +666,10 @@ class PairLoader:
         self.num_keypoints = int(self.manifest["num_keypoints"])
         self.pose_channels = pose_channels_of_manifest(self.manifest)  # 18 joints, or 8 portrait parts
         if poses == "keypoints" and not (compact and scheme_of_manifest(self.manifest).task == "pose"):
-            raise ValueError("poses='keypoints' needs compact=True and Gaussian body heatmaps "
-                             f"(these shards: task {scheme_of_manifest(self.manifest).task!r})")
+            raise ValueError(
+                "poses='keypoints' needs compact=True and Gaussian body heatmaps "
+                f"(these shards: task {scheme_of_manifest(self.manifest).task!r})"
+            )
         self.poses, self.face_crops = poses, face_crops
         if shard_cache_mb < 0:
             raise ValueError(f"shard_cache_mb must be >= 0, got {shard_cache_mb}")
@@ -571,8 +690,17 @@ class PairLoader:
 
     def _planner(self) -> Callable[..., RankPlan]:
         """The plan as a function of the epoch only (picklable: it travels to the loader workers)."""
-        return partial(plan_epoch, [int(s["pairs"]) for s in self.shards], self.rank, self.world_size,
-                       self.batch_size, self.num_workers, seed=self.seed, shuffle=self.shuffle, pad=self.pad)
+        return partial(
+            plan_epoch,
+            [int(s["pairs"]) for s in self.shards],
+            self.rank,
+            self.world_size,
+            self.batch_size,
+            self.num_workers,
+            seed=self.seed,
+            shuffle=self.shuffle,
+            pad=self.pad,
+        )
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -593,11 +721,18 @@ class PairLoader:
             if self._workers is None:
                 if self.augment is not None:
                     compile_kernels()  # before the workers fork, so that they inherit it
-                self._ring = make_ring(self._ring_layout(), self.num_workers, self.prefetch_factor + 1,
-                                       chunked=self.shuffle)
-                self._workers = DataLoader(self._stream(self._ring), batch_size=None, collate_fn=_keep,
-                                           num_workers=self.num_workers, prefetch_factor=self.prefetch_factor,
-                                           multiprocessing_context=self.mp_context, persistent_workers=True)
+                self._ring = make_ring(
+                    self._ring_layout(), self.num_workers, self.prefetch_factor + 1, chunked=self.shuffle
+                )
+                self._workers = DataLoader(
+                    self._stream(self._ring),
+                    batch_size=None,
+                    collate_fn=_keep,
+                    num_workers=self.num_workers,
+                    prefetch_factor=self.prefetch_factor,
+                    multiprocessing_context=self.mp_context,
+                    persistent_workers=True,
+                )
             source = self._workers
         else:
             if self._local is None:  # kept across epochs, like a persistent worker (its shard cache)
@@ -654,10 +789,24 @@ class PairLoader:
             yield compact if self.compact else finalise(compact, self.pose_channels, test)
 
     def _stream(self, ring: SlotRing | None = None) -> _PairStream:
-        return _PairStream(self.root, self.shards, self.planner, self.epoch_cell, self.batch_size, self.seed,
-                           self.rank, self.shuffle, self.augment, self.manifest, self.max_consecutive_errors,
-                           self.poses, self.face_crops, ring, self.shard_cache_bytes,
-                           endless=self.shuffle)
+        return _PairStream(
+            self.root,
+            self.shards,
+            self.planner,
+            self.epoch_cell,
+            self.batch_size,
+            self.seed,
+            self.rank,
+            self.shuffle,
+            self.augment,
+            self.manifest,
+            self.max_consecutive_errors,
+            self.poses,
+            self.face_crops,
+            ring,
+            self.shard_cache_bytes,
+            endless=self.shuffle,
+        )
 
     def _ring_layout(self) -> Layout:
         h, w = (int(v) for v in self.manifest["image_size"])
@@ -668,18 +817,47 @@ class PairLoader:
         return Layout(tuple(fields), self.batch_size)
 
 
-def train_loader(shards_dir: str | Path, *, rank: int, world_size: int, batch_size: int, num_workers: int = 2,
-                 seed: int = 0, augment: AugmentConfig | None = AugmentConfig(), pad: bool = True,
-                 max_consecutive_errors: int = 10, **kw: Any) -> PairLoader:
+def train_loader(
+    shards_dir: str | Path,
+    *,
+    rank: int,
+    world_size: int,
+    batch_size: int,
+    num_workers: int = 2,
+    seed: int = 0,
+    augment: AugmentConfig | None = AugmentConfig(),
+    pad: bool = True,
+    max_consecutive_errors: int = 10,
+    **kw: Any,
+) -> PairLoader:
     """Shuffled training pairs for one rank; every rank gets ``len(loader)`` batches per epoch."""
-    return PairLoader(shards_dir, split="train", rank=rank, world_size=world_size, batch_size=batch_size,
-                      num_workers=num_workers, seed=seed, shuffle=True, pad=pad, augment=augment,
-                      max_consecutive_errors=max_consecutive_errors, **kw)
+    return PairLoader(
+        shards_dir,
+        split="train",
+        rank=rank,
+        world_size=world_size,
+        batch_size=batch_size,
+        num_workers=num_workers,
+        seed=seed,
+        shuffle=True,
+        pad=pad,
+        augment=augment,
+        max_consecutive_errors=max_consecutive_errors,
+        **kw,
+    )
 
 
-def eval_loader(shards_dir: str | Path, *, batch_size: int, rank: int = 0, world_size: int = 1,
-                num_workers: int = 0, equal_batches: bool = False, align_batches: bool = False,
-                **kw: Any) -> PairLoader:
+def eval_loader(
+    shards_dir: str | Path,
+    *,
+    batch_size: int,
+    rank: int = 0,
+    world_size: int = 1,
+    num_workers: int = 0,
+    equal_batches: bool = False,
+    align_batches: bool = False,
+    **kw: Any,
+) -> PairLoader:
     """Test pairs in pairs-CSV order, no augmentation; rank r gets the r-th contiguous chunk.
 
     With ``equal_batches=False`` (default) no pair is repeated and the last rank
@@ -687,24 +865,63 @@ def eval_loader(shards_dir: str | Path, *, batch_size: int, rank: int = 0, world
     number of collective steps.  ``align_batches`` splits on batch boundaries
     (see :func:`plan_contiguous`).
     """
-    return PairLoader(shards_dir, split="test", rank=rank, world_size=world_size, batch_size=batch_size,
-                      num_workers=num_workers, shuffle=False, pad=True, augment=None, **kw) \
-        if equal_batches else _ContiguousTestLoader(shards_dir, batch_size, rank, world_size, num_workers,
-                                                    align_batches, **kw)
+    return (
+        PairLoader(
+            shards_dir,
+            split="test",
+            rank=rank,
+            world_size=world_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle=False,
+            pad=True,
+            augment=None,
+            **kw,
+        )
+        if equal_batches
+        else _ContiguousTestLoader(shards_dir, batch_size, rank, world_size, num_workers, align_batches, **kw)
+    )
 
 
 class _ContiguousTestLoader(PairLoader):
     """Test split without padding (see :func:`plan_contiguous`)."""
 
-    def __init__(self, shards_dir: str | Path, batch_size: int, rank: int, world_size: int, num_workers: int,
-                 align_batches: bool = False, **kw: Any) -> None:
+    def __init__(
+        self,
+        shards_dir: str | Path,
+        batch_size: int,
+        rank: int,
+        world_size: int,
+        num_workers: int,
+        align_batches: bool = False,
+        **kw: Any,
+    ) -> None:
         self.align_batches = align_batches
-        super().__init__(shards_dir, split="test", rank=rank, world_size=world_size, batch_size=batch_size,
-                         num_workers=num_workers, shuffle=False, pad=True, augment=None, **kw)
+        super().__init__(
+            shards_dir,
+            split="test",
+            rank=rank,
+            world_size=world_size,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            shuffle=False,
+            pad=True,
+            augment=None,
+            **kw,
+        )
 
     def _planner(self) -> Callable[..., RankPlan]:
-        return partial(_fixed, plan_contiguous([int(s["pairs"]) for s in self.shards], self.rank, self.world_size,
-                                               self.batch_size, self.num_workers, self.align_batches))
+        return partial(
+            _fixed,
+            plan_contiguous(
+                [int(s["pairs"]) for s in self.shards],
+                self.rank,
+                self.world_size,
+                self.batch_size,
+                self.num_workers,
+                self.align_batches,
+            ),
+        )
 
 
 def _fixed(plan: RankPlan, epoch: int) -> RankPlan:

@@ -16,6 +16,7 @@ worker a slot is never rewritten before it was read.
 Each slot also carries the sequence number of the batch in it, checked before and after the
 copy: a violation of that rule is an error, never silently mixed images.
 """
+
 from __future__ import annotations
 
 import logging
@@ -62,7 +63,7 @@ class SlotRing:
         arrays, offset = {}, _HEADER
         for name, hwc in self.layout.fields:
             size = self.layout.field_bytes(hwc)
-            arrays[name] = raw[offset:offset + size].reshape(self.layout.batch, *hwc)
+            arrays[name] = raw[offset : offset + size].reshape(self.layout.batch, *hwc)
             offset += size
         return seq, arrays
 
@@ -92,9 +93,11 @@ class SlotRing:
         before = int(seq[0])
         out = {name: a[:count].copy() for name, a in arrays.items()}
         if before != n or int(seq[0]) != n:
-            raise RuntimeError(f"loader worker {worker} rewrote shared-memory slot {slot} (batch {n}, found "
-                               f"{before} then {int(seq[0])}) before it was read: more batches in flight "
-                               f"than the ring's {self.slots} slots")
+            raise RuntimeError(
+                f"loader worker {worker} rewrote shared-memory slot {slot} (batch {n}, found "
+                f"{before} then {int(seq[0])}) before it was read: more batches in flight "
+                f"than the ring's {self.slots} slots"
+            )
         return out
 
 
@@ -127,8 +130,11 @@ def make_ring(layout: Layout, workers: int, messages: int, chunked: bool = True)
     need = workers * slots * layout.slot_bytes
     free = shm_free_bytes()
     if free is not None and need > free // 2:
-        log.warning("loader: %d MB of batch slots would not fit in /dev/shm (%d MB free); sending batches "
-                    "through the worker pipes instead (slower; give the container more shared memory)",
-                    need >> 20, free >> 20)
+        log.warning(
+            "loader: %d MB of batch slots would not fit in /dev/shm (%d MB free); sending batches "
+            "through the worker pipes instead (slower; give the container more shared memory)",
+            need >> 20,
+            free >> 20,
+        )
         return None
     return SlotRing(layout, workers, messages, chunk)

@@ -5,6 +5,7 @@ Encoding (preprocess side): :func:`encode_view` makes the per-image files,
 Decoding (loader side): :func:`parse_sample` reads the JSON parts and keeps the
 JPEG/heatmap bytes for lazy decoding, :func:`decode_image` decodes one JPEG.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,9 +35,15 @@ def _encode_jpeg(rgb: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def encode_view(record: ImageRecord, image_size: tuple[int, int], sigma: float, face_size: int,
-                jpeg_quality: int, scheme: PoseScheme = BODY,
-                decoded: tuple[bytes, np.ndarray] | None = None) -> tuple[list[tuple[str, bytes]], bool]:
+def encode_view(
+    record: ImageRecord,
+    image_size: tuple[int, int],
+    sigma: float,
+    face_size: int,
+    jpeg_quality: int,
+    scheme: PoseScheme = BODY,
+    decoded: tuple[bytes, np.ndarray] | None = None,
+) -> tuple[list[tuple[str, bytes]], bool]:
     """Files of one image (without the ``vN.`` prefix) and whether it has a face.
 
     ``scheme`` (by the dataset's task) turns the keypoints into the pose maps and the face box:
@@ -53,7 +60,9 @@ def encode_view(record: ImageRecord, image_size: tuple[int, int], sigma: float, 
         raw = Path(record.path).read_bytes()
         bgr = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR)
         if bgr is None:  # validated before, so the file changed underneath us
-            raise SampleError(f"{record.path}: cannot decode any more (was it modified during preprocessing?)")
+            raise SampleError(
+                f"{record.path}: cannot decode any more (was it modified during preprocessing?)"
+            )
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     h, w = image_size
     if rgb.shape[:2] != (h, w):
@@ -81,7 +90,9 @@ def encode_view(record: ImageRecord, image_size: tuple[int, int], sigma: float, 
     return files, face.valid
 
 
-def train_groups(images: dict[str, ImageRecord], pairs: list[PairRow]) -> list[tuple[list[str], list[PairRow]]]:
+def train_groups(
+    images: dict[str, ImageRecord], pairs: list[PairRow]
+) -> list[tuple[list[str], list[PairRow]]]:
     """Connected components of the pair graph, plus unpaired images as singletons.
 
     Deterministic: components are ordered by their first name, names sorted,
@@ -105,10 +116,14 @@ def train_groups(images: dict[str, ImageRecord], pairs: list[PairRow]) -> list[t
     by_root: dict[str, list[PairRow]] = {}
     for p in pairs:
         by_root.setdefault(find(p.source), []).append(p)
-    return [(names, by_root.get(root, [])) for root, names in sorted(members.items(), key=lambda kv: kv[1][0])]
+    return [
+        (names, by_root.get(root, [])) for root, names in sorted(members.items(), key=lambda kv: kv[1][0])
+    ]
 
 
-def test_samples(images: dict[str, ImageRecord], pairs: list[PairRow]) -> list[tuple[list[str], list[PairRow]]]:
+def test_samples(
+    images: dict[str, ImageRecord], pairs: list[PairRow]
+) -> list[tuple[list[str], list[PairRow]]]:
     """One sample per test pair in CSV order, then each image no pair uses (so it is still written)."""
     out: list[tuple[list[str], list[PairRow]]] = []
     used: set[str] = set()
@@ -120,8 +135,13 @@ def test_samples(images: dict[str, ImageRecord], pairs: list[PairRow]) -> list[t
     return out
 
 
-def meta_json(split: str, names: list[str], pairs: list[PairRow], images: dict[str, ImageRecord],
-              image_size: tuple[int, int]) -> bytes:
+def meta_json(
+    split: str,
+    names: list[str],
+    pairs: list[PairRow],
+    images: dict[str, ImageRecord],
+    image_size: tuple[int, int],
+) -> bytes:
     index = {n: i for i, n in enumerate(names)}
     meta = {
         "split": split,
@@ -170,13 +190,17 @@ def parse_sample(key: str, files: dict[str, memoryview]) -> Sample:
     for i in range(len(names)):
         try:
             kp = json.loads(bytes(files[f"v{i}.kp.json"]))
-            views.append(View(
-                name=kp["name"],
-                keypoints=np.asarray(kp["keypoints"], np.float32).reshape(-1, 2),
-                face_box=np.asarray(kp["face_box"], np.float32).reshape(4),
-                face_valid=bool(kp["face_valid"]),
-                jpeg=files[f"v{i}.jpg"], pose=files[f"v{i}.pose.bin"], face_jpeg=files[f"v{i}.face.jpg"],
-            ))
+            views.append(
+                View(
+                    name=kp["name"],
+                    keypoints=np.asarray(kp["keypoints"], np.float32).reshape(-1, 2),
+                    face_box=np.asarray(kp["face_box"], np.float32).reshape(4),
+                    face_valid=bool(kp["face_valid"]),
+                    jpeg=files[f"v{i}.jpg"],
+                    pose=files[f"v{i}.pose.bin"],
+                    face_jpeg=files[f"v{i}.face.jpg"],
+                )
+            )
         except KeyError as exc:
             raise SampleError(f"sample {key}: view {i} lacks {exc.args[0]}") from None
         except (ValueError, TypeError) as exc:

@@ -24,6 +24,7 @@ fsynced, then renamed; a reader or ``glob('*.tar')`` never sees a partial one.
 On an object store (``s3://…``, see :mod:`datasets.storage`) a shard is built
 in memory and sent as one object, which is either absent or complete.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,9 +32,9 @@ import io
 import json
 import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 from datasets import storage
 from datasets.files import file_sha256, fsync_dir
@@ -55,8 +56,15 @@ class ShardInfo:
     sha256: str
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "split": self.split, "samples": self.samples, "images": self.images,
-                "pairs": self.pairs, "bytes": self.bytes, "sha256": self.sha256}
+        return {
+            "name": self.name,
+            "split": self.split,
+            "samples": self.samples,
+            "images": self.images,
+            "pairs": self.pairs,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+        }
 
 
 def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
@@ -157,7 +165,7 @@ class ShardWriter:
             self._tmp.unlink()
         self._tar = self._fh = self._tmp = None
 
-    def __enter__(self) -> "ShardWriter":
+    def __enter__(self) -> ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
@@ -183,7 +191,7 @@ def iter_members(data: bytes | memoryview) -> Iterator[tuple[str, memoryview]]:
     view = memoryview(data)
     pos, end = 0, len(view)
     while pos + BLOCK <= end:
-        header = bytes(view[pos:pos + BLOCK])
+        header = bytes(view[pos : pos + BLOCK])
         if header.count(0) == BLOCK:
             return  # end-of-archive marker
         try:
@@ -203,10 +211,11 @@ def iter_members(data: bytes | memoryview) -> Iterator[tuple[str, memoryview]]:
             name = f"{prefix}/{name}"
         start = pos + BLOCK
         if start + size > end:
-            raise ShardFormatError(f"truncated tar: member {name} needs {size} bytes at byte {start}, "
-                                   f"only {end - start} left")
+            raise ShardFormatError(
+                f"truncated tar: member {name} needs {size} bytes at byte {start}, only {end - start} left"
+            )
         if kind in (b"0", b"\0"):
-            yield name, view[start:start + size]
+            yield name, view[start : start + size]
         pos = start + (size + BLOCK - 1) // BLOCK * BLOCK
     # A complete archive ends with a zero block: reaching the end without one
     # means the file was cut, even when the cut falls between members.
@@ -257,8 +266,9 @@ def load_manifest(shards_dir: str | Path) -> dict:
     try:
         data = storage.read_bytes(path)
     except FileNotFoundError:
-        raise FileNotFoundError(f"{storage.safe_url(path)}: no manifest; run python -m pipelines.preprocess "
-                                "--dataset NAME first") from None
+        raise FileNotFoundError(
+            f"{storage.safe_url(path)}: no manifest; run python -m pipelines.preprocess --dataset NAME first"
+        ) from None
     try:
         return json.loads(data)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

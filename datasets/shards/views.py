@@ -1,4 +1,5 @@
 """Every view of a shard split once, as arrays: what landmark and grid code reads from test/train shards."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,9 @@ from datasets.shards.samples import decode_image, parse_sample
 from datasets.shards.tar import iter_samples, read_shard
 
 
-def split_views(shards_dir: Path | str, manifest: dict, split: str) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
+def split_views(
+    shards_dir: Path | str, manifest: dict, split: str
+) -> tuple[list[str], np.ndarray, np.ndarray, list[str]]:
     """Every view of a split once: names, uint8 images [N,H,W,3], landmarks [N,68,2], identities.
     ``shards_dir`` is a folder or URL prefix; each shard is checked against the manifest's sha256."""
     size = tuple(manifest["image_size"])

@@ -1,4 +1,5 @@
 """Cells of picture grids: nearest-neighbour enlargement and a caption band under a cell."""
+
 from __future__ import annotations
 
 import cv2
@@ -8,7 +9,9 @@ import numpy as np
 def enlarge(image: np.ndarray, scale: int) -> np.ndarray:
     if scale <= 1:
         return image
-    return cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(
+        image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST
+    )
 
 
 def label(cell: np.ndarray, text: str, height: int = 14) -> np.ndarray:

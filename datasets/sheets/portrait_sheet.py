@@ -10,6 +10,7 @@ integer landmarks of the CSV - by :func:`read_portrait_split` / :func:`pick_port
 so the pictures show exactly what the preprocess stage will read;
 :func:`pick_part_cells` chooses a varied handful of them for :func:`parts_sheet`.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -25,18 +26,32 @@ from datasets.sheets.pose_sheet import Cell
 
 # One colour per region (RGB), and per part channel for the blended maps.
 REGION_COLOURS: dict[str, tuple[int, int, int]] = {
-    "jaw": (255, 230, 0), "right_brow": (255, 140, 0), "left_brow": (255, 140, 0),
-    "nose_bridge": (0, 230, 255), "lower_nose": (0, 230, 255), "right_eye": (0, 255, 90),
-    "left_eye": (0, 255, 90), "outer_lips": (255, 40, 90), "inner_lips": (255, 120, 255),
+    "jaw": (255, 230, 0),
+    "right_brow": (255, 140, 0),
+    "left_brow": (255, 140, 0),
+    "nose_bridge": (0, 230, 255),
+    "lower_nose": (0, 230, 255),
+    "right_eye": (0, 255, 90),
+    "left_eye": (0, 255, 90),
+    "outer_lips": (255, 40, 90),
+    "inner_lips": (255, 120, 255),
 }
 PART_COLOURS: tuple[tuple[int, int, int], ...] = (
-    (255, 230, 0), (255, 140, 0), (255, 70, 0), (0, 230, 255), (0, 255, 90), (40, 160, 255),
-    (255, 40, 90), (255, 120, 255),
+    (255, 230, 0),
+    (255, 140, 0),
+    (255, 70, 0),
+    (0, 230, 255),
+    (0, 255, 90),
+    (40, 160, 255),
+    (255, 40, 90),
+    (255, 120, 255),
 )
 
 
 def _enlarge(image: np.ndarray, scale: int) -> np.ndarray:
-    return cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
+    return cv2.resize(
+        image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST
+    )
 
 
 def draw_landmarks(image: np.ndarray, landmarks: np.ndarray, scale: int = 3) -> np.ndarray:
@@ -50,25 +65,43 @@ def draw_landmarks(image: np.ndarray, landmarks: np.ndarray, scale: int = 3) -> 
         for i in range(a, b + 1):
             if ok[i]:
                 centre = (int(round(pts[i, 0] * 16)), int(round(pts[i, 1] * 16)))
-                cv2.circle(big, centre, int(round(radius * 16)), REGION_COLOURS[name], -1, cv2.LINE_AA, shift=4)
+                cv2.circle(
+                    big, centre, int(round(radius * 16)), REGION_COLOURS[name], -1, cv2.LINE_AA, shift=4
+                )
     return big
 
 
-def _grid(cells: Sequence[Sequence[np.ndarray]], captions: Sequence[Sequence[str]], pad: int = 6,
-          caption_h: int = 14, background: int = 255) -> np.ndarray:
+def _grid(
+    cells: Sequence[Sequence[np.ndarray]],
+    captions: Sequence[Sequence[str]],
+    pad: int = 6,
+    caption_h: int = 14,
+    background: int = 255,
+) -> np.ndarray:
     h = max(c.shape[0] for row in cells for c in row)
     ncols = max(len(row) for row in cells)
     widths = [max(row[j].shape[1] for row in cells if j < len(row)) for j in range(ncols)]
-    sheet = np.full((pad + len(cells) * (h + caption_h + pad), pad + sum(w + pad for w in widths), 3),
-                    background, np.uint8)
+    sheet = np.full(
+        (pad + len(cells) * (h + caption_h + pad), pad + sum(w + pad for w in widths), 3),
+        background,
+        np.uint8,
+    )
     for i, row in enumerate(cells):
         y = pad + i * (h + caption_h + pad)
         x = pad
         for j, cell in enumerate(row):
-            sheet[y:y + cell.shape[0], x:x + cell.shape[1]] = cell
+            sheet[y : y + cell.shape[0], x : x + cell.shape[1]] = cell
             text = captions[i][j] if j < len(captions[i]) else ""
-            cv2.putText(sheet, text, (x, y + h + caption_h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (40, 40, 40), 1,
-                        cv2.LINE_AA)
+            cv2.putText(
+                sheet,
+                text,
+                (x, y + h + caption_h - 4),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.35,
+                (40, 40, 40),
+                1,
+                cv2.LINE_AA,
+            )
             x += widths[j] + pad
     return sheet
 
@@ -111,7 +144,7 @@ def parts_sheet(cells: Sequence[Cell], sigma: float, scale: int = 3) -> np.ndarr
         row = [draw_landmarks(image, lm, scale), _enlarge(blend_parts(image, maps), scale)]
         for p in range(len(maps)):
             grey = (maps[p] * 255 + 0.5).astype(np.uint8)
-            tinted = (grey[..., None].astype(np.float32) / 255.0 * np.asarray(PART_COLOURS[p], np.float32))
+            tinted = grey[..., None].astype(np.float32) / 255.0 * np.asarray(PART_COLOURS[p], np.float32)
             row.append(_enlarge(tinted.astype(np.uint8), scale))
         rows.append(row)
         captions.append([caption, f"{len(maps)} part maps, sigma {sigma:g}", *PART_NAMES])
@@ -154,6 +187,7 @@ def pick_part_cells(rows: Sequence[Sequence[Cell]], count: int = 5) -> list[Cell
         gap = lm[66, 1] - lm[62, 1] if lm[66, 1] >= 0 and lm[62, 1] >= 0 else 0
         eye = lm[41, 1] - lm[37, 1] if lm[41, 1] >= 0 and lm[37, 1] >= 0 else 0
         return (gap, -eye, (lm[:, 0] < 0).sum())
+
     ranked = sorted(cells, key=key)
     idx = np.linspace(0, len(ranked) - 1, count).round().astype(int)
     return [ranked[i] for i in idx]

@@ -6,6 +6,7 @@ identities it generated this way).  :mod:`datasets.sheets.shard_sheet` draws the
 Keypoints are float or int [18, 2] (x, y) in the image's pixels, -1 missing; only
 limbs with both ends present are drawn.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -20,16 +21,32 @@ from datasets.raw.layout import get_layout, identity_of, read_annotations
 
 # The customary OpenPose joint colours (RGB), one per joint; a limb takes its end joint's.
 JOINT_COLORS: tuple[tuple[int, int, int], ...] = (
-    (255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0), (0, 255, 0),
-    (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255), (0, 0, 255), (85, 0, 255),
-    (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85),
+    (255, 0, 0),
+    (255, 85, 0),
+    (255, 170, 0),
+    (255, 255, 0),
+    (170, 255, 0),
+    (85, 255, 0),
+    (0, 255, 0),
+    (0, 255, 85),
+    (0, 255, 170),
+    (0, 255, 255),
+    (0, 170, 255),
+    (0, 85, 255),
+    (0, 0, 255),
+    (85, 0, 255),
+    (170, 0, 255),
+    (255, 0, 255),
+    (255, 0, 170),
+    (255, 0, 85),
 )
 
 Cell = tuple[np.ndarray, np.ndarray, str]
 
 
-def draw_skeleton(image: np.ndarray, keypoints: np.ndarray, scale: int = 1,
-                  alpha: float = 0.75) -> np.ndarray:
+def draw_skeleton(
+    image: np.ndarray, keypoints: np.ndarray, scale: int = 1, alpha: float = 0.75
+) -> np.ndarray:
     """``image`` (uint8 RGB) enlarged ``scale`` times with limbs and joints blended over it."""
     big = cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
     overlay = big.copy()
@@ -49,8 +66,14 @@ def _pt(p: np.ndarray) -> tuple[int, int]:
     return int(round(p[0] * 16)), int(round(p[1] * 16))  # 4 fractional bits for cv2's shift
 
 
-def pose_sheet(rows: Sequence[Sequence[Cell]], scale: int = 2, with_plain: bool = True, pad: int = 6,
-               caption_h: int = 14, background: int = 255) -> np.ndarray:
+def pose_sheet(
+    rows: Sequence[Sequence[Cell]],
+    scale: int = 2,
+    with_plain: bool = True,
+    pad: int = 6,
+    caption_h: int = 14,
+    background: int = 255,
+) -> np.ndarray:
     """A grid: one row per entry of ``rows``; each cell the image (if ``with_plain``) and its skeleton."""
     if not rows or not any(rows):
         raise ValueError("pose_sheet needs at least one cell")
@@ -67,15 +90,28 @@ def pose_sheet(rows: Sequence[Sequence[Cell]], scale: int = 2, with_plain: bool 
             x = pad + j * (cell_w + pad)
             tiles = []
             if with_plain:
-                tiles.append(cv2.resize(image, (image.shape[1] * scale, image.shape[0] * scale),
-                                        interpolation=cv2.INTER_NEAREST))
+                tiles.append(
+                    cv2.resize(
+                        image,
+                        (image.shape[1] * scale, image.shape[0] * scale),
+                        interpolation=cv2.INTER_NEAREST,
+                    )
+                )
             tiles.append(draw_skeleton(image, kp, scale))
             xx = x
             for tile in tiles:
-                sheet[y:y + tile.shape[0], xx:xx + tile.shape[1]] = tile
+                sheet[y : y + tile.shape[0], xx : xx + tile.shape[1]] = tile
                 xx += tile.shape[1] + pad // 2
-            cv2.putText(sheet, caption[: max(4, cell_w // 6)], (x, y + h + caption_h - 4),
-                        cv2.FONT_HERSHEY_SIMPLEX, 0.35, (40, 40, 40), 1, cv2.LINE_AA)
+            cv2.putText(
+                sheet,
+                caption[: max(4, cell_w // 6)],
+                (x, y + h + caption_h - 4),
+                cv2.FONT_HERSHEY_SIMPLEX,
+                0.35,
+                (40, 40, 40),
+                1,
+                cv2.LINE_AA,
+            )
     return sheet
 
 

@@ -1,4 +1,5 @@
 """The contact sheet of shard samples (:func:`shard_sheet`): image with face box, heatmap overlay, face crop."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,14 @@ def _tile(view, size: tuple[int, int]) -> np.ndarray:
     if len(kp) == NUM_JOINTS:
         for a, b in LIMBS:
             if min(kp[a].min(), kp[b].min()) != MISSING:
-                cv2.line(drawn, tuple(int(round(v)) for v in kp[a]), tuple(int(round(v)) for v in kp[b]),
-                         (255, 255, 0), 1, cv2.LINE_AA)
+                cv2.line(
+                    drawn,
+                    tuple(int(round(v)) for v in kp[a]),
+                    tuple(int(round(v)) for v in kp[b]),
+                    (255, 255, 0),
+                    1,
+                    cv2.LINE_AA,
+                )
     else:  # portrait landmarks: no skeleton, one dot per present point
         for x, y in kp:
             if x != MISSING and y != MISSING:
@@ -39,15 +46,15 @@ def _tile(view, size: tuple[int, int]) -> np.ndarray:
     face = decode_image(view.face_jpeg, view.name)
     face = cv2.resize(face, (w // 2, w // 2), interpolation=cv2.INTER_NEAREST)
     face_cell = np.full((h, w // 2, 3), 32, np.uint8)
-    face_cell[:face.shape[0]] = face
+    face_cell[: face.shape[0]] = face
     if not view.face_valid:
-        cv2.putText(face_cell, "none", (2, face.shape[0] + 14), cv2.FONT_HERSHEY_PLAIN, 0.8,
-                    (255, 80, 80), 1)
+        cv2.putText(face_cell, "none", (2, face.shape[0] + 14), cv2.FONT_HERSHEY_PLAIN, 0.8, (255, 80, 80), 1)
     return np.concatenate([drawn, overlay, face_cell], axis=1)
 
 
-def shard_sheet(shard_paths: list[Path | str], out_path: Path, image_size: tuple[int, int],
-                rows: int = 4, cols: int = 3) -> Path:
+def shard_sheet(
+    shard_paths: list[Path | str], out_path: Path, image_size: tuple[int, int], rows: int = 4, cols: int = 3
+) -> Path:
     """Draw the first ``rows·cols`` views of the given shards (paths or URLs) into a PNG (written atomically)."""
     cells = []
     for path in shard_paths:
@@ -67,7 +74,9 @@ def shard_sheet(shard_paths: list[Path | str], out_path: Path, image_size: tuple
     cells += [blank] * (rows * cols - len(cells))
     pad = 4
     padded = [np.pad(c, ((pad, pad), (pad, pad), (0, 0)), constant_values=255) for c in cells]
-    grid = np.concatenate([np.concatenate(padded[r * cols:(r + 1) * cols], axis=1) for r in range(rows)], axis=0)
+    grid = np.concatenate(
+        [np.concatenate(padded[r * cols : (r + 1) * cols], axis=1) for r in range(rows)], axis=0
+    )
     ok, png = cv2.imencode(".png", cv2.cvtColor(grid, cv2.COLOR_RGB2BGR))
     if not ok:
         raise RuntimeError("cv2.imencode(.png) failed")

@@ -4,6 +4,7 @@ All return float32 RGB in [0, 1] of shape (h, w, 3) and draw only from the ``rng
 they are given, so a seed fixes every pixel.  Sizes are the supersampled canvas
 size; shapes are drawn with OpenCV's antialiased primitives.
 """
+
 from __future__ import annotations
 
 from typing import Literal
@@ -59,8 +60,14 @@ def clutter(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
     for _ in range(int(rng.integers(1, 4))):  # poles and kerbs
         x = int(rng.integers(0, w))
         color = _muted(rng, 0.1, 0.5, 0.03)
-        cv2.line(img, (x, 0), (x + int(rng.integers(-w // 8, w // 8)), h), color,
-                 int(rng.integers(1, max(2, w // 20))), cv2.LINE_AA)
+        cv2.line(
+            img,
+            (x, 0),
+            (x + int(rng.integers(-w // 8, w // 8)), h),
+            color,
+            int(rng.integers(1, max(2, w // 20))),
+            cv2.LINE_AA,
+        )
     for _ in range(int(rng.integers(1, 4))):  # round things: lamps, bins, bushes
         c = (int(rng.integers(0, w)), int(rng.integers(0, h)))
         color = _muted(rng)

@@ -41,6 +41,7 @@ brows(a)           [-1, 1]     brows up by 0.12a; a < 0 also pulls the inner end
 The synthetic portrait generator builds its expressions with these same functions,
 so the edit model and the training data agree by construction.
 """
+
 from __future__ import annotations
 
 import math
@@ -208,10 +209,24 @@ def mouth_open(landmarks: np.ndarray, strength: float) -> np.ndarray:
 def _smile_offsets(a: float) -> dict[int, tuple[float, float]]:
     offsets: dict[int, tuple[float, float]] = {}
     # (index, side: -1 image-left / +1 image-right, weight)
-    for idx, side, wgt in ((48, -1, 1.0), (60, -1, 1.0), (54, 1, 1.0), (64, 1, 1.0),
-                           (49, -1, 0.55), (59, -1, 0.55), (53, 1, 0.55), (55, 1, 0.55),
-                           (61, -1, 0.5), (67, -1, 0.5), (63, 1, 0.5), (65, 1, 0.5),
-                           (50, -1, 0.2), (58, -1, 0.2), (52, 1, 0.2), (56, 1, 0.2)):
+    for idx, side, wgt in (
+        (48, -1, 1.0),
+        (60, -1, 1.0),
+        (54, 1, 1.0),
+        (64, 1, 1.0),
+        (49, -1, 0.55),
+        (59, -1, 0.55),
+        (53, 1, 0.55),
+        (55, 1, 0.55),
+        (61, -1, 0.5),
+        (67, -1, 0.5),
+        (63, 1, 0.5),
+        (65, 1, 0.5),
+        (50, -1, 0.2),
+        (58, -1, 0.2),
+        (52, 1, 0.2),
+        (56, 1, 0.2),
+    ):
         offsets[idx] = (side * 0.06 * a * wgt, -0.07 * a * wgt)
     offsets[57] = (0.0, 0.015 * a)
     if a > 0:  # cheeks push the lower lids up
@@ -282,11 +297,11 @@ def clip_to_frame(landmarks: np.ndarray, frame: tuple[int, int]) -> np.ndarray:
     """Mark points whose pixel falls outside the frame (H, W) as missing."""
     h, w = frame
     lm = np.array(landmarks, np.float32, copy=True)
-    bad = ~visible(lm) | (lm[:, 0] <= -0.5) | (lm[:, 1] <= -0.5) | (lm[:, 0] >= w - 0.5) | (lm[:, 1] >= h - 0.5)
+    bad = (
+        ~visible(lm) | (lm[:, 0] <= -0.5) | (lm[:, 1] <= -0.5) | (lm[:, 0] >= w - 0.5) | (lm[:, 1] >= h - 0.5)
+    )
     lm[bad] = MISSING
     return lm
-
-
 
 
 # --- driving -----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ and JPEGs are written with fixed quality, 4:4:4 chroma and no optimisation, so t
 same params give identical bytes.  The dataset is assembled in a hidden sibling
 folder and renamed into place only when complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -50,19 +51,44 @@ VIEW_NAMES: tuple[str, ...] = ("front", "side", "back", "full")
 JPEG_SUBSAMPLING = 0  # 4:4:4: keeps thin stripes and small faces legible at 128 px
 
 _SKIN: tuple[tuple[float, float, float], ...] = (
-    (0.98, 0.86, 0.76), (0.95, 0.80, 0.68), (0.90, 0.72, 0.58), (0.82, 0.62, 0.46),
-    (0.70, 0.50, 0.35), (0.55, 0.37, 0.25), (0.40, 0.26, 0.18),
+    (0.98, 0.86, 0.76),
+    (0.95, 0.80, 0.68),
+    (0.90, 0.72, 0.58),
+    (0.82, 0.62, 0.46),
+    (0.70, 0.50, 0.35),
+    (0.55, 0.37, 0.25),
+    (0.40, 0.26, 0.18),
 )
-_HAIR = ((0.07, 0.05, 0.05), (0.20, 0.12, 0.07), (0.36, 0.22, 0.12), (0.58, 0.40, 0.22),
-         (0.86, 0.72, 0.45), (0.55, 0.20, 0.08), (0.62, 0.62, 0.64))
+_HAIR = (
+    (0.07, 0.05, 0.05),
+    (0.20, 0.12, 0.07),
+    (0.36, 0.22, 0.12),
+    (0.58, 0.40, 0.22),
+    (0.86, 0.72, 0.45),
+    (0.55, 0.20, 0.08),
+    (0.62, 0.62, 0.64),
+)
 _CLOTH = {
-    "navy": (0.13, 0.17, 0.38), "black": (0.11, 0.11, 0.12), "white": (0.94, 0.94, 0.93),
-    "red": (0.80, 0.13, 0.15), "burgundy": (0.48, 0.09, 0.17), "olive": (0.43, 0.46, 0.20),
-    "mustard": (0.88, 0.68, 0.16), "teal": (0.08, 0.50, 0.52), "pink": (0.95, 0.60, 0.72),
-    "beige": (0.86, 0.78, 0.63), "grey": (0.55, 0.56, 0.58), "denim": (0.25, 0.37, 0.60),
-    "khaki": (0.66, 0.61, 0.42), "brown": (0.42, 0.27, 0.16), "lavender": (0.70, 0.62, 0.86),
-    "orange": (0.94, 0.50, 0.15), "sky": (0.52, 0.72, 0.92), "green": (0.18, 0.55, 0.30),
-    "cream": (0.96, 0.92, 0.80), "coral": (0.96, 0.46, 0.40),
+    "navy": (0.13, 0.17, 0.38),
+    "black": (0.11, 0.11, 0.12),
+    "white": (0.94, 0.94, 0.93),
+    "red": (0.80, 0.13, 0.15),
+    "burgundy": (0.48, 0.09, 0.17),
+    "olive": (0.43, 0.46, 0.20),
+    "mustard": (0.88, 0.68, 0.16),
+    "teal": (0.08, 0.50, 0.52),
+    "pink": (0.95, 0.60, 0.72),
+    "beige": (0.86, 0.78, 0.63),
+    "grey": (0.55, 0.56, 0.58),
+    "denim": (0.25, 0.37, 0.60),
+    "khaki": (0.66, 0.61, 0.42),
+    "brown": (0.42, 0.27, 0.16),
+    "lavender": (0.70, 0.62, 0.86),
+    "orange": (0.94, 0.50, 0.15),
+    "sky": (0.52, 0.72, 0.92),
+    "green": (0.18, 0.55, 0.30),
+    "cream": (0.96, 0.92, 0.80),
+    "coral": (0.96, 0.46, 0.40),
 }
 _TROUSER_COLORS = ("denim", "black", "navy", "khaki", "grey", "beige", "brown", "olive")
 _SHOES = ((0.08, 0.08, 0.09), (0.35, 0.2, 0.1), (0.93, 0.93, 0.92), (0.7, 0.1, 0.12), (0.6, 0.45, 0.3))
@@ -92,6 +118,7 @@ class FigureSample:
 
 # --------------------------------------------------------------------------- random looks
 
+
 def _luma(c: tuple[float, float, float]) -> float:
     return 0.3 * c[0] + 0.59 * c[1] + 0.11 * c[2]
 
@@ -100,16 +127,22 @@ def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
-def _material(rng: np.random.Generator, spec: SynthesizeSpec, colors: tuple[str, ...],
-              pattern_p: float) -> Material:
+def _material(
+    rng: np.random.Generator, spec: SynthesizeSpec, colors: tuple[str, ...], pattern_p: float
+) -> Material:
     base = _CLOTH[_pick(rng, colors)]
     if rng.random() >= pattern_p or not spec.patterns:
         return Material(base)
     pattern = _pick(rng, spec.patterns)
     # A second colour that contrasts in brightness, so the pattern survives JPEG and 128 px.
     others = [c for c in _CLOTH.values() if abs(_luma(c) - _luma(base)) > 0.28] or [(1.0, 1.0, 1.0)]
-    period = {"hstripes": (0.035, 0.065), "vstripes": (0.035, 0.06), "checks": (0.045, 0.075),
-              "dots": (0.04, 0.06), "solid": (0.05, 0.05)}[pattern]
+    period = {
+        "hstripes": (0.035, 0.065),
+        "vstripes": (0.035, 0.06),
+        "checks": (0.045, 0.075),
+        "dots": (0.04, 0.06),
+        "solid": (0.05, 0.05),
+    }[pattern]
     duty = 0.55 if pattern == "dots" else float(rng.uniform(0.35, 0.55))
     return Material(base, pattern, _pick(rng, others), float(rng.uniform(*period)), duty)
 
@@ -120,11 +153,19 @@ def sample_identity_look(rng: np.random.Generator, spec: SynthesizeSpec) -> tupl
     women = gender == "WOMEN"
     top_colors = tuple(_CLOTH)
     top = _material(rng, spec, top_colors, spec.pattern_probability)
-    bottom_kind = str(rng.choice(["trousers", "shorts", "skirt", "dress"], p=[0.35, 0.15, 0.25, 0.25]
-                                 if women else [0.78, 0.22, 0.0, 0.0]))
+    bottom_kind = str(
+        rng.choice(
+            ["trousers", "shorts", "skirt", "dress"],
+            p=[0.35, 0.15, 0.25, 0.25] if women else [0.78, 0.22, 0.0, 0.0],
+        )
+    )
     bottom_colors = _TROUSER_COLORS if bottom_kind in ("trousers", "shorts") else top_colors
-    bottom = _material(rng, spec, bottom_colors, spec.pattern_probability * (0.25 if bottom_kind in (
-        "trousers", "shorts") else 0.8))
+    bottom = _material(
+        rng,
+        spec,
+        bottom_colors,
+        spec.pattern_probability * (0.25 if bottom_kind in ("trousers", "shorts") else 0.8),
+    )
     sleeves = str(rng.choice(["none", "short", "long"], p=[0.25, 0.45, 0.3]))
     jacket = None
     if bottom_kind != "dress" and rng.random() < 0.18:
@@ -134,14 +175,28 @@ def sample_identity_look(rng: np.random.Generator, spec: SynthesizeSpec) -> tupl
         print_shape = str(rng.choice(["disc", "band", "diamond"]))
     others = [c for c in _CLOTH.values() if abs(_luma(c) - _luma(top.color)) > 0.3] or [(1.0, 1.0, 1.0)]
     skin = _pick(rng, _SKIN)
-    hair_style = str(rng.choice(["short", "long", "buzz", "bun"], p=[0.25, 0.5, 0.0, 0.25] if women
-                                else [0.68, 0.05, 0.27, 0.0]))
+    hair_style = str(
+        rng.choice(
+            ["short", "long", "buzz", "bun"], p=[0.25, 0.5, 0.0, 0.25] if women else [0.68, 0.05, 0.27, 0.0]
+        )
+    )
     look = FigureAppearance(
-        gender=gender, skin=skin, hair=_pick(rng, _HAIR), hair_style=hair_style, top=top, sleeves=sleeves,
-        neckline=str(rng.choice(["round", "v"])), print_shape=print_shape, print_color=_pick(rng, others),
-        jacket=jacket, bottom=bottom, bottom_kind=bottom_kind,
-        hem=float(rng.uniform(0.13, 0.3)), shoe=_pick(rng, _SHOES),
-        shirt_length=float(rng.uniform(0.72, 0.86)), build=float(rng.uniform(0.9, 1.12)),
+        gender=gender,
+        skin=skin,
+        hair=_pick(rng, _HAIR),
+        hair_style=hair_style,
+        top=top,
+        sleeves=sleeves,
+        neckline=str(rng.choice(["round", "v"])),
+        print_shape=print_shape,
+        print_color=_pick(rng, others),
+        jacket=jacket,
+        bottom=bottom,
+        bottom_kind=bottom_kind,
+        hem=float(rng.uniform(0.13, 0.3)),
+        shoe=_pick(rng, _SHOES),
+        shirt_length=float(rng.uniform(0.72, 0.86)),
+        build=float(rng.uniform(0.9, 1.12)),
         lips=(skin[0] * 0.75 + 0.12, skin[1] * 0.45, skin[2] * 0.45),
     )
     return look, _category(rng, look)
@@ -169,8 +224,16 @@ def _category(rng: np.random.Generator, look: FigureAppearance) -> str:
 
 # --------------------------------------------------------------------------- random poses and views
 
-POSE_KINDS: tuple[str, ...] = ("stand", "walk", "arms_out", "arms_up", "wave", "hands_hips", "hands_front",
-                               "wide")
+POSE_KINDS: tuple[str, ...] = (
+    "stand",
+    "walk",
+    "arms_out",
+    "arms_up",
+    "wave",
+    "hands_hips",
+    "hands_front",
+    "wide",
+)
 _POSE_P = (0.2, 0.26, 0.07, 0.07, 0.1, 0.1, 0.12, 0.08)
 
 
@@ -239,6 +302,7 @@ def sample_view(rng: np.random.Generator, spec: SynthesizeSpec, k: int) -> BodyV
 
 # --------------------------------------------------------------------------- identities, names, images
 
+
 def plan_identities(spec: SynthesizeSpec) -> list[FigureIdentity]:
     """All identities, train first.  Ids come from one seeded permutation of the id pool, train
     from its front and test from its back: no id is in both splits, and changing one split's
@@ -280,8 +344,14 @@ def render_sample(spec: SynthesizeSpec, ident: FigureIdentity, k: int) -> Figure
     ss = spec.supersample
     bg = make_background(spec.background, rng, spec.height * ss, spec.width * ss)
     if spec.background != "clutter":
-        ground_shadow(bg, (view.cx + 0.5) * ss, (view.sole_y - 0.01 * view.body_px) * ss,
-                      0.13 * view.body_px * ss, 0.025 * view.body_px * ss, 0.22)
+        ground_shadow(
+            bg,
+            (view.cx + 0.5) * ss,
+            (view.sole_y - 0.01 * view.body_px) * ss,
+            0.13 * view.body_px * ss,
+            0.025 * view.body_px * ss,
+            0.22,
+        )
     figure, kp = render_figure_canvas(ident.look, pose, view, bg, ss, record_surface=True)
     canvas = figure.rgb
     truth = groundtruth.from_canvas(figure.owner, figure.surface, figure.garment, ss, view.body_px)
@@ -291,8 +361,9 @@ def render_sample(spec: SynthesizeSpec, ident: FigureIdentity, k: int) -> Figure
     if spec.noise_std > 0:
         img = img + rng.normal(0.0, spec.noise_std / 255.0, img.shape).astype(np.float32)
     image = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    return FigureSample(name, ident.split, identity_key(ident, spec), view.name, image, keypoints_to_int(kp),
-                        truth)
+    return FigureSample(
+        name, ident.split, identity_key(ident, spec), view.name, image, keypoints_to_int(kp), truth
+    )
 
 
 def keypoints_to_int(kp: np.ndarray) -> np.ndarray:
@@ -315,19 +386,21 @@ def all_pairs(names: list[str]) -> list[tuple[str, str]]:
 
 def save_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
     """RGB uint8 -> JPEG with fixed settings (4:4:4, no optimisation), so equal images give equal bytes."""
-    Image.fromarray(image).save(path, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING,
-                                optimize=False, progressive=False)
+    Image.fromarray(image).save(
+        path, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING, optimize=False, progressive=False
+    )
 
 
-
-
-def write_dataset(spec: SynthesizeSpec, root: str | Path,
-                  on_image: Callable[[FigureSample], None] | None = None) -> Summary:
+def write_dataset(
+    spec: SynthesizeSpec, root: str | Path, on_image: Callable[[FigureSample], None] | None = None
+) -> Summary:
     """Render the whole dataset into ``root`` atomically (temp sibling folder, then rename)."""
     root = Path(root)
     if root.exists() and not _replaceable(root):
-        raise FileExistsError(f"{root} exists and holds more than a dataset in this layout; "
-                              "refusing to replace it (pass an empty or new folder)")
+        raise FileExistsError(
+            f"{root} exists and holds more than a dataset in this layout; "
+            "refusing to replace it (pass an empty or new folder)"
+        )
     start = time.perf_counter()
     with staged_dir(root) as tmp:
         images, pairs, identities = _write_into(spec, tmp, on_image)
@@ -357,7 +430,9 @@ def _write_into(spec: SynthesizeSpec, out: Path, on_image):
             for k in range(spec.views_per_identity):
                 sample = render_sample(spec, ident, k)
                 save_jpeg(out / split / sample.name, sample.image, spec.jpeg_quality)
-                groundtruth.path_for(out, split, sample.name).write_bytes(groundtruth.encode(sample.groundtruth))
+                groundtruth.path_for(out, split, sample.name).write_bytes(
+                    groundtruth.encode(sample.groundtruth)
+                )
                 rows.append(annotation_row(sample.name, sample.keypoints))
                 names.append(sample.name)
                 if on_image is not None:
@@ -372,7 +447,3 @@ def _write_into(spec: SynthesizeSpec, out: Path, on_image):
 def _write_text(path: Path, lines: list[str]) -> None:
     with open(path, "w", encoding="utf-8", newline="\n") as fh:
         fh.write("\n".join(lines) + "\n")
-
-
-
-

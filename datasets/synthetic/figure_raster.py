@@ -15,6 +15,7 @@ garment there: the ground truth of :mod:`datasets.synthetic.groundtruth`.  The p
 pattern's own coordinates (``s`` along, the angle around), so equal points have equal cloth
 colour in every view.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,6 +29,7 @@ PatternKind = Literal["solid", "hstripes", "vstripes", "checks", "dots"]
 
 _LIGHT = np.array([-0.35, -0.55, 0.76]) / np.linalg.norm([-0.35, -0.55, 0.76])
 _AMBIENT, _DIFFUSE = 0.58, 0.47
+
 
 @dataclass(frozen=True)
 class Material:
@@ -48,6 +50,7 @@ def rot_y(deg: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- raster core
+
 
 class FigureCanvas:
     """Colour buffer plus z-buffer and owner buffer, at the supersampled resolution; with
@@ -73,9 +76,17 @@ class FigureCanvas:
         xs = np.arange(j0, j1, dtype=np.float32)[None, :]
         return (slice(i0, i1), slice(j0, j1)), xs, ys
 
-    def paint(self, sl, alpha: np.ndarray, color: np.ndarray, depth: np.ndarray, owner: int,
-              covers: tuple[int, ...] = (), surface: np.ndarray | None = None,
-              garment: np.ndarray | int = 0) -> None:
+    def paint(
+        self,
+        sl,
+        alpha: np.ndarray,
+        color: np.ndarray,
+        depth: np.ndarray,
+        owner: int,
+        covers: tuple[int, ...] = (),
+        surface: np.ndarray | None = None,
+        garment: np.ndarray | int = 0,
+    ) -> None:
         """Composite where this part is in front (or over a part it ``covers``, as a skirt covers
         the thighs whatever their depth); claim the pixel when mostly covered.  A claimed pixel
         takes ``surface`` ([h,w,3] part-frame point, NaN where undefined; None: no frame) and
@@ -114,7 +125,7 @@ def shade(nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
     return _AMBIENT + _DIFFUSE * np.maximum(lam, 0.0)
 
 
-def lighting(ctx: "Projector", nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
+def lighting(ctx: Projector, nx: np.ndarray, ny: np.ndarray, nz: np.ndarray) -> np.ndarray:
     """Shading of a part, or 1 everywhere for an unshaded (albedo) render."""
     return shade(nx, ny, nz) if ctx.shading else np.ones(np.shape(nz))
 
@@ -161,7 +172,9 @@ def choose(masks_and_colors: list[tuple[np.ndarray, np.ndarray]], default: np.nd
         out = np.where(mask[..., None], color, out)
     return out
 
+
 # --------------------------------------------------------------------------- part drawers
+
 
 @dataclass
 class Projector:
@@ -178,23 +191,34 @@ class Projector:
     def to_view(self, p: np.ndarray) -> np.ndarray:
         """Body units -> canvas (x, y) and depth z (canvas pixels toward the camera)."""
         q = self.rot @ p
-        return np.array([self.cx + q[0] * self.px_per_unit, self.cy + q[1] * self.px_per_unit,
-                         q[2] * self.px_per_unit])
+        return np.array(
+            [self.cx + q[0] * self.px_per_unit, self.cy + q[1] * self.px_per_unit, q[2] * self.px_per_unit]
+        )
 
 
 Band = tuple[float, Material]  # (end as a fraction along the part, material up to there)
 
 
-def draw_capsule(ctx: Projector, owner: int, a3: np.ndarray, b3: np.ndarray, r0: float, r1: float,
-                 bands: list[Band], roll: float = 0.0, garments: tuple[int, ...] = ()) -> None:
+def draw_capsule(
+    ctx: Projector,
+    owner: int,
+    a3: np.ndarray,
+    b3: np.ndarray,
+    r0: float,
+    r1: float,
+    bands: list[Band],
+    roll: float = 0.0,
+    garments: tuple[int, ...] = (),
+) -> None:
     """A tapered limb from ``a3`` to ``b3`` (body units), radii in body units; ``garments`` are
     the garment ids of ``bands`` (recorded only)."""
     pa, pb = ctx.to_view(a3), ctx.to_view(b3)
     k = ctx.px_per_unit
     ra, rb = r0 * k, r1 * k
     rmax = max(ra, rb) + 1.5
-    g = ctx.canvas.grid(min(pa[0], pb[0]) - rmax, min(pa[1], pb[1]) - rmax,
-                        max(pa[0], pb[0]) + rmax, max(pa[1], pb[1]) + rmax)
+    g = ctx.canvas.grid(
+        min(pa[0], pb[0]) - rmax, min(pa[1], pb[1]) - rmax, max(pa[0], pb[0]) + rmax, max(pa[1], pb[1]) + rmax
+    )
     if g is None:
         return
     sl, X, Y = g
@@ -234,8 +258,15 @@ def draw_capsule(ctx: Projector, owner: int, a3: np.ndarray, b3: np.ndarray, r0:
             garment = np.full(u.shape, garments[-1], np.uint8)
             for (end, _), g in zip(reversed(bands[:-1]), reversed(garments[:-1])):
                 garment = np.where(u <= end, np.uint8(g), garment)
-    ctx.canvas.paint(sl, alpha, color * lighting(ctx, nx, ny, nz)[..., None], depth, owner,
-                     surface=surface, garment=garment)
+    ctx.canvas.paint(
+        sl,
+        alpha,
+        color * lighting(ctx, nx, ny, nz)[..., None],
+        depth,
+        owner,
+        surface=surface,
+        garment=garment,
+    )
 
 
 @dataclass(frozen=True)
@@ -257,15 +288,24 @@ def _ribbon_geometry(ctx: Projector, a3: np.ndarray, b3: np.ndarray, shape: Ribb
     return pa, pb, us, half_w, front
 
 
-def draw_ribbon(ctx: Projector, owner: int, a3: np.ndarray, b3: np.ndarray, shape: RibbonShape,
-                region_colors, covers: tuple[int, ...] = (), region_garments=0) -> None:
+def draw_ribbon(
+    ctx: Projector,
+    owner: int,
+    a3: np.ndarray,
+    b3: np.ndarray,
+    shape: RibbonShape,
+    region_colors,
+    covers: tuple[int, ...] = (),
+    region_garments=0,
+) -> None:
     """Draw a ribbon; ``region_colors(arc, s, v, fw_arc, fw_s)`` gives its cloth colours and
     ``region_garments`` its garment ids (an int, or ``f(angle, r_body, s)``; recorded only)."""
     pa, pb, us, half_w, front = _ribbon_geometry(ctx, a3, b3, shape)
     k = ctx.px_per_unit
     wmax = float(half_w.max()) + 1.5
-    g = ctx.canvas.grid(min(pa[0], pb[0]) - wmax, min(pa[1], pb[1]) - wmax,
-                        max(pa[0], pb[0]) + wmax, max(pa[1], pb[1]) + wmax)
+    g = ctx.canvas.grid(
+        min(pa[0], pb[0]) - wmax, min(pa[1], pb[1]) - wmax, max(pa[0], pb[0]) + wmax, max(pa[1], pb[1]) + wmax
+    )
     if g is None:
         return
     sl, X, Y = g
@@ -299,15 +339,28 @@ def draw_ribbon(ctx: Projector, owner: int, a3: np.ndarray, b3: np.ndarray, shap
         inside = (along >= 0.0) & (along <= ln) & (np.abs(across) <= hw)
         surface = cylinder_point(angle, s, r_body, inside)
         garment = region_garments(angle, r_body, s) if callable(region_garments) else region_garments
-    ctx.canvas.paint(sl, alpha, color * lit[..., None], depth, owner, covers, surface=surface, garment=garment)
+    ctx.canvas.paint(
+        sl, alpha, color * lit[..., None], depth, owner, covers, surface=surface, garment=garment
+    )
+
 
 def plain_colors(mat: Material):
     def colors(angle, r_body, s, fw_arc, fw_s):
         return material_rgb(mat, angle * r_body, s, fw_arc, fw_s)
+
     return colors
 
-def draw_disc(ctx: Projector, owner: int, c: np.ndarray, radius: float, color: RGB, squash: float = 1.0,
-              bias: float = 0.0, garment: int = 0) -> None:
+
+def draw_disc(
+    ctx: Projector,
+    owner: int,
+    c: np.ndarray,
+    radius: float,
+    color: RGB,
+    squash: float = 1.0,
+    bias: float = 0.0,
+    garment: int = 0,
+) -> None:
     """A small shaded ellipse (ears, a hair bun) at canvas point ``c``; ``bias`` lifts its depth.
     It has no part frame (a flat disc facing the camera in every view)."""
     r = radius * ctx.px_per_unit
@@ -321,4 +374,3 @@ def draw_disc(ctx: Projector, owner: int, c: np.ndarray, radius: float, color: R
     nz = np.sqrt(np.clip(1.0 - d * d, 0.0, 1.0))
     col = np.asarray(color, np.float32) * lighting(ctx, nx, ny, nz)[..., None] * 0.93
     ctx.canvas.paint(sl, alpha, col, c[2] + bias + r * nz * 0.3, owner, garment=garment)
-

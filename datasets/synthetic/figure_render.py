@@ -21,6 +21,7 @@ Coordinates: body units are fractions of the standing height, origin at the
 pelvis (mid-hips), y down, z pointing where the body faces; the person's right is
 -x.  Image keypoints are (x, y) with pixel centres at integers.
 """
+
 from __future__ import annotations
 
 import math
@@ -49,6 +50,7 @@ from datasets.synthetic.figure_raster import (
 )
 
 # --------------------------------------------------------------------------- looks and poses
+
 
 @dataclass(frozen=True)
 class FigureAppearance:
@@ -97,6 +99,7 @@ class BodyView:
 
 
 # --------------------------------------------------------------------------- skeleton
+
 
 def _limb_dir(abduct: float, flex: float, side: float) -> np.ndarray:
     """Unit direction of a limb hanging down (0, 0), swung out by ``abduct`` and forward by ``flex``."""
@@ -181,6 +184,7 @@ def _jacket_mask(arc, s, top_end: float):
 
 def _torso_garments(app: FigureAppearance, torso_len: float):
     """Garment-id function of the torso, region for region as :func:`_torso_colors` paints it."""
+
     def garments(angle, r_body, s):
         top_end = _top_end(app, torso_len)
         out = np.where(s >= top_end, _GID["top" if app.bottom_kind == "dress" else "bottom"], _GID["top"])
@@ -190,11 +194,13 @@ def _torso_garments(app: FigureAppearance, torso_len: float):
             out = np.where(jacket_m, _GID["jacket"], out)
             neck_m &= ~jacket_m
         return np.where(neck_m, _GID["skin"], out).astype(np.uint8)
+
     return garments
 
 
 def _torso_colors(app: FigureAppearance, torso_len: float):
     """Colour function of the torso: top (with neckline, print, open jacket) over the bottom."""
+
     def colors(angle, r_body, s, fw_arc, fw_s):
         arc = angle * r_body
         top = material_rgb(app.top, arc, s, fw_arc, fw_s)
@@ -221,11 +227,13 @@ def _torso_colors(app: FigureAppearance, torso_len: float):
         # Waistband: a darker line where the top meets the bottom.
         belt = smooth_band(s - top_end, 0.006, fw_s)
         return out * (1.0 - 0.3 * belt)[..., None]
+
     return colors
 
 
-def draw_head(ctx: Projector, owner: int, app: FigureAppearance, center3: np.ndarray, yaw_total: float,
-              roll: float) -> None:
+def draw_head(
+    ctx: Projector, owner: int, app: FigureAppearance, center3: np.ndarray, yaw_total: float, roll: float
+) -> None:
     """Ellipsoid head: skin, hair by a hairline in head coordinates, eyes, brows and mouth."""
     c = ctx.to_view(center3)
     k = ctx.px_per_unit
@@ -278,8 +286,12 @@ def draw_head(ctx: Projector, owner: int, app: FigureAppearance, center3: np.nda
     mouth = smooth_band(ly - 0.55 - 0.12 * lx * lx, 0.05, fw) * smooth_band(lx, 0.22, fw)
     nose = np.clip((0.11 - np.hypot(lx, ly - 0.3)) / fw + 0.5, 0, 1) * 0.5
     color = np.broadcast_to(skin, hx.shape + (3,)).astype(np.float32)
-    for m, col in ((nose, skin * 0.72), (mouth, np.asarray(app.lips, np.float32)),
-                   (brows, hair * 0.8), (eyes, np.array([0.08, 0.06, 0.06], np.float32))):
+    for m, col in (
+        (nose, skin * 0.72),
+        (mouth, np.asarray(app.lips, np.float32)),
+        (brows, hair * 0.8),
+        (eyes, np.array([0.08, 0.06, 0.06], np.float32)),
+    ):
         m = np.where(facing, m, 0.0)
         color = color + (col - color) * m[..., None]
     color = color + (hair_col - color) * hair_m[..., None]
@@ -292,23 +304,51 @@ def draw_head(ctx: Projector, owner: int, app: FigureAppearance, center3: np.nda
         surface = (np.stack([lx, ly * HEAD_ELONG, lz], axis=-1) * HEAD_R).astype(np.float32)
         surface[r2 > 1.0] = np.nan
         garment = np.where(hair_m > 0.5, _GID["hair"], _GID["skin"]).astype(np.uint8)
-    ctx.canvas.paint(sl, alpha, color * lit[..., None], depth, owner, surface=surface,
-                     garment=0 if garment is None else garment)
+    ctx.canvas.paint(
+        sl,
+        alpha,
+        color * lit[..., None],
+        depth,
+        owner,
+        surface=surface,
+        garment=0 if garment is None else garment,
+    )
 
 
 # --------------------------------------------------------------------------- the figure
 
 BODY_PARTS: tuple[str, ...] = (
-    "torso", "pelvis", "skirt", "neck", "head", "hair", "bun", "ear_R", "ear_L",
-    "upper_R", "fore_R", "hand_R", "upper_L", "fore_L", "hand_L",
-    "thigh_R", "shin_R", "foot_R", "thigh_L", "shin_L", "foot_L",
+    "torso",
+    "pelvis",
+    "skirt",
+    "neck",
+    "head",
+    "hair",
+    "bun",
+    "ear_R",
+    "ear_L",
+    "upper_R",
+    "fore_R",
+    "hand_R",
+    "upper_L",
+    "fore_L",
+    "hand_L",
+    "thigh_R",
+    "shin_R",
+    "foot_R",
+    "thigh_L",
+    "shin_L",
+    "foot_L",
 )
 _PID = {n: i for i, n in enumerate(BODY_PARTS)}
 
 # Parts a joint belongs to: these never count as hiding it.
 _INCIDENT: dict[str, tuple[str, ...]] = {
-    "nose": ("head", "ear_R", "ear_L"), "Leye": ("head", "ear_R", "ear_L"),
-    "Reye": ("head", "ear_R", "ear_L"), "Lear": ("head", "ear_L", "hair"), "Rear": ("head", "ear_R", "hair"),
+    "nose": ("head", "ear_R", "ear_L"),
+    "Leye": ("head", "ear_R", "ear_L"),
+    "Reye": ("head", "ear_R", "ear_L"),
+    "Lear": ("head", "ear_L", "hair"),
+    "Rear": ("head", "ear_R", "hair"),
     # The neck point lies between the shoulders: a profile's near shoulder covers it, yet every
     # annotator (and OpenPose) still marks it, so the upper arms do not hide it.
     "neck": ("torso", "neck", "head", "hair", "upper_R", "upper_L"),
@@ -349,8 +389,9 @@ def _band_garments(bands: list[Band], known: tuple[tuple[Material | None, str], 
     return tuple(next(_GID[g] for m, g in known if m == mat) for _, mat in bands)
 
 
-def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, background: np.ndarray,
-                  supersample: int) -> tuple[np.ndarray, np.ndarray]:
+def render_figure(
+    app: FigureAppearance, pose: BodyPose, view: BodyView, background: np.ndarray, supersample: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Draw one figure over ``background`` (float RGB at the supersampled size).
 
     Returns the canvas (float RGB, supersampled) and keypoints float32 [18, 2] (x, y)
@@ -360,9 +401,15 @@ def render_figure(app: FigureAppearance, pose: BodyPose, view: BodyView, backgro
     return canvas.rgb, kp
 
 
-def render_figure_canvas(app: FigureAppearance, pose: BodyPose, view: BodyView, background: np.ndarray,
-                         supersample: int, record_surface: bool = False,
-                         shading: bool = True) -> tuple[FigureCanvas, np.ndarray]:
+def render_figure_canvas(
+    app: FigureAppearance,
+    pose: BodyPose,
+    view: BodyView,
+    background: np.ndarray,
+    supersample: int,
+    record_surface: bool = False,
+    shading: bool = True,
+) -> tuple[FigureCanvas, np.ndarray]:
     """:func:`render_figure`, returning the whole canvas: with ``record_surface`` its owner part,
     part-frame point and garment of every pixel too (the same colours either way); ``shading``
     False draws albedo only (the correspondence tests)."""
@@ -371,13 +418,14 @@ def render_figure_canvas(app: FigureAppearance, pose: BodyPose, view: BodyView, 
     unit = view.body_px * ss
     cx = (view.cx + 0.5) * ss - 0.5
     cy = (view.sole_y - 0.5 * view.body_px + 0.5) * ss - 0.5
-    ctx = Projector(FigureCanvas(background, record_surface), unit, view.yaw, rot_y(view.yaw), cx, cy,
-                    shading)
+    ctx = Projector(
+        FigureCanvas(background, record_surface), unit, view.yaw, rot_y(view.yaw), cx, cy, shading
+    )
     w = app.build
     women = app.gender == "WOMEN"
     yaw_head = view.yaw + pose.head[0]
     roll = (pose.lean[0] + pose.head[1]) * math.cos(math.radians(view.yaw))
-    depth_of = lambda p: float((ctx.rot @ p)[2])  # noqa: E731 - sort key, body units
+    depth_of = lambda p: float((ctx.rot @ p)[2])
 
     mid_sho = 0.5 * (pts["Rsho"] + pts["Lsho"])
     torso_top = mid_sho + (pts["neck"] - mid_sho) * 0.2 + np.array([0.0, -0.012, 0.0])
@@ -385,18 +433,32 @@ def render_figure_canvas(app: FigureAppearance, pose: BodyPose, view: BodyView, 
     torso_len = float(np.linalg.norm(torso_bot - torso_top))
     sh_w = (0.125 if not women else 0.112) * w
     torso = RibbonShape(
-        widths=((0.0, sh_w, 0.07 * w), (0.3, sh_w * 0.93, 0.075 * w),
-                (0.62, (0.092 if not women else 0.078) * w, 0.062 * w),
-                (1.0, (0.118 if not women else 0.128) * w, 0.072 * w)),  # hips cover the thigh tops
-        corner=0.035, yaw=view.yaw)
+        widths=(
+            (0.0, sh_w, 0.07 * w),
+            (0.3, sh_w * 0.93, 0.075 * w),
+            (0.62, (0.092 if not women else 0.078) * w, 0.062 * w),
+            (1.0, (0.118 if not women else 0.128) * w, 0.072 * w),
+        ),  # hips cover the thigh tops
+        corner=0.035,
+        yaw=view.yaw,
+    )
     parts: list[tuple[float, object]] = []
 
     def add(depth: float, fn) -> None:
         parts.append((depth, fn))
 
-    add(depth_of(np.zeros(3)) - 0.01, lambda: draw_ribbon(ctx, _PID["torso"], torso_top, torso_bot, torso,
-                                                          _torso_colors(app, torso_len),
-                                                          region_garments=_torso_garments(app, torso_len)))
+    add(
+        depth_of(np.zeros(3)) - 0.01,
+        lambda: draw_ribbon(
+            ctx,
+            _PID["torso"],
+            torso_top,
+            torso_bot,
+            torso,
+            _torso_colors(app, torso_len),
+            region_garments=_torso_garments(app, torso_len),
+        ),
+    )
     bottom_mat = app.top if app.bottom_kind == "dress" else app.bottom
     if app.bottom_kind in ("skirt", "dress"):
         spread = max(abs(pts["Rkne"][0] - pts["Lkne"][0]), abs(pts["Rank"][0] - pts["Lank"][0]) * 0.8)
@@ -404,12 +466,25 @@ def render_figure_canvas(app: FigureAppearance, pose: BodyPose, view: BodyView, 
         top_w = torso.widths[-1][1] * 1.02
         hem_w = max(top_w * 1.22, 0.5 * spread + 0.05)
         # Shallow front so hands hanging beside the skirt stay in front of it.
-        skirt = RibbonShape(((0.0, top_w, 0.066 * w), (1.0, hem_w, max(0.075 * w, 0.5 * fwd + 0.045))),
-                            corner=0.015, yaw=view.yaw)
+        skirt = RibbonShape(
+            ((0.0, top_w, 0.066 * w), (1.0, hem_w, max(0.075 * w, 0.5 * fwd + 0.045))),
+            corner=0.015,
+            yaw=view.yaw,
+        )
         legs = (_PID["torso"],) + tuple(_PID[p + t] for p in ("thigh_", "shin_") for t in "RL")
-        add(1.0, lambda: draw_ribbon(  # last: it covers the legs, the z-test keeps hands in front
-            ctx, _PID["skirt"], np.array([0.0, -0.05, 0.0]), np.array([0.0, app.hem, 0.0]), skirt,
-            plain_colors(bottom_mat), covers=legs, region_garments=_GID["bottom"]))
+        add(
+            1.0,
+            lambda: draw_ribbon(  # last: it covers the legs, the z-test keeps hands in front
+                ctx,
+                _PID["skirt"],
+                np.array([0.0, -0.05, 0.0]),
+                np.array([0.0, app.hem, 0.0]),
+                skirt,
+                plain_colors(bottom_mat),
+                covers=legs,
+                region_garments=_GID["bottom"],
+            ),
+        )
     # The materials an arm's or a leg's bands are chosen from (a jacket's sleeves before the top).
     arm_known = ((Material(app.skin), "skin"), (app.jacket, "jacket"), (app.top, "top"))
     leg_known = ((Material(app.skin), "skin"), (Material(app.shoe), "shoes"), (app.bottom, "bottom"))
@@ -425,36 +500,73 @@ def render_figure_canvas(app: FigureAppearance, pose: BodyPose, view: BodyView, 
             p0, p1 = pts[tag + a], pts[tag + b]
             bias = -0.03 if name in ("thigh_", "shin_") else 0.0  # legs sit under the torso's hem
             garments = _band_garments(bands, arm_known if name in ("upper_", "fore_", "hand_") else leg_known)
-            add(0.5 * (depth_of(p0) + depth_of(p1)) + bias,
+            add(
+                0.5 * (depth_of(p0) + depth_of(p1)) + bias,
                 lambda n=name, t=tag, p0=p0, p1=p1, r0=r0, r1=r1, bd=bands, gs=garments: draw_capsule(
-                    ctx, _PID[n + t], p0, p1, r0 * w, r1 * w, bd, garments=gs))
+                    ctx, _PID[n + t], p0, p1, r0 * w, r1 * w, bd, garments=gs
+                ),
+            )
     head_c = pts["head"]
-    add(depth_of(pts["neck"]) + 0.001, lambda: draw_capsule(
-        ctx, _PID["neck"], pts["neck"] + [0, 0.012, 0], head_c + [0, 0.02, 0], 0.027, 0.026,
-        [(1.0, Material(app.skin))], garments=(_GID["skin"],)))
+    add(
+        depth_of(pts["neck"]) + 0.001,
+        lambda: draw_capsule(
+            ctx,
+            _PID["neck"],
+            pts["neck"] + [0, 0.012, 0],
+            head_c + [0, 0.02, 0],
+            0.027,
+            0.026,
+            [(1.0, Material(app.skin))],
+            garments=(_GID["skin"],),
+        ),
+    )
     head_rot = rot_y(pose.head[0])
     if app.hair_style == "long":
-        hair_shape = RibbonShape(((0.0, 1.0 * HEAD_R, 0.8 * HEAD_R), (1.0, 1.3 * HEAD_R, 0.6 * HEAD_R)),
-                                 corner=0.03, yaw=yaw_head)
+        hair_shape = RibbonShape(
+            ((0.0, 1.0 * HEAD_R, 0.8 * HEAD_R), (1.0, 1.3 * HEAD_R, 0.6 * HEAD_R)), corner=0.03, yaw=yaw_head
+        )
         h0 = head_c + head_rot @ np.array([0.0, -0.01, -0.035])
         h1 = head_c + head_rot @ np.array([0.0, 0.17, -0.075])
-        add(depth_of(head_c + head_rot @ np.array([0.0, 0.0, -0.09])), lambda: draw_ribbon(
-            ctx, _PID["hair"], h0, h1, hair_shape, plain_colors(Material(app.hair)),
-            region_garments=_GID["hair"]))
+        add(
+            depth_of(head_c + head_rot @ np.array([0.0, 0.0, -0.09])),
+            lambda: draw_ribbon(
+                ctx,
+                _PID["hair"],
+                h0,
+                h1,
+                hair_shape,
+                plain_colors(Material(app.hair)),
+                region_garments=_GID["hair"],
+            ),
+        )
     add(depth_of(head_c) + 0.02, lambda: draw_head(ctx, _PID["head"], app, head_c, yaw_head, roll))
     # Face points on the head, projected, then turned by the head's roll exactly as draw_head does.
     head_v = ctx.to_view(head_c)
-    rolled = lambda p3: _roll_about(ctx.to_view(p3), head_v, roll)  # noqa: E731
-    face_v = {n: rolled(head_c + head_rot @ (p * HEAD_R * np.array([1.0, HEAD_ELONG, 1.0])))
-              for n, p in _FACE_POINTS.items()}
+    rolled = lambda p3: _roll_about(ctx.to_view(p3), head_v, roll)
+    face_v = {
+        n: rolled(head_c + head_rot @ (p * HEAD_R * np.array([1.0, HEAD_ELONG, 1.0])))
+        for n, p in _FACE_POINTS.items()
+    }
     for tag in "RL" if app.hair_style != "long" else "":  # long hair covers the ears
-        add(depth_of(head_c) + 0.021, lambda t=tag: draw_disc(
-            ctx, _PID["ear_" + t], face_v[t + "ear"], 0.2 * HEAD_R, app.skin, squash=0.75,
-            bias=0.3 * HEAD_R * unit, garment=_GID["skin"]))
+        add(
+            depth_of(head_c) + 0.021,
+            lambda t=tag: draw_disc(
+                ctx,
+                _PID["ear_" + t],
+                face_v[t + "ear"],
+                0.2 * HEAD_R,
+                app.skin,
+                squash=0.75,
+                bias=0.3 * HEAD_R * unit,
+                garment=_GID["skin"],
+            ),
+        )
     if app.hair_style == "bun":
         bun3 = head_c + head_rot @ np.array([0.0, -0.06, -0.045])
-        add(depth_of(bun3), lambda: draw_disc(ctx, _PID["bun"], rolled(bun3), 0.45 * HEAD_R, app.hair,
-                                              garment=_GID["hair"]))
+        add(
+            depth_of(bun3),
+            lambda: draw_disc(ctx, _PID["bun"], rolled(bun3), 0.45 * HEAD_R, app.hair, garment=_GID["hair"]),
+        )
 
     for _, fn in sorted(parts, key=lambda item: item[0]):
         fn()
@@ -465,12 +577,18 @@ def _roll_about(q: np.ndarray, center: np.ndarray, roll: float) -> np.ndarray:
     """Rotate canvas point ``q`` (x, y, z) about ``center`` by ``roll`` degrees in the image plane."""
     t = math.radians(roll)
     dx, dy = q[0] - center[0], q[1] - center[1]
-    return np.array([center[0] + math.cos(t) * dx - math.sin(t) * dy,
-                     center[1] + math.sin(t) * dx + math.cos(t) * dy, q[2]])
+    return np.array(
+        [
+            center[0] + math.cos(t) * dx - math.sin(t) * dy,
+            center[1] + math.sin(t) * dx + math.cos(t) * dy,
+            q[2],
+        ]
+    )
 
 
-def _annotate(ctx: Projector, pts: dict[str, np.ndarray], face_v: dict[str, np.ndarray],
-              yaw_head: float, ss: int) -> np.ndarray:
+def _annotate(
+    ctx: Projector, pts: dict[str, np.ndarray], face_v: dict[str, np.ndarray], yaw_head: float, ss: int
+) -> np.ndarray:
     """Project joints; keep those inside the frame, facing the camera and not hidden."""
     h, w = ctx.canvas.z.shape
     out_h, out_w = h // ss, w // ss

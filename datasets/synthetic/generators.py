@@ -4,6 +4,7 @@ Each generator module offers ``write_dataset(spec, root, on_image)``, which rend
 dataset into ``root`` (atomically) and returns a :class:`Summary`; the registry adds the noun its
 one-line description counts in.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -24,6 +24,7 @@ the camera, where the renderer's cloth pattern itself follows the same coordinat
 :func:`true_flow` turns two views' ground truth into the true flow from target to source pixels.
 The files are written with fixed zip timestamps, so equal renders give equal bytes.
 """
+
 from __future__ import annotations
 
 import io
@@ -58,8 +59,9 @@ def path_for(root: str | Path, split: str, image_name: str) -> Path:
     return Path(root) / FOLDER / split / (Path(image_name).stem + SUFFIX)
 
 
-def from_canvas(owner: np.ndarray, surface: np.ndarray, garment: np.ndarray, supersample: int,
-                px_per_unit: float) -> GroundTruth:
+def from_canvas(
+    owner: np.ndarray, surface: np.ndarray, garment: np.ndarray, supersample: int, px_per_unit: float
+) -> GroundTruth:
     """Reduce a supersampled canvas's records to output pixels, as the image is area-averaged.
 
     Each output pixel covers ``supersample``² canvas samples: its part and garment are those of
@@ -70,7 +72,7 @@ def from_canvas(owner: np.ndarray, surface: np.ndarray, garment: np.ndarray, sup
     h, w = owner.shape[0] // ss, owner.shape[1] // ss
 
     def blocks(a: np.ndarray) -> np.ndarray:  # [h*ss, w*ss, ...] -> [h, w, ss*ss, ...]
-        a = a[:h * ss, :w * ss].reshape(h, ss, w, ss, *a.shape[2:])
+        a = a[: h * ss, : w * ss].reshape(h, ss, w, ss, *a.shape[2:])
         return np.moveaxis(a, 2, 1).reshape(h, w, ss * ss, *a.shape[4:])
 
     own, gar, pts = blocks(owner.astype(np.int16)), blocks(garment), blocks(surface)
@@ -81,14 +83,22 @@ def from_canvas(owner: np.ndarray, surface: np.ndarray, garment: np.ndarray, sup
     garment_out = np.take_along_axis(gar, pick, -1)[..., 0].astype(np.uint8)
     whole = (counts.min(-1) == ss * ss) & (major >= 0) & np.isfinite(pts).all(axis=(-1, -2))
     point = np.where(whole[..., None], np.where(whole[..., None, None], pts, 0.0).mean(axis=2), np.nan)
-    return GroundTruth(part, np.where(major < 0, 0, garment_out).astype(np.uint8), point.astype(np.float32),
-                       float(px_per_unit))
+    return GroundTruth(
+        part,
+        np.where(major < 0, 0, garment_out).astype(np.uint8),
+        point.astype(np.float32),
+        float(px_per_unit),
+    )
 
 
 def encode(gt: GroundTruth) -> bytes:
     """npz bytes (deflated, fixed timestamps: the same ground truth gives the same bytes)."""
-    arrays = {"part": gt.part.astype(np.uint8), "garment": gt.garment.astype(np.uint8),
-              "surface": gt.surface.astype(np.float16), "px_per_unit": np.float32(gt.px_per_unit)}
+    arrays = {
+        "part": gt.part.astype(np.uint8),
+        "garment": gt.garment.astype(np.uint8),
+        "surface": gt.surface.astype(np.float16),
+        "px_per_unit": np.float32(gt.px_per_unit),
+    }
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, arr in arrays.items():
@@ -109,13 +119,16 @@ def decode(data: bytes | memoryview) -> GroundTruth:
     except (OSError, KeyError, zipfile.BadZipFile) as exc:
         raise ValueError(f"not a ground-truth file ({exc})") from None
     if part.ndim != 2 or garment.shape != part.shape or surface.shape != (*part.shape, 3):
-        raise ValueError(f"ground-truth arrays disagree in shape: part {part.shape}, garment {garment.shape}, "
-                         f"surface {surface.shape}")
+        raise ValueError(
+            f"ground-truth arrays disagree in shape: part {part.shape}, garment {garment.shape}, "
+            f"surface {surface.shape}"
+        )
     return GroundTruth(part, garment, surface, ppu)
 
 
-def true_flow(source: GroundTruth, target: GroundTruth,
-              tolerance_px: float = DEFAULT_TOLERANCE_PX) -> tuple[np.ndarray, np.ndarray]:
+def true_flow(
+    source: GroundTruth, target: GroundTruth, tolerance_px: float = DEFAULT_TOLERANCE_PX
+) -> tuple[np.ndarray, np.ndarray]:
     """The true flow from target to source pixels and where it exists.
 
     Returns ``flow`` float32 [H, W, 2] = (dx, dy) such that target pixel (x, y) shows the body

@@ -20,6 +20,7 @@ for a seed.  Pairs are all ordered pairs of distinct views of an identity
 (V·(V-1) per identity, identity then view order), in both splits, as for the
 synthetic person data.
 """
+
 from __future__ import annotations
 
 import time
@@ -42,15 +43,28 @@ from datasets.synthetic.portrait_render import GLASSES, HAIR_STYLES, PortraitApp
 from datasets.synthetic.summary import Summary
 
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
-    (0.97, 0.82, 0.71), (0.93, 0.74, 0.6), (0.84, 0.62, 0.46), (0.68, 0.47, 0.33),
-    (0.52, 0.35, 0.25), (0.4, 0.27, 0.19),
+    (0.97, 0.82, 0.71),
+    (0.93, 0.74, 0.6),
+    (0.84, 0.62, 0.46),
+    (0.68, 0.47, 0.33),
+    (0.52, 0.35, 0.25),
+    (0.4, 0.27, 0.19),
 )
 HAIR_COLOURS: tuple[tuple[float, float, float], ...] = (
-    (0.07, 0.06, 0.06), (0.2, 0.12, 0.08), (0.38, 0.24, 0.13), (0.55, 0.26, 0.12),
-    (0.85, 0.68, 0.42), (0.62, 0.62, 0.62), (0.45, 0.2, 0.45),
+    (0.07, 0.06, 0.06),
+    (0.2, 0.12, 0.08),
+    (0.38, 0.24, 0.13),
+    (0.55, 0.26, 0.12),
+    (0.85, 0.68, 0.42),
+    (0.62, 0.62, 0.62),
+    (0.45, 0.2, 0.45),
 )
 EYE_COLOURS: tuple[tuple[float, float, float], ...] = (
-    (0.3, 0.18, 0.09), (0.14, 0.09, 0.06), (0.28, 0.48, 0.75), (0.3, 0.5, 0.3), (0.5, 0.4, 0.2),
+    (0.3, 0.18, 0.09),
+    (0.14, 0.09, 0.06),
+    (0.28, 0.48, 0.75),
+    (0.3, 0.5, 0.3),
+    (0.5, 0.4, 0.2),
     (0.5, 0.55, 0.6),
 )
 _EDIT_OFFSET = 10.0
@@ -77,10 +91,16 @@ def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
     return float(rng.uniform(lo, hi))
 
 
-def _mix(rng: np.random.Generator, palette: tuple[tuple[float, float, float], ...], jitter: float) -> tuple[float, float, float]:
+def _mix(
+    rng: np.random.Generator, palette: tuple[tuple[float, float, float], ...], jitter: float
+) -> tuple[float, float, float]:
     i = int(rng.integers(len(palette) - 1)) if len(palette) > 1 else 0
     t = rng.random()
-    c = (1 - t) * np.asarray(palette[i]) + t * np.asarray(palette[i + 1]) if rng.random() < 0.5 else np.asarray(palette[int(rng.integers(len(palette)))])
+    c = (
+        (1 - t) * np.asarray(palette[i]) + t * np.asarray(palette[i + 1])
+        if rng.random() < 0.5
+        else np.asarray(palette[int(rng.integers(len(palette)))])
+    )
     return tuple(np.clip(c + rng.normal(0, jitter, 3), 0, 1).tolist())  # type: ignore[return-value]
 
 
@@ -90,14 +110,28 @@ def sample_identity(seed: int, number: int, background: str) -> PortraitIdentity
     style = HAIR_STYLES[int(rng.integers(len(HAIR_STYLES)))]
     nose_length = _u(rng, 0.58, 0.72)
     shape = FaceShape(
-        jaw_top=_u(rng, 0.1, 0.2), jaw_length=_u(rng, 1.4, 1.7), jaw_power=_u(rng, 1.8, 3.0),
-        jaw_taper=_u(rng, 0.0, 0.2), cranium_height=_u(rng, 1.7, 1.9),
-        hair_volume={"buzz": 0.02, "short": 0.08, "bangs": 0.12, "bob": 0.18, "long": 0.14, "bun": 0.06}[style],
-        eye_x=_u(rng, 0.41, 0.47), eye_width=_u(rng, 0.19, 0.24), eye_height=_u(rng, 0.085, 0.13),
-        eye_tilt=_u(rng, -0.02, 0.05), brow_height=_u(rng, 0.26, 0.36), brow_arch=_u(rng, 0.03, 0.09),
-        brow_inner=_u(rng, 0.13, 0.19), nose_length=nose_length, nose_width=_u(rng, 0.16, 0.24),
-        nose_protrusion=_u(rng, 0.8, 1.2), mouth_y=nose_length + 0.08 + _u(rng, 0.22, 0.32),
-        mouth_width=_u(rng, 0.3, 0.42), upper_lip=_u(rng, 0.05, 0.09), lower_lip=_u(rng, 0.07, 0.12),
+        jaw_top=_u(rng, 0.1, 0.2),
+        jaw_length=_u(rng, 1.4, 1.7),
+        jaw_power=_u(rng, 1.8, 3.0),
+        jaw_taper=_u(rng, 0.0, 0.2),
+        cranium_height=_u(rng, 1.7, 1.9),
+        hair_volume={"buzz": 0.02, "short": 0.08, "bangs": 0.12, "bob": 0.18, "long": 0.14, "bun": 0.06}[
+            style
+        ],
+        eye_x=_u(rng, 0.41, 0.47),
+        eye_width=_u(rng, 0.19, 0.24),
+        eye_height=_u(rng, 0.085, 0.13),
+        eye_tilt=_u(rng, -0.02, 0.05),
+        brow_height=_u(rng, 0.26, 0.36),
+        brow_arch=_u(rng, 0.03, 0.09),
+        brow_inner=_u(rng, 0.13, 0.19),
+        nose_length=nose_length,
+        nose_width=_u(rng, 0.16, 0.24),
+        nose_protrusion=_u(rng, 0.8, 1.2),
+        mouth_y=nose_length + 0.08 + _u(rng, 0.22, 0.32),
+        mouth_width=_u(rng, 0.3, 0.42),
+        upper_lip=_u(rng, 0.05, 0.09),
+        lower_lip=_u(rng, 0.07, 0.12),
         cupid_bow=_u(rng, 0.008, 0.025),
     )
     skin = _mix(rng, SKIN_TONES, 0.02)
@@ -111,14 +145,21 @@ def sample_identity(seed: int, number: int, background: str) -> PortraitIdentity
     bg = (tuple(top.tolist()), tuple((top * 0.6).tolist()))
     light = (_u(rng, -0.7, 0.7), _u(rng, -0.7, -0.1), 1.0)
     app = PortraitAppearance(
-        skin=skin, hair=_mix(rng, HAIR_COLOURS, 0.03), hair_style=style, hairline=_u(rng, -1.1, -0.9),
-        eye=EYE_COLOURS[int(rng.integers(len(EYE_COLOURS)))], lips=lips,  # type: ignore[arg-type]
+        skin=skin,
+        hair=_mix(rng, HAIR_COLOURS, 0.03),
+        hair_style=style,
+        hairline=_u(rng, -1.1, -0.9),
+        eye=EYE_COLOURS[int(rng.integers(len(EYE_COLOURS)))],
+        lips=lips,  # type: ignore[arg-type]
         clothes=tuple(rng.uniform(0.05, 0.9, 3).tolist()),  # type: ignore[arg-type]
         glasses=GLASSES[int(rng.choice(3, p=[0.6, 0.2, 0.2]))],
         glasses_colour=tuple(rng.uniform(0.0, 0.5, 3).tolist()),  # type: ignore[arg-type]
         earrings=("none", "stud", "hoop")[int(rng.choice(3, p=[0.6, 0.2, 0.2]))],
-        background=background, bg_colours=bg, bg_seed=int(rng.integers(2**31)),  # type: ignore[arg-type]
-        light=light, ambient=_u(rng, 0.4, 0.55),
+        background=background,
+        bg_colours=bg,
+        bg_seed=int(rng.integers(2**31)),  # type: ignore[arg-type]
+        light=light,
+        ambient=_u(rng, 0.4, 0.55),
     )
     return PortraitIdentity(number, shape, app)
 
@@ -133,14 +174,17 @@ def sample_expression(rng: np.random.Generator) -> Expression:
     return Expression(mouth_open=mouth, smile=smile, eyes_closed=eyes, brows=brows)
 
 
-def sample_head_pose(rng: np.random.Generator, size: tuple[int, int], max_yaw_deg: float,
-                     max_roll_deg: float) -> HeadPose:
+def sample_head_pose(
+    rng: np.random.Generator, size: tuple[int, int], max_yaw_deg: float, max_roll_deg: float
+) -> HeadPose:
     """Roll, yaw, scale and shift around the framing of :func:`base_pose`."""
     base = base_pose(size)
     h, w = size
     return HeadPose(
-        cx=base.cx + _u(rng, -0.05, 0.05) * w, cy=base.cy + _u(rng, -0.04, 0.04) * h,
-        scale=base.scale * _u(rng, 0.92, 1.08), roll_deg=_u(rng, -max_roll_deg, max_roll_deg),
+        cx=base.cx + _u(rng, -0.05, 0.05) * w,
+        cy=base.cy + _u(rng, -0.04, 0.04) * h,
+        scale=base.scale * _u(rng, 0.92, 1.08),
+        roll_deg=_u(rng, -max_roll_deg, max_roll_deg),
         yaw_deg=_u(rng, -max_yaw_deg, max_yaw_deg),
     )
 
@@ -151,8 +195,13 @@ def base_pose(size: tuple[int, int]) -> HeadPose:
     return HeadPose(cx=(w - 1) / 2.0, cy=0.44 * h, scale=min(h / 4.3, w / 3.4))
 
 
-def render_view(identity: PortraitIdentity, expression: Expression, pose: HeadPose, size: tuple[int, int],
-                supersample: int = 4) -> PortraitView:
+def render_view(
+    identity: PortraitIdentity,
+    expression: Expression,
+    pose: HeadPose,
+    size: tuple[int, int],
+    supersample: int = 4,
+) -> PortraitView:
     """Render one view and compute its landmarks from the same parameters."""
     neutral = neutral_landmarks(identity.shape)
     # Shift off the origin while editing: a head-frame coordinate of exactly -1 (jaw point 0
@@ -190,8 +239,13 @@ def split_identities(spec: SynthesizeSpec) -> dict[str, range]:
     return {"train": range(n), "test": range(n, n + spec.test_identities)}
 
 
-def _write_split(root: Path, split: str, numbers: range, spec: SynthesizeSpec,
-                 on_image: Callable[[PortraitView], None] | None) -> tuple[int, int]:
+def _write_split(
+    root: Path,
+    split: str,
+    numbers: range,
+    spec: SynthesizeSpec,
+    on_image: Callable[[PortraitView], None] | None,
+) -> tuple[int, int]:
     prefix = spec.file_prefix
     (root / split).mkdir(parents=True)
     rows, pairs = ["name:landmarks_y:landmarks_x"], ["from,to"]
@@ -205,14 +259,18 @@ def _write_split(root: Path, split: str, numbers: range, spec: SynthesizeSpec,
             if on_image is not None:
                 on_image(view)
         pairs += [f"{a},{b}" for a in names for b in names if a != b]
-    for path, lines in ((root / f"{prefix}-landmarks-{split}.csv", rows), (root / f"{prefix}-pairs-{split}.csv", pairs)):
+    for path, lines in (
+        (root / f"{prefix}-landmarks-{split}.csv", rows),
+        (root / f"{prefix}-pairs-{split}.csv", pairs),
+    ):
         with open(path, "w", encoding="utf-8", newline="\n") as fh:
             fh.write("\n".join(lines) + "\n")
     return len(rows) - 1, len(pairs) - 1
 
 
-def write_dataset(spec: SynthesizeSpec, root: str | Path,
-                  on_image: Callable[[PortraitView], None] | None = None) -> Summary:
+def write_dataset(
+    spec: SynthesizeSpec, root: str | Path, on_image: Callable[[PortraitView], None] | None = None
+) -> Summary:
     """Write the whole dataset to ``root`` atomically (hidden sibling folder, then rename)."""
     if spec.generator != "portrait":
         raise ValueError(f"synthetic_portrait needs generator 'portrait', got {spec.generator!r}")
@@ -224,7 +282,3 @@ def write_dataset(spec: SynthesizeSpec, root: str | Path,
             images[split], pairs[split] = _write_split(tmp, split, numbers, spec, on_image)
             identities[split] = len(numbers)
     return Summary(root, images, pairs, identities, time.perf_counter() - start)
-
-
-
-

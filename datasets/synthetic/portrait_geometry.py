@@ -31,6 +31,7 @@ scale and translation in the image plane, orthographic.  A landmark is hidden
 :data:`GRAZE_DEG` (contour points at grazing angles still count as seen), or
 when it falls outside the frame.
 """
+
 from __future__ import annotations
 
 import math
@@ -90,6 +91,7 @@ NOSE_PROTRUSION = np.array([0.03, 0.12, 0.22, 0.30, 0.07, 0.14, 0.18, 0.14, 0.07
 
 def _eye(shape: FaceShape, side: int) -> np.ndarray:
     """Six points of one eye in iBUG order; side=-1 right eye (image left), +1 left eye."""
+
     def lid(t: float, upper: bool) -> tuple[float, float]:
         # t from -1 (outer corner) to +1 (inner corner)
         x = side * (shape.eye_x - t * shape.eye_width)
@@ -97,11 +99,26 @@ def _eye(shape: FaceShape, side: int) -> np.ndarray:
         if upper:
             return x, base - shape.eye_height * (1.0 - t * t) ** 0.7 * (1.0 + 0.12 * t)
         return x, base + 0.5 * shape.eye_height * (1.0 - t * t) ** 0.8
+
     third = 1.0 / 3.0
     if side < 0:  # 36 outer, 37, 38 upper, 39 inner, 40, 41 lower
-        pts = [lid(-1, True), lid(-third, True), lid(third, True), lid(1, True), lid(third, False), lid(-third, False)]
+        pts = [
+            lid(-1, True),
+            lid(-third, True),
+            lid(third, True),
+            lid(1, True),
+            lid(third, False),
+            lid(-third, False),
+        ]
     else:  # 42 inner, 43, 44 upper, 45 outer, 46, 47 lower
-        pts = [lid(1, True), lid(third, True), lid(-third, True), lid(-1, True), lid(-third, False), lid(third, False)]
+        pts = [
+            lid(1, True),
+            lid(third, True),
+            lid(-third, True),
+            lid(-1, True),
+            lid(-third, False),
+            lid(third, False),
+        ]
     return np.asarray(pts)
 
 
@@ -146,9 +163,17 @@ def neutral_landmarks(shape: FaceShape) -> np.ndarray:
     lm[36:42], lm[42:48] = _eye(shape, -1), _eye(shape, +1)
     ym, mw, tu, tl = shape.mouth_y, shape.mouth_width, shape.upper_lip, shape.lower_lip
     lm[48:60] = [
-        [-mw, ym], [-0.62 * mw, ym - 0.78 * tu], [-0.27 * mw, ym - tu], [0, ym - tu + shape.cupid_bow],
-        [0.27 * mw, ym - tu], [0.62 * mw, ym - 0.78 * tu], [mw, ym],
-        [0.6 * mw, ym + 0.8 * tl], [0.28 * mw, ym + 0.98 * tl], [0, ym + tl], [-0.28 * mw, ym + 0.98 * tl],
+        [-mw, ym],
+        [-0.62 * mw, ym - 0.78 * tu],
+        [-0.27 * mw, ym - tu],
+        [0, ym - tu + shape.cupid_bow],
+        [0.27 * mw, ym - tu],
+        [0.62 * mw, ym - 0.78 * tu],
+        [mw, ym],
+        [0.6 * mw, ym + 0.8 * tl],
+        [0.28 * mw, ym + 0.98 * tl],
+        [0, ym + tl],
+        [-0.28 * mw, ym + 0.98 * tl],
         [-0.6 * mw, ym + 0.8 * tl],
     ]
     # Closed mouth: the inner upper and lower lip lines coincide (a gap of zero).
@@ -177,7 +202,10 @@ class HeadProfile:
         pos = np.clip((y - self.y[0]) / (self.y[1] - self.y[0]), 0.0, len(self.y) - 1.000001)
         i = pos.astype(np.int64)
         t = pos - i
-        return tuple(tab[i] + t * (tab[i + 1] - tab[i]) for tab in (self.w, self.d, self.zc, self.dw, self.dd, self.dzc))
+        return tuple(
+            tab[i] + t * (tab[i + 1] - tab[i])
+            for tab in (self.w, self.d, self.zc, self.dw, self.dd, self.dzc)
+        )
 
     @property
     def top(self) -> float:
@@ -258,7 +286,9 @@ def unproject_plane(px: np.ndarray, py: np.ndarray, pose: HeadPose) -> tuple[np.
     return c * dx - s * dy, s * dx + c * dy
 
 
-def landmark_geometry(frontal: np.ndarray, shape: FaceShape, jaw_drop: float) -> tuple[np.ndarray, np.ndarray]:
+def landmark_geometry(
+    frontal: np.ndarray, shape: FaceShape, jaw_drop: float
+) -> tuple[np.ndarray, np.ndarray]:
     """3D points [68, 3] and outward normals [68, 3] of frontal landmarks on the head."""
     profile = head_profile(shape, jaw_drop)
     prot = np.zeros(NUM_LANDMARKS)
@@ -272,8 +302,9 @@ def landmark_geometry(frontal: np.ndarray, shape: FaceShape, jaw_drop: float) ->
     return xyz, normals
 
 
-def image_landmarks(frontal: np.ndarray, shape: FaceShape, jaw_drop: float, pose: HeadPose,
-                    size: tuple[int, int]) -> np.ndarray:
+def image_landmarks(
+    frontal: np.ndarray, shape: FaceShape, jaw_drop: float, pose: HeadPose, size: tuple[int, int]
+) -> np.ndarray:
     """float32 [68, 2] image (x, y) of posed landmarks; hidden or out-of-frame points are -1."""
     xyz, normals = landmark_geometry(frontal, shape, jaw_drop)
     xy = project(xyz, pose)
@@ -300,7 +331,9 @@ def head_box(profile: HeadProfile, pose: HeadPose, height: int, width: int) -> t
     """(y0, y1, x0, x1) pixel crop that contains the projected head (its 3D bounding box's image)."""
     wmax = float(profile.w.max())
     zlo, zhi = float((profile.zc - profile.d).min()), float((profile.zc + profile.d).max())
-    corners = np.array([[x, y, z] for x in (-wmax, wmax) for y in (profile.top, profile.chin) for z in (zlo, zhi)])
+    corners = np.array(
+        [[x, y, z] for x in (-wmax, wmax) for y in (profile.top, profile.chin) for z in (zlo, zhi)]
+    )
     xy = project(corners, pose)
     x0, y0 = np.floor(xy.min(0)).astype(int) - 1
     x1, y1 = np.ceil(xy.max(0)).astype(int) + 2
@@ -317,7 +350,7 @@ def raycast(profile: HeadProfile, pose: HeadPose, height: int, width: int) -> Ra
     """
     y0, y1, x0, x1 = head_box(profile, pose, height, width)
     hh, ww = max(y1 - y0, 0), max(x1 - x0, 0)
-    py, px = np.mgrid[y0:y0 + hh, x0:x0 + ww].astype(np.float64)
+    py, px = np.mgrid[y0 : y0 + hh, x0 : x0 + ww].astype(np.float64)
     xr, y = unproject_plane(px, py, pose)
     a = math.radians(pose.yaw_deg)
     ca, sa = math.cos(a), math.sin(a)

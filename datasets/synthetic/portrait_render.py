@@ -11,6 +11,7 @@ Layers, back to front: background, long hair behind the head, neck and clothes,
 the far ear, the head (skin, hair shell, brows, eyes, lips, shading), the nose
 (two shaded side faces, tip, nostrils), the near ear with its earring, glasses.
 """
+
 from __future__ import annotations
 
 import math
@@ -65,14 +66,25 @@ def catmull_rom(points: np.ndarray, closed: bool, samples: int = 8) -> np.ndarra
     n = len(p)
     if n < 2:
         return p.copy()
-    ext = np.concatenate([p[-1:], p, p[:2]]) if closed else np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
+    ext = (
+        np.concatenate([p[-1:], p, p[:2]])
+        if closed
+        else np.concatenate([2 * p[:1] - p[1:2], p, 2 * p[-1:] - p[-2:-1]])
+    )
     segs = n if closed else n - 1
     t = np.linspace(0.0, 1.0, samples, endpoint=False)[:, None]
     out = []
     for i in range(segs):
         p0, p1, p2, p3 = ext[i], ext[i + 1], ext[i + 2], ext[i + 3]
-        out.append(0.5 * ((2 * p1) + (-p0 + p2) * t + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
-                          + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3))
+        out.append(
+            0.5
+            * (
+                (2 * p1)
+                + (-p0 + p2) * t
+                + (2 * p0 - 5 * p1 + 4 * p2 - p3) * t**2
+                + (-p0 + 3 * p1 - 3 * p2 + p3) * t**3
+            )
+        )
     if not closed:
         out.append(p[-1:])
     return np.concatenate(out)
@@ -90,7 +102,11 @@ class PortraitCanvas:
     def mask(self, polys: list[np.ndarray], thickness: float = 0.0, closed: bool = True) -> np.ndarray:
         """Coverage in [0, 1] of filled polygons (thickness 0) or stroked polylines."""
         out = np.zeros((self.h, self.w), np.float32)
-        pts = [np.round(np.asarray(p, np.float64) * (1 << self.SHIFT)).astype(np.int32) for p in polys if len(p) > 1]
+        pts = [
+            np.round(np.asarray(p, np.float64) * (1 << self.SHIFT)).astype(np.int32)
+            for p in polys
+            if len(p) > 1
+        ]
         if not pts:
             return out
         m = np.zeros((self.h, self.w), np.uint8)
@@ -100,17 +116,19 @@ class PortraitCanvas:
             cv2.polylines(m, pts, closed, 255, max(int(round(thickness)), 1), cv2.LINE_AA, self.SHIFT)
         # Convert only the drawn box: most polygons are small next to the frame.
         x, y, w, h = cv2.boundingRect(m)
-        out[y:y + h, x:x + w] = m[y:y + h, x:x + w] * np.float32(1.0 / 255.0)
+        out[y : y + h, x : x + w] = m[y : y + h, x : x + w] * np.float32(1.0 / 255.0)
         return out
 
     def paint(self, alpha: np.ndarray, colour: Colour | np.ndarray, target: np.ndarray | None = None) -> None:
         """Composite ``colour`` over the image with coverage ``alpha`` (only inside its bounding box)."""
         img = self.rgb if target is None else target
-        x, y, w, h = cv2.boundingRect((alpha > 0).view(np.uint8) if alpha.dtype == bool else (alpha > 0).astype(np.uint8))
+        x, y, w, h = cv2.boundingRect(
+            (alpha > 0).view(np.uint8) if alpha.dtype == bool else (alpha > 0).astype(np.uint8)
+        )
         if w == 0 or h == 0:
             return
-        a = alpha[y:y + h, x:x + w, None]
-        crop = img[y:y + h, x:x + w]
+        a = alpha[y : y + h, x : x + w, None]
+        crop = img[y : y + h, x : x + w]
         crop *= 1.0 - a
         crop += a * np.asarray(colour, np.float32)
 
@@ -135,7 +153,9 @@ def _background(app: PortraitAppearance, h: int, w: int) -> np.ndarray:
             rx, ry = rng.uniform(0.05, 0.3) * w, rng.uniform(0.05, 0.3) * h
             col = np.clip(rng.uniform(0.15, 0.9, 3), 0, 1)
             if rng.random() < 0.5:
-                poly = np.array([[cx - rx, cy - ry], [cx + rx, cy - ry], [cx + rx, cy + ry], [cx - rx, cy + ry]])
+                poly = np.array(
+                    [[cx - rx, cy - ry], [cx + rx, cy - ry], [cx + rx, cy + ry], [cx - rx, cy + ry]]
+                )
             else:
                 a = np.linspace(0, 2 * np.pi, 40)
                 poly = np.stack([cx + rx * np.cos(a), cy + ry * np.sin(a)], 1)
@@ -147,12 +167,23 @@ def _background(app: PortraitAppearance, h: int, w: int) -> np.ndarray:
 class _Scene:
     """Shared state of one render: profile, pose at the supersampled scale, light, drawing."""
 
-    def __init__(self, shape: FaceShape, app: PortraitAppearance, landmarks: np.ndarray, jaw_drop: float,
-                 pose: HeadPose, height: int, width: int, k: int) -> None:
+    def __init__(
+        self,
+        shape: FaceShape,
+        app: PortraitAppearance,
+        landmarks: np.ndarray,
+        jaw_drop: float,
+        pose: HeadPose,
+        height: int,
+        width: int,
+        k: int,
+    ) -> None:
         self.shape, self.app, self.lm = shape, app, landmarks
         self.profile: HeadProfile = head_profile(shape, jaw_drop)
         off = (k - 1) / 2.0  # output pixel centre i sits at supersampled k·i + (k-1)/2
-        self.pose = HeadPose(pose.cx * k + off, pose.cy * k + off, pose.scale * k, pose.roll_deg, pose.yaw_deg)
+        self.pose = HeadPose(
+            pose.cx * k + off, pose.cy * k + off, pose.scale * k, pose.roll_deg, pose.yaw_deg
+        )
         self.k = k
         self.canvas = PortraitCanvas(height * k, width * k)
         light = np.asarray(app.light, np.float64)
@@ -176,7 +207,9 @@ class _Scene:
         if n[2] < 0:
             n = -n
         a = math.radians(self.pose.roll_deg)
-        n = np.array([math.cos(a) * n[0] + math.sin(a) * n[1], -math.sin(a) * n[0] + math.cos(a) * n[1], n[2]])
+        n = np.array(
+            [math.cos(a) * n[0] + math.sin(a) * n[1], -math.sin(a) * n[0] + math.cos(a) * n[1], n[2]]
+        )
         return float(_shade(n, self.light, self.app.ambient))
 
 
@@ -210,7 +243,9 @@ def _neck_and_clothes(sc: _Scene) -> None:
     skin = np.asarray(sc.app.skin)
     c.paint(m, skin * (0.55 + 0.35 * sc.app.ambient))
     # Shadow under the chin on the neck.
-    shadow = np.array([[-0.55, 0.9, -0.3], [0.55, 0.9, -0.3], [0.55, chin + 0.35, -0.3], [-0.55, chin + 0.35, -0.3]])
+    shadow = np.array(
+        [[-0.55, 0.9, -0.3], [0.55, 0.9, -0.3], [0.55, chin + 0.35, -0.3], [-0.55, chin + 0.35, -0.3]]
+    )
     c.paint(cv2.GaussianBlur(c.mask([sc.free(shadow)]), (0, 0), sc.px(0.08)) * m * 0.45, skin * 0.3)
     ys = np.linspace(chin + 0.55, 4.0, 12)
     half = np.clip(0.55 + 1.6 * np.sqrt(np.clip(ys - chin - 0.55, 0, None)), 0, 2.6)
@@ -306,7 +341,9 @@ def _features(sc: _Scene, albedo: np.ndarray) -> None:
         thick = 0.055 - 0.025 * s
         tang = np.gradient(centre, axis=0)
         norm = np.stack([-tang[:, 1], tang[:, 0]], 1) / (np.linalg.norm(tang, axis=1, keepdims=True) + 1e-9)
-        band = np.concatenate([centre + norm * thick[:, None] / 2, (centre - norm * thick[:, None] / 2)[::-1]])
+        band = np.concatenate(
+            [centre + norm * thick[:, None] / 2, (centre - norm * thick[:, None] / 2)[::-1]]
+        )
         c.paint(c.mask([sc.on_face(band)]) * 0.95, brow_colour, albedo)
     for eye in (np.arange(36, 42), np.arange(42, 48)):
         outline = catmull_rom(lm[eye], closed=True, samples=8)
@@ -326,11 +363,17 @@ def _features(sc: _Scene, albedo: np.ndarray) -> None:
         upper = catmull_rom(lm[[eye[0], eye[1], eye[2], eye[3]]], closed=False, samples=8)
         c.paint(c.mask([sc.on_face(upper)], thickness=sc.px(0.032), closed=False), (0.08, 0.06, 0.05), albedo)
         crease = upper + [0, -0.055]
-        c.paint(c.mask([sc.on_face(crease)], thickness=sc.px(0.012), closed=False) * 0.35,
-                np.asarray(sc.app.skin) * 0.55, albedo)
+        c.paint(
+            c.mask([sc.on_face(crease)], thickness=sc.px(0.012), closed=False) * 0.35,
+            np.asarray(sc.app.skin) * 0.55,
+            albedo,
+        )
         lower = catmull_rom(lm[[eye[3], eye[4], eye[5], eye[0]]], closed=False, samples=8)
-        c.paint(c.mask([sc.on_face(lower)], thickness=sc.px(0.014), closed=False) * 0.5,
-                np.asarray(sc.app.skin) * 0.5, albedo)
+        c.paint(
+            c.mask([sc.on_face(lower)], thickness=sc.px(0.014), closed=False) * 0.5,
+            np.asarray(sc.app.skin) * 0.5,
+            albedo,
+        )
     # Lips: the mouth opening, teeth, then both lips (their inner edges are the inner landmarks).
     inner = sc.on_face(catmull_rom(lm[60:68], closed=True, samples=8))
     opening = c.mask([inner])
@@ -340,8 +383,12 @@ def _features(sc: _Scene, albedo: np.ndarray) -> None:
     c.paint(c.mask([sc.on_face(teeth)]) * opening, (0.92, 0.9, 0.84), albedo)
     lips = np.asarray(sc.app.lips)
     up = np.concatenate([catmull_rom(lm[48:55], False, 8), catmull_rom(lm[[64, 63, 62, 61, 60]], False, 8)])
-    lo = np.concatenate([catmull_rom(lm[[54, 55, 56, 57, 58, 59, 48]], False, 8),
-                         catmull_rom(lm[[60, 67, 66, 65, 64]], False, 8)])
+    lo = np.concatenate(
+        [
+            catmull_rom(lm[[54, 55, 56, 57, 58, 59, 48]], False, 8),
+            catmull_rom(lm[[60, 67, 66, 65, 64]], False, 8),
+        ]
+    )
     c.paint(c.mask([sc.on_face(up)]), lips * 0.88, albedo)
     c.paint(c.mask([sc.on_face(lo)]), lips, albedo)
     line = sc.on_face(catmull_rom(lm[[48, 60, 61, 62, 63, 64, 54]], False, 8))
@@ -358,8 +405,16 @@ def _nose(sc: _Scene) -> None:
     faces = []
     for side in (-1, 1):
         ala, mid = (pts[4], pts[5]) if side < 0 else (pts[8], pts[7])
-        cheek = lift(np.array([[side * 0.05, 0.02], [side * 0.09, 0.4 * s.nose_length],
-                               [side * 0.9 * s.nose_width, yb - 0.13]]), sc.profile)
+        cheek = lift(
+            np.array(
+                [
+                    [side * 0.05, 0.02],
+                    [side * 0.09, 0.4 * s.nose_length],
+                    [side * 0.9 * s.nose_width, yb - 0.13],
+                ]
+            ),
+            sc.profile,
+        )
         poly3 = np.stack([pts[0], pts[1], pts[2], pts[3], mid, ala, cheek[2], cheek[1], cheek[0]])
         shade = sc.plane_shade(np.stack([pts[0], pts[3], ala]))
         depth = yaw_rotate(poly3, sc.pose.yaw_deg)[:, 2].mean()
@@ -369,15 +424,23 @@ def _nose(sc: _Scene) -> None:
     a = np.linspace(0, 2 * np.pi, 32)
     ring = np.stack([np.cos(a), np.sin(a), np.zeros_like(a)], 1)
     under = lift(np.array([[0.0, yb + 0.05]]), sc.profile, 0.02)[0]
-    c.paint(cv2.GaussianBlur(c.mask([sc.free(under + ring * [s.nose_width * 0.9, 0.045, 0])]), (0, 0), blur) * 0.3,
-            skin * 0.45)
-    c.paint(cv2.GaussianBlur(c.mask([sc.free(pts[3] + [0, -0.03, 0] + ring * [0.045, 0.03, 0])]), (0, 0), blur) * 0.3,
-            (1.0, 0.97, 0.95))
+    c.paint(
+        cv2.GaussianBlur(c.mask([sc.free(under + ring * [s.nose_width * 0.9, 0.045, 0])]), (0, 0), blur)
+        * 0.3,
+        skin * 0.45,
+    )
+    c.paint(
+        cv2.GaussianBlur(c.mask([sc.free(pts[3] + [0, -0.03, 0] + ring * [0.045, 0.03, 0])]), (0, 0), blur)
+        * 0.3,
+        (1.0, 0.97, 0.95),
+    )
     for side in (-1, 1):
         centre = lift(np.array([[side * s.nose_width * 0.5, yb - 0.03]]), sc.profile, 0.12)[0]
         c.paint(c.mask([sc.free(centre + ring * [0.05, 0.02, 0])]) * 0.75, skin * 0.22)
         ala = lm[31] if side < 0 else lm[35]
-        crease = np.array([ala, [side * s.nose_width * 0.95, yb - 0.12], [side * s.nose_width * 0.55, yb - 0.15]])
+        crease = np.array(
+            [ala, [side * s.nose_width * 0.95, yb - 0.12], [side * s.nose_width * 0.55, yb - 0.15]]
+        )
         curve = sc.on_face(catmull_rom(crease, False, 6), 0.08)
         c.paint(c.mask([curve], thickness=sc.px(0.015), closed=False) * 0.35, skin * 0.4)
 
@@ -389,8 +452,13 @@ def _glasses(sc: _Scene) -> None:
     a = np.linspace(0, 2 * np.pi, 64, endpoint=False)
     rx, ry = s.eye_width + 0.1, 0.2
     power = 2.0 if app.glasses == "round" else 5.0
-    ring = np.stack([np.sign(np.cos(a)) * np.abs(np.cos(a)) ** (2 / power),
-                     np.sign(np.sin(a)) * np.abs(np.sin(a)) ** (2 / power)], 1) * [rx, ry]
+    ring = np.stack(
+        [
+            np.sign(np.cos(a)) * np.abs(np.cos(a)) ** (2 / power),
+            np.sign(np.sin(a)) * np.abs(np.sin(a)) ** (2 / power),
+        ],
+        1,
+    ) * [rx, ry]
     col = np.asarray(app.glasses_colour)
     thick = max(sc.px(0.035), 1.0)
     rims = []
@@ -412,8 +480,15 @@ def _glasses(sc: _Scene) -> None:
         c.paint(c.mask([sc.free(np.stack([front, back]))], thickness=thick, closed=False), col)
 
 
-def render(shape: FaceShape, app: PortraitAppearance, landmarks_frontal: np.ndarray, jaw_drop: float, pose: HeadPose,
-           size: tuple[int, int], supersample: int = 4) -> np.ndarray:
+def render(
+    shape: FaceShape,
+    app: PortraitAppearance,
+    landmarks_frontal: np.ndarray,
+    jaw_drop: float,
+    pose: HeadPose,
+    size: tuple[int, int],
+    supersample: int = 4,
+) -> np.ndarray:
     """uint8 [H, W, 3] RGB portrait of a face whose frontal landmarks (with expression) are given."""
     h, w = size
     k = supersample

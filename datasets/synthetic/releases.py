@@ -8,6 +8,7 @@ the 256×176 frame.  ``make_market_release`` writes Market-1501's ``bounding_box
 adds one input per fault prepare must handle; ``Release.expect`` says what becomes of each.
 Without faults every image is converted, so ``pipelines.bench prepare`` times clean releases.
 """
+
 from __future__ import annotations
 
 import io
@@ -34,11 +35,17 @@ FRAME = {"deepfashion": (256, 176), "market": (128, 64)}
 class Release:
     root: Path
     layout: str
-    names: dict[str, list[str]] = field(default_factory=lambda: {"train": [], "test": []})  # written, in order
-    pairs: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: {"train": [], "test": []})  # written
+    names: dict[str, list[str]] = field(
+        default_factory=lambda: {"train": [], "test": []}
+    )  # written, in order
+    pairs: dict[str, list[tuple[str, str]]] = field(
+        default_factory=lambda: {"train": [], "test": []}
+    )  # written
     csv_pairs: dict[str, list[tuple[str, str]]] = field(default_factory=lambda: {"train": [], "test": []})
     keypoints: dict[str, np.ndarray] = field(default_factory=dict)  # name -> int (x, y) in the frame
-    expect: dict[str, str] = field(default_factory=dict)  # source -> reject reason prefix, or "converted: <note>"
+    expect: dict[str, str] = field(
+        default_factory=dict
+    )  # source -> reject reason prefix, or "converted: <note>"
     sources: dict[str, Path] = field(default_factory=dict)  # name -> file in the tree
     images: int = 0  # image files in the tree
 
@@ -58,26 +65,44 @@ def to_frame(kp: np.ndarray, size: tuple[int, int], frame: tuple[int, int]) -> n
 
 
 def _spec(prefix: str, size: tuple[int, int], train: int, test: int, views: int, seed: int) -> SynthesizeSpec:
-    return SynthesizeSpec(generator="figure", seed=seed, height=size[0], width=size[1], train_identities=train,
-                          test_identities=test, views_per_identity=views, supersample=1, file_prefix=prefix,
-                          background="clutter" if prefix == "market" else "gradient")
+    return SynthesizeSpec(
+        generator="figure",
+        seed=seed,
+        height=size[0],
+        width=size[1],
+        train_identities=train,
+        test_identities=test,
+        views_per_identity=views,
+        supersample=1,
+        file_prefix=prefix,
+        background="clutter" if prefix == "market" else "gradient",
+    )
 
 
 def _write_csvs(rel: Release, prefix: str, rows: dict[str, list[str]]) -> None:
     for split in ("train", "test"):
         (rel.root / f"{prefix}-annotation-{split}.csv").write_text(
-            "\n".join(["name:keypoints_y:keypoints_x", *rows[split]]) + "\n")
+            "\n".join(["name:keypoints_y:keypoints_x", *rows[split]]) + "\n"
+        )
         (rel.root / f"{prefix}-pairs-{split}.csv").write_text(
-            "\n".join(["from,to", *(f"{a},{b}" for a, b in rel.csv_pairs[split])]) + "\n")
+            "\n".join(["from,to", *(f"{a},{b}" for a, b in rel.csv_pairs[split])]) + "\n"
+        )
 
 
 def _all_pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for a in names for b in names if a != b]
 
 
-def make_deepfashion_release(root: Path, train: int = 3, test: int = 2, views: int = 3,
-                             size: tuple[int, int] = (550, 375), full_size_first: bool = True,
-                             faults: bool = True, seed: int = 5) -> Release:
+def make_deepfashion_release(
+    root: Path,
+    train: int = 3,
+    test: int = 2,
+    views: int = 3,
+    size: tuple[int, int] = (550, 375),
+    full_size_first: bool = True,
+    faults: bool = True,
+    seed: int = 5,
+) -> Release:
     """The In-shop release tree; ``size`` (H, W) keeps the 750×1101 aspect at half the pixels, and
     the first image is rendered at the release's own 1101×750 when ``full_size_first``."""
     rel = Release(Path(root), "deepfashion")
@@ -95,8 +120,14 @@ def make_deepfashion_release(root: Path, train: int = 3, test: int = 2, views: i
             sample = render_sample(big if first else spec, ident, k)
             gender, category = ident.look.gender, ident.category
             view = sample.name.rsplit("_", 1)[1]  # "2side.jpg"
-            path = (rel.root / "img_highres" / gender / category / f"id_{ident.number:08d}"
-                    / f"01_{view[0]}_{view[1:]}")
+            path = (
+                rel.root
+                / "img_highres"
+                / gender
+                / category
+                / f"id_{ident.number:08d}"
+                / f"01_{view[0]}_{view[1:]}"
+            )
             path.parent.mkdir(parents=True, exist_ok=True)
             save_jpeg(path, sample.image, 90)
             rel.images += 1
@@ -158,8 +189,9 @@ def _deepfashion_faults(rel: Release, rows: dict[str, list[str]], lists: dict[st
     rel.expect[orphan.relative_to(rel.root).as_posix()] = "no annotation row"
 
 
-def make_market_release(root: Path, train: int = 3, test: int = 2, views: int = 3, faults: bool = True,
-                        seed: int = 6) -> Release:
+def make_market_release(
+    root: Path, train: int = 3, test: int = 2, views: int = 3, faults: bool = True, seed: int = 6
+) -> Release:
     """Market-1501's folders at 128×64; the last view of each test identity sits in query/."""
     rel = Release(Path(root), "market")
     spec = _spec("market", FRAME["market"], train, test, views, seed)
@@ -168,8 +200,11 @@ def make_market_release(root: Path, train: int = 3, test: int = 2, views: int = 
         names = []
         for k in range(views):
             sample = render_sample(spec, ident, k)
-            folder = "bounding_box_train" if ident.split == "train" else (
-                "query" if k == views - 1 else "bounding_box_test")
+            folder = (
+                "bounding_box_train"
+                if ident.split == "train"
+                else ("query" if k == views - 1 else "bounding_box_test")
+            )
             path = rel.root / folder / sample.name
             path.parent.mkdir(parents=True, exist_ok=True)
             save_jpeg(path, sample.image, 90)

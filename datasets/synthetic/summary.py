@@ -1,4 +1,5 @@
 """What a synthetic generator wrote: counts per split and speed, and its one-line description."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,13 +20,14 @@ class Summary:
     def images_per_s(self) -> float:
         return sum(self.images.values()) / max(self.seconds, 1e-9)
 
-
     def describe(self, noun: str = "images") -> str:
         n = sum(self.images.values())
-        return (f"{n} {noun} ({self.images['train']} train / {self.images['test']} test, "
-                f"{self.identities['train']}+{self.identities['test']} identities), "
-                f"{self.pairs['train']}+{self.pairs['test']} pairs in {self.seconds:.1f} s "
-                f"({self.images_per_s:.0f} images/s)")
+        return (
+            f"{n} {noun} ({self.images['train']} train / {self.images['test']} test, "
+            f"{self.identities['train']}+{self.identities['test']} identities), "
+            f"{self.pairs['train']}+{self.pairs['test']} pairs in {self.seconds:.1f} s "
+            f"({self.images_per_s:.0f} images/s)"
+        )
 
 
 def total_images(spec: SynthesizeSpec) -> int:

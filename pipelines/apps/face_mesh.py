@@ -19,6 +19,7 @@ The mapping, by region (mesh indices; ``a+b`` = mean of two)::
 Mesh points lie on the face surface, so the jaw points follow the visible face contour (as
 68-point annotators place them); under strong yaw the far contour is where the mesh puts it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -32,20 +33,80 @@ from pipelines.apps.pose_extract import INSTALL_HINT, PoseExtraMissing
 
 IBUG_FROM_MESH: tuple[tuple[int, ...], ...] = (
     # jaw 0-16: image-left ear level, round the chin (152), to image-right
-    (127,), (234,), (93,), (132, 58), (58, 172), (136,), (150,), (176,), (152,),
-    (400,), (379,), (365,), (397, 288), (361,), (323,), (454,), (356,),
+    (127,),
+    (234,),
+    (93,),
+    (132, 58),
+    (58, 172),
+    (136,),
+    (150,),
+    (176,),
+    (152,),
+    (400,),
+    (379,),
+    (365,),
+    (397, 288),
+    (361,),
+    (323,),
+    (454,),
+    (356,),
     # right brow 17-21 (outer -> inner), left brow 22-26 (inner -> outer)
-    (70,), (63,), (105,), (66,), (107,), (336,), (296,), (334,), (293,), (300,),
+    (70,),
+    (63,),
+    (105,),
+    (66,),
+    (107,),
+    (336,),
+    (296,),
+    (334,),
+    (293,),
+    (300,),
     # nose bridge 27-30 (between the eyes -> tip), lower nose 31-35 (image-left ala -> subnasale -> right)
-    (168, 6), (197, 195), (5,), (4,), (75,), (97,), (2,), (326,), (305,),
+    (168, 6),
+    (197, 195),
+    (5,),
+    (4,),
+    (75,),
+    (97,),
+    (2,),
+    (326,),
+    (305,),
     # right eye 36-41: outer corner, upper lid, inner corner, lower lid
-    (33,), (160,), (158,), (133,), (153,), (144,),
+    (33,),
+    (160,),
+    (158,),
+    (133,),
+    (153,),
+    (144,),
     # left eye 42-47: inner corner, upper lid, outer corner, lower lid
-    (362,), (385,), (387,), (263,), (373,), (380,),
+    (362,),
+    (385,),
+    (387,),
+    (263,),
+    (373,),
+    (380,),
     # outer lips 48-59: right corner, upper lip (0 = top centre), left corner, lower lip (17 = bottom centre)
-    (61,), (40,), (37,), (0,), (267,), (270,), (291,), (321,), (314,), (17,), (84,), (91,),
+    (61,),
+    (40,),
+    (37,),
+    (0,),
+    (267,),
+    (270,),
+    (291,),
+    (321,),
+    (314,),
+    (17,),
+    (84,),
+    (91,),
     # inner lips 60-67: right corner, upper (13 = centre), left corner, lower (14 = centre)
-    (78,), (81,), (13,), (311,), (308,), (402,), (14,), (178,),
+    (78,),
+    (81,),
+    (13,),
+    (311,),
+    (308,),
+    (402,),
+    (14,),
+    (178,),
 )
 assert len(IBUG_FROM_MESH) == NUM_LANDMARKS
 assert REGIONS["inner_lips"] == (60, 67)
@@ -77,8 +138,9 @@ def _import_face_mesh():
             import mediapipe  # noqa: F401
             from mediapipe.python.solutions import face_mesh
     except ImportError as exc:
-        raise PoseExtraMissing(f"landmarks from a photo (--landmarks auto) need the pose extra (mediapipe): "
-                               f"{INSTALL_HINT}") from exc
+        raise PoseExtraMissing(
+            f"landmarks from a photo (--landmarks auto) need the pose extra (mediapipe): {INSTALL_HINT}"
+        ) from exc
     return face_mesh
 
 
@@ -92,8 +154,9 @@ def extract_landmarks(image: np.ndarray) -> np.ndarray:
     if img.ndim != 3 or img.shape[2] != 3 or img.dtype != np.uint8:
         raise ValueError(f"expected an RGB uint8 image [H, W, 3], got {img.dtype} {img.shape}")
     face_mesh = _import_face_mesh()
-    with face_mesh.FaceMesh(static_image_mode=True, max_num_faces=1, refine_landmarks=False,
-                            min_detection_confidence=0.5) as mesh:
+    with face_mesh.FaceMesh(
+        static_image_mode=True, max_num_faces=1, refine_landmarks=False, min_detection_confidence=0.5
+    ) as mesh:
         result = mesh.process(img)
     if not result.multi_face_landmarks:
         raise NoFaceFound("no face found in the image (MediaPipe Face Mesh)")

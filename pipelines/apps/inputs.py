@@ -3,6 +3,7 @@
 One implementation for body keypoints (pose transfer) and facial landmarks (portrait editing); the
 :class:`PointFormat` says which, so every error names the file, the row and what was expected.
 """
+
 from __future__ import annotations
 
 import csv
@@ -102,5 +103,7 @@ def read_csv_points(path: Path, name: str | None, fmt: PointFormat) -> np.ndarra
         raise InputError(f"{path}: row {row['name']!r} has a cell that is not a JSON list") from None
     if len(ys) != len(xs):
         raise InputError(f"{path}: row {row['name']!r} has {len(ys)} y values but {len(xs)} x values")
-    points = np.stack([np.asarray(xs, np.float64), np.asarray(ys, np.float64)], axis=1) if ys else np.zeros((0, 2))
+    points = (
+        np.stack([np.asarray(xs, np.float64), np.asarray(ys, np.float64)], axis=1) if ys else np.zeros((0, 2))
+    )
     return check_points(points, f"{path}#{row['name']}", fmt)

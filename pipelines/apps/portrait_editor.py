@@ -7,12 +7,13 @@ The Python API behind ``python -m pipelines.edit_portrait``::
     face = editor.prepare(photo_rgb)              # landmarks from the face mesh (pose extra)
     out = editor.edit(face, Edits(smile=0.8, rotate=10))
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import cv2
 import numpy as np
@@ -79,7 +80,9 @@ class Edits:
     brows: float = 0.0
     drive: np.ndarray | None = field(default=None, compare=False)  # driver landmarks in the model frame
 
-    def check(self, frame: tuple[int, int] | None = None, label: Callable[[str], str] | None = None) -> "Edits":
+    def check(
+        self, frame: tuple[int, int] | None = None, label: Callable[[str], str] | None = None
+    ) -> Edits:
         """Raise :class:`InputError` naming the option when a strength is outside its valid range.
 
         ``label`` names an edit (``rotate``, ``smile``, ..., ``shift_x``, ``shift_y``) in the
@@ -88,8 +91,10 @@ class Edits:
 
         def _in(name: str, value: float, lo: float, hi: float, unit: str = "") -> None:
             if not (isinstance(value, (int, float)) and math.isfinite(value) and lo <= value <= hi):
-                raise InputError(f"{name_of(name)} {value:g}{unit} is outside its valid range "
-                                 f"[{lo:g}, {hi:g}]{unit}")
+                raise InputError(
+                    f"{name_of(name)} {value:g}{unit} is outside its valid range [{lo:g}, {hi:g}]{unit}"
+                )
+
         _in("rotate", self.rotate, *PE.ROTATE_RANGE, unit="°")
         for name in EXPRESSION_EDITS:
             _in(name, getattr(self, name), *PE.STRENGTH_RANGE)
@@ -99,7 +104,7 @@ class Edits:
             _in("shift_y", self.shift[1], -h / 2, h / 2, " px")
         return self
 
-    def with_value(self, edit: str, value: float) -> "Edits":
+    def with_value(self, edit: str, value: float) -> Edits:
         if edit == "shift_x":
             return replace(self, shift=(value, self.shift[1]))
         if edit == "shift_y":
@@ -155,7 +160,9 @@ def photo_landmarks(image: np.ndarray, where: str) -> np.ndarray:
         raise InputError(f"{where}: {exc}; give its landmarks with --landmarks FILE") from None
 
 
-def frame_face(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+def frame_face(
+    image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]
+) -> tuple[np.ndarray, np.ndarray]:
     """Cut the square the training framing puts around these landmarks and resize it to ``size``;
     returns (image, landmarks in the new frame).  Pixel centres map to pixel centres."""
     lm = np.asarray(landmarks, np.float64)
@@ -176,7 +183,9 @@ def frame_face(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]) 
     src = image
     factor = int(min(1 / sx, 1 / sy))
     if factor >= 2:
-        src = cv2.resize(image, (image.shape[1] // factor, image.shape[0] // factor), interpolation=cv2.INTER_AREA)
+        src = cv2.resize(
+            image, (image.shape[1] // factor, image.shape[0] // factor), interpolation=cv2.INTER_AREA
+        )
         pre = np.array([[factor, 0.0, (factor - 1) / 2], [0.0, factor, (factor - 1) / 2], [0, 0, 1]])
         affine = affine @ pre  # small-image pixel centre -> full-image pixel centre -> output
     out = cv2.warpAffine(src, affine[:2], (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
@@ -189,7 +198,11 @@ def frame_face(image: np.ndarray, landmarks: np.ndarray, size: tuple[int, int]) 
 def load_generator(model: str) -> PackedGenerator:
     """An MLflow URI / model folder, or a training checkpoint folder -> the packed generator."""
     path = Path(model)
-    if not model.startswith(("models:/", "runs:/", "file:")) and path.exists() and not (path / "MLmodel").is_file():
+    if (
+        not model.startswith(("models:/", "runs:/", "file:"))
+        and path.exists()
+        and not (path / "MLmodel").is_file()
+    ):
         try:
             state, _ = load_checkpoint(path)
         except CheckpointError as exc:
@@ -199,13 +212,17 @@ def load_generator(model: str) -> PackedGenerator:
         name = (config.get("train") or {}).get("dataset")
         spec = (config.get("datasets") or {}).get(name) or {}
         if "image_size" not in spec:
-            raise InputError(f"--model {model}: the checkpoint's config does not name its dataset's image size")
+            raise InputError(
+                f"--model {model}: the checkpoint's config does not name its dataset's image size"
+            )
         sigma = spec.get("pose_sigma") or (config.get("preprocess") or {}).get("heatmap_sigma", 1.0)
         return PackedGenerator(g, mcfg.pose_channels, tuple(spec["image_size"]), heatmap_sigma=float(sigma))
     try:
         return load_packed(model)
     except ModelLoadError as exc:
-        raise InputError(str(exc).replace("expected models:/", "expected a checkpoint folder, models:/")) from None
+        raise InputError(
+            str(exc).replace("expected models:/", "expected a checkpoint folder, models:/")
+        ) from None
 
 
 @dataclass
@@ -221,24 +238,37 @@ class PortraitEditor:
 
     def __init__(self, net: PackedGenerator) -> None:
         if net.pose_channels != NUM_PARTS:
-            raise InputError(f"the model takes {net.pose_channels} pose channels, not the {NUM_PARTS} portrait "
-                            "part maps: it is not a portrait model (use pipelines.infer for pose transfer)")
+            raise InputError(
+                f"the model takes {net.pose_channels} pose channels, not the {NUM_PARTS} portrait "
+                "part maps: it is not a portrait model (use pipelines.infer for pose transfer)"
+            )
         self.net = net.eval()
         self.size: tuple[int, int] = tuple(net.image_size)  # type: ignore[assignment]
         self.sigma = float(net.heatmap_sigma)
 
     @classmethod
-    def load(cls, model: str) -> "PortraitEditor":
+    def load(cls, model: str) -> PortraitEditor:
         return cls(load_generator(model))
 
-    def prepare(self, image: np.ndarray, landmarks: np.ndarray | None = None, frame: tuple[int, int] | None = None,
-                crop: str = "auto", where: str = "image") -> Face:
+    def prepare(
+        self,
+        image: np.ndarray,
+        landmarks: np.ndarray | None = None,
+        frame: tuple[int, int] | None = None,
+        crop: str = "auto",
+        where: str = "image",
+    ) -> Face:
         """The face in the model's frame.  ``landmarks`` None: from the face mesh; ``frame``: the
         (H, W) the landmarks refer to when not the image's own size."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InputError(f"{where}: expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}")
-        lm = photo_landmarks(image, where) if landmarks is None else check_points(
-            np.asarray(landmarks, np.float64), f"{where} landmarks", LANDMARKS)
+            raise InputError(
+                f"{where}: expected an RGB uint8 image [H, W, 3], got {image.dtype} {image.shape}"
+            )
+        lm = (
+            photo_landmarks(image, where)
+            if landmarks is None
+            else check_points(np.asarray(landmarks, np.float64), f"{where} landmarks", LANDMARKS)
+        )
         if frame is not None and tuple(frame) != image.shape[:2]:
             fy, fx = image.shape[0] / frame[0], image.shape[1] / frame[1]
             ok = visible(lm)
@@ -279,8 +309,9 @@ class PortraitEditor:
     def edit(self, face: Face, edits: Edits) -> np.ndarray:
         return self.generate(face, target_landmarks(face.landmarks, edits, self.size))
 
-    def sweep(self, face: Face, edit: str, base: Edits = Edits(),
-              values: Sequence[float] | None = None) -> list[tuple[float, np.ndarray, np.ndarray]]:
+    def sweep(
+        self, face: Face, edit: str, base: Edits = Edits(), values: Sequence[float] | None = None
+    ) -> list[tuple[float, np.ndarray, np.ndarray]]:
         """(strength, target landmarks, image) for ``edit`` at each strength, on top of ``base``."""
         if edit not in SWEEPS:
             raise InputError(f"--sweep {edit!r}: choose one of {', '.join(SWEEPS)}")
@@ -289,7 +320,9 @@ class PortraitEditor:
         return list(zip(values, targets, self.generate_many(face, targets)))
 
 
-def sweep_sheet(face: Face, rows: list[tuple[float, np.ndarray, np.ndarray]], edit: str, scale: int = 3) -> np.ndarray:
+def sweep_sheet(
+    face: Face, rows: list[tuple[float, np.ndarray, np.ndarray]], edit: str, scale: int = 3
+) -> np.ndarray:
     """source | one cell per strength (generated face), captioned, as one uint8 image."""
     cells = [label(enlarge(face.image, scale), "source")]
     cells += [label(enlarge(img, scale), f"{edit} {v:+g}") for v, _, img in rows]

@@ -15,6 +15,7 @@ googleapis-common-protos / opentelemetry-proto (mlflow's). The model's own C++ l
 (TensorFlow Lite delegate, feedback manager) are written straight to file descriptor 2, so
 :func:`quiet_native_stderr` holds them back and logs them at debug level.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,24 @@ _MP_NOSE, _MP_LEYE, _MP_REYE, _MP_LEAR, _MP_REAR = 0, 2, 5, 7, 8
 _MP_LSHO, _MP_RSHO, _MP_LELB, _MP_RELB, _MP_LWRI, _MP_RWRI = 11, 12, 13, 14, 15, 16
 _MP_LHIP, _MP_RHIP, _MP_LKNE, _MP_RKNE, _MP_LANK, _MP_RANK = 23, 24, 25, 26, 27, 28
 OPENPOSE_FROM_MEDIAPIPE: tuple[int | None, ...] = (
-    _MP_NOSE, None, _MP_RSHO, _MP_RELB, _MP_RWRI, _MP_LSHO, _MP_LELB, _MP_LWRI,
-    _MP_RHIP, _MP_RKNE, _MP_RANK, _MP_LHIP, _MP_LKNE, _MP_LANK, _MP_LEYE, _MP_REYE, _MP_LEAR, _MP_REAR,
+    _MP_NOSE,
+    None,
+    _MP_RSHO,
+    _MP_RELB,
+    _MP_RWRI,
+    _MP_LSHO,
+    _MP_LELB,
+    _MP_LWRI,
+    _MP_RHIP,
+    _MP_RKNE,
+    _MP_RANK,
+    _MP_LHIP,
+    _MP_LKNE,
+    _MP_LANK,
+    _MP_LEYE,
+    _MP_REYE,
+    _MP_LEAR,
+    _MP_REAR,
 )
 _NECK = 1
 MIN_VISIBILITY = 0.5  # MediaPipe's own default threshold for drawing a landmark
@@ -57,7 +74,9 @@ class NoPersonFound(ValueError):
     """The pose model found no person in the image."""
 
 
-def mediapipe_to_openpose(landmarks: np.ndarray, size: tuple[int, int], min_visibility: float = MIN_VISIBILITY) -> np.ndarray:
+def mediapipe_to_openpose(
+    landmarks: np.ndarray, size: tuple[int, int], min_visibility: float = MIN_VISIBILITY
+) -> np.ndarray:
     """[33, 3] MediaPipe landmarks (x, y normalised to [0, 1], visibility) -> OpenPose-18 [18, 2]
     pixel (x, y) for an image of ``size`` (H, W); joints below ``min_visibility`` or outside the
     image are missing (-1)."""
@@ -83,6 +102,7 @@ def protobuf_compat() -> None:
     from google.protobuf import message_factory
 
     if not hasattr(message_factory.MessageFactory, "GetPrototype"):
+
         def get_prototype(self, descriptor):  # the lookup protobuf 4 did under this name
             return message_factory.GetMessageClass(descriptor)
 
@@ -121,7 +141,9 @@ def _import_mediapipe():
             import mediapipe  # noqa: F401
             from mediapipe.python.solutions import pose as mp_pose
     except ImportError as exc:
-        raise PoseExtraMissing(f"keypoints from a photo need the pose extra (mediapipe): {INSTALL_HINT}") from exc
+        raise PoseExtraMissing(
+            f"keypoints from a photo need the pose extra (mediapipe): {INSTALL_HINT}"
+        ) from exc
     return mp_pose
 
 
@@ -154,8 +176,15 @@ def extract_keypoints(image: np.ndarray, min_visibility: float = MIN_VISIBILITY)
 def _landmarks(img: np.ndarray, min_detection_confidence: float = 0.5) -> np.ndarray | None:
     """[33, 3] (x, y normalised, visibility) of the one person MediaPipe Pose finds, or None."""
     mp_pose = _import_mediapipe()
-    with quiet_native_stderr(), mp_pose.Pose(static_image_mode=True, model_complexity=1, enable_segmentation=False,
-                                             min_detection_confidence=min_detection_confidence) as pose:
+    with (
+        quiet_native_stderr(),
+        mp_pose.Pose(
+            static_image_mode=True,
+            model_complexity=1,
+            enable_segmentation=False,
+            min_detection_confidence=min_detection_confidence,
+        ) as pose,
+    ):
         result = pose.process(img)
     if result.pose_landmarks is None:
         return None
@@ -169,8 +198,12 @@ class PersonFound:
     box: tuple[int, int, int, int]  # x0, y0, x1, y1: the landmarks' extent in pixels, clipped
 
 
-def detect_people(image: np.ndarray, max_people: int = 2, min_detection_confidence: float = 0.5,
-                  min_visibility: float = MIN_VISIBILITY) -> list[PersonFound]:
+def detect_people(
+    image: np.ndarray,
+    max_people: int = 2,
+    min_detection_confidence: float = 0.5,
+    min_visibility: float = MIN_VISIBILITY,
+) -> list[PersonFound]:
     """Up to ``max_people`` people in an RGB uint8 image, most prominent first.
 
     MediaPipe Pose returns one person per image, so each person found is painted over with the

@@ -1,9 +1,10 @@
 """Pose transfer on any photo: the Python API behind ``python -m pipelines.infer``.
 
-    from pipelines.apps.pose_transfer import PoseTransfer
-    pt = PoseTransfer.load("models:/attnflow-pose@champion")
-    out = pt.transfer(photo_rgb, target_keypoints, target_frame=(h, w))
+from pipelines.apps.pose_transfer import PoseTransfer
+pt = PoseTransfer.load("models:/attnflow-pose@champion")
+out = pt.transfer(photo_rgb, target_keypoints, target_frame=(h, w))
 """
+
 from __future__ import annotations
 
 import csv
@@ -52,7 +53,7 @@ class Fit:
     sy: float
 
     @classmethod
-    def between(cls, frame: tuple[int, int], size: tuple[int, int]) -> "Fit":
+    def between(cls, frame: tuple[int, int], size: tuple[int, int]) -> Fit:
         (h, w), (th, tw) = frame, size
         if w * th > h * tw:  # too wide: crop the sides
             cw = h * tw / th
@@ -75,7 +76,7 @@ class Fit:
         h, w = size
         fh, fw = image.shape[:2]
         x0, y0 = int(round(self.x0)), int(round(self.y0))
-        crop = image[y0:fh - y0 if y0 else fh, x0:fw - x0 if x0 else fw]
+        crop = image[y0 : fh - y0 if y0 else fh, x0 : fw - x0 if x0 else fw]
         return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
 
 
@@ -89,8 +90,10 @@ def combination_strip(maps: dict[int, torch.Tensor], index: int, size: tuple[int
     to fine, nearest-scaled to ``size``) 255 where the attention warp is taken, 0 where the flow warp
     is; [h, 0] for a variant without both branches."""
     h, w = size
-    cells = [torch.nn.functional.interpolate(m[index:index + 1].float(), size=(h, w), mode="nearest")[0, 0]
-             for _, m in sorted(maps.items(), reverse=True)]
+    cells = [
+        torch.nn.functional.interpolate(m[index : index + 1].float(), size=(h, w), mode="nearest")[0, 0]
+        for _, m in sorted(maps.items(), reverse=True)
+    ]
     strip = torch.cat(cells, dim=1) if cells else torch.zeros(h, 0)
     return (strip.clamp(0, 1) * 255).round().byte().numpy()
 
@@ -104,7 +107,7 @@ class PoseTransfer:
         self.sigma = float(net.heatmap_sigma)
 
     @classmethod
-    def load(cls, model: str) -> "PoseTransfer":
+    def load(cls, model: str) -> PoseTransfer:
         try:
             return cls(load_packed(model))
         except ModelLoadError as exc:
@@ -115,13 +118,21 @@ class PoseTransfer:
         dense = heatmaps.to_dense(heatmaps.render_sparse(kp, self.size, self.sigma))
         return torch.from_numpy(dense.astype(np.float32) / 255.0)
 
-    def prepare(self, source: np.ndarray, target_keypoints: np.ndarray, target_frame: tuple[int, int] | None = None,
-                source_keypoints: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def prepare(
+        self,
+        source: np.ndarray,
+        target_keypoints: np.ndarray,
+        target_frame: tuple[int, int] | None = None,
+        source_keypoints: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Source image and both poses in the model's frame: (image uint8 [h,w,3], src kp, tgt kp)."""
         if source.ndim != 3 or source.shape[2] != 3 or source.dtype != np.uint8:
             raise InputError(f"source image must be RGB uint8 [H, W, 3], got {source.dtype} {source.shape}")
-        src_kp = photo_keypoints(source, "source image") if source_keypoints is None else \
-            check_points(np.asarray(source_keypoints, np.float64), "source keypoints", KEYPOINTS)
+        src_kp = (
+            photo_keypoints(source, "source image")
+            if source_keypoints is None
+            else check_points(np.asarray(source_keypoints, np.float64), "source keypoints", KEYPOINTS)
+        )
         fit = Fit.between(source.shape[:2], self.size)
         image = fit.image(source, self.size)
         src = fit.keypoints(src_kp, self.size)
@@ -132,35 +143,51 @@ class PoseTransfer:
         return image, src, tgt
 
     @torch.no_grad()
-    def transfer(self, source: np.ndarray, target_keypoints: np.ndarray, target_frame: tuple[int, int] | None = None,
-                 source_keypoints: np.ndarray | None = None) -> np.ndarray:
+    def transfer(
+        self,
+        source: np.ndarray,
+        target_keypoints: np.ndarray,
+        target_frame: tuple[int, int] | None = None,
+        source_keypoints: np.ndarray | None = None,
+    ) -> np.ndarray:
         """The source person in the target pose, RGB uint8 at the model's size."""
         return self.generate(*self.prepare(source, target_keypoints, target_frame, source_keypoints))
 
     @torch.no_grad()
-    def generate(self, image: np.ndarray, source_keypoints: np.ndarray, target_keypoints: np.ndarray) -> np.ndarray:
+    def generate(
+        self, image: np.ndarray, source_keypoints: np.ndarray, target_keypoints: np.ndarray
+    ) -> np.ndarray:
         """The generator on inputs already in the model's frame (see :meth:`prepare`)."""
         x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
         packed = pack_inputs(x, self._pose(source_keypoints)[None], self._pose(target_keypoints)[None])
         return to_pictures(self.net(packed))[0]
 
     @torch.no_grad()
-    def generate_with_maps(self, image: np.ndarray, source_keypoints: np.ndarray,
-                           target_keypoints: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def generate_with_maps(
+        self, image: np.ndarray, source_keypoints: np.ndarray, target_keypoints: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
         """:meth:`generate`, and the combination maps as one grey uint8 strip (see
         :func:`combination_strip`)."""
         x = torch.from_numpy(image).permute(2, 0, 1).float()[None] / 127.5 - 1
         out = self.net.generator(x, self._pose(source_keypoints)[None], self._pose(target_keypoints)[None])
         return to_pictures(out.image)[0], combination_strip(out.combination_maps, 0, self.size)
 
-    def sheet(self, source: np.ndarray, target_keypoints: np.ndarray, target_frame: tuple[int, int] | None = None,
-              source_keypoints: np.ndarray | None = None, scale: int = 2) -> np.ndarray:
+    def sheet(
+        self,
+        source: np.ndarray,
+        target_keypoints: np.ndarray,
+        target_frame: tuple[int, int] | None = None,
+        source_keypoints: np.ndarray | None = None,
+        scale: int = 2,
+    ) -> np.ndarray:
         """source (with its skeleton) | target skeleton | output, for looking at a result."""
         image, src, tgt = self.prepare(source, target_keypoints, target_frame, source_keypoints)
         out = self.generate(image, src, tgt)
         blank = np.full_like(image, 255)
         cells = [draw_skeleton(image, src), draw_skeleton(blank, tgt), out]
-        row = np.concatenate([np.pad(c, ((4, 4), (4, 4), (0, 0)), constant_values=255) for c in cells], axis=1)
+        row = np.concatenate(
+            [np.pad(c, ((4, 4), (4, 4), (0, 0)), constant_values=255) for c in cells], axis=1
+        )
         return cv2.resize(row, (row.shape[1] * scale, row.shape[0] * scale), interpolation=cv2.INTER_NEAREST)
 
 
@@ -179,12 +206,20 @@ def resolve_pose(spec: str, pose_frame: tuple[int, int] | None) -> tuple[np.ndar
     if suffix in IMAGE_SUFFIXES:
         image = read_image(path)
         return photo_keypoints(image, str(path)), image.shape[:2]
-    raise InputError(f"{path}: a pose is a .json keypoint file, an annotation .csv row (FILE.csv#NAME) "
-                         f"or a photo ({', '.join(IMAGE_SUFFIXES)})")
+    raise InputError(
+        f"{path}: a pose is a .json keypoint file, an annotation .csv row (FILE.csv#NAME) "
+        f"or a photo ({', '.join(IMAGE_SUFFIXES)})"
+    )
 
 
-def run_batch(pt: PoseTransfer, pairs_csv: Path, images: Path, annotations: Path, out_dir: Path,
-              pose_frame: tuple[int, int] | None) -> list[Path]:
+def run_batch(
+    pt: PoseTransfer,
+    pairs_csv: Path,
+    images: Path,
+    annotations: Path,
+    out_dir: Path,
+    pose_frame: tuple[int, int] | None,
+) -> list[Path]:
     """Every pair (``from,to``) of a pairs CSV, in order, to ``out_dir/<from>_2_<to>.png``."""
     for p in (pairs_csv, annotations):
         if not p.is_file():

@@ -1,4 +1,5 @@
 """Dispatch ``python -m pipelines.bench NAME [args]`` to ``pipelines.bench.NAME.main(args)``."""
+
 from __future__ import annotations
 
 import sys
@@ -8,16 +9,29 @@ from pipelines.bench import data, model, prepare, preprocess, serve, train
 from pipelines.config.logs import LEVELS
 
 BENCHES: dict[str, Callable[[list[str]], int | None]] = {
-    "data": data.main, "model": model.main, "prepare": prepare.main, "preprocess": preprocess.main,
-    "serve": serve.main, "train": train.main}
-USAGE = (f"usage: python -m pipelines.bench {{{','.join(BENCHES)}}} [--log-level {{{','.join(LEVELS)}}}] [options]"
-         "   (NAME --help for each one's options)")
+    "data": data.main,
+    "model": model.main,
+    "prepare": prepare.main,
+    "preprocess": preprocess.main,
+    "serve": serve.main,
+    "train": train.main,
+}
+USAGE = (
+    f"usage: python -m pipelines.bench {{{','.join(BENCHES)}}} [--log-level {{{','.join(LEVELS)}}}] [options]"
+    "   (NAME --help for each one's options)"
+)
 
 
 def main(argv: list[str]) -> int:
     if argv and argv[0] in ("-h", "--help"):
-        print(USAGE + "\n\n" + "\n".join(f"  {name:<6} {sys.modules[fn.__module__].__doc__.splitlines()[0]}"
-                                         for name, fn in BENCHES.items()))
+        print(
+            USAGE
+            + "\n\n"
+            + "\n".join(
+                f"  {name:<6} {sys.modules[fn.__module__].__doc__.splitlines()[0]}"
+                for name, fn in BENCHES.items()
+            )
+        )
         return 0
     if not argv or argv[0] not in BENCHES:
         print(USAGE, file=sys.stderr)

@@ -26,6 +26,7 @@ Measures, in one process, on the training pairs of one dataset:
 
 Writes ``reports/bench-data.json`` and prints a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -74,7 +75,9 @@ def loose_pairs(root: str, layout_name: str) -> list[tuple[Path, Path]]:
     files = find_split(root, layout, "train")
     pairs, _ = read_pairs(files.pairs_csv, layout)
     d = files.image_dir
-    return [(d / p.source, d / p.target) for p in pairs if (d / p.source).is_file() and (d / p.target).is_file()]
+    return [
+        (d / p.source, d / p.target) for p in pairs if (d / p.source).is_file() and (d / p.target).is_file()
+    ]
 
 
 def cpu_seconds() -> float:
@@ -94,7 +97,7 @@ def cpu_seconds() -> float:
 class DecodeCounter:
     """Counts the loader's JPEG decodes in this process while active."""
 
-    def __enter__(self) -> "DecodeCounter":
+    def __enter__(self) -> DecodeCounter:
         from datasets.shards import loader as loader_module
 
         self._module, self._original, self.count = loader_module, loader_module.decode_image, 0
@@ -114,6 +117,7 @@ class DecodeCounter:
 def bench_loose(pairs: list[tuple[Path, Path]], repeats: int, measure: dict | None = None) -> float:
     """Pairs/s of a plain loop over the pairs, one process, two ``cv2.imread`` a pair (a file's
     every pair decodes it again). ``measure`` gets its CPU ms per pair."""
+
     def run() -> None:
         for a, b in pairs:
             if cv2.imread(str(a), cv2.IMREAD_COLOR) is None or cv2.imread(str(b), cv2.IMREAD_COLOR) is None:
@@ -127,16 +131,30 @@ def bench_loose(pairs: list[tuple[Path, Path]], repeats: int, measure: dict | No
     return rate
 
 
-def bench_loader(shards: Path, batch_size: int, workers: int, augment: AugmentConfig | None, epochs: int,
-                 output: str = "float", measure: dict | None = None) -> float:
+def bench_loader(
+    shards: Path,
+    batch_size: int,
+    workers: int,
+    augment: AugmentConfig | None,
+    epochs: int,
+    output: str = "float",
+    measure: dict | None = None,
+) -> float:
     """Pairs/s of one loader setting; output float (CPU float batch), compact, or training
     (compact batches expanded on the device, as the training loop consumes them). ``measure``
     gets the timed epochs' CPU ms per pair (this process and its loader workers, in the steady
     state where workers run on into the next epoch) and the process count."""
     training = output == "training"
-    loader = train_loader(shards, rank=0, world_size=1, batch_size=batch_size, num_workers=workers,
-                          augment=augment, compact=output != "float",
-                          **({"poses": "keypoints", "face_crops": False} if training else {}))
+    loader = train_loader(
+        shards,
+        rank=0,
+        world_size=1,
+        batch_size=batch_size,
+        num_workers=workers,
+        augment=augment,
+        compact=output != "float",
+        **({"poses": "keypoints", "face_crops": False} if training else {}),
+    )
     key = "source_rgb" if output == "compact" else "source_image"
     feed = expand.Expander.of_loader(loader)
     rates, pairs, cpu0 = [], 0, 0.0
@@ -160,15 +178,25 @@ def decodes_per_epoch(shards: Path, batch_size: int, augment: AugmentConfig | No
     decoded once per shard visit and reused for every pair of the visit that shares it. Loader
     workers split the shards between them, so the count is the same for any number of them."""
     with DecodeCounter() as counter:
-        loader = train_loader(shards, rank=0, world_size=1, batch_size=batch_size, num_workers=0, augment=augment,
-                              compact=True, poses="keypoints", face_crops=False)
+        loader = train_loader(
+            shards,
+            rank=0,
+            world_size=1,
+            batch_size=batch_size,
+            num_workers=0,
+            augment=augment,
+            compact=True,
+            poses="keypoints",
+            face_crops=False,
+        )
         loader.set_epoch(0)
         pairs = sum(b["source_rgb"].shape[0] for b in loader)
     return counter.count, pairs
 
 
-def side_by_side(shards: Path, pairs: list[tuple[Path, Path]], batch_size: int, workers: int, rounds: int,
-                 epochs: int) -> dict:
+def side_by_side(
+    shards: Path, pairs: list[tuple[Path, Path]], batch_size: int, workers: int, rounds: int, epochs: int
+) -> dict:
     """The headline ratio: loose cv2 and the training input path (augmentation on) measured in
     alternation, ``rounds`` times, so that a drift in this machine's speed between the two
     (seen here: ±40% from minute to minute) reaches both alike. Best of each, and each round's;
@@ -181,23 +209,36 @@ def side_by_side(shards: Path, pairs: list[tuple[Path, Path]], batch_size: int, 
         train_m: dict = {}
         loose = bench_loose(pairs, epochs, loose_m)
         training = bench_loader(shards, batch_size, workers, AugmentConfig(), epochs, "training", train_m)
-        out.append({"loose_cv2_pairs_per_s": round(loose, 1), "training_pairs_per_s": round(training, 1),
-                    "ratio": round(training / loose, 3),
-                    "loose_cpu_ms_per_pair": round(loose_m["cpu_ms_per_pair"], 3),
-                    "training_cpu_ms_per_pair": round(train_m["cpu_ms_per_pair"], 3)})
+        out.append(
+            {
+                "loose_cv2_pairs_per_s": round(loose, 1),
+                "training_pairs_per_s": round(training, 1),
+                "ratio": round(training / loose, 3),
+                "loose_cpu_ms_per_pair": round(loose_m["cpu_ms_per_pair"], 3),
+                "training_cpu_ms_per_pair": round(train_m["cpu_ms_per_pair"], 3),
+            }
+        )
     decodes, epoch_pairs = decodes_per_epoch(shards, batch_size, AugmentConfig())
     loose_best = max(r["loose_cv2_pairs_per_s"] for r in out)
     training_best = max(r["training_pairs_per_s"] for r in out)
     loose_cpu = statistics.median(r["loose_cpu_ms_per_pair"] for r in out)
     training_cpu = statistics.median(r["training_cpu_ms_per_pair"] for r in out)
-    return {"workers": workers, "rounds": out, "loose_cv2_pairs_per_s": loose_best,
-            "training_pairs_per_s": training_best, "ratio": round(training_best / loose_best, 3),
-            "median_round_ratio": round(statistics.median(r["ratio"] for r in out), 3),
-            "processes": {"loose_cv2": 1, "training": 1 + workers},
-            "decodes_per_epoch": {"loose_cv2": 2 * len(pairs), "training": decodes, "pairs": epoch_pairs},
-            # None where a side's CPU time stayed under the clock's tick (a few pairs on a tiny set).
-            "cpu_ms_per_pair": {"loose_cv2": round(loose_cpu, 3), "training": round(training_cpu, 3),
-                                "ratio": round(training_cpu / loose_cpu, 3) if loose_cpu and training_cpu else None}}
+    return {
+        "workers": workers,
+        "rounds": out,
+        "loose_cv2_pairs_per_s": loose_best,
+        "training_pairs_per_s": training_best,
+        "ratio": round(training_best / loose_best, 3),
+        "median_round_ratio": round(statistics.median(r["ratio"] for r in out), 3),
+        "processes": {"loose_cv2": 1, "training": 1 + workers},
+        "decodes_per_epoch": {"loose_cv2": 2 * len(pairs), "training": decodes, "pairs": epoch_pairs},
+        # None where a side's CPU time stayed under the clock's tick (a few pairs on a tiny set).
+        "cpu_ms_per_pair": {
+            "loose_cv2": round(loose_cpu, 3),
+            "training": round(training_cpu, 3),
+            "ratio": round(training_cpu / loose_cpu, 3) if loose_cpu and training_cpu else None,
+        },
+    }
 
 
 def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
@@ -242,8 +283,10 @@ def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
             cv2.imdecode(np.frombuffer(p, np.uint8), cv2.IMREAD_UNCHANGED)
 
     batch = 8
-    keypoints = [torch.from_numpy(np.stack([v.keypoints for v in views[i:i + batch]]).astype(np.float32))
-                 for i in range(0, n - batch + 1, batch)]
+    keypoints = [
+        torch.from_numpy(np.stack([v.keypoints for v in views[i : i + batch]]).astype(np.float32))
+        for i in range(0, n - batch + 1, batch)
+    ]
     canvas = GaussianCanvas(size, sigma)
 
     def render_on_device() -> None:  # what training runs on a CPU device
@@ -254,10 +297,16 @@ def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
         for kp in keypoints:
             expand.render_gaussians(kp, size, sigma)
 
-    us = {name: 1e6 / _best_rate(fn, n if name != "dense_png_decode" else len(pngs), 5)
-          for name, fn in (("jpeg_decode", decode_jpegs), ("pose_decode_paste", decode_poses),
-                           ("pose_render_paste", render_poses), ("zero_fill", zero_only),
-                           ("dense_png_decode", decode_pngs))}
+    us = {
+        name: 1e6 / _best_rate(fn, n if name != "dense_png_decode" else len(pngs), 5)
+        for name, fn in (
+            ("jpeg_decode", decode_jpegs),
+            ("pose_decode_paste", decode_poses),
+            ("pose_render_paste", render_poses),
+            ("zero_fill", zero_only),
+            ("dense_png_decode", decode_pngs),
+        )
+    }
     for name in ("pose_decode_paste", "pose_render_paste"):
         us[name] = max(us[name] - us["zero_fill"], 0.0)  # the loader's torch.zeros is lazily zeroed
     # Batches of 8 images; the canvas reuses its buffers, the tensor ops allocate a zeroed output.
@@ -276,15 +325,18 @@ def bench_components(shards: Path, manifest: dict, limit: int = 256) -> dict:
             "render": round(us["pose_render_paste"] / us["jpeg_decode"], 3),
             "render_on_device": round(us["pose_render_device"] / us["jpeg_decode"], 3),
         },
-        "render_vs_decode_by_size": [render_vs_decode(views, size, s2, sigma, batch) for s2 in
-                                     (size, (2 * size[0], 2 * size[1]))],
-        "augmented_path_us_per_pair": breakdown(views, size, sigma, int(manifest["preprocess"]["face_size"]),
-                                                flip_perm=np.arange(k)),
+        "render_vs_decode_by_size": [
+            render_vs_decode(views, size, s2, sigma, batch) for s2 in (size, (2 * size[0], 2 * size[1]))
+        ],
+        "augmented_path_us_per_pair": breakdown(
+            views, size, sigma, int(manifest["preprocess"]["face_size"]), flip_perm=np.arange(k)
+        ),
     }
 
 
-def render_vs_decode(views: list, size: tuple[int, int], target: tuple[int, int], sigma: float,
-                     batch: int) -> dict:
+def render_vs_decode(
+    views: list, size: tuple[int, int], target: tuple[int, int], sigma: float, batch: int
+) -> dict:
     """µs per image of the CPU device's pose render and of a JPEG decode at ``target`` (H, W).
 
     The render is timed on the stored keypoints (whole pixels, as annotated: each joint gets a
@@ -296,18 +348,27 @@ def render_vs_decode(views: list, size: tuple[int, int], target: tuple[int, int]
     """
     sy, sx = target[0] / size[0], target[1] / size[1]
     rgbs = [decode_image(bytes(v.jpeg), "bench", size) for v in views]
-    jpegs = [cv2.imencode(".jpg", cv2.resize(r, (target[1], target[0]), interpolation=cv2.INTER_CUBIC),
-                          [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes() if target != size else bytes(v.jpeg)
-             for r, v in zip(rgbs, views)]
+    jpegs = [
+        cv2.imencode(
+            ".jpg",
+            cv2.resize(r, (target[1], target[0]), interpolation=cv2.INTER_CUBIC),
+            [cv2.IMWRITE_JPEG_QUALITY, 95],
+        )[1].tobytes()
+        if target != size
+        else bytes(v.jpeg)
+        for r, v in zip(rgbs, views)
+    ]
     k = len(views[0].keypoints)
     aug = Augmenter(AugmentConfig(), np.arange(k), 0)
     blank = np.zeros((*target, 3), np.uint8)
     stored, moved = [], []
     for i in range(0, len(views) - batch + 1, batch):
-        kp = np.stack([v.keypoints for v in views[i:i + batch]]).astype(np.float32)
+        kp = np.stack([v.keypoints for v in views[i : i + batch]]).astype(np.float32)
         kp = np.where(kp == -1, kp, kp * np.float32([sx, sy]))
         stored.append(torch.from_numpy(kp))
-        moved.append(torch.from_numpy(np.stack([aug(blank, p, np.zeros(4, np.float32), False).keypoints for p in kp])))
+        moved.append(
+            torch.from_numpy(np.stack([aug(blank, p, np.zeros(4, np.float32), False).keypoints for p in kp]))
+        )
     canvas = GaussianCanvas(target, sigma)
 
     def render(batches: list[torch.Tensor]) -> None:
@@ -317,14 +378,19 @@ def render_vs_decode(views: list, size: tuple[int, int], target: tuple[int, int]
     decode = 1e6 / _best_rate(lambda: [decode_image(j, "bench", target) for j in jpegs], len(jpegs), 5)
     render_stored = 1e6 / _best_rate(lambda: render(stored), batch * len(stored), 5)
     render_moved = 1e6 / _best_rate(lambda: render(moved), batch * len(moved), 5)
-    return {"size": list(target), "jpeg_decode_us": round(decode, 1),
-            "pose_render_device_us": round(render_stored, 1), "ratio": round(render_stored / decode, 3),
-            "pose_render_device_augmented_us": round(render_moved, 1),
-            "ratio_augmented": round(render_moved / decode, 3)}
+    return {
+        "size": list(target),
+        "jpeg_decode_us": round(decode, 1),
+        "pose_render_device_us": round(render_stored, 1),
+        "ratio": round(render_stored / decode, 3),
+        "pose_render_device_augmented_us": round(render_moved, 1),
+        "ratio_augmented": round(render_moved / decode, 3),
+    }
 
 
-def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, flip_perm: np.ndarray,
-              batch: int = 8) -> dict[str, dict[str, float]]:
+def breakdown(
+    views: list, size: tuple[int, int], sigma: float, face_size: int, flip_perm: np.ndarray, batch: int = 8
+) -> dict[str, dict[str, float]]:
     """µs per pair of each part of the augmented training input path, before and after.
 
     Each pair is two views (decode, augment, pose maps) and one face crop (before only).
@@ -350,26 +416,46 @@ def breakdown(views: list, size: tuple[int, int], sigma: float, face_size: int, 
     parts = {
         "jpeg_decode": per_image(lambda: [decode_image(bytes(v.jpeg), "bench", size) for v in views]),
         "augment_compose": per_image(compose),
-        "augment_direct": per_image(lambda: [after(r, v.keypoints, v.face_box, v.face_valid)
-                                             for r, v in zip(rgbs, views)]),
-        "pose_render_worker": per_image(lambda: [heatmaps.render_sparse(m.keypoints, size, sigma) for m in moved]),
-        "face_crop": per_image(lambda: [crop_face(m.rgb, tuple(m.face_box), face_size, m.face_valid)
-                                        for m in moved]),
-        "pose_paste_cpu": per_image(lambda: heatmaps.paste_into(
-            np.zeros((batch, len(flip_perm), *size), np.float32), sparse), batch),
+        "augment_direct": per_image(
+            lambda: [after(r, v.keypoints, v.face_box, v.face_valid) for r, v in zip(rgbs, views)]
+        ),
+        "pose_render_worker": per_image(
+            lambda: [heatmaps.render_sparse(m.keypoints, size, sigma) for m in moved]
+        ),
+        "face_crop": per_image(
+            lambda: [crop_face(m.rgb, tuple(m.face_box), face_size, m.face_valid) for m in moved]
+        ),
+        "pose_paste_cpu": per_image(
+            lambda: heatmaps.paste_into(np.zeros((batch, len(flip_perm), *size), np.float32), sparse), batch
+        ),
         "pose_render_device": per_image(lambda: canvas(kp), batch),
         # before: a uint8 CHW transpose in the worker, then convert, scale and shift in torch
-        "image_float_cpu": per_image(lambda: torch.from_numpy(nhwc.transpose(0, 3, 1, 2).copy()).to(
-            torch.float32).mul_(2.0 / 255.0).sub_(1.0), batch),
+        "image_float_cpu": per_image(
+            lambda: (
+                torch.from_numpy(nhwc.transpose(0, 3, 1, 2).copy())
+                .to(torch.float32)
+                .mul_(2.0 / 255.0)
+                .sub_(1.0)
+            ),
+            batch,
+        ),
         "image_float_device": per_image(lambda: convert(torch.from_numpy(nhwc)), batch),
     }
     table = {
-        "before": {"decode": 2 * parts["jpeg_decode"], "augment": 2 * parts["augment_compose"],
-                   "pose maps": 2 * (parts["pose_render_worker"] + parts["pose_paste_cpu"]),
-                   "face crop": parts["face_crop"], "image → float CHW": 2 * parts["image_float_cpu"]},
-        "after": {"decode": 2 * parts["jpeg_decode"], "augment": 2 * parts["augment_direct"],
-                  "pose maps": 2 * parts["pose_render_device"], "face crop": 0.0,
-                  "image → float CHW": 2 * parts["image_float_device"]},
+        "before": {
+            "decode": 2 * parts["jpeg_decode"],
+            "augment": 2 * parts["augment_compose"],
+            "pose maps": 2 * (parts["pose_render_worker"] + parts["pose_paste_cpu"]),
+            "face crop": parts["face_crop"],
+            "image → float CHW": 2 * parts["image_float_cpu"],
+        },
+        "after": {
+            "decode": 2 * parts["jpeg_decode"],
+            "augment": 2 * parts["augment_direct"],
+            "pose maps": 2 * parts["pose_render_device"],
+            "face crop": 0.0,
+            "image → float CHW": 2 * parts["image_float_device"],
+        },
     }
     return {side: {k2: round(v, 1) for k2, v in rows.items()} for side, rows in table.items()}
 
@@ -380,47 +466,70 @@ def table(result: dict) -> str:
     side = result["side_by_side"]
     round_ratios = ", ".join(f"{r['ratio']:.2f}" for r in side["rounds"])
     dec, cpu = side["decodes_per_epoch"], side["cpu_ms_per_pair"]
-    rows = [f"{result['dataset']} at {h}×{w}, batch {result['batch_size']}, {result['train_pairs']} training pairs, "
-            f"{result['cpu_count']} CPUs", "",
-            f"**Training input path (augmentation on; {side['processes']['training']} processes: this one and "
-            f"{side['workers']} loader worker{'s' if side['workers'] != 1 else ''}; {dec['training']} JPEG decodes an epoch, each image once per shard "
-            f"visit, reused by every pair that shares it) against loose cv2 (1 process; {dec['loose_cv2']} decodes "
-            f"an epoch, two per pair), measured in alternation ({len(side['rounds'])} rounds): "
-            f"{side['training_pairs_per_s']:.0f} vs {side['loose_cv2_pairs_per_s']:.0f} pairs/s = "
-            f"{side['ratio']:.2f}× at {h}×{w}** (best of each; rounds: {round_ratios}; median "
-            f"{side['median_round_ratio']:.2f}). CPU per pair, all processes: {cpu['training']:.2f} vs "
-            f"{cpu['loose_cv2']:.2f} ms" + (f" = {cpu['ratio']:.2f}×" if cpu["ratio"] is not None else
-                                           " (too little work for the CPU clock's resolution)")
-            + " (median of the rounds).", "",
-            "| reader | pairs/s | × loose cv2 |", "|---|---:|---:|",
-            f"| loose JPEG files, cv2.imread ×2 per pair | {loose:.0f} | 1.00 |"]
-    names = {"float": "float batch (CPU)", "compact": "compact batch (uint8 images, sparse poses)",
-             "training": "**training input path** (compact, expanded on the device)"}
+    rows = [
+        f"{result['dataset']} at {h}×{w}, batch {result['batch_size']}, {result['train_pairs']} training pairs, "
+        f"{result['cpu_count']} CPUs",
+        "",
+        f"**Training input path (augmentation on; {side['processes']['training']} processes: this one and "
+        f"{side['workers']} loader worker{'s' if side['workers'] != 1 else ''}; {dec['training']} JPEG decodes an epoch, each image once per shard "
+        f"visit, reused by every pair that shares it) against loose cv2 (1 process; {dec['loose_cv2']} decodes "
+        f"an epoch, two per pair), measured in alternation ({len(side['rounds'])} rounds): "
+        f"{side['training_pairs_per_s']:.0f} vs {side['loose_cv2_pairs_per_s']:.0f} pairs/s = "
+        f"{side['ratio']:.2f}× at {h}×{w}** (best of each; rounds: {round_ratios}; median "
+        f"{side['median_round_ratio']:.2f}). CPU per pair, all processes: {cpu['training']:.2f} vs "
+        f"{cpu['loose_cv2']:.2f} ms"
+        + (
+            f" = {cpu['ratio']:.2f}×"
+            if cpu["ratio"] is not None
+            else " (too little work for the CPU clock's resolution)"
+        )
+        + " (median of the rounds).",
+        "",
+        "| reader | pairs/s | × loose cv2 |",
+        "|---|---:|---:|",
+        f"| loose JPEG files, cv2.imread ×2 per pair | {loose:.0f} | 1.00 |",
+    ]
+    names = {
+        "float": "float batch (CPU)",
+        "compact": "compact batch (uint8 images, sparse poses)",
+        "training": "**training input path** (compact, expanded on the device)",
+    }
     for row in result["loader"]:
         out = names[row["output"]]
-        rows.append(f"| loader → {out}, {row['workers']} worker(s), augment {'on' if row['augment'] else 'off'} "
-                    f"| {row['pairs_per_s']:.0f} | {row['pairs_per_s'] / loose:.2f} |")
+        rows.append(
+            f"| loader → {out}, {row['workers']} worker(s), augment {'on' if row['augment'] else 'off'} "
+            f"| {row['pairs_per_s']:.0f} | {row['pairs_per_s'] / loose:.2f} |"
+        )
     c = result["components"]
     u = c["us_per_image"]
-    rows += ["", "| per image | µs | bytes |", "|---|---:|---:|",
-             f"| JPEG decode (cv2) | {u['jpeg_decode']:.0f} | {c['jpeg_bytes_per_image']:.0f} |",
-             f"| pose maps: decode stored patches + paste | {u['pose_decode_paste']:.0f} | "
-             f"{c['pose_bytes_per_image']:.0f} |",
-             f"| pose maps: render from keypoints + paste | {u['pose_render_paste']:.0f} | 0 |",
-             f"| pose maps: render on the CPU device (batch of 8, reused buffers; what training runs) | "
-             f"{u['pose_render_device']:.1f} | 0 |",
-             f"| pose maps: batched tensor ops (what CUDA runs), here on the CPU, zeroed output allocated | "
-             f"{u['pose_render_tensor_ops']:.1f} | 0 |",
-             f"| pose maps: dense uint8 PNG decode (alternative) | {u['dense_png_decode']:.0f} | "
-             f"{c['dense_png_bytes_per_image']:.0f} |",
-             f"| pose maps: dense float16 (not stored) | – | {c['dense_float16_bytes_per_image']} |",
-             "", "| size (H×W) | JPEG decode µs | on-device pose render µs, stored / augmented keypoints "
-             "| render / decode, stored / augmented |",
-             "|---|---:|---:|---:|",
-             *(f"| {r['size'][0]}×{r['size'][1]} | {r['jpeg_decode_us']:.0f} | {r['pose_render_device_us']:.1f} / "
-               f"{r['pose_render_device_augmented_us']:.1f} | {r['ratio']:.3f} / {r['ratio_augmented']:.3f} |"
-               for r in c["render_vs_decode_by_size"]),
-             "", "| augmented path, µs per pair | before | after |", "|---|---:|---:|"]
+    rows += [
+        "",
+        "| per image | µs | bytes |",
+        "|---|---:|---:|",
+        f"| JPEG decode (cv2) | {u['jpeg_decode']:.0f} | {c['jpeg_bytes_per_image']:.0f} |",
+        f"| pose maps: decode stored patches + paste | {u['pose_decode_paste']:.0f} | "
+        f"{c['pose_bytes_per_image']:.0f} |",
+        f"| pose maps: render from keypoints + paste | {u['pose_render_paste']:.0f} | 0 |",
+        f"| pose maps: render on the CPU device (batch of 8, reused buffers; what training runs) | "
+        f"{u['pose_render_device']:.1f} | 0 |",
+        f"| pose maps: batched tensor ops (what CUDA runs), here on the CPU, zeroed output allocated | "
+        f"{u['pose_render_tensor_ops']:.1f} | 0 |",
+        f"| pose maps: dense uint8 PNG decode (alternative) | {u['dense_png_decode']:.0f} | "
+        f"{c['dense_png_bytes_per_image']:.0f} |",
+        f"| pose maps: dense float16 (not stored) | – | {c['dense_float16_bytes_per_image']} |",
+        "",
+        "| size (H×W) | JPEG decode µs | on-device pose render µs, stored / augmented keypoints "
+        "| render / decode, stored / augmented |",
+        "|---|---:|---:|---:|",
+        *(
+            f"| {r['size'][0]}×{r['size'][1]} | {r['jpeg_decode_us']:.0f} | {r['pose_render_device_us']:.1f} / "
+            f"{r['pose_render_device_augmented_us']:.1f} | {r['ratio']:.3f} / {r['ratio_augmented']:.3f} |"
+            for r in c["render_vs_decode_by_size"]
+        ),
+        "",
+        "| augmented path, µs per pair | before | after |",
+        "|---|---:|---:|",
+    ]
     parts = c["augmented_path_us_per_pair"]
     for name in parts["before"]:
         rows.append(f"| {name} | {parts['before'][name]:.0f} | {parts['after'][name]:.0f} |")
@@ -429,14 +538,22 @@ def table(result: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench data", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.bench data", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--dataset", default="synthetic_fashion")
     parser.add_argument("--shards", help="shards folder (default: datasets.NAME.shards)")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--epochs", type=int, default=3, help="timed epochs per loader setting (best is kept)")
+    parser.add_argument(
+        "--epochs", type=int, default=3, help="timed epochs per loader setting (best is kept)"
+    )
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--rounds", type=int, default=3,
-                        help="alternations of loose cv2 and the training path for the headline ratio")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="alternations of loose cv2 and the training path for the headline ratio",
+    )
     parser.add_argument("--out", default="reports/bench-data.json")
     add_config_args(parser)
     add_log_level_arg(parser)
@@ -454,8 +571,12 @@ def main(argv: list[str]) -> int:
         return 2
     pairs = loose_pairs(spec.root, spec.layout)
     result: dict = {
-        "dataset": args.dataset, "image_size": manifest["image_size"], "batch_size": args.batch_size,
-        "train_pairs": len(pairs), "cpu_count": os.cpu_count(), "cv2_threads": cv2.getNumThreads(),
+        "dataset": args.dataset,
+        "image_size": manifest["image_size"],
+        "batch_size": args.batch_size,
+        "train_pairs": len(pairs),
+        "cpu_count": os.cpu_count(),
+        "cv2_threads": cv2.getNumThreads(),
         "loose_cv2_pairs_per_s": round(bench_loose(pairs, max(args.epochs, 1)), 1),
         "loader": [],
     }
@@ -463,13 +584,26 @@ def main(argv: list[str]) -> int:
     for output in ("float", "compact", "training"):
         for augment in (False, True):
             for workers in args.workers:
-                rate = bench_loader(shards, args.batch_size, workers, AugmentConfig() if augment else None,
-                                    args.epochs, output)
-                result["loader"].append({"workers": workers, "augment": augment, "output": output,
-                                         "pairs_per_s": round(rate, 1),
-                                         "ratio_to_loose": round(rate / result["loose_cv2_pairs_per_s"], 3)})
-    result["side_by_side"] = side_by_side(shards, pairs, args.batch_size, max(args.workers), args.rounds,
-                                          args.epochs)
+                rate = bench_loader(
+                    shards,
+                    args.batch_size,
+                    workers,
+                    AugmentConfig() if augment else None,
+                    args.epochs,
+                    output,
+                )
+                result["loader"].append(
+                    {
+                        "workers": workers,
+                        "augment": augment,
+                        "output": output,
+                        "pairs_per_s": round(rate, 1),
+                        "ratio_to_loose": round(rate / result["loose_cv2_pairs_per_s"], 3),
+                    }
+                )
+    result["side_by_side"] = side_by_side(
+        shards, pairs, args.batch_size, max(args.workers), args.rounds, args.epochs
+    )
     result["components"] = bench_components(shards, manifest)
     atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     print(table(result))

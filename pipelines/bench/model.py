@@ -14,6 +14,7 @@ thread on an idle one) and peak memory is the growth of the peak resident set of
 that runs only that measurement; on CUDA, times are wall time and peak memory is
 ``torch.cuda.max_memory_allocated``. Writes reports/bench-model.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,9 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -36,11 +38,24 @@ from model.warp import attention_warp, attention_warp_reference
 from pipelines.config.logs import add_log_level_arg, setup_logging
 
 POSE_CHANNELS = 18
-SIZES = {"default@64x44": ("default", (64, 44)), "default@128x88": ("default", (128, 88)),
-         "paper@256x176": ("paper", (256, 176))}
+SIZES = {
+    "default@64x44": ("default", (64, 44)),
+    "default@128x88": ("default", (128, 88)),
+    "paper@256x176": ("paper", (256, 176)),
+}
 # Dense bf16 tensor-core peaks (no sparsity) by device-name fragment, in FLOP/s.
-GPU_BF16_PEAK = {"H200": 989e12, "H100 SXM": 989e12, "H100 NVL": 835e12, "H100 PCIe": 756e12, "H100": 989e12,
-                 "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12, "RTX 4090": 165e12}
+GPU_BF16_PEAK = {
+    "H200": 989e12,
+    "H100 SXM": 989e12,
+    "H100 NVL": 835e12,
+    "H100 PCIe": 756e12,
+    "H100": 989e12,
+    "A100": 312e12,
+    "L40S": 362e12,
+    "L4": 121e12,
+    "A10": 125e12,
+    "RTX 4090": 165e12,
+}
 
 
 def model_config(kind: str, variant: str) -> ModelConfig:
@@ -140,8 +155,17 @@ def isolated(fn_name: str, **kwargs) -> Any:
 # ---------------------------------------------------------------------------------------------
 # Measurements (each runs in its own process on CPU).
 
-def measure_generator(kind: str, variant: str, size: tuple[int, int], batch: int, threads: int, repeats: int,
-                      device: str = "cpu", amp: bool = False) -> dict:
+
+def measure_generator(
+    kind: str,
+    variant: str,
+    size: tuple[int, int],
+    batch: int,
+    threads: int,
+    repeats: int,
+    device: str = "cpu",
+    amp: bool = False,
+) -> dict:
     """Generator forward+backward (loss = mean of the image): fastest time and peak memory."""
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -164,7 +188,7 @@ def measure_generator(kind: str, variant: str, size: tuple[int, int], batch: int
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         seconds = _timeit(fwd_bwd, dev, repeats, warmup=0)
-        peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         # Peak of the first pass in a fresh process: later passes reuse memory the allocator kept.
         base = _reset_peak_rss()
@@ -174,8 +198,15 @@ def measure_generator(kind: str, variant: str, size: tuple[int, int], batch: int
     return {"seconds": seconds, "peak_mb": peak, "params": count_parameters(g)}
 
 
-def measure_full_over_flow(kind: str, size: tuple[int, int], batch: int, threads: int, repeats: int,
-                           device: str = "cpu", amp: bool = False) -> float:
+def measure_full_over_flow(
+    kind: str,
+    size: tuple[int, int],
+    batch: int,
+    threads: int,
+    repeats: int,
+    device: str = "cpu",
+    amp: bool = False,
+) -> float:
     """Ratio of full to flow generator fwd+bwd time, timed alternately in one process."""
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -191,6 +222,7 @@ def measure_full_over_flow(kind: str, size: tuple[int, int], batch: int, threads
                 out = g(x["source_image"], x["source_pose"], x["target_pose"])
             out.image.float().mean().backward()
             g.zero_grad(set_to_none=True)
+
         fns[v] = fwd_bwd
         fwd_bwd()
     best = {v: float("inf") for v in fns}
@@ -203,6 +235,7 @@ def measure_full_over_flow(kind: str, size: tuple[int, int], batch: int, threads
 def generator_gflops(kind: str, variant: str, size: tuple[int, int]) -> float:
     """GFLOPs of one forward pass, batch 1 (analytic count, device independent)."""
     from torch.utils.flop_counter import FlopCounterMode
+
     g = build_generator(model_config(kind, variant)).eval()
     x = make_batch(1, size, torch.device("cpu"))
     counter = FlopCounterMode(display=False)
@@ -219,13 +252,22 @@ def matmul_flops(threads: int, device: str = "cpu", n: int = 2048, dtype: str = 
     a, b = torch.randn(n, n, device=dev, dtype=dt), torch.randn(n, n, device=dev, dtype=dt)
     reps = 50 if dev.type == "cuda" else 2
     seconds = _timeit(lambda: [torch.mm(a, b) for _ in range(reps)], dev, repeats=2) / reps
-    return 2 * n ** 3 / seconds
+    return 2 * n**3 / seconds
 
 
-def measure_train_step(kind: str, variant: str, size: tuple[int, int], batch: int, threads: int, repeats: int,
-                       device: str = "cpu", backbone: str = "effnet_lite0") -> dict:
+def measure_train_step(
+    kind: str,
+    variant: str,
+    size: tuple[int, int],
+    batch: int,
+    threads: int,
+    repeats: int,
+    device: str = "cpu",
+    backbone: str = "effnet_lite0",
+) -> dict:
     """One GanStep.step: FLOPs (forward+backward of G, D, face D and the loss backbone), fastest time."""
     from torch.utils.flop_counter import FlopCounterMode
+
     torch.set_num_threads(threads)
     dev = torch.device(device)
     torch.manual_seed(0)
@@ -248,13 +290,19 @@ def measure_train_step(kind: str, variant: str, size: tuple[int, int], batch: in
     for _ in range(repeats):
         seconds = min(seconds, _timeit(lambda: step.step(x), dev, 1, warmup=0))
         mm = max(mm, matmul_flops(threads, device, dtype=mm_dtype))
-    return {"flops": flops, "seconds": seconds, "matmul_flops": mm, "backbone": step.backbone.description,
-            "amp": str(step.amp_dtype).replace("torch.", "") if step.amp_dtype else "float32",
-            "channels_last": step.channels_last}
+    return {
+        "flops": flops,
+        "seconds": seconds,
+        "matmul_flops": mm,
+        "backbone": step.backbone.description,
+        "amp": str(step.amp_dtype).replace("torch.", "") if step.amp_dtype else "float32",
+        "channels_last": step.channels_last,
+    }
 
 
-def measure_attention(size: tuple[int, int], stride: int, dim: int, batch: int, threads: int, fused: bool,
-                      device: str = "cpu") -> dict:
+def measure_attention(
+    size: tuple[int, int], stride: int, dim: int, batch: int, threads: int, fused: bool, device: str = "cpu"
+) -> dict:
     """Forward+backward of the 1/stride attention warp: fused kernel or explicit matrix."""
     torch.set_num_threads(threads)
     dev = torch.device(device)
@@ -271,7 +319,7 @@ def measure_attention(size: tuple[int, int], stride: int, dim: int, batch: int, 
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
         seconds = _timeit(fwd_bwd, dev, 3, warmup=0)
-        peak = (torch.cuda.max_memory_allocated() - base) / 2 ** 20
+        peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         # Peak of the first pass in a fresh process: later passes reuse memory the allocator kept.
         base = _reset_peak_rss()
@@ -279,8 +327,7 @@ def measure_attention(size: tuple[int, int], stride: int, dim: int, batch: int, 
         peak = _peak_rss_mb() - base
         seconds = _timeit(fwd_bwd, dev, 3, warmup=0)
     n = h * w
-    return {"tokens": n, "seconds": seconds, "peak_mb": peak,
-            "explicit_matrix_mb": batch * n * n * 4 / 2 ** 20}
+    return {"tokens": n, "seconds": seconds, "peak_mb": peak, "explicit_matrix_mb": batch * n * n * 4 / 2**20}
 
 
 def measure_cuda_training(kind: str, variant: str, size: tuple[int, int], batch: int, repeats: int) -> dict:
@@ -289,11 +336,18 @@ def measure_cuda_training(kind: str, variant: str, size: tuple[int, int], batch:
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in GPU_BF16_PEAK.items() if k in name), None)
     achieved = res["flops"] / res["seconds"]
-    return {**res, "device": name, "images_per_s": batch / res["seconds"], "achieved_tflops": achieved / 1e12,
-            "bf16_peak_tflops": peak / 1e12 if peak else None, "mfu": achieved / peak if peak else None}
+    return {
+        **res,
+        "device": name,
+        "images_per_s": batch / res["seconds"],
+        "achieved_tflops": achieved / 1e12,
+        "bf16_peak_tflops": peak / 1e12 if peak else None,
+        "mfu": achieved / peak if peak else None,
+    }
 
 
 # ---------------------------------------------------------------------------------------------
+
 
 def _run(fn_name: str, isolate: bool, **kwargs) -> Any:
     return isolated(fn_name, **kwargs) if isolate else globals()[fn_name](**kwargs)
@@ -306,85 +360,155 @@ def run(args: argparse.Namespace) -> dict:
     isolate = device == "cpu"  # fresh process per measurement for clean peak RSS
     sizes = {k: v for k, v in SIZES.items() if not (args.quick and k == "paper@256x176")}
     report: dict[str, Any] = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                    "torch": torch.__version__, "threads": args.threads, "device": device,
-                    "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+        "machine": {
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "torch": torch.__version__,
+            "threads": args.threads,
+            "device": device,
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        },
         "batch": args.batch,
         "load_average_start": os.getloadavg(),
     }
     if device == "cuda":
         report["machine"]["gpu"] = torch.cuda.get_device_name()
     # 1. Parameter counts and forward GFLOPs.
-    report["params"] = {kind: {v: count_parameters(build_generator(model_config(kind, v))) for v in VARIANTS}
-                        for kind in ("default", "paper")}
+    report["params"] = {
+        kind: {v: count_parameters(build_generator(model_config(kind, v))) for v in VARIANTS}
+        for kind in ("default", "paper")
+    }
     report["forward_gflops_256x176"] = {v: generator_gflops("paper", v, (256, 176)) for v in VARIANTS}
     report["forward_gflops_128x88"] = {v: generator_gflops("default", v, (128, 88)) for v in VARIANTS}
     # 2. Generator forward+backward per variant and size.
     report["generator_fwd_bwd"] = {}
     for label, (kind, size) in sizes.items():
         report["generator_fwd_bwd"][label] = {
-            v: _run("measure_generator", isolate, kind=kind, variant=v, size=size, batch=args.batch,
-                    threads=args.threads, repeats=args.repeats, device=device, amp=device == "cuda")
-            for v in VARIANTS}
+            v: _run(
+                "measure_generator",
+                isolate,
+                kind=kind,
+                variant=v,
+                size=size,
+                batch=args.batch,
+                threads=args.threads,
+                repeats=args.repeats,
+                device=device,
+                amp=device == "cuda",
+            )
+            for v in VARIANTS
+        }
         report["generator_fwd_bwd"][label]["full_over_flow"] = _run(
-            "measure_full_over_flow", isolate, kind=kind, size=size, batch=args.batch, threads=args.threads,
-            repeats=args.repeats + 1, device=device, amp=device == "cuda")
+            "measure_full_over_flow",
+            isolate,
+            kind=kind,
+            size=size,
+            batch=args.batch,
+            threads=args.threads,
+            repeats=args.repeats + 1,
+            device=device,
+            amp=device == "cuda",
+        )
     # 3. Training-step FLOP/s against the matmul rate measured alongside it.
     report["train_step"] = {}
     for label, (kind, size) in sizes.items():
         if label == "default@64x44":
             continue
-        r = _run("measure_train_step", isolate, kind=kind, variant="full", size=size, batch=args.batch,
-                 threads=args.threads, repeats=max(1, args.repeats - 1), device=device)
+        r = _run(
+            "measure_train_step",
+            isolate,
+            kind=kind,
+            variant="full",
+            size=size,
+            batch=args.batch,
+            threads=args.threads,
+            repeats=max(1, args.repeats - 1),
+            device=device,
+        )
         r["achieved_flops"] = r["flops"] / r["seconds"]
         r["fraction_of_matmul"] = r["achieved_flops"] / r["matmul_flops"]
         report["train_step"][label] = r
     # 4. Fused vs explicit attention at the 1/4 scale of 256×176 (paper attn_dim).
     dim = ModelConfig.paper().attn_dim
     report["attention_1_4_256x176"] = {
-        name: _run("measure_attention", isolate, size=(256, 176), stride=4, dim=dim, batch=args.batch,
-                   threads=args.threads, fused=fused, device=device)
-        for name, fused in (("fused", True), ("explicit", False))}
+        name: _run(
+            "measure_attention",
+            isolate,
+            size=(256, 176),
+            stride=4,
+            dim=dim,
+            batch=args.batch,
+            threads=args.threads,
+            fused=fused,
+            device=device,
+        )
+        for name, fused in (("fused", True), ("explicit", False))
+    }
     report["load_average_end"] = os.getloadavg()
     # 5. GPU training throughput.
     if device == "cuda":
-        report["cuda_training"] = {v: measure_cuda_training("paper", v, (256, 176), args.cuda_batch, args.repeats)
-                                   for v in ("flow", "full")}
+        report["cuda_training"] = {
+            v: measure_cuda_training("paper", v, (256, 176), args.cuda_batch, args.repeats)
+            for v in ("flow", "full")
+        }
     return report
 
 
 def format_table(r: dict) -> str:
-    lines = [f"machine: {r['machine']['processor']} ({r['machine']['cpu_capability']}), torch {r['machine']['torch']},"
-             f" {r['machine']['threads']} thread(s), device {r['machine']['device']}, batch {r['batch']}; times are "
-             + ("wall seconds" if r["machine"]["device"] == "cuda" else "process CPU seconds (fastest of the repeats)"),
-             ""]
-    lines.append("| variant | params default | params 256×176 | GFLOPs fwd 128×88 | GFLOPs fwd 256×176 | "
-                 + " | ".join(f"fwd+bwd {k} s (peak MB)" for k in r["generator_fwd_bwd"]) + " |")
+    lines = [
+        f"machine: {r['machine']['processor']} ({r['machine']['cpu_capability']}), torch {r['machine']['torch']},"
+        f" {r['machine']['threads']} thread(s), device {r['machine']['device']}, batch {r['batch']}; times are "
+        + (
+            "wall seconds"
+            if r["machine"]["device"] == "cuda"
+            else "process CPU seconds (fastest of the repeats)"
+        ),
+        "",
+    ]
+    lines.append(
+        "| variant | params default | params 256×176 | GFLOPs fwd 128×88 | GFLOPs fwd 256×176 | "
+        + " | ".join(f"fwd+bwd {k} s (peak MB)" for k in r["generator_fwd_bwd"])
+        + " |"
+    )
     lines.append("|---" * (5 + len(r["generator_fwd_bwd"])) + "|")
     for v in VARIANTS:
-        cells = [f"{r['generator_fwd_bwd'][k][v]['seconds']:.3f} ({r['generator_fwd_bwd'][k][v]['peak_mb']:.0f})"
-                 for k in r["generator_fwd_bwd"]]
-        lines.append(f"| {v} | {r['params']['default'][v] / 1e6:.2f} M | {r['params']['paper'][v] / 1e6:.2f} M | "
-                     f"{r['forward_gflops_128x88'][v]:.2f} | {r['forward_gflops_256x176'][v]:.1f} | "
-                     + " | ".join(cells) + " |")
+        cells = [
+            f"{r['generator_fwd_bwd'][k][v]['seconds']:.3f} ({r['generator_fwd_bwd'][k][v]['peak_mb']:.0f})"
+            for k in r["generator_fwd_bwd"]
+        ]
+        lines.append(
+            f"| {v} | {r['params']['default'][v] / 1e6:.2f} M | {r['params']['paper'][v] / 1e6:.2f} M | "
+            f"{r['forward_gflops_128x88'][v]:.2f} | {r['forward_gflops_256x176'][v]:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
     ratios = ", ".join(f"{k}: {v['full_over_flow']:.2f}" for k, v in r["generator_fwd_bwd"].items())
     load = ", ".join(f"{x:.1f}" for x in r["load_average_start"][:1] + r["load_average_end"][:1])
-    lines += ["", f"full / flow fwd+bwd time (alternated in one process): {ratios} (goal <= 1.3)",
-              f"load average at start, end: {load}"]
+    lines += [
+        "",
+        f"full / flow fwd+bwd time (alternated in one process): {ratios} (goal <= 1.3)",
+        f"load average at start, end: {load}",
+    ]
     for k, t in r["train_step"].items():
-        lines.append(f"training step {k} (full, {t['backbone'].split(' ')[0]}): {t['flops'] / 1e9:.1f} GFLOP in "
-                     f"{t['seconds']:.2f} s = {t['achieved_flops'] / 1e9:.1f} GFLOP/s = "
-                     f"{100 * t['fraction_of_matmul']:.0f}% of the {t['matmul_flops'] / 1e9:.1f} GFLOP/s matmul "
-                     f"rate timed alongside (goal >= 40%)")
+        lines.append(
+            f"training step {k} (full, {t['backbone'].split(' ')[0]}): {t['flops'] / 1e9:.1f} GFLOP in "
+            f"{t['seconds']:.2f} s = {t['achieved_flops'] / 1e9:.1f} GFLOP/s = "
+            f"{100 * t['fraction_of_matmul']:.0f}% of the {t['matmul_flops'] / 1e9:.1f} GFLOP/s matmul "
+            f"rate timed alongside (goal >= 40%)"
+        )
     a = r["attention_1_4_256x176"]
-    lines.append(f"attention at 1/4 of 256×176 ({a['fused']['tokens']} tokens, fwd+bwd): fused "
-                 f"{a['fused']['peak_mb']:.0f} MB / {a['fused']['seconds'] * 1e3:.0f} ms, explicit "
-                 f"{a['explicit']['peak_mb']:.0f} MB / {a['explicit']['seconds'] * 1e3:.0f} ms "
-                 f"(one explicit matrix: {a['fused']['explicit_matrix_mb']:.0f} MB)")
+    lines.append(
+        f"attention at 1/4 of 256×176 ({a['fused']['tokens']} tokens, fwd+bwd): fused "
+        f"{a['fused']['peak_mb']:.0f} MB / {a['fused']['seconds'] * 1e3:.0f} ms, explicit "
+        f"{a['explicit']['peak_mb']:.0f} MB / {a['explicit']['seconds'] * 1e3:.0f} ms "
+        f"(one explicit matrix: {a['fused']['explicit_matrix_mb']:.0f} MB)"
+    )
     for v, c in r.get("cuda_training", {}).items():
         mfu = f"{100 * c['mfu']:.0f}%" if c["mfu"] is not None else "n/a (unknown peak)"
-        lines.append(f"CUDA {c['device']} {v} 256×176 bf16: {c['images_per_s']:.1f} images/s, "
-                     f"{c['achieved_tflops']:.1f} TFLOP/s, MFU {mfu} (goal >= 35% on H100)")
+        lines.append(
+            f"CUDA {c['device']} {v} 256×176 bf16: {c['images_per_s']:.1f} images/s, "
+            f"{c['achieved_tflops']:.1f} TFLOP/s, MFU {mfu} (goal >= 35% on H100)"
+        )
     return "\n".join(lines)
 
 

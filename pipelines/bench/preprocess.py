@@ -14,6 +14,7 @@ On a synthetic DeepFashion-layout set of a few thousand images (rendered once in
 
 Writes ``reports/bench-preprocess.json`` and prints a Markdown table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,13 +50,19 @@ ROOT = Path(__file__).resolve().parents[2]
 def synthetic_set(folder: Path, identities: int, views: int) -> tuple[DatasetSpec, int]:
     """A DeepFashion-layout set at 128×88 (rendered once; reused when the folder exists)."""
     test_ids = max(1, identities // 10)
-    spec = SynthesizeSpec(generator="figure", seed=7, train_identities=identities - test_ids,
-                          test_identities=test_ids, views_per_identity=views)
+    spec = SynthesizeSpec(
+        generator="figure",
+        seed=7,
+        train_identities=identities - test_ids,
+        test_identities=test_ids,
+        views_per_identity=views,
+    )
     if not (folder / "fasion-pairs-test.csv").is_file():
         write_dataset(spec, folder)
     images = sum(1 for p in folder.glob("*/*.jpg"))
-    return DatasetSpec(layout="deepfashion", root=str(folder), image_size=(128, 88), source_size=(128, 88),
-                       shards=""), images
+    return DatasetSpec(
+        layout="deepfashion", root=str(folder), image_size=(128, 88), source_size=(128, 88), shards=""
+    ), images
 
 
 def floor_rate(root: Path, jpeg_quality: int) -> float:
@@ -77,8 +84,9 @@ def timed_preprocess(spec: DatasetSpec, cfg: PreprocessConfig, out: Path, worker
 
 
 def loader_rate(shards: str, batch_size: int) -> float:
-    loader = train_loader(shards, rank=0, world_size=1, batch_size=batch_size, num_workers=0, augment=None,
-                          compact=True)
+    loader = train_loader(
+        shards, rank=0, world_size=1, batch_size=batch_size, num_workers=0, augment=None, compact=True
+    )
     loader.set_epoch(0)
     t0 = time.perf_counter()
     pairs = sum(len(b["source_name"]) for b in loader)
@@ -95,10 +103,14 @@ class LocalS3:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "LocalS3":
+    def __enter__(self) -> LocalS3:
         exe = Path(sys.executable).parent / "moto_server"
-        self.proc = subprocess.Popen([str(exe), "-H", "127.0.0.1", "-p", str(self.port)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL, start_new_session=True)
+        self.proc = subprocess.Popen(
+            [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         for _ in range(300):
             try:
                 urllib.request.urlopen(f"{self.url}/moto-api/", timeout=1)
@@ -108,8 +120,13 @@ class LocalS3:
         else:
             raise RuntimeError(f"moto_server did not answer on {self.url}")
         # moto's test credentials, for this process only (the bench never reads real ones).
-        os.environ.update(AWS_ENDPOINT_URL=self.url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-                          AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+        os.environ.update(
+            AWS_ENDPOINT_URL=self.url,
+            AWS_ACCESS_KEY_ID="testing",
+            AWS_SECRET_ACCESS_KEY="testing",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_EC2_METADATA_DISABLED="true",
+        )
         import boto3
 
         boto3.client("s3", region_name="us-east-1").create_bucket(Bucket="bench")
@@ -132,22 +149,33 @@ def table(r: dict) -> str:
     for key in ("0", "1", "2"):
         rate = p[key]["images_per_s"]
         label = "in-process (workers 0)" if key == "0" else f"{key} Ray worker{'s' if key == '2' else ''}"
-        rows.append(f"| preprocess, {label} | {rate:.0f} | {p[key]['seconds']:.1f} | {1000 / rate:.2f} | "
-                    f"{r['floor_images_per_s'] / rate:.2f} |")
-    rows += ["", f"speed-up 2 Ray workers / 1: **{r['speedup_2_over_1']:.2f}** (goal 1.8); Ray start-up "
-             f"(not counted above): {r['ray_start_s']:.1f} s; {r['images']} images, {r['shards']} shards, "
-             f"{r['shard_bytes'] / 1e6:.1f} MB ({r['shard_bytes'] / r['images'] / 1e3:.1f} kB per image)", "",
-             "| loader, compact batches, 1 epoch in-process | pairs/s |", "|---|---:|",
-             f"| shards on local disk | {r['loader_pairs_per_s']['local']:.0f} |",
-             f"| shards in a local S3 bucket (moto on 127.0.0.1) | {r['loader_pairs_per_s']['s3']:.0f} |"]
+        rows.append(
+            f"| preprocess, {label} | {rate:.0f} | {p[key]['seconds']:.1f} | {1000 / rate:.2f} | "
+            f"{r['floor_images_per_s'] / rate:.2f} |"
+        )
+    rows += [
+        "",
+        f"speed-up 2 Ray workers / 1: **{r['speedup_2_over_1']:.2f}** (goal 1.8); Ray start-up "
+        f"(not counted above): {r['ray_start_s']:.1f} s; {r['images']} images, {r['shards']} shards, "
+        f"{r['shard_bytes'] / 1e6:.1f} MB ({r['shard_bytes'] / r['images'] / 1e3:.1f} kB per image)",
+        "",
+        "| loader, compact batches, 1 epoch in-process | pairs/s |",
+        "|---|---:|",
+        f"| shards on local disk | {r['loader_pairs_per_s']['local']:.0f} |",
+        f"| shards in a local S3 bucket (moto on 127.0.0.1) | {r['loader_pairs_per_s']['s3']:.0f} |",
+    ]
     return "\n".join(rows)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="python -m pipelines.bench preprocess", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m pipelines.bench preprocess", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--identities", type=int, default=750, help="identities (4 views each by default)")
     parser.add_argument("--views", type=int, default=4)
-    parser.add_argument("--cache", default="/tmp/attnflow-bench-preprocess", help="where the set is rendered once")
+    parser.add_argument(
+        "--cache", default="/tmp/attnflow-bench-preprocess", help="where the set is rendered once"
+    )
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default="reports/bench-preprocess.json")
     add_log_level_arg(parser)
@@ -171,20 +199,30 @@ def main(argv: list[str]) -> int:
     finally:
         shutdown(started)
     manifest = json.loads((cache / "shards" / "manifest.json").read_text())
-    same = all((cache / "shards" / s["name"]).read_bytes() == (cache / f"shards-{n}" / s["name"]).read_bytes()
-               for n in (1, 2) for s in manifest["shards"])
+    same = all(
+        (cache / "shards" / s["name"]).read_bytes() == (cache / f"shards-{n}" / s["name"]).read_bytes()
+        for n in (1, 2)
+        for s in manifest["shards"]
+    )
     with LocalS3():
         url = "s3://bench/shards"
         preprocess("bench", spec, cfg, url, None, None, show_progress=False, workers=0)
-        rates = {"local": loader_rate(str(cache / "shards"), args.batch_size),
-                 "s3": loader_rate(url, args.batch_size)}
+        rates = {
+            "local": loader_rate(str(cache / "shards"), args.batch_size),
+            "s3": loader_rate(url, args.batch_size),
+        }
     result = {
-        "images": images, "shards": len(manifest["shards"]),
+        "images": images,
+        "shards": len(manifest["shards"]),
         "shard_bytes": sum(s["bytes"] for s in manifest["shards"]),
-        "floor_images_per_s": floor, "preprocess": results,
+        "floor_images_per_s": floor,
+        "preprocess": results,
         "speedup_2_over_1": results["2"]["images_per_s"] / results["1"]["images_per_s"],
-        "ray_start_s": ray_start, "same_bytes_for_0_1_2_workers": same,
-        "loader_pairs_per_s": rates, "cpu_count": os.cpu_count(), "load_average": os.getloadavg(),
+        "ray_start_s": ray_start,
+        "same_bytes_for_0_1_2_workers": same,
+        "loader_pairs_per_s": rates,
+        "cpu_count": os.cpu_count(),
+        "load_average": os.getloadavg(),
     }
     atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     print(table(result))

@@ -24,6 +24,7 @@ rest of ``predict`` (the DataFrame, schema checks) is "other"; what HTTP adds on
 Figures are wall times: on a machine busy with other work they measure the queue for a core too;
 the report records cores, torch threads and the load average.  Writes reports/bench-serve.json.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -65,23 +66,66 @@ SERVICE_LOADER = "pipelines.serving.pyfunc"
 MAX_CLIENTS = 64
 MAX_REQUESTS = 10_000
 STAGES = ("decode", "framing", "pose_maps", "generator", "encode")
-STAGE_LABELS = {"decode": "decode image + points", "framing": "framing (crop, resize, map points)",
-                "pose_maps": "pose maps (2 × render)", "generator": "generator (tensors, forward, image)",
-                "encode": "PNG encode", "other": "other (DataFrame, schema)"}
+STAGE_LABELS = {
+    "decode": "decode image + points",
+    "framing": "framing (crop, resize, map points)",
+    "pose_maps": "pose maps (2 × render)",
+    "generator": "generator (tensors, forward, image)",
+    "encode": "PNG encode",
+    "other": "other (DataFrame, schema)",
+}
 
 # Rough OpenPose-18 points of scikit-image's astronaut (512×512): head, shoulders, arms; wrists,
 # hips and legs outside the photo are missing (-1).
-ASTRONAUT_KEYPOINTS = [[250, 125], [245, 250], [160, 260], [120, 400], [-1, -1], [335, 255], [380, 390], [-1, -1],
-                       [-1, -1], [-1, -1], [-1, -1], [-1, -1], [-1, -1], [-1, -1], [235, 110], [270, 110],
-                       [215, 120], [290, 120]]
+ASTRONAUT_KEYPOINTS = [
+    [250, 125],
+    [245, 250],
+    [160, 260],
+    [120, 400],
+    [-1, -1],
+    [335, 255],
+    [380, 390],
+    [-1, -1],
+    [-1, -1],
+    [-1, -1],
+    [-1, -1],
+    [-1, -1],
+    [-1, -1],
+    [-1, -1],
+    [235, 110],
+    [270, 110],
+    [215, 120],
+    [290, 120],
+]
 # A standing person, full body, facing the camera, in a 256×176 frame: the target when no shards exist.
-FALLBACK_TARGET = ([[88, 30], [88, 56], [66, 58], [58, 94], [54, 128], [110, 58], [118, 94], [122, 128],
-                    [74, 130], [72, 180], [70, 228], [102, 130], [104, 180], [106, 228], [94, 26], [82, 26],
-                    [100, 30], [76, 30]], (256, 176))
+FALLBACK_TARGET = (
+    [
+        [88, 30],
+        [88, 56],
+        [66, 58],
+        [58, 94],
+        [54, 128],
+        [110, 58],
+        [118, 94],
+        [122, 128],
+        [74, 130],
+        [72, 180],
+        [70, 228],
+        [102, 130],
+        [104, 180],
+        [106, 228],
+        [94, 26],
+        [82, 26],
+        [100, 30],
+        [76, 30],
+    ],
+    (256, 176),
+)
 
 
 # ---------------------------------------------------------------------------------------------
 # Figures (pure).
+
 
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q``-th percentile (0..100) with linear interpolation between order statistics
@@ -101,8 +145,10 @@ def summarize(latencies_s: Sequence[float], wall_s: float, errors: int = 0) -> d
     """Latency figures (ms) of the answered requests and their rate over the whole wall time."""
     ms = [v * 1e3 for v in latencies_s]
     return {
-        "requests": len(ms), "errors": errors,
-        "p50_ms": round(percentile(ms, 50), 2), "p95_ms": round(percentile(ms, 95), 2),
+        "requests": len(ms),
+        "errors": errors,
+        "p50_ms": round(percentile(ms, 50), 2),
+        "p95_ms": round(percentile(ms, 95), 2),
         "mean_ms": round(statistics.fmean(ms), 2) if ms else math.nan,
         "max_ms": round(max(ms), 2) if ms else math.nan,
         "requests_per_s": round(len(ms) / wall_s, 3) if wall_s > 0 else math.nan,
@@ -119,6 +165,7 @@ def shares(stage_ms: dict[str, float], total_ms: float) -> dict[str, float]:
 
 # ---------------------------------------------------------------------------------------------
 # The request.
+
 
 def astronaut() -> np.ndarray:
     from skimage import data
@@ -149,13 +196,19 @@ def shard_target(shards: Path | None) -> tuple[np.ndarray, tuple[int, int], str]
     return None
 
 
-def build_request(image: np.ndarray, source_keypoints: Sequence[Sequence[float]] | np.ndarray,
-                  target_keypoints: Sequence[Sequence[float]] | np.ndarray,
-                  target_size: tuple[int, int]) -> dict[str, str]:
+def build_request(
+    image: np.ndarray,
+    source_keypoints: Sequence[Sequence[float]] | np.ndarray,
+    target_keypoints: Sequence[Sequence[float]] | np.ndarray,
+    target_size: tuple[int, int],
+) -> dict[str, str]:
     """One pose-transfer request row (pipelines.serving.contract's columns)."""
-    return {"source_image": encode_png(image), "target_keypoints": points_json(np.asarray(target_keypoints)),
-            "target_size": json.dumps([int(target_size[0]), int(target_size[1])]),
-            "source_keypoints": points_json(np.asarray(source_keypoints))}
+    return {
+        "source_image": encode_png(image),
+        "target_keypoints": points_json(np.asarray(target_keypoints)),
+        "target_size": json.dumps([int(target_size[0]), int(target_size[1])]),
+        "source_keypoints": points_json(np.asarray(source_keypoints)),
+    }
 
 
 def request_body(row: dict[str, str]) -> bytes:
@@ -164,7 +217,7 @@ def request_body(row: dict[str, str]) -> bytes:
 
 def default_shards(dataset: str, params: str) -> Path | None:
     """``datasets.<dataset>.shards`` of the params file, or None without one."""
-    from pipelines.config.params import ConfigError, load_config
+    from pipelines.config.params import load_config
 
     if not Path(params).is_file():
         return None
@@ -177,6 +230,7 @@ def default_shards(dataset: str, params: str) -> Path | None:
 
 # ---------------------------------------------------------------------------------------------
 # In-process breakdown.
+
 
 class NotTheService(RuntimeError):
     """The model's python_function flavour is not the column service (an older registration)."""
@@ -198,8 +252,10 @@ def load_service(model: str) -> Any:
         sys.path[:] = saved  # load_model prepends the model's code folder
     loader = pyfunc.metadata.flavors.get("python_function", {}).get("loader_module")
     if loader != SERVICE_LOADER:
-        raise NotTheService(f"{model}: its python_function flavour is {loader}, not the column service "
-                            f"{SERVICE_LOADER} (registered by an older version: register it again)")
+        raise NotTheService(
+            f"{model}: its python_function flavour is {loader}, not the column service "
+            f"{SERVICE_LOADER} (registered by an older version: register it again)"
+        )
     return pyfunc
 
 
@@ -207,8 +263,9 @@ def _median_ms(xs: list[float]) -> float:
     return statistics.median(xs) * 1e3
 
 
-def time_breakdown(pyfunc: Any, row: dict[str, str], repeats: int = 10,
-                   clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+def time_breakdown(
+    pyfunc: Any, row: dict[str, str], repeats: int = 10, clock: Callable[[], float] = time.perf_counter
+) -> dict[str, Any]:
     """Median ms of the service's whole ``predict`` on ``row`` and of its steps, alternated."""
     import pandas as pd
 
@@ -249,14 +306,25 @@ def time_breakdown(pyfunc: Any, row: dict[str, str], repeats: int = 10,
         steps["encode"].append(t5 - t4)
     stage_ms = {k: round(_median_ms(v), 3) for k, v in steps.items()}
     total_ms = round(_median_ms(totals), 3)
-    return {"repeats": len(totals), "predict_ms": total_ms, "stage_ms": stage_ms,
-            "shares": shares(stage_ms, total_ms), "matches_service": bool(same),
-            "model_size": list(app.size), "source_size": list(image.shape[:2])}
+    return {
+        "repeats": len(totals),
+        "predict_ms": total_ms,
+        "stage_ms": stage_ms,
+        "shares": shares(stage_ms, total_ms),
+        "matches_service": bool(same),
+        "model_size": list(app.size),
+        "source_size": list(image.shape[:2]),
+    }
 
 
-
-def time_batching(pyfunc: Any, row: dict[str, str], batch: int, threads: int, repeats: int = 5,
-                  clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+def time_batching(
+    pyfunc: Any,
+    row: dict[str, str],
+    batch: int,
+    threads: int,
+    repeats: int = 5,
+    clock: Callable[[], float] = time.perf_counter,
+) -> dict[str, Any]:
     """Median ms of the generator pass on ``batch`` copies of ``row``'s job at once against
     ``batch`` passes of one, at ``threads`` torch threads (a Ray replica's): what batching saves."""
     import pandas as pd
@@ -281,8 +349,14 @@ def time_batching(pyfunc: Any, row: dict[str, str], batch: int, threads: int, re
     finally:
         torch.set_num_threads(saved)
     one_pass, one_by_one = _median_ms(pooled), _median_ms(single)
-    return {"batch": batch, "threads": threads, "batched_ms": round(one_pass, 2),
-            "one_by_one_ms": round(one_by_one, 2), "speedup": round(one_by_one / one_pass, 3)}
+    return {
+        "batch": batch,
+        "threads": threads,
+        "batched_ms": round(one_pass, 2),
+        "one_by_one_ms": round(one_by_one, 2),
+        "speedup": round(one_by_one / one_pass, 3),
+    }
+
 
 # ---------------------------------------------------------------------------------------------
 # The server and its clients.
@@ -300,7 +374,9 @@ class Client:
             if self.conn is None:
                 self.conn = http.client.HTTPConnection(HOST, self.port, timeout=self.timeout_s)
             try:
-                self.conn.request("POST", "/invocations", body=body, headers={"Content-Type": "application/json"})
+                self.conn.request(
+                    "POST", "/invocations", body=body, headers={"Content-Type": "application/json"}
+                )
                 resp = self.conn.getresponse()
                 return resp.status, resp.read()
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
@@ -326,8 +402,9 @@ def answer_image(status: int, payload: bytes) -> str:
     return doc["predictions"][0]["image"]
 
 
-def run_clients(port: int, body: bytes, clients: int, requests: int, timeout_s: float
-                ) -> tuple[list[float], float, int, str]:
+def run_clients(
+    port: int, body: bytes, clients: int, requests: int, timeout_s: float
+) -> tuple[list[float], float, int, str]:
     """``clients`` threads posting ``body`` until ``requests`` have been sent: latencies (s) of the
     200 answers, wall time, errors and the first error's message."""
     lock = threading.Lock()
@@ -373,6 +450,7 @@ def run_clients(port: int, body: bytes, clients: int, requests: int, timeout_s: 
 
 # ---------------------------------------------------------------------------------------------
 
+
 def model_version(model: str) -> str | None:
     """The registry version a ``models:/NAME@ALIAS`` or ``models:/NAME/V`` URI names now."""
     m = re.fullmatch(r"models:/([^/@]+)(?:@(.+)|/(\d+))", model)
@@ -394,9 +472,15 @@ def machine() -> dict[str, Any]:
     import mlflow
     import torch
 
-    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "cores_usable": len(os.sched_getaffinity(0)),
-            "torch": torch.__version__, "torch_threads": torch.get_num_threads(), "mlflow": mlflow.__version__}
+    return {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cores": os.cpu_count(),
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
+        "mlflow": mlflow.__version__,
+    }
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -405,18 +489,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    report: dict[str, Any] = {"model": args.model, "model_version": model_version(args.model),
-                              "machine": machine(), "load_average_start": os.getloadavg()}
+    report: dict[str, Any] = {
+        "model": args.model,
+        "model_version": model_version(args.model),
+        "machine": machine(),
+        "load_average_start": os.getloadavg(),
+    }
     shards = Path(args.shards) if args.shards else default_shards(args.dataset, args.params)
     found = shard_target(shards)
-    target, frame, origin = found if found else (np.asarray(FALLBACK_TARGET[0], np.float64), FALLBACK_TARGET[1],
-                                                 "fixed keypoints (no test shards)")
+    target, frame, origin = (
+        found
+        if found
+        else (
+            np.asarray(FALLBACK_TARGET[0], np.float64),
+            FALLBACK_TARGET[1],
+            "fixed keypoints (no test shards)",
+        )
+    )
     photo = astronaut()
     row = build_request(photo, ASTRONAUT_KEYPOINTS, target, frame)
     body = request_body(row)
-    report["request"] = {"source_image": f"skimage.data.astronaut() {photo.shape[0]}x{photo.shape[1]} PNG",
-                         "source_png_bytes": len(row["source_image"]) * 3 // 4, "body_bytes": len(body),
-                         "target_pose": origin, "target_size": list(frame)}
+    report["request"] = {
+        "source_image": f"skimage.data.astronaut() {photo.shape[0]}x{photo.shape[1]} PNG",
+        "source_png_bytes": len(row["source_image"]) * 3 // 4,
+        "body_bytes": len(body),
+        "target_pose": origin,
+        "target_size": list(frame),
+    }
 
     log.info("loading %s in-process for the breakdown ...", args.model)
     pyfunc = load_service(args.model)
@@ -431,9 +530,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["servers"], report["http"] = {}, []
     for engine in args.engine:
         port = args.port or free_port()
-        with tempfile.TemporaryDirectory(prefix="bench-serve-") as workdir, \
-                engine_server(engine, args, port, Path(workdir), cfg) as server:
-            info = {"host": HOST, "port": port, "startup_s": round(server.startup_s, 1), **engine_settings(engine, args, cfg)}
+        with (
+            tempfile.TemporaryDirectory(prefix="bench-serve-") as workdir,
+            engine_server(engine, args, port, Path(workdir), cfg) as server,
+        ):
+            info = {
+                "host": HOST,
+                "port": port,
+                "startup_s": round(server.startup_s, 1),
+                **engine_settings(engine, args, cfg),
+            }
             warm = Client(port, args.timeout)
             try:
                 for _ in range(max(1, args.warmup)):
@@ -452,7 +558,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     report["load_average_end"] = os.getloadavg()
     report["http_overhead_ms"] = {
         h["engine"]: round(h["p50_ms"] - report["breakdown"]["predict_ms"], 2)
-        for h in report["http"] if h["clients"] == 1 and h["requests"]}
+        for h in report["http"]
+        if h["clients"] == 1 and h["requests"]
+    }
     report["ray_vs_mlflow"] = compare_engines(report["http"])
     return report
 
@@ -461,17 +569,32 @@ def engine_settings(engine: str, args: argparse.Namespace, cfg: Any) -> dict[str
     import torch
 
     if engine == "mlflow":
-        return {"engine": "mlflow models serve", "workers": args.workers,
-                "threads": args.threads or f"torch default ({torch.get_num_threads()} here)"}
-    return {"engine": "Ray Serve", "replicas": cfg.initial_replicas, "threads_per_replica": cfg.threads_per_replica,
-            "max_batch_size": cfg.max_batch_size, "batch_wait_timeout_s": cfg.batch_wait_timeout_s}
+        return {
+            "engine": "mlflow models serve",
+            "workers": args.workers,
+            "threads": args.threads or f"torch default ({torch.get_num_threads()} here)",
+        }
+    return {
+        "engine": "Ray Serve",
+        "replicas": cfg.initial_replicas,
+        "threads_per_replica": cfg.threads_per_replica,
+        "max_batch_size": cfg.max_batch_size,
+        "batch_wait_timeout_s": cfg.batch_wait_timeout_s,
+    }
 
 
 def engine_server(engine: str, args: argparse.Namespace, port: int, workdir: Path, cfg: Any) -> Any:
     """The context manager serving ``args.model`` on ``port`` with ``engine``."""
     if engine == "mlflow":
-        return Server(args.model, port, workdir, workers=args.workers, threads=args.threads,
-                      start_timeout_s=args.start_timeout, announce=True)
+        return Server(
+            args.model,
+            port,
+            workdir,
+            workers=args.workers,
+            threads=args.threads,
+            start_timeout_s=args.start_timeout,
+            announce=True,
+        )
     from pipelines.serving.ray_local import LocalRayServe
 
     return LocalRayServe(args.model, port, cfg, start_timeout_s=args.start_timeout, announce=True)
@@ -485,8 +608,10 @@ def compare_engines(http: list[dict[str, Any]]) -> dict[str, Any] | None:
         base = by.get(("mlflow", clients))
         if engine != "ray" or base is None:
             continue
-        out[str(clients)] = {"requests_per_s_ratio": round(ray["requests_per_s"] / base["requests_per_s"], 3),
-                             "p95_ratio": round(ray["p95_ms"] / base["p95_ms"], 3)}
+        out[str(clients)] = {
+            "requests_per_s_ratio": round(ray["requests_per_s"] / base["requests_per_s"], 3),
+            "p95_ratio": round(ray["p95_ms"] / base["p95_ms"], 3),
+        }
     return out or None
 
 
@@ -494,38 +619,62 @@ def format_table(r: dict[str, Any]) -> str:
     m, b = r["machine"], r["breakdown"]
     version = f" (v{r['model_version']})" if r.get("model_version") else ""
     load = ", ".join(f"{x:.2f}" for x in (r["load_average_start"][0], r["load_average_end"][0]))
-    lines = [(f"model {r['model']}{version}, {b['model_size'][0]}x{b['model_size'][1]}; request: "
-              f"{r['request']['source_image']} ({r['request']['body_bytes'] / 1024:.0f} KB body), target pose "
-              f"from {r['request']['target_pose']}"),
-             (f"machine: {m['cores_usable']} of {m['cores']} cores, torch {m['torch']}, mlflow {m['mlflow']}; "
-              f"load average (1 min) at start, end: {load}")]
+    lines = [
+        (
+            f"model {r['model']}{version}, {b['model_size'][0]}x{b['model_size'][1]}; request: "
+            f"{r['request']['source_image']} ({r['request']['body_bytes'] / 1024:.0f} KB body), target pose "
+            f"from {r['request']['target_pose']}"
+        ),
+        (
+            f"machine: {m['cores_usable']} of {m['cores']} cores, torch {m['torch']}, mlflow {m['mlflow']}; "
+            f"load average (1 min) at start, end: {load}"
+        ),
+    ]
     for engine, info in r["servers"].items():
         if engine == "mlflow":
             how = f"{info['workers']} worker(s), torch threads {info['threads']}"
         else:
-            how = (f"{info['replicas']} replica(s) x {info['threads_per_replica']} torch thread(s), batches of up "
-                   f"to {info['max_batch_size']} requests (wait {1e3 * info['batch_wait_timeout_s']:.0f} ms)")
+            how = (
+                f"{info['replicas']} replica(s) x {info['threads_per_replica']} torch thread(s), batches of up "
+                f"to {info['max_batch_size']} requests (wait {1e3 * info['batch_wait_timeout_s']:.0f} ms)"
+            )
         lines.append(f"{engine}: {info['engine']}, {how}; started in {info['startup_s']:.0f} s")
-    lines += ["", "| engine | clients | requests | errors | p50 ms | p95 ms | requests/s |",
-              "|---|---:|---:|---:|---:|---:|---:|"]
+    lines += [
+        "",
+        "| engine | clients | requests | errors | p50 ms | p95 ms | requests/s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
     for h in r["http"]:
-        lines.append(f"| {h['engine']} | {h['clients']} | {h['requests']} | {h['errors']} | {h['p50_ms']:.0f} | "
-                     f"{h['p95_ms']:.0f} | {h['requests_per_s']:.2f} |")
+        lines.append(
+            f"| {h['engine']} | {h['clients']} | {h['requests']} | {h['errors']} | {h['p50_ms']:.0f} | "
+            f"{h['p95_ms']:.0f} | {h['requests_per_s']:.2f} |"
+        )
     for clients, c in (r.get("ray_vs_mlflow") or {}).items():
-        lines.append(f"\nray / mlflow at {clients} client(s): {c['requests_per_s_ratio']:.2f}x the requests/s, "
-                     f"p95 {c['p95_ratio']:.2f}x")
-    lines += ["", f"in-process predict (same model and request, median of {b['repeats']}): {b['predict_ms']:.0f} ms"
-              + ("" if b["matches_service"] else " (WARNING: the timed steps gave another image)"), "",
-              "| stage | ms | share |", "|---|---:|---:|"]
+        lines.append(
+            f"\nray / mlflow at {clients} client(s): {c['requests_per_s_ratio']:.2f}x the requests/s, "
+            f"p95 {c['p95_ratio']:.2f}x"
+        )
+    lines += [
+        "",
+        f"in-process predict (same model and request, median of {b['repeats']}): {b['predict_ms']:.0f} ms"
+        + ("" if b["matches_service"] else " (WARNING: the timed steps gave another image)"),
+        "",
+        "| stage | ms | share |",
+        "|---|---:|---:|",
+    ]
     for k in (*STAGES, "other"):
         ms = b["stage_ms"].get(k, b["shares"][k] * b["predict_ms"])
         lines.append(f"| {STAGE_LABELS[k]} | {ms:.1f} | {100 * b['shares'][k]:.1f}% |")
     if r.get("batching"):
         bt = r["batching"]
-        lines.append(f"\ngenerator pass at {bt['threads']} thread(s): {bt['batch']} requests at once "
-                     f"{bt['batched_ms']:.0f} ms, one by one {bt['one_by_one_ms']:.0f} ms ({bt['speedup']:.2f}x)")
+        lines.append(
+            f"\ngenerator pass at {bt['threads']} thread(s): {bt['batch']} requests at once "
+            f"{bt['batched_ms']:.0f} ms, one by one {bt['one_by_one_ms']:.0f} ms ({bt['speedup']:.2f}x)"
+        )
     for engine, ms in (r.get("http_overhead_ms") or {}).items():
-        lines.append(f"{engine}: HTTP, JSON and routing on top (p50 at 1 client - in-process median): {ms:.0f} ms")
+        lines.append(
+            f"{engine}: HTTP, JSON and routing on top (p50 at 1 client - in-process median): {ms:.0f} ms"
+        )
     for h in r["http"]:
         if h.get("first_error"):
             lines.append(f"{h['engine']}, {h['clients']} client(s), first error: {h['first_error'][:200]}")
@@ -538,34 +687,67 @@ def _bounded(lo: int, hi: int) -> Callable[[str], int]:
         if not lo <= value <= hi:
             raise argparse.ArgumentTypeError(f"{value} outside [{lo}, {hi}]")
         return value
+
     return parse
 
 
 def main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m pipelines.bench serve", description=__doc__.split("\n")[0])
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"registered/logged model URI or a local model folder (default: {DEFAULT_MODEL})")
-    p.add_argument("--requests", type=_bounded(1, MAX_REQUESTS), default=40,
-                   help="requests per client setting, shared by its clients (default: 40)")
-    p.add_argument("--clients", type=_bounded(1, MAX_CLIENTS), nargs="+", default=[1, 8],
-                   help="concurrent clients, one run per value (default: 1 8)")
-    p.add_argument("--engine", nargs="+", choices=("mlflow", "ray"), default=["mlflow", "ray"],
-                   help="servers to measure, one after the other in this run (default: mlflow ray): mlflow "
-                        "models serve, or the Ray Serve application with params.yaml serve.*")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"registered/logged model URI or a local model folder (default: {DEFAULT_MODEL})",
+    )
+    p.add_argument(
+        "--requests",
+        type=_bounded(1, MAX_REQUESTS),
+        default=40,
+        help="requests per client setting, shared by its clients (default: 40)",
+    )
+    p.add_argument(
+        "--clients",
+        type=_bounded(1, MAX_CLIENTS),
+        nargs="+",
+        default=[1, 8],
+        help="concurrent clients, one run per value (default: 1 8)",
+    )
+    p.add_argument(
+        "--engine",
+        nargs="+",
+        choices=("mlflow", "ray"),
+        default=["mlflow", "ray"],
+        help="servers to measure, one after the other in this run (default: mlflow ray): mlflow "
+        "models serve, or the Ray Serve application with params.yaml serve.*",
+    )
     p.add_argument("--port", type=_bounded(1, 65535), help="server port on 127.0.0.1 (default: a free one)")
     p.add_argument("--workers", type=_bounded(1, 16), default=1, help="server (uvicorn) workers (default: 1)")
-    p.add_argument("--threads", type=_bounded(1, 256),
-                   help="torch threads in-process and OMP_NUM_THREADS of the server (default: torch's default)")
+    p.add_argument(
+        "--threads",
+        type=_bounded(1, 256),
+        help="torch threads in-process and OMP_NUM_THREADS of the server (default: torch's default)",
+    )
     p.add_argument("--warmup", type=_bounded(1, 100), default=3, help="requests before timing (default: 3)")
-    p.add_argument("--repeats", type=_bounded(1, 1000), default=10,
-                   help="in-process repeats of the breakdown (default: 10)")
+    p.add_argument(
+        "--repeats",
+        type=_bounded(1, 1000),
+        default=10,
+        help="in-process repeats of the breakdown (default: 10)",
+    )
     p.add_argument("--timeout", type=float, default=120.0, help="seconds per request (default: 120)")
-    p.add_argument("--start-timeout", type=float, default=300.0, help="seconds to wait for /ping (default: 300)")
+    p.add_argument(
+        "--start-timeout", type=float, default=300.0, help="seconds to wait for /ping (default: 300)"
+    )
     p.add_argument("--dataset", default="synthetic_fashion", help="whose test shards give the target pose")
     p.add_argument("--shards", help="shards folder (default: datasets.DATASET.shards of --params)")
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="serve.KEY=VALUE",
-                   help="a serve.* setting for the Ray engine, as the commands' --set (repeatable)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="serve.KEY=VALUE",
+        help="a serve.* setting for the Ray engine, as the commands' --set (repeatable)",
+    )
     p.add_argument("--out", default="reports/bench-serve.json")
     add_log_level_arg(p)
     args = p.parse_args(argv)

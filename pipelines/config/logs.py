@@ -3,6 +3,7 @@
 Messages read as before the switch to logging: ``[<command>] message`` for progress and notes,
 ``warning: …`` and ``error: …`` for problems, all on stderr (stdout stays for a command's result).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,11 +37,11 @@ class _Stderr(logging.StreamHandler):
         super().__init__(sys.stderr)
 
     @property
-    def stream(self):  # noqa: ANN201
+    def stream(self):
         return sys.stderr
 
     @stream.setter
-    def stream(self, value) -> None:  # noqa: ANN001
+    def stream(self, value) -> None:
         pass
 
 
@@ -48,8 +49,12 @@ def add_log_level_arg(parser: argparse.ArgumentParser, *, subcommand: bool = Fal
     """``--log-level``. A command with sub-commands takes it on its own parser and, with
     ``subcommand=True``, on each sub-command's: there it has no default, which would otherwise
     override ``--log-level X sub …``."""
-    parser.add_argument("--log-level", choices=LEVELS, default=argparse.SUPPRESS if subcommand else "info",
-                        help="how much to log on stderr (default: info)")
+    parser.add_argument(
+        "--log-level",
+        choices=LEVELS,
+        default=argparse.SUPPRESS if subcommand else "info",
+        help="how much to log on stderr (default: info)",
+    )
 
 
 def _console(handler: logging.Handler) -> bool:
@@ -63,9 +68,13 @@ def setup_logging(level: str = "info", prog: str | None = None, *, own_console: 
     starts with one of Ray's, which would print every record a second time, unprefixed; its
     file handlers stay.
     """
-    prog = prog or (sys.argv[0].rsplit("/", 1)[-1].removesuffix(".py") if sys.argv and sys.argv[0] else "attnflow")
+    prog = prog or (
+        sys.argv[0].rsplit("/", 1)[-1].removesuffix(".py") if sys.argv and sys.argv[0] else "attnflow"
+    )
     root = logging.getLogger()
-    for handler in [h for h in root.handlers if getattr(h, "attnflow", False) or (own_console and _console(h))]:
+    for handler in [
+        h for h in root.handlers if getattr(h, "attnflow", False) or (own_console and _console(h))
+    ]:
         root.removeHandler(handler)  # a command run twice in one process (tests) must not log twice
     handler = _Stderr()
     handler.attnflow = True  # type: ignore[attr-defined]

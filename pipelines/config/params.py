@@ -5,6 +5,7 @@ replaces whole sections) and repeated ``--set section.key=value``.  Nothing else
 value, so what DVC records of the files is what runs.  Unknown keys, missing required keys
 and wrong types raise :class:`ConfigError` whose message names the file and key.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,12 +44,14 @@ class _Loader(yaml.SafeLoader):
 
 
 _Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"))
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
 
 
 def parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    return yaml.load(text, Loader=_Loader)
 
 
 _MISSING = object()
@@ -75,7 +78,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_type_name(tp)}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{where}: {value!r} matches none of {_type_name(tp)}"
+        )
     if origin is Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
@@ -127,8 +132,9 @@ def build_dataclass(cls: type, data: dict, where: str) -> Any:
     unknown = sorted(set(data) - set(fields))
     if unknown:
         dotted, valid = f"{where}.{unknown[0]}" if where else unknown[0], sorted(fields)
-        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(valid)})",
-                          key=dotted, valid=valid)
+        raise ConfigError(
+            f"{where}: unknown key {unknown[0]!r} (valid keys: {', '.join(valid)})", key=dotted, valid=valid
+        )
     kwargs = {}
     for name, field in fields.items():
         key = f"{where}.{name}" if where else name
@@ -181,7 +187,7 @@ def apply_override(raw: dict, override: str) -> None:
         if child is None:
             child = node[part] = {}
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {override!r}: {'.'.join(parts[:depth + 1])} is not a section")
+            raise ConfigError(f"--set {override!r}: {'.'.join(parts[: depth + 1])} is not a section")
         node = child
     node[parts[-1]] = value
 
@@ -216,8 +222,9 @@ def read_layers(paths: typing.Sequence[str | Path]) -> tuple[dict, dict[str, str
     return raw, origin
 
 
-def load_config(paths: str | Path | typing.Sequence[str | Path] = "params.yaml",
-                overrides: typing.Sequence[str] = ()) -> Config:
+def load_config(
+    paths: str | Path | typing.Sequence[str | Path] = "params.yaml", overrides: typing.Sequence[str] = ()
+) -> Config:
     """Read the params file(s), apply ``overrides`` and return the typed, frozen :class:`Config`.
 
     ``paths`` is one file or several (:func:`read_layers`: a later file replaces whole sections).
@@ -236,28 +243,51 @@ def load_config(paths: str | Path | typing.Sequence[str | Path] = "params.yaml",
         if exc.key is None:
             raise ConfigError(f"{files}: {exc}") from exc
         section = exc.key.split(".", 1)[0]
-        asked = next((o for o in overrides if (o.split("=", 1)[0].strip() + ".").startswith(exc.key + ".")), None)
+        asked = next(
+            (o for o in overrides if (o.split("=", 1)[0].strip() + ".").startswith(exc.key + ".")), None
+        )
         if asked is None:
-            raise ConfigError(f"{origin.get(section, paths[-1])}: unknown key {exc.key!r} (valid there: "
-                              f"{', '.join(exc.valid)})", exc.key, exc.valid) from exc
-        where = (f"section {section!r} is read from {origin[section]}" if "." in exc.key and section in origin
-                 else f"params {files}")
-        raise ConfigError(f"--set {asked!r}: unknown key {exc.key!r} ({where}; valid there: "
-                          f"{', '.join(exc.valid)})", exc.key, exc.valid) from exc
+            raise ConfigError(
+                f"{origin.get(section, paths[-1])}: unknown key {exc.key!r} (valid there: "
+                f"{', '.join(exc.valid)})",
+                exc.key,
+                exc.valid,
+            ) from exc
+        where = (
+            f"section {section!r} is read from {origin[section]}"
+            if "." in exc.key and section in origin
+            else f"params {files}"
+        )
+        raise ConfigError(
+            f"--set {asked!r}: unknown key {exc.key!r} ({where}; valid there: {', '.join(exc.valid)})",
+            exc.key,
+            exc.valid,
+        ) from exc
 
 
-def add_config_args(parser: argparse.ArgumentParser, default: typing.Sequence[str] = ("params.yaml",)) -> None:
+def add_config_args(
+    parser: argparse.ArgumentParser, default: typing.Sequence[str] = ("params.yaml",)
+) -> None:
     parser.add_argument(
-        "--params", action="append", default=None, metavar="FILE",
+        "--params",
+        action="append",
+        default=None,
+        metavar="FILE",
         help=f"params file (default: {' '.join(default)}); repeat to layer files, a later one replacing "
-             "whole sections (e.g. --params params.yaml --params portrait/params.yaml)",
+        "whole sections (e.g. --params params.yaml --params portrait/params.yaml)",
     )
     parser.set_defaults(params_default=list(default))
     parser.add_argument(
-        "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
         help="override one param, e.g. --set train.batch_size=4 (repeatable)",
     )
-    parser.add_argument("--dump-config", action="store_true", help="print the resolved config as JSON and exit")
+    parser.add_argument(
+        "--dump-config", action="store_true", help="print the resolved config as JSON and exit"
+    )
 
 
 def config_from_args(args: argparse.Namespace):

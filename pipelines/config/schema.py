@@ -1,4 +1,5 @@
 """The root config: one frozen dataclass per params.yaml section."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -52,9 +53,13 @@ class Config:
                 raise ValueError(f"pipeline.synthesize lists {name!r}, which has no entry in synthesize")
         for name in self.pipeline.prepare:
             if self.datasets[name].synthetic:
-                raise ValueError(f"pipeline.prepare lists {name!r}, a synthetic dataset (synthesize writes it)")
+                raise ValueError(
+                    f"pipeline.prepare lists {name!r}, a synthetic dataset (synthesize writes it)"
+                )
 
     def dataset(self, name: str) -> DatasetSpec:
         if name not in self.datasets:
-            raise KeyError(f"unknown dataset {name!r}; params.yaml datasets: {', '.join(sorted(self.datasets))}")
+            raise KeyError(
+                f"unknown dataset {name!r}; params.yaml datasets: {', '.join(sorted(self.datasets))}"
+            )
         return self.datasets[name]

@@ -1,4 +1,5 @@
 """Typed params of the train, evaluate and register stages."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -55,8 +56,16 @@ class TrainConfig:
     faults: FaultInjection = field(default_factory=FaultInjection)
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "total_images", "checkpoint_every_images", "keep_checkpoints",
-                     "log_every_images", "grid_every_images", "max_consecutive_skips", "threads_per_worker"):
+        for name in (
+            "batch_size",
+            "total_images",
+            "checkpoint_every_images",
+            "keep_checkpoints",
+            "log_every_images",
+            "grid_every_images",
+            "max_consecutive_skips",
+            "threads_per_worker",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
         for name in ("workers", "loader_workers"):
@@ -65,8 +74,10 @@ class TrainConfig:
         if self.shard_cache_mb < 0:
             raise ValueError(f"train.shard_cache_mb must be >= 0, got {self.shard_cache_mb}")
         if self.gpus_per_worker <= 0 or self.gpu_wait_s < 0:
-            raise ValueError(f"train.gpus_per_worker must be > 0 and train.gpu_wait_s >= 0, got "
-                             f"{self.gpus_per_worker} and {self.gpu_wait_s}")
+            raise ValueError(
+                f"train.gpus_per_worker must be > 0 and train.gpu_wait_s >= 0, got "
+                f"{self.gpus_per_worker} and {self.gpu_wait_s}"
+            )
         if self.max_failures < -1:
             raise ValueError(f"train.max_failures must be >= -1 (-1: unlimited), got {self.max_failures}")
         if "/" in self.run_name or self.run_name.startswith("."):
@@ -104,12 +115,20 @@ class EvaluateConfig:
     batch_size: int = 8
     # Not the loss backbone (pipelines/evaluation/networks.py); vgg19 reads loss.vgg19_weights.
     feature_backbone: Literal["effnet_lite1", "effnet_lite0", "vgg19"] = "effnet_lite1"
-    allow_loss_backbone: bool = False  # score with the loss network's weights anyway (metrics named lossnet_*)
+    allow_loss_backbone: bool = (
+        False  # score with the loss network's weights anyway (metrics named lossnet_*)
+    )
     inception_weights: str | None = None  # FID Inception TorchScript (inception-2015-12-05.pt) -> fid, kid
-    lpips_net: Literal["alex", "vgg"] = "alex"  # alex: the field's tables (GFLA's net='alex') -> lpips; vgg -> lpips_vgg
+    lpips_net: Literal["alex", "vgg"] = (
+        "alex"  # alex: the field's tables (GFLA's net='alex') -> lpips; vgg -> lpips_vgg
+    )
     lpips_alex_weights: str | None = None  # torchvision AlexNet state dict (alexnet-owt-7be5be79.pth)
-    lpips_alex_lin_weights: str | None = None  # LPIPS v0.1 linear layers (the lpips package's weights/v0.1/alex.pth)
-    lpips_vgg16_weights: str | None = None  # LPIPS VGG16 TorchScript with its learned weights (vgg16.pt) -> lpips_vgg
+    lpips_alex_lin_weights: str | None = (
+        None  # LPIPS v0.1 linear layers (the lpips package's weights/v0.1/alex.pth)
+    )
+    lpips_vgg16_weights: str | None = (
+        None  # LPIPS VGG16 TorchScript with its learned weights (vgg16.pt) -> lpips_vgg
+    )
     kid_subsets: int = 100  # KID: mean and std of the unbiased MMD² over this many random subsets
     kid_subset_size: int = 1000  # rows per subset (capped at the smaller set)
     bootstrap_resamples: int = 2000  # 95% intervals of per-pair means and of paired differences
@@ -126,12 +145,21 @@ class EvaluateConfig:
     workers: int = 1  # processes scoring contiguous parts of the test pairs; scores do not depend on it
 
     def __post_init__(self) -> None:
-        for name in ("batch_size", "grid_pairs", "threads", "workers", "kid_subsets", "kid_subset_size",
-                     "bootstrap_resamples"):
+        for name in (
+            "batch_size",
+            "grid_pairs",
+            "threads",
+            "workers",
+            "kid_subsets",
+            "kid_subset_size",
+            "bootstrap_resamples",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"evaluate.{name} must be >= 1, got {getattr(self, name)}")
         if self.lpips_alex_weights and not self.lpips_alex_lin_weights:
-            raise ValueError("evaluate.lpips_alex_weights needs evaluate.lpips_alex_lin_weights (the LPIPS layers)")
+            raise ValueError(
+                "evaluate.lpips_alex_weights needs evaluate.lpips_alex_lin_weights (the LPIPS layers)"
+            )
         if not self.mask_radius > 0:
             raise ValueError(f"evaluate.mask_radius must be > 0, got {self.mask_radius}")
 
@@ -148,7 +176,8 @@ class RegisterConfig:
     # (a first version: over both baselines); beyond_noise: over the champion only; any_gain: on
     # any gain in the primary metric.  A metric must be better beyond noise to be trusted.
     promotion_policy: Literal["any_gain", "beyond_noise", "beyond_baselines_and_champion"] = (
-        "beyond_baselines_and_champion")
+        "beyond_baselines_and_champion"
+    )
 
 
 @dataclass(frozen=True)
@@ -176,8 +205,12 @@ class ServeConfig:
         if self.batch_wait_timeout_s < 0:
             raise ValueError(f"serve.batch_wait_timeout_s must be >= 0, got {self.batch_wait_timeout_s}")
         if not 1 <= self.min_replicas <= self.initial_replicas <= self.max_replicas:
-            raise ValueError("serve: need 1 <= min_replicas <= initial_replicas <= max_replicas, got "
-                             f"{self.min_replicas}, {self.initial_replicas}, {self.max_replicas}")
+            raise ValueError(
+                "serve: need 1 <= min_replicas <= initial_replicas <= max_replicas, got "
+                f"{self.min_replicas}, {self.initial_replicas}, {self.max_replicas}"
+            )
         if self.threads_per_replica < 1 or self.max_ongoing_requests < 1 or self.alias_poll_s <= 0:
-            raise ValueError("serve.threads_per_replica and serve.max_ongoing_requests must be >= 1 and "
-                             "serve.alias_poll_s > 0")
+            raise ValueError(
+                "serve.threads_per_replica and serve.max_ongoing_requests must be >= 1 and "
+                "serve.alias_poll_s > 0"
+            )

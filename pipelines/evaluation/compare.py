@@ -1,5 +1,6 @@
 """Another method's held-out outputs scored under this project's protocol, and this project's
 outputs written under another method's names (docs/evaluation.md "Compare with published methods")."""
+
 from __future__ import annotations
 
 import logging
@@ -20,15 +21,23 @@ from pipelines.evaluation.scoring import test_pairs
 log = logging.getLogger(__name__)
 
 
-def score_folder(cfg: Any, dataset: str, folder: Path, convention: str = "auto", resize: str = "none",
-                 show_progress: bool = False) -> dict:
+def score_folder(
+    cfg: Any,
+    dataset: str,
+    folder: Path,
+    convention: str = "auto",
+    resize: str = "none",
+    show_progress: bool = False,
+) -> dict:
     """The evaluation record of the images in ``folder`` as the method under test (``model``), beside
     both baselines and the held-out targets, with the same protocol (and protocol hash) as
     pipelines.evaluate's; ``generator`` says which folder, convention and resize policy.  Raises
     naming.FolderError or EvaluationError, each naming what is wrong."""
     spec = cfg.dataset(dataset)
     if spec.task != "pose":
-        raise EvaluationError(f"{dataset}: a {spec.task} dataset; only pose-transfer outputs are scored from a folder")
+        raise EvaluationError(
+            f"{dataset}: a {spec.task} dataset; only pose-transfer outputs are scored from a folder"
+        )
     if resize not in RESIZE:
         raise naming.FolderError(f"unknown resize policy {resize!r}; choose one of {', '.join(RESIZE)}")
     shards = storage.location(spec.shards)
@@ -47,12 +56,25 @@ def score_folder(cfg: Any, dataset: str, folder: Path, convention: str = "auto",
         conv, chosen = naming.convention(convention), f"--convention {convention}"
     matched = naming.match(folder, pairs, conv)
     if matched.ignored:
-        log.info("%s: %d companion files of %s ignored (e.g. %s)", folder, len(matched.ignored), conv.method,
-                 matched.ignored[0].name)
+        log.info(
+            "%s: %d companion files of %s ignored (e.g. %s)",
+            folder,
+            len(matched.ignored),
+            conv.method,
+            matched.ignored[0].name,
+        )
     files = [[s, t, str(matched.files[(s, t)])] for s, t in dict.fromkeys(pairs)]
     digest = check_all([Path(p) for _, _, p in files], conv, resize, size)
-    generator = generator_from_folder({"folder": str(folder), "convention": conv.name, "resize": resize,
-                                       "size": list(size), "files": files, "images_sha256": digest})
+    generator = generator_from_folder(
+        {
+            "folder": str(folder),
+            "convention": conv.name,
+            "resize": resize,
+            "size": list(size),
+            "files": files,
+            "images_sha256": digest,
+        }
+    )
     generator.info["convention_chosen"] = chosen
     generator.info["resize_policy"] = RESIZE[resize]
     result = evaluate_generator(cfg, dataset, generator, images_out=None, show_progress=show_progress)
@@ -66,7 +88,9 @@ def write_scores(doc: dict, out: Path) -> Path:
     record = protocol_path(out)
     doc["metrics_file"] = str(out)
     write_json(record, doc)
-    write_json(out, {k: v for k, v in doc["model"].items() if isinstance(v, (int, float)) and math.isfinite(v)})
+    write_json(
+        out, {k: v for k, v in doc["model"].items() if isinstance(v, (int, float)) and math.isfinite(v)}
+    )
     return record
 
 

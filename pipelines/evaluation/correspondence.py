@@ -19,6 +19,7 @@ Per-pair EPE is the mean over the pair's masked pixels; a method's EPE is the me
 with any masked pixel.  Everything here is accumulated per part of the test pairs and merged in
 pair order, so any number of evaluation workers gives the same numbers.
 """
+
 from __future__ import annotations
 
 import math
@@ -45,8 +46,10 @@ def unavailable_reason(manifest: dict) -> str | None:
     """Why the test shards cannot be scored against ground truth, or None when they can."""
     truth = manifest.get("groundtruth") or {}
     if not truth.get("test_sample_views"):
-        return ("the test shards carry no renderer ground truth (real data, or shards written before "
-                "manifest format 2): correspondence scores need a synthetic figure dataset")
+        return (
+            "the test shards carry no renderer ground truth (real data, or shards written before "
+            "manifest format 2): correspondence scores need a synthetic figure dataset"
+        )
     return None
 
 
@@ -69,8 +72,10 @@ def forward_with_features(g: torch.nn.Module, batch: dict[str, Any]) -> tuple[An
     """``g``'s forward on a batch, and what its two encoders returned in it (read by hooks: the
     output keeps no features, and running the encoders again cost 7% of an evaluation)."""
     seen: dict[str, Any] = {}
-    hooks = [g.reference_encoder.register_forward_hook(lambda m, i, o: seen.setdefault("textures", o)),
-             g.skeleton_encoder.register_forward_hook(lambda m, i, o: seen.setdefault("skeleton", o))]
+    hooks = [
+        g.reference_encoder.register_forward_hook(lambda m, i, o: seen.setdefault("textures", o)),
+        g.skeleton_encoder.register_forward_hook(lambda m, i, o: seen.setdefault("skeleton", o)),
+    ]
     try:
         out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
     finally:
@@ -79,8 +84,9 @@ def forward_with_features(g: torch.nn.Module, batch: dict[str, Any]) -> tuple[An
     return out, seen
 
 
-def model_fields(g: torch.nn.Module, out: Any, batch: dict[str, Any],
-                 features: dict[str, Any] | None = None) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]:
+def model_fields(
+    g: torch.nn.Module, out: Any, batch: dict[str, Any], features: dict[str, Any] | None = None
+) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]:
     """The generator's locations as flows at image size ([B,2,H,W], image pixels, target->source):
     ``flow_s<k>`` per flow stride and ``attn_s<k>`` (expected source location) per attention
     stride; and its combination maps upsampled to image size ({k: [B,1,H,W]}). ``features``: the
@@ -105,8 +111,10 @@ def model_fields(g: torch.nn.Module, out: Any, batch: dict[str, Any],
             cells = pixel_grid(hs, ws, device=q.device).expand(q.shape[0], -1, -1, -1)
             expected = attention_warp(q.float(), k.float(), cells)  # softmax-weighted mean cell (x, y)
             fields[f"attn_s{s}"] = resize_flow(expected - pixel_grid(*q.shape[-2:], device=q.device), (h, w))
-    maps = {s: F.interpolate(m.float(), size=(h, w), mode="bilinear", align_corners=False)
-            for s, m in out.combination_maps.items()}
+    maps = {
+        s: F.interpolate(m.float(), size=(h, w), mode="bilinear", align_corners=False)
+        for s, m in out.combination_maps.items()
+    }
     return fields, maps
 
 
@@ -141,15 +149,25 @@ class CorrespondencePart:
 class CorrespondenceScorer:
     """Scores each batch's pairs against ground truth (``truth``: image name -> encoded file)."""
 
-    def __init__(self, truth: dict[str, bytes], tolerance_px: float = G.DEFAULT_TOLERANCE_PX,
-                 examples: int = EXAMPLE_PAIRS) -> None:
+    def __init__(
+        self,
+        truth: dict[str, bytes],
+        tolerance_px: float = G.DEFAULT_TOLERANCE_PX,
+        examples: int = EXAMPLE_PAIRS,
+    ) -> None:
         self.truth = truth
         self.tolerance_px = tolerance_px
         self.examples = examples
         self.part = CorrespondencePart()
 
-    def add(self, batch: dict[str, Any], target: torch.Tensor, outputs: dict[str, torch.Tensor],
-            fields: dict[str, torch.Tensor] | None, maps: dict[int, torch.Tensor] | None) -> None:
+    def add(
+        self,
+        batch: dict[str, Any],
+        target: torch.Tensor,
+        outputs: dict[str, torch.Tensor],
+        fields: dict[str, torch.Tensor] | None,
+        maps: dict[int, torch.Tensor] | None,
+    ) -> None:
         """``target`` and ``outputs`` (method -> images): uint8 [B,3,H,W]; ``fields``/``maps``:
         the model's (None when the generator exposes none, as a packed model)."""
         for i, (src_name, tgt_name) in enumerate(zip(batch["source_name"], batch["target_name"])):
@@ -160,16 +178,39 @@ class CorrespondenceScorer:
             self._pair(int(batch["pair_index"][i]), i, flow, mask, tgt_gt, target, outputs, fields, maps)
             body = (tgt_gt.part != G.BACKGROUND).sum()
             if len(self.part.examples) < self.examples and mask.sum() >= EXAMPLE_MIN_SHARE * max(body, 1):
-                finest = {n: fields[n][i].permute(1, 2, 0).numpy() for n in (
-                    _finest(fields, "flow"), _finest(fields, "attn")) if n is not None} if fields else {}
-                self.part.examples.append({
-                    "name": f"{src_name} -> {tgt_name}", "source": outputs["copy_source"][i].permute(1, 2, 0).numpy(),
-                    "target": target[i].permute(1, 2, 0).numpy(), "output": outputs["model"][i].permute(1, 2, 0).numpy(),
-                    "true": flow, "mask": mask, "predicted": finest})
+                finest = (
+                    {
+                        n: fields[n][i].permute(1, 2, 0).numpy()
+                        for n in (_finest(fields, "flow"), _finest(fields, "attn"))
+                        if n is not None
+                    }
+                    if fields
+                    else {}
+                )
+                self.part.examples.append(
+                    {
+                        "name": f"{src_name} -> {tgt_name}",
+                        "source": outputs["copy_source"][i].permute(1, 2, 0).numpy(),
+                        "target": target[i].permute(1, 2, 0).numpy(),
+                        "output": outputs["model"][i].permute(1, 2, 0).numpy(),
+                        "true": flow,
+                        "mask": mask,
+                        "predicted": finest,
+                    }
+                )
 
-    def _pair(self, index: int, i: int, flow: np.ndarray, mask: np.ndarray, tgt_gt: G.GroundTruth,
-              target_u8: torch.Tensor, outputs: dict[str, torch.Tensor], fields: dict[str, torch.Tensor] | None,
-              maps: dict[int, torch.Tensor] | None) -> None:
+    def _pair(
+        self,
+        index: int,
+        i: int,
+        flow: np.ndarray,
+        mask: np.ndarray,
+        tgt_gt: G.GroundTruth,
+        target_u8: torch.Tensor,
+        outputs: dict[str, torch.Tensor],
+        fields: dict[str, torch.Tensor] | None,
+        maps: dict[int, torch.Tensor] | None,
+    ) -> None:
         p = self.part
         p.index.append(index)
         p.masked_pixels += int(mask.sum())
@@ -192,13 +233,18 @@ class CorrespondenceScorer:
             for name in fields:
                 kind, stride = name.split("_s")
                 p.value("model", f"{kind}_epe_s{stride}", mean[name])
-            p.value("model", "flow_epe", mean[_finest(fields, "flow")] if _finest(fields, "flow") else math.nan)
+            p.value(
+                "model", "flow_epe", mean[_finest(fields, "flow")] if _finest(fields, "flow") else math.nan
+            )
         for s, m in (maps or {}).items():
             if f"flow_s{s}" in errors and f"attn_s{s}" in errors:
                 prefers_attention = m[i, 0].numpy()[mask] > 0.5
                 attention_nearer = errors[f"attn_s{s}"] < errors[f"flow_s{s}"]
-                p.value("model", f"branch_choice_s{s}",
-                        float((prefers_attention == attention_nearer).mean()) if mask.any() else math.nan)
+                p.value(
+                    "model",
+                    f"branch_choice_s{s}",
+                    float((prefers_attention == attention_nearer).mean()) if mask.any() else math.nan,
+                )
         # Appearance: the clean pixels (one body point each) of every garment region of the target.
         clean = np.isfinite(tgt_gt.surface).all(-1)
         target = target_u8[i].permute(1, 2, 0).numpy().astype(np.float64)
@@ -211,7 +257,9 @@ class CorrespondenceScorer:
                 region = clean & (tgt_gt.garment == g)
                 if g == 0 or region.sum() < MIN_REGION_PIXELS:
                     continue
-                de = float(deltaE_ciede2000(_mean_lab(target[region].mean(0)), _mean_lab(image[region].mean(0))))
+                de = float(
+                    deltaE_ciede2000(_mean_lab(target[region].mean(0)), _mean_lab(image[region].mean(0)))
+                )
                 des.append(de)
                 p.regions.append((index, method, int(g), de))
             p.value(method, "appearance_de00", float(np.median(des)) if des else math.nan)
@@ -257,7 +305,9 @@ def summarise(part: CorrespondencePart, bootstrap: Any) -> dict[str, dict[str, f
         rows = [(g, de) for _, m, g, de in part.regions if m == method]
         scores.setdefault(method, {})["appearance_de00"] = float(np.median([de for _, de in rows]))
         for g in sorted({g for g, _ in rows}):
-            scores[method][f"appearance_de00_{GARMENTS[g]}"] = float(np.median([de for gg, de in rows if gg == g]))
+            scores[method][f"appearance_de00_{GARMENTS[g]}"] = float(
+                np.median([de for gg, de in rows if gg == g])
+            )
     return scores
 
 
@@ -265,7 +315,9 @@ def part_table(part: CorrespondencePart) -> dict[str, dict[str, float]]:
     """Mean EPE (image pixels) per target body part, by located field (flows, attention, identity)."""
     out: dict[str, dict[str, float]] = {}
     for name, sums in part.part_error.items():
-        out[name] = {BODY_PARTS[k]: float(sums[k, 0] / sums[k, 1]) for k in range(len(BODY_PARTS)) if sums[k, 1] > 0}
+        out[name] = {
+            BODY_PARTS[k]: float(sums[k, 0] / sums[k, 1]) for k in range(len(BODY_PARTS)) if sums[k, 1] > 0
+        }
     return out
 
 
@@ -274,6 +326,7 @@ def garment_table(part: CorrespondencePart) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for method in sorted({m for _, m, _, _ in part.regions}):
         for g in sorted({g for _, m, g, _ in part.regions if m == method}):
-            out.setdefault(method, {})[GARMENTS[g]] = float(np.median(
-                [de for _, m, gg, de in part.regions if m == method and gg == g]))
+            out.setdefault(method, {})[GARMENTS[g]] = float(
+                np.median([de for _, m, gg, de in part.regions if m == method and gg == g])
+            )
     return out

@@ -5,6 +5,7 @@ motion), every flow of a row on the same scale so their colours compare; pixels 
 flow are dark grey.  Without ground truth (real data) each file says why instead, so the stage
 always writes the same outputs.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -66,8 +67,12 @@ def plot_part_errors(path: Path, record: dict[str, Any], dataset: str) -> None:
     width = 0.8 / len(fields)
     x = np.arange(len(parts))
     for k, name in enumerate(fields):
-        ax1.bar(x + k * width, [epe[name].get(p, np.nan) for p in parts], width,
-                label={"identity": "identity flow (copy_source)"}.get(name, f"model {name}"))
+        ax1.bar(
+            x + k * width,
+            [epe[name].get(p, np.nan) for p in parts],
+            width,
+            label={"identity": "identity flow (copy_source)"}.get(name, f"model {name}"),
+        )
     ax1.set_xticks(x + width * (len(fields) - 1) / 2, parts, rotation=60, fontsize=7)
     ax1.set_ylabel("end-point error (image px)")
     ax1.set_title(f"{dataset}: flow error by target body part", fontsize=9)
@@ -87,7 +92,9 @@ def plot_part_errors(path: Path, record: dict[str, Any], dataset: str) -> None:
     plt.close(fig)
 
 
-def plot_flow_examples(path: Path, examples: list[dict[str, Any]], record: dict[str, Any], dataset: str) -> None:
+def plot_flow_examples(
+    path: Path, examples: list[dict[str, Any]], record: dict[str, Any], dataset: str
+) -> None:
     """One row per pair: source, target, output, true flow, the model's finest flow and attention
     location (same colour scale), and the flow's end-point error on the mask."""
     if not record.get("available") or not examples:
@@ -96,15 +103,19 @@ def plot_flow_examples(path: Path, examples: list[dict[str, Any]], record: dict[
     plt = _pyplot()
     names = sorted({n for e in examples for n in e["predicted"]}, key=lambda n: (n[0] != "f", n))
     cols = 4 + len(names) + (1 if names else 0)
-    fig, axes = plt.subplots(len(examples), cols, figsize=(1.35 * cols, 2.0 * len(examples)), dpi=110,
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(examples), cols, figsize=(1.35 * cols, 2.0 * len(examples)), dpi=110, squeeze=False
+    )
     for row, ex in zip(axes, examples):
         mask, true = ex["mask"], ex["true"]
         scale = float(np.percentile(np.hypot(true[..., 0], true[..., 1])[mask], 95)) if mask.any() else 1.0
         src, tgt = (Path(n.strip()).stem for n in ex["name"].split("->"))
-        panels = [(ex["source"], f"source\n…{src[-12:]}"), (ex["target"], f"target\n…{tgt[-12:]}"),
-                  (ex["output"], "output"),
-                  (flow_to_rgb(true, scale, mask), f"true flow\n(scale {scale:.0f} px)")]
+        panels = [
+            (ex["source"], f"source\n…{src[-12:]}"),
+            (ex["target"], f"target\n…{tgt[-12:]}"),
+            (ex["output"], "output"),
+            (flow_to_rgb(true, scale, mask), f"true flow\n(scale {scale:.0f} px)"),
+        ]
         panels += [(flow_to_rgb(ex["predicted"][n], scale, mask), n) for n in names]
         if names:
             err = np.linalg.norm(ex["predicted"][names[0]] - true, axis=-1)
@@ -117,8 +128,10 @@ def plot_flow_examples(path: Path, examples: list[dict[str, Any]], record: dict[
                 ax.imshow(img)
             ax.set_title(title, fontsize=6)
             ax.axis("off")
-    fig.suptitle(f"{dataset}: true vs predicted flow (hue = direction, saturation = length; grey = no true flow)",
-                 fontsize=8)
+    fig.suptitle(
+        f"{dataset}: true vs predicted flow (hue = direction, saturation = length; grey = no true flow)",
+        fontsize=8,
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

@@ -1,6 +1,7 @@
 """The pixels of a generated image file as the protocol scores them: decoded as the test shards'
 targets are (OpenCV, so a byte-identical copy of a target decodes to the same pixels), the declared
 panel cut out of a strip, and brought to the dataset's size by a declared policy."""
+
 from __future__ import annotations
 
 import hashlib
@@ -16,7 +17,7 @@ from pipelines.evaluation.naming import Convention, FolderError
 RESIZE = {
     "none": "refused: every image must have the dataset's size",
     "bicubic": "resized to the dataset's size, PIL bicubic (antialiased, as CFLD's torch bicubic antialias=True "
-               "from its square output to 256x176)",
+    "from its square output to 256x176)",
     "bilinear": "resized to the dataset's size, PIL bilinear (antialiased)",
     "area": "resized to the dataset's size, OpenCV INTER_AREA (as preprocessing brings a photo to the frame)",
     "center-crop": "the centre of the dataset's size cut out (an output padded to a square), refused when smaller",
@@ -44,9 +45,11 @@ def cut_panel(rgb: np.ndarray, conv: Convention, path: Path) -> np.ndarray:
         return rgb
     width = rgb.shape[1]
     if width % conv.panels:
-        raise FolderError(f"{path}: {width} px wide, not {conv.panels} panels side by side as {conv.method} writes")
+        raise FolderError(
+            f"{path}: {width} px wide, not {conv.panels} panels side by side as {conv.method} writes"
+        )
     w = width // conv.panels
-    return rgb[:, conv.panel * w:(conv.panel + 1) * w]
+    return rgb[:, conv.panel * w : (conv.panel + 1) * w]
 
 
 def fit(rgb: np.ndarray, size: tuple[int, int], policy: str, path: Path) -> np.ndarray:
@@ -56,13 +59,15 @@ def fit(rgb: np.ndarray, size: tuple[int, int], policy: str, path: Path) -> np.n
         return rgb
     got = f"{rgb.shape[0]}x{rgb.shape[1]}"
     if policy == "none":
-        raise FolderError(f"{path}: {got}, the dataset's images are {h}x{w}; --resize bicubic stretches it to "
-                          f"{h}x{w} (as CFLD brings square outputs to 256x176), center-crop cuts the centre out")
+        raise FolderError(
+            f"{path}: {got}, the dataset's images are {h}x{w}; --resize bicubic stretches it to "
+            f"{h}x{w} (as CFLD brings square outputs to 256x176), center-crop cuts the centre out"
+        )
     if policy == "center-crop":
         if rgb.shape[0] < h or rgb.shape[1] < w:
             raise FolderError(f"{path}: {got} is smaller than the dataset's {h}x{w}: nothing to crop")
         top, left = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
-        return np.ascontiguousarray(rgb[top:top + h, left:left + w])
+        return np.ascontiguousarray(rgb[top : top + h, left : left + w])
     if policy == "area":
         return cv2.resize(rgb, (w, h), interpolation=cv2.INTER_AREA)
     if policy in PIL_FILTERS:
@@ -70,8 +75,9 @@ def fit(rgb: np.ndarray, size: tuple[int, int], policy: str, path: Path) -> np.n
     raise FolderError(f"unknown resize policy {policy!r}; choose one of {', '.join(RESIZE)}")
 
 
-def load_generated(path: Path, conv: Convention, policy: str, size: tuple[int, int],
-                   data: bytes | None = None) -> np.ndarray:
+def load_generated(
+    path: Path, conv: Convention, policy: str, size: tuple[int, int], data: bytes | None = None
+) -> np.ndarray:
     data = read_bytes(path) if data is None else data
     return fit(cut_panel(decode_rgb(data, path), conv, path), size, policy, path)
 

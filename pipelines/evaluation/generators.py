@@ -1,10 +1,12 @@
 """The generator under evaluation: from a training checkpoint or a model URI, rebuildable in a worker."""
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -96,13 +98,21 @@ def generator_from_folder(spec: dict[str, Any]) -> GeneratorUnderTest:
 
     def fn(batch: dict[str, Any]) -> torch.Tensor:
         try:
-            images = [load_generated(files[(s, t)], conv, spec["resize"], size)
-                      for s, t in zip(batch["source_name"], batch["target_name"])]
+            images = [
+                load_generated(files[(s, t)], conv, spec["resize"], size)
+                for s, t in zip(batch["source_name"], batch["target_name"])
+            ]
         except FolderError as exc:  # changed on disk since it was checked
             raise EvaluationError(str(exc)) from None
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2).contiguous()
 
-    info = {"source": "folder", "folder": spec["folder"], "convention": conv.name,
-            "convention_written_by": f"{conv.method} ({conv.where})", "resize": spec["resize"],
-            "images": len(files), "images_sha256": spec["images_sha256"]}
+    info = {
+        "source": "folder",
+        "folder": spec["folder"],
+        "convention": conv.name,
+        "convention_written_by": f"{conv.method} ({conv.where})",
+        "resize": spec["resize"],
+        "images": len(files),
+        "images_sha256": spec["images_sha256"],
+    }
     return GeneratorUnderTest(fn, info, ("folder", json.dumps(spec)), per_image=True)

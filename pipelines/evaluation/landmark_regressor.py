@@ -9,6 +9,7 @@ colour jitter so that it reads generated faces as well as rendered ones).  The s
 the training shards' hashes and the recipe (its key); evaluation refuses a file whose key does not
 match the shards it scores, instead of training one silently.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -53,10 +54,14 @@ class RegressorRecipe:
     max_blur: float = 1.2  # Gaussian σ (px), drawn per image in [0, max_blur]
 
 
-def _augment(images: np.ndarray, lms: np.ndarray, recipe: RegressorRecipe, rng: np.random.Generator,
-             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    aug = Augmenter(AugmentConfig(flip_p=0.5, affine_p=0.9, scale=(0.9, 1.1), translate=0.06, rotate=recipe.rotate),
-                    PORTRAIT.flip_permutation(), seed=seed)
+def _augment(
+    images: np.ndarray, lms: np.ndarray, recipe: RegressorRecipe, rng: np.random.Generator, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    aug = Augmenter(
+        AugmentConfig(flip_p=0.5, affine_p=0.9, scale=(0.9, 1.1), translate=0.06, rotate=recipe.rotate),
+        PORTRAIT.flip_permutation(),
+        seed=seed,
+    )
     out_i, out_l = np.empty_like(images), np.empty_like(lms)
     for k in range(len(images)):
         a = aug(images[k], lms[k], np.zeros(4, np.float32), False)
@@ -91,7 +96,7 @@ def train_regressor(images: np.ndarray, lms: np.ndarray, recipe: RegressorRecipe
         order = rng.permutation(len(images))
         running = 0.0
         for s in range(steps_per_epoch):
-            idx = order[s * recipe.batch_size:(s + 1) * recipe.batch_size]
+            idx = order[s * recipe.batch_size : (s + 1) * recipe.batch_size]
             x = to_tensor(aug_i[idx])
             truth = torch.from_numpy(aug_l[idx])
             mask = torch.from_numpy(visible(aug_l[idx].reshape(-1, 2)).reshape(len(idx), NUM_LANDMARKS, 1))
@@ -103,8 +108,13 @@ def train_regressor(images: np.ndarray, lms: np.ndarray, recipe: RegressorRecipe
             opt.step()
             sched.step()
             running += loss.item()
-        log.info("landmark regressor epoch %d/%d: L1 %.4f (%.0f s)", epoch + 1, recipe.epochs,
-                 running / steps_per_epoch, time.time() - t0)
+        log.info(
+            "landmark regressor epoch %d/%d: L1 %.4f (%.0f s)",
+            epoch + 1,
+            recipe.epochs,
+            running / steps_per_epoch,
+            time.time() - t0,
+        )
     return net.eval()
 
 
@@ -113,7 +123,7 @@ def predict(net: LandmarkRegressor, images: np.ndarray | torch.Tensor, batch_siz
     """Pixel landmarks [N, 68, 2] of uint8 images [N,H,W,3] (or float [N,3,H,W] in [-1, 1])."""
     x = to_tensor(images) if isinstance(images, np.ndarray) else images.float()
     size = tuple(x.shape[-2:])
-    out = [to_pixels(net(x[i:i + batch_size]), size) for i in range(0, len(x), batch_size)]
+    out = [to_pixels(net(x[i : i + batch_size]), size) for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy()
 
 
@@ -152,17 +162,25 @@ def weights_sha256(net: LandmarkRegressor) -> str:
     return sha.hexdigest()
 
 
-def train_and_save(shards_dir: Path, manifest: dict, path: Path,
-                   recipe: RegressorRecipe = RegressorRecipe()) -> dict:
+def train_and_save(
+    shards_dir: Path, manifest: dict, path: Path, recipe: RegressorRecipe = RegressorRecipe()
+) -> dict:
     """Train the regressor on the training views of these shards and write it atomically to ``path``;
     returns its record (training images, training NME, seconds, key)."""
     _, images, lms, _ = split_views(shards_dir, manifest, "train")
     t0 = time.time()
-    log.info("training the landmark regressor on %d training faces (%d epochs) -> %s", len(images), recipe.epochs,
-             path)
+    log.info(
+        "training the landmark regressor on %d training faces (%d epochs) -> %s",
+        len(images),
+        recipe.epochs,
+        path,
+    )
     net = train_regressor(images, lms, recipe)
-    info = {"train_images": len(images), "train_nme": float(np.nanmean(nme(predict(net, images), lms))),
-            "seconds": round(time.time() - t0, 1)}
+    info = {
+        "train_images": len(images),
+        "train_nme": float(np.nanmean(nme(predict(net, images), lms))),
+        "seconds": round(time.time() - t0, 1),
+    }
     key = regressor_key(manifest, recipe)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")
@@ -171,18 +189,23 @@ def train_and_save(shards_dir: Path, manifest: dict, path: Path,
     return {**info, "key": key, "weights_sha256": weights_sha256(net)}
 
 
-def load_regressor(path: Path, manifest: dict, dataset: str,
-                   recipe: RegressorRecipe = RegressorRecipe()) -> tuple[LandmarkRegressor, dict]:
+def load_regressor(
+    path: Path, manifest: dict, dataset: str, recipe: RegressorRecipe = RegressorRecipe()
+) -> tuple[LandmarkRegressor, dict]:
     """The regressor trained for exactly these training shards and recipe, and its record."""
     make = f"python -m pipelines.train_landmarks --dataset {dataset} --out {path}"
     if not Path(path).is_file():
-        raise RegressorError(f"{path}: no landmark regressor for {dataset}; train it first: {make} "
-                             "(dvc repro portrait/dvc.yaml runs it)")
+        raise RegressorError(
+            f"{path}: no landmark regressor for {dataset}; train it first: {make} "
+            "(dvc repro portrait/dvc.yaml runs it)"
+        )
     saved = torch.load(path, map_location="cpu", weights_only=True)
     key = regressor_key(manifest, recipe)
     if saved.get("key") != key:
-        raise RegressorError(f"{path}: trained for other training shards or another recipe than {dataset}'s "
-                             f"current ones; retrain it: {make}")
+        raise RegressorError(
+            f"{path}: trained for other training shards or another recipe than {dataset}'s "
+            f"current ones; retrain it: {make}"
+        )
     net = LandmarkRegressor(recipe.width)
     net.load_state_dict(saved["state"])
     info = dict(saved["info"])

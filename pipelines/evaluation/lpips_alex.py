@@ -6,6 +6,7 @@ dict (``alexnet-owt-7be5be79.pth``, keys ``features.*``) and the LPIPS linear la
 (``alex.pth`` of the ``lpips`` package's ``weights/v0.1``, keys ``lin0.model.1.weight`` …).  The
 network is built here so that torchvision, which would pull another torch build, is not needed.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,17 +24,26 @@ _CHANNELS = (64, 192, 384, 256, 256)
 
 def _alexnet_features() -> nn.Sequential:
     return nn.Sequential(
-        nn.Conv2d(3, 64, 11, 4, 2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(64, 192, 5, padding=2), nn.ReLU(), nn.MaxPool2d(3, 2),
-        nn.Conv2d(192, 384, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(384, 256, 3, padding=1), nn.ReLU(),
-        nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(3, 64, 11, 4, 2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(64, 192, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(3, 2),
+        nn.Conv2d(192, 384, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, 3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, 3, padding=1),
+        nn.ReLU(),
     )
 
 
 def _load(path: str | None, what: str) -> dict:
     if not path or not Path(path).is_file():
-        raise EvaluationError(f"{what}: no such file {path!r} (LPIPS-alex needs both files; nothing is downloaded)")
+        raise EvaluationError(
+            f"{what}: no such file {path!r} (LPIPS-alex needs both files; nothing is downloaded)"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
@@ -54,18 +64,22 @@ class LpipsAlex:
         try:
             self.features.load_state_dict(features, strict=True)
         except RuntimeError as exc:
-            raise EvaluationError(f"evaluate.lpips_alex_weights: {alexnet_path} is not torchvision's AlexNet "
-                                  f"({str(exc).splitlines()[0]})") from None
+            raise EvaluationError(
+                f"evaluate.lpips_alex_weights: {alexnet_path} is not torchvision's AlexNet "
+                f"({str(exc).splitlines()[0]})"
+            ) from None
         lin = _load(lin_path, "evaluate.lpips_alex_lin_weights")
         self.lins = []
         for k, ch in enumerate(_CHANNELS):
             w = lin.get(f"lin{k}.model.1.weight")
             if w is None or tuple(w.shape) != (1, ch, 1, 1):
-                raise EvaluationError(f"evaluate.lpips_alex_lin_weights: {lin_path} lacks lin{k}.model.1.weight "
-                                      f"of shape (1, {ch}, 1, 1); expected the lpips package's weights/v0.1/alex.pth")
+                raise EvaluationError(
+                    f"evaluate.lpips_alex_lin_weights: {lin_path} lacks lin{k}.model.1.weight "
+                    f"of shape (1, {ch}, 1, 1); expected the lpips package's weights/v0.1/alex.pth"
+                )
             self.lins.append(w.double())
-        self.shift = torch.tensor([-.030, -.088, -.188]).view(1, 3, 1, 1)
-        self.scale = torch.tensor([.458, .448, .450]).view(1, 3, 1, 1)
+        self.shift = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+        self.scale = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
         self.weights_sha256 = f"{sha256_file(alexnet_path)}+{sha256_file(lin_path)}"
 
     @torch.no_grad()

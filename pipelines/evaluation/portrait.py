@@ -16,6 +16,7 @@ Editing grid (``editing_grid.png``): held-out identities (rows) edited through t
 generator with the landmark edit model - rotate, mouth-open, smile, eyes-closed, and a drive by
 another held-out face (shown in the last column).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -53,8 +54,16 @@ def _expressiveness(lm: np.ndarray) -> float:
     return abs(e.mouth_open) + abs(e.smile) + abs(e.eyes_closed) + abs(e.brows)
 
 
-def editing_grid(generate: GenerateFn, names: list[str], images: np.ndarray, lms: np.ndarray, ids: list[str],
-                 sigma: float, rows: int = 5, scale: int = 3) -> np.ndarray:
+def editing_grid(
+    generate: GenerateFn,
+    names: list[str],
+    images: np.ndarray,
+    lms: np.ndarray,
+    ids: list[str],
+    sigma: float,
+    rows: int = 5,
+    scale: int = 3,
+) -> np.ndarray:
     """uint8 grid: per held-out identity its first view, then each edit of :data:`GRID_EDITS`, then a
     drive by the most expressive view of the next identity (that driver shown last)."""
     size = images.shape[1:3]
@@ -72,7 +81,7 @@ def editing_grid(generate: GenerateFn, names: list[str], images: np.ndarray, lms
         targets = [target_landmarks(lms[src], Edits(**kw), size) for _, kw in GRID_EDITS]
         targets.append(target_landmarks(lms[src], Edits(drive=lms[driver]), size))
         n = len(targets)
-        x = to_tensor(images[src:src + 1]).expand(n, -1, -1, -1)
+        x = to_tensor(images[src : src + 1]).expand(n, -1, -1, -1)
         src_pose = torch.from_numpy(PORTRAIT.dense(lms[src], size, sigma))[None].expand(n, -1, -1, -1)
         tgt_pose = torch.stack([torch.from_numpy(PORTRAIT.dense(t, size, sigma)) for t in targets])
         with torch.no_grad():
@@ -80,11 +89,17 @@ def editing_grid(generate: GenerateFn, names: list[str], images: np.ndarray, lms
         gen = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
         labels = ["source " + Path(names[src]).stem[-10:]] + [t for t, _ in GRID_EDITS] + ["drive", "driver"]
         cells = [images[src]] + list(gen) + [images[driver]]
-        cells = [label(enlarge(c, scale), t if r == 0 else "") if r == 0 else enlarge(c, scale)
-                 for c, t in zip(cells, labels)]
-        lines.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], axis=1))
+        cells = [
+            label(enlarge(c, scale), t if r == 0 else "") if r == 0 else enlarge(c, scale)
+            for c, t in zip(cells, labels)
+        ]
+        lines.append(
+            np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], axis=1)
+        )
     width = max(line.shape[1] for line in lines)
-    lines = [np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines]
+    lines = [
+        np.pad(line, ((0, 0), (0, width - line.shape[1]), (0, 0)), constant_values=255) for line in lines
+    ]
     return np.concatenate(lines, axis=0)
 
 
@@ -96,10 +111,19 @@ class PortraitResult:
     files: list[Path]
 
 
-def evaluate_portrait(generate: GenerateFn, shards_dir: Path, manifest: dict, dataset: str,
-                      pair_names: list[tuple[str, str]], images_dir: Path, mean_image: np.ndarray,
-                      plots_dir: Path, regressor: Path, grid_rows: int = 5,
-                      recipe: RegressorRecipe = RegressorRecipe()) -> PortraitResult:
+def evaluate_portrait(
+    generate: GenerateFn,
+    shards_dir: Path,
+    manifest: dict,
+    dataset: str,
+    pair_names: list[tuple[str, str]],
+    images_dir: Path,
+    mean_image: np.ndarray,
+    plots_dir: Path,
+    regressor: Path,
+    grid_rows: int = 5,
+    recipe: RegressorRecipe = RegressorRecipe(),
+) -> PortraitResult:
     """Landmark-following error of the generated test images (read back from ``images_dir``, as
     scored) and of the baselines, and the editing grid; see the module docstring."""
     sigma = float(manifest["preprocess"]["heatmap_sigma"])
@@ -130,35 +154,54 @@ def evaluate_portrait(generate: GenerateFn, shards_dir: Path, manifest: dict, da
     plots_dir.mkdir(parents=True, exist_ok=True)
     hist = plots_dir / "landmark_nme_hist.png"
     finite = np.concatenate([v[np.isfinite(v)] for v in per.values()])
-    plot_histograms(hist, per, np.linspace(0, max(float(np.percentile(finite, 99)), 1e-3), 41),
-                    "landmark NME per test pair (lower follows the target better)",
-                    f"{dataset}: landmark-following error", alpha=0.5)
+    plot_histograms(
+        hist,
+        per,
+        np.linspace(0, max(float(np.percentile(finite, 99)), 1e-3), 41),
+        "landmark NME per test pair (lower follows the target better)",
+        f"{dataset}: landmark-following error",
+        alpha=0.5,
+    )
     names, images, lms, ids = split_views(shards_dir, manifest, "test")
-    grid = save_png(plots_dir / "editing_grid.png",
-                    editing_grid(generate, names, images, lms, ids, sigma, rows=grid_rows))
+    grid = save_png(
+        plots_dir / "editing_grid.png", editing_grid(generate, names, images, lms, ids, sigma, rows=grid_rows)
+    )
     protocol = {
         "metric": "landmark_nme: mean distance over the target's present landmarks between the landmarks a "
-                  "regressor finds in the image and the target's true landmarks, / the target's outer-eye-corner "
-                  "distance (iBUG 36-45); mean over test pairs whose target has both eye corners",
+        "regressor finds in the image and the target's true landmarks, / the target's outer-eye-corner "
+        "distance (iBUG 36-45); mean over test pairs whose target has both eye corners",
         "regressor": {k: reg[k] for k in ("weights_sha256", "recipe", "train_images")},
         "pairs_counted": counted,
     }
-    details = {"landmark_nme": scores, "pairs_counted": counted, "regressor": reg,
-               "editing_grid": str(grid), "grid_edits": [t for t, _ in GRID_EDITS] + ["drive"]}
-    return PortraitResult({m: scores[m] for m in ("model", "copy_source", "mean_train_image")}, details,
-                          protocol, [hist, grid])
+    details = {
+        "landmark_nme": scores,
+        "pairs_counted": counted,
+        "regressor": reg,
+        "editing_grid": str(grid),
+        "grid_edits": [t for t, _ in GRID_EDITS] + ["drive"],
+    }
+    return PortraitResult(
+        {m: scores[m] for m in ("model", "copy_source", "mean_train_image")}, details, protocol, [hist, grid]
+    )
 
 
 def report(doc: dict) -> str:
     """The portrait scores of a metrics JSON as a small table: model against both baselines."""
     names = doc.get("metric_names", {})
-    keys = [k for k in ("ssim", "psnr", names.get("fd"), names.get("lpd"), "landmark_nme") if k and k in doc["model"]]
-    lines = [f"{doc['dataset']}: {doc['protocol']['pairs']} held-out test pairs "
-             f"(landmark_nme: lower follows the target landmarks better; the regressor's own error on the "
-             f"real targets is {doc.get('portrait', {}).get('landmark_nme', {}).get('target_image', float('nan')):.4f})",
-             f"{'method':<18}" + "".join(f"{k:>22}" for k in keys)]
+    keys = [
+        k
+        for k in ("ssim", "psnr", names.get("fd"), names.get("lpd"), "landmark_nme")
+        if k and k in doc["model"]
+    ]
+    lines = [
+        f"{doc['dataset']}: {doc['protocol']['pairs']} held-out test pairs "
+        f"(landmark_nme: lower follows the target landmarks better; the regressor's own error on the "
+        f"real targets is {doc.get('portrait', {}).get('landmark_nme', {}).get('target_image', float('nan')):.4f})",
+        f"{'method':<18}" + "".join(f"{k:>22}" for k in keys),
+    ]
     for method, scores in [("model", doc["model"])] + list(doc["baselines"].items()):
         # A baseline has no score where it is not computed (a Fréchet distance on too few images).
-        lines.append(f"{method:<18}" + "".join(f"{scores[k]:>22.4f}" if k in scores else f"{'–':>22}"
-                                                for k in keys))
+        lines.append(
+            f"{method:<18}" + "".join(f"{scores[k]:>22.4f}" if k in scores else f"{'–':>22}" for k in keys)
+        )
     return "\n".join(lines)

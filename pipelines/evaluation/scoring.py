@@ -1,13 +1,15 @@
 """Scoring every test pair: the model and both baselines, per pair and as Fréchet statistics, in
 batch-aligned parts that any number of processes give bit-identical results for."""
+
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +26,12 @@ from pipelines.evaluation.correspondence import (
 )
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest, rebuild_generator
 from pipelines.evaluation.networks import Networks, build_networks
-from pipelines.evaluation.statistics import Resampling, bootstrap_mean_ci, frechet_not_computed_reason, kernel_distance
+from pipelines.evaluation.statistics import (
+    Resampling,
+    bootstrap_mean_ci,
+    frechet_not_computed_reason,
+    kernel_distance,
+)
 
 METHODS = ("model", "copy_source", "mean_train_image")
 
@@ -76,8 +83,12 @@ def test_pairs(shards_dir: Path | str, manifest: dict) -> list[tuple[str, str, s
     return found
 
 
-def pair_identities(shards_dir: Path | str, manifest: dict, names: list[tuple[str, str]],
-                    identity_of: Callable[[str], str] | None = None) -> PairIdentities:
+def pair_identities(
+    shards_dir: Path | str,
+    manifest: dict,
+    names: list[tuple[str, str]],
+    identity_of: Callable[[str], str] | None = None,
+) -> PairIdentities:
     """Each test pair's identity from its sample's ``meta.json`` (``identity``: the source image's,
     :func:`datasets.raw.layout.identity_of` at preprocessing), checked against the scored pairs
     ``names`` (source, target) in order.  A name the layout's pattern does not match is its own
@@ -85,12 +96,17 @@ def pair_identities(shards_dir: Path | str, manifest: dict, names: list[tuple[st
     whose target is of another identity (the source's identity is the unit then)."""
     found = test_pairs(shards_dir, manifest)
     if [(a, b) for a, b, _ in found] != [tuple(n) for n in names]:
-        return PairIdentities(None, f"the test shards list {len(found)} pairs, not the {len(names)} scored in order")
+        return PairIdentities(
+            None, f"the test shards list {len(found)} pairs, not the {len(names)} scored in order"
+        )
     if not any(ident for _, _, ident in found):
         return PairIdentities(None, "the test shards record no identity (sample meta.json has none)")
     ids = [ident if ident and ident != Path(src).stem else "" for src, _, ident in found]
-    cross = sum(1 for (_, tgt, _), ident in zip(found, ids) if ident and identity_of is not None
-                and identity_of(tgt) != ident)
+    cross = sum(
+        1
+        for (_, tgt, _), ident in zip(found, ids)
+        if ident and identity_of is not None and identity_of(tgt) != ident
+    )
     return PairIdentities(ids, "", cross)
 
 
@@ -107,10 +123,19 @@ def field_ssim(generated: torch.Tensor, target: torch.Tensor) -> np.ndarray:
     from skimage.metrics import structural_similarity
 
     out = np.empty(len(generated))
-    for i, (g, t) in enumerate(zip(generated.permute(0, 2, 3, 1).numpy(), target.permute(0, 2, 3, 1).numpy())):
+    for i, (g, t) in enumerate(
+        zip(generated.permute(0, 2, 3, 1).numpy(), target.permute(0, 2, 3, 1).numpy())
+    ):
         data_range = max(int(g.max()) - int(g.min()), 1)
-        out[i] = structural_similarity(g, t, gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
-                                       channel_axis=2, data_range=data_range)
+        out[i] = structural_similarity(
+            g,
+            t,
+            gaussian_weights=True,
+            sigma=1.5,
+            use_sample_covariance=False,
+            channel_axis=2,
+            data_range=data_range,
+        )
     return out
 
 
@@ -206,8 +231,14 @@ def evaluate_pairs(
             "mean_train_image": mean_t.expand_as(target).contiguous(),
         }
         if masked:
-            masks = torch.from_numpy(np.stack([
-                M.body_mask(kp.numpy(), tuple(target.shape[-2:]), mask_radius) for kp in batch["target_keypoints"]]))
+            masks = torch.from_numpy(
+                np.stack(
+                    [
+                        M.body_mask(kp.numpy(), tuple(target.shape[-2:]), mask_radius)
+                        for kp in batch["target_keypoints"]
+                    ]
+                )
+            )
             target_m = M.apply_mask(target, masks)
         # One backbone for both distances (the offline default): each image set goes through it
         # once, its layers giving the perceptual distance and its deepest layer the pooled features;
@@ -217,8 +248,10 @@ def evaluate_pairs(
             real = RealImageLayers(nets.fd)
             mean_layers = nets.fd.layers(mean_t[None])
         target_layers = real(batch["target_name"], target) if shared else None
-        known = {"copy_source": lambda: real(batch["source_name"], outputs["copy_source"]),
-                 "mean_train_image": lambda: [x.expand(len(target), *x.shape[1:]) for x in mean_layers]}
+        known = {
+            "copy_source": lambda: real(batch["source_name"], outputs["copy_source"]),
+            "mean_train_image": lambda: [x.expand(len(target), *x.shape[1:]) for x in mean_layers],
+        }
         if generator.per_image:
             # Images read from files take the real images' single-image passes: a folder holding
             # the sources scores exactly as copy_source, whatever the batch around them.
@@ -229,8 +262,12 @@ def evaluate_pairs(
                 lpd, pooled = M.perceptual_distance(layers, target_layers), layers[-1].mean(dim=(2, 3))
             else:
                 lpd, pooled = perceptual(nets.lpd, images, target), nets.fd.pooled(images)
-            scores = {"ssim": field_ssim(images, target), "ssim_range255": M.ssim(images, target),
-                      "psnr": M.psnr(images, target), nets.names.lpd: lpd}
+            scores = {
+                "ssim": field_ssim(images, target),
+                "ssim_range255": M.ssim(images, target),
+                "psnr": M.psnr(images, target),
+                nets.names.lpd: lpd,
+            }
             if masked:
                 images_m = M.apply_mask(images, masks)
                 scores["masked_ssim"] = field_ssim(images_m, target_m)
@@ -249,12 +286,19 @@ def evaluate_pairs(
             names.append((src, tgt))
             if images_out is not None:
                 Image.fromarray(outputs["model"][i].permute(1, 2, 0).numpy()).save(
-                    images_out / f"{Path(src).stem}_2_{Path(tgt).stem}.png")
+                    images_out / f"{Path(src).stem}_2_{Path(tgt).stem}.png"
+                )
             if len(grid) < grid_rows:
-                grid.append({"source": outputs["copy_source"][i], "target": target[i],
-                             "output": outputs["model"][i], "mean": outputs["mean_train_image"][i],
-                             "target_keypoints": batch["target_keypoints"][i].numpy(),
-                             "name": f"{Path(src).stem} -> {Path(tgt).stem}"})
+                grid.append(
+                    {
+                        "source": outputs["copy_source"][i],
+                        "target": target[i],
+                        "output": outputs["model"][i],
+                        "mean": outputs["mean_train_image"][i],
+                        "target_keypoints": batch["target_keypoints"][i].numpy(),
+                        "name": f"{Path(src).stem} -> {Path(tgt).stem}",
+                    }
+                )
     return PairScores(names, per), {m: stack_rows(v) for m, v in feats.items()}, grid
 
 
@@ -267,7 +311,7 @@ def feature_stats(rows: np.ndarray, chunk: int) -> M.FeatureStats:
     the Fréchet distance) come out bit-identical however the pairs were split between processes."""
     stats = M.FeatureStats()
     for lo in range(0, len(rows), chunk):
-        stats.update(rows[lo:lo + chunk])
+        stats.update(rows[lo : lo + chunk])
     return stats
 
 
@@ -301,25 +345,59 @@ class PartResult:
     correspondence: CorrespondencePart | None = None
 
 
-def evaluate_part(job: PartJob, generator: GeneratorUnderTest | None = None, nets: Networks | None = None) -> PartResult:
+def evaluate_part(
+    job: PartJob, generator: GeneratorUnderTest | None = None, nets: Networks | None = None
+) -> PartResult:
     """Score the ``rank``-th batch-aligned contiguous part of the test pairs (in this process when
     ``generator``/``nets`` are given, else rebuilt from ``job.source`` in a worker)."""
     torch.set_num_threads(job.threads)
     nets = nets or build_networks(job.ecfg, job.loss_cfg)
     generator = generator or rebuild_generator(job.source)
-    loader = eval_loader(job.shards, batch_size=job.batch_size, rank=job.rank, world_size=job.world_size,
-                         num_workers=0, align_batches=True)
+    loader = eval_loader(
+        job.shards,
+        batch_size=job.batch_size,
+        rank=job.rank,
+        world_size=job.world_size,
+        num_workers=0,
+        align_batches=True,
+    )
     from tqdm import tqdm
 
     # One bar per process; with several workers each shows its share (position = rank).
-    bar = tqdm(total=math.ceil(job.progress_total / job.world_size), desc=f"test pairs [{job.rank + 1}/{job.world_size}]",
-               unit="pair", position=job.rank, disable=job.progress_total == 0, dynamic_ncols=True)
-    scorer = CorrespondenceScorer(load_test_truth(job.shards, load_manifest(job.shards))) if job.correspondence else None
-    pairs, feats, grid = evaluate_pairs(generator, loader, job.mean_image, nets, job.masked, job.ecfg.mask_radius,
-                                        Path(job.images_out) if job.images_out else None, job.grid_rows, bar, scorer)
+    bar = tqdm(
+        total=math.ceil(job.progress_total / job.world_size),
+        desc=f"test pairs [{job.rank + 1}/{job.world_size}]",
+        unit="pair",
+        position=job.rank,
+        disable=job.progress_total == 0,
+        dynamic_ncols=True,
+    )
+    scorer = (
+        CorrespondenceScorer(load_test_truth(job.shards, load_manifest(job.shards)))
+        if job.correspondence
+        else None
+    )
+    pairs, feats, grid = evaluate_pairs(
+        generator,
+        loader,
+        job.mean_image,
+        nets,
+        job.masked,
+        job.ecfg.mask_radius,
+        Path(job.images_out) if job.images_out else None,
+        job.grid_rows,
+        bar,
+        scorer,
+    )
     bar.close()
-    return PartResult(pairs, feats, grid, loader.skipped, list(loader.recent_errors[-1:]),
-                      scorer.part if scorer is not None else None)
+    return PartResult(
+        pairs,
+        feats,
+        grid,
+        loader.skipped,
+        list(loader.recent_errors[-1:]),
+        scorer.part if scorer is not None else None,
+    )
 
 
 def evaluate_parallel(jobs: list[PartJob], generator: GeneratorUnderTest, nets: Networks) -> PartResult:
@@ -331,18 +409,33 @@ def evaluate_parallel(jobs: list[PartJob], generator: GeneratorUnderTest, nets: 
         from concurrent.futures import ProcessPoolExecutor
 
         if generator.source is None:
-            raise EvaluationError("evaluate.workers > 1 needs a generator loaded from a checkpoint or a model URI")
+            raise EvaluationError(
+                "evaluate.workers > 1 needs a generator loaded from a checkpoint or a model URI"
+            )
         # spawn, not fork: a forked copy of a process holding OpenMP threads can deadlock.
         with ProcessPoolExecutor(len(jobs), mp_context=mp.get_context("spawn")) as pool:
             results = list(pool.map(evaluate_part, jobs))
     names = [n for r in results for n in r.pairs.names]
-    per = {m: {k: [v for r in results for v in r.pairs.per_method[m].get(k, [])]
-               for k in results[0].pairs.per_method[m]} for m in METHODS}
-    feats = {m: stack_rows([r.features[m] for r in results if len(r.features[m])]) for m in (*METHODS, TARGETS)}
-    grid = [row for r in results for row in r.grid][:jobs[0].grid_rows]
+    per = {
+        m: {
+            k: [v for r in results for v in r.pairs.per_method[m].get(k, [])]
+            for k in results[0].pairs.per_method[m]
+        }
+        for m in METHODS
+    }
+    feats = {
+        m: stack_rows([r.features[m] for r in results if len(r.features[m])]) for m in (*METHODS, TARGETS)
+    }
+    grid = [row for r in results for row in r.grid][: jobs[0].grid_rows]
     corr = [r.correspondence for r in results if r.correspondence is not None]
-    return PartResult(PairScores(names, per), feats, grid, sum(r.skipped for r in results),
-                      [e for r in results for e in r.errors], merge(corr) if corr else None)
+    return PartResult(
+        PairScores(names, per),
+        feats,
+        grid,
+        sum(r.skipped for r in results),
+        [e for r in results for e in r.errors],
+        merge(corr) if corr else None,
+    )
 
 
 @dataclass
@@ -359,8 +452,14 @@ def capped(values: list[float]) -> np.ndarray:
     return np.where(np.isinf(v), 100.0, v)
 
 
-def summarise(pairs: PairScores, features: dict[str, np.ndarray], reference: np.ndarray, nets: Networks,
-              ecfg: Any, resampling: Resampling) -> Summary:
+def summarise(
+    pairs: PairScores,
+    features: dict[str, np.ndarray],
+    reference: np.ndarray,
+    nets: Networks,
+    ecfg: Any,
+    resampling: Resampling,
+) -> Summary:
     """Each method's per-pair means with bootstrap 95% intervals (``<metric>_ci95_low/high``,
     resampling the units of ``resampling``: identities, or pairs where there are none), and
     its set-level distances to the reference features: KID (mean and ``_std`` over subsets) always,

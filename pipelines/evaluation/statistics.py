@@ -6,10 +6,11 @@ bootstraps resample identities (all pairs of a drawn identity together), not sin
 Every resampling draws from a generator seeded by the caller, so the same scores give the same
 intervals on every run (DVC would otherwise report a changed metric where nothing changed).
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -27,8 +28,11 @@ def _poly_mmd2_unbiased(x: np.ndarray, y: np.ndarray) -> float:
     kyy = (y @ y.T / d + 1) ** 3
     kxy = (x @ y.T / d + 1) ** 3
     m, n = len(x), len(y)
-    return float((kxx.sum() - np.trace(kxx)) / (m * (m - 1)) + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
-                 - 2 * kxy.mean())
+    return float(
+        (kxx.sum() - np.trace(kxx)) / (m * (m - 1))
+        + (kyy.sum() - np.trace(kyy)) / (n * (n - 1))
+        - 2 * kxy.mean()
+    )
 
 
 @dataclass(frozen=True)
@@ -39,8 +43,9 @@ class KernelDistance:
     subset_size: int
 
 
-def kernel_distance(features: np.ndarray, reference: np.ndarray, subsets: int, subset_size: int,
-                    seed: int) -> KernelDistance:
+def kernel_distance(
+    features: np.ndarray, reference: np.ndarray, subsets: int, subset_size: int, seed: int
+) -> KernelDistance:
     """KID: the unbiased MMD² of ``features`` [N, D] to ``reference`` [M, D], mean ± std over
     ``subsets`` random subsets of ``min(subset_size, N, M)`` rows each (drawn without replacement)."""
     x, y = np.asarray(features, np.float64), np.asarray(reference, np.float64)
@@ -48,9 +53,17 @@ def kernel_distance(features: np.ndarray, reference: np.ndarray, subsets: int, s
     if size < 2:
         raise ValueError(f"KID needs at least 2 rows on each side, have {len(x)} and {len(y)}")
     rng = np.random.default_rng(seed)
-    values = np.array([_poly_mmd2_unbiased(x[rng.choice(len(x), size, replace=False)],
-                                           y[rng.choice(len(y), size, replace=False)]) for _ in range(subsets)])
-    return KernelDistance(float(values.mean()), float(values.std(ddof=1)) if subsets > 1 else 0.0, subsets, size)
+    values = np.array(
+        [
+            _poly_mmd2_unbiased(
+                x[rng.choice(len(x), size, replace=False)], y[rng.choice(len(y), size, replace=False)]
+            )
+            for _ in range(subsets)
+        ]
+    )
+    return KernelDistance(
+        float(values.mean()), float(values.std(ddof=1)) if subsets > 1 else 0.0, subsets, size
+    )
 
 
 # ---------------------------------------------------------------------------- Fréchet rule
@@ -59,7 +72,7 @@ def kernel_distance(features: np.ndarray, reference: np.ndarray, subsets: int, s
 def distinct_rows(features: np.ndarray) -> int:
     """How many different feature rows there are: a copied source or a repeated target enters the
     pair list once per pair but adds nothing to the covariance's rank."""
-    return int(len(np.unique(np.asarray(features), axis=0))) if len(features) else 0
+    return len(np.unique(np.asarray(features), axis=0)) if len(features) else 0
 
 
 def frechet_not_computed_reason(features: np.ndarray) -> str | None:
@@ -112,7 +125,7 @@ class Resampling:
     def n_units(self) -> int:
         return int(np.unique(self.units).size)
 
-    def subset(self, keep: np.ndarray) -> "Resampling":
+    def subset(self, keep: np.ndarray) -> Resampling:
         """The same units restricted to the pairs where ``keep`` (a boolean mask) is true."""
         _, relabelled = np.unique(self.units[np.asarray(keep, bool)], return_inverse=True)
         return Resampling(relabelled.astype(np.int64), self.method, self.fallback)
@@ -124,9 +137,13 @@ class Resampling:
 
     def record(self) -> dict:
         """What the evaluation record says about its intervals' resampling."""
-        return {"method": self.method, "pairs": self.pairs,
-                "identities": self.n_units if self.method == IDENTITY_BOOTSTRAP else None,
-                "units": self.n_units, "fallback": self.fallback}
+        return {
+            "method": self.method,
+            "pairs": self.pairs,
+            "identities": self.n_units if self.method == IDENTITY_BOOTSTRAP else None,
+            "units": self.n_units,
+            "fallback": self.fallback,
+        }
 
 
 def by_pair(pairs: int, why: str | None = None) -> Resampling:
@@ -147,7 +164,9 @@ def by_identity(identities: Sequence[str | None] | None, pairs: int, missing: st
         return by_pair(pairs, f"{absent} of {pairs} test pairs have no identity")
     names, units = np.unique(np.asarray(identities, dtype=object).astype(str), return_inverse=True)
     if len(names) < 2:
-        return by_pair(pairs, f"all {pairs} test pairs are of one identity: nothing to resample between identities")
+        return by_pair(
+            pairs, f"all {pairs} test pairs are of one identity: nothing to resample between identities"
+        )
     return Resampling(units.astype(np.int64), IDENTITY_BOOTSTRAP)
 
 
@@ -161,13 +180,16 @@ def bootstrap_means(values: np.ndarray, resampling: Resampling, resamples: int, 
     n = int(units.max()) + 1
     if n < 2:
         raise ValueError("bootstrap: fewer than 2 units to resample")
-    sums, counts = np.bincount(units, weights=v, minlength=n), np.bincount(units, minlength=n).astype(np.float64)
+    sums, counts = (
+        np.bincount(units, weights=v, minlength=n),
+        np.bincount(units, minlength=n).astype(np.float64),
+    )
     rng = np.random.default_rng(seed)
     out = np.empty(resamples)
     block = max(1, _BLOCK_ELEMENTS // n)
     for lo in range(0, resamples, block):
         drawn = rng.integers(0, n, size=(min(block, resamples - lo), n))
-        out[lo:lo + len(drawn)] = sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1)
+        out[lo : lo + len(drawn)] = sums[drawn].sum(axis=1) / counts[drawn].sum(axis=1)
     return out
 
 
@@ -210,25 +232,43 @@ class PairedComparison:
 
     def describe(self, metric: str) -> str:
         verdict = "beyond noise" if self.beyond_noise else "within noise"
-        return (f"paired {self.over()}: {metric} gain {self.gain:+.4g}, "
-                f"95% CI [{self.low:+.4g}, {self.high:+.4g}], {verdict}")
+        return (
+            f"paired {self.over()}: {metric} gain {self.gain:+.4g}, "
+            f"95% CI [{self.low:+.4g}, {self.high:+.4g}], {verdict}"
+        )
 
     def record(self) -> dict:
-        return {"gain": self.gain, "ci95_low": self.low, "ci95_high": self.high, "beyond_noise": self.verdict != "noise",
-                "verdict": self.verdict, "method": self.method, "pairs": self.pairs,
-                "identities": self.units if self.method == IDENTITY_BOOTSTRAP else None}
+        return {
+            "gain": self.gain,
+            "ci95_low": self.low,
+            "ci95_high": self.high,
+            "beyond_noise": self.verdict != "noise",
+            "verdict": self.verdict,
+            "method": self.method,
+            "pairs": self.pairs,
+            "identities": self.units if self.method == IDENTITY_BOOTSTRAP else None,
+        }
 
 
-def paired_bootstrap(candidate: np.ndarray, champion: np.ndarray, lower_is_better: bool, resampling: Resampling,
-                     resamples: int, seed: int) -> PairedComparison:
+def paired_bootstrap(
+    candidate: np.ndarray,
+    champion: np.ndarray,
+    lower_is_better: bool,
+    resampling: Resampling,
+    resamples: int,
+    seed: int,
+) -> PairedComparison:
     """Bootstrap the mean per-pair difference (both sides of a pair resampled together, so the
     shared difficulty of each pair cancels; whole identities at a time, so the shared difficulty of
     an identity's pairs is not counted as independent evidence); the gain is beyond noise when the
     whole 95% interval is above zero."""
     a, b = np.asarray(candidate, np.float64), np.asarray(champion, np.float64)
     if a.shape != b.shape or a.ndim != 1:
-        raise ValueError(f"paired comparison needs per-pair values of the same pairs, got {a.shape} and {b.shape}")
+        raise ValueError(
+            f"paired comparison needs per-pair values of the same pairs, got {a.shape} and {b.shape}"
+        )
     diff = (b - a) if lower_is_better else (a - b)
     ci = bootstrap_mean_ci(diff, resampling, resamples, seed)
-    return PairedComparison(float(diff.mean()), ci.low, ci.high, int(diff.size), resampling.method,
-                            resampling.n_units)
+    return PairedComparison(
+        float(diff.mean()), ci.low, ci.high, int(diff.size), resampling.method, resampling.n_units
+    )

@@ -9,6 +9,7 @@ would train on CPU (``train.device: auto`` means CPU on a cluster) or asks for m
 cluster has is caught before anyone pays for the nodes (tests/test_manifests.py resolves each
 command with pipelines.train's own parser).
 """
+
 from __future__ import annotations
 
 import re
@@ -23,7 +24,21 @@ ROOT = Path(__file__).resolve().parents[2]
 TRAIN = ["python", "-m", "pipelines.train"]
 # AWS instance families with NVIDIA GPUs: the launcher sizes a node's GPU resource from its type
 # when the node type does not spell it.
-GPU_INSTANCE_FAMILIES = ("g4dn", "g5", "g5g", "g6", "g6e", "gr6", "p3", "p3dn", "p4d", "p4de", "p5", "p5e", "p5en")
+GPU_INSTANCE_FAMILIES = (
+    "g4dn",
+    "g5",
+    "g5g",
+    "g6",
+    "g6e",
+    "gr6",
+    "p3",
+    "p3dn",
+    "p4d",
+    "p4de",
+    "p5",
+    "p5e",
+    "p5en",
+)
 
 
 @dataclass(frozen=True)
@@ -79,8 +94,11 @@ def node_type_gpus(node_type: dict) -> float:
 def launcher_gpus(config: dict) -> float:
     """GPUs of a cluster launcher config's worker node types at their largest (the head trains nothing)."""
     head = config.get("head_node_type")
-    return sum(node_type_gpus(t) * int(t.get("max_workers", 0) or 0)
-               for name, t in (config.get("available_node_types") or {}).items() if name != head)
+    return sum(
+        node_type_gpus(t) * int(t.get("max_workers", 0) or 0)
+        for name, t in (config.get("available_node_types") or {}).items()
+        if name != head
+    )
 
 
 def train_argv(command: str) -> list[str] | None:
@@ -88,7 +106,7 @@ def train_argv(command: str) -> list[str] | None:
     argv = shlex.split(command, comments=True)
     while argv and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", argv[0]):  # VAR=value prefixes
         argv = argv[1:]
-    return argv[len(TRAIN):] if argv[:len(TRAIN)] == TRAIN else None
+    return argv[len(TRAIN) :] if argv[: len(TRAIN)] == TRAIN else None
 
 
 _TRAIN_ARGS = re.compile(r'TRAIN_ARGS="([^"]*)"')
@@ -108,19 +126,27 @@ def commands_in(path: Path, root: Path = ROOT) -> list[TrainCommand]:
             spec = doc["spec"]
             argv = train_argv(spec["entrypoint"])
             if argv is None:
-                raise ValueError(f"{rel}: spec.entrypoint {spec['entrypoint']!r} is not python -m pipelines.train")
+                raise ValueError(
+                    f"{rel}: spec.entrypoint {spec['entrypoint']!r} is not python -m pipelines.train"
+                )
             out.append(TrainCommand(f"{rel}: spec.entrypoint", argv, raycluster_gpus(spec["rayClusterSpec"])))
         elif k == "cluster-launcher":
             recipes = submit_recipes(path.read_text())
             if not recipes:
-                raise ValueError(f"{rel}: no make submit TRAIN_ARGS=\"...\" recipe says what this cluster trains")
+                raise ValueError(
+                    f'{rel}: no make submit TRAIN_ARGS="..." recipe says what this cluster trains'
+                )
             gpus = launcher_gpus(doc)
-            out += [TrainCommand(f"{rel}: TRAIN_ARGS recipe {i + 1}", argv, gpus) for i, argv in enumerate(recipes)]
+            out += [
+                TrainCommand(f"{rel}: TRAIN_ARGS recipe {i + 1}", argv, gpus)
+                for i, argv in enumerate(recipes)
+            ]
     return out
 
 
-def doc_commands(path: Path, cluster_gpus: float, gpu_section: str = "## A real cluster",
-                 root: Path = ROOT) -> list[TrainCommand]:
+def doc_commands(
+    path: Path, cluster_gpus: float, gpu_section: str = "## A real cluster", root: Path = ROOT
+) -> list[TrainCommand]:
     """Training recipes in a Markdown page: ``make submit TRAIN_ARGS="..."`` (which may wrap in
     prose) and ``python -m pipelines.train`` lines in its code blocks. Those under the heading
     ``gpu_section`` target the GPU cluster (``cluster_gpus``); the rest a local head (0)."""
@@ -148,9 +174,8 @@ def doc_commands(path: Path, cluster_gpus: float, gpu_section: str = "## A real 
         out.append(TrainCommand(where, submit_recipes(match.group(0))[0], gpus))
     for pos, line in code:
         if "python -m pipelines.train" in line:
-            argv = train_argv(line[line.index("python -m pipelines.train"):].rstrip("\\ "))
+            argv = train_argv(line[line.index("python -m pipelines.train") :].rstrip("\\ "))
             if argv is not None:
                 where, gpus = at(pos)
                 out.append(TrainCommand(where, argv, gpus))
     return out
-

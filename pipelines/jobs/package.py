@@ -8,13 +8,14 @@ an excluded folder is not entered. The upload must stay under the gRPC message l
 between releases, so the rules are implemented here on the ``pathspec`` library (the same
 gitwildmatch dialect) and tested against real trees.
 """
+
 from __future__ import annotations
 
 import os
 import tempfile
 import zipfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 from pathspec import PathSpec
 
@@ -39,6 +40,7 @@ def _matcher(base: Path, lines: list[str]) -> Matcher:
     def match(path: Path) -> bool:
         rel = path.relative_to(base).as_posix()
         return spec.match_file(rel + "/" if path.is_dir() else rel)
+
     return match
 
 
@@ -81,8 +83,11 @@ def package_size(root: Path | str, excludes: list[str], gitignore: bool | None =
         return target.stat().st_size
 
 
-def largest_files(root: Path | str, excludes: list[str], top: int = 5, gitignore: bool | None = None
-                  ) -> list[tuple[int, str]]:
+def largest_files(
+    root: Path | str, excludes: list[str], top: int = 5, gitignore: bool | None = None
+) -> list[tuple[int, str]]:
     root = Path(root).absolute()
-    sizes = [(p.stat().st_size, p.relative_to(root).as_posix()) for p in package_files(root, excludes, gitignore)]
+    sizes = [
+        (p.stat().st_size, p.relative_to(root).as_posix()) for p in package_files(root, excludes, gitignore)
+    ]
     return sorted(sizes, reverse=True)[:top]

@@ -9,11 +9,13 @@ pure functions of what registration knows (:func:`pipelines.registry.publish.reg
 sets them), written for the MLflow UI's Markdown renderer: its tables come out without cell
 padding, so the scores are a preformatted block.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from datasets.synthetic.face_edits import ROTATE_RANGE, STRENGTH_RANGE
 from pipelines.registry.promotion import (
@@ -36,7 +38,7 @@ TASK_TITLES = {"pose": "pose transfer", "portrait": "portrait editing"}
 TASK_SUMMARIES = {
     "pose": "Renders the person of a source photo in a target body pose (18 OpenPose-18 keypoints).",
     "portrait": "Re-renders the face of a source photo with moved facial landmarks (68 iBUG points) or "
-                "named edits (rotate, shift, mouth, smile, eyes, brows).",
+    "named edits (rotate, shift, mouth, smile, eyes, brows).",
 }
 POSE_INPUT = {"pose": "pose heatmaps", "portrait": "face part maps"}
 BASELINE_NAMES = BASELINES
@@ -55,11 +57,15 @@ COLUMN_NOTES = {
 # Response columns: what they hold, and the request column that asks for them (None: always there).
 OUTPUT_NOTES = {
     "image": ("the generated image, base64 PNG", None),
-    "combination_maps": ("grey PNG strip, one cell per scale: white = attention-warped, black = flow-warped "
-                         "features taken", "return_maps"),
+    "combination_maps": (
+        "grey PNG strip, one cell per scale: white = attention-warped, black = flow-warped features taken",
+        "return_maps",
+    ),
 }
-EDIT_NOTE = (f"`rotate` degrees in [{ROTATE_RANGE[0]:g}, {ROTATE_RANGE[1]:g}]; `shift_x`, `shift_y` pixels of the "
-             f"output frame; the others strengths in [{STRENGTH_RANGE[0]:g}, {STRENGTH_RANGE[1]:g}], 0 = unchanged")
+EDIT_NOTE = (
+    f"`rotate` degrees in [{ROTATE_RANGE[0]:g}, {ROTATE_RANGE[1]:g}]; `shift_x`, `shift_y` pixels of the "
+    f"output frame; the others strengths in [{STRENGTH_RANGE[0]:g}, {STRENGTH_RANGE[1]:g}], 0 = unchanged"
+)
 
 
 @dataclass(frozen=True)
@@ -89,8 +95,9 @@ def champion_summary(version: Any, tags: Mapping[str, str] | None) -> ChampionSu
         value = float(tags[TAG_PRIMARY_VALUE])
     except (KeyError, ValueError):
         value = None
-    return ChampionSummary(str(version), tags.get(TAG_PRIMARY_METRIC), value, tags.get(TAG_PROTOCOL),
-                           tags.get("dataset"))
+    return ChampionSummary(
+        str(version), tags.get(TAG_PRIMARY_METRIC), value, tags.get(TAG_PROTOCOL), tags.get("dataset")
+    )
 
 
 def fmt(value: Any) -> str:
@@ -127,8 +134,10 @@ def _size(hw: Sequence[int]) -> str:
 def contract_section(shape: ModelShape) -> str:
     """The request columns (names, types, optional or not), the response and the tensor flavour."""
     task = check_task(shape.task)
-    lines = ["## Request (python_function flavour)",
-             "One row per image, `{\"dataframe_records\": [...]}` over HTTP:"]
+    lines = [
+        "## Request (python_function flavour)",
+        'One row per image, `{"dataframe_records": [...]}` over HTTP:',
+    ]
     edits = [c for c in INPUTS[task] if c.name in EDIT_COLUMNS]
     for col in INPUTS[task]:
         if col.name in EDIT_COLUMNS:
@@ -146,60 +155,75 @@ def contract_section(shape: ModelShape) -> str:
         if needs is not None and needs not in asked:
             continue  # this task's requests cannot ask for it
         when = f"with `{needs}`" if needs else ("always" if col.required else "optional")
-        answers.append(f"`{col.name}` ({col.type}, {when}): {note}".rstrip(": ")
-                       + (f", {_size(shape.image_size)}" if col.name == "image" else ""))
+        answers.append(
+            f"`{col.name}` ({col.type}, {when}): {note}".rstrip(": ")
+            + (f", {_size(shape.image_size)}" if col.name == "image" else "")
+        )
     h, w = shape.image_size
     p = int(shape.pose_channels)
-    lines += ["",
-              "Response, per row: " + "; ".join(answers) + ". An unusable request gets HTTP 400 naming the column.",
-              "",
-              "## Tensor (pytorch flavour)",
-              (f"`mlflow.pytorch.load_model` gives the PackedGenerator: float32 `[B, {3 + 2 * p}, {h}, {w}]` = "
-               f"source image (3, in [-1, 1]) | source {POSE_INPUT[task]} ({p}, in [0, 1]) | target "
-               f"{POSE_INPUT[task]} ({p}); output `[B, 3, {h}, {w}]` in [-1, 1]; other shapes are rejected. "
-               "`extra_files/reference_input.npy` -> `reference_output.npy` checks a loaded copy.")]
+    lines += [
+        "",
+        "Response, per row: " + "; ".join(answers) + ". An unusable request gets HTTP 400 naming the column.",
+        "",
+        "## Tensor (pytorch flavour)",
+        (
+            f"`mlflow.pytorch.load_model` gives the PackedGenerator: float32 `[B, {3 + 2 * p}, {h}, {w}]` = "
+            f"source image (3, in [-1, 1]) | source {POSE_INPUT[task]} ({p}, in [0, 1]) | target "
+            f"{POSE_INPUT[task]} ({p}); output `[B, 3, {h}, {w}]` in [-1, 1]; other shapes are rejected. "
+            "`extra_files/reference_input.npy` -> `reference_output.npy` checks a loaded copy."
+        ),
+    ]
     return "\n".join(lines)
 
 
-def usage_section(model_name: str, version: str | None, task: str,
-                  request_example: Mapping[str, Any] | None = None) -> str:
+def usage_section(
+    model_name: str, version: str | None, task: str, request_example: Mapping[str, Any] | None = None
+) -> str:
     """How to call it: pyfunc in Python, ``mlflow models serve`` and curl (code lines short enough
     for the UI, which cuts preformatted lines rather than wrapping them)."""
     uri = f"models:/{model_name}/{version}" if version else f"models:/{model_name}@{CHAMPION}"
     if task == POSE:
         image = "person.png"
         points = (request_example or {}).get("target_keypoints")
-        intro = ("`pose.json` holds the target pose, 18 `[x, y]` in the model's frame"
-                 + (f"; the first test pair's: `{points}`" if points else "") + ".")
-        py_col, json_col, shell_arg = ('"target_keypoints": open("pose.json").read()', '"target_keypoints": "%s"',
-                                       " \"$(tr -d '\\n' < pose.json)\"")
+        intro = (
+            "`pose.json` holds the target pose, 18 `[x, y]` in the model's frame"
+            + (f"; the first test pair's: `{points}`" if points else "")
+            + "."
+        )
+        py_col, json_col, shell_arg = (
+            '"target_keypoints": open("pose.json").read()',
+            '"target_keypoints": "%s"',
+            " \"$(tr -d '\\n' < pose.json)\"",
+        )
     else:
         image = "face.png"
         intro = "One edit, `smile`; the request columns above list the others."
         py_col, json_col, shell_arg = '"smile": 0.5', '"smile": 0.5', ""
-    return "\n".join([
-        "## Use it",
-        intro,
-        "```python",
-        "import base64, mlflow, pandas as pd",
-        'mlflow.set_tracking_uri("sqlite:///mlruns.db")  # the project\'s store, or its server',
-        f'model = mlflow.pyfunc.load_model("{uri}")',
-        f'image = base64.b64encode(open("{image}", "rb").read()).decode()',
-        f'row = {{"source_image": image, {py_col}}}',
-        "out = model.predict(pd.DataFrame([row]))",
-        'open("out.png", "wb").write(base64.b64decode(out["image"][0]))',
-        "```",
-        "Served over HTTP:",
-        "```bash",
-        "export MLFLOW_TRACKING_URI=sqlite:///$PWD/mlruns.db  # the project's store, or its server",
-        f"mlflow models serve -m models:/{model_name}@{CHAMPION} --env-manager local -h 127.0.0.1 -p 5001",
-        "# then, from another shell:",
-        f"printf '{{\"dataframe_records\": [{{\"source_image\": \"%s\", {json_col}}}]}}' \\",
-        f'  "$(base64 -w0 {image})"{shell_arg} |',
-        "  curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d @-",
-        '# -> {"predictions": [{"image": "<base64 PNG>"}]}',
-        "```",
-    ])
+    return "\n".join(
+        [
+            "## Use it",
+            intro,
+            "```python",
+            "import base64, mlflow, pandas as pd",
+            'mlflow.set_tracking_uri("sqlite:///mlruns.db")  # the project\'s store, or its server',
+            f'model = mlflow.pyfunc.load_model("{uri}")',
+            f'image = base64.b64encode(open("{image}", "rb").read()).decode()',
+            f'row = {{"source_image": image, {py_col}}}',
+            "out = model.predict(pd.DataFrame([row]))",
+            'open("out.png", "wb").write(base64.b64decode(out["image"][0]))',
+            "```",
+            "Served over HTTP:",
+            "```bash",
+            "export MLFLOW_TRACKING_URI=sqlite:///$PWD/mlruns.db  # the project's store, or its server",
+            f"mlflow models serve -m models:/{model_name}@{CHAMPION} --env-manager local -h 127.0.0.1 -p 5001",
+            "# then, from another shell:",
+            f'printf \'{{"dataframe_records": [{{"source_image": "%s", {json_col}}}]}}\' \\',
+            f'  "$(base64 -w0 {image})"{shell_arg} |',
+            "  curl -s http://127.0.0.1:5001/invocations -H 'Content-Type: application/json' -d @-",
+            '# -> {"predictions": [{"image": "<base64 PNG>"}]}',
+            "```",
+        ]
+    )
 
 
 def floor_scores(metrics_doc: Mapping[str, Any]) -> dict[str, float]:
@@ -222,20 +246,26 @@ def scores_block(metrics_doc: Mapping[str, Any], primary_metric: str) -> str:
     columns = [("model", model)] + [(b, baselines.get(b) or {}) for b in BASELINE_NAMES]
     columns.append(("floor", floor_scores(metrics_doc)))
     # Intervals and spreads are shown beside their score, not as metrics of their own.
-    metrics = sorted((m for m in model if isinstance(model[m], (int, float)) and not m.endswith(INTERVAL_SUFFIXES)),
-                     key=lambda m: (m != primary_metric, m))
+    metrics = sorted(
+        (m for m in model if isinstance(model[m], (int, float)) and not m.endswith(INTERVAL_SUFFIXES)),
+        key=lambda m: (m != primary_metric, m),
+    )
     labels = {m: f"{m} {_direction(m)}".rstrip() + (" *" if m == primary_metric else "") for m in metrics}
     width = max([len("metric")] + [len(v) for v in labels.values()])
     cells = [[with_interval(scores, m) for m in metrics] for _, scores in columns]
     widths = [max([len(name)] + [len(c) for c in col]) for (name, _), col in zip(columns, cells)]
     head = "metric".ljust(width) + "".join(f"  {name:>{w}}" for (name, _), w in zip(columns, widths))
-    rows = [labels[m].ljust(width) + "".join(f"  {col[i]:>{w}}" for col, w in zip(cells, widths))
-            for i, m in enumerate(metrics)]
+    rows = [
+        labels[m].ljust(width) + "".join(f"  {col[i]:>{w}}" for col, w in zip(cells, widths))
+        for i, m in enumerate(metrics)
+    ]
     return "\n".join(["```text", head, *rows, "```"])
 
 
 def _int(value: Any) -> int | None:
-    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+    return (
+        int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0 else None
+    )
 
 
 def training_lines(metrics_doc: Mapping[str, Any], training: Mapping[str, Any] | None) -> list[str]:
@@ -244,8 +274,14 @@ def training_lines(metrics_doc: Mapping[str, Any], training: Mapping[str, Any] |
     gen = metrics_doc.get("generator") or {}
     protocol = metrics_doc.get("protocol") or {}
     dataset = training.get("dataset") or metrics_doc.get("dataset") or protocol.get("dataset")
-    kind = ", ".join(str(v) for v in (training.get("layout") or protocol.get("layout"),
-                                      "synthetic" if training.get("synthetic") else None) if v)
+    kind = ", ".join(
+        str(v)
+        for v in (
+            training.get("layout") or protocol.get("layout"),
+            "synthetic" if training.get("synthetic") else None,
+        )
+        if v
+    )
     n_train = _int((protocol.get("reference_set") or {}).get("count"))
     size = protocol.get("image_size")
     data = f"- data: `{dataset or 'unknown'}`" + (f" ({kind})" if kind else "")
@@ -265,9 +301,11 @@ def training_lines(metrics_doc: Mapping[str, Any], training: Mapping[str, Any] |
         if total:
             seen += f"; `train.total_images` {total}"
         lines.append(seen)
-    ckpt = [f"step {steps}" if steps is not None else None,
-            f"variant `{gen['variant']}`" if gen.get("variant") else None,
-            f"sha256 `{str(gen['state_sha256'])[:12]}`" if gen.get("state_sha256") else None]
+    ckpt = [
+        f"step {steps}" if steps is not None else None,
+        f"variant `{gen['variant']}`" if gen.get("variant") else None,
+        f"sha256 `{str(gen['state_sha256'])[:12]}`" if gen.get("state_sha256") else None,
+    ]
     if any(ckpt):
         lines.append("- checkpoint (EMA weights): " + ", ".join(c for c in ckpt if c))
     return lines
@@ -293,8 +331,13 @@ def protocol_lines(metrics_doc: Mapping[str, Any]) -> list[str]:
     return lines
 
 
-def evaluation_files_lines(files: Sequence[str], run_id: str | None, experiment_id: str | None,
-                           model_id: str | None, links: bool = True) -> list[str]:
+def evaluation_files_lines(
+    files: Sequence[str],
+    run_id: str | None,
+    experiment_id: str | None,
+    model_id: str | None,
+    links: bool = True,
+) -> list[str]:
     """Where the evaluation's sample grid and plots are: the model's ``extra_files/`` and the run's
     ``evaluation/``; the images link to the run's artifact viewer when the ids are known."""
     if not files:
@@ -309,9 +352,11 @@ def evaluation_files_lines(files: Sequence[str], run_id: str | None, experiment_
             named.append(f"[{name}]({run_files}{name})")
         else:
             named.append(f"`{name}`")
-    return ["## Evaluation files",
-            f"The sample grid, plots and metrics are logged with the model ({model_files}, `extra_files/`) "
-            "and to the source run (`evaluation/`): " + ", ".join(named) + "."]
+    return [
+        "## Evaluation files",
+        f"The sample grid, plots and metrics are logged with the model ({model_files}, `extra_files/`) "
+        "and to the source run (`evaluation/`): " + ", ".join(named) + ".",
+    ]
 
 
 def _ci(gain: Any, low: Any, high: Any) -> str:
@@ -326,32 +371,56 @@ def promotion_lines(promotion: Mapping[str, Any] | None, primary_metric: str) ->
     lines = [f"Rule `{promotion['policy']}`: {promotion['rule']}."]
     champ = promotion.get("versus_champion")
     if champ:
-        units = (f"{champ['identities']} identities, {champ['pairs']} pairs" if champ.get("identities")
-                 else f"{champ['pairs']} pairs")
-        lines.append(f"- over champion v{promotion.get('champion_version')}: `{primary_metric}` gain "
-                     f"{_ci(champ['gain'], champ['ci95_low'], champ['ci95_high'])}, {champ['verdict']} "
-                     f"({champ['method']}, {units})")
+        units = (
+            f"{champ['identities']} identities, {champ['pairs']} pairs"
+            if champ.get("identities")
+            else f"{champ['pairs']} pairs"
+        )
+        lines.append(
+            f"- over champion v{promotion.get('champion_version')}: `{primary_metric}` gain "
+            f"{_ci(champ['gain'], champ['ci95_low'], champ['ci95_high'])}, {champ['verdict']} "
+            f"({champ['method']}, {units})"
+        )
     elif promotion.get("champion_version"):
-        lines.append(f"- over champion v{promotion['champion_version']}: no paired interval (per-pair scores missing)")
+        lines.append(
+            f"- over champion v{promotion['champion_version']}: no paired interval (per-pair scores missing)"
+        )
     else:
         lines.append("- no champion before this version")
     for baseline, b in (promotion.get("versus_baselines") or {}).items():
         if b.get("gain") is None:
             lines.append(f"- over {baseline}: no `{primary_metric}` verdict in the evaluation record")
         else:
-            how = f" ({b['method']}, {b['identities']} identities)" if b.get("identities") else (
-                f" ({b['method']})" if b.get("method") else "")
-            lines.append(f"- over {baseline}: `{primary_metric}` gain {_ci(b['gain'], b['ci95_low'], b['ci95_high'])}, "
-                         f"{b['verdict']}{how}")
+            how = (
+                f" ({b['method']}, {b['identities']} identities)"
+                if b.get("identities")
+                else (f" ({b['method']})" if b.get("method") else "")
+            )
+            lines.append(
+                f"- over {baseline}: `{primary_metric}` gain {_ci(b['gain'], b['ci95_low'], b['ci95_high'])}, "
+                f"{b['verdict']}{how}"
+            )
     return lines
 
 
-def version_card(*, model_name: str, version: str, shape: ModelShape, metrics_doc: Mapping[str, Any],
-                 primary_metric: str, promoted: bool, reason: str, champion_version: str,
-                 run_id: str | None = None, experiment_id: str | None = None, model_id: str | None = None,
-                 evaluation_files: Sequence[str] = (), training: Mapping[str, Any] | None = None,
-                 request_example: Mapping[str, Any] | None = None,
-                 promotion: Mapping[str, Any] | None = None) -> str:
+def version_card(
+    *,
+    model_name: str,
+    version: str,
+    shape: ModelShape,
+    metrics_doc: Mapping[str, Any],
+    primary_metric: str,
+    promoted: bool,
+    reason: str,
+    champion_version: str,
+    run_id: str | None = None,
+    experiment_id: str | None = None,
+    model_id: str | None = None,
+    evaluation_files: Sequence[str] = (),
+    training: Mapping[str, Any] | None = None,
+    request_example: Mapping[str, Any] | None = None,
+    promotion: Mapping[str, Any] | None = None,
+) -> str:
     """The Markdown card of version ``version`` of ``model_name``, as registered.
 
     ``metrics_doc`` is the evaluation's metrics JSON (scores, baselines, floor, protocol and its
@@ -361,9 +430,13 @@ def version_card(*, model_name: str, version: str, shape: ModelShape, metrics_do
     policy, rule and numbers (:meth:`pipelines.registry.promotion.PromotionDecision.record`)."""
     task = check_task(shape.task)
     value = (metrics_doc.get("model") or {}).get(primary_metric)
-    decision = (f"promoted to **{CHAMPION}**: {reason}." if promoted else
-                f"**{CANDIDATE}** only, {CHAMPION} stays v{champion_version}: {reason}." if champion_version else
-                f"**{CANDIDATE}** only: {reason}.")
+    decision = (
+        f"promoted to **{CHAMPION}**: {reason}."
+        if promoted
+        else f"**{CANDIDATE}** only, {CHAMPION} stays v{champion_version}: {reason}."
+        if champion_version
+        else f"**{CANDIDATE}** only: {reason}."
+    )
     better = "lower" if _direction(primary_metric) == "↓" else "higher"
 
     def card(links: bool, contract: bool) -> str:
@@ -382,8 +455,9 @@ def version_card(*, model_name: str, version: str, shape: ModelShape, metrics_do
             "## Training",
             *training_lines(metrics_doc, training),
             "",
-            contract_section(shape) if contract else
-            "## Request and response\nAs in the registered model's description (the columns of pipelines/serving/contract.py).",
+            contract_section(shape)
+            if contract
+            else "## Request and response\nAs in the registered model's description (the columns of pipelines/serving/contract.py).",
             "",
             *evaluation_files_lines(evaluation_files, run_id, experiment_id, model_id, links),
             "",
@@ -391,7 +465,9 @@ def version_card(*, model_name: str, version: str, shape: ModelShape, metrics_do
         ]
         return "\n".join(parts).replace("\n\n\n", "\n\n").strip() + "\n"
 
-    return fit(card(links=True, contract=True), card(links=False, contract=True), card(links=False, contract=False))
+    return fit(
+        card(links=True, contract=True), card(links=False, contract=True), card(links=False, contract=False)
+    )
 
 
 def fit(*texts: str) -> str:
@@ -400,13 +476,18 @@ def fit(*texts: str) -> str:
         if len(text) <= MAX_DESCRIPTION:
             return text
     tail = "\n\n(cut to MLflow's description limit)\n"
-    return texts[-1][:MAX_DESCRIPTION - len(tail)] + tail
+    return texts[-1][: MAX_DESCRIPTION - len(tail)] + tail
 
 
-def registered_model_card(*, model_name: str, shape: ModelShape, champion: ChampionSummary | None,
-                          candidate_version: str | None = None,
-                          request_example: Mapping[str, Any] | None = None,
-                          policy: str = DEFAULT_POLICY) -> str:
+def registered_model_card(
+    *,
+    model_name: str,
+    shape: ModelShape,
+    champion: ChampionSummary | None,
+    candidate_version: str | None = None,
+    request_example: Mapping[str, Any] | None = None,
+    policy: str = DEFAULT_POLICY,
+) -> str:
     """The registered model's Markdown card: the task, the contract, and which version is champion."""
     task = check_task(shape.task)
     if champion is None:
@@ -422,10 +503,12 @@ def registered_model_card(*, model_name: str, shape: ModelShape, champion: Champ
         TASK_SUMMARIES[task],
         "",
         champ + cand,
-        (f"`{CANDIDATE}` marks every new version; `{CHAMPION}` moves to it under the same evaluation protocol "
-         f"by `register.promotion_policy` `{policy}`: {POLICY_RULES.get(policy, policy)}. Each version's "
-         "description is its card: scores against the baselines, the promotion decision with its numbers, "
-         "training data and budget, evaluation files."),
+        (
+            f"`{CANDIDATE}` marks every new version; `{CHAMPION}` moves to it under the same evaluation protocol "
+            f"by `register.promotion_policy` `{policy}`: {POLICY_RULES.get(policy, policy)}. Each version's "
+            "description is its card: scores against the baselines, the promotion decision with its numbers, "
+            "training data and budget, evaluation files."
+        ),
         "",
         contract_section(shape),
         "",

@@ -20,17 +20,23 @@ baseline.  The policies (``register.promotion_policy``):
 
 A refusal is an ordinary outcome: the version stays ``candidate`` and the champion is unchanged.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from pipelines.evaluation.statistics import PairedComparison, Resampling, by_pair, paired_bootstrap
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 
-ANY_GAIN, BEYOND_NOISE, BEYOND_BASELINES_AND_CHAMPION = "any_gain", "beyond_noise", "beyond_baselines_and_champion"
+ANY_GAIN, BEYOND_NOISE, BEYOND_BASELINES_AND_CHAMPION = (
+    "any_gain",
+    "beyond_noise",
+    "beyond_baselines_and_champion",
+)
 POLICIES = (ANY_GAIN, BEYOND_NOISE, BEYOND_BASELINES_AND_CHAMPION)
 DEFAULT_POLICY = BEYOND_BASELINES_AND_CHAMPION
 
@@ -38,10 +44,10 @@ DEFAULT_POLICY = BEYOND_BASELINES_AND_CHAMPION
 POLICY_RULES = {
     ANY_GAIN: "promote on any gain of the primary metric over the champion (a first version always)",
     BEYOND_NOISE: "promote when the paired bootstrap's 95% interval of the gain over the champion excludes 0 "
-                  "on the better side (a first version always)",
+    "on the better side (a first version always)",
     BEYOND_BASELINES_AND_CHAMPION: "promote when the paired bootstrap's 95% interval of the gain over the "
-                                   "champion and over both baselines (copy_source, mean_train_image) excludes 0 "
-                                   "on the better side (a first version: over both baselines)",
+    "champion and over both baselines (copy_source, mean_train_image) excludes 0 "
+    "on the better side (a first version: over both baselines)",
 }
 
 # The evaluation's baselines (pipelines/evaluation/scoring.py BASELINES), as its record names them.
@@ -64,13 +70,17 @@ def lower_is_better(metric: str) -> bool:
     # branch_choice_s<k>: share of pixels where the combination map picks the nearer branch.
     if name in ("ssim", "ssim_range255", "psnr") or name.startswith("branch_choice_s"):
         return False
-    if name in ("fid", "kid", "lpips", "lpips_vgg", "landmark_nme") or name.startswith(("fd_", "kid_", "lpd_")):
+    if name in ("fid", "kid", "lpips", "lpips_vgg", "landmark_nme") or name.startswith(
+        ("fd_", "kid_", "lpd_")
+    ):
         return True
     if name.startswith(("flow_epe", "attn_epe_s", "appearance_de00")):  # correspondence.py: errors
         return True
-    raise ValueError(f"unknown metric {metric!r}: cannot tell whether lower is better "
-                     "(expected ssim, ssim_range255, psnr, fid, kid, lpips, lpips_vgg, fd_*, kid_*, lpd_*, "
-                     "landmark_nme, or a masked_ form)")
+    raise ValueError(
+        f"unknown metric {metric!r}: cannot tell whether lower is better "
+        "(expected ssim, ssim_range255, psnr, fid, kid, lpips, lpips_vgg, fd_*, kid_*, lpd_*, "
+        "landmark_nme, or a masked_ form)"
+    )
 
 
 def beats(candidate: float, champion: float, metric: str) -> bool:
@@ -102,12 +112,27 @@ class BaselineEvidence:
     def describe(self, metric: str) -> str:
         if self.gain is None:
             return f"over {self.baseline}: no {metric} verdict in the evaluation record"
-        return (f"over {self.baseline}: {metric} gain {self.gain:+.4g}, 95% CI [{self.low:+.4g}, {self.high:+.4g}], "
-                + ("beyond noise" if self.beaten else "worse beyond noise" if self.verdict == "worse" else "within noise"))
+        return (
+            f"over {self.baseline}: {metric} gain {self.gain:+.4g}, 95% CI [{self.low:+.4g}, {self.high:+.4g}], "
+            + (
+                "beyond noise"
+                if self.beaten
+                else "worse beyond noise"
+                if self.verdict == "worse"
+                else "within noise"
+            )
+        )
 
     def record(self) -> dict:
-        return {"gain": self.gain, "ci95_low": self.low, "ci95_high": self.high, "verdict": self.verdict,
-                "beaten": self.beaten, "method": self.method, "identities": self.identities}
+        return {
+            "gain": self.gain,
+            "ci95_low": self.low,
+            "ci95_high": self.high,
+            "verdict": self.verdict,
+            "beaten": self.beaten,
+            "method": self.method,
+            "identities": self.identities,
+        }
 
 
 def baseline_evidence(versus: Mapping[str, Any] | None, metric: str) -> tuple[BaselineEvidence, ...]:
@@ -118,8 +143,17 @@ def baseline_evidence(versus: Mapping[str, Any] | None, metric: str) -> tuple[Ba
         if not v:
             out.append(BaselineEvidence(baseline))
             continue
-        out.append(BaselineEvidence(baseline, float(v["gain"]), float(v["ci95_low"]), float(v["ci95_high"]),
-                                    str(v.get("verdict")), v.get("method"), v.get("identities")))
+        out.append(
+            BaselineEvidence(
+                baseline,
+                float(v["gain"]),
+                float(v["ci95_low"]),
+                float(v["ci95_high"]),
+                str(v.get("verdict")),
+                v.get("method"),
+                v.get("identities"),
+            )
+        )
     return tuple(out)
 
 
@@ -139,11 +173,16 @@ class PromotionDecision:
 
     def record(self) -> dict:
         """What decided, with the numbers: the registration receipt's ``promotion``."""
-        return {"policy": self.policy, "rule": POLICY_RULES[self.policy], "promoted": self.promote,
-                "reason": self.reason, "champion_version": self.champion_version,
-                "champion_value": self.champion_value,
-                "versus_champion": self.comparison.record() if self.comparison is not None else None,
-                "versus_baselines": {b.baseline: b.record() for b in self.baselines}}
+        return {
+            "policy": self.policy,
+            "rule": POLICY_RULES[self.policy],
+            "promoted": self.promote,
+            "reason": self.reason,
+            "champion_version": self.champion_version,
+            "champion_value": self.champion_value,
+            "versus_champion": self.comparison.record() if self.comparison is not None else None,
+            "versus_baselines": {b.baseline: b.record() for b in self.baselines},
+        }
 
 
 def decide_promotion(
@@ -177,19 +216,35 @@ def decide_promotion(
     short = [b.baseline for b in baselines if not b.beaten]
     vs_baselines = "; ".join(b.describe(metric) for b in baselines)
 
-    def decision(promote: bool, champion_part: str, why_not: str = "", version: str | None = None,
-                 value: float | None = None, comparison: PairedComparison | None = None) -> PromotionDecision:
+    def decision(
+        promote: bool,
+        champion_part: str,
+        why_not: str = "",
+        version: str | None = None,
+        value: float | None = None,
+        comparison: PairedComparison | None = None,
+    ) -> PromotionDecision:
         verdict = f"promoted under {policy}" if promote else f"not promoted under {policy}{why_not}"
         # One line: the verdict first, then the evidence with its numbers.
-        return PromotionDecision(promote, f"{verdict}: {champion_part}; {vs_baselines}", version, value, comparison,
-                                 policy, baselines)
+        return PromotionDecision(
+            promote,
+            f"{verdict}: {champion_part}; {vs_baselines}",
+            version,
+            value,
+            comparison,
+            policy,
+            baselines,
+        )
 
     if not math.isfinite(candidate_value):
         return decision(False, f"candidate {metric}={candidate_value} is not finite")
     if champion is None:
         if need_baselines and short:
-            return decision(False, "no champion yet", f" (a first version must beat both baselines beyond noise; "
-                                                      f"not: {', '.join(short)})")
+            return decision(
+                False,
+                "no champion yet",
+                f" (a first version must beat both baselines beyond noise; not: {', '.join(short)})",
+            )
         return decision(True, "no champion yet")
     tags = champion.tags or {}
     version = str(champion.version)
@@ -201,29 +256,54 @@ def decide_promotion(
             champ_pairs = champion_pairs(champion)
     elif rescore is not None:
         redone = rescore(f"models:/{model_name}/{version}")
-        value, champ_pairs = (float(redone[0]), redone[1]) if isinstance(redone, tuple) else (float(redone), None)
+        value, champ_pairs = (
+            (float(redone[0]), redone[1]) if isinstance(redone, tuple) else (float(redone), None)
+        )
         how = "champion re-scored under the candidate's protocol"
     else:
-        return decision(False, f"champion v{version} was scored under another protocol or metric "
-                               f"({tags.get(TAG_PRIMARY_METRIC)}, {str(tags.get(TAG_PROTOCOL))[:12]}); not comparable",
-                        "", version)
+        return decision(
+            False,
+            f"champion v{version} was scored under another protocol or metric "
+            f"({tags.get(TAG_PRIMARY_METRIC)}, {str(tags.get(TAG_PROTOCOL))[:12]}); not comparable",
+            "",
+            version,
+        )
     comparison = None
     if candidate_pairs is not None and champ_pairs is not None and len(candidate_pairs) == len(champ_pairs):
-        units = resampling if resampling is not None and resampling.pairs == len(candidate_pairs) else by_pair(
-            len(candidate_pairs), "no identities of the candidate's pairs")
-        comparison = paired_bootstrap(candidate_pairs, champ_pairs, lower_is_better(metric), units, resamples, seed)
+        units = (
+            resampling
+            if resampling is not None and resampling.pairs == len(candidate_pairs)
+            else by_pair(len(candidate_pairs), "no identities of the candidate's pairs")
+        )
+        comparison = paired_bootstrap(
+            candidate_pairs, champ_pairs, lower_is_better(metric), units, resamples, seed
+        )
     noise = comparison.describe(metric) if comparison else "no per-pair scores of both: noise not assessed"
     gained = beats(candidate_value, value, metric)
-    over_champion = (f"{metric} {candidate_value:.6g} {'beats' if gained else 'does not beat'} champion v{version}'s "
-                     f"{value:.6g} ({how}; {noise})")
+    over_champion = (
+        f"{metric} {candidate_value:.6g} {'beats' if gained else 'does not beat'} champion v{version}'s "
+        f"{value:.6g} ({how}; {noise})"
+    )
     if not gained:
         return decision(False, over_champion, f", champion stays v{version}", version, value, comparison)
     if policy != ANY_GAIN and not (comparison and comparison.beyond_noise):
-        return decision(False, over_champion, f", champion stays v{version} (the gain over it is not beyond noise)",
-                        version, value, comparison)
+        return decision(
+            False,
+            over_champion,
+            f", champion stays v{version} (the gain over it is not beyond noise)",
+            version,
+            value,
+            comparison,
+        )
     if need_baselines and short:
-        return decision(False, over_champion, f", champion stays v{version} (not beyond noise over "
-                                              f"{', '.join(short)})", version, value, comparison)
+        return decision(
+            False,
+            over_champion,
+            f", champion stays v{version} (not beyond noise over {', '.join(short)})",
+            version,
+            value,
+            comparison,
+        )
     return decision(True, over_champion, "", version, value, comparison)
 
 

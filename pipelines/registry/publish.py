@@ -2,6 +2,7 @@
 it as a version of ``attnflow-pose`` / ``attnflow-portrait``, and move the aliases by
 :mod:`pipelines.registry.promotion`.  :mod:`pipelines.register` is the command around this.
 """
+
 from __future__ import annotations
 
 import json
@@ -9,10 +10,11 @@ import logging
 import math
 import platform
 import tempfile
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -20,8 +22,8 @@ import torch
 from datasets.shards.loader import eval_loader
 from datasets.shards.tar import load_manifest
 from model.export import PackedGenerator, pack_inputs
-from pipelines.registry import cards
 from pipelines.evaluation.statistics import Resampling, by_identity
+from pipelines.registry import cards
 from pipelines.registry.promotion import (
     CANDIDATE,
     CHAMPION,
@@ -45,8 +47,17 @@ TASK_MODEL_NAMES = {"pose": "attnflow-pose", "portrait": "attnflow-portrait"}
 
 # What loading the model needs: the PyTorch form (torch, numpy, cloudpickle) and the served
 # pyfunc form (the apps' imaging and data code).  The pose extra (mediapipe) stays optional.
-MODEL_DISTRIBUTIONS = ("torch", "numpy", "cloudpickle", "mlflow", "pillow", "opencv-python-headless",
-                       "albumentations", "scipy", "pyyaml")
+MODEL_DISTRIBUTIONS = (
+    "torch",
+    "numpy",
+    "cloudpickle",
+    "mlflow",
+    "pillow",
+    "opencv-python-headless",
+    "albumentations",
+    "scipy",
+    "pyyaml",
+)
 
 
 def project_pip_requirements() -> list[str]:
@@ -66,7 +77,9 @@ class Registration:
     promoted: bool
     reason: str
     champion_version: str  # after the decision
-    promotion: dict | None = None  # the policy, its rule and the numbers that decided (PromotionDecision.record)
+    promotion: dict | None = (
+        None  # the policy, its rule and the numbers that decided (PromotionDecision.record)
+    )
 
 
 def register_generator(
@@ -111,7 +124,9 @@ def register_generator(
 
     scores = metrics_doc["model"]
     if primary_metric not in scores:
-        raise ValueError(f"primary metric {primary_metric!r} is not among the evaluated scores: {', '.join(sorted(scores))}")
+        raise ValueError(
+            f"primary metric {primary_metric!r} is not among the evaluated scores: {', '.join(sorted(scores))}"
+        )
     bad = [n for n, p in exported.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
         raise ValueError(f"refusing to register a generator with non-finite parameters: {', '.join(bad[:5])}")
@@ -128,8 +143,11 @@ def register_generator(
         np.save(staging / "reference_input.npy", example)
         np.save(staging / "reference_output.npy", reference)
         (staging / "metrics.json").write_text(json.dumps(metrics_doc, indent=2, sort_keys=True))
-        extra = [str(staging / "reference_input.npy"), str(staging / "reference_output.npy"),
-                 str(staging / "metrics.json")] + [str(p) for p in artifacts]
+        extra = [
+            str(staging / "reference_input.npy"),
+            str(staging / "reference_output.npy"),
+            str(staging / "metrics.json"),
+        ] + [str(p) for p in artifacts]
         if run_id is None:
             mlflow.set_experiment(experiment)
             run_ctx = mlflow.start_run(run_name=f"register-{model_name}")
@@ -146,13 +164,17 @@ def register_generator(
                 input_example=request_example,
                 pip_requirements=project_pip_requirements(),
                 extra_files=extra,
-                metadata={"python": platform.python_version(),
-                          "packed_input": "source_image(3)|source_pose(P)|target_pose(P)",
-                          "packed_shape": [int(v) for v in example.shape[1:]]},
+                metadata={
+                    "python": platform.python_version(),
+                    "packed_input": "source_image(3)|source_pose(P)|target_pose(P)",
+                    "packed_shape": [int(v) for v in example.shape[1:]],
+                },
             )
             for p in artifacts:
                 mlflow.log_artifact(str(p), artifact_path="evaluation")
-            finite = {k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
+            finite = {
+                k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)
+            }
             mlflow.log_metrics({f"eval/{k}": v for k, v in finite.items()}, model_id=info.model_id)
             run_id = run.info.run_id
             experiment_id = run.info.experiment_id
@@ -172,12 +194,21 @@ def register_generator(
     version = str(mv.version)
     champion = current_champion(client, model_name)
     candidate_pairs = per_pair_values(metrics_doc, primary_metric)
-    decision = decide_promotion(primary_metric, candidate_value, protocol, champion, rescore, model_name,
-                                policy=promotion_policy, candidate_pairs=candidate_pairs,
-                                champion_pairs=lambda mv: champion_per_pair(mv, model_name, primary_metric, protocol),
-                                versus_baselines=metrics_doc.get("model_vs_baselines"),
-                                resampling=record_resampling(metrics_doc, len(candidate_pairs or ())),
-                                resamples=bootstrap_resamples, seed=seed)
+    decision = decide_promotion(
+        primary_metric,
+        candidate_value,
+        protocol,
+        champion,
+        rescore,
+        model_name,
+        policy=promotion_policy,
+        candidate_pairs=candidate_pairs,
+        champion_pairs=lambda mv: champion_per_pair(mv, model_name, primary_metric, protocol),
+        versus_baselines=metrics_doc.get("model_vs_baselines"),
+        resampling=record_resampling(metrics_doc, len(candidate_pairs or ())),
+        resamples=bootstrap_resamples,
+        seed=seed,
+    )
     client.set_registered_model_alias(model_name, CANDIDATE, version)
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
@@ -186,38 +217,85 @@ def register_generator(
     if decision.comparison is not None:
         c = decision.comparison
         client.set_model_version_tag(model_name, version, "promotion_gain", f"{c.gain:.6g}")
-        client.set_model_version_tag(model_name, version, "promotion_gain_ci95", f"[{c.low:.6g}, {c.high:.6g}]")
-        client.set_model_version_tag(model_name, version, "promotion_beyond_noise", str(c.beyond_noise).lower())
+        client.set_model_version_tag(
+            model_name, version, "promotion_gain_ci95", f"[{c.low:.6g}, {c.high:.6g}]"
+        )
+        client.set_model_version_tag(
+            model_name, version, "promotion_beyond_noise", str(c.beyond_noise).lower()
+        )
         client.set_model_version_tag(model_name, version, "promotion_bootstrap", c.over())
     for b in decision.baselines:
         if b.gain is not None:
-            client.set_model_version_tag(model_name, version, f"promotion_vs_{b.baseline}",
-                                         f"{b.gain:.6g} [{b.low:.6g}, {b.high:.6g}] {b.verdict}")
+            client.set_model_version_tag(
+                model_name,
+                version,
+                f"promotion_vs_{b.baseline}",
+                f"{b.gain:.6g} [{b.low:.6g}, {b.high:.6g}] {b.verdict}",
+            )
     after = current_champion(client, model_name)
     champion_version = str(after.version) if after is not None else ""
     if not decision.promote:
-        log.info("%s v%s registered as %s only (champion: %s): %s", model_name, version, CANDIDATE,
-                 f"v{champion_version}" if champion_version else "none yet", decision.reason)
+        log.info(
+            "%s v%s registered as %s only (champion: %s): %s",
+            model_name,
+            version,
+            CANDIDATE,
+            f"v{champion_version}" if champion_version else "none yet",
+            decision.reason,
+        )
     shape = cards.ModelShape(task, exported.image_size, exported.pose_channels)
-    client.update_model_version(model_name, version, description=cards.version_card(
-        model_name=model_name, version=version, shape=shape, metrics_doc=metrics_doc, primary_metric=primary_metric,
-        promoted=decision.promote, reason=decision.reason, champion_version=champion_version, run_id=run_id,
-        promotion=decision.record(),
-        experiment_id=experiment_id, model_id=info.model_id, evaluation_files=[Path(p).name for p in artifacts],
-        training=training, request_example=request_example))
-    client.update_registered_model(model_name, description=cards.registered_model_card(
-        model_name=model_name, shape=shape, candidate_version=version, request_example=request_example,
-        champion=cards.champion_summary(after.version, after.tags) if after is not None else None,
-        policy=promotion_policy))
-    return Registration(model_name, version, f"models:/{model_name}/{version}", decision.promote,
-                        decision.reason, champion_version, decision.record())
+    client.update_model_version(
+        model_name,
+        version,
+        description=cards.version_card(
+            model_name=model_name,
+            version=version,
+            shape=shape,
+            metrics_doc=metrics_doc,
+            primary_metric=primary_metric,
+            promoted=decision.promote,
+            reason=decision.reason,
+            champion_version=champion_version,
+            run_id=run_id,
+            promotion=decision.record(),
+            experiment_id=experiment_id,
+            model_id=info.model_id,
+            evaluation_files=[Path(p).name for p in artifacts],
+            training=training,
+            request_example=request_example,
+        ),
+    )
+    client.update_registered_model(
+        model_name,
+        description=cards.registered_model_card(
+            model_name=model_name,
+            shape=shape,
+            candidate_version=version,
+            request_example=request_example,
+            champion=cards.champion_summary(after.version, after.tags) if after is not None else None,
+            policy=promotion_policy,
+        ),
+    )
+    return Registration(
+        model_name,
+        version,
+        f"models:/{model_name}/{version}",
+        decision.promote,
+        decision.reason,
+        champion_version,
+        decision.record(),
+    )
 
 
 def network_tags(metrics_doc: Mapping[str, Any]) -> dict[str, str]:
     """The evaluation and loss networks' weight hashes, so a version says what scored it."""
     nets = (metrics_doc.get("protocol") or {}).get("feature_extractors") or {}
     out = {}
-    for role, key in (("fd", "eval_fd_network"), ("lpd", "eval_lpd_network"), ("loss_network", "loss_network")):
+    for role, key in (
+        ("fd", "eval_fd_network"),
+        ("lpd", "eval_lpd_network"),
+        ("loss_network", "loss_network"),
+    ):
         net = nets.get(role) or {}
         if net:
             out[key] = str(net.get("name") or net.get("backbone"))
@@ -228,8 +306,11 @@ def network_tags(metrics_doc: Mapping[str, Any]) -> dict[str, str]:
 def record_resampling(metrics_doc: Mapping[str, Any], pairs: int) -> Resampling:
     """The units the evaluation record's intervals resample: its pairs' identities, or single pairs
     (with the reason) where it lists none."""
-    return by_identity(metrics_doc.get("pair_identity"), pairs,
-                       "the evaluation record lists no identity per pair (pair_identity)")
+    return by_identity(
+        metrics_doc.get("pair_identity"),
+        pairs,
+        "the evaluation record lists no identity per pair (pair_identity)",
+    )
 
 
 def per_pair_values(metrics_doc: Mapping[str, Any], metric: str) -> list[float] | None:
@@ -245,8 +326,11 @@ def champion_per_pair(champion: Any, model_name: str, metric: str, protocol: str
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{model_name}/{champion.version}",
-                                                             dst_path=tmp))
+            local = Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=f"models:/{model_name}/{champion.version}", dst_path=tmp
+                )
+            )
         except Exception:  # an unreachable artifact store only costs the noise estimate
             return None
         record = next(local.rglob("extra_files/metrics.json"), None)
@@ -258,8 +342,9 @@ def champion_per_pair(champion: Any, model_name: str, metric: str, protocol: str
     return per_pair_values(doc, metric)
 
 
-def export_generator(ema: torch.nn.Module, shards: str | Path
-                     ) -> tuple[PackedGenerator, np.ndarray, float, dict[str, str]]:
+def export_generator(
+    ema: torch.nn.Module, shards: str | Path
+) -> tuple[PackedGenerator, np.ndarray, float, dict[str, str]]:
     """The EMA generator as the registry serves it (one packed tensor in, the image out), the
     input example (the first test pair, as the loader gives it), the largest difference between
     the exported and the direct output on it (a reproducibility check: should be 0), and the same
@@ -275,6 +360,7 @@ def export_generator(ema: torch.nn.Module, shards: str | Path
         err = float((exported(packed) - direct).abs().max())
     task = manifest.get("task") or task_for_channels(exported.pose_channels)
     image = ((batch["source_image"][0].clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).numpy()
-    request = example_request(task, image, batch["source_keypoints"][0].numpy(),
-                              batch["target_keypoints"][0].numpy())
+    request = example_request(
+        task, image, batch["source_keypoints"][0].numpy(), batch["target_keypoints"][0].numpy()
+    )
     return exported, packed.numpy(), err, request

@@ -37,6 +37,7 @@ without both branches); rows that did not ask get an empty string.
 Every function here is pure; a value it cannot use raises :class:`RequestError`, whose message
 names the column (``target_keypoints: expected 18 [x, y] pairs, found 17``).
 """
+
 from __future__ import annotations
 
 import base64
@@ -44,8 +45,9 @@ import binascii
 import io
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -72,12 +74,21 @@ class Column:
 
 
 INPUTS: dict[str, tuple[Column, ...]] = {
-    POSE: (Column("source_image", "string", True), Column("target_keypoints", "string", False),
-           Column("target_size", "string", False), Column("source_keypoints", "string", False),
-           Column("target_image", "string", False), Column("return_maps", "boolean", False)),
-    PORTRAIT: (Column("source_image", "string", True), Column("source_landmarks", "string", False),
-               Column("target_landmarks", "string", False), Column("target_size", "string", False),
-               *(Column(name, "double", False) for name in EDIT_COLUMNS)),
+    POSE: (
+        Column("source_image", "string", True),
+        Column("target_keypoints", "string", False),
+        Column("target_size", "string", False),
+        Column("source_keypoints", "string", False),
+        Column("target_image", "string", False),
+        Column("return_maps", "boolean", False),
+    ),
+    PORTRAIT: (
+        Column("source_image", "string", True),
+        Column("source_landmarks", "string", False),
+        Column("target_landmarks", "string", False),
+        Column("target_size", "string", False),
+        *(Column(name, "double", False) for name in EDIT_COLUMNS),
+    ),
 }
 OUTPUTS = (Column("image", "string", True), Column("combination_maps", "string", False))
 
@@ -91,7 +102,7 @@ class RequestError(ValueError):
         super().__init__(f"{field}: {message}" if prefix and not message.startswith(field) else message)
 
     @classmethod
-    def missing(cls, field: str) -> "RequestError":
+    def missing(cls, field: str) -> RequestError:
         return cls(field, f"missing column {field}", prefix=False)
 
 
@@ -129,8 +140,11 @@ def check_columns(columns: list[str], task: str) -> None:
         if col.required and col.name not in columns:
             raise RequestError.missing(col.name)
     if task == POSE and "target_keypoints" not in columns and "target_image" not in columns:
-        raise RequestError("target_keypoints", "missing column target_keypoints (or target_image, a photo of "
-                           "the target pose)", prefix=False)
+        raise RequestError(
+            "target_keypoints",
+            "missing column target_keypoints (or target_image, a photo of the target pose)",
+            prefix=False,
+        )
 
 
 def decode_flag(value: Any, field: str) -> bool:
@@ -144,8 +158,9 @@ def decode_flag(value: Any, field: str) -> bool:
     raise RequestError(field, f"expected true or false, got {str(value)[:40]!r}")
 
 
-def decode_image(value: Any, field: str = "source_image", max_side: int = MAX_SIDE,
-                 max_bytes: int = MAX_BYTES) -> np.ndarray:
+def decode_image(
+    value: Any, field: str = "source_image", max_side: int = MAX_SIDE, max_bytes: int = MAX_BYTES
+) -> np.ndarray:
     """A base64 PNG/JPEG -> RGB uint8 [H, W, 3] (alpha dropped, grey and palette expanded, 16-bit
     scaled to 8, EXIF orientation applied as photo viewers show it)."""
     from PIL import Image, ImageOps, UnidentifiedImageError
@@ -226,7 +241,9 @@ def decode_points(value: Any, field: str, count: int) -> np.ndarray:
         if not (isinstance(p, list) and len(p) == 2 and all(_number(v) for v in p)):
             raise RequestError(field, f"point {i} is not an [x, y] pair of numbers: {json.dumps(p)[:40]}")
         if not all(math.isfinite(v) for v in p):
-            raise RequestError(field, f"point {i} is not finite (null or a negative coordinate marks a missing point)")
+            raise RequestError(
+                field, f"point {i} is not finite (null or a negative coordinate marks a missing point)"
+            )
         out[i] = p
     return out
 
@@ -234,7 +251,9 @@ def decode_points(value: Any, field: str, count: int) -> np.ndarray:
 def decode_size(value: Any, field: str = "target_size") -> tuple[int, int]:
     """JSON ``[H, W]`` -> (H, W), positive whole numbers up to :data:`MAX_FRAME`."""
     doc = _json(value, field)
-    if not (isinstance(doc, list) and len(doc) == 2 and all(_number(v) and float(v).is_integer() for v in doc)):
+    if not (
+        isinstance(doc, list) and len(doc) == 2 and all(_number(v) and float(v).is_integer() for v in doc)
+    ):
         raise RequestError(field, f"expected [H, W], two whole numbers, got {json.dumps(doc)[:40]}")
     h, w = int(doc[0]), int(doc[1])
     if not (0 < h <= MAX_FRAME and 0 < w <= MAX_FRAME):
@@ -257,15 +276,21 @@ def decode_float(value: Any, field: str) -> float:
 def points_json(points: np.ndarray) -> str:
     """[N, 2] points -> the JSON the point columns take (missing points as null)."""
     pts = np.asarray(points, np.float64)
-    return json.dumps([None if (x < 0 or y < 0) else [round(float(x), 3), round(float(y), 3)] for x, y in pts])
+    return json.dumps(
+        [None if (x < 0 or y < 0) else [round(float(x), 3), round(float(y), 3)] for x, y in pts]
+    )
 
 
-def example_request(task: str, image: np.ndarray, source_points: np.ndarray,
-                    target_points: np.ndarray) -> dict[str, str]:
+def example_request(
+    task: str, image: np.ndarray, source_points: np.ndarray, target_points: np.ndarray
+) -> dict[str, str]:
     """One request row from a pair already in the model's frame (the registration example)."""
     what = "keypoints" if check_task(task) == POSE else "landmarks"
-    return {"source_image": encode_png(image), f"source_{what}": points_json(source_points),
-            f"target_{what}": points_json(target_points)}
+    return {
+        "source_image": encode_png(image),
+        f"source_{what}": points_json(source_points),
+        f"target_{what}": points_json(target_points),
+    }
 
 
 def request_signature(task: str) -> Any:
@@ -274,5 +299,7 @@ def request_signature(task: str) -> Any:
     from mlflow.types import ColSpec, Schema
 
     cols = INPUTS[check_task(task)]
-    return ModelSignature(inputs=Schema([ColSpec(c.type, c.name, required=c.required) for c in cols]),
-                          outputs=Schema([ColSpec(c.type, c.name, required=c.required) for c in OUTPUTS]))
+    return ModelSignature(
+        inputs=Schema([ColSpec(c.type, c.name, required=c.required) for c in cols]),
+        outputs=Schema([ColSpec(c.type, c.name, required=c.required) for c in OUTPUTS]),
+    )

@@ -14,12 +14,14 @@ this module as the flavour).  ``pipelines.serving.pyfunc`` is named by string, M
 ``loader_module`` convention, and is not imported here: it imports the apps, which import the
 registry, which imports this module.
 """
+
 from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import datasets
 import model
@@ -42,13 +44,24 @@ def _frame(example: Any) -> Any:
         return example
     if isinstance(example, Mapping):
         return pd.DataFrame([dict(example)])
-    raise TypeError(f"input_example: expected a request row (dict) or a DataFrame, got {type(example).__name__}")
+    raise TypeError(
+        f"input_example: expected a request row (dict) or a DataFrame, got {type(example).__name__}"
+    )
 
 
-def save_model(pytorch_model: Any, path: str, task: str, mlflow_model: Any = None, *, input_example: Any = None,
-               code_paths: list[str] | None = None, pip_requirements: list[str] | None = None,
-               extra_files: list[str] | None = None, serialization_format: str = "pickle",
-               **kwargs: Any) -> None:
+def save_model(
+    pytorch_model: Any,
+    path: str,
+    task: str,
+    mlflow_model: Any = None,
+    *,
+    input_example: Any = None,
+    code_paths: list[str] | None = None,
+    pip_requirements: list[str] | None = None,
+    extra_files: list[str] | None = None,
+    serialization_format: str = "pickle",
+    **kwargs: Any,
+) -> None:
     """Save ``pytorch_model`` (a PackedGenerator) to ``path`` with the pytorch flavour and the
     column pyfunc flavour for ``task`` ("pose" or "portrait").  ``input_example``: one request
     row (column -> value) or a DataFrame of them; ``code_paths`` default to
@@ -64,14 +77,28 @@ def save_model(pytorch_model: Any, path: str, task: str, mlflow_model: Any = Non
         raise ValueError(f"serialization_format {serialization_format!r}: only 'pickle' is supported")
     mlflow_model = Model() if mlflow_model is None else mlflow_model
     mlflow.pytorch.save_model(
-        pytorch_model, path, mlflow_model=mlflow_model, code_paths=code_paths or project_code_paths(),
-        signature=request_signature(task), input_example=_frame(input_example), pip_requirements=pip_requirements,
-        extra_files=extra_files, serialization_format="pickle", **kwargs)
+        pytorch_model,
+        path,
+        mlflow_model=mlflow_model,
+        code_paths=code_paths or project_code_paths(),
+        signature=request_signature(task),
+        input_example=_frame(input_example),
+        pip_requirements=pip_requirements,
+        extra_files=extra_files,
+        serialization_format="pickle",
+        **kwargs,
+    )
     torch_conf = mlflow_model.flavors["pytorch"]
     env = (mlflow_model.flavors.get(mlflow.pyfunc.FLAVOR_NAME) or {}).get("env") or {}
     mlflow.pyfunc.add_to_model(  # replaces the python_function flavour mlflow.pytorch wrote
-        mlflow_model, loader_module=LOADER_MODULE, data=torch_conf["model_data"], code=torch_conf.get("code"),
-        conda_env=env.get("conda"), python_env=env.get("virtualenv"), model_config={"task": task})
+        mlflow_model,
+        loader_module=LOADER_MODULE,
+        data=torch_conf["model_data"],
+        code=torch_conf.get("code"),
+        conda_env=env.get("conda"),
+        python_env=env.get("virtualenv"),
+        model_config={"task": task},
+    )
     mlflow_model.metadata = {**(mlflow_model.metadata or {}), "task": task}
     mlflow_model.save(os.path.join(path, "MLmodel"))
 
@@ -81,5 +108,12 @@ def log_model(pytorch_model: Any, task: str, name: str, **kwargs: Any) -> Any:
     ``mlflow.pytorch.log_model`` does); returns MLflow's ModelInfo."""
     from mlflow.models import Model
 
-    return Model.log(artifact_path=None, name=name, flavor=sys.modules[__name__], pytorch_model=pytorch_model,
-                     task=task, serialization_format="pickle", **kwargs)
+    return Model.log(
+        artifact_path=None,
+        name=name,
+        flavor=sys.modules[__name__],
+        pytorch_model=pytorch_model,
+        task=task,
+        serialization_format="pickle",
+        **kwargs,
+    )

@@ -8,11 +8,13 @@ the same model folder still loads the bare :class:`model.export.PackedGenerator`
 ``MlflowException(INVALID_PARAMETER_VALUE)`` with a message naming the column, which the scoring
 server answers as HTTP 400 ``{"error_code": "INVALID_PARAMETER_VALUE", "message": ...}``.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -155,8 +157,10 @@ class GeneratorService:
             raise RequestError("target_image", "give target_keypoints or target_image, not both")
         if photo is not None:
             if size is not None:
-                raise RequestError("target_size", "target_image gives its own size; send target_size only "
-                                   "with target_keypoints")
+                raise RequestError(
+                    "target_size",
+                    "target_image gives its own size; send target_size only with target_keypoints",
+                )
             pose_photo = decode_image(photo, "target_image")
             target, frame = self._keypoints(pose_photo, "target"), pose_photo.shape[:2]
         elif keypoints is not None:
@@ -167,7 +171,9 @@ class GeneratorService:
         maps = cell(row, "return_maps")
         want_maps = decode_flag(maps, "return_maps") if maps is not None else False
         given = cell(row, "source_keypoints")
-        source = decode_points(given, "source_keypoints", count) if given is not None else self._keypoints(image)
+        source = (
+            decode_points(given, "source_keypoints", count) if given is not None else self._keypoints(image)
+        )
         field = "target_image" if photo is not None else "target_keypoints"
         try:
             framed, src, tgt = app.prepare(image, target, frame, source_keypoints=source)
@@ -181,9 +187,12 @@ class GeneratorService:
         try:
             return extract_keypoints(image)
         except PoseExtraMissing:
-            raise RequestError(f"{which}_keypoints", f"not given, and this server has no pose extra (mediapipe) "
-                               f"to find them in {which}_image: send {which}_keypoints (18 OpenPose-18 [x, y] "
-                               f"in {which}_image pixels)") from None
+            raise RequestError(
+                f"{which}_keypoints",
+                f"not given, and this server has no pose extra (mediapipe) "
+                f"to find them in {which}_image: send {which}_keypoints (18 OpenPose-18 [x, y] "
+                f"in {which}_image pixels)",
+            ) from None
         except NoPersonFound as exc:
             raise RequestError(f"{which}_image", f"{exc}; send {which}_keypoints") from None
 
@@ -198,8 +207,9 @@ class GeneratorService:
         target, size = cell(row, "target_landmarks"), cell(row, "target_size")
         edits = {name: decode_float(v, name) for name in EDIT_COLUMNS if (v := cell(row, name)) is not None}
         if target is not None and edits:
-            raise RequestError("target_landmarks", "give target_landmarks or edit columns "
-                               f"({', '.join(edits)}), not both")
+            raise RequestError(
+                "target_landmarks", f"give target_landmarks or edit columns ({', '.join(edits)}), not both"
+            )
         if size is not None and target is None:
             raise RequestError("target_size", "given without target_landmarks")
         points = decode_points(target, "target_landmarks", count) if target is not None else None
@@ -212,8 +222,9 @@ class GeneratorService:
                 raise RequestError(name, str(exc)) from None
             wanted = wanted.with_value(name, value)
         try:
-            face = editor.prepare(image, self._landmarks(image) if landmarks is None else landmarks,
-                                  where="source_image")
+            face = editor.prepare(
+                image, self._landmarks(image) if landmarks is None else landmarks, where="source_image"
+            )
         except InputError as exc:
             field = "source_image" if given is None else "source_landmarks"
             raise RequestError(field, str(exc).removeprefix("source_image: ")) from None
@@ -231,9 +242,12 @@ class GeneratorService:
         try:
             return extract_landmarks(image)
         except PoseExtraMissing:
-            raise RequestError("source_landmarks", "not given, and this server has no pose extra (mediapipe) "
-                               "to find them in source_image: send source_landmarks (68 iBUG [x, y] in "
-                               "source_image pixels)") from None
+            raise RequestError(
+                "source_landmarks",
+                "not given, and this server has no pose extra (mediapipe) "
+                "to find them in source_image: send source_landmarks (68 iBUG [x, y] in "
+                "source_image pixels)",
+            ) from None
         except NoFaceFound as exc:
             raise RequestError("source_image", f"{exc}; send source_landmarks") from None
 
@@ -242,8 +256,9 @@ def as_frame(model_input: Any) -> pd.DataFrame:
     """A DataFrame of request rows from what a caller hands ``predict``."""
     if isinstance(model_input, pd.DataFrame):
         return model_input
-    if isinstance(model_input, Mapping) and not any(isinstance(v, (list, tuple, np.ndarray, pd.Series))
-                                                    for v in model_input.values()):
+    if isinstance(model_input, Mapping) and not any(
+        isinstance(v, (list, tuple, np.ndarray, pd.Series)) for v in model_input.values()
+    ):
         return pd.DataFrame([dict(model_input)])  # one row as a dict of scalars
     try:
         return pd.DataFrame(model_input)

@@ -16,6 +16,7 @@ every ``serve.alias_poll_s`` where the alias points; a new version is loaded bes
 swapped in once loaded (requests in flight finish on the version they started with), and a version
 that fails to load is logged and skipped while the previous one keeps serving.
 """
+
 from __future__ import annotations
 
 import asyncio
@@ -52,7 +53,7 @@ class ModelRef:
     version: str | None = None
 
     @classmethod
-    def parse(cls, uri: str) -> "ModelRef":
+    def parse(cls, uri: str) -> ModelRef:
         m = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))", uri)
         if m:
             return cls(uri, m.group(1), m.group(2), m.group(3))
@@ -94,8 +95,10 @@ def load_version(ref: ModelRef, version: str | None) -> Loaded:
     pyfunc = mlflow.pyfunc.load_model(uri)
     service = getattr(pyfunc, "_model_impl", None)  # what the flavour's loader returned
     if not isinstance(service, GeneratorService):
-        raise ServeError(f"{uri}: its python_function flavour is not pipelines.serving.pyfunc "
-                         f"(got {type(service).__name__}): register it again with this project")
+        raise ServeError(
+            f"{uri}: its python_function flavour is not pipelines.serving.pyfunc "
+            f"(got {type(service).__name__}): register it again with this project"
+        )
     label = f"{ref.name}/{version}" if ref.name else ref.uri
     return Loaded(label, version or "local", pyfunc, service)
 
@@ -127,7 +130,9 @@ class Follower:
         try:
             version = alias_version(self.ref)
         except Exception as exc:  # noqa: BLE001 - a registry hiccup must not stop serving
-            log.warning("%s: cannot read the alias (%s); still serving %s", self.ref.uri, exc, self.current.label)
+            log.warning(
+                "%s: cannot read the alias (%s); still serving %s", self.ref.uri, exc, self.current.label
+            )
             return "registry unreachable"
         if version == self.current.version or version in self.failed:
             return "unchanged"
@@ -135,8 +140,13 @@ class Follower:
             loaded = self.prepare(load_version(self.ref, version))
         except Exception as exc:  # noqa: BLE001 - any load failure leaves the old version serving
             self.failed[version] = f"{type(exc).__name__}: {exc}"
-            log.error("%s now points at version %s, which failed to load (%s); still serving %s",
-                      self.ref.uri, version, self.failed[version][:300], self.current.label)
+            log.error(
+                "%s now points at version %s, which failed to load (%s); still serving %s",
+                self.ref.uri,
+                version,
+                self.failed[version][:300],
+                self.current.label,
+            )
             return "load failed"
         previous, self.current = self.current, loaded
         log.info("%s moved: now serving %s (was %s)", self.ref.uri, loaded.label, previous.label)
@@ -202,7 +212,7 @@ class GeneratorServer:
             start = 0
             for i in members:
                 n = len(items[i][1])
-                outputs[i], start = results[start:start + n], start + n
+                outputs[i], start = results[start : start + n], start + n
         return outputs  # type: ignore[return-value]
 
     def _invoke(self, loaded: Loaded, body: bytes, content_type: str) -> tuple[int, str, str]:
@@ -225,7 +235,7 @@ class GeneratorServer:
         # the prefix's own: /pose/invocations is this application's /invocations.
         path, root = request.url.path, request.scope.get("root_path", "")
         if root and path.startswith(root):
-            path = path[len(root):]
+            path = path[len(root) :]
         path, method = path.rstrip("/") or "/", request.method
         if path in ("/ping", "/health") and method == "GET":
             return json_response(200, "\n", "application/json", loaded.label)
@@ -234,12 +244,17 @@ class GeneratorServer:
 
             return json_response(200, mlflow.__version__, "application/json", loaded.label)
         if path != "/invocations" or method != "POST":
-            return json_response(404, '{"error_code": "NOT_FOUND", "message": "POST /invocations or GET /ping"}',
-                                 "application/json", loaded.label)
+            return json_response(
+                404,
+                '{"error_code": "NOT_FOUND", "message": "POST /invocations or GET /ping"}',
+                "application/json",
+                loaded.label,
+            )
         body = await request.body()
         content_type = request.headers.get("content-type", "")
         status, text, media_type = await asyncio.get_running_loop().run_in_executor(
-            self.pool, self._invoke, loaded, body, content_type)
+            self.pool, self._invoke, loaded, body, content_type
+        )
         return json_response(status, text, media_type, loaded.label)
 
     def check_health(self) -> None:
@@ -253,13 +268,22 @@ def deployment(cfg: ServeConfig, name: str = "GeneratorServer", runtime_env: dic
     if runtime_env:
         options["runtime_env"] = runtime_env
     return serve.deployment(
-        GeneratorServer, name=name, max_ongoing_requests=cfg.max_ongoing_requests, ray_actor_options=options,
-        autoscaling_config={"min_replicas": cfg.min_replicas, "initial_replicas": cfg.initial_replicas,
-                            "max_replicas": cfg.max_replicas, "target_ongoing_requests": cfg.target_ongoing_requests})
+        GeneratorServer,
+        name=name,
+        max_ongoing_requests=cfg.max_ongoing_requests,
+        ray_actor_options=options,
+        autoscaling_config={
+            "min_replicas": cfg.min_replicas,
+            "initial_replicas": cfg.initial_replicas,
+            "max_replicas": cfg.max_replicas,
+            "target_ongoing_requests": cfg.target_ongoing_requests,
+        },
+    )
 
 
-def application(model: str, cfg: ServeConfig, tracking_uri: str | None = None,
-                runtime_env: dict | None = None) -> Any:
+def application(
+    model: str, cfg: ServeConfig, tracking_uri: str | None = None, runtime_env: dict | None = None
+) -> Any:
     """The bound application: ``serve.run(application(...))``.  ``runtime_env``: the replicas'
     (a local head: the repository on PYTHONPATH; an image has the code installed)."""
     from dataclasses import asdict
@@ -275,13 +299,13 @@ def build(args: dict[str, Any]) -> Any:
     params.yaml), ``set`` (a list of ``serve.KEY=VALUE``, as ``--set``), ``tracking_uri`` (default:
     MLFLOW_TRACKING_URI or the project's store)."""
     from pipelines.config.params import load_config
-    from pipelines.tracking.journal import tracking_uri as project_store
-
     from pipelines.tracking.journal import project_root
+    from pipelines.tracking.journal import tracking_uri as project_store
 
     # Relative to the repository (the image's code), not to whichever folder Ray runs the builder in.
     params = [str(project_root() / p) for p in str(args.get("params", "params.yaml")).split(",") if p]
     overrides = args.get("set") or []
     cfg = load_config(params, [overrides] if isinstance(overrides, str) else list(overrides)).serve
-    return application(args.get("model", "models:/attnflow-pose@champion"), cfg,
-                       args.get("tracking_uri") or project_store())
+    return application(
+        args.get("model", "models:/attnflow-pose@champion"), cfg, args.get("tracking_uri") or project_store()
+    )

@@ -3,6 +3,7 @@ tests): started, waited for (``/ping``, bounded), shut down with everything it s
 
 ``make serve-ray`` keeps a Ray head running after the command instead (:mod:`pipelines.serve_ray`).
 """
+
 from __future__ import annotations
 
 import logging
@@ -29,7 +30,9 @@ def wait_ready(port: int, deadline: float, what: str = "the application") -> Non
     raise RuntimeError(f"{what} did not answer /ping on {HOST}:{port} in time")
 
 
-def deploy(model: str, port: int, cfg: ServeConfig, start_timeout_s: float = 300.0, name: str = DEFAULT_APP) -> None:
+def deploy(
+    model: str, port: int, cfg: ServeConfig, start_timeout_s: float = 300.0, name: str = DEFAULT_APP
+) -> None:
     """Run the application on the Ray this process is connected to, HTTP on loopback ``port``."""
     from ray import serve
 
@@ -58,13 +61,22 @@ class LocalRayServe:
         import ray
 
         if self.announce:
-            log.info("starting Ray Serve (%d replica(s), batches up to %d) on %s:%d ...",
-                     self.cfg.initial_replicas, self.cfg.max_batch_size, HOST, self.port)
+            log.info(
+                "starting Ray Serve (%d replica(s), batches up to %d) on %s:%d ...",
+                self.cfg.initial_replicas,
+                self.cfg.max_batch_size,
+                HOST,
+                self.port,
+            )
         t0 = time.monotonic()
         # Workers inherit this environment: the repository on PYTHONPATH, the same store.
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        ray.init(num_cpus=self.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+        ray.init(
+            num_cpus=self.num_cpus or os.cpu_count(),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+        )
         try:
             deploy(self.model, self.port, self.cfg, self.start_timeout_s)
         except BaseException:
@@ -81,8 +93,11 @@ class LocalRayServe:
         import ray
 
         named = ray.util.list_named_actors(all_namespaces=True)
-        return [ray.get_actor(a["name"], namespace=a["namespace"]) for a in named
-                if a["name"].startswith(f"SERVE_REPLICA::{DEFAULT_APP}#")]
+        return [
+            ray.get_actor(a["name"], namespace=a["namespace"])
+            for a in named
+            if a["name"].startswith(f"SERVE_REPLICA::{DEFAULT_APP}#")
+        ]
 
     @staticmethod
     def stop() -> None:

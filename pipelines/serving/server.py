@@ -2,6 +2,7 @@
 (``/ping``, bounded), stopped with everything it started.  The serve benchmark and the HTTP tests
 use it; ``make serve`` runs the same command in the foreground.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -79,14 +80,29 @@ class Server:
     def command(self) -> list[str]:
         cli = Path(sys.executable).with_name("mlflow")
         head = [str(cli)] if cli.is_file() else [sys.executable, "-m", "mlflow"]
-        return [*head, "models", "serve", "-m", absolute_model(self.model), "--env-manager", "local",
-                "-h", HOST, "-p", str(self.port), "-w", str(self.workers)]
+        return [
+            *head,
+            "models",
+            "serve",
+            "-m",
+            absolute_model(self.model),
+            "--env-manager",
+            "local",
+            "-h",
+            HOST,
+            "-p",
+            str(self.port),
+            "-w",
+            str(self.workers),
+        ]
 
     def environment(self) -> dict[str, str]:
         # The model ships its code: no repository on the server's path, as in a deployment.
         env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
         env["MLFLOW_TRACKING_URI"] = absolute_tracking_uri(tracking_uri())
-        env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])  # uvicorn by name
+        env["PATH"] = os.pathsep.join(
+            [str(Path(sys.executable).parent), env.get("PATH", "")]
+        )  # uvicorn by name
         if self.threads:
             env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(self.threads)
         return env
@@ -102,8 +118,14 @@ class Server:
             log.info("starting mlflow models serve on %s:%d ...", HOST, self.port)
         t0 = time.monotonic()
         with open(self.log_path, "wb") as out:
-            self.proc = subprocess.Popen(self.command(), cwd=self.workdir, env=self.environment(), stdout=out,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+            self.proc = subprocess.Popen(
+                self.command(),
+                cwd=self.workdir,
+                env=self.environment(),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         try:
             self._wait_ready(t0 + self.start_timeout_s)
         except BaseException:
@@ -123,7 +145,9 @@ class Server:
             if pinged(self.port):
                 return
             time.sleep(1.0)
-        raise RuntimeError(f"the server did not answer /ping within {self.start_timeout_s:.0f} s:\n{self.tail()}")
+        raise RuntimeError(
+            f"the server did not answer /ping within {self.start_timeout_s:.0f} s:\n{self.tail()}"
+        )
 
     def stop(self) -> None:
         """SIGTERM to the server's process group (it and the uvicorn workers it starts), then SIGKILL."""

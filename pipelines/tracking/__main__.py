@@ -4,6 +4,7 @@
 
 Exit status: 0 when the journal is all in MLflow, 1 when records are left (the journal keeps them).
 """
+
 from __future__ import annotations
 
 import argparse

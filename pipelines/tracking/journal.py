@@ -11,6 +11,7 @@ Default store: ``sqlite:///<root>/mlruns.db`` with artifacts under ``<root>/mlru
 gitignored); ``MLFLOW_TRACKING_URI`` overrides it. ``<root>`` is ``ATTNFLOW_ROOT`` or the working
 directory.
 """
+
 from __future__ import annotations
 
 import json
@@ -54,7 +55,9 @@ def ensure_experiment(client: Any, name: str = EXPERIMENT, artifact_location: st
     if exp is not None:
         return exp.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=artifact_location or default_artifact_location())
+        return client.create_experiment(
+            name, artifact_location=artifact_location or default_artifact_location()
+        )
     except Exception:  # another process created it first
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -81,14 +84,21 @@ def prepare_local_store(uri: str, experiment: str, artifact_location: str | None
 
 def git_commit(root: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+        )
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode != 0:
         return None
     # dvc.lock changes as the pipeline runs (its hash is its own tag), so it does not count as dirty.
-    dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock"],
-                           cwd=root, capture_output=True, text=True, timeout=10).stdout.strip()
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!dvc.lock"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=10,
+    ).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
 
@@ -113,8 +123,15 @@ def _run_is_gone(exc: Exception) -> bool:
 class Tracker:
     """Journal + background shipper for one training run (use on rank 0 only)."""
 
-    def __init__(self, run_dir: str | Path, run_name: str, experiment: str = EXPERIMENT,
-                 uri: str | None = None, retry_max_s: float = 30.0, artifact_location: str | None = None) -> None:
+    def __init__(
+        self,
+        run_dir: str | Path,
+        run_name: str,
+        experiment: str = EXPERIMENT,
+        uri: str | None = None,
+        retry_max_s: float = 30.0,
+        artifact_location: str | None = None,
+    ) -> None:
         self.dir = Path(run_dir) / "tracking"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.journal = self.dir / "journal.jsonl"
@@ -194,8 +211,14 @@ class Tracker:
         self._thread.join(timeout=max(0.0, deadline - time.monotonic()) + 5)
         left = self.pending()
         if left:
-            log.warning("%d records not yet in MLflow (%s); they stay in %s and are sent by the next resume or "
-                        "`python -m pipelines.tracking sync %s`", left, redact(self.uri), self.journal, self.dir.parent)
+            log.warning(
+                "%d records not yet in MLflow (%s); they stay in %s and are sent by the next resume or "
+                "`python -m pipelines.tracking sync %s`",
+                left,
+                redact(self.uri),
+                self.journal,
+                self.dir.parent,
+            )
         return left
 
     # -- shipper thread ------------------------------------------------------------------------
@@ -253,8 +276,11 @@ class Tracker:
             j = i
             if kind == "metrics":
                 metrics: list[Metric] = []
-                while j < len(records) and records[j]["kind"] == "metrics" and (
-                        not metrics or len(metrics) + len(records[j]["values"]) <= _BATCH_METRICS):
+                while (
+                    j < len(records)
+                    and records[j]["kind"] == "metrics"
+                    and (not metrics or len(metrics) + len(records[j]["values"]) <= _BATCH_METRICS)
+                ):
                     r = records[j]
                     metrics.extend(Metric(k, v, r["ts"], r["step"]) for k, v in r["values"].items())
                     j += 1
@@ -265,16 +291,20 @@ class Tracker:
                 if kind == "params":
                     items = list(r["values"].items())
                     for k in range(0, len(items), _BATCH_PARAMS):
-                        chunk = [Param(key, val[:6000]) for key, val in items[k:k + _BATCH_PARAMS]]
+                        chunk = [Param(key, val[:6000]) for key, val in items[k : k + _BATCH_PARAMS]]
                         self._call(lambda: self._client.log_batch(self.run_id, params=chunk), r)
                 elif kind == "tags":
                     tags = [RunTag(k, v) for k, v in r["values"].items()]
                     self._call(lambda: self._client.log_batch(self.run_id, tags=tags), r)
                 elif kind == "artifact":
                     if Path(r["path"]).is_dir():
-                        self._call(lambda: self._client.log_artifacts(self.run_id, r["path"], r["artifact_path"]), r)
+                        self._call(
+                            lambda: self._client.log_artifacts(self.run_id, r["path"], r["artifact_path"]), r
+                        )
                     elif Path(r["path"]).is_file():
-                        self._call(lambda: self._client.log_artifact(self.run_id, r["path"], r["artifact_path"]), r)
+                        self._call(
+                            lambda: self._client.log_artifact(self.run_id, r["path"], r["artifact_path"]), r
+                        )
                     else:
                         log.warning("artifact %s no longer exists; skipped", r["path"])
             self._offset = ends[j - 1]
@@ -309,8 +339,13 @@ class Tracker:
                     continue
                 if not self._warned:
                     reason = redact(str(exc).splitlines()[0][:200] if str(exc) else "")
-                    log.warning("MLflow at %s is unavailable (%s: %s); training continues and records wait in %s",
-                                redact(self.uri), type(exc).__name__, reason, self.journal)
+                    log.warning(
+                        "MLflow at %s is unavailable (%s: %s); training continues and records wait in %s",
+                        redact(self.uri),
+                        type(exc).__name__,
+                        reason,
+                        self.journal,
+                    )
                     self._warned = True
                 if self._down_since is None:
                     self._down_since = time.monotonic()
@@ -321,7 +356,9 @@ class Tracker:
                 backoff = min(backoff * 2, self.retry_max_s)
                 continue
             if self._down_since is not None:
-                log.info("MLflow is reachable again after %.0f s; catching up", time.monotonic() - self._down_since)
+                log.info(
+                    "MLflow is reachable again after %.0f s; catching up", time.monotonic() - self._down_since
+                )
                 self._down_since = None
             backoff = 1.0
 
@@ -337,17 +374,29 @@ def sync(run_dir: str | Path, timeout: float = 120.0) -> int:
     env_uri = os.environ.get("MLFLOW_TRACKING_URI")
     if env_uri and (uri is None or redact(env_uri) == uri):
         uri = env_uri
-    tracker = Tracker(run_dir, run_name=meta.get("run_name", run_dir.name),
-                      experiment=meta.get("experiment", EXPERIMENT), uri=uri,
-                      artifact_location=meta.get("artifact_location"))
+    tracker = Tracker(
+        run_dir,
+        run_name=meta.get("run_name", run_dir.name),
+        experiment=meta.get("experiment", EXPERIMENT),
+        uri=uri,
+        artifact_location=meta.get("artifact_location"),
+    )
     return tracker.close(timeout=timeout)
 
 
-def write_run_meta(run_dir: str | Path, run_name: str, experiment: str, uri: str,
-                   artifact_location: str | None) -> None:
+def write_run_meta(
+    run_dir: str | Path, run_name: str, experiment: str, uri: str, artifact_location: str | None
+) -> None:
     """What ``sync`` needs to reopen a run's journal without the training config."""
     path = Path(run_dir) / "tracking" / "run.json"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"run_name": run_name, "experiment": experiment, "uri": redact(uri),
-                                "artifact_location": artifact_location}))
-
+    path.write_text(
+        json.dumps(
+            {
+                "run_name": run_name,
+                "experiment": experiment,
+                "uri": redact(uri),
+                "artifact_location": artifact_location,
+            }
+        )
+    )

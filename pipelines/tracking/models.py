@@ -1,4 +1,5 @@
 """Logged and registered generators back from MLflow: a model URI or folder -> PackedGenerator."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,8 +15,10 @@ class ModelLoadError(ValueError):
 def load_packed(model: str) -> PackedGenerator:
     """A registered/logged MLflow model URI or a local MLflow model folder -> PackedGenerator."""
     if not (model.startswith(("models:/", "runs:/", "file:")) or (Path(model) / "MLmodel").is_file()):
-        raise ModelLoadError(f"--model {model!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… "
-                             "or a folder holding an MLmodel file")
+        raise ModelLoadError(
+            f"--model {model!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… "
+            "or a folder holding an MLmodel file"
+        )
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
 

@@ -6,21 +6,25 @@ whose names say they are secret (``MLFLOW_TRACKING_PASSWORD``, ``MLFLOW_TRACKING
 ``AWS_SECRET_ACCESS_KEY``, ``RAY_AUTH_TOKEN``, …).  :func:`redact` masks both in any text before
 it is printed, journaled or stored in a run folder.
 """
+
 from __future__ import annotations
 
 import os
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 MASK = "***"
 # Environment variable names whose values are credentials.
-SECRET_NAME = re.compile(r"(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|ACCESS_KEY|PRIVATE_KEY|SESSION_KEY)",
-                         re.IGNORECASE)
+SECRET_NAME = re.compile(
+    r"(TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|API_KEY|ACCESS_KEY|PRIVATE_KEY|SESSION_KEY)", re.IGNORECASE
+)
 # scheme://user:password@  ->  scheme://user:***@   (and scheme://token@ -> scheme://***@)
 _USERINFO = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)(?P<user>[^/@:\s]*)(?::(?P<pw>[^/@\s]*))?@")
 # Query parameters that carry credentials in presigned or token-bearing URLs.
-_QUERY = re.compile(r"(?P<key>[?&](?:[\w-]*(?:token|signature|password|secret|credential|sig|key)[\w-]*))=(?P<v>[^&\s\"']+)",
-                    re.IGNORECASE)
+_QUERY = re.compile(
+    r"(?P<key>[?&](?:[\w-]*(?:token|signature|password|secret|credential|sig|key)[\w-]*))=(?P<v>[^&\s\"']+)",
+    re.IGNORECASE,
+)
 MIN_SECRET_LEN = 6  # shorter values (e.g. "1", "true") would mask ordinary text
 
 

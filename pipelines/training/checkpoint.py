@@ -19,6 +19,7 @@ record. Anything else (a storage error that outlasts :data:`READ_ATTEMPTS` tries
 verifies but does not unpickle with this code) stops the resume with :class:`CheckpointReadError`:
 falling back would let the resumed run prune or overwrite the newer checkpoint.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -31,9 +32,10 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, TypeVar
+from typing import Any, TypeVar
 
 import torch
 
@@ -97,7 +99,8 @@ _ARCHIVE_ERRORS = (pickle.UnpicklingError, EOFError, ValueError)
 
 def _is_archive_error(exc: BaseException) -> bool:
     return isinstance(exc, _ARCHIVE_ERRORS) or (
-        isinstance(exc, RuntimeError) and "PytorchStreamReader" in str(exc))
+        isinstance(exc, RuntimeError) and "PytorchStreamReader" in str(exc)
+    )
 
 
 def checkpoint_name(step: int) -> str:
@@ -176,9 +179,17 @@ class CheckpointStore:
                         f"{self.where(path)}: {what} failed {READ_ATTEMPTS} times, last with {cause}. "
                         "Stopped rather than resume from an older checkpoint or start over; nothing was "
                         "skipped, deleted or overwritten. Check the storage (mount, endpoint, credentials) "
-                        "and run again.") from exc
-                log.warning("%s: %s failed (%s); retry %d of %d in %.1f s", self.where(path), what, cause,
-                            attempt, READ_ATTEMPTS - 1, delay)
+                        "and run again."
+                    ) from exc
+                log.warning(
+                    "%s: %s failed (%s); retry %d of %d in %.1f s",
+                    self.where(path),
+                    what,
+                    cause,
+                    attempt,
+                    READ_ATTEMPTS - 1,
+                    delay,
+                )
                 _sleep(delay)
                 delay *= 2
         raise AssertionError("unreachable")
@@ -232,12 +243,16 @@ class CheckpointStore:
         except FileNotFoundError:
             raise DamagedCheckpointError(f"{where}: missing although its commit marker exists") from None
         if len(data) != marker["size"]:
-            raise DamagedCheckpointError(f"{where} does not match its commit marker: {len(data)} bytes, the "
-                                         f"marker says {marker['size']} (truncated or replaced)")
+            raise DamagedCheckpointError(
+                f"{where} does not match its commit marker: {len(data)} bytes, the "
+                f"marker says {marker['size']} (truncated or replaced)"
+            )
         digest = hashlib.sha256(data).hexdigest()
         if digest != marker["sha256"]:
-            raise DamagedCheckpointError(f"{where} does not match its commit marker: sha256 {digest[:16]}…, the "
-                                         f"marker says {marker['sha256'][:16]}… (altered since written)")
+            raise DamagedCheckpointError(
+                f"{where} does not match its commit marker: sha256 {digest[:16]}…, the "
+                f"marker says {marker['sha256'][:16]}… (altered since written)"
+            )
         return data
 
     def load(self, info: CheckpointInfo, map_location: str | torch.device = "cpu") -> dict:
@@ -249,9 +264,11 @@ class CheckpointStore:
             cause = f"{type(exc).__name__}: {str(exc)[:300]}"
             if _is_archive_error(exc):
                 raise DamagedCheckpointError(f"{where}: not a readable torch archive ({cause})") from exc
-            raise CheckpointReadError(f"{where}: matches its commit marker but does not load with this "
-                                      f"code ({cause}); check out the code that wrote it, or use a new run "
-                                      "name") from exc
+            raise CheckpointReadError(
+                f"{where}: matches its commit marker but does not load with this "
+                f"code ({cause}); check out the code that wrote it, or use a new run "
+                "name"
+            ) from exc
 
     def resume_point(self, map_location: str | torch.device = "cpu") -> ResumePoint | None:
         """The newest committed checkpoint that loads; None when there is none.
@@ -272,7 +289,8 @@ class CheckpointStore:
             raise DamagedCheckpointError(
                 f"every committed checkpoint under {self.where(self.root)} is damaged ("
                 + "; ".join(s.reason for s in skipped)
-                + "); nothing was removed. Move that folder away, or use a new run name, to start over")
+                + "); nothing was removed. Move that folder away, or use a new run name, to start over"
+            )
         return None
 
     def load_latest(self, map_location: str | torch.device = "cpu") -> tuple[CheckpointInfo, dict] | None:
@@ -294,7 +312,8 @@ class CheckpointStore:
                 raise TypeError("size or sha256 of the wrong type")
         except (ValueError, KeyError, TypeError) as exc:  # JSON and UTF-8 decoding errors are ValueErrors
             raise DamagedCheckpointError(
-                f"{where}: not a valid commit marker ({type(exc).__name__}: {exc})") from None
+                f"{where}: not a valid commit marker ({type(exc).__name__}: {exc})"
+            ) from None
         return marker
 
     def read_meta(self, info: CheckpointInfo) -> dict:
@@ -347,7 +366,11 @@ class CheckpointStore:
         assert self._fs is not None
         self._fs.create_dir(final, recursive=True)
         self._fs.delete_dir_contents(final, missing_dir_ok=True)
-        for name, payload in ((STATE_FILE, data), (META_FILE, meta), (MARKER_FILE, json.dumps(marker).encode())):
+        for name, payload in (
+            (STATE_FILE, data),
+            (META_FILE, meta),
+            (MARKER_FILE, json.dumps(marker).encode()),
+        ):
             with self._fs.open_output_stream(f"{final}/{name}") as f:
                 f.write(payload)
 
@@ -360,8 +383,11 @@ class CheckpointStore:
         for name in self._list_dirs():
             match = CHECKPOINT_NAME.match(name)
             # Uncommitted step folders older than the newest commit can only be crash leftovers.
-            if match is not None and int(match.group(1)) < newest and \
-                    not self._exists(f"{self.root}/{name}/{MARKER_FILE}"):
+            if (
+                match is not None
+                and int(match.group(1)) < newest
+                and not self._exists(f"{self.root}/{name}/{MARKER_FILE}")
+            ):
                 self._delete_dir(f"{self.root}/{name}")
             elif name.startswith(".tmp-step-") and self._fs is None:
                 tmp = Path(self.root) / name

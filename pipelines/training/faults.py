@@ -3,6 +3,7 @@
 ``ATTNFLOW_FAULTS`` takes the same keys as ``train.faults``, comma-separated, for runs whose params
 should stay untouched (e.g. a Ray job): ``ATTNFLOW_FAULTS="raise_at_step=6,raise_rank=1"``.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,18 +65,28 @@ class FaultHooks:
         f = self.faults
         if f.kill_at_step == step and f.kill_rank == self.rank:
             if self._first_time(f"killed-step{step}-rank{self.rank}", "SIGKILL of the worker process\n"):
-                log.warning("fault injection: rank %d (pid %d) sends itself SIGKILL before step %d", self.rank,
-                            os.getpid(), step)
+                log.warning(
+                    "fault injection: rank %d (pid %d) sends itself SIGKILL before step %d",
+                    self.rank,
+                    os.getpid(),
+                    step,
+                )
                 os.kill(os.getpid(), signal.SIGKILL)
         if f.raise_at_step != step or f.raise_rank != self.rank:
             return
         if self._first_time(f"raised-step{step}-rank{self.rank}", "injected worker failure\n"):
-            raise InjectedWorkerFailure(f"injected failure on rank {self.rank} before step {step} (train.faults)")
+            raise InjectedWorkerFailure(
+                f"injected failure on rank {self.rank} before step {step} (train.faults)"
+            )
 
     def poison(self, step: int, batch: dict) -> dict:
         """Replace the source images with NaN on the chosen rank for ``nan_steps`` steps from ``nan_at_step``."""
         f = self.faults
-        if f.nan_at_step < 0 or f.nan_rank != self.rank or not f.nan_at_step <= step < f.nan_at_step + f.nan_steps:
+        if (
+            f.nan_at_step < 0
+            or f.nan_rank != self.rank
+            or not f.nan_at_step <= step < f.nan_at_step + f.nan_steps
+        ):
             return batch
         batch = dict(batch)
         batch["source_image"] = torch.full_like(batch["source_image"], float("nan"))

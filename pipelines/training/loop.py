@@ -6,6 +6,7 @@ storage error stops the run instead: pipelines/training/checkpoint.py), stream t
 run the GAN step from ``model/`` until ``train.total_images`` images have been seen (summed over
 workers), log from rank 0, checkpoint every ``train.checkpoint_every_images`` images.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,9 +18,10 @@ import os
 import random
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -27,8 +29,13 @@ import torch.distributed as dist
 
 from pipelines.config.params import build_dataclass
 from pipelines.tracking.journal import Tracker, tracking_uri, write_run_meta
-from pipelines.training.checkpoint import (CheckpointInfo, CheckpointStore, NonFiniteCheckpointError, ResumePoint,
-                                           SkippedCheckpoint)
+from pipelines.training.checkpoint import (
+    CheckpointInfo,
+    CheckpointStore,
+    NonFiniteCheckpointError,
+    ResumePoint,
+    SkippedCheckpoint,
+)
 from pipelines.training.faults import FaultHooks, from_env
 from pipelines.training.placement import device_facts
 
@@ -64,7 +71,9 @@ class Session(Protocol):
 
     def device(self) -> torch.device: ...
 
-    def report(self, metrics: dict[str, float], checkpoint: CheckpointInfo | None, store: CheckpointStore) -> None: ...
+    def report(
+        self, metrics: dict[str, float], checkpoint: CheckpointInfo | None, store: CheckpointStore
+    ) -> None: ...
 
 
 class LocalSession:
@@ -74,13 +83,16 @@ class LocalSession:
     world_size = 1
 
     def __init__(self, device: str = "auto") -> None:
-        self._device = torch.device("cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available())
-                                    else "cpu")
+        self._device = torch.device(
+            "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
+        )
 
     def device(self) -> torch.device:
         return self._device
 
-    def report(self, metrics: dict[str, float], checkpoint: CheckpointInfo | None, store: CheckpointStore) -> None:
+    def report(
+        self, metrics: dict[str, float], checkpoint: CheckpointInfo | None, store: CheckpointStore
+    ) -> None:
         return None
 
 
@@ -144,8 +156,11 @@ def _mean_over_ranks(sums: dict[str, float], count: int, device: torch.device) -
     # Skips are decided together, so the keys agree across ranks; the union guards the all-reduce
     # against a shape mismatch (a hang) should a term ever be missing on one rank.
     keys = sorted(set().union(*_all_gather_object(sorted(sums))))
-    values = torch.tensor([sums.get(k, 0.0) for k in keys] + [float(count)], dtype=torch.float64,
-                          device=device if device.type == "cuda" else "cpu")
+    values = torch.tensor(
+        [sums.get(k, 0.0) for k in keys] + [float(count)],
+        dtype=torch.float64,
+        device=device if device.type == "cuda" else "cpu",
+    )
     if _distributed():
         dist.all_reduce(values)
     n = values[-1].item()
@@ -160,7 +175,7 @@ def _sync_comm_hook(timings: list[float]):
 
     # No annotations: DDP compares them with dist.GradBucket, and this module's postponed
     # annotations would hand it the string "dist.GradBucket" instead.
-    def hook(state, bucket):  # noqa: ANN001, ANN202
+    def hook(state, bucket):
         t0 = time.perf_counter()
         tensor = bucket.buffer().div_(dist.get_world_size())
         dist.all_reduce(tensor)
@@ -198,8 +213,15 @@ def build_gan(cfg: Any, device: torch.device, profile_timings: list[float] | Non
     return GanStep(g, d, d_face, cfg.model, cfg.loss, cfg.optim)
 
 
-def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int,
-                 device: torch.device | None = None, profile: bool = False) -> tuple[Iterator[dict], Any, Any]:
+def make_batches(
+    cfg: Any,
+    shards: str,
+    rank: int,
+    world_size: int,
+    step: int,
+    device: torch.device | None = None,
+    profile: bool = False,
+) -> tuple[Iterator[dict], Any, Any]:
     """This rank's endless stream of training batches on ``device``, the loader (for its error
     counter) and the feed (its ``seconds`` of copying and expanding when ``profile``).
 
@@ -220,11 +242,19 @@ def make_batches(cfg: Any, shards: str, rank: int, world_size: int, step: int,
     tcfg = cfg.train
     device = device or torch.device("cpu")
     gaussian = scheme_of_manifest(load_manifest(shards)).task == "pose"  # else part maps: sparse patches
-    loader = train_loader(shards, rank=rank, world_size=world_size, batch_size=tcfg.batch_size,
-                          num_workers=loader_workers(tcfg.loader_workers, device), seed=tcfg.seed,
-                          augment=AugmentConfig() if tcfg.augment else None, compact=True,
-                          poses="keypoints" if gaussian else "sparse", face_crops=tcfg.face_crops,
-                          shard_cache_mb=tcfg.shard_cache_mb)
+    loader = train_loader(
+        shards,
+        rank=rank,
+        world_size=world_size,
+        batch_size=tcfg.batch_size,
+        num_workers=loader_workers(tcfg.loader_workers, device),
+        seed=tcfg.seed,
+        augment=AugmentConfig() if tcfg.augment else None,
+        compact=True,
+        poses="keypoints" if gaussian else "sparse",
+        face_crops=tcfg.face_crops,
+        shard_cache_mb=tcfg.shard_cache_mb,
+    )
     per_epoch = len(loader)
     if per_epoch < 1:
         raise RuntimeError(f"the training loader for {shards} has no batch on rank {rank}")
@@ -270,8 +300,9 @@ class _Progress:
     ``ray job`` output, CI) a bar's carriage returns turn into noise, so it prints a line every
     ``interval`` seconds instead."""
 
-    def __init__(self, total: int, initial: int, under_ray: bool, desc: str, bar: bool,
-                 interval: float = 15.0) -> None:
+    def __init__(
+        self, total: int, initial: int, under_ray: bool, desc: str, bar: bool, interval: float = 15.0
+    ) -> None:
         self.total, self.n, self.desc, self.interval = total, initial, desc, interval
         self.start_n, self.t0, self.t_last = initial, time.monotonic(), time.monotonic()
         self.bar = None
@@ -283,8 +314,15 @@ class _Progress:
         elif bar:
             from tqdm import tqdm
 
-            self.bar = tqdm(total=total, initial=initial, desc=desc, unit="img", dynamic_ncols=True,
-                            mininterval=1.0, file=sys.stderr)
+            self.bar = tqdm(
+                total=total,
+                initial=initial,
+                desc=desc,
+                unit="img",
+                dynamic_ncols=True,
+                mininterval=1.0,
+                file=sys.stderr,
+            )
 
     def update(self, n: int, desc: str | None = None) -> None:
         self.n += n
@@ -301,8 +339,15 @@ class _Progress:
             rate = (self.n - self.start_n) / max(now - self.t0, 1e-9)
             eta = (self.total - self.n) / rate if rate > 0 else float("inf")
             eta_text = time.strftime("%H:%M:%S", time.gmtime(eta)) if math.isfinite(eta) else "?"
-            log.info("%s: %d/%d images (%.0f%%), %.2f images/s, ETA %s", self.desc, self.n, self.total,
-                     100 * self.n / self.total, rate, eta_text)
+            log.info(
+                "%s: %d/%d images (%.0f%%), %.2f images/s, ETA %s",
+                self.desc,
+                self.n,
+                self.total,
+                100 * self.n / self.total,
+                rate,
+                eta_text,
+            )
 
     def close(self) -> None:
         if self.bar is not None:
@@ -324,8 +369,12 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         torch.set_num_threads(tcfg.threads_per_worker)
     if rank == 0:
         facts = device_facts(device, world)
-        log.info("training on %s: %d worker(s)%s", facts["device"], world,
-                 f", {facts['gpu_count']} x {facts['gpu_model']}" if facts["gpu_count"] else "")
+        log.info(
+            "training on %s: %d worker(s)%s",
+            facts["device"],
+            world,
+            f", {facts['gpu_count']} x {facts['gpu_model']}" if facts["gpu_count"] else "",
+        )
     run_dir = Path(ctx.run_dir)
     store = CheckpointStore(ctx.checkpoint_root, keep=tcfg.keep_checkpoints)
     faults = FaultHooks(from_env(tcfg.faults), rank, run_dir / "faults")
@@ -375,19 +424,34 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         if ctx.track:
             uri = ctx.tracking_uri or tracking_uri()
             write_run_meta(run_dir, ctx.run_name, tcfg.mlflow_experiment, uri, ctx.artifact_location)
-            tracker = Tracker(run_dir, ctx.run_name, experiment=tcfg.mlflow_experiment, uri=uri,
-                              artifact_location=ctx.artifact_location)
+            tracker = Tracker(
+                run_dir,
+                ctx.run_name,
+                experiment=tcfg.mlflow_experiment,
+                uri=uri,
+                artifact_location=ctx.artifact_location,
+            )
             if chosen is None:
                 from pipelines.tracking.journal import flatten
 
                 tracker.log_params(flatten(ctx.config))
-            tracker.set_tags({**ctx.tags, "feature_backbone": gan.backbone.name, "workers": world,
-                              **device_facts(device, world), "run_name": ctx.run_name,
-                              **skipped_checkpoint_tags(skipped)})
+            tracker.set_tags(
+                {
+                    **ctx.tags,
+                    "feature_backbone": gan.backbone.name,
+                    "workers": world,
+                    **device_facts(device, world),
+                    "run_name": ctx.run_name,
+                    **skipped_checkpoint_tags(skipped),
+                }
+            )
         preview = preview_batch(ctx.shards)
         (run_dir / "grids").mkdir(parents=True, exist_ok=True)
-    progress = (_Progress(tcfg.total_images, images, under_ray, f"train {ctx.run_name}", bar=ctx.progress_bar)
-                if rank == 0 else None)
+    progress = (
+        _Progress(tcfg.total_images, images, under_ray, f"train {ctx.run_name}", bar=ctx.progress_bar)
+        if rank == 0
+        else None
+    )
 
     # 4. Steps.
     sums: dict[str, float] = {}
@@ -424,13 +488,18 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
             if out.get("skipped", 0.0):
                 history["skipped_steps"] += 1
                 if rank == 0:
-                    log.warning("step %d: non-finite loss or gradient on some rank; all ranks skipped it "
-                                "(%d in a row)", step, gan.consecutive_skips)
+                    log.warning(
+                        "step %d: non-finite loss or gradient on some rank; all ranks skipped it "
+                        "(%d in a row)",
+                        step,
+                        gan.consecutive_skips,
+                    )
                 if gan.consecutive_skips >= tcfg.max_consecutive_skips:
                     raise NumericalFaultError(
                         f"{gan.consecutive_skips} consecutive steps (up to step {step}) had non-finite losses or "
                         f"gradients (limit train.max_consecutive_skips={tcfg.max_consecutive_skips}); stopping. "
-                        "No checkpoint with non-finite weights was written; lower optim.lr_g/lr_d or check the data.")
+                        "No checkpoint with non-finite weights was written; lower optim.lr_g/lr_d or check the data."
+                    )
             else:
                 for k, v in out.items():
                     if k != "skipped" and math.isfinite(v):
@@ -454,17 +523,28 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
                         history["first_loss"] = means
                 if rank == 0:
                     metrics = {f"loss/{k}": v for k, v in means.items()}
-                    metrics.update({"perf/images_per_s": ips, "train/images": float(images),
-                                    "train/skipped_steps": float(history["skipped_steps"]),
-                                    "data/errors": float(history["data_errors"])})
+                    metrics.update(
+                        {
+                            "perf/images_per_s": ips,
+                            "train/images": float(images),
+                            "train/skipped_steps": float(history["skipped_steps"]),
+                            "data/errors": float(history["data_errors"]),
+                        }
+                    )
                     if tracker is not None:
                         tracker.log_metrics(metrics, step)
                     if progress is not None and means:
-                        progress.update(0, f"train {ctx.run_name} g={means.get('g_total', 0):.3f} "
-                                           f"d={means.get('d_total', 0):.3f}")
+                        progress.update(
+                            0,
+                            f"train {ctx.run_name} g={means.get('g_total', 0):.3f} "
+                            f"d={means.get('d_total', 0):.3f}",
+                        )
 
-            if rank == 0 and (_crossed(images, step_images, tcfg.grid_every_images) or images >= tcfg.total_images
-                              or step == steps_before + 1):
+            if rank == 0 and (
+                _crossed(images, step_images, tcfg.grid_every_images)
+                or images >= tcfg.total_images
+                or step == steps_before + 1
+            ):
                 _write_grid(gan, preview, run_dir / "grids" / f"step-{step:07d}.png", tracker)
 
             final = images >= tcfg.total_images
@@ -506,8 +586,14 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         # With --profile-comm only, each phase synchronised (so they add up, without overlap):
         # data wait = loader + H2D copy + on-device expansion; the step = forward/backward
         # (all-reduce included; fraction_allreduce is its share) + fault check, optimisers, EMA.
-        **({f"fraction_{k}": v / timed for k, v in {**(feed.seconds or {}), **(gan.phase_seconds or {})}.items()}
-           if ctx.profile_comm and timed else {}),
+        **(
+            {
+                f"fraction_{k}": v / timed
+                for k, v in {**(feed.seconds or {}), **(gan.phase_seconds or {})}.items()
+            }
+            if ctx.profile_comm and timed
+            else {}
+        ),
         "skipped_steps": history["skipped_steps"],
         "data_errors": errors_before + sum(_all_gather_object(_loader_errors(loader))),
         "restarts": history.get("restarts", 0),
@@ -574,18 +660,45 @@ def _write_grid(gan: Any, preview: dict | None, path: Path, tracker: Tracker | N
         tracker.log_artifact(path, "grids")
 
 
-def _checkpoint(session: Session, store: CheckpointStore, gan: Any, step: int, images: int, ctx: LoopContext,
-                history: dict, loader: Any, rank: int, world: int, final: bool) -> None:
+def _checkpoint(
+    session: Session,
+    store: CheckpointStore,
+    gan: Any,
+    step: int,
+    images: int,
+    ctx: LoopContext,
+    history: dict,
+    loader: Any,
+    rank: int,
+    world: int,
+    final: bool,
+) -> None:
     """Gather RNG states, write atomically on rank 0, then report to Ray from every rank."""
     rng = _all_gather_object(_rng_state())
     info = None
     if rank == 0:
-        state = {"gan": gan.state_dict(), "step": step, "images": images, "rng": rng, "config": ctx.config,
-                 "manifest_sha256": ctx.tags.get("manifest_sha256"), "history": history, "world_size": world}
+        state = {
+            "gan": gan.state_dict(),
+            "step": step,
+            "images": images,
+            "rng": rng,
+            "config": ctx.config,
+            "manifest_sha256": ctx.tags.get("manifest_sha256"),
+            "history": history,
+            "world_size": world,
+        }
         try:
-            info = store.save(step, state, meta={"images": images, "run_name": ctx.run_name, "final": final,
-                                                 "manifest_sha256": ctx.tags.get("manifest_sha256"),
-                                                 "config": ctx.config})
+            info = store.save(
+                step,
+                state,
+                meta={
+                    "images": images,
+                    "run_name": ctx.run_name,
+                    "final": final,
+                    "manifest_sha256": ctx.tags.get("manifest_sha256"),
+                    "config": ctx.config,
+                },
+            )
         except NonFiniteCheckpointError as exc:
             # Skipped steps never update weights, so this means a bug upstream: keep the last good one.
             log.error("%s", exc)

@@ -2,13 +2,15 @@
 
 Kept apart from the loop itself (pipelines/training/loop.py), which also runs without Ray.
 """
+
 from __future__ import annotations
 
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from datasets.parallel import connect, resolve_address, shutdown
 from pipelines.tracking.redact import redact
@@ -40,8 +42,12 @@ def worker_env(threads: int, root: Path) -> dict[str, str]:
         "MKL_NUM_THREADS": str(threads),
         "ATTNFLOW_ROOT": str(root),
     }
-    for key in ("MLFLOW_TRACKING_URI", "MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT",
-                "ATTNFLOW_FAULTS"):
+    for key in (
+        "MLFLOW_TRACKING_URI",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT",
+        "ATTNFLOW_FAULTS",
+    ):
         if os.environ.get(key):
             env[key] = os.environ[key]
     return env
@@ -57,8 +63,12 @@ def warn_if_short(num_workers: int, placement: Placement) -> None:
     short = {k: (v, have.get(k, 0)) for k, v in need.items() if have.get(k, 0) < v}
     if short:
         text = ", ".join(f"{k}: needs {v:g}, has {h:g}" for k, (v, h) in short.items())
-        log.warning("the Ray cluster is too small for %d workers right now (%s); training waits until nodes "
-                    "are added", num_workers, text)
+        log.warning(
+            "the Ray cluster is too small for %d workers right now (%s); training waits until nodes "
+            "are added",
+            num_workers,
+            text,
+        )
 
 
 def fit(
@@ -85,8 +95,11 @@ def fit(
         train_fn,
         train_loop_config=loop_config,
         torch_config=TorchConfig(backend=placement.backend, timeout_s=600),
-        scaling_config=ScalingConfig(num_workers=num_workers, use_gpu=placement.use_gpu,
-                                     resources_per_worker=dict(placement.resources_per_worker)),
+        scaling_config=ScalingConfig(
+            num_workers=num_workers,
+            use_gpu=placement.use_gpu,
+            resources_per_worker=dict(placement.resources_per_worker),
+        ),
         run_config=RunConfig(
             name=run_name,
             storage_path=storage_path,
@@ -147,17 +160,35 @@ def train_on_ray(ctx: Any, tcfg: Any, storage: str, root: Path, placement: Place
     """Run the loop on ``tcfg.workers`` Ray Train workers (joining or starting Ray); the run's
     summary, or None (logged in one line) when training failed."""
     address = resolve_address(tcfg.ray_address)
-    started = connect(address, max(os.cpu_count() or 1, tcfg.workers), worker_env(tcfg.threads_per_worker, root), root,
-                      dashboard=True)
+    started = connect(
+        address,
+        max(os.cpu_count() or 1, tcfg.workers),
+        worker_env(tcfg.threads_per_worker, root),
+        root,
+        dashboard=True,
+    )
     try:
         if placement.use_gpu:
-            wait_for_gpus(gpus_needed(placement, tcfg.workers), tcfg.gpu_wait_s, available=ray_gpus_available,
-                          request=ray_request_gpus(placement, tcfg.workers))
+            wait_for_gpus(
+                gpus_needed(placement, tcfg.workers),
+                tcfg.gpu_wait_s,
+                available=ray_gpus_available,
+                request=ray_request_gpus(placement, tcfg.workers),
+            )
         warn_if_short(tcfg.workers, placement)
-        fit(worker_fn, loop_config_from(ctx), num_workers=tcfg.workers, placement=placement,
-            run_name=ctx.run_name, storage_path=storage, max_failures=tcfg.max_failures)
+        fit(
+            worker_fn,
+            loop_config_from(ctx),
+            num_workers=tcfg.workers,
+            placement=placement,
+            run_name=ctx.run_name,
+            storage_path=storage,
+            max_failures=tcfg.max_failures,
+        )
     except Exception as exc:  # Ray wraps the worker's exception; show the cause in one line
-        log.error("training failed: %s: %s", type(exc).__name__, redact(str(exc).strip().splitlines()[-1][:500]))
+        log.error(
+            "training failed: %s: %s", type(exc).__name__, redact(str(exc).strip().splitlines()[-1][:500])
+        )
         return None
     finally:
         shutdown(started)

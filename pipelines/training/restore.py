@@ -2,6 +2,7 @@
 
 Used by evaluation, registration and the portrait editor; nothing here trains.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,8 +13,13 @@ import torch
 from model.config import ModelConfig
 from model.generator import build_generator
 from pipelines.config.params import build_dataclass
-from pipelines.training.checkpoint import (CHECKPOINT_NAME, CheckpointInfo, CheckpointReadError, CheckpointStore,
-                                           DamagedCheckpointError)
+from pipelines.training.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointInfo,
+    CheckpointReadError,
+    CheckpointStore,
+    DamagedCheckpointError,
+)
 
 
 class CheckpointError(RuntimeError):
@@ -29,12 +35,15 @@ def latest_checkpoint(root: Path | str) -> tuple[CheckpointStore, tuple[Checkpoi
     except (CheckpointReadError, DamagedCheckpointError) as exc:
         raise CheckpointError(str(exc)) from exc
     if found is None:
-        raise CheckpointError(f"no committed checkpoint under {root}; train first (python -m pipelines.train)")
+        raise CheckpointError(
+            f"no committed checkpoint under {root}; train first (python -m pipelines.train)"
+        )
     return store, found
 
 
-def _load_at(location: str, parent: str | Path, name: str, path: str
-             ) -> tuple[CheckpointStore, tuple[CheckpointInfo, dict]]:
+def _load_at(
+    location: str, parent: str | Path, name: str, path: str
+) -> tuple[CheckpointStore, tuple[CheckpointInfo, dict]]:
     """``location`` names a ``step-…`` folder (``parent``/``name``, at ``path``) or a run's
     ``checkpoints`` folder (its newest committed checkpoint)."""
     match = CHECKPOINT_NAME.match(name)
@@ -66,8 +75,13 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
             raise CheckpointError(f"{p}: checkpoint not found")
         store, (info, state) = _load_at(str(p), p.parent, p.name, str(p))
         where = str(info.path)
-    return state, {"source": "checkpoint", "path": where, "step": int(state.get("step", info.step)),
-                   "images": int(state.get("images", -1)), "state_sha256": store.marker(info)["sha256"]}
+    return state, {
+        "source": "checkpoint",
+        "path": where,
+        "step": int(state.get("step", info.step)),
+        "images": int(state.get("images", -1)),
+        "state_sha256": store.marker(info)["sha256"],
+    }
 
 
 def ema_generator(state: dict) -> tuple[torch.nn.Module, Any]:

@@ -1,4 +1,5 @@
 """Resume or start clean: what a run folder and its checkpoint store say about the next attempt."""
+
 from __future__ import annotations
 
 import shutil
@@ -38,5 +39,6 @@ def prepare_run(run_dir: Path, store: CheckpointStore, cfg_dict: dict) -> bool:
     if changed:
         raise ResumeError(
             f"run {run_dir.name!r} was trained with different {', '.join(changed)} params "
-            f"(checkpoint {committed[-1].path}); use a new --run-name to start fresh, or restore those params")
+            f"(checkpoint {committed[-1].path}); use a new --run-name to start fresh, or restore those params"
+        )
     return True
