@@ -19,7 +19,7 @@ Framing: an image already at the model's size is used as it is (``--crop auto``)
 is cut to a square around its landmarks framed like the training faces (:data:`FACE_SCALE`,
 :data:`FACE_CENTRE`, measured on the synthetic set) and resized to the model's size.
 
-Edits (docs/portrait.md, datasets/synthetic/face_edits.py) are applied in this order: ``--drive`` (the
+Edits (docs/portrait.md, datasets/faces/edits.py) are applied in this order: ``--drive`` (the
 other face's expression and head pose on this face's geometry), then brows, eyes-closed, smile,
 mouth-open, then rotate, then shift.  Ranges: rotate [-45, 45] degrees, the four expression
 strengths [-1, 1], shift within half the model's frame.  ``--sweep EDIT`` writes one row of that

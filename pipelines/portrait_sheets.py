@@ -22,7 +22,7 @@ from pathlib import Path
 
 from datasets.sheets.portrait_sheet import landmark_sheet, parts_sheet, pick_part_cells, pick_portrait_rows
 from datasets.sheets.pose_sheet import save_png
-from datasets.synthetic.portrait import write_dataset
+from datasets.synthetic.portrait_dataset import write_dataset
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
 

@@ -19,8 +19,8 @@ from tqdm import tqdm
 from datasets.raw.layout import CSV_PREFIXES
 from datasets.sheets.portrait_sheet import landmark_sheet, pick_portrait_rows
 from datasets.sheets.pose_sheet import pick_pose_rows, pose_sheet, save_png
-from datasets.synthetic.generators import GENERATORS
-from datasets.synthetic.summary import total_images
+from datasets.synthetic.data_generators import GENERATORS
+from datasets.synthetic.synthesis_summary import total_images
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
 

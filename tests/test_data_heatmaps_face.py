@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from datasets.pose import heatmaps
-from datasets.pose.face import MIN_SIDE_FRACTION, NECK_SCALE, SPREAD_SCALE, crop_face, face_box
+from datasets.pose.face import MIN_SIDE_FRACTION, NECK_SCALE, SPREAD_SCALE, body_face_box, crop_face
 from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS, flip_permutation
 from datasets.shards import expand
 
@@ -135,19 +135,19 @@ def test_flip_swaps_left_and_right_channels():
 def test_face_box_rule():
     h, w = 128, 88
     frontal = _kp(nose=(44, 20), neck=(44, 36), Reye=(41, 18), Leye=(47, 18))
-    fb = face_box(frontal, (h, w))
+    fb = body_face_box(frontal, (h, w))
     side = max(SPREAD_SCALE * np.hypot(6, 0), NECK_SCALE * 16)
     cx, cy = (44 + 41 + 47) / 3, (20 + 18 + 18) / 3
     assert fb.valid and np.allclose(fb.box, (cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2), atol=0.01)
     ears = _kp(Rear=(30, 20), Lear=(50, 20))  # seen from the back: ears only
-    fb = face_box(ears, (h, w))
+    fb = body_face_box(ears, (h, w))
     assert fb.valid and np.isclose(fb.box[2] - fb.box[0], SPREAD_SCALE * 20, atol=0.01)
-    assert not face_box(_kp(neck=(44, 36)), (h, w)).valid  # no head point
-    lone = face_box(_kp(nose=(44, 20)), (h, w))
+    assert not body_face_box(_kp(neck=(44, 36)), (h, w)).valid  # no head point
+    lone = body_face_box(_kp(nose=(44, 20)), (h, w))
     assert not lone.valid and MIN_SIDE_FRACTION * h > 0 and "too close" in lone.reason
-    edge = face_box(_kp(nose=(0, 0), neck=(0, 20), Reye=(1, 1)), (h, w))  # head in the corner
+    edge = body_face_box(_kp(nose=(0, 0), neck=(0, 20), Reye=(1, 1)), (h, w))  # head in the corner
     assert not edge.valid and "outside" in edge.reason
-    clipped = face_box(_kp(nose=(5, 20), neck=(5, 36), Reye=(3, 18), Leye=(7, 18)), (h, w))
+    clipped = body_face_box(_kp(nose=(5, 20), neck=(5, 36), Reye=(3, 18), Leye=(7, 18)), (h, w))
     assert clipped.valid and clipped.box[0] == 0.0
 
 

@@ -6,11 +6,10 @@ import pytest
 import torch
 
 from datasets.specs import SynthesizeSpec
-from datasets.synthetic import fashion as sf
-from datasets.synthetic import groundtruth as G
+from datasets.synthetic import fashion, groundtruth
 from model.config import ModelConfig
 from model.generator import build_generator
-from pipelines.evaluation import correspondence as C
+from pipelines.evaluation import correspondence
 
 SPEC = SynthesizeSpec(generator="figure", seed=2, height=64, width=44, train_identities=1, test_identities=1,
                       views_per_identity=4, crop_probability=0.0)
@@ -19,20 +18,20 @@ SPEC = SynthesizeSpec(generator="figure", seed=2, height=64, width=44, train_ide
 @pytest.fixture(scope="module")
 def pair():
     """Views 0 and 3 (front, full) of one test identity: images uint8 [H,W,3] and ground truth."""
-    ident = [i for i in sf.plan_identities(SPEC) if i.split == "test"][0]
-    return [sf.render_sample(SPEC, ident, k) for k in (0, 3)]
+    ident = [i for i in fashion.plan_identities(SPEC) if i.split == "test"][0]
+    return [fashion.render_sample(SPEC, ident, k) for k in (0, 3)]
 
 
 def _stored_flow(pair):
     """The true flow from the ground truth as stored (float16 points), as the scorer computes it."""
-    src, tgt = (G.decode(G.encode(s.groundtruth)) for s in pair)
-    return G.true_flow(src, tgt)
+    src, tgt = (groundtruth.decode(groundtruth.encode(s.groundtruth)) for s in pair)
+    return groundtruth.true_flow(src, tgt)
 
 
 def _batch(pair, outputs_model: np.ndarray):
     src, tgt = pair
     as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]  # noqa: E731
-    truth = {s.name: G.encode(s.groundtruth) for s in pair}
+    truth = {s.name: groundtruth.encode(s.groundtruth) for s in pair}
     batch = {"source_name": [src.name], "target_name": [tgt.name], "pair_index": torch.tensor([7])}
     target = as_t(tgt.image)
     mean = torch.full_like(target, 128)
@@ -47,10 +46,10 @@ def test_true_flow_scores_zero_and_identity_does_not(pair) -> None:
     exact = torch.from_numpy(flow).permute(2, 0, 1)[None]
     fields = {"flow_s4": exact, "flow_s2": exact, "attn_s4": torch.zeros_like(exact)}
     maps = {4: torch.zeros(1, 1, *flow.shape[:2])}  # prefers the flow everywhere, and the flow is exact
-    scorer = C.CorrespondenceScorer(truth)
+    scorer = correspondence.CorrespondenceScorer(truth)
     scorer.add(batch, target, outputs, fields, maps)
-    part = C.merge([scorer.part])
-    scores = C.summarise(part, lambda v, kept: (float(v.min()), float(v.max())))
+    part = correspondence.merge([scorer.part])
+    scores = correspondence.summarise(part, lambda v, kept: (float(v.min()), float(v.max())))
     assert scores["model"]["flow_epe"] == pytest.approx(0.0, abs=1e-6)
     assert scores["model"]["flow_epe_s4"] == pytest.approx(0.0, abs=1e-6)
     identity = float(np.linalg.norm(flow[mask], axis=1).mean())
@@ -61,8 +60,8 @@ def test_true_flow_scores_zero_and_identity_does_not(pair) -> None:
     # The target itself has no colour error; the mean image a large one.
     assert scores["model"]["appearance_de00"] == pytest.approx(0.0, abs=1e-6)
     assert scores["mean_train_image"]["appearance_de00"] > 5
-    assert part.index == [7] and "torso" in C.part_table(part)["identity"]
-    garments = C.garment_table(part)["model"]
+    assert part.index == [7] and "torso" in correspondence.part_table(part)["identity"]
+    garments = correspondence.garment_table(part)["model"]
     assert "skin" in garments and all(v == pytest.approx(0.0, abs=1e-6) for v in garments.values())
 
 
@@ -73,9 +72,9 @@ def test_wrong_branch_choice_and_colour_shift_are_seen(pair) -> None:
     exact = torch.from_numpy(flow).permute(2, 0, 1)[None]
     fields = {"flow_s4": exact, "attn_s4": torch.zeros_like(exact)}
     maps = {4: torch.ones(1, 1, *flow.shape[:2])}  # prefers the (worse) attention everywhere
-    scorer = C.CorrespondenceScorer(truth)
+    scorer = correspondence.CorrespondenceScorer(truth)
     scorer.add(batch, target, outputs, fields, maps)
-    scores = C.summarise(scorer.part, lambda v, kept: (0.0, 0.0))
+    scores = correspondence.summarise(scorer.part, lambda v, kept: (0.0, 0.0))
     assert scores["model"]["branch_choice_s4"] < 0.05
     assert scores["model"]["appearance_de00"] > 10
 
@@ -88,7 +87,7 @@ def test_model_fields_are_image_size_flows_inside_the_source() -> None:
              "target_pose": torch.rand(b, 18, h, w)}
     with torch.no_grad():
         out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
-        fields, maps = C.model_fields(g, out, batch)
+        fields, maps = correspondence.model_fields(g, out, batch)
     assert {n for n in fields if n.startswith("flow_s")} == {f"flow_s{s}" for s in out.flows}
     assert {n for n in fields if n.startswith("attn_s")} == {f"attn_s{s}" for s in g.attention.scales
                                                                  if s in cfg.warp_scales}
@@ -102,14 +101,14 @@ def test_model_fields_are_image_size_flows_inside_the_source() -> None:
     assert all(m.shape == (b, 1, h, w) and 0 <= float(m.min()) and float(m.max()) <= 1 for m in maps.values())
     # The encoders' outputs read from the forward itself give the same fields as running them again.
     with torch.no_grad():
-        out2, features = C.forward_with_features(g, batch)
-        fields2, _ = C.model_fields(g, out2, batch, features)
+        out2, features = correspondence.forward_with_features(g, batch)
+        fields2, _ = correspondence.model_fields(g, out2, batch, features)
     assert set(features) == {"textures", "skeleton"} and torch.equal(out2.image, out.image)
     assert all(torch.equal(fields[n], fields2[n]) for n in fields)
     assert not g.reference_encoder._forward_hooks and not g.skeleton_encoder._forward_hooks
 
 
 def test_real_data_is_reported_as_not_available() -> None:
-    assert "no renderer ground truth" in C.unavailable_reason({"format_version": 1})
-    assert C.unavailable_reason({"groundtruth": {"test_sample_views": 0}}) is not None
-    assert C.unavailable_reason({"groundtruth": {"test_sample_views": 4}}) is None
+    assert "no renderer ground truth" in correspondence.unavailable_reason({"format_version": 1})
+    assert correspondence.unavailable_reason({"groundtruth": {"test_sample_views": 0}}) is not None
+    assert correspondence.unavailable_reason({"groundtruth": {"test_sample_views": 4}}) is None

@@ -13,7 +13,7 @@ from model.config import LossConfig
 from model.metrics import sha256_file
 from pipelines.config.params import load_config
 from pipelines.config.stages import EvaluateConfig
-from pipelines.evaluation import statistics as S
+from pipelines.evaluation import statistics
 from pipelines.evaluation.generators import EvaluationError
 from pipelines.evaluation.networks import build_networks, effnet_lite_weights, loss_network
 from pipelines.evaluation.scoring import field_ssim
@@ -71,29 +71,29 @@ def test_kid_is_unbiased_mmd_with_the_cubic_kernel() -> None:
     m, n = len(x), len(y)
     expected = ((k(x, x).sum() - np.trace(k(x, x))) / (m * (m - 1)) + (k(y, y).sum() - np.trace(k(y, y))) / (n * (n - 1))
                 - 2 * k(x, y).mean())
-    one = S.kernel_distance(x, y, subsets=1, subset_size=1000, seed=0)  # subset = all rows (permuted)
+    one = statistics.kernel_distance(x, y, subsets=1, subset_size=1000, seed=0)  # subset = all rows (permuted)
     assert one.mean == pytest.approx(expected, rel=1e-9) and one.subset_size == 40
-    same = S.kernel_distance(x, rng.normal(size=(50, 5)), subsets=50, subset_size=30, seed=0)
-    shifted = S.kernel_distance(x, y, subsets=50, subset_size=30, seed=0)
+    same = statistics.kernel_distance(x, rng.normal(size=(50, 5)), subsets=50, subset_size=30, seed=0)
+    shifted = statistics.kernel_distance(x, y, subsets=50, subset_size=30, seed=0)
     assert abs(same.mean) < shifted.mean and shifted.std > 0
-    assert S.kernel_distance(x, y, 50, 30, seed=0) == shifted  # seeded: same scores, same spread
+    assert statistics.kernel_distance(x, y, 50, 30, seed=0) == shifted  # seeded: same scores, same spread
 
 
 def test_frechet_needs_more_distinct_images_than_dimensions() -> None:
     rng = np.random.default_rng(0)
-    assert S.frechet_not_computed_reason(rng.normal(size=(113, 112))) is None
-    assert "112 distinct images do not exceed the 112" in S.frechet_not_computed_reason(rng.normal(size=(112, 112)))
+    assert statistics.frechet_not_computed_reason(rng.normal(size=(113, 112))) is None
+    assert "112 distinct images do not exceed the 112" in statistics.frechet_not_computed_reason(rng.normal(size=(112, 112)))
     repeated = np.repeat(rng.normal(size=(48, 112)), 3, axis=0)  # 144 rows, 48 images (a copied source)
-    assert "48 distinct" in S.frechet_not_computed_reason(repeated)
+    assert "48 distinct" in statistics.frechet_not_computed_reason(repeated)
 
 
 def test_bootstrap_interval_covers_the_mean_and_shrinks_with_more_pairs() -> None:
     rng = np.random.default_rng(1)
     small, large = rng.normal(0.7, 0.05, 30), rng.normal(0.7, 0.05, 3000)
-    a, b = S.bootstrap_mean_ci(small, S.by_pair(30), 2000, 0), S.bootstrap_mean_ci(large, S.by_pair(3000), 2000, 0)
+    a, b = statistics.bootstrap_mean_ci(small, statistics.by_pair(30), 2000, 0), statistics.bootstrap_mean_ci(large, statistics.by_pair(3000), 2000, 0)
     assert a.low < small.mean() < a.high and b.low < large.mean() < b.high
     assert (b.high - b.low) < (a.high - a.low) / 5
-    assert S.bootstrap_mean_ci(small, S.by_pair(30), 2000, 0) == a
+    assert statistics.bootstrap_mean_ci(small, statistics.by_pair(30), 2000, 0) == a
 
 
 def _clustered(rng: np.random.Generator, identities: int = 12, per: int = 12, spread: float = 0.08,
@@ -108,10 +108,10 @@ def _clustered(rng: np.random.Generator, identities: int = 12, per: int = 12, sp
 def test_identity_bootstrap_is_wider_than_the_pair_bootstrap_and_covers_the_true_mean() -> None:
     rng = np.random.default_rng(5)
     values, ids = _clustered(rng)
-    by_id = S.by_identity(ids, len(values))
+    by_id = statistics.by_identity(ids, len(values))
     assert (by_id.method, by_id.n_units, by_id.pairs, by_id.fallback) == ("identity bootstrap", 12, 144, None)
-    ident = S.bootstrap_mean_ci(values, by_id, 2000, 0)
-    pair = S.bootstrap_mean_ci(values, S.by_pair(len(values)), 2000, 0)
+    ident = statistics.bootstrap_mean_ci(values, by_id, 2000, 0)
+    pair = statistics.bootstrap_mean_ci(values, statistics.by_pair(len(values)), 2000, 0)
     # 12 independent identities, not 144 independent pairs: the interval is several times wider.
     assert ident.high - ident.low > 2.5 * (pair.high - pair.low)
     assert ident.low < values.mean() < ident.high
@@ -121,8 +121,8 @@ def test_identity_bootstrap_is_wider_than_the_pair_bootstrap_and_covers_the_true
     trials = 200
     for t in range(trials):
         v, i = _clustered(np.random.default_rng(100 + t))
-        a = S.bootstrap_mean_ci(v, S.by_identity(i, len(v)), 400, t)
-        b = S.bootstrap_mean_ci(v, S.by_pair(len(v)), 400, t)
+        a = statistics.bootstrap_mean_ci(v, statistics.by_identity(i, len(v)), 400, t)
+        b = statistics.bootstrap_mean_ci(v, statistics.by_pair(len(v)), 400, t)
         hits["identity"] += a.low <= 0.7 <= a.high
         hits["pair"] += b.low <= 0.7 <= b.high
     assert hits["identity"] / trials >= 0.85 and hits["pair"] / trials <= 0.5, hits
@@ -130,24 +130,24 @@ def test_identity_bootstrap_is_wider_than_the_pair_bootstrap_and_covers_the_true
 
 def test_identity_bootstrap_is_deterministic_for_a_seed() -> None:
     values, ids = _clustered(np.random.default_rng(6))
-    by_id = S.by_identity(ids, len(values))
-    first = S.bootstrap_mean_ci(values, by_id, 2000, 7)
-    assert S.bootstrap_mean_ci(values, S.by_identity(list(ids), len(values)), 2000, 7) == first
-    assert S.bootstrap_mean_ci(values, by_id, 2000, 8) != first
-    np.testing.assert_array_equal(S.bootstrap_means(values, by_id, 500, 3), S.bootstrap_means(values, by_id, 500, 3))
+    by_id = statistics.by_identity(ids, len(values))
+    first = statistics.bootstrap_mean_ci(values, by_id, 2000, 7)
+    assert statistics.bootstrap_mean_ci(values, statistics.by_identity(list(ids), len(values)), 2000, 7) == first
+    assert statistics.bootstrap_mean_ci(values, by_id, 2000, 8) != first
+    np.testing.assert_array_equal(statistics.bootstrap_means(values, by_id, 500, 3), statistics.bootstrap_means(values, by_id, 500, 3))
     # The identities' names do not matter, only which pairs share one.
-    renamed = S.by_identity([f"x{name}" for name in ids], len(values))
-    assert S.bootstrap_mean_ci(values, renamed, 2000, 7) == first
+    renamed = statistics.by_identity([f"x{name}" for name in ids], len(values))
+    assert statistics.bootstrap_mean_ci(values, renamed, 2000, 7) == first
 
 
 def test_without_identities_the_bootstrap_falls_back_to_pairs_and_says_why() -> None:
-    none = S.by_identity(None, 10, "the test shards record no identity")
+    none = statistics.by_identity(None, 10, "the test shards record no identity")
     assert none.method == "pair bootstrap" and none.n_units == 10
     assert none.record() == {"method": "pair bootstrap", "pairs": 10, "identities": None, "units": 10,
                              "fallback": "the test shards record no identity"}
-    assert "2 of 4 test pairs have no identity" in S.by_identity(["a", "", "b", ""], 4).fallback
-    assert "one identity" in S.by_identity(["a"] * 6, 6).fallback
-    ok = S.by_identity(["a", "a", "b"], 3)
+    assert "2 of 4 test pairs have no identity" in statistics.by_identity(["a", "", "b", ""], 4).fallback
+    assert "one identity" in statistics.by_identity(["a"] * 6, 6).fallback
+    ok = statistics.by_identity(["a", "a", "b"], 3)
     assert ok.record() == {"method": "identity bootstrap", "pairs": 3, "identities": 2, "units": 2, "fallback": None}
     assert ok.subset(np.array([True, True, False])).n_units == 1
 
@@ -156,15 +156,15 @@ def test_paired_bootstrap_tells_a_real_gain_from_noise() -> None:
     rng = np.random.default_rng(2)
     difficulty = rng.uniform(0.3, 0.9, 144)  # shared by both generators: cancels in a paired test
     champion = difficulty + rng.normal(0, 0.01, 144)
-    units = S.by_identity([f"id{i // 12}" for i in range(144)], 144)
-    real = S.paired_bootstrap(champion + 0.01, champion, lower_is_better=False, resampling=units, resamples=2000,
+    units = statistics.by_identity([f"id{i // 12}" for i in range(144)], 144)
+    real = statistics.paired_bootstrap(champion + 0.01, champion, lower_is_better=False, resampling=units, resamples=2000,
                               seed=0)
-    noise = S.paired_bootstrap(champion + rng.normal(0, 0.02, 144), champion, False, units, 2000, 0)
+    noise = statistics.paired_bootstrap(champion + rng.normal(0, 0.02, 144), champion, False, units, 2000, 0)
     assert real.beyond_noise and real.low > 0 and real.gain == pytest.approx(0.01)
     assert not noise.beyond_noise and noise.low < 0 < noise.high
     assert "identity bootstrap over 12 identities (144 pairs)" in real.describe("ssim")
     # A distance: lower is better, so the sign flips.
-    assert S.paired_bootstrap(champion - 0.01, champion, True, units, 2000, 0).beyond_noise
+    assert statistics.paired_bootstrap(champion - 0.01, champion, True, units, 2000, 0).beyond_noise
 
 
 def test_a_gain_carried_by_a_few_identities_is_beyond_noise_for_pairs_only() -> None:
@@ -175,8 +175,8 @@ def test_a_gain_carried_by_a_few_identities_is_beyond_noise_for_pairs_only() -> 
     candidate = champion + rng.normal(0, 0.002, 144)
     candidate[:24] += 0.05
     ids = [f"id{i // 12}" for i in range(144)]
-    by_pairs = S.paired_bootstrap(candidate, champion, False, S.by_pair(144), 2000, 0)
-    by_ids = S.paired_bootstrap(candidate, champion, False, S.by_identity(ids, 144), 2000, 0)
+    by_pairs = statistics.paired_bootstrap(candidate, champion, False, statistics.by_pair(144), 2000, 0)
+    by_ids = statistics.paired_bootstrap(candidate, champion, False, statistics.by_identity(ids, 144), 2000, 0)
     assert by_pairs.beyond_noise and (by_ids.high - by_ids.low) > 1.5 * (by_pairs.high - by_pairs.low)
     assert by_ids.record()["identities"] == 12 and by_ids.record()["method"] == "identity bootstrap"
 

@@ -32,7 +32,7 @@ from hypothesis import strategies as st
 
 from datasets.files import file_sha256
 from datasets.pose import heatmaps
-from datasets.pose.face import HEAD_JOINTS, face_box
+from datasets.pose.face import HEAD_JOINTS, body_face_box
 from datasets.pose.keypoints import MISSING, NUM_JOINTS
 from datasets.raw.layout import get_layout
 from datasets.raw.validate import validate_split
@@ -213,7 +213,7 @@ def test_degenerate_keypoints_give_finite_maps_flagged_faces_and_the_keep_rule(o
     assert all(np.isfinite(meta["keypoints"]).ravel()) and all(np.isfinite(meta["face_box"]))
     if not in_frame[list(HEAD_JOINTS)].any():
         assert not has_face and meta["face_valid"] is False and meta["face_box"] == [0.0, 0.0, 0.0, 0.0]
-    fb = face_box(rec.keypoints, _SIZE)
+    fb = body_face_box(rec.keypoints, _SIZE)
     assert has_face == fb.valid
     if fb.valid:
         x0, y0, x1, y1 = fb.box

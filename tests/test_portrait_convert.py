@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from datasets.faces.edits import Expression
 from datasets.pose.landmarks import MISSING, visible
 from datasets.raw.layout import get_layout, identity_of
 from datasets.raw.portrait_import import read_pts
-from datasets.synthetic.face_edits import Expression
-from datasets.synthetic.portrait import base_pose, render_view, sample_identity
+from datasets.synthetic.portrait_dataset import base_pose, render_view, sample_identity
 from datasets.synthetic.portrait_geometry import HeadPose
 from pipelines.convert_portraits import main
 

@@ -6,29 +6,29 @@ import math
 import numpy as np
 import pytest
 
+from datasets.faces import edits as face_edits
 from datasets.pose.landmarks import MISSING, visible
-from datasets.synthetic import face_edits as E
-from datasets.synthetic.portrait import base_pose, sample_expression, sample_identity
+from datasets.synthetic.portrait_dataset import base_pose, sample_expression, sample_identity
 from datasets.synthetic.portrait_geometry import HeadPose, image_landmarks, neutral_landmarks
 
 SIZE = (128, 128)
 
 
-def posed(identity_number: int, expression: E.Expression = E.Expression(), pose: HeadPose | None = None,
+def posed(identity_number: int, expression: face_edits.Expression = face_edits.Expression(), pose: HeadPose | None = None,
           seed: int = 0) -> np.ndarray:
     """Exact landmarks of a synthetic identity (the generator's own geometry)."""
     ident = sample_identity(seed, identity_number, "plain")
     neutral = neutral_landmarks(ident.shape)
-    frontal = E.apply_expression(neutral + 10, expression).astype(np.float64) - 10
+    frontal = face_edits.apply_expression(neutral + 10, expression).astype(np.float64) - 10
     return image_landmarks(frontal, ident.shape, float(frontal[8, 1] - neutral[8, 1]), pose or base_pose(SIZE), SIZE)
 
 
 def test_rotate_turns_every_point_by_theta_about_the_face_centre():
     lm = posed(0, pose=HeadPose(60.0, 50.0, 25.0, 5.0, 10.0))
-    centre = E.face_centre(lm)
+    centre = face_edits.face_centre(lm)
     for theta in (-30.0, 7.5, 45.0):
-        out = E.rotate(lm, theta)
-        np.testing.assert_allclose(E.face_centre(out), centre, atol=1e-4)
+        out = face_edits.rotate(lm, theta)
+        np.testing.assert_allclose(face_edits.face_centre(out), centre, atol=1e-4)
         d0, d1 = lm - centre, out - centre
         # counter-clockwise on screen: y points down, so measure angles with -y
         a0, a1 = np.arctan2(-d0[:, 1], d0[:, 0]), np.arctan2(-d1[:, 1], d1[:, 0])
@@ -39,50 +39,50 @@ def test_rotate_turns_every_point_by_theta_about_the_face_centre():
 
 def test_mouth_open_widens_the_lip_gap_monotonically_and_closing_undoes_it():
     lm = posed(1)
-    gaps = [E.lip_gap(E.mouth_open(lm, a)) for a in (0.0, 0.25, 0.5, 0.75, 1.0)]
+    gaps = [face_edits.lip_gap(face_edits.mouth_open(lm, a)) for a in (0.0, 0.25, 0.5, 0.75, 1.0)]
     assert gaps[0] == pytest.approx(0.0, abs=0.02)
     assert all(b > a + 0.05 for a, b in zip(gaps, gaps[1:]))
-    opened = E.mouth_open(lm, 1.0)
+    opened = face_edits.mouth_open(lm, 1.0)
     assert opened[8, 1] > lm[8, 1] + 5  # the chin drops with the jaw
     np.testing.assert_allclose(opened[17:48], lm[17:48], atol=1e-4)  # brows, nose, eyes stay
-    half = E.lip_gap(E.mouth_open(opened, -0.5))
+    half = face_edits.lip_gap(face_edits.mouth_open(opened, -0.5))
     assert half == pytest.approx(gaps[-1] / 2, rel=0.02)
-    assert E.lip_gap(E.mouth_open(opened, -1.0)) == pytest.approx(0.0, abs=1e-4)
+    assert face_edits.lip_gap(face_edits.mouth_open(opened, -1.0)) == pytest.approx(0.0, abs=1e-4)
 
 
 def test_edits_mean_the_same_on_a_rotated_face():
     lm = posed(2)
-    for edit in (E.mouth_open, E.smile, E.eyes_closed, E.brows):
-        a = E.rotate(edit(lm, 0.8), 30.0)
-        b = edit(E.rotate(lm, 30.0), 0.8)
+    for edit in (face_edits.mouth_open, face_edits.smile, face_edits.eyes_closed, face_edits.brows):
+        a = face_edits.rotate(edit(lm, 0.8), 30.0)
+        b = edit(face_edits.rotate(lm, 30.0), 0.8)
         np.testing.assert_allclose(a, b, atol=1e-3)
 
 
 def test_smile_eyes_and_brows_move_the_right_points():
     lm = posed(3)
     up = -1.0  # y grows downwards
-    smiled = E.smile(lm, 1.0)
+    smiled = face_edits.smile(lm, 1.0)
     assert (smiled[[48, 54], 1] - lm[[48, 54], 1] < up).all()
     assert smiled[48, 0] < lm[48, 0] and smiled[54, 0] > lm[54, 0]  # corners move outwards
-    frown = E.smile(lm, -1.0)
+    frown = face_edits.smile(lm, -1.0)
     assert (frown[[48, 54], 1] > lm[[48, 54], 1] + 1).all()
-    closed = E.eyes_closed(lm, 1.0)
+    closed = face_edits.eyes_closed(lm, 1.0)
     np.testing.assert_allclose(closed[[37, 38, 43, 44]], lm[[41, 40, 47, 46]], atol=1e-4)
-    wide = E.eyes_closed(lm, -1.0)
+    wide = face_edits.eyes_closed(lm, -1.0)
     assert (wide[[37, 38, 43, 44], 1] < lm[[37, 38, 43, 44], 1] - 0.5).all()
-    raised = E.brows(lm, 1.0)
+    raised = face_edits.brows(lm, 1.0)
     assert (raised[17:27, 1] < lm[17:27, 1] + up).all()
-    knit = E.brows(lm, -1.0)
+    knit = face_edits.brows(lm, -1.0)
     assert knit[22, 0] - knit[21, 0] < lm[22, 0] - lm[21, 0] - 1  # inner ends closer together
 
 
 @pytest.mark.parametrize("edit, bad, message", [
-    (lambda lm, v: E.rotate(lm, v), 46.0, r"rotate: strength 46.0 is outside its valid range \[-45, 45\]"),
-    (lambda lm, v: E.mouth_open(lm, v), 1.5, r"mouth_open: .*\[-1, 1\]"),
-    (lambda lm, v: E.smile(lm, v), -1.01, r"smile: .*\[-1, 1\]"),
-    (lambda lm, v: E.eyes_closed(lm, v), float("nan"), r"eyes_closed: .*\[-1, 1\]"),
-    (lambda lm, v: E.brows(lm, v), 2.0, r"brows: .*\[-1, 1\]"),
-    (lambda lm, v: E.shift(lm, v, 0.0, SIZE), 65.0, r"shift dx: .*\[-64, 64\]"),
+    (lambda lm, v: face_edits.rotate(lm, v), 46.0, r"rotate: strength 46.0 is outside its valid range \[-45, 45\]"),
+    (lambda lm, v: face_edits.mouth_open(lm, v), 1.5, r"mouth_open: .*\[-1, 1\]"),
+    (lambda lm, v: face_edits.smile(lm, v), -1.01, r"smile: .*\[-1, 1\]"),
+    (lambda lm, v: face_edits.eyes_closed(lm, v), float("nan"), r"eyes_closed: .*\[-1, 1\]"),
+    (lambda lm, v: face_edits.brows(lm, v), 2.0, r"brows: .*\[-1, 1\]"),
+    (lambda lm, v: face_edits.shift(lm, v, 0.0, SIZE), 65.0, r"shift dx: .*\[-64, 64\]"),
 ])
 def test_out_of_range_strength_raises_naming_edit_and_range(edit, bad, message):
     with pytest.raises(ValueError, match=message):
@@ -92,13 +92,13 @@ def test_out_of_range_strength_raises_naming_edit_and_range(edit, bad, message):
 def test_missing_points_stay_missing_and_the_frame_needs_its_points():
     lm = posed(4)
     lm[[0, 1, 60]] = MISSING
-    for out in (E.rotate(lm, 10.0), E.shift(lm, 3.0, -2.0, SIZE), E.mouth_open(lm, 0.5), E.smile(lm, 0.5)):
+    for out in (face_edits.rotate(lm, 10.0), face_edits.shift(lm, 3.0, -2.0, SIZE), face_edits.mouth_open(lm, 0.5), face_edits.smile(lm, 0.5)):
         assert not visible(out)[[0, 1, 60]].any() and visible(out).sum() == 65
-    np.testing.assert_allclose(E.shift(lm, 3.0, -2.0, SIZE)[5], lm[5] + [3.0, -2.0])
+    np.testing.assert_allclose(face_edits.shift(lm, 3.0, -2.0, SIZE)[5], lm[5] + [3.0, -2.0])
     lm[36] = MISSING
     with pytest.raises(ValueError, match="eye corners and the nose base"):
-        E.smile(lm, 0.5)
-    clipped = E.clip_to_frame(E.shift(posed(4), 60.0, 0.0, SIZE), SIZE)
+        face_edits.smile(lm, 0.5)
+    clipped = face_edits.clip_to_frame(face_edits.shift(posed(4), 60.0, 0.0, SIZE), SIZE)
     assert not visible(clipped).all() and visible(clipped).any()
 
 
@@ -121,7 +121,7 @@ def test_drive_keeps_the_source_identity_and_takes_expression_and_pose():
         source = posed(2 * k, seed=7)
         driver = posed(2 * k + 1, expr, pose, seed=7)
         truth = posed(2 * k, expr, pose, seed=7)  # the source identity rendered in the driver's state
-        out = E.drive(source, driver)
+        out = face_edits.drive(source, driver)
         assert (visible(out) == visible(driver)).all()
         drive_err.append(_shape_error(out, truth))
         naive_err.append(_shape_error(driver, truth))
@@ -129,23 +129,23 @@ def test_drive_keeps_the_source_identity_and_takes_expression_and_pose():
 
 
 def test_drive_by_itself_changes_little_and_transfers_an_open_mouth():
-    lm = posed(5, E.Expression(smile=0.5), HeadPose(64.0, 55.0, 30.0, 8.0, 12.0))
-    assert _shape_error(E.drive(lm, lm), lm) < 0.01
-    driver = posed(6, E.Expression(mouth_open=1.0))
-    out = E.drive(posed(5), driver, frame=SIZE)
+    lm = posed(5, face_edits.Expression(smile=0.5), HeadPose(64.0, 55.0, 30.0, 8.0, 12.0))
+    assert _shape_error(face_edits.drive(lm, lm), lm) < 0.01
+    driver = posed(6, face_edits.Expression(mouth_open=1.0))
+    out = face_edits.drive(posed(5), driver, frame=SIZE)
     scale = np.linalg.norm(out[45] - out[36]) / np.linalg.norm(driver[45] - driver[36])
-    assert E.lip_gap(out) == pytest.approx(E.lip_gap(driver), rel=0.1)
+    assert face_edits.lip_gap(out) == pytest.approx(face_edits.lip_gap(driver), rel=0.1)
     assert scale == pytest.approx(1.0, abs=0.2)
-    state = E.expression_state(driver)
+    state = face_edits.expression_state(driver)
     assert state.mouth_open == pytest.approx(1.0, abs=0.15) and abs(state.smile) < 0.2
-    assert math.isclose(E.estimate_pose(posed(5, pose=HeadPose(64.0, 55.0, 30.0, 0.0, 20.0))).yaw_deg, 20.0, abs_tol=3.0)
+    assert math.isclose(face_edits.estimate_pose(posed(5, pose=HeadPose(64.0, 55.0, 30.0, 0.0, 20.0))).yaw_deg, 20.0, abs_tol=3.0)
 
 
 def test_drive_fills_points_the_source_hides():
     source = posed(3, pose=HeadPose(64.0, 55.0, 30.0, 0.0, 28.0))  # far jaw hidden by the yaw
     assert not visible(source).all()
-    driver = posed(4, E.Expression(smile=0.6))
-    truth = posed(3, E.Expression(smile=0.6), HeadPose(64.0, 55.0, 30.0, 0.0, 0.0))
-    out = E.drive(source, driver)
+    driver = posed(4, face_edits.Expression(smile=0.6))
+    truth = posed(3, face_edits.Expression(smile=0.6), HeadPose(64.0, 55.0, 30.0, 0.0, 0.0))
+    out = face_edits.drive(source, driver)
     assert visible(out).all()  # the frontal driver shows the whole jaw, so does the result
     assert _shape_error(out, truth) < 0.03

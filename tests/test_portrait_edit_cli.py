@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
+from datasets.faces.edits import face_centre
 from datasets.pose.landmarks import NUM_PARTS, encode_row, visible
-from datasets.synthetic.face_edits import face_centre
-from pipelines import edit_portrait as EP
+from pipelines import edit_portrait
 from pipelines.apps import portrait_editor as PED
 from pipelines.config.params import to_dict
 from tests.pose_marks import needs_face_mesh
@@ -45,7 +45,7 @@ def _checkpoint(root: Path, pose_channels: int = NUM_PARTS) -> Path:
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory) -> dict:
     from datasets.specs import SynthesizeSpec
-    from datasets.synthetic.portrait import identity_views, sample_identity
+    from datasets.synthetic.portrait_dataset import identity_views, sample_identity
 
     root = tmp_path_factory.mktemp("edit")
     spec = SynthesizeSpec(generator="portrait", seed=7, height=32, width=32, views_per_identity=2,
@@ -66,7 +66,7 @@ def tiny(tmp_path_factory) -> dict:
 
 
 def _run(capsys, *argv: str) -> tuple[int, str, str]:
-    code = EP.main(list(argv))
+    code = edit_portrait.main(list(argv))
     out = capsys.readouterr()
     return code, out.out, out.err
 

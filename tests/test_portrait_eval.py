@@ -27,7 +27,7 @@ SIZE = (32, 32)
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory) -> tuple[Path, dict]:
     from datasets.shards.build import preprocess
-    from datasets.synthetic.portrait import write_dataset
+    from datasets.synthetic.portrait_dataset import write_dataset
 
     root = tmp_path_factory.mktemp("peval")
     spec = SynthesizeSpec(generator="portrait", seed=11, height=32, width=32, train_identities=2,

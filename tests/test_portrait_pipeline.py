@@ -13,15 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-import yaml
 
 from datasets.pose.heatmaps import quantise
 from datasets.pose.landmarks import (
     NUM_PARTS,
     PART_FLIP,
-    face_box,
     flip_part_maps,
     flip_permutation,
+    landmark_face_box,
     render_part_maps,
 )
 from datasets.pose.scheme import BODY, PORTRAIT, scheme_of_manifest
@@ -30,7 +29,7 @@ from datasets.shards.augment import AugmentConfig
 from datasets.shards.build import preprocess
 from datasets.shards.loader import eval_loader, train_loader
 from datasets.specs import DatasetSpec, PreprocessConfig, SynthesizeSpec
-from pipelines.config.params import ConfigError, load_config
+from pipelines.config.params import load_config
 
 ROOT = Path(__file__).resolve().parents[1]
 SIZE = (32, 32)
@@ -41,7 +40,7 @@ SPEC = SynthesizeSpec(generator="portrait", seed=5, height=32, width=32, train_i
 
 @pytest.fixture(scope="module")
 def portrait_shards(tmp_path_factory) -> tuple[Path, dict]:
-    from datasets.synthetic.portrait import write_dataset
+    from datasets.synthetic.portrait_dataset import write_dataset
 
     root = tmp_path_factory.mktemp("portrait")
     raw = write_dataset(SPEC, root / "raw").root
@@ -85,7 +84,7 @@ def test_portrait_batches_hold_part_maps_and_the_central_face_box(portrait_shard
         assert np.allclose(batch["source_pose"][i].numpy(), want, atol=1e-6)
         tgt = batch["target_keypoints"][i].numpy()
         assert bool(batch["target_face_valid"][i])
-        assert np.allclose(batch["target_face_box"][i].numpy(), np.round(face_box(tgt, SIZE), 2), atol=0.011)
+        assert np.allclose(batch["target_face_box"][i].numpy(), np.round(landmark_face_box(tgt, SIZE), 2), atol=0.011)
         # Every part channel of a near-frontal synthetic face is drawn.
         assert (batch["target_pose"][i].flatten(1).amax(1) > 0.9).all()
 

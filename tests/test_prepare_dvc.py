@@ -1,7 +1,7 @@
 """The DVC path a user with real data takes: a release in data/releases/deepfashion, then
 ``dvc repro prepare@deepfashion preprocess@deepfashion train`` in a temporary copy of the project.
 
-The release is a tiny In-shop-shaped tree (datasets/synthetic/releases.py) kept outside the copy,
+The release is a tiny In-shop-shaped tree (datasets/synthetic/release_trees.py) kept outside the copy,
 with data/releases/deepfashion a symlink to it, as a user points the stage at a download kept
 elsewhere.  The stages must run once, leave the layout, shards and checkpoints, and a second
 ``dvc repro`` must rerun nothing; an edit inside the linked release must show as a changed dep.
@@ -12,7 +12,7 @@ import json
 
 import pytest
 
-from datasets.synthetic.releases import make_deepfashion_release
+from datasets.synthetic.release_trees import make_deepfashion_release
 from tests.test_pipeline_e2e import make_repo_copy, run_dvc, stages_run
 
 TARGETS = ["prepare@deepfashion", "preprocess@deepfashion", "train"]

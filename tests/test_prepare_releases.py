@@ -1,6 +1,6 @@
 """``pipelines.prepare --from``: official-release trees → the field's layout → shards → training steps.
 
-The trees are drawn by the synthetic generator in the releases' own shapes (datasets/synthetic/releases.py)
+The trees are drawn by the synthetic generator in the releases' own shapes (datasets/synthetic/release_trees.py)
 with one input per fault prepare must handle; every image must end in the layout or in the
 rejects file with the expected reason, the written keypoints must be the release's rows, and the
 result must go through preprocess and a few GAN steps.
@@ -21,7 +21,7 @@ from PIL import Image
 from datasets.raw.frame import FitPolicy, aspect_error, conform, crop_box
 from datasets.raw.release_writer import PrepareError, write_release
 from datasets.raw.releases import ReleaseError, flatten_deepfashion, plan_release
-from datasets.synthetic.releases import FRAME, make_deepfashion_release, make_market_release
+from datasets.synthetic.release_trees import FRAME, make_deepfashion_release, make_market_release
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -110,7 +110,7 @@ def test_served_pose_model_answers_good_and_bad_requests(tmp_path: Path) -> None
 
 def test_served_portrait_model_edits_a_face_and_refuses_bad_edits(tmp_path: Path) -> None:
     from datasets.specs import SynthesizeSpec
-    from datasets.synthetic.portrait import identity_views, sample_identity
+    from datasets.synthetic.portrait_dataset import identity_views, sample_identity
     from pipelines.serving import contract
 
     model_dir = tmp_path / "portrait-model"

@@ -94,7 +94,7 @@ def portrait_model(tmp_path_factory, keep_sys_path):
     import mlflow.pyfunc
 
     from datasets.specs import SynthesizeSpec
-    from datasets.synthetic.portrait import identity_views, sample_identity
+    from datasets.synthetic.portrait_dataset import identity_views, sample_identity
 
     path = tmp_path_factory.mktemp("serve") / "portrait"
     save_served(path, "portrait")

@@ -15,9 +15,9 @@ from datasets.pose.keypoints import JOINT_INDEX, NUM_JOINTS
 from datasets.raw.layout import get_layout, identity_of
 from datasets.sheets.pose_sheet import draw_skeleton, pose_sheet
 from datasets.specs import SynthesizeSpec
-from datasets.synthetic import fashion as sf
+from datasets.synthetic import fashion as synthetic_fashion
+from datasets.synthetic.data_generators import GENERATORS
 from datasets.synthetic.figure_render import BodyView, render_figure
-from datasets.synthetic.generators import GENERATORS
 from pipelines import synthesize as cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,12 +34,12 @@ MARKET_NAME = re.compile(r"^\d{4}_c[1-6]s[1-6]_\d{6}_\d{2}\.jpg$")
 
 @pytest.fixture(scope="module")
 def fashion(tmp_path_factory) -> Path:
-    return sf.write_dataset(TINY, tmp_path_factory.mktemp("fashion") / "synthetic_fashion").root
+    return synthetic_fashion.write_dataset(TINY, tmp_path_factory.mktemp("fashion") / "synthetic_fashion").root
 
 
 @pytest.fixture(scope="module")
 def market(tmp_path_factory) -> Path:
-    return sf.write_dataset(TINY_MARKET, tmp_path_factory.mktemp("market") / "synthetic_market").root
+    return synthetic_fashion.write_dataset(TINY_MARKET, tmp_path_factory.mktemp("market") / "synthetic_market").root
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -64,9 +64,9 @@ def test_layout_files(fashion: Path) -> None:
 
 
 def test_same_seed_gives_identical_bytes(fashion: Path, tmp_path: Path) -> None:
-    again = sf.write_dataset(TINY, tmp_path / "again").root
+    again = synthetic_fashion.write_dataset(TINY, tmp_path / "again").root
     assert _files(again) == _files(fashion)
-    other = sf.write_dataset(replace(TINY, seed=4), tmp_path / "other").root
+    other = synthetic_fashion.write_dataset(replace(TINY, seed=4), tmp_path / "other").root
     assert _files(other)["fasion-annotation-train.csv"] != _files(fashion)["fasion-annotation-train.csv"]
 
 
@@ -128,7 +128,7 @@ def test_market_variant_names(market: Path) -> None:
 
 def test_interrupted_write_leaves_no_partial_dataset(fashion: Path, tmp_path: Path, monkeypatch) -> None:
     root = tmp_path / "data"
-    good = sf.write_dataset(TINY, root).root
+    good = synthetic_fashion.write_dataset(TINY, root).root
     before = _files(good)
     calls = []
 
@@ -138,22 +138,22 @@ def test_interrupted_write_leaves_no_partial_dataset(fashion: Path, tmp_path: Pa
             raise KeyboardInterrupt
         return real(spec, ident, k)
 
-    real = sf.render_sample
-    monkeypatch.setattr(sf, "render_sample", failing)
+    real = synthetic_fashion.render_sample
+    monkeypatch.setattr(synthetic_fashion, "render_sample", failing)
     with pytest.raises(KeyboardInterrupt):
-        sf.write_dataset(replace(TINY, seed=9), root)
+        synthetic_fashion.write_dataset(replace(TINY, seed=9), root)
     assert _files(root) == before  # the complete dataset is untouched
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # no temp folder left behind
     with pytest.raises(KeyboardInterrupt):
         calls.clear()
-        sf.write_dataset(TINY, tmp_path / "fresh")
+        synthetic_fashion.write_dataset(TINY, tmp_path / "fresh")
     assert not (tmp_path / "fresh").exists()
 
 
 def test_refuses_to_replace_a_folder_that_is_not_a_dataset(tmp_path: Path, capsys) -> None:
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(FileExistsError):
-        sf.write_dataset(TINY, tmp_path)
+        synthetic_fashion.write_dataset(TINY, tmp_path)
     with pytest.raises(SystemExit) as exc:
         cli.main(["--dataset", "synthetic_fashion", "--out", str(tmp_path),
                   "--params", str(ROOT / "params.yaml"), "--no-progress"])
@@ -163,8 +163,8 @@ def test_refuses_to_replace_a_folder_that_is_not_a_dataset(tmp_path: Path, capsy
 
 def _figure(yaw: float, cx: float = 44.0, pose_kind: str = "stand"):
     rng = np.random.default_rng(0)
-    look, _ = sf.sample_identity_look(rng, SynthesizeSpec(generator="figure"))
-    pose = sf.sample_body_pose(np.random.default_rng(1), pose_kind)
+    look, _ = synthetic_fashion.sample_identity_look(rng, SynthesizeSpec(generator="figure"))
+    pose = synthetic_fashion.sample_body_pose(np.random.default_rng(1), pose_kind)
     bg = np.ones((256, 176, 3), np.float32)
     image, kp = render_figure(look, pose, BodyView("test", yaw, 110.0, cx, 122.0), bg, 2)
     return image, kp
@@ -187,8 +187,8 @@ def test_views_hide_the_right_face_points_and_keep_left_right() -> None:
 
 @pytest.mark.parametrize("yaw, pose_seed", [(0.0, 1), (20.0, 2), (-25.0, 3)])
 def test_eye_keypoints_sit_on_the_drawn_eyes(yaw: float, pose_seed: int) -> None:
-    look, _ = sf.sample_identity_look(np.random.default_rng(1), SynthesizeSpec(generator="figure"))
-    pose = sf.sample_body_pose(np.random.default_rng(pose_seed), "stand")
+    look, _ = synthetic_fashion.sample_identity_look(np.random.default_rng(1), SynthesizeSpec(generator="figure"))
+    pose = synthetic_fashion.sample_body_pose(np.random.default_rng(pose_seed), "stand")
     canvas = np.ones((256, 176, 3), np.float32)
     image, kp = render_figure(look, pose, BodyView("t", yaw, 110.0, 44.0, 122.0), canvas, 2)
     for name in ("Leye", "Reye"):
@@ -264,7 +264,7 @@ def test_cli_bad_input_exits_2_with_one_line(args: list[str], message: str, tmp_
 
 def test_split_sizes_do_not_rename_the_other_split() -> None:
     def names(spec: SynthesizeSpec) -> dict[str, list[str]]:
-        return {s: [sf.identity_key(i, spec) for i in sf.plan_identities(spec) if i.split == s]
+        return {s: [synthetic_fashion.identity_key(i, spec) for i in synthetic_fashion.plan_identities(spec) if i.split == s]
                 for s in ("train", "test")}
 
     base = names(TINY)

@@ -46,7 +46,7 @@ class FaceBox:
 NO_FACE_BOX = (0.0, 0.0, 0.0, 0.0)
 
 
-def face_box(keypoints: np.ndarray, image_size: tuple[int, int]) -> FaceBox:
+def body_face_box(keypoints: np.ndarray, image_size: tuple[int, int]) -> FaceBox:
     """Apply the rule above to OpenPose-18 keypoints (x, y), -1 missing."""
     h, w = image_size
     kp = np.asarray(keypoints, np.float64)

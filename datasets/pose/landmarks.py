@@ -207,7 +207,7 @@ def flip_part_maps(maps: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(maps)[list(PART_FLIP), :, ::-1])
 
 
-def face_box(
+def landmark_face_box(
     landmarks: np.ndarray, image_size: tuple[int, int], margin: float = 0.15
 ) -> tuple[float, float, float, float] | None:
     """Square (x0, y0, x1, y1) around the visible landmarks grown by ``margin`` of its side,

@@ -29,8 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from datasets.pose import heatmaps, keypoints, landmarks
-from datasets.pose.face import NO_FACE_BOX, FaceBox
-from datasets.pose.face import face_box as body_face_box
+from datasets.pose.face import NO_FACE_BOX, FaceBox, body_face_box
 
 TASKS: tuple[str, ...] = ("pose", "portrait")
 
@@ -89,7 +88,7 @@ def _portrait_render(lm: np.ndarray, size: tuple[int, int], sigma: float) -> hea
 
 
 def _portrait_face(lm: np.ndarray, size: tuple[int, int]) -> FaceBox:
-    box = landmarks.face_box(lm, size)
+    box = landmarks.landmark_face_box(lm, size)
     if box is None:
         return FaceBox(NO_FACE_BOX, False, "fewer than 3 landmarks visible")
     x0, y0, x1, y1 = box

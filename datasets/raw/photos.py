@@ -39,7 +39,7 @@ from datasets.raw.release_writer import (
     write_lines,
     write_rejects,
 )
-from datasets.raw.releases import OUTPUT_PREFIX, Reject
+from datasets.raw.releases import OUTPUT_PREFIX, PrepareReject
 from datasets.specs import PhotosSpec
 
 PHOTO_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
@@ -79,7 +79,7 @@ def clean_identity(name: str) -> str:
     return out or "x"
 
 
-def collect_photos(root: Path) -> tuple[list[Photo], list[Reject]]:
+def collect_photos(root: Path) -> tuple[list[Photo], list[PrepareReject]]:
     """Photos in identity folders (sorted), and rejects for image files outside any such folder."""
     photos, rejects = [], []
     for path in sorted(root.rglob("*")):
@@ -88,7 +88,7 @@ def collect_photos(root: Path) -> tuple[list[Photo], list[Reject]]:
             continue
         if len(rel.parts) != 2:
             rejects.append(
-                Reject(
+                PrepareReject(
                     "image",
                     "",
                     rel.as_posix(),
@@ -211,7 +211,7 @@ def write_photo_dataset(
         views[r.photo.identity] += 1
     for r in results:
         if r.image is None:
-            rejects.append(Reject("image", "", r.photo.source, "", r.reason))
+            rejects.append(PrepareReject("image", "", r.photo.source, "", r.reason))
     prefix = OUTPUT_PREFIX[layout]
     rng = np.random.default_rng(spec.seed)
     pair_counts = {}

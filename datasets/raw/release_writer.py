@@ -28,7 +28,7 @@ from datasets.files import staged_dir
 from datasets.parallel import ordered_map
 from datasets.raw.frame import FitPolicy, conform
 from datasets.raw.layout import SPLITS
-from datasets.raw.releases import OUTPUT_PREFIX, Reject, ReleasePlan
+from datasets.raw.releases import OUTPUT_PREFIX, PrepareReject, ReleasePlan
 
 REJECTS_FILE = "prepare-rejects.csv"
 MANIFEST_FILE = "prepare-manifest.json"
@@ -93,7 +93,7 @@ def note_keys(note: str) -> list[str]:
     return [re.sub(r"\s*[\d(].*$", "", part).strip() for part in note.split(", ") if part]
 
 
-def write_rejects(path: Path, rejects: list[Reject]) -> None:
+def write_rejects(path: Path, rejects: list[PrepareReject]) -> None:
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh, lineterminator="\n")
         writer.writerow(["kind", "split", "source", "name", "reason"])
@@ -149,7 +149,7 @@ def _finish(
     conversions: Counter = Counter()
     for im, (reason, note) in zip(plan.images, results):
         if reason:
-            image_rejects.append(Reject("image", im.split, im.source, im.name, reason))
+            image_rejects.append(PrepareReject("image", im.split, im.source, im.name, reason))
         else:
             written[im.split][im.name] = im.source
             conversions.update(note_keys(note))
@@ -169,7 +169,7 @@ def _finish(
             rows_of_rejected += 1
         else:
             rejects.append(
-                Reject("row", "", row.source, name, "annotation row without an image in the release")
+                PrepareReject("row", "", row.source, name, "annotation row without an image in the release")
             )
     pair_counts = {}
     rejected_why = {r.name: r.reason for r in image_rejects if r.name}
@@ -180,7 +180,7 @@ def _finish(
             if missing:
                 rejected += 1
                 rejects.append(
-                    Reject(
+                    PrepareReject(
                         "pair",
                         split,
                         f"{plan.inputs[f'pairs_{split}']}:{pair.line}",

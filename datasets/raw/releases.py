@@ -44,8 +44,8 @@ class ReleaseError(ValueError):
 
 
 @dataclass(frozen=True)
-class Reject:
-    """One input that does not reach the layout: ``kind`` image|list|row|pair."""
+class PrepareReject:
+    """One input that does not reach the layout (a line of prepare-rejects.csv): ``kind`` image|list|row|pair."""
 
     kind: str
     split: str  # "" when the input belongs to no split
@@ -79,7 +79,9 @@ class ReleasePlan:
     release: str  # deepfashion | market
     root: Path
     images: list[PlannedImage] = field(default_factory=list)  # to convert, in source order
-    rejects: list[Reject] = field(default_factory=list)  # images, list entries and rows already dropped
+    rejects: list[PrepareReject] = field(
+        default_factory=list
+    )  # images, list entries and rows already dropped
     rows: dict[str, AnnotationText] = field(default_factory=dict)  # name -> row, in CSV order
     pairs: dict[str, list[PairRow]] = field(default_factory=dict)  # split -> pair rows in CSV order
     images_found: int = 0  # image files under the release folder
@@ -127,7 +129,7 @@ def _first_file(root: Path, names: tuple[str, ...], what: str) -> Path:
 
 
 def read_annotation_texts(
-    path: Path, layout: str, rejects: list[Reject], split: str, rows: dict[str, AnnotationText]
+    path: Path, layout: str, rejects: list[PrepareReject], split: str, rows: dict[str, AnnotationText]
 ) -> None:
     """Add the rows of one annotation CSV to ``rows``; malformed and conflicting rows become rejects."""
     spec = get_layout(layout)
@@ -147,7 +149,7 @@ def read_annotation_texts(
             name = cells[i_name].strip() if len(cells) > i_name else ""
             if len(cells) != len(header) or not name:
                 rejects.append(
-                    Reject(
+                    PrepareReject(
                         "row",
                         split,
                         where,
@@ -161,7 +163,7 @@ def read_annotation_texts(
                 for col, i in ((spec.y_column, i_y), (spec.x_column, i_x)):
                     parse_keypoint_cell(cells[i], spec.num_keypoints, col)
             except ValueError as exc:
-                rejects.append(Reject("row", split, where, name, f"malformed keypoint cell {exc}"))
+                rejects.append(PrepareReject("row", split, where, name, f"malformed keypoint cell {exc}"))
                 continue
             row = AnnotationText(name, cells[i_y].strip(), cells[i_x].strip(), where)
             earlier = rows.get(name)
@@ -169,7 +171,9 @@ def read_annotation_texts(
                 rows[name] = row
             elif (earlier.y_cell, earlier.x_cell) != (row.y_cell, row.x_cell):
                 rejects.append(
-                    Reject("row", split, where, name, f"duplicate name: disagrees with {earlier.source}")
+                    PrepareReject(
+                        "row", split, where, name, f"duplicate name: disagrees with {earlier.source}"
+                    )
                 )
 
 
@@ -182,7 +186,7 @@ def _read_csvs(plan: ReleasePlan, layout: str) -> None:
         read_annotation_texts(ann, layout, plan.rejects, split, plan.rows)
         pair_rows, issues = read_pairs(pairs, get_layout(layout))
         plan.pairs[split] = pair_rows
-        plan.rejects += [Reject("pair", split, f"{i.file}:{i.line}", i.name, i.reason) for i in issues]
+        plan.rejects += [PrepareReject("pair", split, f"{i.file}:{i.line}", i.name, i.reason) for i in issues]
 
 
 def _deepfashion_lists(root: Path, plan: ReleasePlan) -> dict[str, str]:
@@ -199,7 +203,7 @@ def _deepfashion_lists(root: Path, plan: ReleasePlan) -> dict[str, str]:
                 other = membership.get(name)
                 if other is not None and other != split:
                     plan.rejects.append(
-                        Reject(
+                        PrepareReject(
                             "list",
                             split,
                             f"{path.name}:{line_no}",
@@ -226,7 +230,7 @@ def _deepfashion_lists(root: Path, plan: ReleasePlan) -> dict[str, str]:
         if len(fields) != 3 or fields[2] not in PARTITION_SPLIT:
             if line_no > 2 and fields:
                 plan.rejects.append(
-                    Reject(
+                    PrepareReject(
                         "list",
                         "",
                         f"{path.name}:{line_no}",
@@ -240,7 +244,7 @@ def _deepfashion_lists(root: Path, plan: ReleasePlan) -> dict[str, str]:
                 flatten_deepfashion(fields[0] if fields[0].count("/") == 4 else "img/" + fields[0])
             ] = PARTITION_SPLIT[fields[2]]
         except ValueError as exc:
-            plan.rejects.append(Reject("list", "", f"{path.name}:{line_no}", fields[0], str(exc)))
+            plan.rejects.append(PrepareReject("list", "", f"{path.name}:{line_no}", fields[0], str(exc)))
     return membership
 
 
@@ -267,12 +271,12 @@ def plan_deepfashion(root: str | Path) -> ReleasePlan:
     seen: dict[str, str] = {}
     for rel in files:
         if not rel.startswith(tree + "/"):
-            plan.rejects.append(Reject("image", "", rel, "", f"outside {tree}/, the image tree read"))
+            plan.rejects.append(PrepareReject("image", "", rel, "", f"outside {tree}/, the image tree read"))
             continue
         try:
             name = flatten_deepfashion(rel)
         except ValueError as exc:
-            plan.rejects.append(Reject("image", "", rel, "", f"not in the release's tree: {exc}"))
+            plan.rejects.append(PrepareReject("image", "", rel, "", f"not in the release's tree: {exc}"))
             continue
         _admit(
             plan,
@@ -312,7 +316,7 @@ def plan_market(root: str | Path, include_query: bool = True) -> ReleasePlan:
                 if folder == "query"
                 else f"folder {folder or '.'}/ is not a split folder ({', '.join(f + '/' for f in folders)})"
             )
-            plan.rejects.append(Reject("image", "", rel, name, f"not in any split list: {why}"))
+            plan.rejects.append(PrepareReject("image", "", rel, name, f"not in any split list: {why}"))
             continue
         _admit(plan, rel, name, split, seen, lists="")
     return plan
@@ -321,16 +325,16 @@ def plan_market(root: str | Path, include_query: bool = True) -> ReleasePlan:
 def _admit(plan: ReleasePlan, rel: str, name: str, split: str, seen: dict[str, str], lists: str) -> None:
     """Plan one image of a split, or reject it (not listed, no annotation row, duplicate name)."""
     if split == "both":
-        plan.rejects.append(Reject("image", "", rel, name, "listed in both splits"))
+        plan.rejects.append(PrepareReject("image", "", rel, name, "listed in both splits"))
     elif not split:
-        plan.rejects.append(Reject("image", "", rel, name, f"not in any split list ({lists})"))
+        plan.rejects.append(PrepareReject("image", "", rel, name, f"not in any split list ({lists})"))
     elif name in seen:
         plan.rejects.append(
-            Reject("image", split, rel, name, f"duplicate name: {seen[name]} has the same layout name")
+            PrepareReject("image", split, rel, name, f"duplicate name: {seen[name]} has the same layout name")
         )
     elif name not in plan.rows:
         csvs = " / ".join(plan.inputs[f"annotation_{s}"] for s in SPLITS)
-        plan.rejects.append(Reject("image", split, rel, name, f"no annotation row ({csvs})"))
+        plan.rejects.append(PrepareReject("image", split, rel, name, f"no annotation row ({csvs})"))
     else:
         seen[name] = rel
         plan.images.append(PlannedImage(rel, name, split))
@@ -344,7 +348,7 @@ def _missing_list_entries(
     for name, split in membership.items():
         if name not in present and split in listed_in:
             plan.rejects.append(
-                Reject(
+                PrepareReject(
                     "list",
                     split,
                     listed_in[split],

@@ -45,7 +45,7 @@ from datasets.synthetic import groundtruth
 from datasets.synthetic.backgrounds import ground_shadow, make_background
 from datasets.synthetic.figure_raster import Material
 from datasets.synthetic.figure_render import BodyPose, BodyView, FigureAppearance, render_figure_canvas
-from datasets.synthetic.summary import Summary
+from datasets.synthetic.synthesis_summary import Summary
 
 VIEW_NAMES: tuple[str, ...] = ("front", "side", "back", "full")
 JPEG_SUBSAMPLING = 0  # 4:4:4: keeps thin stripes and small faces legible at 128 px

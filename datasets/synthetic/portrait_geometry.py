@@ -16,7 +16,7 @@ y down, z towards the camera; origin between the eyes at eye level)::
 
 ``y0`` is the jaw top (landmarks 0 and 16), ``L`` the jaw length.  Opening the
 mouth lowers the chin: ``L = L0 + drop``, a vertical stretch of the lower face,
-which is exactly what :func:`datasets.synthetic.face_edits.mouth_open` does to the jaw
+which is exactly what :func:`datasets.faces.edits.mouth_open` does to the jaw
 points (they sit at fixed fractions ``u`` of the jaw).
 
 Landmarks are designed in *frontal* coordinates (x, y) on this surface; a point

@@ -19,11 +19,11 @@ import cv2
 import numpy as np
 import torch
 
+from datasets.faces import edits as face_edits
 from datasets.pose.landmarks import NUM_LANDMARKS, NUM_PARTS, visible
 from datasets.pose.scheme import PORTRAIT
 from datasets.raw.portrait_import import ConvertError, read_pts
 from datasets.sheets.cells import enlarge, label
-from datasets.synthetic import face_edits as PE
 from model.export import PackedGenerator, pack_inputs
 from pipelines.apps.face_mesh import NoFaceFound, extract_landmarks
 from pipelines.apps.inputs import (
@@ -70,7 +70,7 @@ def cli_option(edit: str) -> str:
 
 @dataclass(frozen=True)
 class Edits:
-    """One set of landmark edits; strengths as in datasets.synthetic.face_edits (0 = unchanged)."""
+    """One set of landmark edits; strengths as in datasets.faces.edits (0 = unchanged)."""
 
     rotate: float = 0.0  # degrees, counter-clockwise on screen
     shift: tuple[float, float] = (0.0, 0.0)  # pixels of the model's frame (dx, dy)
@@ -80,9 +80,7 @@ class Edits:
     brows: float = 0.0
     drive: np.ndarray | None = field(default=None, compare=False)  # driver landmarks in the model frame
 
-    def check(
-        self, frame: tuple[int, int] | None = None, label: Callable[[str], str] | None = None
-    ) -> Edits:
+    def check(self, frame: tuple[int, int] | None = None, label: Callable[[str], str] | None = None) -> Edits:
         """Raise :class:`InputError` naming the option when a strength is outside its valid range.
 
         ``label`` names an edit (``rotate``, ``smile``, ..., ``shift_x``, ``shift_y``) in the
@@ -95,9 +93,9 @@ class Edits:
                     f"{name_of(name)} {value:g}{unit} is outside its valid range [{lo:g}, {hi:g}]{unit}"
                 )
 
-        _in("rotate", self.rotate, *PE.ROTATE_RANGE, unit="°")
+        _in("rotate", self.rotate, *face_edits.ROTATE_RANGE, unit="°")
         for name in EXPRESSION_EDITS:
-            _in(name, getattr(self, name), *PE.STRENGTH_RANGE)
+            _in(name, getattr(self, name), *face_edits.STRENGTH_RANGE)
         if frame is not None:
             h, w = frame
             _in("shift_x", self.shift[0], -w / 2, w / 2, " px")
@@ -118,18 +116,18 @@ def target_landmarks(landmarks: np.ndarray, edits: Edits, frame: tuple[int, int]
     lm = np.asarray(landmarks, np.float32)
     try:
         if edits.drive is not None:
-            lm = PE.drive(lm, edits.drive, frame)
+            lm = face_edits.drive(lm, edits.drive, frame)
         for name in EXPRESSION_EDITS:
             value = getattr(edits, name)
             if value:
-                lm = getattr(PE, name)(lm, value)
+                lm = getattr(face_edits, name)(lm, value)
         if edits.rotate:
-            lm = PE.rotate(lm, edits.rotate)
+            lm = face_edits.rotate(lm, edits.rotate)
         if edits.shift != (0.0, 0.0):
-            lm = PE.shift(lm, edits.shift[0], edits.shift[1], frame)
+            lm = face_edits.shift(lm, edits.shift[0], edits.shift[1], frame)
     except ValueError as exc:
         raise InputError(f"cannot edit these landmarks: {exc}") from None
-    return PE.clip_to_frame(lm, frame)
+    return face_edits.clip_to_frame(lm, frame)
 
 
 def read_landmarks(spec: str) -> tuple[np.ndarray, tuple[int, int] | None]:
@@ -192,7 +190,7 @@ def frame_face(
     new = np.full_like(lm, -1.0)
     new[ok, 0] = (lm[ok, 0] - x0) * sx - 0.5
     new[ok, 1] = (lm[ok, 1] - y0) * sy - 0.5
-    return out, PE.clip_to_frame(new.astype(np.float32), size)
+    return out, face_edits.clip_to_frame(new.astype(np.float32), size)
 
 
 def load_generator(model: str) -> PackedGenerator:
@@ -282,7 +280,7 @@ class PortraitEditor:
                 lm = lm.copy()
                 lm[ok] = (lm[ok] + 0.5) * [sx, sy] - 0.5
                 image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-            face = Face(np.ascontiguousarray(image), PE.clip_to_frame(lm, self.size))
+            face = Face(np.ascontiguousarray(image), face_edits.clip_to_frame(lm, self.size))
         else:
             face = Face(*frame_face(image, lm, self.size))
         if visible(face.landmarks).sum() < 20:

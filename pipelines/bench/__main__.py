@@ -1,20 +1,20 @@
-"""Dispatch ``python -m pipelines.bench NAME [args]`` to ``pipelines.bench.NAME.main(args)``."""
+"""Dispatch ``python -m pipelines.bench NAME [args]`` to the main(args) of the module BENCHES names."""
 
 from __future__ import annotations
 
 import sys
 from collections.abc import Callable
 
-from pipelines.bench import data, model, prepare, preprocess, serve, train
+from pipelines.bench import data, model, prepare_throughput, preprocess_throughput, serve, train_throughput
 from pipelines.config.logs import LEVELS
 
 BENCHES: dict[str, Callable[[list[str]], int | None]] = {
     "data": data.main,
     "model": model.main,
-    "prepare": prepare.main,
-    "preprocess": preprocess.main,
+    "prepare": prepare_throughput.main,
+    "preprocess": preprocess_throughput.main,
     "serve": serve.main,
-    "train": train.main,
+    "train": train_throughput.main,
 }
 USAGE = (
     f"usage: python -m pipelines.bench {{{','.join(BENCHES)}}} [--log-level {{{','.join(LEVELS)}}}] [options]"

@@ -27,12 +27,12 @@ import cv2
 import numpy as np
 import torch
 
+from datasets.faces.edits import expression_state
 from datasets.pose.scheme import PORTRAIT
 from datasets.shards.loader import eval_loader
 from datasets.shards.views import split_views
 from datasets.sheets.cells import enlarge, label
 from datasets.sheets.pose_sheet import save_png
-from datasets.synthetic.face_edits import expression_state
 from pipelines.apps.portrait_editor import Edits, target_landmarks
 from pipelines.evaluation.generators import GenerateFn
 from pipelines.evaluation.landmark_regressor import RegressorRecipe, load_regressor, nme, predict, to_tensor

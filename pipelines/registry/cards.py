@@ -17,7 +17,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from datasets.synthetic.face_edits import ROTATE_RANGE, STRENGTH_RANGE
+from datasets.faces.edits import ROTATE_RANGE, STRENGTH_RANGE
 from pipelines.registry.promotion import (
     BASELINES,
     CANDIDATE,

@@ -30,17 +30,17 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.faces.edits import Expression, apply_expression
 from datasets.files import staged_dir
 from datasets.pose.landmarks import encode_row
 from datasets.specs import SynthesizeSpec
-from datasets.synthetic.face_edits import Expression, apply_expression
 
 # One summary type and one JPEG writer (4:4:4 chroma keeps the lips and irises of 64-pixel
 # faces; no optimisation = fixed bytes) for every generator.
 from datasets.synthetic.fashion import save_jpeg
 from datasets.synthetic.portrait_geometry import FaceShape, HeadPose, image_landmarks, neutral_landmarks
 from datasets.synthetic.portrait_render import GLASSES, HAIR_STYLES, PortraitAppearance, render
-from datasets.synthetic.summary import Summary
+from datasets.synthetic.synthesis_summary import Summary
 
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
     (0.97, 0.82, 0.71),

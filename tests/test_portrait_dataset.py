@@ -8,11 +8,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from datasets.faces.edits import Expression
 from datasets.pose.landmarks import MISSING, visible
 from datasets.raw.layout import find_split, get_layout, identity_of, read_annotations, read_pairs
 from datasets.specs import SynthesizeSpec
-from datasets.synthetic.face_edits import Expression
-from datasets.synthetic.portrait import (
+from datasets.synthetic.portrait_dataset import (
     base_pose,
     identity_views,
     render_view,
@@ -20,7 +20,7 @@ from datasets.synthetic.portrait import (
     write_dataset,
 )
 from datasets.synthetic.portrait_geometry import HeadPose
-from datasets.synthetic.summary import total_images
+from datasets.synthetic.synthesis_summary import total_images
 
 SPEC = SynthesizeSpec(generator="portrait", seed=3, height=48, width=48, train_identities=3, test_identities=2,
                       views_per_identity=3, file_prefix="portrait", supersample=2)

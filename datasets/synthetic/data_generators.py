@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from datasets.specs import SynthesizeSpec
-from datasets.synthetic import fashion, portrait
-from datasets.synthetic.summary import Summary
+from datasets.synthetic import fashion, portrait_dataset
+from datasets.synthetic.synthesis_summary import Summary
 
 
 @dataclass(frozen=True)
@@ -28,5 +28,5 @@ class SyntheticGenerator:
 # One entry per SynthesizeSpec.generator value.
 GENERATORS: dict[str, SyntheticGenerator] = {
     "figure": SyntheticGenerator(fashion.write_dataset, "images"),
-    "portrait": SyntheticGenerator(portrait.write_dataset, "portraits"),
+    "portrait": SyntheticGenerator(portrait_dataset.write_dataset, "portraits"),
 }

@@ -1,6 +1,6 @@
 """``python -m pipelines.bench prepare``: official-release trees → the field's layout, per 1,000 images.
 
-Two release-shaped trees are drawn once by the synthetic renderer (datasets/synthetic/releases.py,
+Two release-shaped trees are drawn once by the synthetic renderer (datasets/synthetic/release_trees.py,
 no faults, so every image is converted) into a cache folder:
 
 * DeepFashion In-shop ``img_highres`` at the release's 750×1101, resized to the 256×176 frame
@@ -36,7 +36,7 @@ from datasets.raw.frame import FitPolicy
 from datasets.raw.release_writer import write_release
 from datasets.raw.releases import plan_release
 from datasets.specs import PrepareSpec
-from datasets.synthetic.releases import FRAME, make_deepfashion_release, make_market_release
+from datasets.synthetic.release_trees import FRAME, make_deepfashion_release, make_market_release
 from pipelines.config.logs import add_log_level_arg, setup_logging
 
 log = logging.getLogger("bench.prepare")

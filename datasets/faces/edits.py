@@ -317,7 +317,7 @@ BROW_DEADZONE = 0.06  # brow height deviations (eye distances) below this are id
 
 
 @dataclass(frozen=True)
-class HeadPose:
+class LandmarkPose:
     """Pose of a face in an image, as estimated from its landmarks."""
 
     origin: np.ndarray  # eye midpoint (pixels)
@@ -337,7 +337,7 @@ def _template_canon() -> tuple[np.ndarray, np.ndarray]:
     return (t - (cr + cl) / 2.0) / iod, (z - zo) / iod
 
 
-def estimate_pose(landmarks: np.ndarray) -> HeadPose:
+def estimate_pose(landmarks: np.ndarray) -> LandmarkPose:
     """Roll from the eye line, yaw from the sideways shift of midline points (nose most) against
     the template's depths (``shift = depth · tan ψ`` in eye distances), scale from the eye distance."""
     lm = np.asarray(landmarks, np.float64)
@@ -348,10 +348,10 @@ def estimate_pose(landmarks: np.ndarray) -> HeadPose:
     m = (lm[mid] - origin) @ ex / sx
     tan = float(m @ dz[mid] / max(dz[mid] @ dz[mid], 1e-9))
     yaw = math.atan(tan)
-    return HeadPose(origin, ex, ey, sx / math.cos(yaw), math.degrees(yaw))
+    return LandmarkPose(origin, ex, ey, sx / math.cos(yaw), math.degrees(yaw))
 
 
-def canonical(landmarks: np.ndarray) -> tuple[np.ndarray, HeadPose]:
+def canonical(landmarks: np.ndarray) -> tuple[np.ndarray, LandmarkPose]:
     """Frontalised shape (eye distances, offset by CANON_ORIGIN) and the pose that was removed.
 
     Missing points are filled: from the mirror point when that is present (faces are
