@@ -1,8 +1,8 @@
 """Typed params of the model, its losses and its optimisers (params.yaml ``model``, ``loss``, ``optim``).
 
 The defaults are the small configuration that trains on two CPU cores in minutes at 128×88.
-The paper's 256×176 configuration is :meth:`ModelConfig.paper` (values listed there and in the
-README); every other field keeps its default at both sizes.
+The paper's 256×176 configuration is :meth:`ModelConfig.paper` (values listed there and in
+docs/model.md); every other field keeps its default at both sizes.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Headless-Chromium snapshots of the MLflow UI's registered-model and model-version pages.
 
-    python -m pipelines.ui snapshot --model attnflow-pose --screenshot docs/images/registry.png
+    python -m pipelines.ui snapshot --model attnflow-pose --screenshot registry.png
     python -m pipelines.ui snapshot --model attnflow-pose --version champion --size 1280x2400 \
-        --screenshot docs/images/mlflow-model-version.png
+        --screenshot champion-version.png
 
 ``make mlflow-ui`` (infra/mlflow-server.sh) serves the UI for people.  ``snapshot`` starts its own
 ``mlflow server`` on a free 127.0.0.1 port over the project's SQLite store (see
