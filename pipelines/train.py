@@ -155,9 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     run_dir = root / "runs" / run_name
     storage = _resolve(tcfg.storage_path, root)
     store = CheckpointStore(f"{storage}/{run_name}/checkpoints", keep=tcfg.keep_checkpoints)
-    cfg_dict = to_dict(cfg)
     try:
-        resuming = prepare_run(run_dir, store, cfg_dict)
+        resuming = prepare_run(run_dir, store, to_dict(cfg))
     except ResumeError as exc:
         return _usage_error(str(exc))
     except CheckpointReadError as exc:
@@ -174,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "checkpoints": data_storage.safe_url(f"{storage}/{run_name}/checkpoints"),
     }
     ctx = LoopContext(
-        config=cfg_dict,
+        config=cfg,
         run_name=run_name,
         run_dir=str(run_dir),
         checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from pipelines.config.params import build_dataclass
+from pipelines.config.params import build_dataclass, to_dict
+from pipelines.config.schema import Config
 from pipelines.tracking.journal import Tracker, tracking_uri, write_run_meta
 from pipelines.training.checkpoint import (
     CheckpointInfo,
@@ -46,16 +47,17 @@ class NumericalFaultError(RuntimeError):
     """Too many consecutive steps with non-finite losses or gradients."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class LoopContext:
-    """Everything a worker needs; plain data so Ray can ship it (``dataclasses.asdict``)."""
+    """Everything a worker needs. Ray ships it as plain data: :func:`loop_config_from` on the
+    driver, :func:`context_from` on each worker (the config loader's to_dict and build_dataclass)."""
 
-    config: dict  # the resolved Config as plain data (pipelines.config.params.to_dict)
+    config: Config
     run_name: str
     run_dir: str  # runs/<run_name> under the project root: summary, grids, tracking journal (a folder)
     checkpoint_root: str  # <train.storage_path>/<run_name>/checkpoints: a folder or a URL
     shards: str  # absolute folder of the dataset's shards
-    tags: dict = field(default_factory=dict)  # git commit, dvc.lock and manifest hashes
+    tags: dict[str, Any] = field(default_factory=dict)  # git commit, dvc.lock and manifest hashes
     t_command: float = 0.0  # time.time() when the command started (for time-to-first-step)
     profile_comm: bool = False  # time gradient all-reduce synchronously (benchmark only)
     track: bool = True  # log to MLflow from rank 0
@@ -359,9 +361,8 @@ class _Progress:
 
 def run_worker(ctx: LoopContext, session: Session) -> dict:
     """Train until ``train.total_images``; returns (and on rank 0 writes) the run summary."""
-    from pipelines.config.schema import Config
-
-    cfg = build_dataclass(Config, ctx.config, "")
+    cfg = ctx.config
+    config_data = to_dict(cfg)  # as config.json, the MLflow params and the checkpoints record it
     tcfg = cfg.train
     rank, world = session.rank, session.world_size
     device = session.device()
@@ -420,7 +421,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
     preview = None
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(ctx.config, indent=2, sort_keys=True))
+        (run_dir / "config.json").write_text(json.dumps(config_data, indent=2, sort_keys=True))
         if ctx.track:
             uri = ctx.tracking_uri or tracking_uri()
             write_run_meta(run_dir, ctx.run_name, tcfg.mlflow_experiment, uri, ctx.artifact_location)
@@ -434,7 +435,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
             if chosen is None:
                 from pipelines.tracking.journal import flatten
 
-                tracker.log_params(flatten(ctx.config))
+                tracker.log_params(flatten(config_data))
             tracker.set_tags(
                 {
                     **ctx.tags,
@@ -549,7 +550,9 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
 
             final = images >= tcfg.total_images
             if _crossed(images, step_images, tcfg.checkpoint_every_images) or final:
-                _checkpoint(session, store, gan, step, images, ctx, history, loader, rank, world, final)
+                _checkpoint(
+                    session, store, gan, step, images, ctx, config_data, history, loader, rank, world, final
+                )
     except NumericalFaultError as exc:
         # Every rank sees the same skip count (the flag is all-reduced), so all stop here together
         # and return normally: Ray must not restart a run that diverged.
@@ -667,6 +670,7 @@ def _checkpoint(
     step: int,
     images: int,
     ctx: LoopContext,
+    config_data: dict,
     history: dict,
     loader: Any,
     rank: int,
@@ -682,7 +686,7 @@ def _checkpoint(
             "step": step,
             "images": images,
             "rng": rng,
-            "config": ctx.config,
+            "config": config_data,
             "manifest_sha256": ctx.tags.get("manifest_sha256"),
             "history": history,
             "world_size": world,
@@ -696,7 +700,7 @@ def _checkpoint(
                     "run_name": ctx.run_name,
                     "final": final,
                     "manifest_sha256": ctx.tags.get("manifest_sha256"),
-                    "config": ctx.config,
+                    "config": config_data,
                 },
             )
         except NonFiniteCheckpointError as exc:
@@ -706,8 +710,11 @@ def _checkpoint(
 
 
 def loop_config_from(ctx: LoopContext) -> dict:
-    return {"ctx": dataclasses.asdict(ctx)}
+    """The context as Ray's ``train_loop_config``: plain data (the config through ``to_dict``)."""
+    return {"ctx": to_dict(ctx)}
 
 
 def context_from(loop_config: dict) -> LoopContext:
-    return LoopContext(**loop_config["ctx"])
+    """A worker's context from Ray's ``train_loop_config``, the config rebuilt and checked as a
+    params file is."""
+    return build_dataclass(LoopContext, loop_config["ctx"], "ctx")

@@ -14,7 +14,7 @@ from typing import Any
 
 from datasets.parallel import connect, resolve_address, shutdown
 from pipelines.tracking.redact import redact
-from pipelines.training.loop import loop_config_from
+from pipelines.training.loop import LoopContext, loop_config_from
 from pipelines.training.placement import (
     Placement,
     gpus_needed,
@@ -156,7 +156,7 @@ def worker_fn(loop_config: dict) -> None:
     run_worker(ctx, RaySession())
 
 
-def train_on_ray(ctx: Any, tcfg: Any, storage: str, root: Path, placement: Placement) -> dict | None:
+def train_on_ray(ctx: LoopContext, tcfg: Any, storage: str, root: Path, placement: Placement) -> dict | None:
     """Run the loop on ``tcfg.workers`` Ray Train workers (joining or starting Ray); the run's
     summary, or None (logged in one line) when training failed."""
     address = resolve_address(tcfg.ray_address)
