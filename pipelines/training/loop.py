@@ -18,7 +18,7 @@ import os
 import random
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -39,6 +39,7 @@ from pipelines.training.checkpoint import (
 )
 from pipelines.training.faults import FaultHooks, from_env
 from pipelines.training.placement import device_facts
+from pipelines.training.step_timing import StepTiming
 
 log = logging.getLogger(__name__)
 
@@ -169,50 +170,34 @@ def _mean_over_ranks(sums: dict[str, float], count: int, device: torch.device) -
     return {k: v / n for k, v in zip(keys, values[:-1].tolist())} if n > 0 else {}
 
 
-def _sync_comm_hook(timings: list[float]):
-    """DDP comm hook that all-reduces each bucket synchronously and records the time spent.
-
-    It removes the overlap of communication with backward, so the sum is the full cost of the
-    gradient all-reduce; used by the benchmark only."""
-
-    # No annotations: DDP compares them with dist.GradBucket, and this module's postponed
-    # annotations would hand it the string "dist.GradBucket" instead.
-    def hook(state, bucket):
-        t0 = time.perf_counter()
-        tensor = bucket.buffer().div_(dist.get_world_size())
-        dist.all_reduce(tensor)
-        timings.append(time.perf_counter() - t0)
-        fut: torch.futures.Future = torch.futures.Future()
-        fut.set_result(tensor)
-        return fut
-
-    return hook
-
-
 # -- building blocks -----------------------------------------------------------------------------
 
 
-def build_gan(cfg: Any, device: torch.device, profile_timings: list[float] | None = None) -> Any:
-    """G, D (and face D) on ``device``, each wrapped in DDP on its own when distributed."""
+def build_gan(cfg: Config, device: torch.device, comm_hook: Callable | None = None) -> Any:
+    """G, D (and face D) on ``device``, each wrapped in DDP on its own when distributed (with
+    ``comm_hook`` reducing their gradients, if given)."""
     from model.discriminator import build_discriminators
     from model.gan import GanStep, prepare_module
     from model.generator import build_generator
 
     g = prepare_module(build_generator(cfg.model), device, cfg.optim)
-    d, d_face = build_discriminators(cfg.model)
-    d = prepare_module(d, device, cfg.optim)
-    d_face = prepare_module(d_face, device, cfg.optim) if d_face is not None else None
+    d_net, d_face_net = build_discriminators(cfg.model)
+    d = prepare_module(d_net, device, cfg.optim)
+    d_face = prepare_module(d_face_net, device, cfg.optim) if d_face_net is not None else None
     if _distributed():
-        ids = [device.index] if device.type == "cuda" else None
         # Separate wrappers: G's and D's gradients are reduced in their own backward passes.
-        g, d = (torch.nn.parallel.DistributedDataParallel(m, device_ids=ids) for m in (g, d))
-        if d_face is not None:
-            d_face = torch.nn.parallel.DistributedDataParallel(d_face, device_ids=ids)
-        if profile_timings is not None:
-            for m in (g, d, d_face):
-                if m is not None:
-                    m.register_comm_hook(None, _sync_comm_hook(profile_timings))
+        g, d = _ddp(g, device, comm_hook), _ddp(d, device, comm_hook)
+        d_face = _ddp(d_face, device, comm_hook) if d_face is not None else None
     return GanStep(g, d, d_face, cfg.model, cfg.loss, cfg.optim)
+
+
+def _ddp(module: torch.nn.Module, device: torch.device, comm_hook: Callable | None) -> torch.nn.Module:
+    wrapped = torch.nn.parallel.DistributedDataParallel(
+        module, device_ids=[device.index] if device.type == "cuda" else None
+    )
+    if comm_hook is not None:
+        wrapped.register_comm_hook(None, comm_hook)
+    return wrapped
 
 
 def make_batches(
@@ -384,8 +369,8 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
     # 1. Model, then the newest committed checkpoint that loads (rank 0 chooses, everyone loads
     # that one). Damaged ones are skipped; a storage error raises here, before anything is written.
     _seed_all(tcfg.seed)  # identical initial weights on every rank
-    comm_timings: list[float] = []
-    gan = build_gan(cfg, device, comm_timings if ctx.profile_comm else None)
+    timing = StepTiming(device, ctx.t_command, profile=ctx.profile_comm)
+    gan = build_gan(cfg, device, timing.comm_hook())
     resumed: ResumePoint | None = store.resume_point(map_location=device) if rank == 0 else None
     chosen = _broadcast_object(resumed.info if resumed is not None else None)
     skipped = resumed.skipped if resumed is not None else ()
@@ -412,8 +397,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
 
     # 2. Data: each rank streams its own share of the shards.
     batches, loader, feed = make_batches(cfg, ctx.shards, rank, world, step, device, profile=ctx.profile_comm)
-    if ctx.profile_comm:
-        gan.phase_seconds = {}
+    timing.watch(gan, feed)
     step_images = tcfg.batch_size * world
 
     # 3. Tracking and the preview batch, rank 0 only.
@@ -457,35 +441,19 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
     # 4. Steps.
     sums: dict[str, float] = {}
     counted = 0
-    t_data = t_step = 0.0
-    comm_at_start = 0
-    t_first_step = None
-    t_loop = time.perf_counter()
-    t_interval, images_interval = time.perf_counter(), images
+    timing.start(images)
     last: dict[str, float] = {}
     status, error = "completed", None
     try:
         while images < tcfg.total_images:
-            t0 = time.perf_counter()
-            batch = next(batches)
-            t1 = time.perf_counter()
-            faults.before_step(step + 1)
-            batch = faults.poison(step + 1, batch)
-            out = gan.step(batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t2 = time.perf_counter()
+            with timing.waiting_for_data():
+                batch = next(batches)
+            with timing.stepping():
+                faults.before_step(step + 1)
+                batch = faults.poison(step + 1, batch)
+                out = gan.step(batch)
             step += 1
             images += step_images
-            if t_first_step is None:
-                t_first_step = time.time()
-                comm_at_start = len(comm_timings)
-                if ctx.profile_comm:  # the breakdown leaves the first step out, as t_data/t_step do
-                    gan.phase_seconds = {}
-                    feed.seconds = dict.fromkeys(feed.seconds, 0.0)
-            else:  # the first step pays for lazy initialisation; keep it out of the breakdown
-                t_data += t1 - t0
-                t_step += t2 - t1
             if out.get("skipped", 0.0):
                 history["skipped_steps"] += 1
                 if rank == 0:
@@ -512,9 +480,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
             # Log: interval means over ranks (a collective, so every rank takes part).
             if _crossed(images, step_images, tcfg.log_every_images) or images >= tcfg.total_images:
                 means = _mean_over_ranks(sums, counted, device)
-                now = time.perf_counter()
-                ips = (images - images_interval) / max(now - t_interval, 1e-9)
-                t_interval, images_interval = now, images
+                ips = timing.interval_rate(images)
                 history["data_errors"] = errors_before + sum(_all_gather_object(_loader_errors(loader)))
                 sums, counted = {}, 0
                 if means:
@@ -563,10 +529,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
 
     # 5. Summary (rank 0) and the final checkpoint as an MLflow artifact.
     digests = _all_gather_object(_param_digest(gan.G))  # DDP keeps G identical on every rank
-    elapsed = time.perf_counter() - t_loop
     steps_run = step - steps_before
-    comm = sum(comm_timings[comm_at_start:]) if ctx.profile_comm else None
-    timed = t_data + t_step
     summary = {
         "status": status,
         "error": error,
@@ -578,25 +541,7 @@ def run_worker(ctx: LoopContext, session: Session) -> dict:
         "steps": step,
         "steps_this_session": steps_run,
         "images_this_session": images - start_images,
-        "images_per_s": (images - start_images) / elapsed if elapsed > 0 else 0.0,
-        "time_to_first_step_s": (t_first_step - ctx.t_command) if t_first_step and ctx.t_command else None,
-        "time_per_step_s": timed / max(steps_run - 1, 1),
-        # Steps only (first step, checkpoints, logging and grids excluded): the benchmark's figure.
-        "images_per_s_steady": step_images * (steps_run - 1) / timed if timed else None,
-        "fraction_data": t_data / timed if timed else None,
-        "fraction_compute": (t_step - (comm or 0.0)) / timed if timed else None,
-        "fraction_allreduce": (comm / timed) if (comm is not None and timed) else None,
-        # With --profile-comm only, each phase synchronised (so they add up, without overlap):
-        # data wait = loader + H2D copy + on-device expansion; the step = forward/backward
-        # (all-reduce included; fraction_allreduce is its share) + fault check, optimisers, EMA.
-        **(
-            {
-                f"fraction_{k}": v / timed
-                for k, v in {**(feed.seconds or {}), **(gan.phase_seconds or {})}.items()
-            }
-            if ctx.profile_comm and timed
-            else {}
-        ),
+        **timing.figures(steps_run, images - start_images, step_images),
         "skipped_steps": history["skipped_steps"],
         "data_errors": errors_before + sum(_all_gather_object(_loader_errors(loader))),
         "restarts": history.get("restarts", 0),
