@@ -1,14 +1,15 @@
-"""The training loop's plain parts: the context Ray ships to workers."""
+"""The training loop's plain parts: the context Ray ships to workers, and the loss interval's sums."""
 
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
 
 from pipelines.config.params import ConfigError, load_config, to_dict
-from pipelines.training.loop import LoopContext, context_from, loop_config_from
+from pipelines.training.loop import LoopContext, LoopState, context_from, loop_config_from
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -47,3 +48,11 @@ def test_a_shipped_config_is_checked_as_a_params_file_is() -> None:
     shipped["ctx"]["config"]["train"]["batch_sise"] = 2
     with pytest.raises(ConfigError, match="batch_sise"):
         context_from(shipped)
+
+
+def test_the_interval_sums_finite_losses_and_counts_steps() -> None:
+    state = LoopState()
+    state.add_losses({"g_total": 2.0, "l1": math.nan, "skipped": 0.0})
+    state.add_losses({"g_total": 4.0, "l1": 1.0, "skipped": 0.0})
+    assert state.loss_sums == {"g_total": 6.0, "l1": 1.0} and state.loss_steps == 2
+    assert state.history == {"skipped_steps": 0, "data_errors": 0, "restarts": 0, "first_loss": None}

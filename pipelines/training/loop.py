@@ -5,6 +5,12 @@ its own when distributed), resume from the newest committed checkpoint that is n
 storage error stops the run instead: pipelines/training/checkpoint.py), stream this rank's shards,
 run the GAN step from ``model/`` until ``train.total_images`` images have been seen (summed over
 workers), log from rank 0, checkpoint every ``train.checkpoint_every_images`` images.
+
+It reads as its phases: set-up (:func:`_worker_device`, :func:`_resume`, :func:`_open_run_folder`),
+the step (:func:`_train`, :func:`_step`, :func:`_account`), the periodic work (:func:`_periodic`:
+logging, grids, checkpoints) and the end (:func:`_finish`: digests, summary, the MLflow run closed).
+What the phases share is a :class:`Worker` (fixed once set up) and a :class:`LoopState` (what the
+steps advance); the timing figures are :mod:`pipelines.training.step_timing`'s.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ import torch.distributed as dist
 
 from pipelines.config.params import build_dataclass, to_dict
 from pipelines.config.schema import Config
-from pipelines.tracking.journal import Tracker, tracking_uri, write_run_meta
+from pipelines.config.stages import TrainConfig
+from pipelines.tracking.journal import Tracker, flatten, tracking_uri, write_run_meta
 from pipelines.training.checkpoint import (
     CheckpointInfo,
     CheckpointStore,
@@ -341,247 +348,311 @@ class _Progress:
             self.bar.close()
 
 
+# -- the loop's state -----------------------------------------------------------------------------
+
+
+def _fresh_history() -> dict:
+    return {"skipped_steps": 0, "data_errors": 0, "restarts": 0, "first_loss": None}
+
+
+@dataclass(frozen=True)
+class Start:
+    """Where this session starts: the checkpoint resumed from (None: a fresh run), and the newer
+    ones skipped as damaged."""
+
+    checkpoint: CheckpointInfo | None
+    skipped: tuple[SkippedCheckpoint, ...] = ()
+
+
+@dataclass
+class LoopState:
+    """What the steps advance: the counters and history that checkpoints carry, where this session
+    started, and the loss sums of the logging interval under way."""
+
+    step: int = 0
+    images: int = 0
+    history: dict = field(default_factory=_fresh_history)
+    start_step: int = 0
+    start_images: int = 0
+    start_errors: int = 0  # data errors counted by earlier sessions
+    loss_sums: dict[str, float] = field(default_factory=dict)
+    loss_steps: int = 0
+    last_means: dict[str, float] = field(default_factory=dict)  # the latest interval with a finite step
+
+    def add_losses(self, out: dict[str, float]) -> None:
+        for k, v in out.items():
+            if k != "skipped" and math.isfinite(v):
+                self.loss_sums[k] = self.loss_sums.get(k, 0.0) + v
+        self.loss_steps += 1
+
+
+@dataclass(frozen=True)
+class Worker:
+    """What set-up hands the steps, the periodic work and the end; fixed for the session."""
+
+    ctx: LoopContext
+    session: Session
+    device: torch.device
+    config_data: dict  # to_dict(ctx.config)
+    store: CheckpointStore
+    faults: FaultHooks
+    gan: Any
+    batches: Iterator[dict]
+    loader: Any
+    timing: StepTiming
+    start: Start
+    tracker: Tracker | None
+    preview: dict | None
+    progress: _Progress | None
+
+    @property
+    def rank(self) -> int:
+        return self.session.rank
+
+    @property
+    def world(self) -> int:
+        return self.session.world_size
+
+    @property
+    def tcfg(self) -> TrainConfig:
+        return self.ctx.config.train
+
+    @property
+    def step_images(self) -> int:
+        return self.tcfg.batch_size * self.world
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.ctx.run_dir)
+
+
 # -- the loop ------------------------------------------------------------------------------------
 
 
 def run_worker(ctx: LoopContext, session: Session) -> dict:
     """Train until ``train.total_images``; returns (and on rank 0 writes) the run summary."""
-    cfg = ctx.config
+    cfg, tcfg, rank = ctx.config, ctx.config.train, session.rank
+    device = _worker_device(session, tcfg.threads_per_worker)
+    store = CheckpointStore(ctx.checkpoint_root, keep=tcfg.keep_checkpoints)
+    faults = FaultHooks(from_env(tcfg.faults), rank, Path(ctx.run_dir) / "faults")
+    timing = StepTiming(device, ctx.t_command, profile=ctx.profile_comm)
+    _seed_all(tcfg.seed)  # identical initial weights on every rank
+    gan = build_gan(cfg, device, timing.comm_hook())
+    state, start = _resume(ctx, session, store, gan, device)
+    # Each rank streams its own share of the shards.
+    batches, loader, feed = make_batches(
+        cfg, ctx.shards, rank, session.world_size, state.step, device, profile=ctx.profile_comm
+    )
+    timing.watch(gan, feed)
     config_data = to_dict(cfg)  # as config.json, the MLflow params and the checkpoints record it
-    tcfg = cfg.train
-    rank, world = session.rank, session.world_size
+    tracker, preview, progress = None, None, None
+    if rank == 0:
+        tracker, preview = _open_run_folder(ctx, config_data, gan, device, session.world_size, start)
+        under_ray = type(session).__name__ == "RaySession"
+        progress = _Progress(
+            tcfg.total_images, state.images, under_ray, f"train {ctx.run_name}", bar=ctx.progress_bar
+        )
+    w = Worker(
+        ctx=ctx,
+        session=session,
+        device=device,
+        config_data=config_data,
+        store=store,
+        faults=faults,
+        gan=gan,
+        batches=batches,
+        loader=loader,
+        timing=timing,
+        start=start,
+        tracker=tracker,
+        preview=preview,
+        progress=progress,
+    )
+    status, error = _train(w, state)
+    return _finish(w, state, status, error)
+
+
+# -- set-up --------------------------------------------------------------------------------------
+
+
+def _worker_device(session: Session, threads: int) -> torch.device:
     device = session.device()
     if device.type == "cpu":
-        torch.set_num_threads(tcfg.threads_per_worker)
-    if rank == 0:
-        facts = device_facts(device, world)
+        torch.set_num_threads(threads)
+    if session.rank == 0:
+        facts = device_facts(device, session.world_size)
         log.info(
             "training on %s: %d worker(s)%s",
             facts["device"],
-            world,
+            session.world_size,
             f", {facts['gpu_count']} x {facts['gpu_model']}" if facts["gpu_count"] else "",
         )
-    run_dir = Path(ctx.run_dir)
-    store = CheckpointStore(ctx.checkpoint_root, keep=tcfg.keep_checkpoints)
-    faults = FaultHooks(from_env(tcfg.faults), rank, run_dir / "faults")
-    under_ray = type(session).__name__ == "RaySession"
+    return device
 
-    # 1. Model, then the newest committed checkpoint that loads (rank 0 chooses, everyone loads
-    # that one). Damaged ones are skipped; a storage error raises here, before anything is written.
-    _seed_all(tcfg.seed)  # identical initial weights on every rank
-    timing = StepTiming(device, ctx.t_command, profile=ctx.profile_comm)
-    gan = build_gan(cfg, device, timing.comm_hook())
+
+def _resume(
+    ctx: LoopContext, session: Session, store: CheckpointStore, gan: Any, device: torch.device
+) -> tuple[LoopState, Start]:
+    """Load the newest committed checkpoint that loads (rank 0 chooses, everyone loads that one) and
+    seed this rank's streams. Damaged ones are skipped; a storage error raises here, before
+    anything is written."""
+    rank, world, seed = session.rank, session.world_size, ctx.config.train.seed
     resumed: ResumePoint | None = store.resume_point(map_location=device) if rank == 0 else None
     chosen = _broadcast_object(resumed.info if resumed is not None else None)
-    skipped = resumed.skipped if resumed is not None else ()
-    step, images, start_images = 0, 0, 0
-    history: dict = {"skipped_steps": 0, "data_errors": 0, "restarts": 0, "first_loss": None}
-    if chosen is not None:
-        state = resumed.state if resumed is not None else store.load(chosen, map_location=device)
-        gan.load_state_dict(state["gan"])
-        step, images = int(state["step"]), int(state["images"])
-        history = dict(state.get("history", history))
-        history["restarts"] = history.get("restarts", 0) + 1
-        rng = state.get("rng") or []
-        if len(rng) == world:
-            _set_rng_state(rng[rank])
-        else:  # a different worker count: fresh per-rank streams, still reproducible
-            _seed_all(tcfg.seed + 1000 * step + rank)
-        start_images = images
-        if rank == 0:
-            log.info("resumed run %r from %s (step %d, %d images)", ctx.run_name, chosen.path, step, images)
-    else:
-        _seed_all(tcfg.seed + rank)
-    steps_before = step
-    errors_before = int(history.get("data_errors", 0))
-
-    # 2. Data: each rank streams its own share of the shards.
-    batches, loader, feed = make_batches(cfg, ctx.shards, rank, world, step, device, profile=ctx.profile_comm)
-    timing.watch(gan, feed)
-    step_images = tcfg.batch_size * world
-
-    # 3. Tracking and the preview batch, rank 0 only.
-    tracker = None
-    preview = None
+    start = Start(chosen, resumed.skipped if resumed is not None else ())
+    if chosen is None:
+        _seed_all(seed + rank)
+        return LoopState(), start
+    saved = resumed.state if resumed is not None else store.load(chosen, map_location=device)
+    gan.load_state_dict(saved["gan"])
+    step, images = int(saved["step"]), int(saved["images"])
+    history = dict(saved.get("history", _fresh_history()))
+    history["restarts"] = history.get("restarts", 0) + 1
+    rng = saved.get("rng") or []
+    if len(rng) == world:
+        _set_rng_state(rng[rank])
+    else:  # a different worker count: fresh per-rank streams, still reproducible
+        _seed_all(seed + 1000 * step + rank)
     if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.json").write_text(json.dumps(config_data, indent=2, sort_keys=True))
-        if ctx.track:
-            uri = ctx.tracking_uri or tracking_uri()
-            write_run_meta(run_dir, ctx.run_name, tcfg.mlflow_experiment, uri, ctx.artifact_location)
-            tracker = Tracker(
-                run_dir,
-                ctx.run_name,
-                experiment=tcfg.mlflow_experiment,
-                uri=uri,
-                artifact_location=ctx.artifact_location,
-            )
-            if chosen is None:
-                from pipelines.tracking.journal import flatten
+        log.info("resumed run %r from %s (step %d, %d images)", ctx.run_name, chosen.path, step, images)
+    errors = int(history.get("data_errors", 0))
+    state = LoopState(step, images, history, start_step=step, start_images=images, start_errors=errors)
+    return state, start
 
-                tracker.log_params(flatten(config_data))
-            tracker.set_tags(
-                {
-                    **ctx.tags,
-                    "feature_backbone": gan.backbone.name,
-                    "workers": world,
-                    **device_facts(device, world),
-                    "run_name": ctx.run_name,
-                    **skipped_checkpoint_tags(skipped),
-                }
-            )
-        preview = preview_batch(ctx.shards)
-        (run_dir / "grids").mkdir(parents=True, exist_ok=True)
-    progress = (
-        _Progress(tcfg.total_images, images, under_ray, f"train {ctx.run_name}", bar=ctx.progress_bar)
-        if rank == 0
-        else None
-    )
 
-    # 4. Steps.
-    sums: dict[str, float] = {}
-    counted = 0
-    timing.start(images)
-    last: dict[str, float] = {}
-    status, error = "completed", None
+def _open_run_folder(
+    ctx: LoopContext, config_data: dict, gan: Any, device: torch.device, world: int, start: Start
+) -> tuple[Tracker | None, dict]:
+    """Rank 0: the run folder with its config, the MLflow run, and the preview batch for the grids."""
+    run_dir = Path(ctx.run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(config_data, indent=2, sort_keys=True))
+    tracker = None
+    if ctx.track:
+        uri = ctx.tracking_uri or tracking_uri()
+        experiment = ctx.config.train.mlflow_experiment
+        write_run_meta(run_dir, ctx.run_name, experiment, uri, ctx.artifact_location)
+        tracker = Tracker(
+            run_dir, ctx.run_name, experiment=experiment, uri=uri, artifact_location=ctx.artifact_location
+        )
+        if start.checkpoint is None:
+            tracker.log_params(flatten(config_data))
+        tracker.set_tags(
+            {
+                **ctx.tags,
+                "feature_backbone": gan.backbone.name,
+                "workers": world,
+                **device_facts(device, world),
+                "run_name": ctx.run_name,
+                **skipped_checkpoint_tags(start.skipped),
+            }
+        )
+    preview = preview_batch(ctx.shards)
+    (run_dir / "grids").mkdir(parents=True, exist_ok=True)
+    return tracker, preview
+
+
+# -- the step --------------------------------------------------------------------------------------
+
+
+def _train(w: Worker, state: LoopState) -> tuple[str, str | None]:
+    """Steps and their periodic work until ``train.total_images``; the run's status and error."""
+    w.timing.start(state.images)
     try:
-        while images < tcfg.total_images:
-            with timing.waiting_for_data():
-                batch = next(batches)
-            with timing.stepping():
-                faults.before_step(step + 1)
-                batch = faults.poison(step + 1, batch)
-                out = gan.step(batch)
-            step += 1
-            images += step_images
-            if out.get("skipped", 0.0):
-                history["skipped_steps"] += 1
-                if rank == 0:
-                    log.warning(
-                        "step %d: non-finite loss or gradient on some rank; all ranks skipped it "
-                        "(%d in a row)",
-                        step,
-                        gan.consecutive_skips,
-                    )
-                if gan.consecutive_skips >= tcfg.max_consecutive_skips:
-                    raise NumericalFaultError(
-                        f"{gan.consecutive_skips} consecutive steps (up to step {step}) had non-finite losses or "
-                        f"gradients (limit train.max_consecutive_skips={tcfg.max_consecutive_skips}); stopping. "
-                        "No checkpoint with non-finite weights was written; lower optim.lr_g/lr_d or check the data."
-                    )
-            else:
-                for k, v in out.items():
-                    if k != "skipped" and math.isfinite(v):
-                        sums[k] = sums.get(k, 0.0) + v
-                counted += 1
-            if progress is not None:
-                progress.update(step_images)
-
-            # Log: interval means over ranks (a collective, so every rank takes part).
-            if _crossed(images, step_images, tcfg.log_every_images) or images >= tcfg.total_images:
-                means = _mean_over_ranks(sums, counted, device)
-                ips = timing.interval_rate(images)
-                history["data_errors"] = errors_before + sum(_all_gather_object(_loader_errors(loader)))
-                sums, counted = {}, 0
-                if means:
-                    last = means
-                    history["last_loss"] = means  # kept in checkpoints: a resumed run reports it too
-                    if history.get("first_loss") is None:
-                        history["first_loss"] = means
-                if rank == 0:
-                    metrics = {f"loss/{k}": v for k, v in means.items()}
-                    metrics.update(
-                        {
-                            "perf/images_per_s": ips,
-                            "train/images": float(images),
-                            "train/skipped_steps": float(history["skipped_steps"]),
-                            "data/errors": float(history["data_errors"]),
-                        }
-                    )
-                    if tracker is not None:
-                        tracker.log_metrics(metrics, step)
-                    if progress is not None and means:
-                        progress.update(
-                            0,
-                            f"train {ctx.run_name} g={means.get('g_total', 0):.3f} "
-                            f"d={means.get('d_total', 0):.3f}",
-                        )
-
-            if rank == 0 and (
-                _crossed(images, step_images, tcfg.grid_every_images)
-                or images >= tcfg.total_images
-                or step == steps_before + 1
-            ):
-                _write_grid(gan, preview, run_dir / "grids" / f"step-{step:07d}.png", tracker)
-
-            final = images >= tcfg.total_images
-            if _crossed(images, step_images, tcfg.checkpoint_every_images) or final:
-                _checkpoint(
-                    session, store, gan, step, images, ctx, config_data, history, loader, rank, world, final
-                )
+        while state.images < w.tcfg.total_images:
+            out = _step(w, state)
+            _account(w, state, out)
+            if w.progress is not None:
+                w.progress.update(w.step_images)
+            _periodic(w, state)
     except NumericalFaultError as exc:
         # Every rank sees the same skip count (the flag is all-reduced), so all stop here together
         # and return normally: Ray must not restart a run that diverged.
-        status, error = "numerical_fault", str(exc)
+        return "numerical_fault", str(exc)
     finally:
-        if progress is not None:
-            progress.close()
-
-    # 5. Summary (rank 0) and the final checkpoint as an MLflow artifact.
-    digests = _all_gather_object(_param_digest(gan.G))  # DDP keeps G identical on every rank
-    steps_run = step - steps_before
-    summary = {
-        "status": status,
-        "error": error,
-        "run_name": ctx.run_name,
-        "workers": world,
-        "device": device.type,
-        "batch_size_per_worker": tcfg.batch_size,
-        "images": images,
-        "steps": step,
-        "steps_this_session": steps_run,
-        "images_this_session": images - start_images,
-        **timing.figures(steps_run, images - start_images, step_images),
-        "skipped_steps": history["skipped_steps"],
-        "data_errors": errors_before + sum(_all_gather_object(_loader_errors(loader))),
-        "restarts": history.get("restarts", 0),
-        "first_losses": history.get("first_loss"),
-        "final_losses": last or history.get("last_loss") or {},
-        "feature_backbone": gan.backbone.name,
-        "g_param_digests": digests,
-        "resumed_from_step": steps_before if chosen is not None else None,
-        "skipped_checkpoints": [dataclasses.asdict(s) for s in skipped],
-        "mlflow_run_id": None,
-    }
-    if rank == 0:
-        if tracker is not None:
-            final_ckpt = store.committed()
-            if status == "completed" and final_ckpt:
-                if "://" in ctx.checkpoint_root:
-                    # Already in a bucket, out of the journal's reach (it uploads local files):
-                    # the run names the object instead of holding a second copy.
-                    name = final_ckpt[-1].path.rsplit("/", 1)[-1]
-                    tracker.set_tags({"final_checkpoint": f"{ctx.checkpoint_root}/{name}"})
-                else:
-                    tracker.log_artifact(final_ckpt[-1].path, "checkpoint")
-            tracker.log_artifact(run_dir / "config.json")
-            left = tracker.close(timeout=60.0)
-            summary["mlflow_run_id"] = tracker.run_id
-            summary["mlflow_records_pending"] = left
-        tmp = run_dir / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, run_dir / "summary.json")
-    return summary
+        if w.progress is not None:
+            w.progress.close()
+    return "completed", None
 
 
-def _param_digest(module: torch.nn.Module) -> str:
-    from model.gan import unwrap
+def _step(w: Worker, state: LoopState) -> dict[str, float]:
+    with w.timing.waiting_for_data():
+        batch = next(w.batches)
+    with w.timing.stepping():
+        w.faults.before_step(state.step + 1)
+        batch = w.faults.poison(state.step + 1, batch)
+        out = w.gan.step(batch)
+    state.step += 1
+    state.images += w.step_images
+    return out
 
-    h = hashlib.sha256()
-    for name, p in sorted(unwrap(module).state_dict().items()):
-        h.update(name.encode())
-        h.update(p.detach().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()[:16]
+
+def _account(w: Worker, state: LoopState, out: dict[str, float]) -> None:
+    """Add a finite step's losses to the interval; count a skipped one, stopping after too many."""
+    if not out.get("skipped", 0.0):
+        state.add_losses(out)
+        return
+    state.history["skipped_steps"] += 1
+    skips, limit = w.gan.consecutive_skips, w.tcfg.max_consecutive_skips
+    if w.rank == 0:
+        log.warning(
+            "step %d: non-finite loss or gradient on some rank; all ranks skipped it (%d in a row)",
+            state.step,
+            skips,
+        )
+    if skips >= limit:
+        raise NumericalFaultError(
+            f"{skips} consecutive steps (up to step {state.step}) had non-finite losses or "
+            f"gradients (limit train.max_consecutive_skips={limit}); stopping. "
+            "No checkpoint with non-finite weights was written; lower optim.lr_g/lr_d or check the data."
+        )
+
+
+# -- periodic work -------------------------------------------------------------------------------
+
+
+def _periodic(w: Worker, state: LoopState) -> None:
+    """Logging, grids and checkpoints, each when the image count crosses its interval, and at the end."""
+    tcfg, images, step_images = w.tcfg, state.images, w.step_images
+    final = images >= tcfg.total_images
+    if _crossed(images, step_images, tcfg.log_every_images) or final:
+        _log_interval(w, state)
+    if w.rank == 0 and (
+        _crossed(images, step_images, tcfg.grid_every_images) or final or state.step == state.start_step + 1
+    ):
+        _write_grid(w.gan, w.preview, w.run_dir / "grids" / f"step-{state.step:07d}.png", w.tracker)
+    if _crossed(images, step_images, tcfg.checkpoint_every_images) or final:
+        _checkpoint(w, state, final)
+
+
+def _log_interval(w: Worker, state: LoopState) -> None:
+    """The interval's means over ranks (a collective, so every rank takes part); rank 0 logs them."""
+    means = _mean_over_ranks(state.loss_sums, state.loss_steps, w.device)
+    images_per_s = w.timing.interval_rate(state.images)
+    state.history["data_errors"] = state.start_errors + sum(_all_gather_object(_loader_errors(w.loader)))
+    state.loss_sums, state.loss_steps = {}, 0
+    if means:
+        state.last_means = means
+        state.history["last_loss"] = means  # kept in checkpoints: a resumed run reports it too
+        if state.history.get("first_loss") is None:
+            state.history["first_loss"] = means
+    if w.rank == 0:
+        metrics = {f"loss/{k}": v for k, v in means.items()}
+        metrics.update(
+            {
+                "perf/images_per_s": images_per_s,
+                "train/images": float(state.images),
+                "train/skipped_steps": float(state.history["skipped_steps"]),
+                "data/errors": float(state.history["data_errors"]),
+            }
+        )
+        if w.tracker is not None:
+            w.tracker.log_metrics(metrics, state.step)
+        if w.progress is not None and means:
+            w.progress.update(
+                0,
+                f"train {w.ctx.run_name} g={means.get('g_total', 0):.3f} d={means.get('d_total', 0):.3f}",
+            )
 
 
 def _write_grid(gan: Any, preview: dict | None, path: Path, tracker: Tracker | None) -> None:
@@ -608,50 +679,106 @@ def _write_grid(gan: Any, preview: dict | None, path: Path, tracker: Tracker | N
         tracker.log_artifact(path, "grids")
 
 
-def _checkpoint(
-    session: Session,
-    store: CheckpointStore,
-    gan: Any,
-    step: int,
-    images: int,
-    ctx: LoopContext,
-    config_data: dict,
-    history: dict,
-    loader: Any,
-    rank: int,
-    world: int,
-    final: bool,
-) -> None:
+def _checkpoint(w: Worker, state: LoopState, final: bool) -> None:
     """Gather RNG states, write atomically on rank 0, then report to Ray from every rank."""
     rng = _all_gather_object(_rng_state())
     info = None
-    if rank == 0:
-        state = {
-            "gan": gan.state_dict(),
-            "step": step,
-            "images": images,
+    if w.rank == 0:
+        manifest = w.ctx.tags.get("manifest_sha256")
+        saved = {
+            "gan": w.gan.state_dict(),
+            "step": state.step,
+            "images": state.images,
             "rng": rng,
-            "config": config_data,
-            "manifest_sha256": ctx.tags.get("manifest_sha256"),
-            "history": history,
-            "world_size": world,
+            "config": w.config_data,
+            "manifest_sha256": manifest,
+            "history": state.history,
+            "world_size": w.world,
+        }
+        meta = {
+            "images": state.images,
+            "run_name": w.ctx.run_name,
+            "final": final,
+            "manifest_sha256": manifest,
+            "config": w.config_data,
         }
         try:
-            info = store.save(
-                step,
-                state,
-                meta={
-                    "images": images,
-                    "run_name": ctx.run_name,
-                    "final": final,
-                    "manifest_sha256": ctx.tags.get("manifest_sha256"),
-                    "config": config_data,
-                },
-            )
+            info = w.store.save(state.step, saved, meta=meta)
         except NonFiniteCheckpointError as exc:
             # Skipped steps never update weights, so this means a bug upstream: keep the last good one.
             log.error("%s", exc)
-    session.report({"step": step, "images": images}, info, store)
+    w.session.report({"step": state.step, "images": state.images}, info, w.store)
+
+
+# -- the end -------------------------------------------------------------------------------------
+
+
+def _finish(w: Worker, state: LoopState, status: str, error: str | None) -> dict:
+    """The summary; on rank 0 also the final checkpoint as an MLflow artifact and summary.json."""
+    summary = _summary(w, state, status, error)
+    if w.rank == 0:
+        if w.tracker is not None:
+            summary["mlflow_run_id"], summary["mlflow_records_pending"] = _close_tracker(w, w.tracker, status)
+        tmp = w.run_dir / ".summary.json.tmp"
+        tmp.write_text(json.dumps(summary, indent=2))
+        os.replace(tmp, w.run_dir / "summary.json")
+    return summary
+
+
+def _summary(w: Worker, state: LoopState, status: str, error: str | None) -> dict:
+    """The run's summary; its collectives (G's digest, data errors) run on every rank."""
+    digests = _all_gather_object(_param_digest(w.gan.G))  # DDP keeps G identical on every rank
+    steps_run, images_run = state.step - state.start_step, state.images - state.start_images
+    history = state.history
+    return {
+        "status": status,
+        "error": error,
+        "run_name": w.ctx.run_name,
+        "workers": w.world,
+        "device": w.device.type,
+        "batch_size_per_worker": w.tcfg.batch_size,
+        "images": state.images,
+        "steps": state.step,
+        "steps_this_session": steps_run,
+        "images_this_session": images_run,
+        **w.timing.figures(steps_run, images_run, w.step_images),
+        "skipped_steps": history["skipped_steps"],
+        "data_errors": state.start_errors + sum(_all_gather_object(_loader_errors(w.loader))),
+        "restarts": history.get("restarts", 0),
+        "first_losses": history.get("first_loss"),
+        "final_losses": state.last_means or history.get("last_loss") or {},
+        "feature_backbone": w.gan.backbone.name,
+        "g_param_digests": digests,
+        "resumed_from_step": state.start_step if w.start.checkpoint is not None else None,
+        "skipped_checkpoints": [dataclasses.asdict(s) for s in w.start.skipped],
+        "mlflow_run_id": None,
+    }
+
+
+def _close_tracker(w: Worker, tracker: Tracker, status: str) -> tuple[str | None, int]:
+    """Log the final checkpoint and the config, close the run; its id and the records still pending."""
+    final_ckpt = w.store.committed()
+    if status == "completed" and final_ckpt:
+        if "://" in w.ctx.checkpoint_root:
+            # Already in a bucket, out of the journal's reach (it uploads local files):
+            # the run names the object instead of holding a second copy.
+            name = final_ckpt[-1].path.rsplit("/", 1)[-1]
+            tracker.set_tags({"final_checkpoint": f"{w.ctx.checkpoint_root}/{name}"})
+        else:
+            tracker.log_artifact(final_ckpt[-1].path, "checkpoint")
+    tracker.log_artifact(w.run_dir / "config.json")
+    left = tracker.close(timeout=60.0)
+    return tracker.run_id, left
+
+
+def _param_digest(module: torch.nn.Module) -> str:
+    from model.gan import unwrap
+
+    h = hashlib.sha256()
+    for name, p in sorted(unwrap(module).state_dict().items()):
+        h.update(name.encode())
+        h.update(p.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 def loop_config_from(ctx: LoopContext) -> dict:
