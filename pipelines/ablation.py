@@ -25,6 +25,7 @@ from pathlib import Path
 from datasets.files import atomic_write_bytes
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
+from pipelines.evaluation.metric_table import MASKED_PREFIX, arrow, is_statistic, lower_is_better
 
 log = logging.getLogger("ablation")
 METRICS_DIR = Path("metrics/ablation")
@@ -140,7 +141,7 @@ def table(cfg) -> int:
     first = next(iter(docs.values()))
     names = first["metric_names"]
     keys = ["ssim", "psnr", names["fd"], names.get("kid", ""), names["lpd"]] + sorted(
-        k for k in first["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high"))
+        k for k in first["model"] if k.startswith(MASKED_PREFIX) and not is_statistic(k)
     )
     # A score the evaluation could not compute (the Fréchet distance on too few images) is left out;
     # a correspondence score exists only for the variants with that branch (no flow: no flow_epe).
@@ -159,8 +160,6 @@ def table(cfg) -> int:
         b: {k: first["baselines"][b][k] for k in keys if k in first["baselines"][b]}
         for b in first["baselines"]
     }
-
-    from pipelines.registry.promotion import lower_is_better
 
     judged = [names["lpd"] if k == "lpd" else k for k in VERDICT_KEYS]
     judged = [k for k in judged if k in keys]
@@ -190,7 +189,7 @@ def table(cfg) -> int:
     METRICS_DIR.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(Path("metrics/ablation.json"), (json.dumps(out, indent=2) + "\n").encode())
 
-    arrows = {k: "↓" if lower_is_better(k) else "↑" for k in keys}
+    arrows = {k: arrow(k) for k in keys}
     best = {k: (min if lower_is_better(k) else max)(rows[v][k] for v in rows if k in rows[v]) for k in keys}
 
     def cell(v: str, k: str) -> str:

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from pipelines.evaluation.metric_table import is_statistic, lookup
+from tests.test_eval_metric_table import DEFAULT_PIPELINE
 from tests.train_fixtures import DATASET, make_tiny_project
 
 
@@ -89,6 +91,10 @@ def test_evaluation_is_deterministic_complete_and_honestly_named(in_project: tup
     assert set(flat) == {"model", "copy_source", "mean_train_image", "held_out_targets"}
     assert all(isinstance(v, float) for scores in flat.values() for v in scores.values())
     assert flat["model"] == m and "seconds" in first and "protocol" in first
+    # Every score written has its direction pinned in test_eval_metric_table (its statistics none).
+    written = {k for scores in flat.values() for k in scores}
+    assert {k for k in written if not is_statistic(k)} <= set(DEFAULT_PIPELINE)
+    assert all(lookup(k).better is None for k in written if is_statistic(k))
 
     # Every test pair, in pairs-CSV order, saved as <from>_2_<to>.png.
     pairs_csv = next((root / "data/raw/tiny").glob("*-pairs-test.csv"))

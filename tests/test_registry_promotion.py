@@ -44,22 +44,16 @@ def eval_doc(ssim: float, protocol: str = "p" * 64) -> dict:
     return {"model": {"ssim": ssim, "fd_effnet_lite0": 10.0}, "protocol_sha256": protocol}
 
 
-@pytest.mark.parametrize("metric,lower", [("ssim", False), ("psnr", False), ("masked_ssim", False),
-                                          ("fd_effnet_lite0", True), ("fid", True), ("lpips", True),
-                                          ("masked_lpd_effnet_lite0", True), ("landmark_nme", True)])
-def test_metric_direction(metric: str, lower: bool) -> None:
-    assert promotion.lower_is_better(metric) is lower
-
-
-def test_unknown_metric_direction_is_an_error() -> None:
-    with pytest.raises(ValueError, match="lower is better"):
-        promotion.lower_is_better("accuracy")
-
-
 def _champ(value: float, metric: str = "ssim", protocol: str = "A", version: str = "1") -> SimpleNamespace:
     return SimpleNamespace(version=version, tags={promotion.TAG_PRIMARY_METRIC: metric,
                                                   promotion.TAG_PRIMARY_VALUE: repr(value),
                                                   promotion.TAG_PROTOCOL: protocol})
+
+
+def test_an_unknown_primary_metric_is_refused_not_guessed() -> None:
+    with pytest.raises(ValueError, match="lower is better"):
+        promotion.decide_promotion("accuracy", 0.9, "A", _champ(0.8, metric="accuracy", protocol="A"),
+                                   policy=promotion.ANY_GAIN)
 
 
 def test_promotion_rule_never_promotes_a_worse_or_equal_candidate() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pipelines.evaluation.metric_table import MASKED_PREFIX, is_statistic
+
 
 def cell(scores: dict, key: str) -> str:
     """``mean [low, high]`` of a per-pair score, blank where the method has none."""
@@ -15,7 +17,7 @@ def summary_lines(doc: dict, label: str = "model") -> list[str]:
     """The record's scores as a table, ``label`` naming the method under test."""
     names = doc["metric_names"]
     keys = ["ssim", "ssim_range255", "psnr", names["lpd"]] + sorted(
-        k for k in doc["model"] if k.startswith("masked_") and not k.endswith(("_ci95_low", "_ci95_high"))
+        k for k in doc["model"] if k.startswith(MASKED_PREFIX) and not is_statistic(k)
     )
     keys += [k for k in ("landmark_nme",) if k in doc["model"]]
     iv = doc["protocol"]["intervals"]

@@ -26,6 +26,7 @@ from pipelines.evaluation import correspondence as C
 from pipelines.evaluation.correspondence_plots import plot_flow_examples, plot_part_errors
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest
 from pipelines.evaluation.landmark_regressor import regressor_path
+from pipelines.evaluation.metric_table import lower_is_better
 from pipelines.evaluation.networks import build_networks
 from pipelines.evaluation.plots import (
     plot_sample_grid,
@@ -139,11 +140,6 @@ def versus_baselines(
     return out
 
 
-def lower_is_better(metric: str) -> bool:
-    # Per-pair metrics only: SSIM and PSNR rise as images improve, every distance falls.
-    return not metric.removeprefix("masked_").startswith(("ssim", "psnr"))
-
-
 def correspondence_record(
     part: C.CorrespondencePart | None,
     no_truth: str | None,
@@ -179,7 +175,9 @@ def correspondence_record(
         units = resampling.subset(ok)
         if ok.sum() < 2 or units.n_units < 2:
             continue
-        c = paired_bootstrap(a[ok], b[ok], True, units, ecfg.bootstrap_resamples, ecfg.seed)
+        c = paired_bootstrap(
+            a[ok], b[ok], lower_is_better(metric), units, ecfg.bootstrap_resamples, ecfg.seed
+        )
         versus.setdefault(baseline, {})[metric] = c.record()
     record = {
         "available": True,

@@ -18,6 +18,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from datasets.faces.edits import ROTATE_RANGE, STRENGTH_RANGE
+from pipelines.evaluation.metric_table import (
+    CI95_HIGH,
+    CI95_LOW,
+    LOWER,
+    SPREAD,
+    arrow,
+    direction,
+    is_statistic,
+)
 from pipelines.registry.promotion import (
     BASELINES,
     CANDIDATE,
@@ -27,7 +36,6 @@ from pipelines.registry.promotion import (
     TAG_PRIMARY_METRIC,
     TAG_PRIMARY_VALUE,
     TAG_PROTOCOL,
-    lower_is_better,
 )
 from pipelines.serving.contract import EDIT_COLUMNS, INPUTS, MAX_BYTES, MAX_SIDE, OUTPUTS, POSE, check_task
 
@@ -107,24 +115,14 @@ def fmt(value: Any) -> str:
     return f"{value:.4g}"
 
 
-INTERVAL_SUFFIXES = ("_ci95_low", "_ci95_high", "_std")
-
-
 def with_interval(scores: Mapping[str, Any], metric: str) -> str:
     """``0.7014 [0.69, 0.711]`` with a bootstrap 95% interval, ``0.0123 ± 0.002`` with a KID spread."""
-    low, high, std = (scores.get(metric + s) for s in INTERVAL_SUFFIXES)
+    low, high, std = (scores.get(metric + s) for s in (CI95_LOW, CI95_HIGH, SPREAD))
     if isinstance(low, (int, float)) and isinstance(high, (int, float)):
         return f"{fmt(scores.get(metric))} [{low:.3g}, {high:.3g}]"
     if isinstance(std, (int, float)):
         return f"{fmt(scores.get(metric))} ± {std:.2g}"
     return fmt(scores.get(metric))
-
-
-def _direction(metric: str) -> str:
-    try:
-        return "↓" if lower_is_better(metric) else "↑"
-    except ValueError:
-        return ""
 
 
 def _size(hw: Sequence[int]) -> str:
@@ -247,10 +245,10 @@ def scores_block(metrics_doc: Mapping[str, Any], primary_metric: str) -> str:
     columns.append(("floor", floor_scores(metrics_doc)))
     # Intervals and spreads are shown beside their score, not as metrics of their own.
     metrics = sorted(
-        (m for m in model if isinstance(model[m], (int, float)) and not m.endswith(INTERVAL_SUFFIXES)),
+        (m for m in model if isinstance(model[m], (int, float)) and not is_statistic(m)),
         key=lambda m: (m != primary_metric, m),
     )
-    labels = {m: f"{m} {_direction(m)}".rstrip() + (" *" if m == primary_metric else "") for m in metrics}
+    labels = {m: f"{m} {arrow(m)}".rstrip() + (" *" if m == primary_metric else "") for m in metrics}
     width = max([len("metric")] + [len(v) for v in labels.values()])
     cells = [[with_interval(scores, m) for m in metrics] for _, scores in columns]
     widths = [max([len(name)] + [len(c) for c in col]) for (name, _), col in zip(columns, cells)]
@@ -437,7 +435,7 @@ def version_card(
         if champion_version
         else f"**{CANDIDATE}** only: {reason}."
     )
-    better = "lower" if _direction(primary_metric) == "↓" else "higher"
+    better = "lower" if direction(primary_metric) == LOWER else "higher"
 
     def card(links: bool, contract: bool) -> str:
         parts = [

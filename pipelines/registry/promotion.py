@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from pipelines.evaluation.metric_table import lower_is_better
 from pipelines.evaluation.statistics import PairedComparison, Resampling, by_pair, paired_bootstrap
 
 CANDIDATE, CHAMPION = "candidate", "champion"
@@ -61,26 +62,6 @@ TAG_PRIMARY_VALUE = "primary_metric_value"
 
 
 TAG_PROTOCOL = "protocol_sha256"
-
-
-def lower_is_better(metric: str) -> bool:
-    """Distances (FID/FD, LPIPS/LPD, their masked forms, the portrait landmark error) fall as
-    images improve; SSIM/PSNR rise."""
-    name = metric.removeprefix("masked_")
-    # branch_choice_s<k>: share of pixels where the combination map picks the nearer branch.
-    if name in ("ssim", "ssim_range255", "psnr") or name.startswith("branch_choice_s"):
-        return False
-    if name in ("fid", "kid", "lpips", "lpips_vgg", "landmark_nme") or name.startswith(
-        ("fd_", "kid_", "lpd_")
-    ):
-        return True
-    if name.startswith(("flow_epe", "attn_epe_s", "appearance_de00")):  # correspondence.py: errors
-        return True
-    raise ValueError(
-        f"unknown metric {metric!r}: cannot tell whether lower is better "
-        "(expected ssim, ssim_range255, psnr, fid, kid, lpips, lpips_vgg, fd_*, kid_*, lpd_*, "
-        "landmark_nme, or a masked_ form)"
-    )
 
 
 def beats(candidate: float, champion: float, metric: str) -> bool:
