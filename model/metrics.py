@@ -12,8 +12,8 @@
 * A perceptual distance between multi-layer feature maps (LPIPS without its learned layer
   weights), and adapters for the real FID Inception and LPIPS VGG16 TorchScript files.
 
-Metric names say what was computed: ``fid``/``lpips`` only with those real networks; with any
-other backbone ``fd_<backbone>``/``lpd_<backbone>`` (see :func:`metric_names`).
+Which name each score is reported under (``fid`` only with the real FID network, otherwise
+``fd_<backbone>``, and so on) is decided by the evaluation that picks the networks, not here.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -345,22 +344,6 @@ class LpipsVGG:
         fa = self.net(a, resize_images=False, return_lpips=True)
         fb = self.net(b, resize_images=False, return_lpips=True)
         return (fa.double() - fb.double()).square().sum(dim=1)
-
-
-@dataclass(frozen=True)
-class MetricNames:
-    """The names scores are reported under, fixed by which networks actually ran."""
-
-    fd: str
-    lpd: str
-    masked_lpd: str
-
-
-def metric_names(fd_net: FeatureExtractor, lpd_net: FeatureExtractor | LpipsVGG) -> MetricNames:
-    """``fid``/``lpips`` only for the field's reference networks; otherwise named for the backbone."""
-    fd = "fid" if isinstance(fd_net, InceptionFID) else f"fd_{fd_net.name}"
-    lpd = "lpips" if isinstance(lpd_net, LpipsVGG) else f"lpd_{lpd_net.name}"
-    return MetricNames(fd=fd, lpd=lpd, masked_lpd=f"masked_{lpd}")
 
 
 def lpd_between(net: FeatureExtractor | LpipsVGG, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

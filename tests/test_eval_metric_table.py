@@ -1,11 +1,14 @@
-"""pipelines.evaluation.metric_table: every score's direction."""
+"""pipelines.evaluation.metric_table: every score's direction, and the names the networks give scores."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from datasets.synthetic.figure_render import GARMENTS
+from model.metrics import InceptionFID, LpipsVGG, ModuleFeatures
 from pipelines.evaluation import metric_table
+from pipelines.evaluation.lpips_alex import LpipsAlex
 from pipelines.evaluation.metric_table import (
     HIGHER,
     LOWER,
@@ -15,6 +18,7 @@ from pipelines.evaluation.metric_table import (
     lookup,
     lower_is_better,
 )
+from pipelines.evaluation.networks import metric_names
 
 # What the default pipeline (dvc.yaml on synthetic_fashion: EfficientNet-Lite1 features, no FID or
 # LPIPS weights, model.flow_scales [8, 4, 2], attn_scales [8, 4]) writes for each method, and which
@@ -83,3 +87,42 @@ def test_every_entry_says_what_it_is_and_its_unit() -> None:
     assert all(s.meaning and s.unit for s in specs)
     assert len({s.pattern for s in specs}) == len(specs)
     assert lookup("masked_ssim").pattern == "masked_ssim" and "body mask" in lookup("masked_ssim").meaning
+
+
+class _TinyNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a = torch.nn.Conv2d(3, 4, 3, stride=2)
+        self.b = torch.nn.Conv2d(4, 6, 3, stride=2)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        f1 = self.a(x)
+        return [f1, self.b(f1)]
+
+
+def test_metric_names_never_claim_fid_or_lpips_for_other_networks() -> None:
+    net = ModuleFeatures(_TinyNet(), "effnet_lite0", "0" * 64)
+    names = metric_names(net, net)
+    assert (names.fd, names.kid, names.lpd, names.masked_lpd) == (
+        "fd_effnet_lite0",
+        "kid_effnet_lite0",
+        "lpd_effnet_lite0",
+        "masked_lpd_effnet_lite0",
+    )
+    # Even a backbone someone calls "inception" is not the FID network unless loaded as one.
+    liar = ModuleFeatures(_TinyNet(), "inception", "0" * 64)
+    assert metric_names(liar, liar).fd == "fd_inception"
+
+
+def test_the_field_networks_names() -> None:
+    # The reference networks by type alone (no weight files needed to tell which name they earn).
+    inception, alex, vgg = (object.__new__(cls) for cls in (InceptionFID, LpipsAlex, LpipsVGG))
+    assert (metric_names(inception, alex).fd, metric_names(inception, alex).kid) == ("fid", "kid")
+    assert metric_names(inception, alex).lpd == "lpips"  # the published tables' AlexNet net-lin
+    assert metric_names(inception, vgg).lpd == "lpips_vgg"
+    assert metric_names(inception, vgg).masked_lpd == "masked_lpips_vgg"
+    for name in (
+        *metric_names(inception, vgg).__dict__.values(),
+        *metric_names(inception, alex).__dict__.values(),
+    ):
+        assert direction(name) == LOWER

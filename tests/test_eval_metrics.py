@@ -129,26 +129,6 @@ def test_perceptual_distance_is_zero_for_equal_and_grows_with_change() -> None:
     assert (metrics.perceptual_distance(f, g) < metrics.perceptual_distance(f, h)).all()
 
 
-class _TinyNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.a = torch.nn.Conv2d(3, 4, 3, stride=2)
-        self.b = torch.nn.Conv2d(4, 6, 3, stride=2)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        f1 = self.a(x)
-        return [f1, self.b(f1)]
-
-
-def test_metric_names_never_claim_fid_or_lpips_for_other_networks() -> None:
-    net = metrics.ModuleFeatures(_TinyNet(), "effnet_lite0", "0" * 64)
-    names = metrics.metric_names(net, net)
-    assert (names.fd, names.lpd, names.masked_lpd) == ("fd_effnet_lite0", "lpd_effnet_lite0", "masked_lpd_effnet_lite0")
-    # Even a backbone someone calls "inception" is not the FID network unless loaded as one.
-    liar = metrics.ModuleFeatures(_TinyNet(), "inception", "0" * 64)
-    assert metrics.metric_names(liar, liar).fd == "fd_inception"
-
-
 def test_inception_adapter_rejects_a_file_that_is_not_the_fid_network(tmp_path) -> None:
     class NotInception(torch.nn.Module):
         def forward(self, x: torch.Tensor, return_features: bool = False) -> torch.Tensor:

@@ -20,21 +20,50 @@ from typing import Any
 import torch
 from torch import nn
 
-from model import metrics as M
 from model.backbones import VGG19Backbone
+from model.metrics import InceptionFID, LpipsVGG, ModuleFeatures, sha256_file
 from pipelines.evaluation.generators import EvaluationError
 from pipelines.evaluation.lpips_alex import LpipsAlex
+from pipelines.evaluation.metric_table import MASKED_PREFIX
 
 log = logging.getLogger(__name__)
 
 LOSS_NETWORK_PREFIX = "lossnet_"
 
 
+@dataclass(frozen=True)
+class MetricNames:
+    """The names scores are reported under, fixed by which networks actually ran (the patterns and
+    directions are in pipelines/evaluation/metric_table.py)."""
+
+    fd: str
+    kid: str
+    lpd: str
+    masked_lpd: str
+
+
+def metric_names(fd_net: Any, lpd_net: Any) -> MetricNames:
+    """``fid``/``kid`` only for the FID Inception; ``lpips`` only for the AlexNet net-lin model the
+    published tables use, ``lpips_vgg`` for the VGG16 one; any other network is named for its
+    backbone (``fd_<backbone>``, ``kid_<backbone>``, ``lpd_<backbone>``), so no score carries the
+    name of a network that did not compute it."""
+    fd, kid = (
+        ("fid", "kid") if isinstance(fd_net, InceptionFID) else (f"fd_{fd_net.name}", f"kid_{fd_net.name}")
+    )
+    if isinstance(lpd_net, LpipsAlex):
+        lpd = "lpips"
+    elif isinstance(lpd_net, LpipsVGG):
+        lpd = "lpips_vgg"
+    else:
+        lpd = f"lpd_{lpd_net.name}"
+    return MetricNames(fd=fd, kid=kid, lpd=lpd, masked_lpd=MASKED_PREFIX + lpd)
+
+
 @dataclass
 class Networks:
     fd: Any  # a metrics.FeatureExtractor or metrics.InceptionFID
     lpd: Any  # a metrics.FeatureExtractor, metrics.LpipsVGG or LpipsAlex
-    names: M.MetricNames
+    names: MetricNames
     description: dict[str, Any]
 
 
@@ -109,15 +138,15 @@ class _VGGLayers(nn.Module):
 def loss_network(loss_cfg: Any) -> dict[str, Any]:
     """What the generator was trained against: ``loss.backbone`` and its weights' sha256."""
     if loss_cfg.backbone == "effnet_lite0":
-        sha = M.sha256_file(effnet_lite_weights("lite0"))
+        sha = sha256_file(effnet_lite_weights("lite0"))
     elif loss_cfg.backbone == "vgg19" and loss_cfg.vgg19_weights and Path(loss_cfg.vgg19_weights).is_file():
-        sha = M.sha256_file(loss_cfg.vgg19_weights)
+        sha = sha256_file(loss_cfg.vgg19_weights)
     else:
         sha = None  # "none": no learned network, nothing to collide with
     return {"backbone": loss_cfg.backbone, "weights_sha256": sha}
 
 
-def feature_network(ecfg: Any, loss_cfg: Any) -> M.ModuleFeatures:
+def feature_network(ecfg: Any, loss_cfg: Any) -> ModuleFeatures:
     """``evaluate.feature_backbone`` as a feature extractor; refuses the loss network's weights
     unless ``evaluate.allow_loss_backbone``, and then names it ``lossnet_<backbone>``."""
     name = ecfg.feature_backbone
@@ -130,7 +159,7 @@ def feature_network(ecfg: Any, loss_cfg: Any) -> M.ModuleFeatures:
                 "evaluate.feature_backbone=vgg19 needs loss.vgg19_weights (a file); nothing is downloaded"
             )
         module, weights = _VGGLayers(VGG19Backbone(loss_cfg.vgg19_weights)), loss_cfg.vgg19_weights
-    sha = M.sha256_file(weights)
+    sha = sha256_file(weights)
     trained_against = loss_network(loss_cfg)
     if sha == trained_against["weights_sha256"]:
         if not ecfg.allow_loss_backbone:
@@ -148,7 +177,7 @@ def feature_network(ecfg: Any, loss_cfg: Any) -> M.ModuleFeatures:
             name,
         )
         name = LOSS_NETWORK_PREFIX + name
-    return M.ModuleFeatures(module, name, sha)
+    return ModuleFeatures(module, name, sha)
 
 
 def build_networks(ecfg: Any, loss_cfg: Any) -> Networks:
@@ -157,7 +186,7 @@ def build_networks(ecfg: Any, loss_cfg: Any) -> Networks:
     if ecfg.inception_weights:
         if not Path(ecfg.inception_weights).is_file():
             raise EvaluationError(f"evaluate.inception_weights: no such file {ecfg.inception_weights!r}")
-        fd: Any = M.InceptionFID(ecfg.inception_weights)
+        fd: Any = InceptionFID(ecfg.inception_weights)
     else:
         backbone = feature_network(ecfg, loss_cfg)
         fd = backbone
@@ -166,16 +195,16 @@ def build_networks(ecfg: Any, loss_cfg: Any) -> Networks:
     elif ecfg.lpips_net == "vgg" and ecfg.lpips_vgg16_weights:
         if not Path(ecfg.lpips_vgg16_weights).is_file():
             raise EvaluationError(f"evaluate.lpips_vgg16_weights: no such file {ecfg.lpips_vgg16_weights!r}")
-        lpd = M.LpipsVGG(ecfg.lpips_vgg16_weights)
+        lpd = LpipsVGG(ecfg.lpips_vgg16_weights)
     else:
         lpd = backbone or feature_network(ecfg, loss_cfg)
     names = metric_names(fd, lpd)
-    if not isinstance(fd, M.InceptionFID):
+    if not isinstance(fd, InceptionFID):
         log.info(
             "no evaluate.inception_weights: reporting %s/%s (Fréchet/kernel distances on %s features), "
             "not FID/KID",
             names.fd,
-            "kid_" + fd.name,
+            names.kid,
             fd.name,
         )
     if not getattr(lpd, "is_reference", False):
@@ -201,33 +230,19 @@ def build_networks(ecfg: Any, loss_cfg: Any) -> Networks:
             )
         elif isinstance(net, LpipsAlex):
             d["features"] = "LPIPS v0.1 net-lin AlexNet (the field's: GFLA script/metrics.py net='alex')"
-        elif isinstance(net, M.LpipsVGG):
+        elif isinstance(net, LpipsVGG):
             d["features"] = "LPIPS VGG16 with learned weights"
         else:
             d["features"] = f"unit-normalised layers {list(getattr(net.module, 'layers', []))}, equal weights"
         return d
 
-    kid = f"kid_{fd.name}" if not isinstance(fd, M.InceptionFID) else "kid"
     return Networks(
         fd,
         lpd,
         names,
         {
-            "fd": {"metric": names.fd, "kid_metric": kid, **describe(fd, "fd")},
+            "fd": {"metric": names.fd, "kid_metric": names.kid, **describe(fd, "fd")},
             "lpd": {"metric": names.lpd, **describe(lpd, "lpd")},
             "loss_network": loss_network(loss_cfg),
         },
     )
-
-
-def metric_names(fd_net: Any, lpd_net: Any) -> M.MetricNames:
-    """``fid``/``lpips`` only for the field's reference networks (``lpips`` is the AlexNet net-lin
-    model the published tables use; the VGG16 form is ``lpips_vgg``); otherwise named for the backbone."""
-    names = M.metric_names(fd_net, lpd_net if not isinstance(lpd_net, LpipsAlex) else fd_net)
-    if isinstance(lpd_net, LpipsAlex):
-        lpd = "lpips"
-    elif isinstance(lpd_net, M.LpipsVGG):
-        lpd = "lpips_vgg"
-    else:
-        lpd = names.lpd
-    return M.MetricNames(fd=names.fd, lpd=lpd, masked_lpd=f"masked_{lpd}")

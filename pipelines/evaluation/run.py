@@ -469,7 +469,7 @@ def evaluate_generator(
         "floor": {TARGETS: scores[TARGETS]} if TARGETS in scores else {},
         "metric_names": {
             "fd": nets.names.fd,
-            "kid": nets.description["fd"]["kid_metric"],
+            "kid": nets.names.kid,
             "lpd": nets.names.lpd,
         },
         "not_computed": summarised.not_computed,
