@@ -1,7 +1,14 @@
 """One evaluation run: reference features, every test pair scored, the protocol recorded, two
 documents written atomically (the flat scores DVC compares, ``metrics/<dataset>.json``, and the
 evaluation record with protocol and provenance, ``metrics/<dataset>.protocol.json``), plots drawn,
-and all of it logged to the training run."""
+and all of it logged to the training run.
+
+:func:`evaluate_generator` runs the phases in order: :func:`open_test_set`, :func:`reference_set`
+(training-image features and the mean image), :func:`score_test_pairs` (generate and score every
+pair, in worker processes), :func:`bootstrap_units` (identities), the summaries with intervals
+(scoring.summarise, :func:`correspondence_record`, :func:`portrait_scores`), the paired verdicts
+against the baselines (:func:`versus_baselines`), the protocol (protocol.py) and
+:func:`evaluation_doc`.  :func:`run_evaluation` adds the plots, writes both documents and logs them."""
 
 from __future__ import annotations
 
@@ -21,13 +28,12 @@ from datasets import storage
 from datasets.files import atomic_write_bytes
 from datasets.raw.layout import LAYOUTS, identity_of
 from datasets.shards.tar import load_manifest
-from model import metrics as M
-from pipelines.evaluation import correspondence as C
+from pipelines.evaluation import correspondence
 from pipelines.evaluation.correspondence_plots import plot_flow_examples, plot_part_errors
 from pipelines.evaluation.generators import EvaluationError, GeneratorUnderTest
 from pipelines.evaluation.landmark_regressor import regressor_path
 from pipelines.evaluation.metric_table import lower_is_better
-from pipelines.evaluation.networks import build_networks
+from pipelines.evaluation.networks import Networks, build_networks
 from pipelines.evaluation.plots import (
     plot_sample_grid,
     plot_ssim_histogram,
@@ -35,23 +41,31 @@ from pipelines.evaluation.plots import (
     training_curves,
     write_per_pair,
 )
-from pipelines.evaluation.portrait import evaluate_portrait
+from pipelines.evaluation.portrait import PortraitResult, evaluate_portrait
+from pipelines.evaluation.protocol import (
+    correspondence_protocol,
+    evaluation_protocol,
+    image_metrics_protocol,
+    intervals_protocol,
+    pairs_protocol,
+)
 from pipelines.evaluation.scoring import (
     BASELINES,
     TARGETS,
+    PairIdentities,
+    PairScores,
     PartJob,
     PartResult,
+    Summary,
     canonical_sha256,
     capped,
     evaluate_parallel,
     pair_identities,
-    reference_set_hash,
     stack_rows,
     summarise,
     train_images,
 )
 from pipelines.evaluation.statistics import (
-    CONFIDENCE,
     IDENTITY_BOOTSTRAP,
     Resampling,
     bootstrap_mean_ci,
@@ -140,8 +154,37 @@ def versus_baselines(
     return out
 
 
+# The correspondence scores the model is judged against each baseline on (paired, per pair).
+CORRESPONDENCE_VERSUS = (
+    ("copy_source", "flow_epe"),
+    ("copy_source", "appearance_de00"),
+    ("mean_train_image", "appearance_de00"),
+)
+
+
+def correspondence_verdicts(
+    part: correspondence.CorrespondencePart, ecfg: Any, resampling: Resampling
+) -> dict[str, dict[str, dict]]:
+    """:func:`versus_baselines` for the correspondence scores, over the pairs with a value for both."""
+    versus: dict[str, dict[str, dict]] = {}
+    model = part.per_pair.get("model", {})
+    for baseline, metric in CORRESPONDENCE_VERSUS:
+        if metric not in model:
+            continue
+        a, b = np.asarray(model[metric]), np.asarray(part.per_pair[baseline][metric])
+        ok = np.isfinite(a) & np.isfinite(b)  # pairs with a value for both (EPE: any masked pixel)
+        units = resampling.subset(ok)
+        if ok.sum() < 2 or units.n_units < 2:
+            continue
+        c = paired_bootstrap(
+            a[ok], b[ok], lower_is_better(metric), units, ecfg.bootstrap_resamples, ecfg.seed
+        )
+        versus.setdefault(baseline, {})[metric] = c.record()
+    return versus
+
+
 def correspondence_record(
-    part: C.CorrespondencePart | None,
+    part: correspondence.CorrespondencePart | None,
     no_truth: str | None,
     generator: GeneratorUnderTest,
     ecfg: Any,
@@ -161,47 +204,18 @@ def correspondence_record(
         ci = bootstrap_mean_ci(v, units, ecfg.bootstrap_resamples, ecfg.seed)
         return ci.low, ci.high
 
-    versus: dict[str, dict[str, dict]] = {}
-    model = part.per_pair.get("model", {})
-    for baseline, metric in (
-        ("copy_source", "flow_epe"),
-        ("copy_source", "appearance_de00"),
-        ("mean_train_image", "appearance_de00"),
-    ):
-        if metric not in model:
-            continue
-        a, b = np.asarray(model[metric]), np.asarray(part.per_pair[baseline][metric])
-        ok = np.isfinite(a) & np.isfinite(b)  # pairs with a value for both (EPE: any masked pixel)
-        units = resampling.subset(ok)
-        if ok.sum() < 2 or units.n_units < 2:
-            continue
-        c = paired_bootstrap(
-            a[ok], b[ok], lower_is_better(metric), units, ecfg.bootstrap_resamples, ecfg.seed
-        )
-        versus.setdefault(baseline, {})[metric] = c.record()
     record = {
         "available": True,
-        "scores": C.summarise(part, interval),
-        "versus": versus,
-        "protocol": {
-            "truth": "renderer part-frame points (datasets/synthetic/groundtruth.py); true flow target->source "
-            "to the nearest source pixel of the same part with the nearest point",
-            "tolerance_px": C.G.DEFAULT_TOLERANCE_PX,
-            "epe": "image pixels; predicted flows upsampled as model.warp.resize_flow; mean over the pair's masked "
-            "pixels, then over pairs",
-            "attention_location": "softmax-weighted mean of the source cell centres",
-            "branch_choice": "combination map > 0.5 = attention; the nearer branch per pixel against the truth",
-            "appearance": "CIEDE2000 (skimage) of the mean sRGB colour of output vs target per garment region "
-            f"(clean pixels, at least {C.MIN_REGION_PIXELS}); median over regions and pairs",
-            "baselines": {"copy_source": "identity flow", "mean_train_image": "no flow: appearance only"},
-        },
+        "scores": correspondence.summarise(part, interval),
+        "versus": correspondence_verdicts(part, ecfg, resampling),
+        "protocol": correspondence_protocol(),
         "coverage": {
             "masked_pixels": part.masked_pixels,
             "target_body_pixels": part.body_pixels,
             "share": part.masked_pixels / max(part.body_pixels, 1),
         },
-        "epe_by_part": C.part_table(part),
-        "appearance_by_garment": C.garment_table(part),
+        "epe_by_part": correspondence.part_table(part),
+        "appearance_by_garment": correspondence.garment_table(part),
         "per_pair": {
             m: {k: [round(float(v), 4) for v in vals] for k, vals in per.items()}
             for m, per in part.per_pair.items()
@@ -242,65 +256,88 @@ class Evaluated:
     portrait_files: list[Path]  # plots the portrait scoring wrote
 
 
-def evaluate_generator(
-    cfg: Any,
-    dataset: str,
-    generator: GeneratorUnderTest,
-    *,
-    images_out: Path | None,
-    plots_dir: Path | None = None,
-    landmark_regressor: Path | None = None,
-    show_progress: bool = False,
-) -> Evaluated:
-    """Score ``generator`` on ``dataset``'s test pairs, with both baselines and the held-out
-    targets, under the protocol recorded in the returned record.  The model's images are written
-    to ``images_out`` (None: not written); portrait datasets need both folders."""
-    ecfg = cfg.evaluate
+# ---------------------------------------------------------------- the phases of one evaluation
+
+
+@dataclass(frozen=True)
+class DatasetUnderTest:
+    """The dataset under evaluation: its params section and its shards with their manifest."""
+
+    name: str
+    spec: Any  # the datasets.<name> section (layout, task, shards)
+    shards: Path | str  # a folder or a URL prefix (s3://…)
+    manifest: dict
+
+
+def open_test_set(cfg: Any, dataset: str) -> DatasetUnderTest:
+    """``dataset``'s params section, shards and manifest; a missing manifest is an EvaluationError."""
     spec = cfg.dataset(dataset)
-    shards = storage.location(spec.shards)  # a folder or a URL prefix (s3://…)
+    shards = storage.location(spec.shards)
     try:
-        manifest = load_manifest(shards)
+        return DatasetUnderTest(dataset, spec, shards, load_manifest(shards))
     except FileNotFoundError as exc:
         raise EvaluationError(str(exc)) from None
-    torch.set_num_threads(ecfg.threads)
-    nets = build_networks(ecfg, cfg.loss)
-    masked = ecfg.masked_metrics == "always" or (ecfg.masked_metrics == "auto" and spec.layout == "market")
-    size = tuple(int(v) for v in manifest["image_size"])
 
-    # Reference set (as the field: the training images) and the mean training image baseline.
-    t0 = time.time()
+
+@dataclass
+class ReferenceSet:
+    """The training images as the set-level distances compare against (as the field: every view once)."""
+
+    features: np.ndarray  # [count, feature dimensions], pooled by the Fréchet/kernel network
+    mean_image: np.ndarray  # the mean_train_image baseline: per-pixel mean, rounded to uint8
+    count: int
+
+
+def reference_set(test: DatasetUnderTest, nets: Networks, show_progress: bool) -> ReferenceSet:
+    """Pooled features of every training image, in chunks of 32, and their per-pixel mean."""
+    size = tuple(int(v) for v in test.manifest["image_size"])
     total = np.zeros((*size, 3), np.float64)
-    n_ref = 0
+    count = 0
     chunk: list[np.ndarray] = []
-    ref_rows: list[np.ndarray] = []
+    rows: list[np.ndarray] = []
     bar = tqdm(desc="reference features", unit="img", disable=not show_progress, dynamic_ncols=True)
-    for rgb in train_images(shards, manifest):
+
+    def pool() -> None:
+        rows.append(nets.fd.pooled(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)).float().numpy())
+        bar.update(len(chunk))
+        chunk.clear()
+
+    for rgb in train_images(test.shards, test.manifest):
         total += rgb
-        n_ref += 1
+        count += 1
         chunk.append(rgb)
         if len(chunk) == 32:
-            ref_rows.append(
-                nets.fd.pooled(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)).float().numpy()
-            )
-            bar.update(len(chunk))
-            chunk = []
+            pool()
     if chunk:
-        ref_rows.append(nets.fd.pooled(torch.from_numpy(np.stack(chunk)).permute(0, 3, 1, 2)).float().numpy())
-        bar.update(len(chunk))
+        pool()
     bar.close()
-    if n_ref < 2:
-        raise EvaluationError(f"{shards}: fewer than 2 training images for the reference statistics")
-    reference = stack_rows(ref_rows)
-    mean_image = np.rint(total / n_ref).astype(np.uint8)
+    if count < 2:
+        raise EvaluationError(f"{test.shards}: fewer than 2 training images for the reference statistics")
+    return ReferenceSet(stack_rows(rows), np.rint(total / count).astype(np.uint8), count)
 
-    total_pairs = sum(int(s["pairs"]) for s in manifest["shards"] if s["split"] == "test")
+
+def score_test_pairs(
+    cfg: Any,
+    test: DatasetUnderTest,
+    generator: GeneratorUnderTest,
+    nets: Networks,
+    mean_image: np.ndarray,
+    *,
+    masked: bool,
+    images_out: Path | None,
+    with_truth: bool,
+    show_progress: bool,
+) -> PartResult:
+    """Every test pair generated and scored (model, baselines, the targets' features and, with the
+    renderer's ground truth, the correspondence scores), split over ``evaluate.workers`` processes."""
+    ecfg = cfg.evaluate
+    total_pairs = sum(int(s["pairs"]) for s in test.manifest["shards"] if s["split"] == "test")
     workers = max(1, min(ecfg.workers, math.ceil(total_pairs / ecfg.batch_size)))
-    no_truth = C.unavailable_reason(manifest)  # None: synthetic test shards with the renderer's ground truth
     jobs = [
         PartJob(
             rank,
             workers,
-            str(shards),
+            str(test.shards),
             ecfg.batch_size,
             max(1, ecfg.threads // workers),
             ecfg,
@@ -311,7 +348,7 @@ def evaluate_generator(
             str(images_out or ""),
             ecfg.grid_pairs,
             total_pairs if show_progress else 0,
-            correspondence=no_truth is None,
+            correspondence=with_truth,
         )
         for rank in range(workers)
     ]
@@ -322,162 +359,95 @@ def evaluate_generator(
             f"{part.skipped} test samples could not be read ({part.errors[-1:]}); "
             "scores would not cover every pair"
         )
-    pairs = part.pairs
-    if not pairs.names:
+    if not part.pairs.names:
         raise EvaluationError("the test split has no pairs")
-    # The bootstrap's unit: the identity of each pair (its pairs share the person's look and
-    # difficulty, so they are not independent evidence), or single pairs where none is recorded.
-    layout = LAYOUTS.get(spec.layout)
-    ids = pair_identities(
-        shards,
-        manifest,
-        pairs.names,
-        (lambda name: identity_of(name, layout)) if layout is not None else None,
-    )
-    resampling = by_identity(ids.identities, len(pairs.names), ids.missing)
+    return part
+
+
+def bootstrap_units(
+    test: DatasetUnderTest, pair_names: list[tuple[str, str]]
+) -> tuple[PairIdentities, Resampling]:
+    """The bootstrap's unit: the identity of each pair (its pairs share the person's look and
+    difficulty, so they are not independent evidence), or single pairs where none is recorded."""
+    layout = LAYOUTS.get(test.spec.layout)
+    identity = (lambda name: identity_of(name, layout)) if layout is not None else None
+    ids = pair_identities(test.shards, test.manifest, pair_names, identity)
+    resampling = by_identity(ids.identities, len(pair_names), ids.missing)
     if resampling.method != IDENTITY_BOOTSTRAP:
         log.warning(
-            "%s: intervals resample single test pairs, not identities: %s", dataset, resampling.fallback
+            "%s: intervals resample single test pairs, not identities: %s", test.name, resampling.fallback
         )
-    summarised = summarise(pairs, part.features, reference, nets, ecfg, resampling)
+    return ids, resampling
+
+
+def portrait_scores(
+    test: DatasetUnderTest,
+    generator: GeneratorUnderTest,
+    pair_names: list[tuple[str, str]],
+    mean_image: np.ndarray,
+    images_out: Path | None,
+    plots_dir: Path | None,
+    landmark_regressor: Path | None,
+) -> PortraitResult:
+    """Landmark-following error of every method and the editing grid (pipelines/evaluation/portrait.py),
+    read back from the images the evaluation wrote."""
+    if images_out is None or plots_dir is None:
+        raise EvaluationError(
+            f"{test.name}: a portrait dataset is scored from the images it writes, with plots"
+        )
+    return evaluate_portrait(
+        generator.fn,
+        test.shards,
+        test.manifest,
+        test.name,
+        pair_names,
+        images_out,
+        mean_image,
+        plots_dir,
+        landmark_regressor or regressor_path(test.name),
+    )
+
+
+def method_scores(
+    summarised: Summary, corr: dict, portrait: PortraitResult | None
+) -> dict[str, dict[str, float]]:
+    """Each method's scores: the image metrics, then the correspondence scores (taken out of the
+    record's section) and the landmark-following error."""
     scores = summarised.scores
-    corr = correspondence_record(part.correspondence, no_truth, generator, ecfg, resampling)
     for method, values in corr.pop("scores", {}).items():
         scores.setdefault(method, {}).update(values)
-    portrait = None
-    if spec.task == "portrait":
-        if images_out is None or plots_dir is None:
-            raise EvaluationError(
-                f"{dataset}: a portrait dataset is scored from the images it writes, with plots"
-            )
-        # Landmark-following error of every method and the editing grid (pipelines/evaluation/portrait.py).
-        portrait = evaluate_portrait(
-            generator.fn,
-            shards,
-            manifest,
-            dataset,
-            pairs.names,
-            images_out,
-            mean_image,
-            plots_dir,
-            landmark_regressor or regressor_path(dataset),
-        )
-        for method, value in portrait.scores.items():
-            scores[method]["landmark_nme"] = value
+    for method, value in (portrait.scores if portrait is not None else {}).items():
+        scores[method]["landmark_nme"] = value
+    return scores
 
-    protocol = {
-        "dataset": dataset,
-        "layout": spec.layout,
-        "pairs": len(pairs.names),
-        "pairs_order": "test pairs CSV order",
-        "pairs_sha256": canonical_sha256(pairs.names),
-        "image_size": list(size),
-        "resize": (
-            f"images resized to {size[0]}x{size[1]} with cv2 INTER_AREA at preprocessing when their size "
-            f"differs; generated at that size; no resize before the metrics"
-        ),
-        "targets": f"test images as stored in the shards (JPEG, preprocess.jpeg_quality "
-        f"{manifest.get('preprocess', {}).get('jpeg_quality')}), decoded to uint8",
-        "file_format": "png (lossless): scores are computed on the uint8 pixels written",
-        # The published tables' SSIM (PG2 -> PATN -> GFLA script/metrics.py) and the fixed-range one.
-        "ssim": {
-            "gaussian_weights": True,
-            "sigma": M.SSIM_SIGMA,
-            "use_sample_covariance": False,
-            "data_range": "generated.max() - generated.min() per image (the field's scripts; 1 if constant)",
-            "channels": "all three at once (multichannel)",
-            "equals": "skimage.metrics.structural_similarity",
-        },
-        "ssim_range255": {
-            "gaussian_weights": True,
-            "sigma": M.SSIM_SIGMA,
-            "use_sample_covariance": False,
-            "data_range": 255,
-            "channels": "mean over RGB",
-            "equals": "skimage.metrics.structural_similarity",
-        },
-        "psnr": {"data_range": 255, "average": "mean of per-image PSNR"},
-        "feature_extractors": nets.description,
-        "lpips": (
-            {"net": ecfg.lpips_net, "model": "net-lin v0.1", "metric": nets.names.lpd}
-            if getattr(nets.lpd, "is_reference", False)
-            else {
-                "net": None,
-                "metric": nets.names.lpd,
-                "why": f"no LPIPS weights for evaluate.lpips_net={ecfg.lpips_net}; the backbone's unweighted "
-                "distance is reported under its own name",
-            }
-        ),
-        "frechet": {
-            "rule": "computed only when the distinct images outnumber the feature dimensions",
-            "feature_dimensions": int(reference.shape[1]),
-        },
-        "kid": {
-            "metric": nets.description["fd"]["kid_metric"],
-            "kernel": "(x.y / d + 1)^3",
-            "estimator": "unbiased MMD^2",
-            "subsets": ecfg.kid_subsets,
-            "subset_size": f"min({ecfg.kid_subset_size}, rows of each side)",
-            "seed": ecfg.seed,
-            "spread": "<metric>_std: standard deviation over the subsets",
-        },
-        # method ("identity bootstrap", or "pair bootstrap" with the fallback's reason), pairs,
-        # identities and units: what the intervals and the paired verdicts resample.
-        "intervals": {
-            "per_pair_means": f"percentile bootstrap {CONFIDENCE:.0%} interval, <metric>_ci95_low/_high",
-            "paired": "model minus baseline per pair, bootstrapped with the same units",
-            "unit": (
-                "an identity: every pair of a drawn identity comes along"
-                if resampling.method == IDENTITY_BOOTSTRAP
-                else "a single test pair"
-            ),
-            "identity_of_pair": "the source image's identity as the test shards record it (sample "
-            "meta.json; pairs join views of one identity)",
-            "cross_identity_pairs": ids.cross_identity_pairs,
-            **resampling.record(),
-            "resamples": ecfg.bootstrap_resamples,
-            "seed": ecfg.seed,
-            "psnr_inf": "capped at 100 dB, as the mean",
-        },
-        "reference_set": {
-            "what": "training images, every view once (as the field's FID)",
-            "count": n_ref,
-            "sha256": reference_set_hash(manifest),
-        },
-        "masked": {
-            "enabled": masked,
-            "mask": "PATN body mask from the target keypoints (limb quads, joint discs, "
-            "5x5 closing), pixels outside zeroed in both images",
-            "radius": ecfg.mask_radius,
-        }
-        if masked
-        else {"enabled": False},
-        "heatmap_sigma": manifest.get("preprocess", {}).get("heatmap_sigma"),
-        "baselines": {
-            "copy_source": "the source image unchanged",
-            "mean_train_image": f"per-pixel mean of the {n_ref} training images, rounded to uint8",
-        },
-    }
-    if portrait is not None:
-        protocol["landmark_following"] = portrait.protocol
-    doc = {
-        "dataset": dataset,
-        "task": spec.task,
+
+def evaluation_doc(
+    test: DatasetUnderTest,
+    scores: dict[str, dict[str, float]],
+    summarised: Summary,
+    nets: Networks,
+    pairs: PairScores,
+    ids: PairIdentities,
+    corr: dict,
+    verdicts: dict[str, dict[str, dict]],
+    protocol: dict,
+    generator: GeneratorUnderTest,
+    images_out: Path | None,
+) -> dict:
+    """The evaluation record: scores by role, what was not computed and why, the verdicts against
+    the baselines, per-pair values and identities, the protocol and the generator."""
+    return {
+        "dataset": test.name,
+        "task": test.spec.task,
         "model": scores["model"],
         "baselines": {m: scores[m] for m in BASELINES},
         # What the real held-out targets score: no generator, however good, is expected below it.
         "floor": {TARGETS: scores[TARGETS]} if TARGETS in scores else {},
-        "metric_names": {
-            "fd": nets.names.fd,
-            "kid": nets.names.kid,
-            "lpd": nets.names.lpd,
-        },
+        "metric_names": {"fd": nets.names.fd, "kid": nets.names.kid, "lpd": nets.names.lpd},
         "not_computed": summarised.not_computed,
         # Does the model beat each baseline beyond noise? Paired bootstrap over the same pairs,
         # resampling identities (protocol.intervals says which units and how many).
-        "model_vs_baselines": merge_verdicts(
-            versus_baselines(pairs.per_method, ecfg, resampling), corr.pop("versus", {})
-        ),
+        "model_vs_baselines": verdicts,
         # Flows and appearance against the renderer's ground truth (or why not available).
         "correspondence": corr,
         # Per-pair values of every method (pair order of the protocol): the paired bootstrap against
@@ -493,12 +463,110 @@ def evaluate_generator(
         "protocol": protocol,
         "protocol_sha256": canonical_sha256(protocol),
         "generator": generator.info,
-        "manifest_sha256": storage.sha256_of(storage.join(shards, "manifest.json")),
+        "manifest_sha256": storage.sha256_of(storage.join(test.shards, "manifest.json")),
         "images_dir": str(images_out) if images_out is not None else None,
     }
+
+
+def masked_metrics(setting: str, layout: str) -> bool:
+    """Whether the masked forms are scored too: ``evaluate.masked_metrics`` always, or auto (Market
+    layouts, whose published tables report them)."""
+    return setting == "always" or (setting == "auto" and layout == "market")
+
+
+def evaluate_generator(
+    cfg: Any,
+    dataset: str,
+    generator: GeneratorUnderTest,
+    *,
+    images_out: Path | None,
+    plots_dir: Path | None = None,
+    landmark_regressor: Path | None = None,
+    show_progress: bool = False,
+) -> Evaluated:
+    """Score ``generator`` on ``dataset``'s test pairs, with both baselines and the held-out
+    targets, under the protocol recorded in the returned record.  The model's images are written
+    to ``images_out`` (None: not written); portrait datasets need both folders."""
+    ecfg = cfg.evaluate
+    test = open_test_set(cfg, dataset)
+    torch.set_num_threads(ecfg.threads)
+    nets = build_networks(ecfg, cfg.loss)
+    masked = masked_metrics(ecfg.masked_metrics, test.spec.layout)
+
+    started = time.time()
+    reference = reference_set(test, nets, show_progress)
+    # None: synthetic test shards that carry the renderer's ground truth.
+    no_truth = correspondence.unavailable_reason(test.manifest)
+    part = score_test_pairs(
+        cfg,
+        test,
+        generator,
+        nets,
+        reference.mean_image,
+        masked=masked,
+        images_out=images_out,
+        with_truth=no_truth is None,
+        show_progress=show_progress,
+    )
+    pairs = part.pairs
+    ids, resampling = bootstrap_units(test, pairs.names)
+
+    summarised = summarise(pairs, part.features, reference.features, nets, ecfg, resampling)
+    corr = correspondence_record(part.correspondence, no_truth, generator, ecfg, resampling)
+    portrait = None
+    if test.spec.task == "portrait":
+        portrait = portrait_scores(
+            test, generator, pairs.names, reference.mean_image, images_out, plots_dir, landmark_regressor
+        )
+    scores = method_scores(summarised, corr, portrait)
+    verdicts = merge_verdicts(versus_baselines(pairs.per_method, ecfg, resampling), corr.pop("versus", {}))
+
+    protocol = evaluation_protocol(
+        pairs=pairs_protocol(dataset, test.spec.layout, test.manifest, pairs.names),
+        image_metrics=image_metrics_protocol(nets, ecfg, int(reference.features.shape[1])),
+        intervals=intervals_protocol(resampling, ids, ecfg),
+        manifest=test.manifest,
+        reference_count=reference.count,
+        masked=masked,
+        mask_radius=ecfg.mask_radius,
+        landmark_following=portrait.protocol if portrait is not None else None,
+    )
+    doc = evaluation_doc(
+        test, scores, summarised, nets, pairs, ids, corr, verdicts, protocol, generator, images_out
+    )
     if portrait is not None:
         doc["portrait"] = portrait.details
-    return Evaluated(doc, part, t0, list(portrait.files) if portrait is not None else [])
+    return Evaluated(doc, part, started, list(portrait.files) if portrait is not None else [])
+
+
+def draw_plots(
+    plots_dir: Path, dataset: str, generator: GeneratorUnderTest, part: PartResult, corr: dict
+) -> list[Path]:
+    """The per-pair CSV, SSIM histogram, sample grid and correspondence pictures; their paths."""
+    pairs = part.pairs
+    per_pair = plots_dir / "per_pair.csv"
+    write_per_pair(per_pair, pairs)
+    hist = plots_dir / "ssim_hist.png"
+    plot_ssim_histogram(hist, pairs, dataset)
+    grid_png = plots_dir / "sample_grid.png"
+    plot_sample_grid(
+        grid_png,
+        part.grid,
+        f"{dataset}: {generator.info.get('variant', '')} "
+        f"{generator.info.get('path') or generator.info.get('uri')}".strip(),
+    )
+    parts_png, flow_png = plots_dir / "correspondence_parts.png", plots_dir / "correspondence_flow.png"
+    plot_part_errors(parts_png, corr, dataset)
+    plot_flow_examples(flow_png, part.correspondence.examples if part.correspondence else [], corr, dataset)
+    return [per_pair, hist, grid_png, parts_png, flow_png]
+
+
+def emptied_images_dir(images_out: Path) -> Path:
+    """``images_out``, created, without a previous evaluation's images (they must not mix with these)."""
+    images_out.mkdir(parents=True, exist_ok=True)
+    for old in images_out.glob("*_2_*.png"):
+        old.unlink()
+    return images_out
 
 
 def run_evaluation(
@@ -519,10 +587,7 @@ def run_evaluation(
 
     Images go to ``images_dir`` (default ``<evaluate.images_dir>/<dataset>``); ``show_progress``
     draws progress bars with ETA on stderr."""
-    images_out = images_dir or Path(cfg.evaluate.images_dir) / dataset
-    images_out.mkdir(parents=True, exist_ok=True)
-    for old in images_out.glob("*_2_*.png"):
-        old.unlink()  # a previous evaluation's images must not mix with this one's
+    images_out = emptied_images_dir(images_dir or Path(cfg.evaluate.images_dir) / dataset)
     plots_dir.mkdir(parents=True, exist_ok=True)
     result = evaluate_generator(
         cfg,
@@ -533,24 +598,10 @@ def run_evaluation(
         landmark_regressor=landmark_regressor,
         show_progress=show_progress,
     )
-    doc, part = result.doc, result.part
-    pairs, grid, corr = part.pairs, part.grid, doc["correspondence"]
-
-    per_pair = plots_dir / "per_pair.csv"
-    write_per_pair(per_pair, pairs)
-    hist = plots_dir / "ssim_hist.png"
-    plot_ssim_histogram(hist, pairs, dataset)
-    grid_png = plots_dir / "sample_grid.png"
-    plot_sample_grid(
-        grid_png,
-        grid,
-        f"{dataset}: {generator.info.get('variant', '')} "
-        f"{generator.info.get('path') or generator.info.get('uri')}".strip(),
+    doc = result.doc
+    files = (
+        draw_plots(plots_dir, dataset, generator, result.part, doc["correspondence"]) + result.portrait_files
     )
-    parts_png, flow_png = plots_dir / "correspondence_parts.png", plots_dir / "correspondence_flow.png"
-    plot_part_errors(parts_png, corr, dataset)
-    plot_flow_examples(flow_png, part.correspondence.examples if part.correspondence else [], corr, dataset)
-    files = [per_pair, hist, grid_png, parts_png, flow_png] + result.portrait_files
     summary: dict = {}
     if run_dir is not None:
         curves_png, curves_csv = plots_dir / "training_curves.png", plots_dir / "training_curves.csv"
