@@ -193,8 +193,8 @@ def decide_promotion(
     if policy not in POLICIES:
         raise ValueError(f"register.promotion_policy: {policy!r} is not one of {', '.join(POLICIES)}")
     baselines = baseline_evidence(versus_baselines, metric)
-    need_baselines = policy == BEYOND_BASELINES_AND_CHAMPION
-    short = [b.baseline for b in baselines if not b.beaten]
+    # The baselines the policy asks for and the candidate did not beat beyond noise.
+    short = [b.baseline for b in baselines if not b.beaten] if policy == BEYOND_BASELINES_AND_CHAMPION else []
     vs_baselines = "; ".join(b.describe(metric) for b in baselines)
 
     def decision(
@@ -206,86 +206,112 @@ def decide_promotion(
         comparison: PairedComparison | None = None,
     ) -> PromotionDecision:
         verdict = f"promoted under {policy}" if promote else f"not promoted under {policy}{why_not}"
-        # One line: the verdict first, then the evidence with its numbers.
-        return PromotionDecision(
-            promote,
-            f"{verdict}: {champion_part}; {vs_baselines}",
-            version,
-            value,
-            comparison,
-            policy,
-            baselines,
-        )
+        reason = f"{verdict}: {champion_part}; {vs_baselines}"  # one line: the verdict, then the evidence
+        return PromotionDecision(promote, reason, version, value, comparison, policy, baselines)
 
     if not math.isfinite(candidate_value):
         return decision(False, f"candidate {metric}={candidate_value} is not finite")
     if champion is None:
-        if need_baselines and short:
+        if short:
             return decision(
                 False,
                 "no champion yet",
                 f" (a first version must beat both baselines beyond noise; not: {', '.join(short)})",
             )
         return decision(True, "no champion yet")
-    tags = champion.tags or {}
-    version = str(champion.version)
-    champ_pairs = None
-    if tags.get(TAG_PRIMARY_METRIC) == metric and tags.get(TAG_PROTOCOL) == candidate_protocol:
-        value = float(tags[TAG_PRIMARY_VALUE])
-        how = "same protocol"
-        if champion_pairs is not None and candidate_pairs is not None:
-            champ_pairs = champion_pairs(champion)
-    elif rescore is not None:
-        redone = rescore(f"models:/{model_name}/{version}")
-        value, champ_pairs = (
-            (float(redone[0]), redone[1]) if isinstance(redone, tuple) else (float(redone), None)
-        )
-        how = "champion re-scored under the candidate's protocol"
-    else:
+    # The champion's per-pair values are asked for only when the candidate's are there to pair with.
+    pairs_of = champion_pairs if candidate_pairs is not None else None
+    champ = champion_score(champion, metric, candidate_protocol, rescore, model_name, pairs_of)
+    if champ is None:
+        tags = champion.tags or {}
         return decision(
             False,
-            f"champion v{version} was scored under another protocol or metric "
+            f"champion v{champion.version} was scored under another protocol or metric "
             f"({tags.get(TAG_PRIMARY_METRIC)}, {str(tags.get(TAG_PROTOCOL))[:12]}); not comparable",
             "",
-            version,
+            str(champion.version),
         )
-    comparison = None
-    if candidate_pairs is not None and champ_pairs is not None and len(candidate_pairs) == len(champ_pairs):
-        units = (
-            resampling
-            if resampling is not None and resampling.pairs == len(candidate_pairs)
-            else by_pair(len(candidate_pairs), "no identities of the candidate's pairs")
-        )
-        comparison = paired_bootstrap(
-            candidate_pairs, champ_pairs, lower_is_better(metric), units, resamples, seed
-        )
+    comparison = paired_comparison(metric, candidate_pairs, champ.pairs, resampling, resamples, seed)
     noise = comparison.describe(metric) if comparison else "no per-pair scores of both: noise not assessed"
-    gained = beats(candidate_value, value, metric)
+    gained = beats(candidate_value, champ.value, metric)
     over_champion = (
-        f"{metric} {candidate_value:.6g} {'beats' if gained else 'does not beat'} champion v{version}'s "
-        f"{value:.6g} ({how}; {noise})"
+        f"{metric} {candidate_value:.6g} {'beats' if gained else 'does not beat'} champion v{champ.version}'s "
+        f"{champ.value:.6g} ({champ.how}; {noise})"
     )
+    stays = champion_stays(gained, policy, comparison, short)
+    return decision(
+        stays is None,
+        over_champion,
+        f", champion stays v{champ.version}{stays}" if stays is not None else "",
+        champ.version,
+        champ.value,
+        comparison,
+    )
+
+
+@dataclass(frozen=True)
+class ChampionScore:
+    """The champion's value of the primary metric under the candidate's protocol."""
+
+    version: str
+    value: float
+    pairs: Sequence[float] | None  # its per-pair values, when known
+    how: str  # same protocol, or re-scored
+
+
+def champion_score(
+    champion: Any,
+    metric: str,
+    candidate_protocol: str,
+    rescore: Callable[[str], Any] | None,
+    model_name: str,
+    champion_pairs: Callable[[Any], Sequence[float] | None] | None,
+) -> ChampionScore | None:
+    """From its version tags when it was scored on ``metric`` under ``candidate_protocol``, else
+    re-scored by ``rescore``; None when neither (not comparable)."""
+    tags = champion.tags or {}
+    version = str(champion.version)
+    if tags.get(TAG_PRIMARY_METRIC) == metric and tags.get(TAG_PROTOCOL) == candidate_protocol:
+        pairs = champion_pairs(champion) if champion_pairs is not None else None
+        return ChampionScore(version, float(tags[TAG_PRIMARY_VALUE]), pairs, "same protocol")
+    if rescore is None:
+        return None
+    redone = rescore(f"models:/{model_name}/{version}")
+    value, pairs = (float(redone[0]), redone[1]) if isinstance(redone, tuple) else (float(redone), None)
+    return ChampionScore(version, value, pairs, "champion re-scored under the candidate's protocol")
+
+
+def paired_comparison(
+    metric: str,
+    candidate_pairs: Sequence[float] | None,
+    champion_pairs: Sequence[float] | None,
+    resampling: Resampling | None,
+    resamples: int,
+    seed: int,
+) -> PairedComparison | None:
+    """The paired bootstrap of the candidate against the champion on the same pairs, resampling the
+    candidate's identities (single pairs when they are not known); None without both pairs' values."""
+    if candidate_pairs is None or champion_pairs is None or len(candidate_pairs) != len(champion_pairs):
+        return None
+    units = (
+        resampling
+        if resampling is not None and resampling.pairs == len(candidate_pairs)
+        else by_pair(len(candidate_pairs), "no identities of the candidate's pairs")
+    )
+    return paired_bootstrap(candidate_pairs, champion_pairs, lower_is_better(metric), units, resamples, seed)
+
+
+def champion_stays(
+    gained: bool, policy: str, comparison: PairedComparison | None, baselines_short: Sequence[str]
+) -> str | None:
+    """Why the champion stays (after ", champion stays vN"), or None when the candidate is promoted."""
     if not gained:
-        return decision(False, over_champion, f", champion stays v{version}", version, value, comparison)
+        return ""
     if policy != ANY_GAIN and not (comparison and comparison.beyond_noise):
-        return decision(
-            False,
-            over_champion,
-            f", champion stays v{version} (the gain over it is not beyond noise)",
-            version,
-            value,
-            comparison,
-        )
-    if need_baselines and short:
-        return decision(
-            False,
-            over_champion,
-            f", champion stays v{version} (not beyond noise over {', '.join(short)})",
-            version,
-            value,
-            comparison,
-        )
-    return decision(True, over_champion, "", version, value, comparison)
+        return " (the gain over it is not beyond noise)"
+    if baselines_short:
+        return f" (not beyond noise over {', '.join(baselines_short)})"
+    return None
 
 
 def current_champion(client: Any, name: str) -> Any | None:
