@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from datasets.shards.samples import parse_sample
 from datasets.shards.tar import iter_samples, read_shard
-from datasets.synthetic import groundtruth as G
+from datasets.synthetic import groundtruth
 from datasets.synthetic.figure_render import BODY_PARTS, GARMENTS
 from model.warp import attention_warp, pixel_grid, resize_flow
 
@@ -152,7 +152,7 @@ class CorrespondenceScorer:
     def __init__(
         self,
         truth: dict[str, bytes],
-        tolerance_px: float = G.DEFAULT_TOLERANCE_PX,
+        tolerance_px: float = groundtruth.DEFAULT_TOLERANCE_PX,
         examples: int = EXAMPLE_PAIRS,
     ) -> None:
         self.truth = truth
@@ -173,10 +173,13 @@ class CorrespondenceScorer:
         for i, (src_name, tgt_name) in enumerate(zip(batch["source_name"], batch["target_name"])):
             if src_name not in self.truth or tgt_name not in self.truth:
                 raise KeyError(f"no ground truth for pair {src_name} -> {tgt_name} in the test shards")
-            src_gt, tgt_gt = G.decode(self.truth[src_name]), G.decode(self.truth[tgt_name])
-            flow, mask = G.true_flow(src_gt, tgt_gt, self.tolerance_px)
+            src_gt, tgt_gt = (
+                groundtruth.decode(self.truth[src_name]),
+                groundtruth.decode(self.truth[tgt_name]),
+            )
+            flow, mask = groundtruth.true_flow(src_gt, tgt_gt, self.tolerance_px)
             self._pair(int(batch["pair_index"][i]), i, flow, mask, tgt_gt, target, outputs, fields, maps)
-            body = (tgt_gt.part != G.BACKGROUND).sum()
+            body = (tgt_gt.part != groundtruth.BACKGROUND).sum()
             if len(self.part.examples) < self.examples and mask.sum() >= EXAMPLE_MIN_SHARE * max(body, 1):
                 finest = (
                     {
@@ -205,7 +208,7 @@ class CorrespondenceScorer:
         i: int,
         flow: np.ndarray,
         mask: np.ndarray,
-        tgt_gt: G.GroundTruth,
+        tgt_gt: groundtruth.GroundTruth,
         target_u8: torch.Tensor,
         outputs: dict[str, torch.Tensor],
         fields: dict[str, torch.Tensor] | None,
@@ -214,7 +217,7 @@ class CorrespondenceScorer:
         p = self.part
         p.index.append(index)
         p.masked_pixels += int(mask.sum())
-        p.body_pixels += int((tgt_gt.part != G.BACKGROUND).sum())
+        p.body_pixels += int((tgt_gt.part != groundtruth.BACKGROUND).sum())
         truth = flow[mask]  # [n, 2]
         parts = tgt_gt.part[mask]
         located = {IDENTITY: np.zeros_like(flow)}

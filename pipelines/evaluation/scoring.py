@@ -17,7 +17,7 @@ import torch
 from datasets.shards.loader import eval_loader
 from datasets.shards.samples import decode_image, parse_sample
 from datasets.shards.tar import iter_samples, load_manifest, read_shard
-from model import metrics as M
+from model import metrics as image_metrics
 from pipelines.evaluation.correspondence import (
     CorrespondencePart,
     CorrespondenceScorer,
@@ -144,7 +144,7 @@ def perceptual(net: Any, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     their own distance; a backbone uses LPIPS's formula with equal weights)."""
     if hasattr(net, "distance"):
         return net.distance(a, b)
-    return M.lpd_between(net, a, b)
+    return image_metrics.lpd_between(net, a, b)
 
 
 def nchw_uint8(rgb: np.ndarray) -> torch.Tensor:
@@ -218,7 +218,7 @@ def evaluate_pairs(
         if index and index[0] <= last_index:
             raise EvaluationError(f"test pairs out of order: {index[0]} after {last_index}")
         last_index = index[-1]
-        target = M.to_uint8(batch["target_image"])
+        target = image_metrics.to_uint8(batch["target_image"])
         fields = maps = None
         if correspondence is not None and generator.fields is not None:
             image, fields, maps = generator.fields(batch)  # one forward gives the image and its fields
@@ -226,24 +226,24 @@ def evaluate_pairs(
             image = generator.fn(batch)
         outputs = {
             # uint8 as it is when the images were read from files; else the generator's [-1, 1].
-            "model": image if image.dtype == torch.uint8 else M.to_uint8(image),
-            "copy_source": M.to_uint8(batch["source_image"]),
+            "model": image if image.dtype == torch.uint8 else image_metrics.to_uint8(image),
+            "copy_source": image_metrics.to_uint8(batch["source_image"]),
             "mean_train_image": mean_t.expand_as(target).contiguous(),
         }
         if masked:
             masks = torch.from_numpy(
                 np.stack(
                     [
-                        M.body_mask(kp.numpy(), tuple(target.shape[-2:]), mask_radius)
+                        image_metrics.body_mask(kp.numpy(), tuple(target.shape[-2:]), mask_radius)
                         for kp in batch["target_keypoints"]
                     ]
                 )
             )
-            target_m = M.apply_mask(target, masks)
+            target_m = image_metrics.apply_mask(target, masks)
         # One backbone for both distances (the offline default): each image set goes through it
         # once, its layers giving the perceptual distance and its deepest layer the pooled features;
         # real test images (targets, copy_source) once per image, the mean image once in all.
-        shared = nets.fd is nets.lpd and isinstance(nets.fd, M.ModuleFeatures)
+        shared = nets.fd is nets.lpd and isinstance(nets.fd, image_metrics.ModuleFeatures)
         if shared and real is None:
             real = RealImageLayers(nets.fd)
             mean_layers = nets.fd.layers(mean_t[None])
@@ -259,19 +259,22 @@ def evaluate_pairs(
         for method, images in outputs.items():
             if shared:
                 layers = known[method]() if method in known else nets.fd.layers(images)
-                lpd, pooled = M.perceptual_distance(layers, target_layers), layers[-1].mean(dim=(2, 3))
+                lpd, pooled = (
+                    image_metrics.perceptual_distance(layers, target_layers),
+                    layers[-1].mean(dim=(2, 3)),
+                )
             else:
                 lpd, pooled = perceptual(nets.lpd, images, target), nets.fd.pooled(images)
             scores = {
                 "ssim": field_ssim(images, target),
-                "ssim_range255": M.ssim(images, target),
-                "psnr": M.psnr(images, target),
+                "ssim_range255": image_metrics.ssim(images, target),
+                "psnr": image_metrics.psnr(images, target),
                 nets.names.lpd: lpd,
             }
             if masked:
-                images_m = M.apply_mask(images, masks)
+                images_m = image_metrics.apply_mask(images, masks)
                 scores["masked_ssim"] = field_ssim(images_m, target_m)
-                scores["masked_ssim_range255"] = M.ssim(images_m, target_m)
+                scores["masked_ssim_range255"] = image_metrics.ssim(images_m, target_m)
                 scores[nets.names.masked_lpd] = perceptual(nets.lpd, images_m, target_m)
             for key, values in scores.items():
                 per[method].setdefault(key, []).extend(float(v) for v in values)
@@ -306,10 +309,10 @@ def stack_rows(chunks: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
-def feature_stats(rows: np.ndarray, chunk: int) -> M.FeatureStats:
+def feature_stats(rows: np.ndarray, chunk: int) -> image_metrics.FeatureStats:
     """Statistics of feature rows in pair order, summed in fixed chunks: the float64 sums (and so
     the Fréchet distance) come out bit-identical however the pairs were split between processes."""
-    stats = M.FeatureStats()
+    stats = image_metrics.FeatureStats()
     for lo in range(0, len(rows), chunk):
         stats.update(rows[lo : lo + chunk])
     return stats
@@ -483,7 +486,7 @@ def summarise(
         reason = f"reference set: {ref_reason}" if ref_reason else frechet_not_computed_reason(rows)
         if reason is None:
             mu, cov = feature_stats(rows, ecfg.batch_size).mean_cov()
-            scores[nets.names.fd] = M.frechet_distance(mu, cov, mu_r, cov_r)
+            scores[nets.names.fd] = image_metrics.frechet_distance(mu, cov, mu_r, cov_r)
         else:
             skipped.setdefault(method, {})[nets.names.fd] = reason
         k = kernel_distance(rows, reference, ecfg.kid_subsets, ecfg.kid_subset_size, ecfg.seed)
