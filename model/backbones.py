@@ -14,6 +14,7 @@ which loss. ``description`` is the line the run reports.
 from __future__ import annotations
 
 import os
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +29,7 @@ class FeatureBackbone(nn.Module):
     description: str = ""
     content_layers: tuple[str, ...] = ()
     style_layers: tuple[str, ...] = ()
-    correctness_layers: dict[int, str] = {}  # stride -> layer used by the sampling-correctness loss
+    correctness_layers: ClassVar[dict[int, str]] = {}  # stride -> layer used by the sampling-correctness loss
 
     def freeze(self) -> FeatureBackbone:
         self.requires_grad_(False)
@@ -94,14 +95,16 @@ class VGG19Backbone(FeatureBackbone):
     name = "vgg19"
     content_layers = ("relu1_1", "relu2_1", "relu3_1", "relu4_1", "relu5_1")  # GFLA's perceptual layers
     style_layers = ("relu2_2", "relu3_4", "relu4_4", "relu5_2")  # GFLA's style layers
-    correctness_layers = {2: "relu2_1", 4: "relu3_1", 8: "relu4_1", 16: "relu5_1"}
+    correctness_layers: ClassVar[dict[int, str]] = {2: "relu2_1", 4: "relu3_1", 8: "relu4_1", 16: "relu5_1"}
+    mean: Tensor  # ImageNet normalisation buffers (registered in __init__)
+    std: Tensor
 
     def __init__(self, weights_path: str):
         super().__init__()
         layers: list[nn.Module] = []
         cin = 3
         for v in _VGG19_CFG:
-            if v == "M":
+            if isinstance(v, str):  # "M"
                 layers.append(nn.MaxPool2d(2, 2))
             else:
                 layers += [nn.Conv2d(cin, v, 3, padding=1), nn.ReLU(inplace=False)]
@@ -134,8 +137,13 @@ class EffNetLite0Backbone(FeatureBackbone):
     name = "effnet_lite0"
     content_layers = ("s2", "s4", "s8", "s16")
     style_layers = ("s4", "s8", "s16")
-    correctness_layers = {2: "s2", 4: "s4", 8: "s8", 16: "s16"}
-    _stage_ends = {0: "s2", 2: "s4", 4: "s8", 10: "s16"}  # block index -> layer (16, 24, 40, 112 channels)
+    correctness_layers: ClassVar[dict[int, str]] = {2: "s2", 4: "s4", 8: "s8", 16: "s16"}
+    _stage_ends: ClassVar[dict[int, str]] = {
+        0: "s2",
+        2: "s4",
+        4: "s8",
+        10: "s16",
+    }  # block index -> layer (16, 24, 40, 112 channels)
     # Features are RMS-normalised over channels at each position (see forward).
 
     def __init__(self):
@@ -183,7 +191,7 @@ class PixelBackbone(FeatureBackbone):
     description = "none (no feature network: perceptual/style/correctness on 3x3 patches of an image pyramid)"
     content_layers = ("p1", "p2", "p4", "p8")
     style_layers = ("p2", "p4", "p8")
-    correctness_layers = {2: "p2", 4: "p4", 8: "p8"}
+    correctness_layers: ClassVar[dict[int, str]] = {2: "p2", 4: "p4", 8: "p8"}
 
     def __init__(self):
         super().__init__()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, overload
 
 import torch
 from torch import nn
@@ -74,6 +74,16 @@ class CompiledOrEager:
         return self.module(*args, **kwargs)
 
 
+@overload
+def maybe_compile(
+    module: nn.Module, name: str, enabled: bool, mode: str = "default"
+) -> Callable[..., Any]: ...
+@overload
+def maybe_compile(module: None, name: str, enabled: bool, mode: str = "default") -> None: ...
+@overload
+def maybe_compile(
+    module: nn.Module | None, name: str, enabled: bool, mode: str = "default"
+) -> Callable[..., Any] | None: ...
 def maybe_compile(
     module: nn.Module | None, name: str, enabled: bool, mode: str = "default"
 ) -> Callable[..., Any] | None:

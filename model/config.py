@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 # Which parts each variant builds: (attention warps, flow warps, face term).
 _VARIANTS: dict[str, tuple[bool, bool, bool]] = {
@@ -148,19 +149,19 @@ class ModelConfig:
     @classmethod
     def paper(cls, **overrides) -> ModelConfig:
         """The paper-size configuration (256×176 images): twice the widths of the default."""
-        values = dict(
-            base_channels=64,
-            attn_dim=64,
-            flow_channels=32,
-            combine_channels=64,
-            disc_channels=64,
-            disc_blocks=5,
-            face_crop_size=64,
-            face_disc_channels=64,
-            face_disc_blocks=4,
-            decoder_image=False,
-            image_skip=False,
-        )
+        values: dict[str, Any] = {
+            "base_channels": 64,
+            "attn_dim": 64,
+            "flow_channels": 32,
+            "combine_channels": 64,
+            "disc_channels": 64,
+            "disc_blocks": 5,
+            "face_crop_size": 64,
+            "face_disc_channels": 64,
+            "face_disc_blocks": 4,
+            "decoder_image": False,
+            "image_skip": False,
+        }
         values.update(overrides)
         return cls(**values)
 

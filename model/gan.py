@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import time
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -26,7 +27,8 @@ from torch import Tensor, nn
 from model.backbones import FeatureBackbone, build_backbone
 from model.compiled import maybe_compile, should_compile
 from model.config import LossConfig, ModelConfig, OptimConfig
-from model.generator import GeneratorOutput
+from model.discriminator import FaceDiscriminator
+from model.generator import AttnFlowGenerator, GeneratorOutput
 from model.losses import (
     attention_reconstruction_loss,
     content_loss,
@@ -38,10 +40,13 @@ from model.losses import (
     r1_penalty,
     sampling_correctness_loss,
     style_loss,
+    sum_terms,
 )
 
 BATCH_KEYS = ("source_image", "source_pose", "target_image", "target_pose")
 FACE_KEYS = ("target_face_box", "target_face_valid")
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
 def unwrap(module: nn.Module) -> nn.Module:
@@ -49,19 +54,29 @@ def unwrap(module: nn.Module) -> nn.Module:
     while True:
         if isinstance(module, nn.parallel.DistributedDataParallel):
             module = module.module
-        elif hasattr(module, "_orig_mod"):
-            module = module._orig_mod
+        elif isinstance(orig := getattr(module, "_orig_mod", None), nn.Module):  # torch.compile's wrapper
+            module = orig
         else:
             return module
 
 
-def prepare_module(module: nn.Module, device: torch.device | str, optim_cfg: OptimConfig) -> nn.Module:
+def unwrap_as(module: nn.Module, kind: type[ModuleT]) -> ModuleT:
+    """:func:`unwrap`, checked to be a ``kind``."""
+    inner = unwrap(module)
+    if not isinstance(inner, kind):
+        raise TypeError(f"expected a {kind.__name__} (possibly wrapped), got {type(inner).__name__}")
+    return inner
+
+
+def prepare_module(module: ModuleT, device: torch.device | str, optim_cfg: OptimConfig) -> ModuleT:
     """Move ``module`` to ``device`` and, on CUDA with ``optim.channels_last``, to channels-last
     memory. Call before wrapping in DDP (its gradient buckets follow the parameter layout)."""
     device = torch.device(device)
     module = module.to(device)
     if device.type == "cuda" and optim_cfg.channels_last:
-        module = module.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format (it parses its arguments as Tensor.to does); torch's
+        # overloads of it leave the keyword out.
+        module = module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
     return module
 
 
@@ -77,7 +92,7 @@ def _grad_norm(params: list[nn.Parameter], clip: float) -> Tensor:
         return torch.zeros(())
     if clip > 0:
         return torch.nn.utils.clip_grad_norm_(with_grad, clip)
-    return torch.nn.utils.get_total_norm([p.grad for p in with_grad])
+    return torch.nn.utils.get_total_norm([p.grad for p in params if p.grad is not None])
 
 
 def ema_decay_at(step: int, decay: float, start: int = 0) -> float:
@@ -195,7 +210,7 @@ class GanStep:
 
     def _weighted(self, terms: dict[str, Tensor]) -> Tensor:
         # The one place where loss weights are applied.
-        return sum(self.weights[k] * v for k, v in terms.items())
+        return sum_terms(self.weights[k] * v for k, v in terms.items())
 
     def _flow_terms(
         self, flows: dict[int, Tensor], source_feats: dict[str, Tensor], target_feats: dict[str, Tensor]
@@ -203,12 +218,12 @@ class GanStep:
         terms: dict[str, Tensor] = {}
         strides = [s for s in self.loss_cfg.correctness_strides if s in flows]
         if strides:
-            terms["sampling_correctness"] = sum(
+            terms["sampling_correctness"] = sum_terms(
                 sampling_correctness_loss(source_feats[layer], target_feats[layer], flows[s]).mean()
                 for s in strides
                 for layer in (self.backbone.correctness_layer(s),)
             )
-        terms["flow_reg"] = sum(
+        terms["flow_reg"] = sum_terms(
             flow_regularization_loss(f, self.loss_cfg.flow_reg_kernels).mean() for f in flows.values()
         )
         return terms
@@ -241,11 +256,12 @@ class GanStep:
                 source_feats = {k: v[real.shape[0] :] for k, v in both.items()}
                 terms.update(self._flow_terms(out.flows, source_feats, real_feats))
             if out.attn_warped_image:
-                terms["attn_rec"] = sum(
+                terms["attn_rec"] = sum_terms(
                     attention_reconstruction_loss(img, real).mean() for img in out.attn_warped_image.values()
                 )
             if self.D_face is not None:
-                face_d = unwrap(self.D_face)
+                face_d = unwrap_as(self.D_face, FaceDiscriminator)
+                assert self._d_face_fn is not None  # compiled (or not) with D_face
                 boxes, valid = batch["target_face_box"], batch["target_face_valid"].bool()
                 fake_face, real_face = face_d.crop(fake, boxes), face_d.crop(real, boxes)
                 # Every sample goes through the face D and is masked afterwards, so all ranks run the
@@ -276,7 +292,8 @@ class GanStep:
             if r1:
                 terms["r1"] = r1_penalty(logits[:b], real).mean()
             if self.D_face is not None:
-                face_d = unwrap(self.D_face)
+                face_d = unwrap_as(self.D_face, FaceDiscriminator)
+                assert self._d_face_fn is not None  # compiled (or not) with D_face
                 boxes, valid = batch["target_face_box"], batch["target_face_valid"].bool()
                 faces = torch.cat([face_d.crop(real.detach(), boxes), face_d.crop(fake, boxes)])
                 face_logits = self._d_face_fn(faces)
@@ -295,7 +312,8 @@ class GanStep:
     def update_ema(self) -> None:
         g = unwrap(self.G)
         decay = ema_decay_at(self.step_count, self.optim_cfg.ema_decay, self.optim_cfg.ema_start)
-        ema_p, g_p = list(self.ema.parameters()), [p.detach() for p in g.parameters()]
+        ema_p: list[Tensor] = list(self.ema.parameters())
+        g_p = [p.detach() for p in g.parameters()]
         torch._foreach_lerp_(ema_p, g_p, 1.0 - decay)
         for b_ema, b in zip(self.ema.buffers(), g.buffers()):
             b_ema.copy_(b)
@@ -372,7 +390,7 @@ class GanStep:
         regularisation (with ``optim.warmup_attention`` also the encoders and the attention, on
         attention reconstruction). It runs outside G's DDP wrapper, so its gradients are averaged
         by hand."""
-        g = unwrap(self.G)
+        g = unwrap_as(self.G, AttnFlowGenerator)
         g.train()
         self.opt_g.zero_grad(set_to_none=True)
         with self._autocast():
@@ -385,20 +403,20 @@ class GanStep:
             )
             if self.optim_cfg.warmup_attention and getattr(g, "attention", None) is not None:
                 images = g.attention_images(batch["source_image"], batch["source_pose"], batch["target_pose"])
-                terms["attn_rec"] = sum(
+                terms["attn_rec"] = sum_terms(
                     attention_reconstruction_loss(img, batch["target_image"]).mean()
                     for img in images.values()
                 )
         total = self._weighted(terms)
         self.scaler.scale(total).backward()
-        params = [p for p in g.parameters() if p.grad is not None]
-        if dist.is_available() and dist.is_initialized() and params:
-            flat = torch.cat([p.grad.reshape(-1) for p in params]) / dist.get_world_size()
+        grads = [p.grad for p in g.parameters() if p.grad is not None]
+        if dist.is_available() and dist.is_initialized() and grads:
+            flat = torch.cat([grad.reshape(-1) for grad in grads]) / dist.get_world_size()
             dist.all_reduce(flat)
             offset = 0
-            for p in params:
-                n = p.grad.numel()
-                p.grad.copy_(flat[offset : offset + n].view_as(p.grad))
+            for grad in grads:
+                n = grad.numel()
+                grad.copy_(flat[offset : offset + n].view_as(grad))
                 offset += n
         norms = {"grad_norm_g": self._unscale_and_norm(self.opt_g, self.g_params)}
         result = self._finish({**terms, "g_total": total}, [self.opt_g], norms)

@@ -15,6 +15,7 @@ Data flow (strides are relative to the H×W input; every variant shares this cod
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -46,7 +47,8 @@ def _small_init(conv: nn.Conv2d, std: float = 1e-3) -> nn.Conv2d:
     # Near-zero (not zero) heads start at the identity warp / an even mix while still passing
     # gradient to the layers below them from the first step.
     nn.init.normal_(conv.weight, std=std)
-    nn.init.zeros_(conv.bias)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
     return conv
 
 
@@ -206,9 +208,12 @@ class AttnFlowGenerator(nn.Module):
         self.ups = nn.ModuleDict(
             {str(s): Up(widths[s], widths[s // 2] if s > 2 else cfg.width(1), cfg.norm) for s in self.strides}
         )
-        self.to_image = nn.Sequential(NormActConv(cfg.width(1), 3, cfg.norm), nn.Tanh())
+        head = NormActConv(cfg.width(1), 3, cfg.norm)
+        self.to_image = nn.Sequential(head, nn.Tanh())
         if cfg.image_skip:  # start at the warped image itself
-            _small_init(self.to_image[0][2], std=1e-2)
+            conv = head[2]
+            assert isinstance(conv, nn.Conv2d)
+            _small_init(conv, std=1e-2)
 
     def _check_inputs(self, source_image: Tensor, source_pose: Tensor, target_pose: Tensor) -> None:
         P = self.cfg.pose_channels
@@ -248,6 +253,7 @@ class AttnFlowGenerator(nn.Module):
             if attn_queries is None
             else self._query_indices(attn_queries.to(tex.device), skeleton.shape[-2:], image_size, b)
         )
+        assert self.attention is not None  # only variants with attention attend
         return self.attention(s, skeleton, tex, image_s, q_idx)
 
     def attention_images(
@@ -267,7 +273,7 @@ class AttnFlowGenerator(nn.Module):
         return images
 
     def _query_indices(
-        self, queries: Tensor, size: tuple[int, int], image_size: tuple[int, int], b: int
+        self, queries: Tensor, size: Sequence[int], image_size: tuple[int, int], b: int
     ) -> Tensor:
         # (x, y) pixels of the H×W image -> flat index on an h×w grid, [B,Q]
         if queries.dim() == 2:
@@ -323,7 +329,7 @@ class AttnFlowGenerator(nn.Module):
             if self.attention is not None and s in self.attention.scales:
                 feats, image, attn = self._attend(s, skeleton[s], tex, image_s, attn_queries, (H, W), b)
                 out.attn_warped[s], out.attn_warped_image[s] = feats, image
-                if attn is not None:
+                if attn is not None and out.query_attention is not None:  # both when queries are asked
                     out.query_attention[s] = attn
                 combined[s], combined_image[s] = feats, image
             if self.combination is not None and s in self.combination.scales:

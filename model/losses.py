@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
@@ -20,6 +21,15 @@ def _per_sample_mean(x: Tensor) -> Tensor:
     return x.flatten(1).mean(dim=1)  # [B,...] -> [B]
 
 
+def sum_terms(terms: Iterable[Tensor]) -> Tensor:
+    """``sum(terms)`` (0 + t1 + t2 + ...) for one or more loss tensors; none is an error: the
+    builtin's int 0 for none is no loss any caller can use."""
+    total = sum(terms)
+    if not isinstance(total, Tensor):
+        raise TypeError("no loss terms to sum (the sum of none is the int 0, not a tensor)")
+    return total
+
+
 def l1_loss(fake: Tensor, real: Tensor) -> Tensor:
     """Mean absolute error per sample, [B]."""
     return _per_sample_mean((fake.float() - real.float()).abs())
@@ -27,19 +37,19 @@ def l1_loss(fake: Tensor, real: Tensor) -> Tensor:
 
 def content_loss(fake: dict[str, Tensor], real: dict[str, Tensor], layers: tuple[str, ...]) -> Tensor:
     """Perceptual content: L1 between backbone features, summed over ``layers``, [B]."""
-    return sum(l1_loss(fake[k], real[k]) for k in layers)
+    return sum_terms(l1_loss(fake[k], real[k]) for k in layers)
 
 
 def gram(x: Tensor) -> Tensor:
     """Gram matrix [B,C,C] normalised by C·H·W (GFLA's convention)."""
-    b, c, h, w = x.shape
+    _, c, h, w = x.shape
     f = x.float().flatten(2)
     return torch.bmm(f, f.transpose(1, 2)) / (c * h * w)
 
 
 def style_loss(fake: dict[str, Tensor], real: dict[str, Tensor], layers: tuple[str, ...]) -> Tensor:
     """Style: L1 between Gram matrices, summed over ``layers``, [B]."""
-    return sum(l1_loss(gram(fake[k]), gram(real[k])) for k in layers)
+    return sum_terms(l1_loss(gram(fake[k]), gram(real[k])) for k in layers)
 
 
 def lsgan_d_loss(real_logits: Tensor, fake_logits: Tensor) -> tuple[Tensor, Tensor]:
@@ -69,7 +79,7 @@ def sampling_correctness_loss(
     source_feat, target_feat [B,C,h,w] from the same backbone layer; flow [B,2,h',w'] in pixels
     of its own grid (resized here). Zero when each target feature is fetched from its best match.
     """
-    b, c, h, w = target_feat.shape
+    _, _, h, w = target_feat.shape
     src, tgt = source_feat.float(), target_feat.float()
     with torch.no_grad():
         s = F.normalize(src.flatten(2), dim=1)  # [B,C,M]

@@ -221,7 +221,7 @@ class FeatureStats:
         )
         if x.ndim != 2:
             raise ValueError(f"expected features [N, D], got {x.shape}")
-        if self._sum is None:
+        if self._sum is None or self._outer is None:
             self._sum, self._outer = np.zeros(x.shape[1]), np.zeros((x.shape[1], x.shape[1]))
         self.n += len(x)
         self._sum += x.sum(0)
@@ -269,13 +269,17 @@ def perceptual_distance(feats_a: Sequence[torch.Tensor], feats_b: Sequence[torch
     """
     if len(feats_a) != len(feats_b) or not feats_a:
         raise ValueError("expected two equally long, non-empty lists of feature maps")
-    total = None
-    for fa, fb in zip(feats_a, feats_b):
-        fa = fa.double() / (fa.double().norm(dim=1, keepdim=True) + 1e-10)
-        fb = fb.double() / (fb.double().norm(dim=1, keepdim=True) + 1e-10)
-        d = (fa - fb).pow(2).sum(dim=1).flatten(1).mean(dim=1)
-        total = d if total is None else total + d
+    total = _unit_distance(feats_a[0], feats_b[0])
+    for fa, fb in zip(feats_a[1:], feats_b[1:]):
+        total = total + _unit_distance(fa, fb)
     return total
+
+
+def _unit_distance(fa: torch.Tensor, fb: torch.Tensor) -> torch.Tensor:
+    # One layer of perceptual_distance, [B].
+    fa = fa.double() / (fa.double().norm(dim=1, keepdim=True) + 1e-10)
+    fb = fb.double() / (fb.double().norm(dim=1, keepdim=True) + 1e-10)
+    return (fa - fb).pow(2).sum(dim=1).flatten(1).mean(dim=1)
 
 
 class ModuleFeatures:
