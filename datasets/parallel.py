@@ -95,7 +95,7 @@ def connect(
         runtime_env={"env_vars": env},
         log_to_driver=True,
         configure_logging=True,
-        logging_level="WARNING",
+        logging_level=logging.WARNING,
     )
     return True
 

@@ -161,7 +161,7 @@ def _call(location: str, what: str, fn: Callable[[], T]) -> T:
             "the storage library reads, e.g. AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / "
             "AWS_PROFILE for s3://)"
         ) from None
-    except Exception as exc:  # botocore, aiohttp, gcsfs: each has its own error types
+    except Exception as exc:  # noqa: BLE001 - botocore, aiohttp, gcsfs: each has its own error types
         raise StorageError(
             f"{safe_url(location)}: {what} failed: {type(exc).__name__}: {scrub(str(exc))}"
         ) from None
@@ -175,8 +175,8 @@ def read_bytes(location: str | Path) -> bytes:
         if not path.is_file():
             raise FileNotFoundError(f"{path}: not found")
         return path.read_bytes()
-    fs, path = _fs(text)
-    return _call(text, "read", lambda: fs.cat_file(path))
+    fs, key = _fs(text)
+    return _call(text, "read", lambda: fs.cat_file(key))
 
 
 def read_verified(location: str | Path, sha256: str | None, size: int | None = None) -> bytes:
@@ -199,8 +199,8 @@ def read_verified(location: str | Path, sha256: str | None, size: int | None = N
         except FileNotFoundError:
             raise FileNotFoundError(f"{path}: not found") from None
     else:
-        fs, path = _fs(text)
-        _call(text, "read", lambda: _pull_remote(fs, path, pull))
+        fs, key = _fs(text)
+        _call(text, "read", lambda: _pull_remote(fs, key, pull))
     data = b"".join(parts)
     if size is not None and len(data) != int(size):
         raise ChecksumError(
@@ -265,11 +265,11 @@ def list_names(prefix: str | Path) -> list[str]:
     if not is_url(text):
         path = local_path(text)
         return sorted(p.name for p in path.iterdir()) if path.is_dir() else []
-    fs, path = _fs(text)
+    fs, key = _fs(text)
 
     def ls() -> list[str]:
         try:
-            entries = fs.ls(path, detail=False, refresh=True)
+            entries = fs.ls(key, detail=False, refresh=True)
         except FileNotFoundError:
             return []
         return sorted(str(e).rstrip("/").rsplit("/", 1)[-1] for e in entries)

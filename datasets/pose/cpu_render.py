@@ -40,7 +40,7 @@ def _rect(x: float, y: float, r: int, h: int, w: int) -> tuple[bool, int, int, i
     if x == _MISSING or y == _MISSING or not (x > -r - 1 and x < w + r and y > -r - 1 and y < h + r):
         return False, 0, 0, 0, 0, 0, 0
     s = 2 * r + 1
-    x0, y0 = np.int64(np.rint(np.float64(x))) - r, np.int64(np.rint(np.float64(y))) - r
+    x0, y0 = int(np.rint(np.float64(x))) - r, int(np.rint(np.float64(y))) - r
     return True, x0, y0, max(y0, 0), min(y0 + s, h), max(x0, 0), min(x0 + s, w)
 
 

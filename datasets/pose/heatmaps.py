@@ -38,7 +38,7 @@ def patch_radius(sigma: float) -> int:
     """Smallest radius beyond which ``round(255·exp(-d²/2σ²))`` is 0 on both axes."""
     if sigma <= 0:
         raise ValueError(f"heatmap sigma must be > 0, got {sigma}")
-    return int(math.ceil(sigma * math.sqrt(2.0 * math.log(510.0))))
+    return math.ceil(sigma * math.sqrt(2.0 * math.log(510.0)))
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ body joints.
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass
 
@@ -147,7 +148,7 @@ def part_segments(part: Part) -> list[tuple[int, int]]:
     """The (i, j) landmark index pairs that make up one part's strokes."""
     segs: list[tuple[int, int]] = []
     for curve in part.curves:
-        segs += list(zip(curve[:-1], curve[1:]))
+        segs += list(itertools.pairwise(curve))
         if part.closed and len(curve) > 2:
             segs.append((curve[-1], curve[0]))
     return segs

@@ -70,10 +70,10 @@ def crop_box(size_wh: tuple[int, int], frame_hw: tuple[int, int]) -> tuple[int, 
     """The centred box of the frame's aspect inside an image (the field's (40, 0, 216, 256) for 256×256)."""
     (w, h), (fh, fw) = size_wh, frame_hw
     if w * fh > h * fw:  # too wide: cut columns
-        cw = int(round(h * fw / fh))
+        cw = round(h * fw / fh)
         x0 = (w - cw) // 2
         return x0, 0, x0 + cw, h
-    ch = int(round(w * fh / fw))
+    ch = round(w * fh / fw)
     y0 = (h - ch) // 2
     return 0, y0, w, y0 + ch
 
@@ -91,12 +91,12 @@ def decode(data: bytes, exif: bool = False) -> tuple[Image.Image | None, str, st
     if not data:
         return None, "", "unreadable image: zero-byte file"
     try:
-        img = Image.open(io.BytesIO(data))
+        img: Image.Image = Image.open(io.BytesIO(data))
         fmt = img.format or ""
         img.load()  # a truncated file fails here, not later in a worker's resize
         if exif:
             img = ImageOps.exif_transpose(img)
-    except Exception as exc:  # PIL raises OSError, SyntaxError, ValueError… on bad data
+    except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError… on bad data
         return None, "", f"unreadable image: {type(exc).__name__}: {str(exc)[:80]}"
     return img, fmt, ""
 

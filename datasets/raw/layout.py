@@ -176,7 +176,7 @@ def parse_keypoint_cell(text: str, expected: int, column: str) -> list[float]:
     except (json.JSONDecodeError, TypeError):
         raise ValueError(f"{column}: not a JSON list: {str(text)[:40]!r}") from None
     if not isinstance(values, list):
-        raise ValueError(f"{column}: expected a JSON list, got {type(values).__name__}")
+        raise ValueError(f"{column}: expected a JSON list, got {type(values).__name__}")  # noqa: TRY004 - bad data: ValueError
     if len(values) != expected:
         raise ValueError(f"{column}: expected {expected} values, got {len(values)}")
     for i, v in enumerate(values):

@@ -222,6 +222,7 @@ def write_photo_dataset(
             rows = ["name:keypoints_y:keypoints_x"]
             pairs: list[tuple[str, str]] = []
             for r in members:
+                assert r.image is not None and r.keypoints is not None  # kept: cropped together
                 (tmp / split / r.name).write_bytes(encode_jpeg(_pil(r.image), quality))
                 kp = np.where(visible(r.keypoints)[:, None], np.floor(r.keypoints + 0.5), MISSING).astype(int)
                 rows.append(f"{r.name}:{kp[:, 1].tolist()}:{kp[:, 0].tolist()}")

@@ -146,7 +146,7 @@ def crop_and_resize(
     if crop == "face":
         pts = lm[visible(lm)]
         (xa, ya), (xb, yb) = pts.min(0), pts.max(0)
-        side_w = side_h = max(int(round(max(xb - xa, yb - ya) * (1.0 + 2.0 * margin))), 1)
+        side_w = side_h = max(round(max(xb - xa, yb - ya) * (1.0 + 2.0 * margin)), 1)
         ex, ey = (xa + xb) / 2.0 - side_w / 2.0, (ya + yb) / 2.0 - side_h / 2.0
         # Cut the region at native resolution (sub-pixel shift), padding with the edge colour.
         shift = np.array([[1.0, 0.0, -ex - 0.5], [0.0, 1.0, -ey - 0.5]])
@@ -169,7 +169,7 @@ def assign_splits(identities: list[str], test_fraction: float, seed: int) -> dic
     """Identity -> "train" or "test" by a seeded shuffle (at least one test identity when asked for any)."""
     ids = sorted(set(identities))
     order = np.random.default_rng(seed).permutation(len(ids))
-    n_test = int(round(test_fraction * len(ids)))
+    n_test = round(test_fraction * len(ids))
     if 0 < test_fraction and n_test == 0 and len(ids) > 1:
         n_test = 1
     test = {ids[i] for i in order[:n_test]}

@@ -22,6 +22,7 @@ from PIL import Image, UnidentifiedImageError
 
 from datasets.pose.keypoints import MISSING
 from datasets.raw.layout import (
+    AnnotationRow,
     LayoutSpec,
     PairRow,
     SplitFiles,
@@ -171,25 +172,24 @@ def validate_split(
 
     # Duplicate names among annotation rows: identical repeats are dropped,
     # disagreeing ones make the image ambiguous.
-    first: dict[str, object] = {}
+    first: dict[str, AnnotationRow] = {}
     conflicts: dict[str, str] = {}
     for row in rows:
         prev = first.get(row.name)
         if prev is None:
             first[row.name] = row
             continue
-        same = np.array_equal(prev.keypoints, row.keypoints)  # type: ignore[attr-defined]
+        same = np.array_equal(prev.keypoints, row.keypoints)
         what = "repeats" if same else "disagrees with"
         rejects.append(
             Reject(
                 split, "row", row.name, f"duplicate name: {csv_name} line {row.line} {what} line {prev.line}"
             )
-        )  # type: ignore[attr-defined]
+        )
         if not same:
             conflicts.setdefault(
                 row.name,
-                f"duplicate name: {csv_name} lines {prev.line} and {row.line} "  # type: ignore[attr-defined]
-                "give different keypoints",
+                f"duplicate name: {csv_name} lines {prev.line} and {row.line} give different keypoints",
             )
     good_rows = {name: row for name, row in first.items()}
     # A bad row only stands for an image when it carried a real name (an empty or
@@ -208,7 +208,7 @@ def validate_split(
     outside_of: dict[str, int] = {}
     for name in universe:
         reason = None
-        row = good_rows.get(name)
+        annotation = good_rows.get(name)
         path = files.image_files.get(name)
         if name in other and path is not None:
             reason = "duplicate name: the same file name is in both splits' image folders"
@@ -218,7 +218,7 @@ def validate_split(
             reason = (
                 f"missing image file: {csv_name} names it but {files.image_dir.name}/{name} does not exist"
             )
-        elif row is None:
+        elif annotation is None:
             reason = (
                 f"annotation row rejected: {bad_row_reason[name]}"
                 if name in bad_row_reason
@@ -228,10 +228,12 @@ def validate_split(
             reason = check_image(path, spec.source_size, dataset)
         kp = None
         if reason is None:
-            assert row is not None and path is not None
+            assert annotation is not None and path is not None
             # Rounded to 1/1000 px so the JSON in the shards and the heatmaps agree exactly.
-            kp = np.round(rescale_keypoints(row.keypoints, spec.source_size, spec.image_size), 3)
-            raw_visible = int(np.sum((row.keypoints[:, 0] != MISSING) & (row.keypoints[:, 1] != MISSING)))
+            kp = np.round(rescale_keypoints(annotation.keypoints, spec.source_size, spec.image_size), 3)
+            raw_visible = int(
+                np.sum((annotation.keypoints[:, 0] != MISSING) & (annotation.keypoints[:, 1] != MISSING))
+            )
             n_visible = int(np.sum((kp[:, 0] != MISSING) & (kp[:, 1] != MISSING)))
             outside += raw_visible - n_visible
             outside_of[name] = raw_visible - n_visible
@@ -243,7 +245,8 @@ def validate_split(
         if reason is not None:
             rejects.append(Reject(split, "image", name, reason))
         else:
-            images[name] = ImageRecord(name, path, kp, identity_of(name, layout), row.line)  # type: ignore[arg-type,union-attr]
+            assert annotation is not None and path is not None and kp is not None
+            images[name] = ImageRecord(name, path, kp, identity_of(name, layout), annotation.line)
         if progress is not None:
             progress(1)
 

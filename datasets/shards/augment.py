@@ -139,7 +139,7 @@ class Augmenter:
 
     def move(self, rgb: np.ndarray, points: np.ndarray) -> tuple[np.ndarray, np.ndarray, bool]:
         """The image and float32 (x, y) points after one draw (the Compose's image and keypoints)."""
-        h, w = rgb.shape[:2]
+        w = rgb.shape[1]
         image, matrix, flipped = self.draw_and_warp(rgb)
         moved = _transform_points(np.asarray(points, np.float32), matrix, flipped, w)
         return np.ascontiguousarray(image), moved, flipped
@@ -256,8 +256,8 @@ def _move_points(
             continue
         if flipped:
             x = (w - 1) - x
-        nx = np.float32(m[0, 0] * x + m[0, 1] * y + m[0, 2])
-        ny = np.float32(m[1, 0] * x + m[1, 1] * y + m[1, 2])
+        nx: float | np.float32 = np.float32(m[0, 0] * x + m[0, 1] * y + m[0, 2])  # or MISSING
+        ny: float | np.float32 = np.float32(m[1, 0] * x + m[1, 1] * y + m[1, 2])
         if nx < 0 or ny < 0 or nx > w - 1 or ny > h - 1:
             nx = ny = MISSING
         moved[i, 0], moved[i, 1] = nx, ny
@@ -275,8 +275,8 @@ def _move_points(
     bx0 = by0 = np.inf
     bx1 = by1 = -np.inf
     for cx, cy in ((x0, y0), (x1, y0), (x0, y1), (x1, y1)):
-        px = np.float64(np.float32(m[0, 0] * cx + m[0, 1] * cy + m[0, 2]))
-        py = np.float64(np.float32(m[1, 0] * cx + m[1, 1] * cy + m[1, 2]))
+        px = float(np.float32(m[0, 0] * cx + m[0, 1] * cy + m[0, 2]))
+        py = float(np.float32(m[1, 0] * cx + m[1, 1] * cy + m[1, 2]))
         bx0, bx1, by0, by1 = min(bx0, px), max(bx1, px), min(by0, py), max(by1, py)
     area = max(bx1 - bx0, 0.0) * max(by1 - by0, 0.0)
     cx0, cy0, cx1, cy1 = max(bx0, 0.0), max(by0, 0.0), min(bx1, float(w)), min(by1, float(h))

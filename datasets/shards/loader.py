@@ -48,11 +48,11 @@ from __future__ import annotations
 import logging
 import math
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import cv2
 import numpy as np
@@ -241,6 +241,17 @@ def plan_contiguous(
     return RankPlan(math.ceil((hi - lo) / batch_size), hi - lo, workers, counts)
 
 
+T = TypeVar("T")
+
+
+def _every(values: list[T | None], what: str) -> list[T]:
+    """``values``, each of them there (a field the loader's settings fill in for every pair)."""
+    present = [v for v in values if v is not None]
+    if len(present) != len(values):
+        raise ValueError(f"a pair without its {what} in a batch that needs one for every pair")
+    return present
+
+
 @dataclass
 class _Pair:
     """One pair ready for collation (uint8 images, sparse poses)."""
@@ -357,7 +368,14 @@ class _PairStream(IterableDataset):
                 self.scheme.flip_permutation(),
                 seed=int(np.random.default_rng([self.seed, self.epoch, self.rank, wid]).integers(2**31)),
             )
-        state = {"skipped": 0, "substituted": 0, "errors": [], "consecutive": 0, "deficit": 0, "last": None}
+        state: dict[str, Any] = {
+            "skipped": 0,
+            "substituted": 0,
+            "errors": [],
+            "consecutive": 0,
+            "deficit": 0,
+            "last": None,
+        }
         buf: list[_Pair] = []
         for seg in segments:
             for pair in self._segment_pairs(seg, aug, state, wid):
@@ -551,7 +569,7 @@ class _PairStream(IterableDataset):
         # pickled through the pipe (datasets/shards/ring.py); in-process they stay as they are.
         images = {"source_rgb": [p.src_rgb for p in pairs], "target_rgb": [p.tgt_rgb for p in pairs]}
         if self.face_crops:
-            images["face_rgb"] = [p.face for p in pairs]
+            images["face_rgb"] = _every([p.face for p in pairs], "face crop")
         # Images stay HWC: whoever turns them into float CHW transposes in the same pass
         # (cpu_float_image), which costs less than a uint8 transpose here and a convert there.
         if self.ring is not None and self.wid is not None:  # in a worker: stacked into shared memory
@@ -575,8 +593,8 @@ class _PairStream(IterableDataset):
             }
         )
         if self.sparse_poses:
-            batch["source_pose_sparse"] = heatmaps.pack([p.src_pose for p in pairs])
-            batch["target_pose_sparse"] = heatmaps.pack([p.tgt_pose for p in pairs])
+            batch["source_pose_sparse"] = heatmaps.pack(_every([p.src_pose for p in pairs], "source pose"))
+            batch["target_pose_sparse"] = heatmaps.pack(_every([p.tgt_pose for p in pairs], "target pose"))
         state["skipped"] = state["substituted"] = 0
         state["errors"] = []
         return batch
@@ -733,7 +751,7 @@ class PairLoader:
                     multiprocessing_context=self.mp_context,
                     persistent_workers=True,
                 )
-            source = self._workers
+            source: Iterable[Any] = self._workers
         else:
             if self._local is None:  # kept across epochs, like a persistent worker (its shard cache)
                 self._local = self._stream()
@@ -750,6 +768,7 @@ class PairLoader:
         chunk = item if isinstance(item, list) else [item]
         for compact in chunk:  # every slot of a message is read before the next is asked for
             if "_slot" in compact:
+                assert self._ring is not None  # slots come from the workers, which write to the ring
                 compact.update(self._ring.take(compact.pop("_slot")))
         return chunk
 
@@ -762,6 +781,7 @@ class PairLoader:
         within an epoch the order is the round-robin over workers of a per-epoch pass.
         """
         if self._feed is None or self._feed_epoch != self.epoch:
+            assert self._workers is not None  # only a pass from the workers gets here
             self._feed = iter(self._workers)  # persistent workers: restarts them at epoch_cell (set_epoch)
             self._ahead = []
         want, remaining, finished = self.epoch, len(self), False

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -67,7 +68,9 @@ class SlotRing:
             offset += size
         return seq, arrays
 
-    def put(self, worker: int, images: dict[str, np.ndarray | list[np.ndarray]]) -> tuple[int, int, int, int]:
+    def put(
+        self, worker: int, images: Mapping[str, np.ndarray | list[np.ndarray]]
+    ) -> tuple[int, int, int, int]:
         """Write a batch's uint8 images (NHWC stacks, or lists of HWC images stacked straight into
         the slot); returns the address for the pipe."""
         n = self.sent[worker]

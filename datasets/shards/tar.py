@@ -35,6 +35,7 @@ import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from datasets import storage
 from datasets.files import file_sha256, fsync_dir
@@ -108,8 +109,8 @@ class ShardWriter:
             self._fh = io.BytesIO()  # one PUT at the end: no partial object is ever visible
         else:
             self._tmp = self.out_dir / f".{name}.partial"
-            self._fh = open(self._tmp, "wb")
-        self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)
+            self._fh = open(self._tmp, "wb")  # noqa: SIM115 - open across write() calls, closed by _finish/abort
+        self._tar = tarfile.open(fileobj=self._fh, mode="w", format=tarfile.USTAR_FORMAT)  # noqa: SIM115 - as _fh
         self._counts = [0, 0, 0]
 
     def write(self, key: str, members: list[tuple[str, bytes]], images: int = 0, pairs: int = 0) -> None:
@@ -142,7 +143,9 @@ class ShardWriter:
             final = self.out_dir / name
             os.replace(self._tmp, final)
             fsync_dir(self.out_dir)
-            size, digest = final.stat().st_size, file_sha256(final)
+            written = file_sha256(final)
+            assert written is not None  # the file just put in place
+            size, digest = final.stat().st_size, written
         samples, images, pairs = self._counts
         self.shards.append(ShardInfo(name, self.split, samples, images, pairs, size, digest))
         self.index += 1
@@ -165,7 +168,7 @@ class ShardWriter:
             self._tmp.unlink()
         self._tar = self._fh = self._tmp = None
 
-    def __enter__(self) -> ShardWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:

@@ -64,10 +64,8 @@ def draw_landmarks(image: np.ndarray, landmarks: np.ndarray, scale: int = 3) -> 
     for name, (a, b) in REGIONS.items():
         for i in range(a, b + 1):
             if ok[i]:
-                centre = (int(round(pts[i, 0] * 16)), int(round(pts[i, 1] * 16)))
-                cv2.circle(
-                    big, centre, int(round(radius * 16)), REGION_COLOURS[name], -1, cv2.LINE_AA, shift=4
-                )
+                centre = (round(pts[i, 0] * 16), round(pts[i, 1] * 16))
+                cv2.circle(big, centre, round(radius * 16), REGION_COLOURS[name], -1, cv2.LINE_AA, shift=4)
     return big
 
 

@@ -63,7 +63,7 @@ def draw_skeleton(
 
 
 def _pt(p: np.ndarray) -> tuple[int, int]:
-    return int(round(p[0] * 16)), int(round(p[1] * 16))  # 4 fractional bits for cv2's shift
+    return round(p[0] * 16), round(p[1] * 16)  # 4 fractional bits for cv2's shift
 
 
 def pose_sheet(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -26,8 +27,8 @@ def _tile(view, size: tuple[int, int]) -> np.ndarray:
             if min(kp[a].min(), kp[b].min()) != MISSING:
                 cv2.line(
                     drawn,
-                    tuple(int(round(v)) for v in kp[a]),
-                    tuple(int(round(v)) for v in kp[b]),
+                    tuple(round(v) for v in kp[a]),
+                    tuple(round(v) for v in kp[b]),
                     (255, 255, 0),
                     1,
                     cv2.LINE_AA,
@@ -35,9 +36,9 @@ def _tile(view, size: tuple[int, int]) -> np.ndarray:
     else:  # portrait landmarks: no skeleton, one dot per present point
         for x, y in kp:
             if x != MISSING and y != MISSING:
-                drawn[int(round(y)), int(round(x))] = (255, 255, 0)
+                drawn[round(y), round(x)] = (255, 255, 0)
     if view.face_valid:
-        x0, y0, x1, y1 = (int(round(v)) for v in view.face_box)
+        x0, y0, x1, y1 = (round(v) for v in view.face_box)
         cv2.rectangle(drawn, (x0, y0), (x1 - 1, y1 - 1), (255, 0, 0), 1)
     dense = heatmaps.to_dense(heatmaps.decode(bytes(view.pose))).max(axis=0)
     colour = cv2.cvtColor(cv2.applyColorMap(dense, cv2.COLORMAP_JET), cv2.COLOR_BGR2RGB)
@@ -53,7 +54,11 @@ def _tile(view, size: tuple[int, int]) -> np.ndarray:
 
 
 def shard_sheet(
-    shard_paths: list[Path | str], out_path: Path, image_size: tuple[int, int], rows: int = 4, cols: int = 3
+    shard_paths: Sequence[Path | str],
+    out_path: Path,
+    image_size: tuple[int, int],
+    rows: int = 4,
+    cols: int = 3,
 ) -> Path:
     """Draw the first ``rows·cols`` views of the given shards (paths or URLs) into a PNG (written atomically)."""
     cells = []

@@ -78,8 +78,8 @@ def clutter(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         color = _muted(rng, 0.05, 0.7, 0.2)
         cv2.ellipse(img, (x, y + h // 4), (w // 7, h // 4), 0, 0, 360, color, -1, cv2.LINE_AA)
     k = max(3, (min(h, w) // 40) | 1)  # out of focus behind the person
-    img = cv2.GaussianBlur(img, (k, k), 0)
-    return np.clip(img, 0.0, 1.0)
+    blurred = cv2.GaussianBlur(img, (k, k), 0)
+    return np.clip(blurred, 0.0, 1.0)
 
 
 def make_background(kind: BackgroundKind, rng: np.random.Generator, h: int, w: int) -> np.ndarray:

@@ -29,9 +29,10 @@ from __future__ import annotations
 import json
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import cv2
 import numpy as np
@@ -44,7 +45,17 @@ from datasets.specs import SynthesizeSpec
 from datasets.synthetic import groundtruth
 from datasets.synthetic.backgrounds import ground_shadow, make_background
 from datasets.synthetic.figure_raster import Material
-from datasets.synthetic.figure_render import BodyPose, BodyView, FigureAppearance, render_figure_canvas
+from datasets.synthetic.figure_render import (
+    BodyPose,
+    BodyView,
+    BottomKind,
+    FigureAppearance,
+    Gender,
+    HairStyle,
+    PrintShape,
+    Sleeves,
+    render_figure_canvas,
+)
 from datasets.synthetic.synthesis_summary import Summary
 
 VIEW_NAMES: tuple[str, ...] = ("front", "side", "back", "full")
@@ -127,6 +138,14 @@ def _pick(rng: np.random.Generator, options):
     return options[int(rng.integers(len(options)))]
 
 
+T = TypeVar("T")
+
+
+def _choose(rng: np.random.Generator, options: Sequence[T], p: Sequence[float] | None = None) -> T:
+    """``rng.choice(options, p=p)`` as the option itself (the same draw: choice picks an index)."""
+    return options[int(rng.choice(len(options), p=p))]
+
+
 def _material(
     rng: np.random.Generator, spec: SynthesizeSpec, colors: tuple[str, ...], pattern_p: float
 ) -> Material:
@@ -149,15 +168,14 @@ def _material(
 
 def sample_identity_look(rng: np.random.Generator, spec: SynthesizeSpec) -> tuple[FigureAppearance, str]:
     """One identity's look and its DeepFashion-style clothing category."""
-    gender = "WOMEN" if rng.random() < 0.6 else "MEN"
+    gender: Gender = "WOMEN" if rng.random() < 0.6 else "MEN"
     women = gender == "WOMEN"
     top_colors = tuple(_CLOTH)
     top = _material(rng, spec, top_colors, spec.pattern_probability)
-    bottom_kind = str(
-        rng.choice(
-            ["trousers", "shorts", "skirt", "dress"],
-            p=[0.35, 0.15, 0.25, 0.25] if women else [0.78, 0.22, 0.0, 0.0],
-        )
+    bottom_kind: BottomKind = _choose(
+        rng,
+        ["trousers", "shorts", "skirt", "dress"],
+        p=[0.35, 0.15, 0.25, 0.25] if women else [0.78, 0.22, 0.0, 0.0],
     )
     bottom_colors = _TROUSER_COLORS if bottom_kind in ("trousers", "shorts") else top_colors
     bottom = _material(
@@ -166,19 +184,17 @@ def sample_identity_look(rng: np.random.Generator, spec: SynthesizeSpec) -> tupl
         bottom_colors,
         spec.pattern_probability * (0.25 if bottom_kind in ("trousers", "shorts") else 0.8),
     )
-    sleeves = str(rng.choice(["none", "short", "long"], p=[0.25, 0.45, 0.3]))
+    sleeves: Sleeves = _choose(rng, ["none", "short", "long"], p=[0.25, 0.45, 0.3])
     jacket = None
     if bottom_kind != "dress" and rng.random() < 0.18:
         jacket = _material(rng, spec, ("black", "navy", "brown", "khaki", "grey", "olive", "burgundy"), 0.2)
-    print_shape = "none"
+    print_shape: PrintShape = "none"
     if top.pattern == "solid" and jacket is None and rng.random() < 0.45:
-        print_shape = str(rng.choice(["disc", "band", "diamond"]))
+        print_shape = _choose(rng, ["disc", "band", "diamond"])
     others = [c for c in _CLOTH.values() if abs(_luma(c) - _luma(top.color)) > 0.3] or [(1.0, 1.0, 1.0)]
     skin = _pick(rng, _SKIN)
-    hair_style = str(
-        rng.choice(
-            ["short", "long", "buzz", "bun"], p=[0.25, 0.5, 0.0, 0.25] if women else [0.68, 0.05, 0.27, 0.0]
-        )
+    hair_style: HairStyle = _choose(
+        rng, ["short", "long", "buzz", "bun"], p=[0.25, 0.5, 0.0, 0.25] if women else [0.68, 0.05, 0.27, 0.0]
     )
     look = FigureAppearance(
         gender=gender,
@@ -187,7 +203,7 @@ def sample_identity_look(rng: np.random.Generator, spec: SynthesizeSpec) -> tupl
         hair_style=hair_style,
         top=top,
         sleeves=sleeves,
-        neckline=str(rng.choice(["round", "v"])),
+        neckline=_choose(rng, ["round", "v"]),
         print_shape=print_shape,
         print_color=_pick(rng, others),
         jacket=jacket,
@@ -270,7 +286,7 @@ def sample_body_pose(rng: np.random.Generator, kind: str | None = None) -> BodyP
     elif kind == "wide":
         legs = [(u(10, 18), u(-4, 4), u(0, 8)) for _ in range(2)]
         lean = (u(-6, 6), lean[1])
-    return BodyPose(kind, (tuple(arms[0]), tuple(arms[1])), (tuple(legs[0]), tuple(legs[1])), lean, head)
+    return BodyPose(kind, (arms[0], arms[1]), (legs[0], legs[1]), lean, head)
 
 
 def view_name(k: int) -> str:
@@ -354,6 +370,7 @@ def render_sample(spec: SynthesizeSpec, ident: FigureIdentity, k: int) -> Figure
         )
     figure, kp = render_figure_canvas(ident.look, pose, view, bg, ss, record_surface=True)
     canvas = figure.rgb
+    assert figure.surface is not None and figure.garment is not None  # record_surface
     truth = groundtruth.from_canvas(figure.owner, figure.surface, figure.garment, ss, view.body_px)
     img = cv2.resize(canvas, (spec.width, spec.height), interpolation=cv2.INTER_AREA) if ss > 1 else canvas
     if spec.blur_sigma > 0:
@@ -430,6 +447,7 @@ def _write_into(spec: SynthesizeSpec, out: Path, on_image):
             for k in range(spec.views_per_identity):
                 sample = render_sample(spec, ident, k)
                 save_jpeg(out / split / sample.name, sample.image, spec.jpeg_quality)
+                assert sample.groundtruth is not None  # render_sample records it
                 groundtruth.path_for(out, split, sample.name).write_bytes(
                     groundtruth.encode(sample.groundtruth)
                 )

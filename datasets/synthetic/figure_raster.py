@@ -68,8 +68,8 @@ class FigureCanvas:
     def grid(self, x0: float, y0: float, x1: float, y1: float):
         """Pixel-centre grids of the clipped box, or None when it is off the canvas."""
         h, w = self.z.shape
-        i0, i1 = max(int(math.floor(y0)), 0), min(int(math.ceil(y1)) + 1, h)
-        j0, j1 = max(int(math.floor(x0)), 0), min(int(math.ceil(x1)) + 1, w)
+        i0, i1 = max(math.floor(y0), 0), min(math.ceil(y1) + 1, h)
+        j0, j1 = max(math.floor(x0), 0), min(math.ceil(x1) + 1, w)
         if i0 >= i1 or j0 >= j1:
             return None
         ys = np.arange(i0, i1, dtype=np.float32)[:, None]
@@ -108,6 +108,7 @@ class FigureCanvas:
             blended = front & (alpha > 0.0) & ~clean
             old = np.where(blended[..., None], np.float32(np.nan), self.surface[sl])
             self.surface[sl] = np.where(clean[..., None], point, old)
+            assert self.garment is not None  # recorded with the surface
             self.garment[sl] = np.where(claim, garment, self.garment[sl])
 
 
@@ -249,7 +250,8 @@ def draw_capsule(
     # Hems: a thin dark line where one band meets the next.
     for end, _ in bands[:-1]:
         color = color * (1.0 - 0.35 * smooth_band((u - end) * length3, 0.004, fw_s))[..., None]
-    surface, garment = None, 0
+    surface: np.ndarray | None = None
+    garment: np.ndarray | int = 0
     if ctx.canvas.surface is not None:
         # The rounded end caps all share the coordinates of the rim (u clipped): no frame there.
         cap = (u_line < 0.0) | (u_line > 1.0)
@@ -334,7 +336,8 @@ def draw_ribbon(
     fw_arc = fw_s / np.maximum(nz, 0.25)
     color = region_colors(angle, r_body, s, fw_arc, fw_s)
     lit = lighting(ctx, v * ay, -v * ax, nz)
-    surface, garment = None, 0
+    surface: np.ndarray | None = None
+    garment: np.ndarray | int = 0
     if ctx.canvas.surface is not None:
         inside = (along >= 0.0) & (along <= ln) & (np.abs(across) <= hw)
         surface = cylinder_point(angle, s, r_body, inside)

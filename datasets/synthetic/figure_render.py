@@ -25,6 +25,7 @@ pelvis (mid-hips), y down, z pointing where the body faces; the person's right i
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -51,23 +52,30 @@ from datasets.synthetic.figure_raster import (
 
 # --------------------------------------------------------------------------- looks and poses
 
+Gender = Literal["WOMEN", "MEN"]
+HairStyle = Literal["short", "long", "buzz", "bun"]
+Sleeves = Literal["none", "short", "long"]
+Neckline = Literal["round", "v"]
+PrintShape = Literal["none", "disc", "band", "diamond"]
+BottomKind = Literal["trousers", "shorts", "skirt", "dress"]
+
 
 @dataclass(frozen=True)
 class FigureAppearance:
     """Everything that stays fixed across the views of one identity."""
 
-    gender: Literal["WOMEN", "MEN"]
+    gender: Gender
     skin: RGB
     hair: RGB
-    hair_style: Literal["short", "long", "buzz", "bun"]
+    hair_style: HairStyle
     top: Material
-    sleeves: Literal["none", "short", "long"]
-    neckline: Literal["round", "v"]
-    print_shape: Literal["none", "disc", "band", "diamond"]
+    sleeves: Sleeves
+    neckline: Neckline
+    print_shape: PrintShape
     print_color: RGB
     jacket: Material | None
     bottom: Material
-    bottom_kind: Literal["trousers", "shorts", "skirt", "dress"]
+    bottom_kind: BottomKind
     hem: float  # skirt/dress hem below the hips, body units
     shoe: RGB
     shirt_length: float  # torso fraction (0 = shoulders, 1 = crotch) where the top ends
@@ -442,9 +450,9 @@ def render_figure_canvas(
         corner=0.035,
         yaw=view.yaw,
     )
-    parts: list[tuple[float, object]] = []
+    parts: list[tuple[float, Callable[..., object]]] = []  # called without arguments
 
-    def add(depth: float, fn) -> None:
+    def add(depth: float, fn: Callable[..., object]) -> None:
         parts.append((depth, fn))
 
     add(
@@ -606,7 +614,7 @@ def _annotate(
             surface = q[2] + 0.15 * HEAD_R * ctx.px_per_unit
         else:
             surface = q[2] + _JOINT_RADIUS.get(name[1:], 0.03) * ctx.px_per_unit * 1.2
-        i, jx = int(round(q[1])), int(round(q[0]))
+        i, jx = round(q[1]), round(q[0])
         i, jx = min(max(i, 0), h - 1), min(max(jx, 0), w - 1)
         owner = int(ctx.canvas.owner[i, jx])
         incident = {_PID[p] for p in _INCIDENT[name]}

@@ -101,7 +101,7 @@ def _mix(
         if rng.random() < 0.5
         else np.asarray(palette[int(rng.integers(len(palette)))])
     )
-    return tuple(np.clip(c + rng.normal(0, jitter, 3), 0, 1).tolist())  # type: ignore[return-value]
+    return tuple(np.clip(c + rng.normal(0, jitter, 3), 0, 1).tolist())
 
 
 def sample_identity(seed: int, number: int, background: str) -> PortraitIdentity:
@@ -150,14 +150,14 @@ def sample_identity(seed: int, number: int, background: str) -> PortraitIdentity
         hair_style=style,
         hairline=_u(rng, -1.1, -0.9),
         eye=EYE_COLOURS[int(rng.integers(len(EYE_COLOURS)))],
-        lips=lips,  # type: ignore[arg-type]
-        clothes=tuple(rng.uniform(0.05, 0.9, 3).tolist()),  # type: ignore[arg-type]
+        lips=lips,
+        clothes=tuple(rng.uniform(0.05, 0.9, 3).tolist()),
         glasses=GLASSES[int(rng.choice(3, p=[0.6, 0.2, 0.2]))],
-        glasses_colour=tuple(rng.uniform(0.0, 0.5, 3).tolist()),  # type: ignore[arg-type]
+        glasses_colour=tuple(rng.uniform(0.0, 0.5, 3).tolist()),
         earrings=("none", "stud", "hoop")[int(rng.choice(3, p=[0.6, 0.2, 0.2]))],
         background=background,
         bg_colours=bg,
-        bg_seed=int(rng.integers(2**31)),  # type: ignore[arg-type]
+        bg_seed=int(rng.integers(2**31)),
         light=light,
         ambient=_u(rng, 0.4, 0.55),
     )

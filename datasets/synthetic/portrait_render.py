@@ -111,9 +111,9 @@ class PortraitCanvas:
             return out
         m = np.zeros((self.h, self.w), np.uint8)
         if thickness <= 0:
-            cv2.fillPoly(m, pts, 255, cv2.LINE_AA, self.SHIFT)
+            cv2.fillPoly(m, pts, (255,), cv2.LINE_AA, self.SHIFT)
         else:
-            cv2.polylines(m, pts, closed, 255, max(int(round(thickness)), 1), cv2.LINE_AA, self.SHIFT)
+            cv2.polylines(m, pts, closed, (255,), max(round(thickness), 1), cv2.LINE_AA, self.SHIFT)
         # Convert only the drawn box: most polygons are small next to the frame.
         x, y, w, h = cv2.boundingRect(m)
         out[y : y + h, x : x + w] = m[y : y + h, x : x + w] * np.float32(1.0 / 255.0)

@@ -12,6 +12,7 @@ Without faults every image is converted, so ``pipelines.bench prepare`` times cl
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class Release:
         return {k: v for k, v in self.expect.items() if not v.startswith("converted")}
 
 
-def to_frame(kp: np.ndarray, size: tuple[int, int], frame: tuple[int, int]) -> np.ndarray:
+def to_frame(kp: np.ndarray, size: Sequence[int], frame: tuple[int, int]) -> np.ndarray:
     """Keypoints (x, y) of an image of ``size`` (H, W) in the annotation frame, pixel centres kept."""
     (h, w), (fh, fw) = size, frame
     out = np.asarray(kp, np.float64).copy()
