@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise InputError("batch mode needs --pairs, --images and --annotations")
         if not batch and (args.source is None or args.target_pose is None):
             raise InputError("give --source and --target-pose (or --pairs for batch mode)")
-        frame = tuple(args.pose_frame) if args.pose_frame else None
+        frame = (args.pose_frame[0], args.pose_frame[1]) if args.pose_frame else None
         if not batch:
             # Check the user's files before the (slower) model load.
             source = read_image(args.source)
@@ -88,11 +88,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.source_pose is None:
                 src_kp = photo_keypoints(source, args.source)
             else:
-                src_kp, src_frame = resolve_pose(args.source_pose, frame or source.shape[:2])
-                if src_frame is not None and tuple(src_frame) != source.shape[:2]:
-                    src_kp = Fit(
-                        0, 0, source.shape[1] / src_frame[1], source.shape[0] / src_frame[0]
-                    ).keypoints(src_kp, source.shape[:2])
+                size = (source.shape[0], source.shape[1])
+                src_kp, src_frame = resolve_pose(args.source_pose, frame or size)
+                if src_frame is not None and tuple(src_frame) != size:
+                    src_kp = Fit(0, 0, size[1] / src_frame[1], size[0] / src_frame[0]).keypoints(src_kp, size)
         pt = PoseTransfer.load(args.model)
         if batch:
             written = run_batch(pt, args.pairs, args.images, args.annotations, Path(args.out), frame)

@@ -161,7 +161,7 @@ def extract_landmarks(image: np.ndarray) -> np.ndarray:
     if not result.multi_face_landmarks:
         raise NoFaceFound("no face found in the image (MediaPipe Face Mesh)")
     pts = np.array([(p.x, p.y) for p in result.multi_face_landmarks[0].landmark])
-    lm = mesh_to_ibug(pts, img.shape[:2])
+    lm = mesh_to_ibug(pts, (img.shape[0], img.shape[1]))
     if int((lm[:, 0] >= 0).sum()) < 20:
         raise NoFaceFound("the face found is mostly outside the image (fewer than 20 of 68 landmarks inside)")
     return lm

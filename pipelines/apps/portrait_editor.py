@@ -14,6 +14,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -107,7 +108,8 @@ class Edits:
             return replace(self, shift=(value, self.shift[1]))
         if edit == "shift_y":
             return replace(self, shift=(self.shift[0], value))
-        return replace(self, **{edit: value})
+        change: dict[str, Any] = {edit: value}  # a field named at run time: rotate, smile, ...
+        return replace(self, **change)
 
 
 def target_landmarks(landmarks: np.ndarray, edits: Edits, frame: tuple[int, int]) -> np.ndarray:

@@ -167,7 +167,7 @@ def extract_keypoints(image: np.ndarray, min_visibility: float = MIN_VISIBILITY)
     lm = _landmarks(img)
     if lm is None:
         raise NoPersonFound("no person found in the image")
-    kp = mediapipe_to_openpose(lm, img.shape[:2], min_visibility)
+    kp = mediapipe_to_openpose(lm, (img.shape[0], img.shape[1]), min_visibility)
     if int(((kp != MISSING).all(axis=1)).sum()) < 2:
         raise NoPersonFound("no person found in the image (fewer than two body joints visible)")
     return kp

@@ -75,7 +75,7 @@ class Fit:
     def image(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         h, w = size
         fh, fw = image.shape[:2]
-        x0, y0 = int(round(self.x0)), int(round(self.y0))
+        x0, y0 = round(self.x0), round(self.y0)
         crop = image[y0 : fh - y0 if y0 else fh, x0 : fw - x0 if x0 else fw]
         return cv2.resize(crop, (w, h), interpolation=cv2.INTER_AREA)
 
@@ -133,7 +133,7 @@ class PoseTransfer:
             if source_keypoints is None
             else check_points(np.asarray(source_keypoints, np.float64), "source keypoints", KEYPOINTS)
         )
-        fit = Fit.between(source.shape[:2], self.size)
+        fit = Fit.between((source.shape[0], source.shape[1]), self.size)
         image = fit.image(source, self.size)
         src = fit.keypoints(src_kp, self.size)
         tgt_kp = check_points(np.asarray(target_keypoints, np.float64), "target keypoints", KEYPOINTS)
@@ -205,7 +205,7 @@ def resolve_pose(spec: str, pose_frame: tuple[int, int] | None) -> tuple[np.ndar
         return read_csv_points(path, row or None, KEYPOINTS), pose_frame
     if suffix in IMAGE_SUFFIXES:
         image = read_image(path)
-        return photo_keypoints(image, str(path)), image.shape[:2]
+        return photo_keypoints(image, str(path)), (image.shape[0], image.shape[1])
     raise InputError(
         f"{path}: a pose is a .json keypoint file, an annotation .csv row (FILE.csv#NAME) "
         f"or a photo ({', '.join(IMAGE_SUFFIXES)})"
@@ -233,7 +233,7 @@ def run_batch(
         source = read_image(images / src_name)
         src_kp = read_csv_points(annotations, src_name, KEYPOINTS)
         tgt_kp = read_csv_points(annotations, tgt_name, KEYPOINTS)
-        frame = pose_frame or source.shape[:2]
+        frame = pose_frame or (source.shape[0], source.shape[1])
         out = pt.transfer(source, tgt_kp, frame, source_keypoints=src_kp)
         written.append(save_rgb(out_dir / f"{Path(src_name).stem}_2_{Path(tgt_name).stem}.png", out))
     return written

@@ -178,7 +178,7 @@ def decode_image(
     except (binascii.Error, ValueError):
         raise RequestError(field, "not valid base64") from None
     try:
-        img = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
+        img: Image.Image = Image.open(io.BytesIO(data), formats=["PNG", "JPEG"])
     except (UnidentifiedImageError, OSError, ValueError):
         raise RequestError(field, "not a decodable PNG/JPEG") from None
     w, h = img.size

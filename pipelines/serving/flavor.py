@@ -34,7 +34,12 @@ LOADER_MODULE = "pipelines.serving.pyfunc"
 def project_code_paths() -> list[str]:
     """The packages a process without the repository needs: ``model`` to unpickle the generator,
     ``pipelines`` and ``datasets`` to serve it."""
-    return [str(Path(pkg.__file__).resolve().parent) for pkg in (pipelines, datasets, model)]
+    paths = []
+    for pkg in (pipelines, datasets, model):
+        if pkg.__file__ is None:  # a namespace package: no __init__.py to find its folder by
+            raise RuntimeError(f"{pkg.__name__} has no __init__.py")
+        paths.append(str(Path(pkg.__file__).resolve().parent))
+    return paths
 
 
 def _frame(example: Any) -> Any:

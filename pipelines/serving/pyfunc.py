@@ -153,6 +153,7 @@ class GeneratorService:
         count = POINT_COUNTS[POSE]
         keypoints, photo = cell(row, "target_keypoints"), cell(row, "target_image")
         size = cell(row, "target_size")
+        frame: tuple[int, int] | None
         if keypoints is not None and photo is not None:
             raise RequestError("target_image", "give target_keypoints or target_image, not both")
         if photo is not None:
@@ -162,7 +163,7 @@ class GeneratorService:
                     "target_image gives its own size; send target_size only with target_keypoints",
                 )
             pose_photo = decode_image(photo, "target_image")
-            target, frame = self._keypoints(pose_photo, "target"), pose_photo.shape[:2]
+            target, frame = self._keypoints(pose_photo, "target"), (pose_photo.shape[0], pose_photo.shape[1])
         elif keypoints is not None:
             target = decode_points(keypoints, "target_keypoints", count)
             frame = decode_size(size) if size is not None else None

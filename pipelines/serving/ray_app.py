@@ -109,6 +109,7 @@ def alias_version(ref: ModelRef) -> str:
         return ref.version or "local"
     from mlflow import MlflowClient
 
+    assert ref.name is not None and ref.alias is not None  # models:/NAME@ALIAS
     return str(MlflowClient().get_model_version_by_alias(ref.name, ref.alias).version)
 
 
@@ -175,8 +176,9 @@ class GeneratorServer:
         # generator passes run one at a time in their own thread, off the event loop.
         self.pool = ThreadPoolExecutor(self.cfg.max_ongoing_requests, thread_name_prefix="request")
         self.forward_pool = ThreadPoolExecutor(1, thread_name_prefix="forward")
-        self._batched.set_max_batch_size(self.cfg.max_batch_size)
-        self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)
+        # serve.batch's wrapper has these setters; Ray's overloads of the decorator leave them out.
+        self._batched.set_max_batch_size(self.cfg.max_batch_size)  # type: ignore[attr-defined]
+        self._batched.set_batch_wait_timeout_s(self.cfg.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.follower = Follower(ModelRef.parse(model), self._install_runner)
         self._stop = threading.Event()
         threading.Thread(target=self._follow, name="alias-follower", daemon=True).start()
