@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
             USAGE
             + "\n\n"
             + "\n".join(
-                f"  {name:<6} {sys.modules[fn.__module__].__doc__.splitlines()[0]}"
+                f"  {name:<6} {(sys.modules[fn.__module__].__doc__ or '').splitlines()[0]}"
                 for name, fn in BENCHES.items()
             )
         )

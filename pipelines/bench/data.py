@@ -37,6 +37,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any, Self
 
 import cv2
 import numpy as np
@@ -97,7 +98,7 @@ def cpu_seconds() -> float:
 class DecodeCounter:
     """Counts the loader's JPEG decodes in this process while active."""
 
-    def __enter__(self) -> DecodeCounter:
+    def __enter__(self) -> Self:
         from datasets.shards import loader as loader_module
 
         self._module, self._original, self.count = loader_module, loader_module.decode_image, 0
@@ -145,6 +146,7 @@ def bench_loader(
     gets the timed epochs' CPU ms per pair (this process and its loader workers, in the steady
     state where workers run on into the next epoch) and the process count."""
     training = output == "training"
+    training_kw: dict[str, Any] = {"poses": "keypoints", "face_crops": False} if training else {}
     loader = train_loader(
         shards,
         rank=0,
@@ -153,7 +155,7 @@ def bench_loader(
         num_workers=workers,
         augment=augment,
         compact=output != "float",
-        **({"poses": "keypoints", "face_crops": False} if training else {}),
+        **training_kw,
     )
     key = "source_rgb" if output == "compact" else "source_image"
     feed = expand.Expander.of_loader(loader)
@@ -364,7 +366,7 @@ def render_vs_decode(
     stored, moved = [], []
     for i in range(0, len(views) - batch + 1, batch):
         kp = np.stack([v.keypoints for v in views[i : i + batch]]).astype(np.float32)
-        kp = np.where(kp == -1, kp, kp * np.float32([sx, sy]))
+        kp = np.where(kp == -1, kp, kp * np.array([sx, sy], np.float32))
         stored.append(torch.from_numpy(kp))
         moved.append(
             torch.from_numpy(np.stack([aug(blank, p, np.zeros(4, np.float32), False).keypoints for p in kp]))
@@ -467,8 +469,10 @@ def table(result: dict) -> str:
     round_ratios = ", ".join(f"{r['ratio']:.2f}" for r in side["rounds"])
     dec, cpu = side["decodes_per_epoch"], side["cpu_ms_per_pair"]
     rows = [
-        f"{result['dataset']} at {h}×{w}, batch {result['batch_size']}, {result['train_pairs']} training pairs, "
-        f"{result['cpu_count']} CPUs",
+        (
+            f"{result['dataset']} at {h}×{w}, batch {result['batch_size']}, {result['train_pairs']} training pairs, "
+            f"{result['cpu_count']} CPUs"
+        ),
         "",
         f"**Training input path (augmentation on; {side['processes']['training']} processes: this one and "
         f"{side['workers']} loader worker{'s' if side['workers'] != 1 else ''}; {dec['training']} JPEG decodes an epoch, each image once per shard "
@@ -507,19 +511,29 @@ def table(result: dict) -> str:
         "| per image | µs | bytes |",
         "|---|---:|---:|",
         f"| JPEG decode (cv2) | {u['jpeg_decode']:.0f} | {c['jpeg_bytes_per_image']:.0f} |",
-        f"| pose maps: decode stored patches + paste | {u['pose_decode_paste']:.0f} | "
-        f"{c['pose_bytes_per_image']:.0f} |",
+        (
+            f"| pose maps: decode stored patches + paste | {u['pose_decode_paste']:.0f} | "
+            f"{c['pose_bytes_per_image']:.0f} |"
+        ),
         f"| pose maps: render from keypoints + paste | {u['pose_render_paste']:.0f} | 0 |",
-        f"| pose maps: render on the CPU device (batch of 8, reused buffers; what training runs) | "
-        f"{u['pose_render_device']:.1f} | 0 |",
-        f"| pose maps: batched tensor ops (what CUDA runs), here on the CPU, zeroed output allocated | "
-        f"{u['pose_render_tensor_ops']:.1f} | 0 |",
-        f"| pose maps: dense uint8 PNG decode (alternative) | {u['dense_png_decode']:.0f} | "
-        f"{c['dense_png_bytes_per_image']:.0f} |",
+        (
+            f"| pose maps: render on the CPU device (batch of 8, reused buffers; what training runs) | "
+            f"{u['pose_render_device']:.1f} | 0 |"
+        ),
+        (
+            f"| pose maps: batched tensor ops (what CUDA runs), here on the CPU, zeroed output allocated | "
+            f"{u['pose_render_tensor_ops']:.1f} | 0 |"
+        ),
+        (
+            f"| pose maps: dense uint8 PNG decode (alternative) | {u['dense_png_decode']:.0f} | "
+            f"{c['dense_png_bytes_per_image']:.0f} |"
+        ),
         f"| pose maps: dense float16 (not stored) | – | {c['dense_float16_bytes_per_image']} |",
         "",
-        "| size (H×W) | JPEG decode µs | on-device pose render µs, stored / augmented keypoints "
-        "| render / decode, stored / augmented |",
+        (
+            "| size (H×W) | JPEG decode µs | on-device pose render µs, stored / augmented keypoints "
+            "| render / decode, stored / augmented |"
+        ),
         "|---|---:|---:|---:|",
         *(
             f"| {r['size'][0]}×{r['size'][1]} | {r['jpeg_decode_us']:.0f} | {r['pose_render_device_us']:.1f} / "

@@ -191,9 +191,9 @@ def measure_generator(
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         # Peak of the first pass in a fresh process: later passes reuse memory the allocator kept.
-        base = _reset_peak_rss()
+        rss = _reset_peak_rss()
         fwd_bwd()
-        peak = _peak_rss_mb() - base
+        peak = _peak_rss_mb() - rss
         seconds = _timeit(fwd_bwd, dev, repeats, warmup=0)
     return {"seconds": seconds, "peak_mb": peak, "params": count_parameters(g)}
 
@@ -322,9 +322,9 @@ def measure_attention(
         peak = (torch.cuda.max_memory_allocated() - base) / 2**20
     else:
         # Peak of the first pass in a fresh process: later passes reuse memory the allocator kept.
-        base = _reset_peak_rss()
+        rss = _reset_peak_rss()
         fwd_bwd()
-        peak = _peak_rss_mb() - base
+        peak = _peak_rss_mb() - rss
         seconds = _timeit(fwd_bwd, dev, 3, warmup=0)
     n = h * w
     return {"tokens": n, "seconds": seconds, "peak_mb": peak, "explicit_matrix_mb": batch * n * n * 4 / 2**20}

@@ -98,8 +98,10 @@ def timed_prepare(kind: str, root: Path, out: Path, workers: int, chunk_size: in
 
 def table(r: dict) -> str:
     rows = [
-        "| release | images | in-process s/1k | 1 Ray worker s/1k | 2 Ray workers s/1k | "
-        "2 workers ÷ 1 | 2 workers ÷ in-process |",
+        (
+            "| release | images | in-process s/1k | 1 Ray worker s/1k | 2 Ray workers s/1k | "
+            "2 workers ÷ 1 | 2 workers ÷ in-process |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for kind, label in RELEASES.items():
@@ -114,9 +116,11 @@ def table(r: dict) -> str:
     )
     rows += [
         "",
-        f"Ray start-up (not counted above): {r['ray_start_s']:.1f} s; {r['chunk_size']} images per Ray "
-        f"task; {r['cpu_count']} CPUs, load average (1/5/15 min) {before} as the timed runs began, {after} "
-        "after.",
+        (
+            f"Ray start-up (not counted above): {r['ray_start_s']:.1f} s; {r['chunk_size']} images per Ray "
+            f"task; {r['cpu_count']} CPUs, load average (1/5/15 min) {before} as the timed runs began, {after} "
+            "after."
+        ),
     ]
     return "\n".join(rows)
 

@@ -30,6 +30,7 @@ import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
+from typing import Self
 
 import cv2
 import numpy as np
@@ -103,7 +104,7 @@ class LocalS3:
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> LocalS3:
+    def __enter__(self) -> Self:
         exe = Path(sys.executable).parent / "moto_server"
         self.proc = subprocess.Popen(
             [str(exe), "-H", "127.0.0.1", "-p", str(self.port)],
@@ -143,8 +144,10 @@ def table(r: dict) -> str:
     rows = [
         "| what | images/s | s | per image (ms) | × floor cost |",
         "|---|---:|---:|---:|---:|",
-        f"| floor: read + decode + JPEG encode, 1 process | {r['floor_images_per_s']:.0f} | | "
-        f"{1000 / r['floor_images_per_s']:.2f} | 1.00 |",
+        (
+            f"| floor: read + decode + JPEG encode, 1 process | {r['floor_images_per_s']:.0f} | | "
+            f"{1000 / r['floor_images_per_s']:.2f} | 1.00 |"
+        ),
     ]
     for key in ("0", "1", "2"):
         rate = p[key]["images_per_s"]
@@ -155,9 +158,11 @@ def table(r: dict) -> str:
         )
     rows += [
         "",
-        f"speed-up 2 Ray workers / 1: **{r['speedup_2_over_1']:.2f}** (goal 1.8); Ray start-up "
-        f"(not counted above): {r['ray_start_s']:.1f} s; {r['images']} images, {r['shards']} shards, "
-        f"{r['shard_bytes'] / 1e6:.1f} MB ({r['shard_bytes'] / r['images'] / 1e3:.1f} kB per image)",
+        (
+            f"speed-up 2 Ray workers / 1: **{r['speedup_2_over_1']:.2f}** (goal 1.8); Ray start-up "
+            f"(not counted above): {r['ray_start_s']:.1f} s; {r['images']} images, {r['shards']} shards, "
+            f"{r['shard_bytes'] / 1e6:.1f} MB ({r['shard_bytes'] / r['images'] / 1e3:.1f} kB per image)"
+        ),
         "",
         "| loader, compact batches, 1 epoch in-process | pairs/s |",
         "|---|---:|",

@@ -183,7 +183,7 @@ def shard_target(shards: Path | None) -> tuple[np.ndarray, tuple[int, int], str]
         return None
     try:
         manifest = load_manifest(shards)
-        frame = tuple(int(v) for v in manifest["image_size"])
+        frame = (int(manifest["image_size"][0]), int(manifest["image_size"][1]))
         for tar in sorted(shards.glob("test-*.tar")):
             for key, files in iter_samples(tar.read_bytes()):
                 sample = parse_sample(key, files)

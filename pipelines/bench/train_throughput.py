@@ -96,7 +96,7 @@ def run_training(
     env.pop("RAY_ADDRESS", None)  # always a local Ray: the figures are this machine's
     log.info("%d worker(s)%s, %d images ...", workers, " (all-reduce timed)" if profile else "", total)
     t0 = time.time()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"training with {workers} workers failed:\n{proc.stderr[-3000:]}")
     summary = json.loads((root / "runs" / run / "summary.json").read_text())
