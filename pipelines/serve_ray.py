@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument(
         "--port",
         type=int,
-        default=int(os.environ.get("SERVE_PORT", 5002)),
+        default=int(os.environ.get("SERVE_PORT", "5002")),
         help="HTTP port on 127.0.0.1 (default: SERVE_PORT or 5002)",
     )
     d.add_argument("--name", default="attnflow", help="Serve application name (default: attnflow)")

@@ -67,7 +67,7 @@ def registry_lines(names: list[str]) -> list[str]:
             for alias in ("champion", "candidate"):
                 try:
                     v = client.get_model_version_by_alias(name, alias)
-                except Exception:  # the alias is not set
+                except Exception:  # noqa: BLE001, S112 - the alias is not set
                     continue
                 found[alias] = v
                 metric, value = v.tags.get(TAG_PRIMARY_METRIC), v.tags.get(TAG_PRIMARY_VALUE)
@@ -84,7 +84,7 @@ def registry_lines(names: list[str]) -> list[str]:
                 )
             lines.append(f"{name}: " + ", ".join(parts or ["no aliases"]))
         return lines
-    except Exception as exc:  # the summary must not fail on a registry it cannot read
+    except Exception as exc:  # noqa: BLE001 - the summary must not fail on a registry it cannot read
         from pipelines.tracking.redact import redact
 
         return [f"(registry not readable: {type(exc).__name__}: {redact(str(exc))})"]

@@ -199,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if ctx.track:
         prepare_local_store(ctx.tracking_uri, tcfg.mlflow_experiment, ctx.artifact_location)
     log.info("placement: %s (%s)", placement.device, placement.note)
+    summary: dict | None
     if tcfg.workers == 0:
         try:
             summary = run_worker(ctx, LocalSession(placement.device))

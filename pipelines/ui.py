@@ -85,32 +85,32 @@ def running_server(
     """An ``mlflow server`` on 127.0.0.1 for the duration of the block; yields its base URL for
     :func:`render` (under :data:`SNAPSHOT_HOST`)."""
     port = port or free_port()
-    log = open(Path(tempfile.gettempdir()) / f"attnflow-ui-mlflow-{port}.log", "w")  # for a failed start
-    proc = subprocess.Popen(
-        server_command(backend_uri, artifact_root, port), stdout=log, stderr=subprocess.STDOUT
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not come up on {base} (exit {proc.poll()})")
-            time.sleep(0.5)
-        yield f"http://{SNAPSHOT_HOST}:{port}"
-    finally:
-        proc.terminate()
+    log_path = Path(tempfile.gettempdir()) / f"attnflow-ui-mlflow-{port}.log"  # for a failed start
+    with open(log_path, "w") as log:
+        proc = subprocess.Popen(
+            server_command(backend_uri, artifact_root, port), stdout=log, stderr=subprocess.STDOUT
+        )
+        base = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"mlflow server did not come up on {base} (exit {proc.poll()})")
+                time.sleep(0.5)
+            yield f"http://{SNAPSHOT_HOST}:{port}"
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def chromium() -> str | None:
@@ -134,7 +134,9 @@ def render(
     with contextlib.ExitStack() as stack:
         profile = stack.enter_context(tempfile.TemporaryDirectory())
         common.append(f"--user-data-dir={profile}")
-        dom = subprocess.run([*common, "--dump-dom", url], capture_output=True, text=True, timeout=180).stdout
+        dom = subprocess.run(
+            [*common, "--dump-dom", url], capture_output=True, text=True, timeout=180, check=False
+        ).stdout
         if screenshot is not None:
             screenshot.parent.mkdir(parents=True, exist_ok=True)
             subprocess.run(

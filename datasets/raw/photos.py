@@ -47,8 +47,11 @@ PHOTOS_FILE = "prepare-photos.csv"
 
 
 class Person(Protocol):
-    keypoints: np.ndarray  # [18, 2] (x, y) pixels, -1 missing
-    confidence: float
+    @property
+    def keypoints(self) -> np.ndarray: ...  # [18, 2] (x, y) pixels, -1 missing
+
+    @property
+    def confidence(self) -> float: ...
 
 
 Detector = Callable[[np.ndarray], Sequence[Person]]

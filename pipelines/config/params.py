@@ -85,7 +85,7 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {', '.join(map(repr, args))}")
         return value
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
         return build_dataclass(tp, value, where)
@@ -180,7 +180,9 @@ def apply_override(raw: dict, override: str) -> None:
     try:
         value = parse_yaml(text) if text.strip() else ""
     except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {override!r}: value is not valid YAML ({exc.problem})") from exc
+        raise ConfigError(
+            f"--set {override!r}: value is not valid YAML ({getattr(exc, 'problem', exc)})"
+        ) from exc
     node = raw
     for depth, part in enumerate(parts[:-1]):
         child = node.get(part)

@@ -163,7 +163,7 @@ def weights_sha256(net: LandmarkRegressor) -> str:
 
 
 def train_and_save(
-    shards_dir: Path, manifest: dict, path: Path, recipe: RegressorRecipe = RegressorRecipe()
+    shards_dir: Path | str, manifest: dict, path: Path, recipe: RegressorRecipe = RegressorRecipe()
 ) -> dict:
     """Train the regressor on the training views of these shards and write it atomically to ``path``;
     returns its record (training images, training NME, seconds, key)."""

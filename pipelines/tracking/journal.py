@@ -20,6 +20,7 @@ import os
 import subprocess
 import threading
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -78,14 +79,14 @@ def prepare_local_store(uri: str, experiment: str, artifact_location: str | None
         from mlflow.tracking import MlflowClient
 
         ensure_experiment(MlflowClient(tracking_uri=uri), experiment, artifact_location)
-    except Exception as exc:  # tracking never stops training; the shipper retries later
+    except Exception as exc:  # noqa: BLE001 - tracking never stops training; the shipper retries later
         log.warning("could not prepare %s: %s: %s", redact(uri), type(exc).__name__, redact(str(exc)))
 
 
 def git_commit(root: Path) -> str | None:
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=False
         )
     except (OSError, subprocess.TimeoutExpired):
         return None
@@ -98,6 +99,7 @@ def git_commit(root: Path) -> str | None:
         capture_output=True,
         text=True,
         timeout=10,
+        check=False,
     ).stdout.strip()
     return out.stdout.strip() + ("-dirty" if dirty else "")
 
@@ -284,7 +286,7 @@ class Tracker:
                     r = records[j]
                     metrics.extend(Metric(k, v, r["ts"], r["step"]) for k, v in r["values"].items())
                     j += 1
-                self._call(lambda: self._client.log_batch(self.run_id, metrics=metrics), records[i])
+                self._call(partial(self._client.log_batch, self.run_id, metrics=metrics), records[i])
             else:
                 j = i + 1
                 r = records[i]
@@ -292,18 +294,18 @@ class Tracker:
                     items = list(r["values"].items())
                     for k in range(0, len(items), _BATCH_PARAMS):
                         chunk = [Param(key, val[:6000]) for key, val in items[k : k + _BATCH_PARAMS]]
-                        self._call(lambda: self._client.log_batch(self.run_id, params=chunk), r)
+                        self._call(partial(self._client.log_batch, self.run_id, params=chunk), r)
                 elif kind == "tags":
                     tags = [RunTag(k, v) for k, v in r["values"].items()]
-                    self._call(lambda: self._client.log_batch(self.run_id, tags=tags), r)
+                    self._call(partial(self._client.log_batch, self.run_id, tags=tags), r)
                 elif kind == "artifact":
                     if Path(r["path"]).is_dir():
                         self._call(
-                            lambda: self._client.log_artifacts(self.run_id, r["path"], r["artifact_path"]), r
+                            partial(self._client.log_artifacts, self.run_id, r["path"], r["artifact_path"]), r
                         )
                     elif Path(r["path"]).is_file():
                         self._call(
-                            lambda: self._client.log_artifact(self.run_id, r["path"], r["artifact_path"]), r
+                            partial(self._client.log_artifact, self.run_id, r["path"], r["artifact_path"]), r
                         )
                     else:
                         log.warning("artifact %s no longer exists; skipped", r["path"])
@@ -333,7 +335,7 @@ class Tracker:
             try:
                 self._ensure_run()
                 self._send(records, ends)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the background shipper never stops training
                 if _run_is_gone(exc):  # the store was reset: start a fresh run, resend everything
                     self.run_id, self._offset = None, 0
                     continue
