@@ -22,7 +22,7 @@ export TORCH_CPU_WHEELS
 # every file against the lock's sha256.
 SYNC = $(UV) pip sync --quiet --require-hashes --default-index https://pypi.org/simple --find-links $(TORCH_CPU_WHEELS)
 
-.PHONY: run run-portrait test test-slow test-faults bench gpu-check setup setup-pose lock image job-env-check mlflow-ui serve serve-ray serve-ray-stop ablation submit clean-outputs s3-local s3-local-stop
+.PHONY: run run-portrait test lint test-slow test-faults bench gpu-check setup setup-pose lock image job-env-check mlflow-ui serve serve-ray serve-ray-stop ablation submit clean-outputs s3-local s3-local-stop
 
 setup: $(STAMP)
 
@@ -85,6 +85,13 @@ run-portrait: $(STAMP)
 test: $(STAMP) $(POSE_STAMP)
 	$(BIN)/python -m pytest -q
 	ATTNFLOW_REQUIRE_POSE=1 $(POSE_VENV)/bin/python -m pytest -q -m pose
+
+# Format, lint and type check of the code folders ([tool.ruff] and [tool.mypy] in pyproject.toml;
+# plain mypy checks the folders its configuration names).
+lint: $(STAMP)
+	$(BIN)/ruff format --check pipelines datasets model
+	$(BIN)/ruff check pipelines datasets model
+	$(BIN)/mypy
 
 # The slow suite includes the registry UI test in headless Chromium: installed here when missing
 # (infra/ensure-chromium.sh: apt-get as root, else it fails saying why); with

@@ -115,6 +115,25 @@ def test_the_bootstrap_installs_the_uv_dev_lock_keeps():
     assert list(boot) == ["uv"] and boot["uv"] == LOCKED["dev.lock"]["uv"]
 
 
+def test_the_lint_tools_are_pinned_to_the_locked_versions_and_run_by_ci():
+    # The findings make lint reports depend on the ruff and mypy release: exactly one of each, the
+    # one dev.lock installs, runs locally and in CI (.ci/run: make lint, then make test).
+    dev = {canonicalize_name(r.name): r for r in declared(("dev",))}
+    for tool in ("ruff", "mypy", "types-pyyaml"):
+        (pin,) = dev[tool].specifier
+        assert pin.operator == "==", f"pyproject.toml: {tool} {pin} is not an exact pin"
+        assert LOCKED["dev.lock"][tool][0] == pin.version, f"dev.lock pins {tool} {LOCKED['dev.lock'][tool][0]}"
+    recipe = re.search(r"^lint: \$\(STAMP\)\n((?:\t.*\n)+)", (ROOT / "Makefile").read_text(), flags=re.M)
+    assert recipe, "Makefile has no lint target on $(STAMP)"
+    assert recipe.group(1).split("\n")[:3] == [
+        "\t$(BIN)/ruff format --check pipelines datasets model",
+        "\t$(BIN)/ruff check pipelines datasets model",
+        "\t$(BIN)/mypy",
+    ]
+    ci = [line for line in (ROOT / ".ci/run").read_text().splitlines() if line.startswith("make ")]
+    assert ci == ["make lint", "make test"]
+
+
 def test_no_dependency_list_outside_pyproject_and_the_locks():
     stray = sorted(p.name for p in ROOT.glob("*.txt") if re.match(r"(requirements|constraints)", p.name))
     assert not stray, f"dependency lists beside pyproject.toml: {stray}"
