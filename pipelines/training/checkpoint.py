@@ -34,6 +34,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,9 +112,8 @@ def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
     """Names of floating-point tensors in a nested state that hold NaN or Inf."""
     bad: list[str] = []
     if isinstance(obj, torch.Tensor):
-        if obj.is_floating_point() or obj.is_complex():
-            if not bool(torch.isfinite(obj).all()):
-                bad.append(prefix or "<tensor>")
+        if (obj.is_floating_point() or obj.is_complex()) and not bool(torch.isfinite(obj).all()):
+            bad.append(prefix or "<tensor>")
     elif isinstance(obj, dict):
         for key, value in obj.items():
             bad.extend(non_finite_tensors(value, f"{prefix}.{key}" if prefix else str(key)))
@@ -221,7 +221,7 @@ class CheckpointStore:
                 continue
             path = f"{self.root}/{name}"
             marker = f"{path}/{MARKER_FILE}"
-            if self._retrying("lookup", marker, lambda: self._exists(marker)):
+            if self._retrying("lookup", marker, partial(self._exists, marker)):
                 found.append(CheckpointInfo(step=int(match.group(1)), path=path))
         return sorted(found, key=lambda c: c.step)
 

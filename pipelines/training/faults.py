@@ -63,15 +63,18 @@ class FaultHooks:
     def before_step(self, step: int) -> None:
         """Called with the 1-based number of the step about to run."""
         f = self.faults
-        if f.kill_at_step == step and f.kill_rank == self.rank:
-            if self._first_time(f"killed-step{step}-rank{self.rank}", "SIGKILL of the worker process\n"):
-                log.warning(
-                    "fault injection: rank %d (pid %d) sends itself SIGKILL before step %d",
-                    self.rank,
-                    os.getpid(),
-                    step,
-                )
-                os.kill(os.getpid(), signal.SIGKILL)
+        if (
+            f.kill_at_step == step
+            and f.kill_rank == self.rank
+            and self._first_time(f"killed-step{step}-rank{self.rank}", "SIGKILL of the worker process\n")
+        ):
+            log.warning(
+                "fault injection: rank %d (pid %d) sends itself SIGKILL before step %d",
+                self.rank,
+                os.getpid(),
+                step,
+            )
+            os.kill(os.getpid(), signal.SIGKILL)
         if f.raise_at_step != step or f.raise_rank != self.rank:
             return
         if self._first_time(f"raised-step{step}-rank{self.rank}", "injected worker failure\n"):

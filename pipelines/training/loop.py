@@ -187,10 +187,12 @@ def build_gan(cfg: Config, device: torch.device, comm_hook: Callable | None = No
     from model.gan import GanStep, prepare_module
     from model.generator import build_generator
 
-    g = prepare_module(build_generator(cfg.model), device, cfg.optim)
+    g: torch.nn.Module = prepare_module(build_generator(cfg.model), device, cfg.optim)
     d_net, d_face_net = build_discriminators(cfg.model)
-    d = prepare_module(d_net, device, cfg.optim)
-    d_face = prepare_module(d_face_net, device, cfg.optim) if d_face_net is not None else None
+    d: torch.nn.Module = prepare_module(d_net, device, cfg.optim)
+    d_face: torch.nn.Module | None = (
+        prepare_module(d_face_net, device, cfg.optim) if d_face_net is not None else None
+    )
     if _distributed():
         # Separate wrappers: G's and D's gradients are reduced in their own backward passes.
         g, d = _ddp(g, device, comm_hook), _ddp(d, device, comm_hook)

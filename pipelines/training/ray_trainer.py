@@ -107,7 +107,8 @@ def fit(
             # The loop prunes its own checkpoints (it also runs without Ray); Ray keeps pointers.
             checkpoint_config=CheckpointConfig(num_to_keep=None),
             # Ray Train's per-report INFO lines would drown the loop's own progress lines.
-            logging_config=LoggingConfig(log_level="WARNING"),
+            # ray.train exports v2's RunConfig (which takes it) at run time; mypy sees the v1 one.
+            logging_config=LoggingConfig(log_level="WARNING"),  # type: ignore[call-arg]
         ),
     )
     result = trainer.fit()
@@ -185,7 +186,7 @@ def train_on_ray(ctx: LoopContext, tcfg: Any, storage: str, root: Path, placemen
             storage_path=storage,
             max_failures=tcfg.max_failures,
         )
-    except Exception as exc:  # Ray wraps the worker's exception; show the cause in one line
+    except Exception as exc:  # noqa: BLE001 - Ray wraps the worker's exception; show the cause in one line
         log.error(
             "training failed: %s: %s", type(exc).__name__, redact(str(exc).strip().splitlines()[-1][:500])
         )
