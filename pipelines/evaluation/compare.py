@@ -45,7 +45,7 @@ def score_folder(
         manifest = load_manifest(shards)
     except FileNotFoundError as exc:
         raise EvaluationError(str(exc)) from None
-    size = tuple(int(v) for v in manifest["image_size"])
+    size = (int(manifest["image_size"][0]), int(manifest["image_size"][1]))
     pairs = [(s, t) for s, t, _ in test_pairs(shards, manifest)]
     if not pairs:
         raise EvaluationError(f"{shards}: the test split has no pairs")

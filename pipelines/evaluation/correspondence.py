@@ -34,6 +34,7 @@ from datasets.shards.samples import parse_sample
 from datasets.shards.tar import iter_samples, read_shard
 from datasets.synthetic import groundtruth
 from datasets.synthetic.figure_render import BODY_PARTS, GARMENTS
+from model.generator import AttnFlowGenerator
 from model.warp import attention_warp, pixel_grid, resize_flow
 
 MIN_REGION_PIXELS = 12  # a garment region smaller than this (a sliver of a shoe) has no stable mean colour
@@ -68,7 +69,7 @@ def load_test_truth(shards: str, manifest: dict) -> dict[str, bytes]:
     return out
 
 
-def forward_with_features(g: torch.nn.Module, batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def forward_with_features(g: AttnFlowGenerator, batch: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     """``g``'s forward on a batch, and what its two encoders returned in it (read by hooks: the
     output keeps no features, and running the encoders again cost 7% of an evaluation)."""
     seen: dict[str, Any] = {}
@@ -85,7 +86,7 @@ def forward_with_features(g: torch.nn.Module, batch: dict[str, Any]) -> tuple[An
 
 
 def model_fields(
-    g: torch.nn.Module, out: Any, batch: dict[str, Any], features: dict[str, Any] | None = None
+    g: AttnFlowGenerator, out: Any, batch: dict[str, Any], features: dict[str, Any] | None = None
 ) -> tuple[dict[str, torch.Tensor], dict[int, torch.Tensor]]:
     """The generator's locations as flows at image size ([B,2,H,W], image pixels, target->source):
     ``flow_s<k>`` per flow stride and ``attn_s<k>`` (expected source location) per attention
@@ -94,7 +95,7 @@ def model_fields(
     them the encoders run again on the same inputs."""
     h, w = batch["source_image"].shape[-2:]
     fields = {f"flow_s{s}": resize_flow(f.float(), (h, w)) for s, f in out.flows.items()}
-    if getattr(g, "attention", None) is not None:
+    if g.attention is not None:
         src = batch["source_image"]
         features = features or {}
         textures = features.get("textures")
@@ -236,9 +237,8 @@ class CorrespondenceScorer:
             for name in fields:
                 kind, stride = name.split("_s")
                 p.value("model", f"{kind}_epe_s{stride}", mean[name])
-            p.value(
-                "model", "flow_epe", mean[_finest(fields, "flow")] if _finest(fields, "flow") else math.nan
-            )
+            finest = _finest(fields, "flow")
+            p.value("model", "flow_epe", mean[finest] if finest else math.nan)
         for s, m in (maps or {}).items():
             if f"flow_s{s}" in errors and f"attn_s{s}" in errors:
                 prefers_attention = m[i, 0].numpy()[mask] > 0.5

@@ -65,7 +65,7 @@ def _augment(
     out_i, out_l = np.empty_like(images), np.empty_like(lms)
     for k in range(len(images)):
         a = aug(images[k], lms[k], np.zeros(4, np.float32), False)
-        img = a.rgb.astype(np.float32)
+        img: np.ndarray = a.rgb.astype(np.float32)
         sigma = rng.uniform(0, recipe.max_blur)
         if sigma > 0.25:
             img = cv2.GaussianBlur(img, (0, 0), sigma)
@@ -83,7 +83,7 @@ def train_regressor(images: np.ndarray, lms: np.ndarray, recipe: RegressorRecipe
     """Fit the regressor to (image, landmarks) with L1 on the present points; deterministic per seed."""
     torch.manual_seed(recipe.seed)
     rng = np.random.default_rng(recipe.seed)
-    size = images.shape[1:3]
+    size = (images.shape[1], images.shape[2])
     net = LandmarkRegressor(recipe.width)
     steps_per_epoch = math.ceil(len(images) / recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
@@ -122,7 +122,7 @@ def train_regressor(images: np.ndarray, lms: np.ndarray, recipe: RegressorRecipe
 def predict(net: LandmarkRegressor, images: np.ndarray | torch.Tensor, batch_size: int = 64) -> np.ndarray:
     """Pixel landmarks [N, 68, 2] of uint8 images [N,H,W,3] (or float [N,3,H,W] in [-1, 1])."""
     x = to_tensor(images) if isinstance(images, np.ndarray) else images.float()
-    size = tuple(x.shape[-2:])
+    size = (x.shape[-2], x.shape[-1])
     out = [to_pixels(net(x[i : i + batch_size]), size) for i in range(0, len(x), batch_size)]
     return torch.cat(out).numpy()
 

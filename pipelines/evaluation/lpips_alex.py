@@ -46,7 +46,7 @@ def _load(path: str | None, what: str) -> dict:
         )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - whatever a bad file makes torch.load raise, said in one line
         raise EvaluationError(f"{what}: {path} is not a PyTorch state dict ({exc})") from None
 
 
@@ -69,6 +69,7 @@ class LpipsAlex:
                 f"({str(exc).splitlines()[0]})"
             ) from None
         lin = _load(lin_path, "evaluate.lpips_alex_lin_weights")
+        assert lin_path is not None  # _load refuses a missing path
         self.lins = []
         for k, ch in enumerate(_CHANNELS):
             w = lin.get(f"lin{k}.model.1.weight")
@@ -94,10 +95,15 @@ class LpipsAlex:
 
     @torch.no_grad()
     def distance(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        total = None
-        for fa, fb, w in zip(self._taps(a), self._taps(b), self.lins):
-            fa = fa / (fa.square().sum(1, keepdim=True).sqrt() + 1e-10)
-            fb = fb / (fb.square().sum(1, keepdim=True).sqrt() + 1e-10)
-            d = torch.nn.functional.conv2d((fa - fb).square(), w).mean(dim=(1, 2, 3))
-            total = d if total is None else total + d
+        layers = [_layer_distance(fa, fb, w) for fa, fb, w in zip(self._taps(a), self._taps(b), self.lins)]
+        total = layers[0]
+        for d in layers[1:]:
+            total = total + d
         return total
+
+
+def _layer_distance(fa: torch.Tensor, fb: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    # One tap of LpipsAlex.distance, [B].
+    fa = fa / (fa.square().sum(1, keepdim=True).sqrt() + 1e-10)
+    fb = fb / (fb.square().sum(1, keepdim=True).sqrt() + 1e-10)
+    return torch.nn.functional.conv2d((fa - fb).square(), w).mean(dim=(1, 2, 3))

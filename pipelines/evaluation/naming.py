@@ -212,8 +212,10 @@ def match(folder: Path, pairs: list[tuple[str, str]], conv: Convention) -> Match
     missing = [conv.format(s, t) for s, t in dict.fromkeys(pairs) if (s, t) not in found]
     if missing or extra:
         lines = [
-            f"{folder}: convention {conv.name} (<source>_2_<target>{conv.suffix}.<png|jpg>): "
-            f"{len(missing)} of {len(wanted)} test pairs have no image, {len(extra)} images are no test pair's"
+            (
+                f"{folder}: convention {conv.name} (<source>_2_<target>{conv.suffix}.<png|jpg>): "
+                f"{len(missing)} of {len(wanted)} test pairs have no image, {len(extra)} images are no test pair's"
+            )
         ]
         for what, items in (("missing", missing), ("extra", extra)):
             if items:

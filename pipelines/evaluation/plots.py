@@ -122,8 +122,8 @@ def plot_training_curves(
     keys = [k for k in CURVE_KEYS if k in curves]
     fig, axes = plt.subplots(2, 4, figsize=(12, 5), dpi=110)
     for ax, key in zip(axes.flat, keys):
-        steps, values = zip(*curves[key])
-        ax.plot(steps, values, lw=1)
+        xs, ys = zip(*curves[key])
+        ax.plot(xs, ys, lw=1)
         ax.set_title(key.removeprefix("loss/"), fontsize=9)
         ax.set_xlabel("step", fontsize=7)
         ax.tick_params(labelsize=7)

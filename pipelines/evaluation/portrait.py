@@ -38,11 +38,11 @@ from pipelines.evaluation.generators import GenerateFn
 from pipelines.evaluation.landmark_regressor import RegressorRecipe, load_regressor, nme, predict, to_tensor
 from pipelines.evaluation.plots import plot_histograms
 
-GRID_EDITS: tuple[tuple[str, dict[str, float]], ...] = (
-    ("rotate 20 deg", {"rotate": 20.0}),  # cv2 fonts have no degree sign
-    ("mouth-open 0.8", {"mouth_open": 0.8}),
-    ("smile 1", {"smile": 1.0}),
-    ("eyes-closed 1", {"eyes_closed": 1.0}),
+GRID_EDITS: tuple[tuple[str, Edits], ...] = (
+    ("rotate 20 deg", Edits(rotate=20.0)),  # cv2 fonts have no degree sign
+    ("mouth-open 0.8", Edits(mouth_open=0.8)),
+    ("smile 1", Edits(smile=1.0)),
+    ("eyes-closed 1", Edits(eyes_closed=1.0)),
 )
 
 
@@ -66,7 +66,7 @@ def editing_grid(
 ) -> np.ndarray:
     """uint8 grid: per held-out identity its first view, then each edit of :data:`GRID_EDITS`, then a
     drive by the most expressive view of the next identity (that driver shown last)."""
-    size = images.shape[1:3]
+    size = (images.shape[1], images.shape[2])
     order: dict[str, list[int]] = {}
     for i, ident in enumerate(ids):
         order.setdefault(ident, []).append(i)
@@ -78,7 +78,7 @@ def editing_grid(
         src = order[ident][0]
         others = order[identities[(r + 1) % len(identities)]] if len(identities) > 1 else order[ident][1:]
         driver = max(others or [src], key=lambda i: _expressiveness(lms[i]))
-        targets = [target_landmarks(lms[src], Edits(**kw), size) for _, kw in GRID_EDITS]
+        targets = [target_landmarks(lms[src], edits, size) for _, edits in GRID_EDITS]
         targets.append(target_landmarks(lms[src], Edits(drive=lms[driver]), size))
         n = len(targets)
         x = to_tensor(images[src : src + 1]).expand(n, -1, -1, -1)
@@ -113,7 +113,7 @@ class PortraitResult:
 
 def evaluate_portrait(
     generate: GenerateFn,
-    shards_dir: Path,
+    shards_dir: Path | str,
     manifest: dict,
     dataset: str,
     pair_names: list[tuple[str, str]],
@@ -194,9 +194,11 @@ def report(doc: dict) -> str:
         if k and k in doc["model"]
     ]
     lines = [
-        f"{doc['dataset']}: {doc['protocol']['pairs']} held-out test pairs "
-        f"(landmark_nme: lower follows the target landmarks better; the regressor's own error on the "
-        f"real targets is {doc.get('portrait', {}).get('landmark_nme', {}).get('target_image', float('nan')):.4f})",
+        (
+            f"{doc['dataset']}: {doc['protocol']['pairs']} held-out test pairs "
+            f"(landmark_nme: lower follows the target landmarks better; the regressor's own error on the "
+            f"real targets is {doc.get('portrait', {}).get('landmark_nme', {}).get('target_image', float('nan')):.4f})"
+        ),
         f"{'method':<18}" + "".join(f"{k:>22}" for k in keys),
     ]
     for method, scores in [("model", doc["model"])] + list(doc["baselines"].items()):

@@ -24,8 +24,10 @@ def summary_lines(doc: dict, label: str = "model") -> list[str]:
     units = f"{iv['identities']} identities" if iv.get("identities") else f"{iv['pairs']} pairs"
     fallback = f" (fallback: {iv['fallback']})" if iv.get("fallback") else ""
     lines = [
-        f"{doc['dataset']}: {doc['protocol']['pairs']} test pairs, protocol {doc['protocol_sha256'][:12]}, "
-        f"{doc['seconds']:.0f} s; means with 95% intervals, {iv['method']} over {units}{fallback}",
+        (
+            f"{doc['dataset']}: {doc['protocol']['pairs']} test pairs, protocol {doc['protocol_sha256'][:12]}, "
+            f"{doc['seconds']:.0f} s; means with 95% intervals, {iv['method']} over {units}{fallback}"
+        ),
         f"{'method':<18}"
         + "".join(f" {k:>25}" for k in keys)
         + f"{names['fd']:>20}{names['kid'] + ' ± std':>28}",

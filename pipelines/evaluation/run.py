@@ -100,7 +100,7 @@ def log_to_mlflow(run_id: str, dataset: str, doc: dict, files: list[Path]) -> bo
         for f in files:
             client.log_artifact(run_id, str(f), artifact_path=f"evaluation/{dataset}")
         return True
-    except Exception as exc:  # the scores are on disk; a tracking outage must not lose them
+    except Exception as exc:  # noqa: BLE001 - the scores are on disk; a tracking outage must not lose them
         log.warning("could not log to MLflow run %s: %s", run_id, redact(str(exc)))
         return False
 

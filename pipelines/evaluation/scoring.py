@@ -234,7 +234,7 @@ def evaluate_pairs(
             masks = torch.from_numpy(
                 np.stack(
                     [
-                        image_metrics.body_mask(kp.numpy(), tuple(target.shape[-2:]), mask_radius)
+                        image_metrics.body_mask(kp.numpy(), (target.shape[-2], target.shape[-1]), mask_radius)
                         for kp in batch["target_keypoints"]
                     ]
                 )
@@ -247,25 +247,27 @@ def evaluate_pairs(
         if shared and real is None:
             real = RealImageLayers(nets.fd)
             mean_layers = nets.fd.layers(mean_t[None])
-        target_layers = real(batch["target_name"], target) if shared else None
-        known = {
-            "copy_source": lambda: real(batch["source_name"], outputs["copy_source"]),
-            "mean_train_image": lambda: [x.expand(len(target), *x.shape[1:]) for x in mean_layers],
-        }
-        if generator.per_image:
-            # Images read from files take the real images' single-image passes: a folder holding
-            # the sources scores exactly as copy_source, whatever the batch around them.
-            known["model"] = lambda: real.each(outputs["model"])
+        target_layers = real(batch["target_name"], target) if shared and real is not None else None
         for method, images in outputs.items():
             if shared:
-                layers = known[method]() if method in known else nets.fd.layers(images)
+                assert real is not None and target_layers is not None  # built above when shared
+                if method == "copy_source":
+                    layers = real(batch["source_name"], outputs["copy_source"])
+                elif method == "mean_train_image":
+                    layers = [x.expand(len(target), *x.shape[1:]) for x in mean_layers]
+                elif method == "model" and generator.per_image:
+                    # Images read from files take the real images' single-image passes: a folder
+                    # holding the sources scores exactly as copy_source, whatever the batch around them.
+                    layers = real.each(outputs["model"])
+                else:
+                    layers = nets.fd.layers(images)
                 lpd, pooled = (
                     image_metrics.perceptual_distance(layers, target_layers),
                     layers[-1].mean(dim=(2, 3)),
                 )
             else:
                 lpd, pooled = perceptual(nets.lpd, images, target), nets.fd.pooled(images)
-            scores = {
+            scores: dict[str, torch.Tensor | np.ndarray] = {
                 "ssim": field_ssim(images, target),
                 "ssim_range255": image_metrics.ssim(images, target),
                 "psnr": image_metrics.psnr(images, target),
@@ -281,7 +283,9 @@ def evaluate_pairs(
             feats[method].append(pooled.detach().cpu().float().numpy())
         if correspondence is not None:
             correspondence.add(batch, target, outputs, fields, maps)
-        target_pooled = target_layers[-1].mean(dim=(2, 3)) if shared else nets.fd.pooled(target)
+        target_pooled = (
+            target_layers[-1].mean(dim=(2, 3)) if target_layers is not None else nets.fd.pooled(target)
+        )
         feats[TARGETS].append(target_pooled.detach().cpu().float().numpy())
         if progress is not None:
             progress.update(len(index))
@@ -355,7 +359,9 @@ def evaluate_part(
     ``generator``/``nets`` are given, else rebuilt from ``job.source`` in a worker)."""
     torch.set_num_threads(job.threads)
     nets = nets or build_networks(job.ecfg, job.loss_cfg)
-    generator = generator or rebuild_generator(job.source)
+    if generator is None:
+        assert job.source is not None  # a part run in a worker names where its generator comes from
+        generator = rebuild_generator(job.source)
     loader = eval_loader(
         job.shards,
         batch_size=job.batch_size,

@@ -6,12 +6,9 @@ Used by evaluation, registration and the portrait editor; nothing here trains.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-
-import torch
 
 from model.config import ModelConfig
-from model.generator import build_generator
+from model.generator import AttnFlowGenerator, build_generator
 from pipelines.config.params import build_dataclass
 from pipelines.training.checkpoint import (
     CHECKPOINT_NAME,
@@ -84,7 +81,7 @@ def load_checkpoint(path: str | Path) -> tuple[dict, dict]:
     }
 
 
-def ema_generator(state: dict) -> tuple[torch.nn.Module, Any]:
+def ema_generator(state: dict) -> tuple[AttnFlowGenerator, ModelConfig]:
     """The EMA generator of a training checkpoint and its ModelConfig."""
     mcfg = build_dataclass(ModelConfig, state["config"]["model"], "model")
     g = build_generator(mcfg)
