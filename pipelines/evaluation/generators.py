@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from model.export import pack_inputs
+from model.generator import AttnFlowGenerator
 from pipelines.evaluation.generated import load_generated
 from pipelines.evaluation.naming import CONVENTIONS, FolderError
 from pipelines.tracking.models import ModelLoadError, load_packed
@@ -51,7 +52,7 @@ def rebuild_generator(source: tuple[str, str]) -> GeneratorUnderTest:
     raise EvaluationError(f"unknown generator source {kind!r}")
 
 
-def generator_from_checkpoint(path: str | Path) -> tuple[GeneratorUnderTest, torch.nn.Module, dict]:
+def generator_from_checkpoint(path: str | Path) -> tuple[GeneratorUnderTest, AttnFlowGenerator, dict]:
     try:
         state, info = load_checkpoint(path)
     except CheckpointError as exc:

@@ -251,8 +251,8 @@ class PairedComparison:
 
 
 def paired_bootstrap(
-    candidate: np.ndarray,
-    champion: np.ndarray,
+    candidate: np.ndarray | Sequence[float],
+    champion: np.ndarray | Sequence[float],
     lower_is_better: bool,
     resampling: Resampling,
     resamples: int,

@@ -22,6 +22,7 @@ import torch
 from datasets.shards.loader import eval_loader
 from datasets.shards.tar import load_manifest
 from model.export import PackedGenerator, pack_inputs
+from model.generator import AttnFlowGenerator
 from pipelines.evaluation.statistics import Resampling, by_identity
 from pipelines.registry import cards
 from pipelines.registry.promotion import (
@@ -92,7 +93,7 @@ def register_generator(
     run_id: str | None = None,
     artifacts: Sequence[Path] = (),
     tags: dict[str, str] | None = None,
-    rescore: Callable[[str], float] | None = None,
+    rescore: Callable[[str], float | tuple[float, list[float]]] | None = None,
     experiment: str = "attnflow",
     task: str | None = None,
     request_example: Mapping[str, str] | None = None,
@@ -331,7 +332,7 @@ def champion_per_pair(champion: Any, model_name: str, metric: str, protocol: str
                     artifact_uri=f"models:/{model_name}/{champion.version}", dst_path=tmp
                 )
             )
-        except Exception:  # an unreachable artifact store only costs the noise estimate
+        except Exception:  # noqa: BLE001 - an unreachable artifact store only costs the noise estimate
             return None
         record = next(local.rglob("extra_files/metrics.json"), None)
         if record is None:
@@ -343,14 +344,14 @@ def champion_per_pair(champion: Any, model_name: str, metric: str, protocol: str
 
 
 def export_generator(
-    ema: torch.nn.Module, shards: str | Path
+    ema: AttnFlowGenerator, shards: str | Path
 ) -> tuple[PackedGenerator, np.ndarray, float, dict[str, str]]:
     """The EMA generator as the registry serves it (one packed tensor in, the image out), the
     input example (the first test pair, as the loader gives it), the largest difference between
     the exported and the direct output on it (a reproducibility check: should be 0), and the same
     pair as a request to the served model (:mod:`pipelines.serving.contract`)."""
     manifest = load_manifest(shards)
-    size = tuple(int(v) for v in manifest["image_size"])
+    size = (int(manifest["image_size"][0]), int(manifest["image_size"][1]))
     sigma = float(manifest["preprocess"]["heatmap_sigma"])
     exported = PackedGenerator(ema, ema.cfg.pose_channels, size, heatmap_sigma=sigma)
     batch = next(iter(eval_loader(shards, batch_size=1, num_workers=0)))
