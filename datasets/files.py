@@ -1,7 +1,7 @@
 """Crash-safe file and folder writes, and file digests: the one implementation every stage uses.
 
 * :func:`atomic_write_bytes` writes a file through a hidden ``.NAME.partial`` sibling, fsynced
-  and renamed, so a reader never sees half a file.
+  and renamed, so a reader never sees half a file; :func:`atomic_write_text` is the same for text.
 * :func:`replace_dir` puts a finished staging folder in place of the final one with renames
   only; :func:`staged_dir` wraps a whole build (staging folder, swap on success, cleanup on
   failure).  An interrupted build leaves the previous folder intact.
@@ -39,16 +39,26 @@ def fsync_dir(path: str | Path) -> None:
         os.close(fd)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary sibling and a rename."""
+def atomic_write_bytes(path: str | Path, data: bytes, *, durable: bool = True) -> None:
+    """Write ``data`` to ``path`` via a temporary sibling and a rename.
+
+    ``durable=False`` skips the fsync (a reader still never sees half a file; only a machine crash
+    can cost it): for the many small files written into a :func:`staged_dir` folder, where one
+    fsync each would dominate the write."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     with open(tmp, "wb") as fh:
         fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
+        if durable:
+            fh.flush()
+            os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` as :func:`atomic_write_bytes` does."""
+    atomic_write_bytes(path, text.encode())
 
 
 def replace_dir(staging: str | Path, final: str | Path) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from datasets import files
-from datasets.files import atomic_write_bytes, file_sha256, replace_dir, staged_dir
+from datasets.files import atomic_write_bytes, atomic_write_text, file_sha256, replace_dir, staged_dir
 
 
 def _tree(root: Path) -> dict[str, bytes]:
@@ -21,6 +21,16 @@ def test_file_sha256_and_atomic_write(tmp_path: Path) -> None:
     assert file_sha256(path) == hashlib.sha256(b"x" * 3_000_000).hexdigest()
     assert sorted(p.name for p in path.parent.iterdir()) == ["a.bin"]  # no .partial left
     assert file_sha256(tmp_path / "missing") is None
+
+
+def test_atomic_write_text_and_the_write_without_fsync(tmp_path: Path, monkeypatch) -> None:
+    synced = []
+    monkeypatch.setattr(files.os, "fsync", lambda fd: synced.append(fd))
+    atomic_write_text(tmp_path / "a" / "t.json", "{\"é\": 1}\n")
+    assert (tmp_path / "a" / "t.json").read_bytes() == "{\"é\": 1}\n".encode() and len(synced) == 1
+    atomic_write_bytes(tmp_path / "a" / "t.json", b"again", durable=False)
+    assert (tmp_path / "a" / "t.json").read_bytes() == b"again" and len(synced) == 1
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["t.json"]
 
 
 def test_staged_dir_replaces_the_previous_folder(tmp_path: Path) -> None:

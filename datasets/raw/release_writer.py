@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from datasets.files import staged_dir
+from datasets.files import atomic_write_bytes, staged_dir
 from datasets.parallel import ordered_map
 from datasets.raw.frame import FitPolicy, conform
 from datasets.raw.layout import SPLITS
@@ -64,10 +63,8 @@ def convert_chunk(job: ConvertJob) -> list[tuple[str, str]]:
         if result.data is None:
             out.append((result.reason, ""))
             continue
-        final = Path(job.staging) / split / name
-        tmp = final.with_name(f".{name}.partial")
-        tmp.write_bytes(result.data)
-        os.replace(tmp, final)  # a retried task (its worker killed) never leaves half a file
+        # A retried task (its worker killed) never leaves half a file.
+        atomic_write_bytes(Path(job.staging) / split / name, result.data, durable=False)
         out.append(("", result.note))
     return out
 
