@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--model",
         default="models:/attnflow-pose@champion",
-        help="MLflow model URI or local model folder (default: models:/attnflow-pose@champion)",
+        help="MLflow model URI, local model folder or checkpoint folder "
+        "(default: models:/attnflow-pose@champion)",
     )
     ap.add_argument("--source", help="photo of the person")
     ap.add_argument(

@@ -57,6 +57,7 @@ def check_runtime_env(env: dict, limit: int | None = None) -> dict:
     except (TypeError, ValueError) as exc:
         raise PreflightError(f"runtime env: {exc}") from None
     working_dir = env.get("working_dir")
+    # Ray's rule, not datasets.storage's: any URI (a file:// zip included) Ray fetches itself.
     if working_dir is None or "://" in str(working_dir):
         return env  # nothing to upload from here
     root = Path(working_dir)

@@ -35,8 +35,8 @@ from pipelines.apps.inputs import (
     read_image,
     read_points_json,
 )
-from pipelines.tracking.models import ModelLoadError, load_packed
-from pipelines.training.restore import CheckpointError, ema_generator, load_checkpoint
+from pipelines.runs.source import GeneratorSource, SourceError
+from pipelines.training.restore import load_generator
 
 LANDMARKS = PointFormat("landmarks", NUM_LANDMARKS, "iBUG order", "portrait")
 
@@ -195,36 +195,6 @@ def frame_face(
     return out, face_edits.clip_to_frame(new.astype(np.float32), size)
 
 
-def load_generator(model: str) -> PackedGenerator:
-    """An MLflow URI / model folder, or a training checkpoint folder -> the packed generator."""
-    path = Path(model)
-    if (
-        not model.startswith(("models:/", "runs:/", "file:"))
-        and path.exists()
-        and not (path / "MLmodel").is_file()
-    ):
-        try:
-            state, _ = load_checkpoint(path)
-        except CheckpointError as exc:
-            raise InputError(f"--model {model}: {exc}") from None
-        g, mcfg = ema_generator(state)
-        config = state.get("config") or {}
-        name = (config.get("train") or {}).get("dataset")
-        spec = (config.get("datasets") or {}).get(name) or {}
-        if "image_size" not in spec:
-            raise InputError(
-                f"--model {model}: the checkpoint's config does not name its dataset's image size"
-            )
-        sigma = spec.get("pose_sigma") or (config.get("preprocess") or {}).get("heatmap_sigma", 1.0)
-        return PackedGenerator(g, mcfg.pose_channels, tuple(spec["image_size"]), heatmap_sigma=float(sigma))
-    try:
-        return load_packed(model)
-    except ModelLoadError as exc:
-        raise InputError(
-            str(exc).replace("expected models:/", "expected a checkpoint folder, models:/")
-        ) from None
-
-
 @dataclass
 class Face:
     """A face in the model's frame: the image and its landmarks."""
@@ -248,7 +218,11 @@ class PortraitEditor:
 
     @classmethod
     def load(cls, model: str) -> PortraitEditor:
-        return cls(load_generator(model))
+        """From an MLflow model URI or folder, or a training checkpoint folder (GeneratorSource)."""
+        try:
+            return cls(load_generator(GeneratorSource.parse(model)).as_packed())
+        except SourceError as exc:
+            raise InputError(str(exc)) from None
 
     def prepare(
         self,

@@ -30,7 +30,8 @@ from pipelines.apps.inputs import (
     save_rgb,
 )
 from pipelines.apps.pose_extract import NoPersonFound, extract_keypoints
-from pipelines.tracking.models import ModelLoadError, load_packed
+from pipelines.runs.source import GeneratorSource, SourceError
+from pipelines.training.restore import load_generator
 
 KEYPOINTS = PointFormat("keypoints", NUM_JOINTS, "OpenPose-18 order", "annotation")
 
@@ -108,9 +109,10 @@ class PoseTransfer:
 
     @classmethod
     def load(cls, model: str) -> PoseTransfer:
+        """From an MLflow model URI or folder, or a training checkpoint folder (GeneratorSource)."""
         try:
-            return cls(load_packed(model))
-        except ModelLoadError as exc:
+            return cls(load_generator(GeneratorSource.parse(model)).as_packed())
+        except SourceError as exc:
             raise InputError(str(exc)) from None
 
     def _pose(self, kp: np.ndarray) -> torch.Tensor:

@@ -15,8 +15,8 @@ from model.export import pack_inputs
 from model.generator import AttnFlowGenerator
 from pipelines.evaluation.generated import load_generated
 from pipelines.evaluation.naming import CONVENTIONS, FolderError
-from pipelines.tracking.models import ModelLoadError, load_packed
-from pipelines.training.restore import CheckpointError, ema_generator, load_checkpoint
+from pipelines.runs.source import GeneratorSource, SourceError
+from pipelines.training.restore import load_checkpoint_generator, load_generator
 
 GenerateFn = Callable[[dict[str, Any]], torch.Tensor]  # batch -> images [B,3,H,W] in [-1, 1], or uint8 pixels
 # batch -> (images, located fields {name: [B,2,H,W]}, combination maps {stride: [B,1,H,W]}): see
@@ -53,12 +53,12 @@ def rebuild_generator(source: tuple[str, str]) -> GeneratorUnderTest:
 
 
 def generator_from_checkpoint(path: str | Path) -> tuple[GeneratorUnderTest, AttnFlowGenerator, dict]:
+    """A checkpoint's EMA generator under test, the generator itself and the checkpoint's state."""
     try:
-        state, info = load_checkpoint(path)
-    except CheckpointError as exc:
+        loaded = load_checkpoint_generator(str(path))
+    except SourceError as exc:
         raise EvaluationError(str(exc)) from None
-    g, mcfg = ema_generator(state)
-    info["variant"] = mcfg.variant
+    g, info, state = loaded.ema, loaded.info, loaded.state
 
     @torch.no_grad()
     def fn(batch: dict[str, Any]) -> torch.Tensor:
@@ -76,15 +76,16 @@ def generator_from_checkpoint(path: str | Path) -> tuple[GeneratorUnderTest, Att
 
 def generator_from_model(uri: str) -> GeneratorUnderTest:
     try:
-        net = load_packed(uri)
-    except ModelLoadError as exc:
+        loaded = load_generator(GeneratorSource.model(uri))
+    except SourceError as exc:
         raise EvaluationError(str(exc)) from None
+    net = loaded.as_packed()
 
     @torch.no_grad()
     def fn(batch: dict[str, Any]) -> torch.Tensor:
         return net(pack_inputs(batch["source_image"], batch["source_pose"], batch["target_pose"]))
 
-    return GeneratorUnderTest(fn, {"source": "model", "uri": uri}, ("model", uri))
+    return GeneratorUnderTest(fn, loaded.info, ("model", uri))
 
 
 def generator_from_folder(spec: dict[str, Any]) -> GeneratorUnderTest:

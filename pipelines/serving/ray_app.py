@@ -25,11 +25,11 @@ import re
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from ray import serve
 
+from datasets import storage
 from pipelines.config.stages import ServeConfig
 
 log = logging.getLogger("attnflow.serve")
@@ -59,7 +59,7 @@ class ModelRef:
             return cls(uri, m.group(1), m.group(2), m.group(3))
         if uri.startswith("models:"):
             raise ServeError(f"model {uri!r}: expected models:/NAME@ALIAS or models:/NAME/VERSION")
-        if "://" not in uri and not (Path(uri) / "MLmodel").is_file():
+        if not storage.is_url(uri) and not (storage.local_path(uri) / "MLmodel").is_file():
             raise ServeError(f"model {uri!r}: not a registry URI and no MLmodel file in that folder")
         return cls(uri)
 

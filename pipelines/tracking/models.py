@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from model.export import PackedGenerator
+from pipelines.runs.source import SourceError
 from pipelines.tracking.journal import tracking_uri
 
 
-class ModelLoadError(ValueError):
+class ModelLoadError(SourceError):
     """A model URI or folder that does not give an AttnFlow generator; the message says why."""
 
 
 def load_packed(model: str) -> PackedGenerator:
-    """A registered/logged MLflow model URI or a local MLflow model folder -> PackedGenerator."""
-    if not (model.startswith(("models:/", "runs:/", "file:")) or (Path(model) / "MLmodel").is_file()):
-        raise ModelLoadError(
-            f"--model {model!r}: expected models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… "
-            "or a folder holding an MLmodel file"
-        )
+    """A registered/logged MLflow model URI or a local MLflow model folder (what
+    :meth:`pipelines.runs.source.GeneratorSource.model` accepts) -> PackedGenerator."""
     import mlflow.pytorch
     from mlflow.exceptions import MlflowException
 

@@ -1,0 +1,1 @@
+"""A training run's files and records: where they are, what they hold, and where a generator comes from."""
