@@ -26,6 +26,8 @@ from datasets.files import atomic_write_bytes
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args
 from pipelines.evaluation.metric_table import MASKED_PREFIX, arrow, is_statistic, lower_is_better
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import EvaluationRecord, RecordError, protocol_path
 
 log = logging.getLogger("ablation")
 METRICS_DIR = Path("metrics/ablation")
@@ -79,9 +81,9 @@ def _run_one(args: argparse.Namespace, cfg, variant: str, seed: int) -> int:
         name,
         *common,
         "--checkpoint",
-        f"{cfg.train.storage_path}/{name}/checkpoints",
+        RunFolder.of(name, cfg.train.storage_path).checkpoints,
         "--metrics",
-        str(METRICS_DIR / f"{variant}-s{seed}.json"),
+        str(metrics_path(variant, seed)),
         "--plots",
         f"plots/ablation/{variant}-s{seed}",
         "--set",
@@ -112,20 +114,27 @@ def verdict(better: list[float], worse: list[float], lower_better: bool) -> str:
     return "reversed"
 
 
-def _records(acfg) -> tuple[dict[tuple[str, int], dict], list[str]]:
+def metrics_path(variant: str, seed: int) -> Path:
+    """The scores of one variant and seed; its evaluation record is beside it (protocol_path)."""
+    return METRICS_DIR / f"{variant}-s{seed}.json"
+
+
+def _records(acfg) -> tuple[dict[tuple[str, int], EvaluationRecord], list[str]]:
     want = [(v, s) for v in acfg.variants for s in acfg.seeds]
-    missing = [f"{v} seed {s}" for v, s in want if not (METRICS_DIR / f"{v}-s{s}.protocol.json").is_file()]
+    missing = [f"{v} seed {s}" for v, s in want if not protocol_path(metrics_path(v, s)).is_file()]
     docs = (
-        {}
-        if missing
-        else {(v, s): json.loads((METRICS_DIR / f"{v}-s{s}.protocol.json").read_text()) for v, s in want}
+        {} if missing else {(v, s): EvaluationRecord.load(protocol_path(metrics_path(v, s))) for v, s in want}
     )
     return docs, missing
 
 
 def table(cfg) -> int:
     acfg = cfg.ablation
-    docs, missing = _records(acfg)
+    try:
+        docs, missing = _records(acfg)
+    except RecordError as exc:
+        log.error("%s", exc)
+        return 2
     if missing:
         log.error(
             "no metrics for %s; run `python -m pipelines.ablation run --variant V [--seed S]` (or make "
@@ -134,31 +143,30 @@ def table(cfg) -> int:
         )
         return 2
     # Each run's evaluation record (scores with the protocol they were computed under).
-    protocols = {d["protocol_sha256"] for d in docs.values()}
+    protocols = {d.protocol_sha256 for d in docs.values()}
     if len(protocols) != 1:
         log.error("the variants were evaluated under different protocols; re-run them")
         return 2
     first = next(iter(docs.values()))
-    names = first["metric_names"]
+    names = first.metric_names
     keys = ["ssim", "psnr", names["fd"], names.get("kid", ""), names["lpd"]] + sorted(
-        k for k in first["model"] if k.startswith(MASKED_PREFIX) and not is_statistic(k)
+        k for k in first.model if k.startswith(MASKED_PREFIX) and not is_statistic(k)
     )
     # A score the evaluation could not compute (the Fréchet distance on too few images) is left out;
     # a correspondence score exists only for the variants with that branch (no flow: no flow_epe).
-    keys = [k for k in keys if k and all(k in d["model"] for d in docs.values())]
-    keys += [k for k in CORRESPONDENCE_KEYS if k not in keys and any(k in d["model"] for d in docs.values())]
+    keys = [k for k in keys if k and all(k in d.model for d in docs.values())]
+    keys += [k for k in CORRESPONDENCE_KEYS if k not in keys and any(k in d.model for d in docs.values())]
     per_seed = {
         v: {
-            k: [docs[(v, s)]["model"][k] for s in acfg.seeds]
+            k: [docs[(v, s)].model[k] for s in acfg.seeds]
             for k in keys
-            if all(k in docs[(v, s)]["model"] for s in acfg.seeds)
+            if all(k in docs[(v, s)].model for s in acfg.seeds)
         }
         for v in acfg.variants
     }
     rows = {v: {k: sum(vals) / len(vals) for k, vals in per_seed[v].items()} for v in acfg.variants}
     baselines = {
-        b: {k: first["baselines"][b][k] for k in keys if k in first["baselines"][b]}
-        for b in first["baselines"]
+        b: {k: first.baselines[b][k] for k in keys if k in first.baselines[b]} for b in first.baselines
     }
 
     judged = [names["lpd"] if k == "lpd" else k for k in VERDICT_KEYS]
@@ -205,7 +213,7 @@ def table(cfg) -> int:
         (
             f"Ablation on `{cfg.train.dataset}`, {cfg.train.total_images} training images per variant and seed "
             f"(seeds {seeds}; profile {cfg.profile}, ablation/params.yaml); "
-            f"{first['protocol']['pairs']} test pairs, protocol `{out['protocol_sha256'][:12]}`. "
+            f"{first.protocol['pairs']} test pairs, protocol `{out['protocol_sha256'][:12]}`. "
             "Each cell: the mean over the seeds (each seed's score)."
         ),
         "",

@@ -37,7 +37,9 @@ from pipelines.evaluation.compare import export_images
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
 from pipelines.evaluation.landmark_regressor import RegressorError
 from pipelines.evaluation.report import summary_lines
-from pipelines.evaluation.run import protocol_path, run_evaluation
+from pipelines.evaluation.run import run_evaluation
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import protocol_path
 from pipelines.tracking.redact import redact
 
 log = logging.getLogger("evaluate")
@@ -75,21 +77,19 @@ def main(argv: list[str] | None = None) -> int:
     cfg = config_from_args(args)
     dataset = args.dataset or cfg.train.dataset
     dataset_from_args(cfg, dataset)
-    run_name = args.run_name or cfg.train.run_name or dataset
-    run_dir = Path("runs") / run_name
+    run = RunFolder.of(args.run_name or cfg.train.run_name or dataset, cfg.train.storage_path)
     try:
         if args.model:
             generator = generator_from_model(args.model)
-            run_dir_used = None
+            run_used = None
         else:
-            ckpt = args.checkpoint or f"{cfg.train.storage_path}/{run_name}/checkpoints"
-            generator, _, _ = generator_from_checkpoint(ckpt)
-            run_dir_used = run_dir if run_dir.is_dir() else None
-        doc = run_evaluation(
+            generator, _, _ = generator_from_checkpoint(args.checkpoint or run.checkpoints)
+            run_used = run if run.path.is_dir() else None
+        record = run_evaluation(
             cfg,
             dataset,
             generator,
-            run_dir=run_dir_used,
+            run=run_used,
             metrics_path=Path(args.metrics or f"metrics/{dataset}.json"),
             plots_dir=Path(args.plots or f"plots/{dataset}"),
             log_mlflow=not args.no_mlflow,
@@ -99,18 +99,18 @@ def main(argv: list[str] | None = None) -> int:
     except (EvaluationError, RegressorError) as exc:
         log.error("%s", redact(str(exc)))
         return 2
-    print("\n".join(summary_lines(doc)))
-    print(f"scores:   {doc['metrics_file']}")
-    print(f"protocol: {protocol_path(Path(doc['metrics_file']))}")
-    print(f"images:   {doc['images_dir']}/")
+    print("\n".join(summary_lines(record.to_dict())))
+    print(f"scores:   {record.metrics_file}")
+    print(f"protocol: {protocol_path(Path(record.metrics_file))}")
+    print(f"images:   {record.images_dir}/")
     ecfg = cfg.evaluate
     if ecfg.export_convention != "none":
         out = Path(ecfg.export_dir) / dataset / ecfg.export_convention
-        n = export_images(
-            Path(doc["images_dir"]), [tuple(p) for p in doc["pair_names"]], ecfg.export_convention, out
-        )
+        assert record.images_dir is not None  # run_evaluation always writes the images
+        pairs = [(s, t) for s, t in record.pair_names]
+        n = export_images(Path(record.images_dir), pairs, ecfg.export_convention, out)
         print(f"export:   {out}/ ({n} images named as {ecfg.export_convention} names them)")
-    for f in doc["plots"]:
+    for f in record.plots or ():
         print(f"plot:     {f}")
     return 0
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.evaluation.portrait import report
+from pipelines.runs.records import protocol_path
 
 log = logging.getLogger("portrait_eval")
 
@@ -32,11 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging(args.log_level, "portrait_eval")
-    record = (
-        args.metrics
-        if args.metrics.name.endswith(".protocol.json")
-        else args.metrics.with_name(args.metrics.name.removesuffix(".json") + ".protocol.json")
-    )
+    record = args.metrics if args.metrics.name.endswith(".protocol.json") else protocol_path(args.metrics)
     if not record.is_file():
         log.error(
             "%s not found (the evaluation record beside %s); run make run-portrait first",

@@ -20,17 +20,22 @@ attached to the model and the run; the version's description is its model card
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import tempfile
 from pathlib import Path
 
-from datasets.files import atomic_write_bytes
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
 from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
-from pipelines.evaluation.run import load_record, protocol_path, run_evaluation
-from pipelines.registry.publish import TASK_MODEL_NAMES, export_generator, register_generator
+from pipelines.evaluation.run import load_record, run_evaluation
+from pipelines.registry.publish import (
+    TASK_MODEL_NAMES,
+    RegistrationRequest,
+    export_generator,
+    register_generator,
+)
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import protocol_path
 from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
 from pipelines.tracking.redact import redact
 
@@ -60,11 +65,11 @@ def main(argv: list[str] | None = None) -> int:
     rcfg = cfg.register
     metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
     try:
-        doc = load_record(metrics_path)
+        record = load_record(metrics_path)
     except EvaluationError as exc:
         log.error("%s", exc)
         return 2
-    gen_info = doc.get("generator", {})
+    gen_info = record.generator
     if gen_info.get("source") != "checkpoint":
         log.error(
             "%s scores %s, not a training checkpoint; evaluate a checkpoint to register it",
@@ -97,37 +102,37 @@ def main(argv: list[str] | None = None) -> int:
         client.create_experiment(cfg.train.mlflow_experiment, artifact_location=default_artifact_location())
     model_name = rcfg.model_name or TASK_MODEL_NAMES[spec.task]
     artifacts = [metrics_path, protocol_path(metrics_path)] + [
-        Path(p) for p in doc.get("plots", []) if Path(p).is_file()
+        Path(p) for p in record.plots or () if Path(p).is_file()
     ]
 
-    def rescore(uri: str) -> tuple[float, list[float]]:
+    def rescore(uri: str) -> tuple[float, list[float] | None]:
         # The champion under this evaluation's protocol: same pairs, networks and settings.
         with tempfile.TemporaryDirectory() as tmp:
             redo = run_evaluation(
                 cfg,
                 dataset,
                 generator_from_model(uri),
-                run_dir=None,
+                run=None,
                 metrics_path=Path(tmp) / "m.json",
                 plots_dir=Path(tmp) / "plots",
                 log_mlflow=False,
                 images_dir=Path(tmp) / "images",
             )
-        if redo["protocol_sha256"] != doc["protocol_sha256"]:
+        if redo.protocol_sha256 != record.protocol_sha256:
             raise EvaluationError("re-scoring the champion gave another protocol")
         # The per-pair values too: the comparison with the candidate is a paired bootstrap.
-        return float(redo["model"][rcfg.primary_metric]), redo["per_pair"]["model"].get(rcfg.primary_metric)
+        return float(redo.model[rcfg.primary_metric]), redo.per_pair["model"].get(rcfg.primary_metric)
 
     tags = {
         "dataset": dataset,
         "task": spec.task,
-        "manifest_sha256": str(doc.get("manifest_sha256")),
+        "manifest_sha256": str(record.manifest_sha256),
         "variant": str(generator.info.get("variant")),
         "checkpoint_step": str(generator.info.get("step")),
         "checkpoint_sha256": str(generator.info.get("state_sha256")),
         "git_commit": str(git_commit(project_root())),
         "metric_names": ",".join(
-            doc["metric_names"][k] for k in ("fd", "kid", "lpd") if k in doc["metric_names"]
+            record.metric_names[k] for k in ("fd", "kid", "lpd") if k in record.metric_names
         ),
     }
     # The model card's training facts beyond the metrics doc: the data and the run's budget.
@@ -143,46 +148,31 @@ def main(argv: list[str] | None = None) -> int:
         reg = register_generator(
             exported,
             example,
-            model_name=model_name,
-            metrics_doc=doc,
-            primary_metric=rcfg.primary_metric,
-            run_id=doc.get("mlflow_run_id"),
-            artifacts=artifacts,
-            tags=tags,
+            RegistrationRequest(
+                model_name=model_name,
+                record=record,
+                primary_metric=rcfg.primary_metric,
+                artifacts=artifacts,
+                tags=tags,
+                experiment=cfg.train.mlflow_experiment,
+                task=spec.task,
+                request_example=request,
+                training=training,
+                promotion_policy=rcfg.promotion_policy,
+                bootstrap_resamples=cfg.evaluate.bootstrap_resamples,
+                seed=cfg.evaluate.seed,
+            ),
             rescore=rescore if rcfg.rescore_champion else None,
-            experiment=cfg.train.mlflow_experiment,
-            task=spec.task,
-            request_example=request,
-            training=training,
-            promotion_policy=rcfg.promotion_policy,
-            bootstrap_resamples=cfg.evaluate.bootstrap_resamples,
-            seed=cfg.evaluate.seed,
         )
     except (ValueError, EvaluationError) as exc:
         log.error("%s", redact(str(exc)))
         return 2
-    run_name = args.run_name or cfg.train.run_name or dataset
-    out = Path("runs") / run_name / f"registered-{dataset}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
+    run = RunFolder.of(args.run_name or cfg.train.run_name or dataset, cfg.train.storage_path)
     # The receipt: what was registered and the rule that decided, with its numbers (reg.promotion).
-    atomic_write_bytes(
-        out,
-        (
-            json.dumps(
-                {
-                    **reg.__dict__,
-                    "primary_metric": rcfg.primary_metric,
-                    "value": doc["model"][rcfg.primary_metric],
-                    "protocol_sha256": doc["protocol_sha256"],
-                },
-                indent=2,
-            )
-            + "\n"
-        ).encode(),
-    )
+    reg.save(run.registered(dataset))
     champion = f"v{reg.champion_version}" if reg.champion_version else "none yet"
     print(
-        f"registered {model_name} v{reg.version} ({rcfg.primary_metric}={doc['model'][rcfg.primary_metric]:.4f}); "
+        f"registered {model_name} v{reg.version} ({rcfg.primary_metric}={reg.value:.4f}); "
         f"candidate -> v{reg.version}; champion -> {champion}: {reg.reason}"
     )
     print("browse it: make mlflow-ui, then open http://127.0.0.1:5000/#/models/" + model_name)

@@ -13,6 +13,8 @@ import json
 from pathlib import Path
 
 from pipelines.config.logs import add_log_level_arg, setup_logging
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import RegistrationReceipt
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,14 +37,16 @@ def main(argv: list[str] | None = None) -> int:
             for split, s in info.get("splits", {}).items()
         )
         print(f"  shards           {manifest.parent.relative_to(root)}/  ({counts})")
-    for path in sorted((root / "runs").glob("*/summary.json")):
-        print(f"  training run     {path.parent.relative_to(root)}/")
+    runs = RunFolder.under(root)
+    for run in runs:
+        if run.summary.is_file():
+            print(f"  training run     {run.path.relative_to(root)}/")
     for path in sorted((root / "metrics").glob("*.json")):
         print(f"  metrics          {path.relative_to(root)}")
     for path in sorted((root / "reports" / "figures").glob("*.png")):
         print(f"  figure           {path.relative_to(root)}")
-    registered = sorted((root / "runs").glob("*/registered-*.json"))
-    names = sorted({json.loads(path.read_text())["model_name"] for path in registered})
+    registered = [path for run in runs for path in run.registrations()]
+    names = sorted({RegistrationReceipt.load(path).model_name for path in registered})
     for line in registry_lines(names):
         print(f"  registered model {line}")
     if registered:

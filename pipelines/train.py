@@ -35,10 +35,12 @@ T_COMMAND = time.time()
 import torch
 
 from datasets import storage as data_storage
-from datasets.files import file_sha256
+from datasets.files import atomic_write_text, file_sha256
 from datasets.parallel import resolve_address
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args, to_dict
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import TrainSummary
 from pipelines.tracking.journal import (
     default_artifact_location,
     git_commit,
@@ -66,10 +68,9 @@ def _usage_error(message: str) -> int:
 
 def _resolve(path: str, root: Path) -> str:
     """Absolute form of a params path (URLs untouched): workers may run in another directory."""
-    if "://" in path:
+    if data_storage.is_url(path):
         return path
-    p = Path(path)
-    return str(p if p.is_absolute() else root / p)
+    return str(root / data_storage.local_path(path))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,17 +153,16 @@ def main(argv: list[str] | None = None) -> int:
             f"{tcfg.dataset} shards carry {channels} pose channels{hint}"
         )
     run_name = tcfg.run_name or tcfg.dataset
-    run_dir = root / "runs" / run_name
-    storage = _resolve(tcfg.storage_path, root)
-    store = CheckpointStore(f"{storage}/{run_name}/checkpoints", keep=tcfg.keep_checkpoints)
+    run = RunFolder.of(run_name, tcfg.storage_path, root)
+    store = CheckpointStore(run.checkpoints, keep=tcfg.keep_checkpoints)
     try:
-        resuming = prepare_run(run_dir, store, to_dict(cfg))
+        resuming = prepare_run(run, store, to_dict(cfg))
     except ResumeError as exc:
         return _usage_error(str(exc))
     except CheckpointReadError as exc:
         log.error("cannot resume run %r: %s", run_name, exc)
         return 1
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run.path.mkdir(parents=True, exist_ok=True)
     tags = {
         "git_commit": git_commit(root),
         "dvc_lock_sha256": file_sha256(root / "dvc.lock"),
@@ -170,13 +170,13 @@ def main(argv: list[str] | None = None) -> int:
         "dataset": tcfg.dataset,
         # Where the data and the checkpoints live (bucket URLs on a cluster), credentials stripped.
         "shards": data_storage.safe_url(shards),
-        "checkpoints": data_storage.safe_url(f"{storage}/{run_name}/checkpoints"),
+        "checkpoints": data_storage.safe_url(run.checkpoints),
     }
     ctx = LoopContext(
         config=cfg,
         run_name=run_name,
-        run_dir=str(run_dir),
-        checkpoint_root=store.root if "://" not in storage else f"{storage}/{run_name}/checkpoints",
+        run_dir=str(run.path),
+        checkpoint_root=run.checkpoints,
         shards=shards,
         tags=tags,
         t_command=T_COMMAND,
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if ctx.track:
         prepare_local_store(ctx.tracking_uri, tcfg.mlflow_experiment, ctx.artifact_location)
     log.info("placement: %s (%s)", placement.device, placement.note)
-    summary: dict | None
+    summary: TrainSummary | None
     if tcfg.workers == 0:
         try:
             summary = run_worker(ctx, LocalSession(placement.device))
@@ -208,15 +208,15 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     else:
         store.drop_ray_snapshot()  # it may name checkpoints the store has pruned since (see there)
-        summary = train_on_ray(ctx, tcfg, storage, root, placement)
-        if summary is None:
-            return 1
-    if "://" in storage and summary.get("status") == "completed":
-        write_checkpoint_receipt(store, f"{storage}/{run_name}/checkpoints", run_dir / "checkpoints")
-    return _report(summary, run_dir)
+        summary = train_on_ray(ctx, tcfg, run.storage, root, placement)
+    if summary is None:  # training failed on Ray (logged there)
+        return 1
+    if run.checkpoints_in_bucket and summary.completed:
+        write_checkpoint_receipt(store, run)
+    return _report(summary, run)
 
 
-def write_checkpoint_receipt(store: CheckpointStore, url: str, folder: Path) -> None:
+def write_checkpoint_receipt(store: CheckpointStore, run: RunFolder) -> None:
     """With checkpoints in a bucket, ``runs/<run>/checkpoints`` (the train stage's DVC output) holds
     where they are and the newest one's commit marker (its sha256): a content hash of the model, so
     evaluation reruns exactly when it changes. Nothing loads weights from here."""
@@ -225,29 +225,29 @@ def write_checkpoint_receipt(store: CheckpointStore, url: str, folder: Path) -> 
         return
     newest = committed[-1]
     marker = store.marker(newest)
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "location.txt").write_text(f"{data_storage.safe_url(url)}\n")
-    (folder / "COMMITTED.json").write_text(
-        json.dumps({"checkpoint": newest.path.rsplit("/", 1)[-1], **marker}, indent=1, sort_keys=True) + "\n"
+    atomic_write_text(run.receipt_location, f"{data_storage.safe_url(run.checkpoints)}\n")
+    atomic_write_text(
+        run.receipt_commit,
+        json.dumps({"checkpoint": newest.path.rsplit("/", 1)[-1], **marker}, indent=1, sort_keys=True) + "\n",
     )
 
 
-def _report(summary: dict, run_dir: Path) -> int:
-    if summary.get("status") != "completed":
-        log.error("stopped: %s", summary.get("error"))
+def _report(summary: TrainSummary, run: RunFolder) -> int:
+    if not summary.completed:
+        log.error("stopped: %s", summary.error)
         return 1
-    first, last = summary.get("first_losses") or {}, summary.get("final_losses") or {}
+    first, last = summary.first_losses or {}, summary.final_losses
     log.info(
         "done: %s images, %s steps, %.1f images/s, %s skipped steps; g_total %.3f -> %.3f; summary %s; "
         "MLflow run %s",
-        summary["images"],
-        summary["steps"],
-        summary["images_per_s"],
-        summary["skipped_steps"],
+        summary.images,
+        summary.steps,
+        summary.images_per_s,
+        summary.skipped_steps,
         first.get("g_total", float("nan")),
         last.get("g_total", float("nan")),
-        run_dir / "summary.json",
-        summary.get("mlflow_run_id"),
+        run.summary,
+        summary.mlflow_run_id,
     )
     return 0
 

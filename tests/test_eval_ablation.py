@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import ablation
+from tests.record_fixtures import evaluation_record
 
 VARIANTS = ("baseline", "attn", "flow", "no_face", "full")
 
@@ -14,9 +15,9 @@ VARIANTS = ("baseline", "attn", "flow", "no_face", "full")
 def _doc(ssim: float, fd: float, protocol: str = "p" * 64, de00: float = 20.0) -> dict:
     scores = {"ssim": ssim, "psnr": 10 * ssim, "fd_effnet_lite0": fd, "lpd_effnet_lite0": 1 - ssim,
               "flow_epe": 12.0, "appearance_de00": de00}
-    return {"model": scores, "baselines": {"copy_source": dict(scores), "mean_train_image": dict(scores)},
-            "metric_names": {"fd": "fd_effnet_lite0", "lpd": "lpd_effnet_lite0"},
-            "protocol": {"pairs": 7}, "protocol_sha256": protocol}
+    return evaluation_record(scores, protocol, baselines={"copy_source": dict(scores), "mean_train_image": dict(scores)},
+                             metric_names={"fd": "fd_effnet_lite0", "lpd": "lpd_effnet_lite0"},
+                             protocol={"pairs": 7}).to_dict()
 
 
 @pytest.fixture()
@@ -90,6 +91,8 @@ def test_table_refuses_missing_runs_and_mixed_protocols(workdir: Path) -> None:
     _write(workdir, "full", 1, _doc(0.5, 20.0, protocol="q" * 64))
     assert ablation.main(["table"]) == 2
     assert not (workdir / "metrics/ablation.json").exists()
+    _write(workdir, "full", 1, {"model": {"ssim": 0.5}})  # not an evaluation record
+    assert ablation.main(["table"]) == 2
 
 
 def test_run_refuses_a_seed_outside_the_config(workdir: Path) -> None:

@@ -49,9 +49,9 @@ def write(path, data):
     real_write(path, data)
     if path.name == ckpt.META_FILE:
         stop("before-folder-rename")
-    if path.name.endswith(".tmp"):
-        stop("marker-written-not-renamed")
 def replace(src, dst):
+    if os.path.basename(dst) == ckpt.MARKER_FILE:  # its temporary sibling is complete and synced
+        stop("marker-written-not-renamed")
     real_replace(src, dst)
     if str(dst).endswith("step-000000008"):
         stop("renamed-before-marker")
@@ -134,6 +134,7 @@ def test_a_generator_with_non_finite_weights_is_never_registered(tmp_path: Path,
     from model.export import PackedGenerator
     from model.generator import build_generator
     from pipelines.registry import publish
+    from tests.record_fixtures import evaluation_record
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlruns.db'}")
     cfg = ModelConfig(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,
@@ -143,9 +144,8 @@ def test_a_generator_with_non_finite_weights_is_never_registered(tmp_path: Path,
         next(exported.parameters()).view(-1)[0] = float("inf")
     example = torch.rand(1, exported.in_channels, 32, 24).numpy()
     with pytest.raises(ValueError, match="refusing to register a generator with non-finite parameters"):
-        publish.register_generator(exported, example, model_name="attnflow-pose",
-                                    metrics_doc={"model": {"ssim": 0.9}, "protocol_sha256": "p" * 64},
-                                    primary_metric="ssim")
+        publish.register_generator(exported, example, publish.RegistrationRequest(
+            "attnflow-pose", evaluation_record({"ssim": 0.9}), "ssim"))
     assert not (tmp_path / "mlruns.db").exists()  # refused before the store was even opened
 
 

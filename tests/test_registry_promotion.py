@@ -18,7 +18,10 @@ from model.export import PackedGenerator
 from model.generator import build_generator
 from pipelines.evaluation.statistics import by_identity
 from pipelines.registry import promotion, publish
+from pipelines.registry.publish import RegistrationRequest
+from pipelines.runs.records import EvaluationRecord
 from pipelines.serving.contract import encode_png
+from tests.record_fixtures import evaluation_record
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(base_channels=4, max_channels=8, attn_dim=8, flow_channels=4, combine_channels=4,
@@ -40,8 +43,8 @@ def example_input(exported: PackedGenerator) -> np.ndarray:
     return x
 
 
-def eval_doc(ssim: float, protocol: str = "p" * 64) -> dict:
-    return {"model": {"ssim": ssim, "fd_effnet_lite0": 10.0}, "protocol_sha256": protocol}
+def eval_doc(ssim: float, protocol: str = "p" * 64, **fields) -> EvaluationRecord:
+    return evaluation_record({"ssim": ssim, "fd_effnet_lite0": 10.0}, protocol, **fields)
 
 
 def _champ(value: float, metric: str = "ssim", protocol: str = "A", version: str = "1") -> SimpleNamespace:
@@ -107,17 +110,17 @@ def test_registry_round_trip_and_promotion(store: Path) -> None:
                "target_keypoints": json.dumps(KEYPOINTS), "source_keypoints": json.dumps(KEYPOINTS)}
     # The registry's mechanics under the plain rule (any gain); the default policy's evidence is
     # tested below.
-    r1 = publish.register_generator(gens[0], example, model_name=name, metrics_doc=eval_doc(0.5),
-                                     primary_metric="ssim", artifacts=[art], tags={"dataset": "tiny"},
-                                     task="pose", request_example=request, promotion_policy="any_gain")
-    r2 = publish.register_generator(gens[1], example, model_name=name, metrics_doc=eval_doc(0.4), primary_metric="ssim",
-                                     promotion_policy="any_gain")
+    r1 = publish.register_generator(gens[0], example, RegistrationRequest(
+        name, eval_doc(0.5), "ssim", artifacts=[art], tags={"dataset": "tiny"}, task="pose", request_example=request,
+        promotion_policy="any_gain"))
+    r2 = publish.register_generator(gens[1], example, RegistrationRequest(name, eval_doc(0.4), "ssim",
+                                                                          promotion_policy="any_gain"))
     client = mlflow.MlflowClient()
     assert (r1.promoted, r2.promoted) == (True, False)
     assert str(client.get_model_version_by_alias(name, "champion").version) == r1.version
     assert str(client.get_model_version_by_alias(name, "candidate").version) == r2.version
-    r3 = publish.register_generator(gens[2], example, model_name=name, metrics_doc=eval_doc(0.6), primary_metric="ssim",
-                                     promotion_policy="any_gain")
+    r3 = publish.register_generator(gens[2], example, RegistrationRequest(name, eval_doc(0.6), "ssim",
+                                                                          promotion_policy="any_gain"))
     assert r3.promoted and str(client.get_model_version_by_alias(name, "champion").version) == r3.version
     v1 = client.get_model_version(name, r1.version)
     assert v1.tags["dataset"] == "tiny" and v1.tags[promotion.TAG_PROTOCOL] == "p" * 64
@@ -274,10 +277,9 @@ def test_a_refused_version_stays_candidate_and_one_line_is_logged(store: Path, c
 
     name = "attnflow-pose"
     gen = exported_generator(1)
-    doc = {**eval_doc(0.55), "model_vs_baselines": _versus((0.14, 0.12, 0.16), (0.004, -0.003, 0.011))}
+    doc = eval_doc(0.55, model_vs_baselines=_versus((0.14, 0.12, 0.16), (0.004, -0.003, 0.011)))
     with caplog.at_level(logging.INFO, logger="pipelines.registry.publish"):
-        reg = publish.register_generator(gen, example_input(gen), model_name=name, metrics_doc=doc,
-                                         primary_metric="ssim")
+        reg = publish.register_generator(gen, example_input(gen), RegistrationRequest(name, doc, "ssim"))
     client = mlflow.MlflowClient()
     assert not reg.promoted and reg.champion_version == ""
     assert str(client.get_model_version_by_alias(name, "candidate").version) == reg.version

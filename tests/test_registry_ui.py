@@ -35,12 +35,10 @@ def test_model_page_shows_name_and_aliases(tmp_path: Path, monkeypatch: pytest.M
     mlflow.MlflowClient().create_experiment("attnflow", artifact_location=artifacts)
     try:
         example = example_input(exported_generator(1))
-        good = publish.register_generator(exported_generator(1), example, model_name="attnflow-pose",
-                                           metrics_doc=eval_doc(0.6), primary_metric="ssim", experiment="attnflow",
-                                           promotion_policy="any_gain")
-        worse = publish.register_generator(exported_generator(2), example, model_name="attnflow-pose",
-                                            metrics_doc=eval_doc(0.5), primary_metric="ssim", experiment="attnflow",
-                                            promotion_policy="any_gain")
+        good = publish.register_generator(exported_generator(1), example, publish.RegistrationRequest(
+            "attnflow-pose", eval_doc(0.6), "ssim", experiment="attnflow", promotion_policy="any_gain"))
+        worse = publish.register_generator(exported_generator(2), example, publish.RegistrationRequest(
+            "attnflow-pose", eval_doc(0.5), "ssim", experiment="attnflow", promotion_policy="any_gain"))
     finally:
         mlflow.set_tracking_uri(None)
     assert good.promoted and not worse.promoted

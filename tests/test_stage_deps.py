@@ -143,3 +143,18 @@ def test_subpackages_import_one_way():
 
     loops = sorted(f"{a} <-> {b}" for a in edges for b in edges[a] if reaches(b, a, set()))
     assert not loops, loops
+
+
+def test_runs_sits_below_the_other_subpackages():
+    """pipelines/runs (the run layout, the stage records, the generator source rule) is read and
+    written by training, tracking, evaluation, the apps and the registry alike, so it imports no
+    pipelines subpackage but config: it is the bottom of the DAG with config."""
+    offenders = sorted(
+        f"{name} imports {target}"
+        for name, path in project_modules().items()
+        if name.startswith("pipelines.runs.")
+        for target in direct_imports(path, ROOT)
+        if target.count(".") >= 1 and target.startswith("pipelines.")
+        and not target.startswith(("pipelines.runs", "pipelines.config"))
+    )
+    assert not offenders, offenders

@@ -145,6 +145,7 @@ def test_transient_read_errors_are_retried_and_resume_from_the_newest(
 @pytest.mark.parametrize("failing", ["read", "listing"])
 def test_persistent_storage_error_stops_the_resume_and_touches_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_backoff: list[float], failing: str) -> None:
+    from pipelines.runs.folder import RunFolder
     from pipelines.training.resume import prepare_run
 
     run_dir = tmp_path / "run"
@@ -166,7 +167,7 @@ def test_persistent_storage_error_stops_the_resume_and_touches_nothing(
         where = store.root
         # An unreachable store is not an empty one: the run's state from earlier attempts stays.
         with pytest.raises(CheckpointReadError):
-            prepare_run(run_dir, store, {})
+            prepare_run(RunFolder.at(run_dir), store, {})
         no_backoff.clear()
     with pytest.raises(CheckpointReadError) as err:
         store.resume_point()

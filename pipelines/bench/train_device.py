@@ -30,6 +30,8 @@ from pathlib import Path
 from typing import Any
 
 from model.config import ModelConfig
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import TrainSummary
 
 log = logging.getLogger("bench.train")
 DATASET = "synthetic_fashion"
@@ -162,7 +164,7 @@ def train_once(
     ]
     t0 = time.time()
     _run(cmd, {**env, "ATTNFLOW_ROOT": str(root)}, f"training at batch {batch} ({compile_})")
-    summary = json.loads((root / "runs" / run / "summary.json").read_text())
+    summary = TrainSummary.load(RunFolder.of(run, root=root).summary).to_dict()
     keys = (
         "images_per_s_steady",
         "images_per_s",

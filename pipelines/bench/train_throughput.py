@@ -32,6 +32,8 @@ from typing import Any
 
 from pipelines.bench import train_device
 from pipelines.config.logs import add_log_level_arg, setup_logging
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import TrainSummary
 
 log = logging.getLogger("bench.train")
 KEYS = (
@@ -99,7 +101,7 @@ def run_training(
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"training with {workers} workers failed:\n{proc.stderr[-3000:]}")
-    summary = json.loads((root / "runs" / run / "summary.json").read_text())
+    summary = TrainSummary.load(RunFolder.of(run, root=root).summary).to_dict()
     out = {k: summary.get(k) for k in KEYS}
     out["wall_s"] = time.time() - t0
     return out

@@ -4,7 +4,6 @@ outputs written under another method's names (docs/evaluation.md "Compare with p
 from __future__ import annotations
 
 import logging
-import math
 import shutil
 import time
 from pathlib import Path
@@ -15,8 +14,9 @@ from datasets.shards.tar import load_manifest
 from pipelines.evaluation import naming
 from pipelines.evaluation.generated import RESIZE, check_all
 from pipelines.evaluation.generators import EvaluationError, generator_from_folder
-from pipelines.evaluation.run import evaluate_generator, protocol_path, write_json
+from pipelines.evaluation.run import evaluate_generator
 from pipelines.evaluation.scoring import test_pairs
+from pipelines.runs import records
 
 log = logging.getLogger(__name__)
 
@@ -84,13 +84,11 @@ def score_folder(
 
 def write_scores(doc: dict, out: Path) -> Path:
     """The folder's scores, numbers only, to ``out``; the whole record beside it
-    (:func:`run.protocol_path`); returns the record's path."""
-    record = protocol_path(out)
+    (:func:`~pipelines.runs.records.protocol_path`); returns the record's path."""
+    record = records.protocol_path(out)
     doc["metrics_file"] = str(out)
-    write_json(record, doc)
-    write_json(
-        out, {k: v for k, v in doc["model"].items() if isinstance(v, (int, float)) and math.isfinite(v)}
-    )
+    records.EvaluationRecord.from_dict(doc).save(record)
+    records.write_scores(out, records.numbers(doc["model"]))
     return record
 
 

@@ -12,7 +12,6 @@ against the baselines (:func:`versus_baselines`), the protocol (protocol.py) and
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -25,7 +24,6 @@ import torch
 from tqdm import tqdm
 
 from datasets import storage
-from datasets.files import atomic_write_bytes
 from datasets.raw.layout import LAYOUTS, identity_of
 from datasets.shards.tar import load_manifest
 from pipelines.evaluation import correspondence
@@ -72,7 +70,9 @@ from pipelines.evaluation.statistics import (
     by_identity,
     paired_bootstrap,
 )
-from pipelines.tracking.journal import tracking_uri
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import EvaluationRecord, RecordError, protocol_path, write_scores
+from pipelines.tracking.journal import journal_path, journal_run_id, tracking_uri
 from pipelines.tracking.redact import redact
 
 log = logging.getLogger(__name__)
@@ -105,29 +105,17 @@ def log_to_mlflow(run_id: str, dataset: str, doc: dict, files: list[Path]) -> bo
         return False
 
 
-def protocol_path(metrics_path: Path) -> Path:
-    """Where the evaluation record of ``metrics/<name>.json`` goes: ``metrics/<name>.protocol.json``."""
-    return metrics_path.with_name(f"{metrics_path.stem}.protocol.json")
-
-
-def load_record(metrics_path: Path) -> dict:
+def load_record(metrics_path: Path) -> EvaluationRecord:
     """The evaluation record (scores, protocol, generator, files) written beside ``metrics_path``."""
     path = protocol_path(metrics_path)
     if not path.is_file():
         raise EvaluationError(
             f"{path} not found; run python -m pipelines.evaluate first (it writes {metrics_path} and {path})"
         )
-    return json.loads(path.read_text())
-
-
-def flat_scores(doc: dict) -> dict[str, dict[str, float]]:
-    """What ``metrics/<dataset>.json`` holds: per method, only numbers (scores, intervals, KID
-    spread), so ``dvc metrics diff`` prints score changes and nothing else."""
-    methods = [("model", doc["model"]), *doc["baselines"].items(), *doc["floor"].items()]
-    return {
-        m: {k: v for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)}
-        for m, scores in methods
-    }
+    try:
+        return EvaluationRecord.load(path)
+    except RecordError as exc:
+        raise EvaluationError(str(exc)) from None
 
 
 def versus_baselines(
@@ -241,11 +229,6 @@ def merge_verdicts(
     for baseline, metrics in b.items():
         out.setdefault(baseline, {}).update(metrics)
     return out
-
-
-def write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
 
 @dataclass
@@ -574,16 +557,17 @@ def run_evaluation(
     dataset: str,
     generator: GeneratorUnderTest,
     *,
-    run_dir: Path | None,
+    run: RunFolder | None,
     metrics_path: Path,
     plots_dir: Path,
     log_mlflow: bool = True,
     images_dir: Path | None = None,
     landmark_regressor: Path | None = None,
     show_progress: bool = False,
-) -> dict:
+) -> EvaluationRecord:
     """Evaluate ``generator`` on ``dataset``'s test pairs; write the flat scores to ``metrics_path``
-    and the evaluation record to :func:`protocol_path` of it; return the record.
+    and the evaluation record to :func:`~pipelines.runs.records.protocol_path` of it; return the
+    record. ``run``: the training run whose curves are plotted and whose MLflow entry gets it all.
 
     Images go to ``images_dir`` (default ``<evaluate.images_dir>/<dataset>``); ``show_progress``
     draws progress bars with ETA on stderr."""
@@ -602,30 +586,28 @@ def run_evaluation(
     files = (
         draw_plots(plots_dir, dataset, generator, result.part, doc["correspondence"]) + result.portrait_files
     )
-    summary: dict = {}
-    if run_dir is not None:
+    run_id = None
+    if run is not None:
         curves_png, curves_csv = plots_dir / "training_curves.png", plots_dir / "training_curves.csv"
         plot_training_curves(
             curves_png,
             curves_csv,
-            training_curves(run_dir / "tracking" / "journal.jsonl"),
-            f"training losses, run {run_dir.name}",
+            training_curves(journal_path(run)),
+            f"training losses, run {run.name}",
         )
         files += [curves_png, curves_csv]
-        if (run_dir / "summary.json").is_file():
-            summary = json.loads((run_dir / "summary.json").read_text())
-    run_id = summary.get("mlflow_run_id")
-    if run_id is None and run_dir is not None and (run_dir / "tracking" / "cursor.json").is_file():
-        run_id = json.loads((run_dir / "tracking" / "cursor.json").read_text()).get("run_id")
+        # The summary names the MLflow run; a run stopped before writing one has its journal's.
+        run_id = run.mlflow_run_id() or journal_run_id(run)
     doc["mlflow_run_id"] = run_id
     doc["plots"] = [str(f) for f in files]
-    record = protocol_path(metrics_path)
+    record_path = protocol_path(metrics_path)
     doc["metrics_file"] = str(metrics_path)
     doc["seconds"] = round(
         time.time() - result.started, 1
     )  # in the record, never among the scores DVC compares
-    write_json(record, doc)
-    write_json(metrics_path, flat_scores(doc))
+    record = EvaluationRecord.from_dict(doc)
+    record.save(record_path)
+    write_scores(metrics_path, record.flat_scores())
     if log_mlflow and run_id:
-        log_to_mlflow(run_id, dataset, doc, [metrics_path, record] + files)
-    return doc
+        log_to_mlflow(run_id, dataset, doc, [metrics_path, record_path] + files)
+    return record

@@ -11,7 +11,7 @@ import math
 import platform
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from pipelines.registry.promotion import (
     current_champion,
     decide_promotion,
 )
+from pipelines.runs.records import EvaluationRecord, RegistrationReceipt
 from pipelines.serving import flavor
 from pipelines.serving.contract import check_task, example_request, task_for_channels
 
@@ -71,59 +72,54 @@ def project_pip_requirements() -> list[str]:
 
 
 @dataclass(frozen=True)
-class Registration:
+class RegistrationRequest:
+    """What to register and by which rule: the evaluation that scored the generator, the names,
+    files and tags that go with it, and the promotion settings (the ``register`` section)."""
+
     model_name: str
-    version: str
-    model_uri: str  # models:/<name>/<version>
-    promoted: bool
-    reason: str
-    champion_version: str  # after the decision
-    promotion: dict | None = (
-        None  # the policy, its rule and the numbers that decided (PromotionDecision.record)
-    )
+    record: EvaluationRecord  # its MLflow run (mlflow_run_id) gets the model; None: a new run
+    primary_metric: str
+    artifacts: Sequence[Path] = ()  # the evaluation's files, attached to the model and the run
+    tags: Mapping[str, str] = field(default_factory=dict)  # the version's, beyond the scores
+    experiment: str = "attnflow"  # for the new run when the record names none
+    task: str | None = None  # "pose" or "portrait"; None: by the generator's pose channels
+    request_example: Mapping[str, str] | None = None  # one service request (column -> value)
+    # The model card's training facts beyond the record (dataset, layout, synthetic,
+    # batch_size, workers, total_images).
+    training: Mapping[str, Any] | None = None
+    promotion_policy: str = DEFAULT_POLICY  # register.promotion_policy
+    bootstrap_resamples: int = 2000
+    seed: int = 0
 
 
 def register_generator(
     exported: PackedGenerator,
     example: np.ndarray,
+    request: RegistrationRequest,
     *,
-    model_name: str,
-    metrics_doc: dict,
-    primary_metric: str,
-    run_id: str | None = None,
-    artifacts: Sequence[Path] = (),
-    tags: dict[str, str] | None = None,
-    rescore: Callable[[str], float | tuple[float, list[float]]] | None = None,
-    experiment: str = "attnflow",
-    task: str | None = None,
-    request_example: Mapping[str, str] | None = None,
-    training: Mapping[str, Any] | None = None,
-    promotion_policy: str = DEFAULT_POLICY,
-    bootstrap_resamples: int = 2000,
-    seed: int = 0,
-) -> Registration:
-    """Log ``exported`` to ``run_id`` (a new run in ``experiment`` when None), register it as
-    ``model_name``, set ``candidate``, and move ``champion`` by the rule in the module docstring.
+    rescore: Callable[[str], float | tuple[float, list[float] | None]] | None = None,
+) -> RegistrationReceipt:
+    """Log ``exported`` to the record's training run (a new run in ``request.experiment`` when it
+    names none), register it as ``request.model_name``, set ``candidate``, and move ``champion`` by
+    the rule in the module docstring; ``rescore`` scores the champion under this protocol when its
+    own differs.
 
-    ``metrics_doc`` is the evaluation's metrics JSON (``model`` scores and ``protocol_sha256``);
-    ``example`` a packed input [1, C, H, W] whose output is stored beside the model so a fresh
+    ``example`` is a packed input [1, C, H, W] whose output is stored beside the model so a fresh
     process can check it reproduces the registration-time output.  The model loads both as the
-    PyTorch PackedGenerator and as the column service of ``task`` ("pose" or "portrait"; None: by
-    the generator's pose channels), see :mod:`pipelines.serving.flavor`; ``request_example`` is one
-    service request (column -> value), stored as the model's input example.
+    PyTorch PackedGenerator and as the column service of ``request.task``, see
+    :mod:`pipelines.serving.flavor`; ``request.request_example`` is stored as its input example.
 
     The version's description is its model card and the registered model's names the champion
-    (:mod:`pipelines.registry.cards`); ``training`` adds the card's training facts beyond the
-    metrics doc (``dataset``, ``layout``, ``synthetic``, ``batch_size``, ``workers``, ``total_images``).
-
-    ``metrics_doc["per_pair"]`` (the evaluation record's per-pair values) makes the comparison with
-    the champion a paired bootstrap over the record's identities (``pair_identity``);
-    ``metrics_doc["model_vs_baselines"]`` holds the verdicts against the baselines;
-    ``promotion_policy`` is register.promotion_policy (:mod:`pipelines.registry.promotion`).
+    (:mod:`pipelines.registry.cards`).  The record's per-pair values make the comparison with the
+    champion a paired bootstrap over the record's identities (``pair_identity``); its
+    ``model_vs_baselines`` holds the verdicts against the baselines
+    (:mod:`pipelines.registry.promotion`).
     """
     import mlflow
 
-    scores = metrics_doc["model"]
+    record, model_name, primary_metric = request.record, request.model_name, request.primary_metric
+    metrics_doc = record.to_dict()  # as written: stored with the model, read by the model cards
+    scores = record.model
     if primary_metric not in scores:
         raise ValueError(
             f"primary metric {primary_metric!r} is not among the evaluated scores: {', '.join(sorted(scores))}"
@@ -132,9 +128,9 @@ def register_generator(
     if bad:
         raise ValueError(f"refusing to register a generator with non-finite parameters: {', '.join(bad[:5])}")
     candidate_value = float(scores[primary_metric])
-    protocol = str(metrics_doc["protocol_sha256"])
+    protocol = record.protocol_sha256
 
-    task = check_task(task) if task is not None else task_for_channels(exported.pose_channels)
+    task = check_task(request.task) if request.task is not None else task_for_channels(exported.pose_channels)
     example = np.ascontiguousarray(example, dtype=np.float32)
     with torch.no_grad():
         reference = exported(torch.from_numpy(example)).numpy()
@@ -148,12 +144,12 @@ def register_generator(
             str(staging / "reference_input.npy"),
             str(staging / "reference_output.npy"),
             str(staging / "metrics.json"),
-        ] + [str(p) for p in artifacts]
-        if run_id is None:
-            mlflow.set_experiment(experiment)
+        ] + [str(p) for p in request.artifacts]
+        if record.mlflow_run_id is None:
+            mlflow.set_experiment(request.experiment)
             run_ctx = mlflow.start_run(run_name=f"register-{model_name}")
         else:
-            run_ctx = mlflow.start_run(run_id=run_id)
+            run_ctx = mlflow.start_run(run_id=record.mlflow_run_id)
         with run_ctx as run:
             # Pickled (any batch size; "pt2" would fix it to the example's 1), with the model,
             # datasets and pipelines packages as code: cloudpickle stores the classes by
@@ -162,7 +158,7 @@ def register_generator(
                 exported,
                 task=task,
                 name=MODEL_ARTIFACT,
-                input_example=request_example,
+                input_example=request.request_example,
                 pip_requirements=project_pip_requirements(),
                 extra_files=extra,
                 metadata={
@@ -171,7 +167,7 @@ def register_generator(
                     "packed_shape": [int(v) for v in example.shape[1:]],
                 },
             )
-            for p in artifacts:
+            for p in request.artifacts:
                 mlflow.log_artifact(str(p), artifact_path="evaluation")
             finite = {
                 k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)
@@ -186,7 +182,7 @@ def register_generator(
         TAG_PROTOCOL: protocol,
         **{f"metric.{k}": f"{v:.6g}" for k, v in finite.items()},
         **network_tags(metrics_doc),
-        **(tags or {}),
+        **request.tags,
     }
     low, high = scores.get(f"{primary_metric}_ci95_low"), scores.get(f"{primary_metric}_ci95_high")
     if low is not None and high is not None:
@@ -202,19 +198,19 @@ def register_generator(
         champion,
         rescore,
         model_name,
-        policy=promotion_policy,
+        policy=request.promotion_policy,
         candidate_pairs=candidate_pairs,
         champion_pairs=lambda mv: champion_per_pair(mv, model_name, primary_metric, protocol),
-        versus_baselines=metrics_doc.get("model_vs_baselines"),
+        versus_baselines=record.model_vs_baselines,
         resampling=record_resampling(metrics_doc, len(candidate_pairs or ())),
-        resamples=bootstrap_resamples,
-        seed=seed,
+        resamples=request.bootstrap_resamples,
+        seed=request.seed,
     )
     client.set_registered_model_alias(model_name, CANDIDATE, version)
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
     client.set_model_version_tag(model_name, version, "promotion", decision.reason)
-    client.set_model_version_tag(model_name, version, "promotion_policy", promotion_policy)
+    client.set_model_version_tag(model_name, version, "promotion_policy", request.promotion_policy)
     if decision.comparison is not None:
         c = decision.comparison
         client.set_model_version_tag(model_name, version, "promotion_gain", f"{c.gain:.6g}")
@@ -261,9 +257,9 @@ def register_generator(
             promotion=decision.record(),
             experiment_id=experiment_id,
             model_id=info.model_id,
-            evaluation_files=[Path(p).name for p in artifacts],
-            training=training,
-            request_example=request_example,
+            evaluation_files=[Path(p).name for p in request.artifacts],
+            training=request.training,
+            request_example=request.request_example,
         ),
     )
     client.update_registered_model(
@@ -272,12 +268,12 @@ def register_generator(
             model_name=model_name,
             shape=shape,
             candidate_version=version,
-            request_example=request_example,
+            request_example=request.request_example,
             champion=cards.champion_summary(after.version, after.tags) if after is not None else None,
-            policy=promotion_policy,
+            policy=request.promotion_policy,
         ),
     )
-    return Registration(
+    return RegistrationReceipt(
         model_name,
         version,
         f"models:/{model_name}/{version}",
@@ -285,6 +281,9 @@ def register_generator(
         decision.reason,
         champion_version,
         decision.record(),
+        primary_metric,
+        scores[primary_metric],
+        protocol,
     )
 
 

@@ -24,10 +24,16 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from datasets.files import atomic_write_text
+from pipelines.runs.folder import RunFolder
 from pipelines.tracking.redact import redact
 
 log = logging.getLogger(__name__)
 EXPERIMENT = "attnflow"
+# The journal's own files, in the run's tracking folder (RunFolder.tracking).
+JOURNAL_FILE = "journal.jsonl"
+CURSOR_FILE = "cursor.json"  # the MLflow store, run id and journal offset sent so far
+RUN_META_FILE = "run.json"  # what `sync` needs to reopen the run
 _BATCH_METRICS = 1000  # MLflow's log_batch limits
 _BATCH_PARAMS = 100
 # Errors the server will give again however often we retry: drop the record, keep the rest.
@@ -134,10 +140,10 @@ class Tracker:
         retry_max_s: float = 30.0,
         artifact_location: str | None = None,
     ) -> None:
-        self.dir = Path(run_dir) / "tracking"
+        self.dir = RunFolder.at(Path(run_dir)).tracking
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.journal = self.dir / "journal.jsonl"
-        self.cursor_file = self.dir / "cursor.json"
+        self.journal = self.dir / JOURNAL_FILE
+        self.cursor_file = self.dir / CURSOR_FILE
         self.run_name = run_name
         self.experiment = experiment
         self.uri = uri or tracking_uri()
@@ -234,10 +240,11 @@ class Tracker:
         return cursor
 
     def _write_cursor(self) -> None:
-        tmp = self.cursor_file.with_suffix(".tmp")
         # The URI as written is redacted: a password in it must not sit in the run folder.
-        tmp.write_text(json.dumps({"uri": redact(self.uri), "run_id": self.run_id, "offset": self._offset}))
-        os.replace(tmp, self.cursor_file)
+        atomic_write_text(
+            self.cursor_file,
+            json.dumps({"uri": redact(self.uri), "run_id": self.run_id, "offset": self._offset}),
+        )
 
     def _ensure_run(self) -> None:
         if self._client is None:
@@ -368,7 +375,7 @@ class Tracker:
 def sync(run_dir: str | Path, timeout: float = 120.0) -> int:
     """Send what a run's journal still holds; returns the number of records left."""
     run_dir = Path(run_dir)
-    meta_file = run_dir / "tracking" / "run.json"
+    meta_file = RunFolder.at(run_dir).tracking / RUN_META_FILE
     meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
     # run.json holds the URI redacted; the credentials come from this shell's MLFLOW_TRACKING_URI
     # when it names the same store.
@@ -390,7 +397,7 @@ def write_run_meta(
     run_dir: str | Path, run_name: str, experiment: str, uri: str, artifact_location: str | None
 ) -> None:
     """What ``sync`` needs to reopen a run's journal without the training config."""
-    path = Path(run_dir) / "tracking" / "run.json"
+    path = RunFolder.at(Path(run_dir)).tracking / RUN_META_FILE
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(
         json.dumps(
@@ -402,3 +409,14 @@ def write_run_meta(
             }
         )
     )
+
+
+def journal_path(run: RunFolder) -> Path:
+    """A run's journal: every metric, param, tag and artifact record, one JSON line each."""
+    return run.tracking / JOURNAL_FILE
+
+
+def journal_run_id(run: RunFolder) -> str | None:
+    """The MLflow run the journal ships to (None before its first record reached MLflow)."""
+    cursor = run.tracking / CURSOR_FILE
+    return json.loads(cursor.read_text()).get("run_id") if cursor.is_file() else None

@@ -40,8 +40,9 @@ from typing import Any, TypeVar
 
 import torch
 
-from datasets.files import fsync_dir
-from datasets.storage import scrub
+from datasets import storage
+from datasets.files import atomic_write_bytes, fsync_dir
+from pipelines.runs.folder import RAY_SNAPSHOT
 
 STATE_FILE = "state.pt"
 META_FILE = "meta.json"
@@ -123,13 +124,6 @@ def non_finite_tensors(obj: Any, prefix: str = "") -> list[str]:
     return bad
 
 
-def _is_url(root: str) -> bool:
-    return "://" in root and not root.startswith("file://")
-
-
-RAY_SNAPSHOT = "checkpoint_manager_snapshot.json"  # Ray Train's record of a run's checkpoints
-
-
 class CheckpointStore:
     """Committed checkpoints of one run, in a local folder or under a pyarrow-supported URL."""
 
@@ -138,15 +132,14 @@ class CheckpointStore:
             raise ValueError(f"keep must be >= 1, got {keep}")
         self.keep = keep
         root = str(root)
-        if _is_url(root):
+        self._scheme = storage.scheme(root)  # "" for a local folder, file:// included
+        if self._scheme:
             import pyarrow.fs
 
             self._fs, self.root = pyarrow.fs.FileSystem.from_uri(root)
-            self._scheme = root.split("://", 1)[0]
         else:
             self._fs = None
-            self._scheme = ""
-            self.root = str(Path(root.removeprefix("file://")).absolute())
+            self.root = str(storage.local_path(root).absolute())
 
     def where(self, path: str) -> str:
         """``path`` (``root`` or below) as a user would open it: the URL for object storage."""
@@ -173,7 +166,7 @@ class CheckpointStore:
             except FileNotFoundError:
                 raise
             except OSError as exc:
-                cause = f"{type(exc).__name__}: {scrub(str(exc))}"
+                cause = f"{type(exc).__name__}: {storage.scrub(str(exc))}"
                 if attempt == READ_ATTEMPTS:
                     raise CheckpointReadError(
                         f"{self.where(path)}: {what} failed {READ_ATTEMPTS} times, last with {cause}. "
@@ -356,9 +349,7 @@ class CheckpointStore:
             shutil.rmtree(final_dir)
         os.replace(tmp_dir, final_dir)
         fsync_dir(final_dir.parent)
-        marker_tmp = final_dir / f".{MARKER_FILE}.tmp"
-        _write_synced(marker_tmp, json.dumps(marker).encode())
-        os.replace(marker_tmp, final_dir / MARKER_FILE)
+        atomic_write_bytes(final_dir / MARKER_FILE, json.dumps(marker).encode())
         fsync_dir(final_dir)
 
     def _save_remote(self, final: str, data: bytes, meta: bytes, marker: dict) -> None:
@@ -395,8 +386,8 @@ class CheckpointStore:
                     shutil.rmtree(tmp, ignore_errors=True)
 
     def drop_ray_snapshot(self) -> bool:
-        """Remove Ray Train's checkpoint-manager snapshot beside this store (``<run>/
-        checkpoint_manager_snapshot.json``); True if there was one.
+        """Remove Ray Train's checkpoint-manager snapshot beside this store (``<run>/``
+        :data:`~pipelines.runs.folder.RAY_SNAPSHOT`); True if there was one.
 
         Ray records every checkpoint a run reports and, when a run of the same name starts again,
         refuses to start if any of them is gone; this store prunes old ones itself, so a re-run

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import json
 import logging
 import math
@@ -33,9 +34,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from datasets import storage
+from datasets.files import atomic_write_bytes, atomic_write_text
 from pipelines.config.params import build_dataclass, to_dict
 from pipelines.config.schema import Config
 from pipelines.config.stages import TrainConfig
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import TrainSummary
 from pipelines.tracking.journal import Tracker, flatten, tracking_uri, write_run_meta
 from pipelines.training.checkpoint import (
     CheckpointInfo,
@@ -424,19 +429,20 @@ class Worker:
         return self.tcfg.batch_size * self.world
 
     @property
-    def run_dir(self) -> Path:
-        return Path(self.ctx.run_dir)
+    def run(self) -> RunFolder:
+        """The run's local files (the checkpoints are at ``ctx.checkpoint_root``)."""
+        return RunFolder.at(Path(self.ctx.run_dir))
 
 
 # -- the loop ------------------------------------------------------------------------------------
 
 
-def run_worker(ctx: LoopContext, session: Session) -> dict:
+def run_worker(ctx: LoopContext, session: Session) -> TrainSummary:
     """Train until ``train.total_images``; returns (and on rank 0 writes) the run summary."""
     cfg, tcfg, rank = ctx.config, ctx.config.train, session.rank
     device = _worker_device(session, tcfg.threads_per_worker)
     store = CheckpointStore(ctx.checkpoint_root, keep=tcfg.keep_checkpoints)
-    faults = FaultHooks(from_env(tcfg.faults), rank, Path(ctx.run_dir) / "faults")
+    faults = FaultHooks(from_env(tcfg.faults), rank, RunFolder.at(Path(ctx.run_dir)).faults)
     timing = StepTiming(device, ctx.t_command, profile=ctx.profile_comm)
     _seed_all(tcfg.seed)  # identical initial weights on every rank
     gan = build_gan(cfg, device, timing.comm_hook())
@@ -526,16 +532,16 @@ def _open_run_folder(
     ctx: LoopContext, config_data: dict, gan: Any, device: torch.device, world: int, start: Start
 ) -> tuple[Tracker | None, dict]:
     """Rank 0: the run folder with its config, the MLflow run, and the preview batch for the grids."""
-    run_dir = Path(ctx.run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.json").write_text(json.dumps(config_data, indent=2, sort_keys=True))
+    run = RunFolder.at(Path(ctx.run_dir))
+    run.path.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(run.config, json.dumps(config_data, indent=2, sort_keys=True))
     tracker = None
     if ctx.track:
         uri = ctx.tracking_uri or tracking_uri()
         experiment = ctx.config.train.mlflow_experiment
-        write_run_meta(run_dir, ctx.run_name, experiment, uri, ctx.artifact_location)
+        write_run_meta(run.path, ctx.run_name, experiment, uri, ctx.artifact_location)
         tracker = Tracker(
-            run_dir, ctx.run_name, experiment=experiment, uri=uri, artifact_location=ctx.artifact_location
+            run.path, ctx.run_name, experiment=experiment, uri=uri, artifact_location=ctx.artifact_location
         )
         if start.checkpoint is None:
             tracker.log_params(flatten(config_data))
@@ -550,7 +556,7 @@ def _open_run_folder(
             }
         )
     preview = preview_batch(ctx.shards)
-    (run_dir / "grids").mkdir(parents=True, exist_ok=True)
+    run.grids.mkdir(parents=True, exist_ok=True)
     return tracker, preview
 
 
@@ -622,7 +628,7 @@ def _periodic(w: Worker, state: LoopState) -> None:
     if w.rank == 0 and (
         _crossed(images, step_images, tcfg.grid_every_images) or final or state.step == state.start_step + 1
     ):
-        _write_grid(w.gan, w.preview, w.run_dir / "grids" / f"step-{state.step:07d}.png", w.tracker)
+        _write_grid(w.gan, w.preview, w.run.grid(state.step), w.tracker)
     if _crossed(images, step_images, tcfg.checkpoint_every_images) or final:
         _checkpoint(w, state, final)
 
@@ -674,9 +680,9 @@ def _write_grid(gan: Any, preview: dict | None, path: Path, tracker: Tracker | N
         out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
     g.train(was_training)
     grid = make_grid(batch, out)
-    tmp = path.with_suffix(".tmp.png")
-    Image.fromarray(grid).save(tmp)
-    os.replace(tmp, path)
+    png = io.BytesIO()
+    Image.fromarray(grid).save(png, format="PNG")
+    atomic_write_bytes(path, png.getvalue())
     if tracker is not None:
         tracker.log_artifact(path, "grids")
 
@@ -715,24 +721,23 @@ def _checkpoint(w: Worker, state: LoopState, final: bool) -> None:
 # -- the end -------------------------------------------------------------------------------------
 
 
-def _finish(w: Worker, state: LoopState, status: str, error: str | None) -> dict:
+def _finish(w: Worker, state: LoopState, status: str, error: str | None) -> TrainSummary:
     """The summary; on rank 0 also the final checkpoint as an MLflow artifact and summary.json."""
     summary = _summary(w, state, status, error)
     if w.rank == 0:
         if w.tracker is not None:
-            summary["mlflow_run_id"], summary["mlflow_records_pending"] = _close_tracker(w, w.tracker, status)
-        tmp = w.run_dir / ".summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2))
-        os.replace(tmp, w.run_dir / "summary.json")
+            run_id, pending = _close_tracker(w, w.tracker, status)
+            summary = dataclasses.replace(summary, mlflow_run_id=run_id, mlflow_records_pending=pending)
+        summary.save(w.run.summary)
     return summary
 
 
-def _summary(w: Worker, state: LoopState, status: str, error: str | None) -> dict:
+def _summary(w: Worker, state: LoopState, status: str, error: str | None) -> TrainSummary:
     """The run's summary; its collectives (G's digest, data errors) run on every rank."""
     digests = _all_gather_object(_param_digest(w.gan.G))  # DDP keeps G identical on every rank
     steps_run, images_run = state.step - state.start_step, state.images - state.start_images
     history = state.history
-    return {
+    doc = {
         "status": status,
         "error": error,
         "run_name": w.ctx.run_name,
@@ -755,20 +760,21 @@ def _summary(w: Worker, state: LoopState, status: str, error: str | None) -> dic
         "skipped_checkpoints": [dataclasses.asdict(s) for s in w.start.skipped],
         "mlflow_run_id": None,
     }
+    return TrainSummary.from_dict(doc)  # the timing figures spelled as summary.json has them
 
 
 def _close_tracker(w: Worker, tracker: Tracker, status: str) -> tuple[str | None, int]:
     """Log the final checkpoint and the config, close the run; its id and the records still pending."""
     final_ckpt = w.store.committed()
     if status == "completed" and final_ckpt:
-        if "://" in w.ctx.checkpoint_root:
+        if storage.is_url(w.ctx.checkpoint_root):
             # Already in a bucket, out of the journal's reach (it uploads local files):
             # the run names the object instead of holding a second copy.
             name = final_ckpt[-1].path.rsplit("/", 1)[-1]
             tracker.set_tags({"final_checkpoint": f"{w.ctx.checkpoint_root}/{name}"})
         else:
             tracker.log_artifact(final_ckpt[-1].path, "checkpoint")
-    tracker.log_artifact(w.run_dir / "config.json")
+    tracker.log_artifact(w.run.config)
     left = tracker.close(timeout=60.0)
     return tracker.run_id, left
 

@@ -5,7 +5,6 @@ Kept apart from the loop itself (pipelines/training/loop.py), which also runs wi
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Callable
@@ -13,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from datasets.parallel import connect, resolve_address, shutdown
+from pipelines.runs.folder import RunFolder
+from pipelines.runs.records import TrainSummary
 from pipelines.tracking.redact import redact
 from pipelines.training.loop import LoopContext, loop_config_from
 from pipelines.training.placement import (
@@ -157,7 +158,9 @@ def worker_fn(loop_config: dict) -> None:
     run_worker(ctx, RaySession())
 
 
-def train_on_ray(ctx: LoopContext, tcfg: Any, storage: str, root: Path, placement: Placement) -> dict | None:
+def train_on_ray(
+    ctx: LoopContext, tcfg: Any, storage: str, root: Path, placement: Placement
+) -> TrainSummary | None:
     """Run the loop on ``tcfg.workers`` Ray Train workers (joining or starting Ray); the run's
     summary, or None (logged in one line) when training failed."""
     address = resolve_address(tcfg.ray_address)
@@ -193,5 +196,5 @@ def train_on_ray(ctx: LoopContext, tcfg: Any, storage: str, root: Path, placemen
         return None
     finally:
         shutdown(started)
-    path = Path(ctx.run_dir) / "summary.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    path = RunFolder.at(Path(ctx.run_dir)).summary
+    return TrainSummary.load(path) if path.is_file() else None

@@ -3,21 +3,19 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
+from pipelines.runs.folder import RunFolder
 from pipelines.training.checkpoint import CheckpointStore
 
 # Sections whose change makes an existing checkpoint the wrong starting point.
 RESUME_MUST_MATCH = ("model", "loss", "optim")
-# What an earlier attempt leaves in runs/<run>/ besides checkpoints.
-RUN_STATE = ("tracking", "grids", "faults", "summary.json", "config.json", "checkpoint_manager_snapshot.json")
 
 
 class ResumeError(ValueError):
     """The run's checkpoints were trained with other params; the message says which and what to do."""
 
 
-def prepare_run(run_dir: Path, store: CheckpointStore, cfg_dict: dict) -> bool:
+def prepare_run(run: RunFolder, store: CheckpointStore, cfg_dict: dict) -> bool:
     """True to resume. A run with no committed checkpoint starts clean: stale tracking journals,
     grids and Ray's checkpoint snapshot from an earlier attempt are removed so that nothing (Ray's
     silent restore by run name included) mixes two runs.
@@ -26,8 +24,7 @@ def prepare_run(run_dir: Path, store: CheckpointStore, cfg_dict: dict) -> bool:
     (after the store's retries) before anything is removed: an unreachable store is not an empty one."""
     committed = store.committed()
     if not committed:
-        for name in RUN_STATE:
-            path = run_dir / name
+        for path in run.attempt_state():
             if path.is_dir():
                 shutil.rmtree(path)
             elif path.exists():
@@ -38,7 +35,7 @@ def prepare_run(run_dir: Path, store: CheckpointStore, cfg_dict: dict) -> bool:
     changed = [s for s in RESUME_MUST_MATCH if old.get(s) is not None and old.get(s) != cfg_dict.get(s)]
     if changed:
         raise ResumeError(
-            f"run {run_dir.name!r} was trained with different {', '.join(changed)} params "
+            f"run {run.name!r} was trained with different {', '.join(changed)} params "
             f"(checkpoint {committed[-1].path}); use a new --run-name to start fresh, or restore those params"
         )
     return True
