@@ -32,6 +32,7 @@ from pipelines.registry.promotion import (
     TAG_PRIMARY_METRIC,
     TAG_PRIMARY_VALUE,
     TAG_PROTOCOL,
+    PromotionDecision,
     current_champion,
     decide_promotion,
 )
@@ -117,9 +118,48 @@ def register_generator(
     """
     import mlflow
 
+    client = mlflow.MlflowClient()
+    candidate_value = check_candidate(exported, request)
+    task = check_task(request.task) if request.task is not None else task_for_channels(exported.pose_channels)
+    logged = log_to_run(exported, example, request, task)
+    version = str(
+        mlflow.register_model(
+            logged.info.model_uri, request.model_name, tags=version_tags(request, logged)
+        ).version
+    )
+    decision = decide(client, request, candidate_value, rescore)
+    after = apply_decision(client, request, version, decision)
+    shape = cards.ModelShape(task, exported.image_size, exported.pose_channels)
+    write_cards(client, request, version, decision, logged, shape, after)
+    champion_version = str(after.version) if after is not None else ""
     record, model_name, primary_metric = request.record, request.model_name, request.primary_metric
-    metrics_doc = record.to_dict()  # as written: stored with the model, read by the model cards
-    scores = record.model
+    return RegistrationReceipt(
+        model_name,
+        version,
+        f"models:/{model_name}/{version}",
+        decision.promote,
+        decision.reason,
+        champion_version,
+        decision.record(),
+        primary_metric,
+        record.model[primary_metric],
+        record.protocol_sha256,
+    )
+
+
+@dataclass(frozen=True)
+class LoggedModel:
+    """The model as logged to its MLflow run, and the scores logged with it."""
+
+    info: Any  # mlflow.models.model.ModelInfo
+    run_id: str
+    experiment_id: str
+    finite_scores: dict[str, float]
+
+
+def check_candidate(exported: PackedGenerator, request: RegistrationRequest) -> float:
+    """The candidate's primary score; refuses a missing primary metric or non-finite weights."""
+    scores, primary_metric = request.record.model, request.primary_metric
     if primary_metric not in scores:
         raise ValueError(
             f"primary metric {primary_metric!r} is not among the evaluated scores: {', '.join(sorted(scores))}"
@@ -127,19 +167,25 @@ def register_generator(
     bad = [n for n, p in exported.named_parameters() if not bool(torch.isfinite(p).all())]
     if bad:
         raise ValueError(f"refusing to register a generator with non-finite parameters: {', '.join(bad[:5])}")
-    candidate_value = float(scores[primary_metric])
-    protocol = record.protocol_sha256
+    return float(scores[primary_metric])
 
-    task = check_task(request.task) if request.task is not None else task_for_channels(exported.pose_channels)
+
+def log_to_run(
+    exported: PackedGenerator, example: np.ndarray, request: RegistrationRequest, task: str
+) -> LoggedModel:
+    """Log the model with both flavours, its reference input/output and the evaluation's files to
+    the record's training run (a new run in ``request.experiment`` when it names none)."""
+    import mlflow
+
+    record = request.record
     example = np.ascontiguousarray(example, dtype=np.float32)
     with torch.no_grad():
         reference = exported(torch.from_numpy(example)).numpy()
-    client = mlflow.MlflowClient()
     with tempfile.TemporaryDirectory() as tmp:
         staging = Path(tmp)
         np.save(staging / "reference_input.npy", example)
         np.save(staging / "reference_output.npy", reference)
-        (staging / "metrics.json").write_text(json.dumps(metrics_doc, indent=2, sort_keys=True))
+        (staging / "metrics.json").write_text(json.dumps(record.to_dict(), indent=2, sort_keys=True))
         extra = [
             str(staging / "reference_input.npy"),
             str(staging / "reference_output.npy"),
@@ -147,7 +193,7 @@ def register_generator(
         ] + [str(p) for p in request.artifacts]
         if record.mlflow_run_id is None:
             mlflow.set_experiment(request.experiment)
-            run_ctx = mlflow.start_run(run_name=f"register-{model_name}")
+            run_ctx = mlflow.start_run(run_name=f"register-{request.model_name}")
         else:
             run_ctx = mlflow.start_run(run_id=record.mlflow_run_id)
         with run_ctx as run:
@@ -170,32 +216,47 @@ def register_generator(
             for p in request.artifacts:
                 mlflow.log_artifact(str(p), artifact_path="evaluation")
             finite = {
-                k: float(v) for k, v in scores.items() if isinstance(v, (int, float)) and math.isfinite(v)
+                k: float(v)
+                for k, v in record.model.items()
+                if isinstance(v, (int, float)) and math.isfinite(v)
             }
             mlflow.log_metrics({f"eval/{k}": v for k, v in finite.items()}, model_id=info.model_id)
-            run_id = run.info.run_id
-            experiment_id = run.info.experiment_id
+            return LoggedModel(info, run.info.run_id, run.info.experiment_id, finite)
 
-    version_tags = {
+
+def version_tags(request: RegistrationRequest, logged: LoggedModel) -> dict[str, str]:
+    """The version's tags: its primary score and interval, protocol, scores and networks."""
+    scores, primary_metric = request.record.model, request.primary_metric
+    tags = {
         TAG_PRIMARY_METRIC: primary_metric,
-        TAG_PRIMARY_VALUE: repr(candidate_value),
-        TAG_PROTOCOL: protocol,
-        **{f"metric.{k}": f"{v:.6g}" for k, v in finite.items()},
-        **network_tags(metrics_doc),
+        TAG_PRIMARY_VALUE: repr(float(scores[primary_metric])),
+        TAG_PROTOCOL: request.record.protocol_sha256,
+        **{f"metric.{k}": f"{v:.6g}" for k, v in logged.finite_scores.items()},
+        **network_tags(request.record.to_dict()),
         **request.tags,
     }
     low, high = scores.get(f"{primary_metric}_ci95_low"), scores.get(f"{primary_metric}_ci95_high")
     if low is not None and high is not None:
-        version_tags[f"{TAG_PRIMARY_METRIC}_ci95"] = f"[{low:.6g}, {high:.6g}]"
-    mv = mlflow.register_model(info.model_uri, model_name, tags=version_tags)
-    version = str(mv.version)
-    champion = current_champion(client, model_name)
+        tags[f"{TAG_PRIMARY_METRIC}_ci95"] = f"[{low:.6g}, {high:.6g}]"
+    return tags
+
+
+def decide(
+    client: Any,
+    request: RegistrationRequest,
+    candidate_value: float,
+    rescore: Callable[[str], float | tuple[float, list[float] | None]] | None,
+) -> PromotionDecision:
+    """The promotion rule applied to the candidate against the current champion and the baselines."""
+    record, model_name, primary_metric = request.record, request.model_name, request.primary_metric
+    protocol = record.protocol_sha256
+    metrics_doc = record.to_dict()
     candidate_pairs = per_pair_values(metrics_doc, primary_metric)
-    decision = decide_promotion(
+    return decide_promotion(
         primary_metric,
         candidate_value,
         protocol,
-        champion,
+        current_champion(client, model_name),
         rescore,
         model_name,
         policy=request.promotion_policy,
@@ -206,6 +267,13 @@ def register_generator(
         resamples=request.bootstrap_resamples,
         seed=request.seed,
     )
+
+
+def apply_decision(
+    client: Any, request: RegistrationRequest, version: str, decision: PromotionDecision
+) -> Any:
+    """Aliases and promotion tags as decided; the champion afterwards (its ModelVersion, or None)."""
+    model_name = request.model_name
     client.set_registered_model_alias(model_name, CANDIDATE, version)
     if decision.promote:
         client.set_registered_model_alias(model_name, CHAMPION, version)
@@ -240,7 +308,20 @@ def register_generator(
             f"v{champion_version}" if champion_version else "none yet",
             decision.reason,
         )
-    shape = cards.ModelShape(task, exported.image_size, exported.pose_channels)
+    return after
+
+
+def write_cards(
+    client: Any,
+    request: RegistrationRequest,
+    version: str,
+    decision: PromotionDecision,
+    logged: LoggedModel,
+    shape: cards.ModelShape,
+    after: Any,
+) -> None:
+    """The version's model card and the registered model's (which names the champion ``after``)."""
+    model_name = request.model_name
     client.update_model_version(
         model_name,
         version,
@@ -248,15 +329,15 @@ def register_generator(
             model_name=model_name,
             version=version,
             shape=shape,
-            metrics_doc=metrics_doc,
-            primary_metric=primary_metric,
+            metrics_doc=request.record.to_dict(),
+            primary_metric=request.primary_metric,
             promoted=decision.promote,
             reason=decision.reason,
-            champion_version=champion_version,
-            run_id=run_id,
+            champion_version=str(after.version) if after is not None else "",
+            run_id=logged.run_id,
             promotion=decision.record(),
-            experiment_id=experiment_id,
-            model_id=info.model_id,
+            experiment_id=logged.experiment_id,
+            model_id=logged.info.model_id,
             evaluation_files=[Path(p).name for p in request.artifacts],
             training=request.training,
             request_example=request.request_example,
@@ -272,18 +353,6 @@ def register_generator(
             champion=cards.champion_summary(after.version, after.tags) if after is not None else None,
             policy=request.promotion_policy,
         ),
-    )
-    return RegistrationReceipt(
-        model_name,
-        version,
-        f"models:/{model_name}/{version}",
-        decision.promote,
-        decision.reason,
-        champion_version,
-        decision.record(),
-        primary_metric,
-        scores[primary_metric],
-        protocol,
     )
 
 
