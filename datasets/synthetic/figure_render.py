@@ -409,6 +409,24 @@ def render_figure(
     return canvas.rgb, kp
 
 
+# A part of the figure: its depth (sort key, back to front) and the call that draws it.
+_Part = tuple[float, Callable[[], object]]
+
+
+@dataclass(frozen=True)
+class _Scene:
+    """What every part of one figure is drawn from: the look, the posed skeleton and the camera."""
+
+    app: FigureAppearance
+    pts: dict[str, np.ndarray]
+    ctx: Projector
+    yaw_head: float  # view yaw plus the head's turn
+    roll: float  # the head's roll as seen in the image plane
+
+    def depth(self, p: np.ndarray) -> float:
+        return float((self.ctx.rot @ p)[2])
+
+
 def render_figure_canvas(
     app: FigureAppearance,
     pose: BodyPose,
@@ -421,26 +439,56 @@ def render_figure_canvas(
     """:func:`render_figure`, returning the whole canvas: with ``record_surface`` its owner part,
     part-frame point and garment of every pixel too (the same colours either way); ``shading``
     False draws albedo only (the correspondence tests)."""
-    ss = supersample
-    pts = skeleton(app, pose)
+    ctx = _projector(view, background, supersample, record_surface, shading)
+    scene = _Scene(
+        app,
+        skeleton(app, pose),
+        ctx,
+        yaw_head=view.yaw + pose.head[0],
+        roll=(pose.lean[0] + pose.head[1]) * math.cos(math.radians(view.yaw)),
+    )
+    torso_top, torso_bot = _torso_ends(scene.pts)
+    torso = _torso_shape(app, view.yaw)
+    head_rot = rot_y(pose.head[0])
+    face_v = _face_points(scene, head_rot)
+    # Built in this order because sorting by depth is stable: parts at equal depth keep it.
+    parts = [
+        _torso_part(scene, torso, torso_top, torso_bot),
+        *_skirt_parts(scene, torso, view.yaw),
+        *_limb_parts(scene),
+        _neck_part(scene),
+        *_head_parts(scene, head_rot, face_v),
+    ]
+    for _, fn in sorted(parts, key=lambda item: item[0]):
+        fn()
+    return ctx.canvas, _annotate(ctx, scene.pts, face_v, scene.yaw_head, supersample)
+
+
+def _projector(
+    view: BodyView, background: np.ndarray, ss: int, record_surface: bool, shading: bool
+) -> Projector:
+    """The camera of ``view`` on a supersampled canvas over ``background``."""
     unit = view.body_px * ss
     cx = (view.cx + 0.5) * ss - 0.5
     cy = (view.sole_y - 0.5 * view.body_px + 0.5) * ss - 0.5
-    ctx = Projector(
+    return Projector(
         FigureCanvas(background, record_surface), unit, view.yaw, rot_y(view.yaw), cx, cy, shading
     )
-    w = app.build
-    women = app.gender == "WOMEN"
-    yaw_head = view.yaw + pose.head[0]
-    roll = (pose.lean[0] + pose.head[1]) * math.cos(math.radians(view.yaw))
-    depth_of = lambda p: float((ctx.rot @ p)[2])
 
+
+def _torso_ends(pts: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Top (just above the shoulders' midpoint, towards the neck) and bottom of the torso ribbon."""
     mid_sho = 0.5 * (pts["Rsho"] + pts["Lsho"])
     torso_top = mid_sho + (pts["neck"] - mid_sho) * 0.2 + np.array([0.0, -0.012, 0.0])
     torso_bot = np.array([0.0, 0.06, 0.0])  # down to the crotch, covering the thigh tops
-    torso_len = float(np.linalg.norm(torso_bot - torso_top))
+    return torso_top, torso_bot
+
+
+def _torso_shape(app: FigureAppearance, yaw: float) -> RibbonShape:
+    w = app.build
+    women = app.gender == "WOMEN"
     sh_w = (0.125 if not women else 0.112) * w
-    torso = RibbonShape(
+    return RibbonShape(
         widths=(
             (0.0, sh_w, 0.07 * w),
             (0.3, sh_w * 0.93, 0.075 * w),
@@ -448,42 +496,50 @@ def render_figure_canvas(
             (1.0, (0.118 if not women else 0.128) * w, 0.072 * w),
         ),  # hips cover the thigh tops
         corner=0.035,
-        yaw=view.yaw,
+        yaw=yaw,
     )
-    parts: list[tuple[float, Callable[..., object]]] = []  # called without arguments
 
-    def add(depth: float, fn: Callable[..., object]) -> None:
-        parts.append((depth, fn))
 
-    add(
-        depth_of(np.zeros(3)) - 0.01,
+def _torso_part(scene: _Scene, torso: RibbonShape, top: np.ndarray, bot: np.ndarray) -> _Part:
+    app = scene.app
+    torso_len = float(np.linalg.norm(bot - top))
+    return (
+        scene.depth(np.zeros(3)) - 0.01,
         lambda: draw_ribbon(
-            ctx,
+            scene.ctx,
             _PID["torso"],
-            torso_top,
-            torso_bot,
+            top,
+            bot,
             torso,
             _torso_colors(app, torso_len),
             region_garments=_torso_garments(app, torso_len),
         ),
     )
+
+
+def _skirt_parts(scene: _Scene, torso: RibbonShape, yaw: float) -> list[_Part]:
+    """A skirt or dress: a ribbon from the waist to the hem, flaring to the legs' spread."""
+    app, pts = scene.app, scene.pts
+    if app.bottom_kind not in ("skirt", "dress"):
+        return []
+    w = app.build
     bottom_mat = app.top if app.bottom_kind == "dress" else app.bottom
-    if app.bottom_kind in ("skirt", "dress"):
-        spread = max(abs(pts["Rkne"][0] - pts["Lkne"][0]), abs(pts["Rank"][0] - pts["Lank"][0]) * 0.8)
-        fwd = max(abs(pts["Rkne"][2] - pts["Lkne"][2]), 0.0)
-        top_w = torso.widths[-1][1] * 1.02
-        hem_w = max(top_w * 1.22, 0.5 * spread + 0.05)
-        # Shallow front so hands hanging beside the skirt stay in front of it.
-        skirt = RibbonShape(
-            ((0.0, top_w, 0.066 * w), (1.0, hem_w, max(0.075 * w, 0.5 * fwd + 0.045))),
-            corner=0.015,
-            yaw=view.yaw,
-        )
-        legs = (_PID["torso"],) + tuple(_PID[p + t] for p in ("thigh_", "shin_") for t in "RL")
-        add(
+    spread = max(abs(pts["Rkne"][0] - pts["Lkne"][0]), abs(pts["Rank"][0] - pts["Lank"][0]) * 0.8)
+    fwd = max(abs(pts["Rkne"][2] - pts["Lkne"][2]), 0.0)
+    top_w = torso.widths[-1][1] * 1.02
+    hem_w = max(top_w * 1.22, 0.5 * spread + 0.05)
+    # Shallow front so hands hanging beside the skirt stay in front of it.
+    skirt = RibbonShape(
+        ((0.0, top_w, 0.066 * w), (1.0, hem_w, max(0.075 * w, 0.5 * fwd + 0.045))),
+        corner=0.015,
+        yaw=yaw,
+    )
+    legs = (_PID["torso"],) + tuple(_PID[p + t] for p in ("thigh_", "shin_") for t in "RL")
+    return [
+        (
             1.0,
             lambda: draw_ribbon(  # last: it covers the legs, the z-test keeps hands in front
-                ctx,
+                scene.ctx,
                 _PID["skirt"],
                 np.array([0.0, -0.05, 0.0]),
                 np.array([0.0, app.hem, 0.0]),
@@ -493,9 +549,17 @@ def render_figure_canvas(
                 region_garments=_GID["bottom"],
             ),
         )
+    ]
+
+
+def _limb_parts(scene: _Scene) -> list[_Part]:
+    """Arms, hands, legs and feet as capsules: the person's right side first, then the left."""
+    app, pts = scene.app, scene.pts
+    w = app.build
     # The materials an arm's or a leg's bands are chosen from (a jacket's sleeves before the top).
     arm_known = ((Material(app.skin), "skin"), (app.jacket, "jacket"), (app.top, "top"))
     leg_known = ((Material(app.skin), "skin"), (Material(app.shoe), "shoes"), (app.bottom, "bottom"))
+    parts: list[_Part] = []
     for tag in "RL":
         for name, a, b, r0, r1, bands in (
             ("upper_", "sho", "elb", 0.033, 0.027, _arm_bands(app, True)),
@@ -508,77 +572,108 @@ def render_figure_canvas(
             p0, p1 = pts[tag + a], pts[tag + b]
             bias = -0.03 if name in ("thigh_", "shin_") else 0.0  # legs sit under the torso's hem
             garments = _band_garments(bands, arm_known if name in ("upper_", "fore_", "hand_") else leg_known)
-            add(
-                0.5 * (depth_of(p0) + depth_of(p1)) + bias,
-                lambda n=name, t=tag, p0=p0, p1=p1, r0=r0, r1=r1, bd=bands, gs=garments: draw_capsule(
-                    ctx, _PID[n + t], p0, p1, r0 * w, r1 * w, bd, garments=gs
-                ),
+            parts.append(
+                (
+                    0.5 * (scene.depth(p0) + scene.depth(p1)) + bias,
+                    lambda n=name, t=tag, p0=p0, p1=p1, r0=r0, r1=r1, bd=bands, gs=garments: draw_capsule(
+                        scene.ctx, _PID[n + t], p0, p1, r0 * w, r1 * w, bd, garments=gs
+                    ),
+                )
             )
-    head_c = pts["head"]
-    add(
-        depth_of(pts["neck"]) + 0.001,
+    return parts
+
+
+def _neck_part(scene: _Scene) -> _Part:
+    app, pts = scene.app, scene.pts
+    return (
+        scene.depth(pts["neck"]) + 0.001,
         lambda: draw_capsule(
-            ctx,
+            scene.ctx,
             _PID["neck"],
             pts["neck"] + [0, 0.012, 0],
-            head_c + [0, 0.02, 0],
+            pts["head"] + [0, 0.02, 0],
             0.027,
             0.026,
             [(1.0, Material(app.skin))],
             garments=(_GID["skin"],),
         ),
     )
-    head_rot = rot_y(pose.head[0])
+
+
+def _face_points(scene: _Scene, head_rot: np.ndarray) -> dict[str, np.ndarray]:
+    """Face points on the head, projected, then turned by the head's roll exactly as draw_head does."""
+    head_c = scene.pts["head"]
+    return {
+        n: _rolled(scene, head_c + head_rot @ (p * HEAD_R * np.array([1.0, HEAD_ELONG, 1.0])))
+        for n, p in _FACE_POINTS.items()
+    }
+
+
+def _rolled(scene: _Scene, p3: np.ndarray) -> np.ndarray:
+    """Body point ``p3`` on the canvas, turned about the head's centre by the head's roll."""
+    return _roll_about(scene.ctx.to_view(p3), scene.ctx.to_view(scene.pts["head"]), scene.roll)
+
+
+def _head_parts(scene: _Scene, head_rot: np.ndarray, face_v: dict[str, np.ndarray]) -> list[_Part]:
+    """Long hair behind the head, the head, the ears (unless long hair covers them) and a bun."""
+    app, ctx = scene.app, scene.ctx
+    head_c = scene.pts["head"]
+    parts: list[_Part] = []
     if app.hair_style == "long":
         hair_shape = RibbonShape(
-            ((0.0, 1.0 * HEAD_R, 0.8 * HEAD_R), (1.0, 1.3 * HEAD_R, 0.6 * HEAD_R)), corner=0.03, yaw=yaw_head
+            ((0.0, 1.0 * HEAD_R, 0.8 * HEAD_R), (1.0, 1.3 * HEAD_R, 0.6 * HEAD_R)),
+            corner=0.03,
+            yaw=scene.yaw_head,
         )
         h0 = head_c + head_rot @ np.array([0.0, -0.01, -0.035])
         h1 = head_c + head_rot @ np.array([0.0, 0.17, -0.075])
-        add(
-            depth_of(head_c + head_rot @ np.array([0.0, 0.0, -0.09])),
-            lambda: draw_ribbon(
-                ctx,
-                _PID["hair"],
-                h0,
-                h1,
-                hair_shape,
-                plain_colors(Material(app.hair)),
-                region_garments=_GID["hair"],
-            ),
+        parts.append(
+            (
+                scene.depth(head_c + head_rot @ np.array([0.0, 0.0, -0.09])),
+                lambda: draw_ribbon(
+                    ctx,
+                    _PID["hair"],
+                    h0,
+                    h1,
+                    hair_shape,
+                    plain_colors(Material(app.hair)),
+                    region_garments=_GID["hair"],
+                ),
+            )
         )
-    add(depth_of(head_c) + 0.02, lambda: draw_head(ctx, _PID["head"], app, head_c, yaw_head, roll))
-    # Face points on the head, projected, then turned by the head's roll exactly as draw_head does.
-    head_v = ctx.to_view(head_c)
-    rolled = lambda p3: _roll_about(ctx.to_view(p3), head_v, roll)
-    face_v = {
-        n: rolled(head_c + head_rot @ (p * HEAD_R * np.array([1.0, HEAD_ELONG, 1.0])))
-        for n, p in _FACE_POINTS.items()
-    }
+    parts.append(
+        (
+            scene.depth(head_c) + 0.02,
+            lambda: draw_head(ctx, _PID["head"], app, head_c, scene.yaw_head, scene.roll),
+        )
+    )
     for tag in "RL" if app.hair_style != "long" else "":  # long hair covers the ears
-        add(
-            depth_of(head_c) + 0.021,
-            lambda t=tag: draw_disc(
-                ctx,
-                _PID["ear_" + t],
-                face_v[t + "ear"],
-                0.2 * HEAD_R,
-                app.skin,
-                squash=0.75,
-                bias=0.3 * HEAD_R * unit,
-                garment=_GID["skin"],
-            ),
+        parts.append(
+            (
+                scene.depth(head_c) + 0.021,
+                lambda t=tag: draw_disc(
+                    ctx,
+                    _PID["ear_" + t],
+                    face_v[t + "ear"],
+                    0.2 * HEAD_R,
+                    app.skin,
+                    squash=0.75,
+                    bias=0.3 * HEAD_R * ctx.px_per_unit,
+                    garment=_GID["skin"],
+                ),
+            )
         )
     if app.hair_style == "bun":
         bun3 = head_c + head_rot @ np.array([0.0, -0.06, -0.045])
-        add(
-            depth_of(bun3),
-            lambda: draw_disc(ctx, _PID["bun"], rolled(bun3), 0.45 * HEAD_R, app.hair, garment=_GID["hair"]),
+        parts.append(
+            (
+                scene.depth(bun3),
+                lambda: draw_disc(
+                    ctx, _PID["bun"], _rolled(scene, bun3), 0.45 * HEAD_R, app.hair, garment=_GID["hair"]
+                ),
+            )
         )
-
-    for _, fn in sorted(parts, key=lambda item: item[0]):
-        fn()
-    return ctx.canvas, _annotate(ctx, pts, face_v, yaw_head, ss)
+    return parts
 
 
 def _roll_about(q: np.ndarray, center: np.ndarray, roll: float) -> np.ndarray:
