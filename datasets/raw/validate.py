@@ -25,6 +25,7 @@ from datasets.raw.layout import (
     AnnotationRow,
     LayoutSpec,
     PairRow,
+    RowIssue,
     SplitFiles,
     find_split,
     identity_of,
@@ -145,6 +146,21 @@ def load_image(
     return None, raw, pixels
 
 
+@dataclass(frozen=True)
+class _Annotations:
+    """One split's annotation CSV, duplicates resolved, read against the image folders."""
+
+    files: SplitFiles
+    rows: dict[str, AnnotationRow]  # the first row of each name
+    conflicts: dict[str, str]  # names whose rows disagree -> why their image is rejected
+    bad_row_reason: dict[str, str]  # names only a rejected row carries -> that row's reason
+    other: frozenset[str]  # names in the other splits' image folders
+
+    def universe(self) -> list[str]:
+        """Every image name the split is counted by: files, good rows and named bad rows."""
+        return sorted(set(self.files.image_files) | set(self.rows) | set(self.bad_row_reason))
+
+
 def validate_split(
     spec: DatasetSpec,
     layout: LayoutSpec,
@@ -165,15 +181,58 @@ def validate_split(
     """
     files = find_split(spec.root, layout, split)
     rows, row_issues = read_annotations(files.annotation_csv, layout)
-    rejects: list[Reject] = []
-    csv_name = files.annotation_csv.name
-    for issue in row_issues:
-        rejects.append(Reject(split, "row", issue.name, f"{issue.reason} ({issue.file} line {issue.line})"))
+    rejects = [
+        Reject(split, "row", issue.name, f"{issue.reason} ({issue.file} line {issue.line})")
+        for issue in row_issues
+    ]
+    good_rows, conflicts, duplicate_rejects = _resolve_duplicates(split, rows, files.annotation_csv.name)
+    rejects += duplicate_rejects
+    ann = _Annotations(
+        files,
+        good_rows,
+        conflicts,
+        _rejected_row_names(row_issues, good_rows, files),
+        frozenset(other_split_names),
+    )
+    universe = ann.universe()
+    images, image_rejects, outside_of = _accept_images(
+        ann, universe, spec, cfg, split, layout, dataset, check_files, progress
+    )
+    rejects += image_rejects
+    rejected_images = {r.name: r.reason for r in rejects if r.kind == "image"}
+    pairs, pair_rejects, pairs_in = _validate_pairs(split, files, layout, images, rejected_images)
+    rejects += pair_rejects
+    counts = {
+        "images_in": len(universe),
+        "images_written": len(images),
+        "images_rejected": sum(1 for r in rejects if r.kind == "image"),
+        "pairs_in": pairs_in,
+        "pairs_written": len(pairs),
+        "pairs_rejected": sum(1 for r in rejects if r.kind == "pair"),
+        "rows_in": len(rows) + len(row_issues),
+        "rows_rejected": sum(1 for r in rejects if r.kind == "row"),
+        "joints_outside_frame": sum(outside_of.values()),
+    }
+    return SplitResult(
+        split,
+        files,
+        images,
+        pairs,
+        rejects,
+        counts,
+        {n: outside_of[n] for n in images} if not check_files else {},
+    )
 
-    # Duplicate names among annotation rows: identical repeats are dropped,
-    # disagreeing ones make the image ambiguous.
+
+def _resolve_duplicates(
+    split: str, rows: list[AnnotationRow], csv_name: str
+) -> tuple[dict[str, AnnotationRow], dict[str, str], list[Reject]]:
+    """``(first row of each name, conflicting names -> reason, rejects of the repeated rows)``.
+
+    An identical repeat is only dropped; rows that disagree make the image ambiguous."""
     first: dict[str, AnnotationRow] = {}
     conflicts: dict[str, str] = {}
+    rejects: list[Reject] = []
     for row in rows:
         prev = first.get(row.name)
         if prev is None:
@@ -191,111 +250,131 @@ def validate_split(
                 row.name,
                 f"duplicate name: {csv_name} lines {prev.line} and {row.line} give different keypoints",
             )
-    good_rows = {name: row for name, row in first.items()}
-    # A bad row only stands for an image when it carried a real name (an empty or
-    # garbled row is counted as a rejected row, not as a phantom image).
-    bad_row_reason = {
+    return first, conflicts, rejects
+
+
+def _rejected_row_names(
+    row_issues: list[RowIssue], good_rows: dict[str, AnnotationRow], files: SplitFiles
+) -> dict[str, str]:
+    """Names only a rejected row carries -> its reason.  A bad row stands for an image only when it
+    carried a real name (an empty or garbled row is a rejected row, not a phantom image)."""
+    return {
         i.name: i.reason
         for i in row_issues
         if i.name not in good_rows
         and (i.name in files.image_files or i.reason.startswith("malformed keypoint cell"))
     }
 
-    other = set(other_split_names)
-    universe = sorted(set(files.image_files) | set(good_rows) | set(bad_row_reason))
+
+def _table_reason(ann: _Annotations, name: str) -> str | None:
+    """Why the CSV and the folder listings alone rule the image out, or None."""
+    files = ann.files
+    csv_name = files.annotation_csv.name
+    path = files.image_files.get(name)
+    if name in ann.other and path is not None:
+        return "duplicate name: the same file name is in both splits' image folders"
+    if name in ann.conflicts:
+        return ann.conflicts[name]
+    if path is None:
+        return f"missing image file: {csv_name} names it but {files.image_dir.name}/{name} does not exist"
+    if name not in ann.rows:
+        return (
+            f"annotation row rejected: {ann.bad_row_reason[name]}"
+            if name in ann.bad_row_reason
+            else f"missing annotation row: {name} has no row in {csv_name}"
+        )
+    return None
+
+
+def _working_keypoints(keypoints: np.ndarray, spec: DatasetSpec) -> tuple[np.ndarray, int, int]:
+    """``(keypoints in the working frame, joints visible there, visible joints that fell outside)``."""
+    # Rounded to 1/1000 px so the JSON in the shards and the heatmaps agree exactly.
+    kp = np.round(rescale_keypoints(keypoints, spec.source_size, spec.image_size), 3)
+    raw_visible = int(np.sum((keypoints[:, 0] != MISSING) & (keypoints[:, 1] != MISSING)))
+    n_visible = int(np.sum((kp[:, 0] != MISSING) & (kp[:, 1] != MISSING)))
+    return kp, n_visible, raw_visible - n_visible
+
+
+def _accept_images(
+    ann: _Annotations,
+    universe: list[str],
+    spec: DatasetSpec,
+    cfg: PreprocessConfig,
+    split: str,
+    layout: LayoutSpec,
+    dataset: str,
+    check_files: bool,
+    progress: Callable[[int], None] | None,
+) -> tuple[dict[str, ImageRecord], list[Reject], dict[str, int]]:
+    """``(accepted images, rejects, joints outside the frame per name)``, name by name in order;
+    the outside counts include images rejected for too few visible joints."""
     images: dict[str, ImageRecord] = {}
-    outside = 0
+    rejects: list[Reject] = []
     outside_of: dict[str, int] = {}
     for name in universe:
-        reason = None
-        annotation = good_rows.get(name)
-        path = files.image_files.get(name)
-        if name in other and path is not None:
-            reason = "duplicate name: the same file name is in both splits' image folders"
-        elif name in conflicts:
-            reason = conflicts[name]
-        elif path is None:
-            reason = (
-                f"missing image file: {csv_name} names it but {files.image_dir.name}/{name} does not exist"
-            )
-        elif annotation is None:
-            reason = (
-                f"annotation row rejected: {bad_row_reason[name]}"
-                if name in bad_row_reason
-                else f"missing annotation row: {name} has no row in {csv_name}"
-            )
-        elif check_files:
+        reason = _table_reason(ann, name)
+        path = ann.files.image_files.get(name)
+        if reason is None and check_files:
+            assert path is not None
             reason = check_image(path, spec.source_size, dataset)
-        kp = None
         if reason is None:
-            assert annotation is not None and path is not None
-            # Rounded to 1/1000 px so the JSON in the shards and the heatmaps agree exactly.
-            kp = np.round(rescale_keypoints(annotation.keypoints, spec.source_size, spec.image_size), 3)
-            raw_visible = int(
-                np.sum((annotation.keypoints[:, 0] != MISSING) & (annotation.keypoints[:, 1] != MISSING))
-            )
-            n_visible = int(np.sum((kp[:, 0] != MISSING) & (kp[:, 1] != MISSING)))
-            outside += raw_visible - n_visible
-            outside_of[name] = raw_visible - n_visible
+            annotation = ann.rows[name]
+            kp, n_visible, outside_of[name] = _working_keypoints(annotation.keypoints, spec)
             if n_visible < cfg.min_visible_joints:
                 reason = (
                     f"too few visible joints: {n_visible} < preprocess.min_visible_joints="
                     f"{cfg.min_visible_joints}"
                 )
+            else:
+                assert path is not None
+                images[name] = ImageRecord(name, path, kp, identity_of(name, layout), annotation.line)
         if reason is not None:
             rejects.append(Reject(split, "image", name, reason))
-        else:
-            assert annotation is not None and path is not None and kp is not None
-            images[name] = ImageRecord(name, path, kp, identity_of(name, layout), annotation.line)
         if progress is not None:
             progress(1)
+    return images, rejects, outside_of
 
+
+def _validate_pairs(
+    split: str,
+    files: SplitFiles,
+    layout: LayoutSpec,
+    images: dict[str, ImageRecord],
+    rejected_images: dict[str, str],
+) -> tuple[list[PairRow], list[Reject], int]:
+    """``(accepted pairs in CSV order, rejects, pair rows read)``."""
     pair_rows, pair_issues = read_pairs(files.pairs_csv, layout)
     pairs_csv = files.pairs_csv.name
-    for issue in pair_issues:
-        rejects.append(Reject(split, "pair", issue.name, f"{issue.reason} ({pairs_csv} line {issue.line})"))
-    rejected_images = {r.name: r.reason for r in rejects if r.kind == "image"}
+    rejects = [
+        Reject(split, "pair", issue.name, f"{issue.reason} ({pairs_csv} line {issue.line})")
+        for issue in pair_issues
+    ]
     seen: dict[tuple[str, str], int] = {}
     pairs: list[PairRow] = []
     for pr in pair_rows:
-        label = f"{pr.source},{pr.target}"
-        reason = None
-        for role, name in (("source", pr.source), ("target", pr.target)):
-            if name in images:
-                continue
-            if name in rejected_images:
-                reason = f"{role} image {name} was rejected ({rejected_images[name]})"
-            else:
-                reason = f"{role} image {name} is not in the {split} split"
-            break
+        reason = _pair_reason(pr, split, images, rejected_images)
         if reason is None and (pr.source, pr.target) in seen:
             reason = f"duplicate pair: {pairs_csv} line {pr.line} repeats line {seen[(pr.source, pr.target)]}"
         if reason is not None:
+            label = f"{pr.source},{pr.target}"
             rejects.append(Reject(split, "pair", label, f"{reason} ({pairs_csv} line {pr.line})"))
             continue
         seen[(pr.source, pr.target)] = pr.line
         pairs.append(pr)
+    return pairs, rejects, len(pair_rows) + len(pair_issues)
 
-    counts = {
-        "images_in": len(universe),
-        "images_written": len(images),
-        "images_rejected": sum(1 for r in rejects if r.kind == "image"),
-        "pairs_in": len(pair_rows) + len(pair_issues),
-        "pairs_written": len(pairs),
-        "pairs_rejected": sum(1 for r in rejects if r.kind == "pair"),
-        "rows_in": len(rows) + len(row_issues),
-        "rows_rejected": sum(1 for r in rejects if r.kind == "row"),
-        "joints_outside_frame": outside,
-    }
-    return SplitResult(
-        split,
-        files,
-        images,
-        pairs,
-        rejects,
-        counts,
-        {n: outside_of[n] for n in images} if not check_files else {},
-    )
+
+def _pair_reason(
+    pr: PairRow, split: str, images: dict[str, ImageRecord], rejected_images: dict[str, str]
+) -> str | None:
+    """Why a pair cannot be used because of its images (the source's fault first), or None."""
+    for role, name in (("source", pr.source), ("target", pr.target)):
+        if name in images:
+            continue
+        if name in rejected_images:
+            return f"{role} image {name} was rejected ({rejected_images[name]})"
+        return f"{role} image {name} is not in the {split} split"
+    return None
 
 
 def validate_dataset(
