@@ -409,8 +409,9 @@ def render_figure(
     return canvas.rgb, kp
 
 
-# A part of the figure: its depth (sort key, back to front) and the call that draws it.
-_Part = tuple[float, Callable[[], object]]
+# A part of the figure: its depth (sort key, back to front) and the call that draws it (called
+# without arguments; the limbs and ears bind theirs as defaults).
+_Part = tuple[float, Callable[..., object]]
 
 
 @dataclass(frozen=True)
