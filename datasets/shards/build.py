@@ -17,16 +17,16 @@ import logging
 import shutil
 import sys
 from collections import Counter
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from datasets import storage
 from datasets.files import atomic_write_bytes, fsync_dir, replace_dir
 from datasets.parallel import ordered_map
-from datasets.pose.scheme import scheme_for
-from datasets.raw.layout import SPLITS, LayoutError, get_layout
+from datasets.pose.scheme import PoseScheme, scheme_for
+from datasets.raw.layout import SPLITS, LayoutError, LayoutSpec, get_layout
 from datasets.raw.validate import Reject, SplitResult, count_universe, identity_leaks, validate_dataset
-from datasets.shards.jobs import ShardResult, plan_shards, write_shard
+from datasets.shards.jobs import ShardJob, ShardResult, plan_shards, write_shard
 from datasets.shards.tar import ShardInfo
 from datasets.sheets.shard_sheet import shard_sheet
 from datasets.specs import DatasetSpec, PreprocessConfig
@@ -118,6 +118,17 @@ def _prepare_remote(out: str) -> None:
             storage.remove(storage.join(out, name))
 
 
+@dataclass(frozen=True)
+class _Output:
+    """Where a run writes: ``out`` as given and, for a local folder, the staging sibling it builds."""
+
+    out: str
+    remote: bool
+    target: str  # where the shard jobs write: ``out`` itself, or the staging folder
+    staging: Path | None = None
+    final: Path | None = None
+
+
 def preprocess(
     name: str,
     spec: DatasetSpec,
@@ -147,6 +158,32 @@ def preprocess(
         raise ValueError(f"workers must be >= 0, got {workers}")
     layout = get_layout(spec.layout)
     scheme = scheme_for(spec.task)
+    cfg = _dataset_config(name, spec, cfg, layout, scheme)
+    bar = _bar(count_universe(spec, layout), "validate", show_progress)
+    # The image files are checked by the shard jobs as they decode them (one decode per image).
+    results = validate_dataset(spec, layout, cfg, name, progress=bar.update, check_files=False)
+    bar.close()
+    output = _open_output(str(out), results, cfg.max_reject_fraction)
+    jobs = {split: plan_shards(name, spec, cfg, results[split], output.target) for split in SPLITS}
+    plan = [job for split in SPLITS for job in jobs[split]]
+    done = ordered_map(write_shard, plan, workers=workers, desc="write shards", progress=show_progress)
+    shards, splits = _fold_shard_results(spec, results, jobs, done)
+    all_rejects = [r for res in results.values() for r in res.rejects]
+    _fail_or_discard(results, cfg.max_reject_fraction, output, shards)
+    leaks = identity_leaks(results)
+    manifest = _manifest(name, spec, cfg, layout, scheme, splits, leaks, shards, done)
+    _publish(output, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode(), all_rejects)
+    if metrics is not None:
+        _write_metrics(metrics, name, splits, leaks, shards)
+    if figure is not None:
+        _write_figure(figure, output.out, shards, spec)
+    return manifest
+
+
+def _dataset_config(
+    name: str, spec: DatasetSpec, cfg: PreprocessConfig, layout: LayoutSpec, scheme: PoseScheme
+) -> PreprocessConfig:
+    """``cfg`` with the dataset's own pose sigma and shard size; the scheme must fit the layout."""
     if scheme.num_keypoints != layout.num_keypoints:
         raise LayoutError(
             f"datasets.{name}: task {spec.task!r} uses {scheme.num_keypoints} keypoints "
@@ -156,30 +193,36 @@ def preprocess(
         cfg = replace(cfg, heatmap_sigma=spec.pose_sigma)
     if spec.shard_size is not None:
         cfg = replace(cfg, shard_size=spec.shard_size)
-    bar = _bar(count_universe(spec, layout), "validate", show_progress)
-    # The image files are checked by the shard jobs as they decode them (one decode per image).
-    results = validate_dataset(spec, layout, cfg, name, progress=bar.update, check_files=False)
-    bar.close()
-    out = str(out)
-    remote = storage.is_url(out)
-    if remote:
+    return cfg
+
+
+def _open_output(out: str, results: dict[str, SplitResult], limit: float) -> _Output:
+    """Make ``out`` ready for the shard jobs: a bucket prefix emptied, a local staging folder made."""
+    if storage.is_url(out):
         # Rejects only grow once the files are checked, so data whose tables alone are over the
         # limit fails here, before anything in the bucket is touched (a local run needs no such
         # step: its previous output stays intact behind the staging folder whatever happens).
-        _fail_on_fractions(results, cfg.max_reject_fraction, out)
-        target = out
+        _fail_on_fractions(results, limit, out)
         _prepare_remote(out)
-    else:
-        final = storage.local_path(out)
-        staging = final.parent / f".{final.name}.staging"
-        if staging.exists():
-            shutil.rmtree(staging)  # left by an interrupted run
-        staging.mkdir(parents=True)
-        target = str(staging.resolve())
-    jobs = {split: plan_shards(name, spec, cfg, results[split], target) for split in SPLITS}
-    plan = [job for split in SPLITS for job in jobs[split]]
-    done = ordered_map(write_shard, plan, workers=workers, desc="write shards", progress=show_progress)
-    shards, splits, at = [], {}, 0
+        return _Output(out, remote=True, target=out)
+    final = storage.local_path(out)
+    staging = final.parent / f".{final.name}.staging"
+    if staging.exists():
+        shutil.rmtree(staging)  # left by an interrupted run
+    staging.mkdir(parents=True)
+    return _Output(out, remote=False, target=str(staging.resolve()), staging=staging, final=final)
+
+
+def _fold_shard_results(
+    spec: DatasetSpec,
+    results: dict[str, SplitResult],
+    jobs: dict[str, list[ShardJob]],
+    done: list[ShardResult],
+) -> tuple[list[ShardInfo], dict[str, dict]]:
+    """The shards written, and each split's manifest entry once its jobs' file checks are in."""
+    shards: list[ShardInfo] = []
+    splits: dict[str, dict] = {}
+    at = 0
     for split in SPLITS:
         res = results[split]
         written, extra = _apply(res, done[at : at + len(jobs[split])])
@@ -195,26 +238,45 @@ def preprocess(
                 "pairs": res.files.pairs_csv.name,
             },
         }
-    all_rejects = [r for res in results.values() for r in res.rejects]
+    return shards, splits
+
+
+def _fail_or_discard(
+    results: dict[str, SplitResult], limit: float, output: _Output, shards: list[ShardInfo]
+) -> None:
+    """_fail_on_fractions, removing what the jobs wrote when it fails."""
     try:
-        _fail_on_fractions(results, cfg.max_reject_fraction, out)
+        _fail_on_fractions(results, limit, output.out)
     except RejectFractionError:
-        if remote:  # nothing lists them: remove what the jobs wrote
+        if output.remote:  # nothing lists them: remove what the jobs wrote
             for s in shards:
-                storage.remove(storage.join(out, s.name))
+                storage.remove(storage.join(output.out, s.name))
         else:
-            shutil.rmtree(staging, ignore_errors=True)
+            assert output.staging is not None
+            shutil.rmtree(output.staging, ignore_errors=True)
         raise
-    leaks = identity_leaks(results)
+
+
+def _manifest(
+    name: str,
+    spec: DatasetSpec,
+    cfg: PreprocessConfig,
+    layout: LayoutSpec,
+    scheme: PoseScheme,
+    splits: dict[str, dict],
+    leaks: list[str],
+    shards: list[ShardInfo],
+    done: list[ShardResult],
+) -> dict:
     recorded = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_PARAMS}
-    manifest = {
+    return {
         "dataset": name,
         "format_version": FORMAT_VERSION,
         "layout": spec.layout,
         "task": spec.task,
         "image_size": list(spec.image_size),
         "source_size": list(spec.source_size),
-        "num_keypoints": get_layout(spec.layout).num_keypoints,
+        "num_keypoints": layout.num_keypoints,
         "pose_scheme": scheme.name,
         "pose_channels": scheme.num_channels,
         "pose_channel_names": list(scheme.channel_names),
@@ -227,33 +289,43 @@ def preprocess(
             "member": "vN.gt.npz (datasets/synthetic/groundtruth.py) in test samples",
         },
     }
-    manifest_bytes = (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode()
-    if remote:
-        # Every shard object is complete (one PUT each) before the object that lists them exists.
-        storage.write_bytes(storage.join(out, "rejects.csv"), rejects_csv(all_rejects))
-        storage.write_bytes(storage.join(out, "manifest.json"), manifest_bytes)
-    else:
-        for leftover in staging.glob(".*.partial"):  # a killed attempt of a job that was re-run
-            leftover.unlink()
-        atomic_write_bytes(staging / "manifest.json", manifest_bytes)
-        atomic_write_bytes(staging / "rejects.csv", rejects_csv(all_rejects))
-        fsync_dir(staging)
-        replace_dir(staging, final)
 
-    if metrics is not None:
-        counts = {s: {k: v for k, v in d.items() if isinstance(v, int)} for s, d in splits.items()}
-        body = {
-            "dataset": name,
-            "splits": counts,
-            "identities_in_both_splits": len(leaks),
-            "shards": len(shards),
-            "bytes": sum(s.bytes for s in shards),
-        }
-        atomic_write_bytes(metrics, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
-    if figure is not None:
-        train = [storage.join(out, s.name) for s in shards if s.split == "train"] or [
-            storage.join(out, s.name) for s in shards
-        ]
-        if train:
-            shard_sheet(train, figure, spec.image_size)
-    return manifest
+
+def _publish(output: _Output, manifest_bytes: bytes, rejects: list[Reject]) -> None:
+    """Write rejects.csv and manifest.json, then make the output visible as a whole."""
+    if output.remote:
+        # Every shard object is complete (one PUT each) before the object that lists them exists.
+        storage.write_bytes(storage.join(output.out, "rejects.csv"), rejects_csv(rejects))
+        storage.write_bytes(storage.join(output.out, "manifest.json"), manifest_bytes)
+        return
+    staging, final = output.staging, output.final
+    assert staging is not None and final is not None
+    for leftover in staging.glob(".*.partial"):  # a killed attempt of a job that was re-run
+        leftover.unlink()
+    atomic_write_bytes(staging / "manifest.json", manifest_bytes)
+    atomic_write_bytes(staging / "rejects.csv", rejects_csv(rejects))
+    fsync_dir(staging)
+    replace_dir(staging, final)
+
+
+def _write_metrics(
+    metrics: Path, name: str, splits: dict[str, dict], leaks: list[str], shards: list[ShardInfo]
+) -> None:
+    counts = {s: {k: v for k, v in d.items() if isinstance(v, int)} for s, d in splits.items()}
+    body = {
+        "dataset": name,
+        "splits": counts,
+        "identities_in_both_splits": len(leaks),
+        "shards": len(shards),
+        "bytes": sum(s.bytes for s in shards),
+    }
+    atomic_write_bytes(metrics, (json.dumps(body, indent=2, sort_keys=True) + "\n").encode())
+
+
+def _write_figure(figure: Path, out: str, shards: list[ShardInfo], spec: DatasetSpec) -> None:
+    """A contact sheet of the train shards (of every shard when there are none)."""
+    train = [storage.join(out, s.name) for s in shards if s.split == "train"] or [
+        storage.join(out, s.name) for s in shards
+    ]
+    if train:
+        shard_sheet(train, figure, spec.image_size)
