@@ -204,6 +204,24 @@ def write_photo_dataset(
         if on_photo is not None:
             on_photo(results[-1])
     kept = [r for r in results if r.image is not None]
+    _name_kept(kept, layout, spec)
+    rejects += [PrepareReject("image", "", r.photo.source, "", r.reason) for r in results if r.image is None]
+    # One generator for all splits: the pair samples depend on drawing in split, then identity order.
+    rng = np.random.default_rng(spec.seed)
+    with staged_dir(out) as tmp:
+        pair_counts = {
+            split: _write_split(tmp, split, [r for r in kept if r.split == split], layout, spec, quality, rng)
+            for split in SPLITS
+        }
+        write_rejects(tmp / REJECTS_FILE, sorted(rejects, key=lambda r: r.source))
+        _write_photos_csv(tmp / PHOTOS_FILE, results)
+        manifest = _manifest(layout, frame, spec, results, outside, kept, rejects, pair_counts)
+        (tmp / MANIFEST_FILE).write_bytes(canonical_json(manifest))
+    return manifest, results
+
+
+def _name_kept(kept: list[PhotoResult], layout: str, spec: PhotosSpec) -> None:
+    """Give each kept photo its split (by identity, seeded) and its file name in the layout."""
     identities = sorted({r.photo.identity for r in kept})
     splits = assign_splits(identities, spec.test_fraction, spec.seed) if identities else {}
     numbers = {ident: i + 1 for i, ident in enumerate(identities)}
@@ -212,76 +230,90 @@ def write_photo_dataset(
         r.split = splits[r.photo.identity]
         r.name = _name(layout, r.photo.identity, numbers[r.photo.identity], views[r.photo.identity] + 1)
         views[r.photo.identity] += 1
-    for r in results:
-        if r.image is None:
-            rejects.append(PrepareReject("image", "", r.photo.source, "", r.reason))
+
+
+def _write_split(
+    tmp: Path,
+    split: str,
+    members: list[PhotoResult],
+    layout: str,
+    spec: PhotosSpec,
+    quality: int,
+    rng: np.random.Generator,
+) -> dict[str, int]:
+    """A split's images, annotation CSV and pairs CSV; returns its pair counts for the manifest."""
     prefix = OUTPUT_PREFIX[layout]
-    rng = np.random.default_rng(spec.seed)
-    pair_counts = {}
-    with staged_dir(out) as tmp:
-        for split in SPLITS:
-            (tmp / split).mkdir(parents=True)
-            members = [r for r in kept if r.split == split]
-            rows = ["name:keypoints_y:keypoints_x"]
-            pairs: list[tuple[str, str]] = []
-            for r in members:
-                assert r.image is not None and r.keypoints is not None  # kept: cropped together
-                (tmp / split / r.name).write_bytes(encode_jpeg(_pil(r.image), quality))
-                kp = np.where(visible(r.keypoints)[:, None], np.floor(r.keypoints + 0.5), MISSING).astype(int)
-                rows.append(f"{r.name}:{kp[:, 1].tolist()}:{kp[:, 0].tolist()}")
-            for ident in sorted({r.photo.identity for r in members}):
-                pairs += _pairs(
-                    [r.name for r in members if r.photo.identity == ident], spec.pairs_per_identity, rng
+    (tmp / split).mkdir(parents=True)
+    rows = ["name:keypoints_y:keypoints_x"]
+    for r in members:
+        assert r.image is not None and r.keypoints is not None  # kept: cropped together
+        (tmp / split / r.name).write_bytes(encode_jpeg(_pil(r.image), quality))
+        kp = np.where(visible(r.keypoints)[:, None], np.floor(r.keypoints + 0.5), MISSING).astype(int)
+        rows.append(f"{r.name}:{kp[:, 1].tolist()}:{kp[:, 0].tolist()}")
+    pairs: list[tuple[str, str]] = []
+    for ident in sorted({r.photo.identity for r in members}):
+        pairs += _pairs([r.name for r in members if r.photo.identity == ident], spec.pairs_per_identity, rng)
+    write_lines(tmp / f"{prefix}-annotation-{split}.csv", rows)
+    write_lines(tmp / f"{prefix}-pairs-{split}.csv", ["from,to", *(f"{a},{b}" for a, b in pairs)])
+    return {"in": len(pairs), "written": len(pairs), "rejected": 0}
+
+
+def _write_photos_csv(path: Path, results: list[PhotoResult]) -> None:
+    """prepare-photos.csv: every photo examined, with its outcome."""
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(["source", "identity", "name", "split", "confidence", "joints", "outcome"])
+        for r in results:
+            writer.writerow(
+                [
+                    r.photo.source,
+                    r.photo.identity,
+                    r.name,
+                    r.split,
+                    "" if np.isnan(r.confidence) else f"{r.confidence:.3f}",
+                    r.joints,
+                    r.reason or "written",
+                ]
+            )
+
+
+def _manifest(
+    layout: str,
+    frame: tuple[int, int],
+    spec: PhotosSpec,
+    results: list[PhotoResult],
+    outside: int,
+    kept: list[PhotoResult],
+    rejects: list[PrepareReject],
+    pair_counts: dict[str, dict[str, int]],
+) -> dict:
+    """``outside``: image files found outside any identity folder (rejected before examining)."""
+    image_rejects = [r for r in rejects if r.kind == "image"]
+    return {
+        "release": f"photos ({layout} layout)",
+        "policy": {
+            "frame": list(frame),
+            **{
+                k: getattr(spec, k)
+                for k in (
+                    "min_joints",
+                    "min_confidence",
+                    "second_person_confidence",
+                    "margin",
+                    "pairs_per_identity",
+                    "test_fraction",
+                    "seed",
                 )
-            write_lines(tmp / f"{prefix}-annotation-{split}.csv", rows)
-            write_lines(tmp / f"{prefix}-pairs-{split}.csv", ["from,to", *(f"{a},{b}" for a, b in pairs)])
-            pair_counts[split] = {"in": len(pairs), "written": len(pairs), "rejected": 0}
-        write_rejects(tmp / REJECTS_FILE, sorted(rejects, key=lambda r: r.source))
-        with open(tmp / PHOTOS_FILE, "w", newline="", encoding="utf-8") as fh:
-            writer = csv.writer(fh, lineterminator="\n")
-            writer.writerow(["source", "identity", "name", "split", "confidence", "joints", "outcome"])
-            for r in results:
-                writer.writerow(
-                    [
-                        r.photo.source,
-                        r.photo.identity,
-                        r.name,
-                        r.split,
-                        "" if np.isnan(r.confidence) else f"{r.confidence:.3f}",
-                        r.joints,
-                        r.reason or "written",
-                    ]
-                )
-        image_rejects = [r for r in rejects if r.kind == "image"]
-        manifest = {
-            "release": f"photos ({layout} layout)",
-            "policy": {
-                "frame": list(frame),
-                **{
-                    k: getattr(spec, k)
-                    for k in (
-                        "min_joints",
-                        "min_confidence",
-                        "second_person_confidence",
-                        "margin",
-                        "pairs_per_identity",
-                        "test_fraction",
-                        "seed",
-                    )
-                },
             },
-            "images": {
-                "found": len(results) + outside,
-                "written": {s: sum(1 for r in kept if r.split == s) for s in SPLITS},
-                "rejected": len(image_rejects),
-                "rejected_by_reason": dict(
-                    sorted(Counter(reason_key(r.reason) for r in image_rejects).items())
-                ),
-            },
-            "pairs": pair_counts,
-        }
-        (tmp / MANIFEST_FILE).write_bytes(canonical_json(manifest))
-    return manifest, results
+        },
+        "images": {
+            "found": len(results) + outside,
+            "written": {s: sum(1 for r in kept if r.split == s) for s in SPLITS},
+            "rejected": len(image_rejects),
+            "rejected_by_reason": dict(sorted(Counter(reason_key(r.reason) for r in image_rejects).items())),
+        },
+        "pairs": pair_counts,
+    }
 
 
 def _pil(image: np.ndarray):
