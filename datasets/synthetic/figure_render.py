@@ -272,36 +272,10 @@ def draw_head(
     lz = hx * math.sin(t) + nz * math.cos(t)
     ly = hy
     fw = 1.0 / R / np.maximum(nz, 0.3)
-    skin = np.asarray(app.skin, np.float32)
+    hair_m = _hair_mask(app, lx, ly, lz, fw, skull_alpha)
     hair = np.asarray(app.hair, np.float32)
-    # Hairline: low at the forehead, dropping to the nape at the back of the head.
-    back = np.clip((0.3 - lz) / 1.1, 0.0, 1.0)
-    line = -0.42 + 1.05 * back + (0.15 * np.abs(lx) if app.hair_style != "long" else 0.0)
-    if app.hair_style == "long":
-        line = np.maximum(line, np.where(np.abs(lx) > 0.78, 0.75, line))
-    if app.hair_style == "buzz":
-        line = line - 0.1
-    hair_m = np.clip((line - ly) / fw + 0.5, 0.0, 1.0)
-    hair_m = np.where(skull_alpha > 0.5, hair_m, 1.0)  # the cap outside the skull is all hair
-    hair_col = hair if app.hair_style != "buzz" else 0.55 * hair + 0.45 * skin
-    facing = lz > 0.2
-    eyes = np.zeros_like(hx)
-    for ex in (-0.36, 0.36):
-        eyes = np.maximum(eyes, np.clip((0.15 - np.hypot(lx - ex, (ly + 0.02) * 1.3)) / fw + 0.5, 0, 1))
-    brows = np.zeros_like(hx)
-    for ex in (-0.36, 0.36):
-        brows = np.maximum(brows, smooth_band(ly + 0.24, 0.045, fw) * smooth_band(lx - ex, 0.17, fw))
-    mouth = smooth_band(ly - 0.55 - 0.12 * lx * lx, 0.05, fw) * smooth_band(lx, 0.22, fw)
-    nose = np.clip((0.11 - np.hypot(lx, ly - 0.3)) / fw + 0.5, 0, 1) * 0.5
-    color = np.broadcast_to(skin, hx.shape + (3,)).astype(np.float32)
-    for m, col in (
-        (nose, skin * 0.72),
-        (mouth, np.asarray(app.lips, np.float32)),
-        (brows, hair * 0.8),
-        (eyes, np.array([0.08, 0.06, 0.06], np.float32)),
-    ):
-        m = np.where(facing, m, 0.0)
-        color = color + (col - color) * m[..., None]
+    hair_col = hair if app.hair_style != "buzz" else 0.55 * hair + 0.45 * np.asarray(app.skin, np.float32)
+    color = _face_albedo(app, lx, ly, lz, fw)
     color = color + (hair_col - color) * hair_m[..., None]
     lit = lighting(ctx, hx, hy, nz)
     depth = c[2] + R * nz
@@ -321,6 +295,44 @@ def draw_head(
         surface=surface,
         garment=0 if garment is None else garment,
     )
+
+
+def _hair_mask(app: FigureAppearance, lx, ly, lz, fw, skull_alpha) -> np.ndarray:
+    """How much of each head pixel is hair, from the head-local surface point (lx, ly, lz)."""
+    # Hairline: low at the forehead, dropping to the nape at the back of the head.
+    back = np.clip((0.3 - lz) / 1.1, 0.0, 1.0)
+    line = -0.42 + 1.05 * back + (0.15 * np.abs(lx) if app.hair_style != "long" else 0.0)
+    if app.hair_style == "long":
+        line = np.maximum(line, np.where(np.abs(lx) > 0.78, 0.75, line))
+    if app.hair_style == "buzz":
+        line = line - 0.1
+    hair_m = np.clip((line - ly) / fw + 0.5, 0.0, 1.0)
+    return np.where(skull_alpha > 0.5, hair_m, 1.0)  # the cap outside the skull is all hair
+
+
+def _face_albedo(app: FigureAppearance, lx, ly, lz, fw) -> np.ndarray:
+    """Skin with the nose's shade, lips, brows and eyes, drawn only where the face looks forward."""
+    skin = np.asarray(app.skin, np.float32)
+    hair = np.asarray(app.hair, np.float32)
+    facing = lz > 0.2
+    eyes = np.zeros_like(lx)
+    for ex in (-0.36, 0.36):
+        eyes = np.maximum(eyes, np.clip((0.15 - np.hypot(lx - ex, (ly + 0.02) * 1.3)) / fw + 0.5, 0, 1))
+    brows = np.zeros_like(lx)
+    for ex in (-0.36, 0.36):
+        brows = np.maximum(brows, smooth_band(ly + 0.24, 0.045, fw) * smooth_band(lx - ex, 0.17, fw))
+    mouth = smooth_band(ly - 0.55 - 0.12 * lx * lx, 0.05, fw) * smooth_band(lx, 0.22, fw)
+    nose = np.clip((0.11 - np.hypot(lx, ly - 0.3)) / fw + 0.5, 0, 1) * 0.5
+    color = np.broadcast_to(skin, lx.shape + (3,)).astype(np.float32)
+    for m, col in (
+        (nose, skin * 0.72),
+        (mouth, np.asarray(app.lips, np.float32)),
+        (brows, hair * 0.8),
+        (eyes, np.array([0.08, 0.06, 0.06], np.float32)),
+    ):
+        m = np.where(facing, m, 0.0)
+        color = color + (col - color) * m[..., None]
+    return color
 
 
 # --------------------------------------------------------------------------- the figure
