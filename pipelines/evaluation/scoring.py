@@ -7,7 +7,7 @@ import hashlib
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -187,126 +187,200 @@ class PairScores:
     per_method: dict[str, dict[str, list[float]]]  # method -> metric -> per-pair values
 
 
+@dataclass(frozen=True)
+class PairSettings:
+    """What :func:`evaluate_pairs` scores besides the plain image metrics, and what it keeps."""
+
+    masked: bool  # also the masked forms (body mask of the target's keypoints)
+    mask_radius: float
+    images_out: Path | None  # where the model's images are saved; None: not saved
+    grid_rows: int  # sample grid rows kept (the first pairs)
+
+
+class SharedBackbone:
+    """One backbone for both distances (the offline default): each image set goes through it once,
+    its layers giving the perceptual distance and its deepest layer the pooled features; real test
+    images (targets, copy_source) once per image, the mean image once in all."""
+
+    def __init__(self, net: Any, mean_t: torch.Tensor) -> None:
+        self.net = net
+        self.real = RealImageLayers(net)
+        self.mean_layers: list[torch.Tensor] = net.layers(mean_t[None])
+
+    @staticmethod
+    def serves(nets: Networks) -> bool:
+        return nets.fd is nets.lpd and isinstance(nets.fd, image_metrics.ModuleFeatures)
+
+    def layers(
+        self, method: str, batch: dict[str, Any], images: torch.Tensor, n: int, per_image: bool
+    ) -> list[torch.Tensor]:
+        """One method's layers for a batch of ``n`` pairs."""
+        if method == "copy_source":
+            return self.real(batch["source_name"], images)
+        if method == "mean_train_image":
+            return [x.expand(n, *x.shape[1:]) for x in self.mean_layers]
+        if method == "model" and per_image:
+            # Images read from files take the real images' single-image passes: a folder
+            # holding the sources scores exactly as copy_source, whatever the batch around them.
+            return self.real.each(images)
+        return self.net.layers(images)
+
+
+@dataclass
+class _Gathered:
+    """What :func:`evaluate_pairs` collects over the batches, in pair order."""
+
+    per: dict[str, dict[str, list[float]]] = field(default_factory=lambda: {m: {} for m in METHODS})
+    # The held-out targets themselves too: their Fréchet distance is what a perfect model would score.
+    feats: dict[str, list[np.ndarray]] = field(default_factory=lambda: {m: [] for m in (*METHODS, TARGETS)})
+    names: list[tuple[str, str]] = field(default_factory=list)
+    grid: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, method: str, scores: dict[str, torch.Tensor | np.ndarray], pooled: torch.Tensor) -> None:
+        for key, values in scores.items():
+            self.per[method].setdefault(key, []).extend(float(v) for v in values)
+        self.feats[method].append(pooled.detach().cpu().float().numpy())
+
+    def result(self) -> tuple[PairScores, dict[str, np.ndarray], list[dict[str, Any]]]:
+        return PairScores(self.names, self.per), {m: stack_rows(v) for m, v in self.feats.items()}, self.grid
+
+
+def _next_index(batch: dict[str, Any], last_index: int) -> tuple[list[int], int]:
+    """The batch's pair indices and the last of them; pairs must come in order."""
+    index = batch["pair_index"].tolist()
+    if index and index[0] <= last_index:
+        raise EvaluationError(f"test pairs out of order: {index[0]} after {last_index}")
+    return index, index[-1]
+
+
+def _method_outputs(
+    generator: GeneratorUnderTest,
+    batch: dict[str, Any],
+    target: torch.Tensor,
+    mean_t: torch.Tensor,
+    with_fields: bool,
+) -> tuple[dict[str, torch.Tensor], Any, Any]:
+    """Each method's uint8 images of the batch, and the model's fields and maps (or None)."""
+    fields = maps = None
+    if with_fields and generator.fields is not None:
+        image, fields, maps = generator.fields(batch)  # one forward gives the image and its fields
+    else:
+        image = generator.fn(batch)
+    outputs = {
+        # uint8 as it is when the images were read from files; else the generator's [-1, 1].
+        "model": image if image.dtype == torch.uint8 else image_metrics.to_uint8(image),
+        "copy_source": image_metrics.to_uint8(batch["source_image"]),
+        "mean_train_image": mean_t.expand_as(target).contiguous(),
+    }
+    return outputs, fields, maps
+
+
+def _body_masks(batch: dict[str, Any], target: torch.Tensor, mask_radius: float) -> torch.Tensor:
+    return torch.from_numpy(
+        np.stack(
+            [
+                image_metrics.body_mask(kp.numpy(), (target.shape[-2], target.shape[-1]), mask_radius)
+                for kp in batch["target_keypoints"]
+            ]
+        )
+    )
+
+
+def _image_scores(
+    images: torch.Tensor,
+    target: torch.Tensor,
+    lpd: torch.Tensor,
+    nets: Networks,
+    masks: torch.Tensor | None,
+    target_m: torch.Tensor | None,
+) -> dict[str, torch.Tensor | np.ndarray]:
+    """One method's per-pair scores of a batch (and their masked forms when ``masks`` is given)."""
+    scores: dict[str, torch.Tensor | np.ndarray] = {
+        "ssim": field_ssim(images, target),
+        "ssim_range255": image_metrics.ssim(images, target),
+        "psnr": image_metrics.psnr(images, target),
+        nets.names.lpd: lpd,
+    }
+    if masks is not None and target_m is not None:
+        images_m = image_metrics.apply_mask(images, masks)
+        scores["masked_ssim"] = field_ssim(images_m, target_m)
+        scores["masked_ssim_range255"] = image_metrics.ssim(images_m, target_m)
+        scores[nets.names.masked_lpd] = perceptual(nets.lpd, images_m, target_m)
+    return scores
+
+
+def _keep_pairs(
+    gathered: _Gathered,
+    batch: dict[str, Any],
+    target: torch.Tensor,
+    outputs: dict[str, torch.Tensor],
+    settings: PairSettings,
+) -> None:
+    """The batch's pair names, the model's images saved, the first pairs kept for the sample grid."""
+    from PIL import Image
+
+    for i, (src, tgt) in enumerate(zip(batch["source_name"], batch["target_name"])):
+        gathered.names.append((src, tgt))
+        if settings.images_out is not None:
+            Image.fromarray(outputs["model"][i].permute(1, 2, 0).numpy()).save(
+                settings.images_out / f"{Path(src).stem}_2_{Path(tgt).stem}.png"
+            )
+        if len(gathered.grid) < settings.grid_rows:
+            gathered.grid.append(
+                {
+                    "source": outputs["copy_source"][i],
+                    "target": target[i],
+                    "output": outputs["model"][i],
+                    "mean": outputs["mean_train_image"][i],
+                    "target_keypoints": batch["target_keypoints"][i].numpy(),
+                    "name": f"{Path(src).stem} -> {Path(tgt).stem}",
+                }
+            )
+
+
 def evaluate_pairs(
     generator: GeneratorUnderTest,
     batches: Iterable[dict[str, Any]],
     mean_image: np.ndarray,
     nets: Networks,
-    masked: bool,
-    mask_radius: float,
-    images_out: Path | None,
-    grid_rows: int,
+    settings: PairSettings,
     progress: Any = None,
     correspondence: CorrespondenceScorer | None = None,
 ) -> tuple[PairScores, dict[str, np.ndarray], list[dict[str, Any]]]:
     """Generate every pair, save the model's images, score all methods per pair, gather the
     Fréchet features of every pair (method -> [pairs, D] float32, in pair order); with a
     ``correspondence`` scorer also score the flows and appearance against ground truth."""
-    from PIL import Image
-
-    per: dict[str, dict[str, list[float]]] = {m: {} for m in METHODS}
-    # The held-out targets themselves too: their Fréchet distance is what a perfect model would score.
-    feats: dict[str, list[np.ndarray]] = {m: [] for m in (*METHODS, TARGETS)}
-    names: list[tuple[str, str]] = []
-    grid: list[dict[str, Any]] = []
+    gathered = _Gathered()
     mean_t = torch.from_numpy(mean_image).permute(2, 0, 1)
-    real: RealImageLayers | None = None
-    mean_layers: list[torch.Tensor] = []
+    shared: SharedBackbone | None = None  # built with the first batch
     last_index = -1
     for batch in batches:
-        index = batch["pair_index"].tolist()
-        if index and index[0] <= last_index:
-            raise EvaluationError(f"test pairs out of order: {index[0]} after {last_index}")
-        last_index = index[-1]
+        index, last_index = _next_index(batch, last_index)
         target = image_metrics.to_uint8(batch["target_image"])
-        fields = maps = None
-        if correspondence is not None and generator.fields is not None:
-            image, fields, maps = generator.fields(batch)  # one forward gives the image and its fields
-        else:
-            image = generator.fn(batch)
-        outputs = {
-            # uint8 as it is when the images were read from files; else the generator's [-1, 1].
-            "model": image if image.dtype == torch.uint8 else image_metrics.to_uint8(image),
-            "copy_source": image_metrics.to_uint8(batch["source_image"]),
-            "mean_train_image": mean_t.expand_as(target).contiguous(),
-        }
-        if masked:
-            masks = torch.from_numpy(
-                np.stack(
-                    [
-                        image_metrics.body_mask(kp.numpy(), (target.shape[-2], target.shape[-1]), mask_radius)
-                        for kp in batch["target_keypoints"]
-                    ]
-                )
-            )
-            target_m = image_metrics.apply_mask(target, masks)
-        # One backbone for both distances (the offline default): each image set goes through it
-        # once, its layers giving the perceptual distance and its deepest layer the pooled features;
-        # real test images (targets, copy_source) once per image, the mean image once in all.
-        shared = nets.fd is nets.lpd and isinstance(nets.fd, image_metrics.ModuleFeatures)
-        if shared and real is None:
-            real = RealImageLayers(nets.fd)
-            mean_layers = nets.fd.layers(mean_t[None])
-        target_layers = real(batch["target_name"], target) if shared and real is not None else None
+        outputs, fields, maps = _method_outputs(generator, batch, target, mean_t, correspondence is not None)
+        masks = _body_masks(batch, target, settings.mask_radius) if settings.masked else None
+        target_m = image_metrics.apply_mask(target, masks) if masks is not None else None
+        if shared is None and SharedBackbone.serves(nets):
+            shared = SharedBackbone(nets.fd, mean_t)
+        target_layers = shared.real(batch["target_name"], target) if shared is not None else None
         for method, images in outputs.items():
-            if shared:
-                assert real is not None and target_layers is not None  # built above when shared
-                if method == "copy_source":
-                    layers = real(batch["source_name"], outputs["copy_source"])
-                elif method == "mean_train_image":
-                    layers = [x.expand(len(target), *x.shape[1:]) for x in mean_layers]
-                elif method == "model" and generator.per_image:
-                    # Images read from files take the real images' single-image passes: a folder
-                    # holding the sources scores exactly as copy_source, whatever the batch around them.
-                    layers = real.each(outputs["model"])
-                else:
-                    layers = nets.fd.layers(images)
-                lpd, pooled = (
-                    image_metrics.perceptual_distance(layers, target_layers),
-                    layers[-1].mean(dim=(2, 3)),
-                )
+            if shared is not None and target_layers is not None:
+                layers = shared.layers(method, batch, images, len(target), generator.per_image)
+                lpd = image_metrics.perceptual_distance(layers, target_layers)
+                pooled = layers[-1].mean(dim=(2, 3))
             else:
                 lpd, pooled = perceptual(nets.lpd, images, target), nets.fd.pooled(images)
-            scores: dict[str, torch.Tensor | np.ndarray] = {
-                "ssim": field_ssim(images, target),
-                "ssim_range255": image_metrics.ssim(images, target),
-                "psnr": image_metrics.psnr(images, target),
-                nets.names.lpd: lpd,
-            }
-            if masked:
-                images_m = image_metrics.apply_mask(images, masks)
-                scores["masked_ssim"] = field_ssim(images_m, target_m)
-                scores["masked_ssim_range255"] = image_metrics.ssim(images_m, target_m)
-                scores[nets.names.masked_lpd] = perceptual(nets.lpd, images_m, target_m)
-            for key, values in scores.items():
-                per[method].setdefault(key, []).extend(float(v) for v in values)
-            feats[method].append(pooled.detach().cpu().float().numpy())
+            gathered.add(method, _image_scores(images, target, lpd, nets, masks, target_m), pooled)
         if correspondence is not None:
             correspondence.add(batch, target, outputs, fields, maps)
         target_pooled = (
             target_layers[-1].mean(dim=(2, 3)) if target_layers is not None else nets.fd.pooled(target)
         )
-        feats[TARGETS].append(target_pooled.detach().cpu().float().numpy())
+        gathered.feats[TARGETS].append(target_pooled.detach().cpu().float().numpy())
         if progress is not None:
             progress.update(len(index))
-        for i, (src, tgt) in enumerate(zip(batch["source_name"], batch["target_name"])):
-            names.append((src, tgt))
-            if images_out is not None:
-                Image.fromarray(outputs["model"][i].permute(1, 2, 0).numpy()).save(
-                    images_out / f"{Path(src).stem}_2_{Path(tgt).stem}.png"
-                )
-            if len(grid) < grid_rows:
-                grid.append(
-                    {
-                        "source": outputs["copy_source"][i],
-                        "target": target[i],
-                        "output": outputs["model"][i],
-                        "mean": outputs["mean_train_image"][i],
-                        "target_keypoints": batch["target_keypoints"][i].numpy(),
-                        "name": f"{Path(src).stem} -> {Path(tgt).stem}",
-                    }
-                )
-    return PairScores(names, per), {m: stack_rows(v) for m, v in feats.items()}, grid
+        _keep_pairs(gathered, batch, target, outputs, settings)
+    return gathered.result()
 
 
 def stack_rows(chunks: list[np.ndarray]) -> np.ndarray:
@@ -391,10 +465,12 @@ def evaluate_part(
         loader,
         job.mean_image,
         nets,
-        job.masked,
-        job.ecfg.mask_radius,
-        Path(job.images_out) if job.images_out else None,
-        job.grid_rows,
+        PairSettings(
+            masked=job.masked,
+            mask_radius=job.ecfg.mask_radius,
+            images_out=Path(job.images_out) if job.images_out else None,
+            grid_rows=job.grid_rows,
+        ),
         bar,
         scorer,
     )
