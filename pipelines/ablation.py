@@ -21,6 +21,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from datasets.files import atomic_write_bytes
 from pipelines.config.logs import add_log_level_arg, setup_logging
@@ -128,25 +129,29 @@ def _records(acfg) -> tuple[dict[tuple[str, int], EvaluationRecord], list[str]]:
     return docs, missing
 
 
-def table(cfg) -> int:
-    acfg = cfg.ablation
+def _checked_records(acfg) -> dict[tuple[str, int], EvaluationRecord] | None:
+    """Each run's evaluation record (scores with the protocol they were computed under), all under
+    one protocol; None (the reason logged) when one is missing, unreadable or another protocol's."""
     try:
         docs, missing = _records(acfg)
     except RecordError as exc:
         log.error("%s", exc)
-        return 2
+        return None
     if missing:
         log.error(
             "no metrics for %s; run `python -m pipelines.ablation run --variant V [--seed S]` (or make "
             "ablation)",
             ", ".join(missing),
         )
-        return 2
-    # Each run's evaluation record (scores with the protocol they were computed under).
-    protocols = {d.protocol_sha256 for d in docs.values()}
-    if len(protocols) != 1:
+        return None
+    if len({d.protocol_sha256 for d in docs.values()}) != 1:
         log.error("the variants were evaluated under different protocols; re-run them")
-        return 2
+        return None
+    return docs
+
+
+def _score_keys(docs: dict[tuple[str, int], EvaluationRecord]) -> list[str]:
+    """The table's columns: the image scores every run has, then the correspondence scores any has."""
     first = next(iter(docs.values()))
     names = first.metric_names
     keys = ["ssim", "psnr", names["fd"], names.get("kid", ""), names["lpd"]] + sorted(
@@ -156,7 +161,14 @@ def table(cfg) -> int:
     # a correspondence score exists only for the variants with that branch (no flow: no flow_epe).
     keys = [k for k in keys if k and all(k in d.model for d in docs.values())]
     keys += [k for k in CORRESPONDENCE_KEYS if k not in keys and any(k in d.model for d in docs.values())]
-    per_seed = {
+    return keys
+
+
+def _per_seed(
+    docs: dict[tuple[str, int], EvaluationRecord], acfg, keys: list[str]
+) -> dict[str, dict[str, list[float]]]:
+    """variant -> score -> each seed's value (the scores every seed of the variant has)."""
+    return {
         v: {
             k: [docs[(v, s)].model[k] for s in acfg.seeds]
             for k in keys
@@ -164,14 +176,11 @@ def table(cfg) -> int:
         }
         for v in acfg.variants
     }
-    rows = {v: {k: sum(vals) / len(vals) for k, vals in per_seed[v].items()} for v in acfg.variants}
-    baselines = {
-        b: {k: first.baselines[b][k] for k in keys if k in first.baselines[b]} for b in first.baselines
-    }
 
-    judged = [names["lpd"] if k == "lpd" else k for k in VERDICT_KEYS]
-    judged = [k for k in judged if k in keys]
-    claims = [
+
+def _claims(per_seed: dict[str, dict[str, list[float]]], judged: list[str]) -> list[dict[str, str]]:
+    """Each of the paper's claims on each judged score both variants have, with its verdict."""
+    return [
         {
             "better": a,
             "worse": b,
@@ -183,20 +192,11 @@ def table(cfg) -> int:
         for k in judged
         if k in per_seed[a] and k in per_seed[b]
     ]
-    out = {
-        "dataset": cfg.train.dataset,
-        "total_images": cfg.train.total_images,
-        "seeds": list(acfg.seeds),
-        "profile": cfg.profile,
-        "protocol_sha256": protocols.pop(),
-        "variants": rows,  # means over the seeds
-        "per_seed": per_seed,
-        "baselines": baselines,
-        "claims": claims,
-    }
-    METRICS_DIR.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(Path("metrics/ablation.json"), (json.dumps(out, indent=2) + "\n").encode())
 
+
+def _scores_table(out: dict[str, Any], keys: list[str]) -> list[str]:
+    """The Markdown rows of each variant's means (the best in bold) and of the baselines."""
+    rows, per_seed = out["variants"], out["per_seed"]
     arrows = {k: arrow(k) for k in keys}
     best = {k: (min if lower_is_better(k) else max)(rows[v][k] for v in rows if k in rows[v]) for k in keys}
 
@@ -204,37 +204,28 @@ def table(cfg) -> int:
         if k not in rows[v]:
             return "–"
         text = f"{rows[v][k]:.4f}" + (
-            f" ({', '.join(f'{x:.4f}' for x in per_seed[v][k])})" if len(acfg.seeds) > 1 else ""
+            f" ({', '.join(f'{x:.4f}' for x in per_seed[v][k])})" if len(out["seeds"]) > 1 else ""
         )
         return f"**{text}**" if rows[v][k] == best[k] else text
 
-    seeds = ", ".join(map(str, acfg.seeds))
     lines = [
-        (
-            f"Ablation on `{cfg.train.dataset}`, {cfg.train.total_images} training images per variant and seed "
-            f"(seeds {seeds}; profile {cfg.profile}, ablation/params.yaml); "
-            f"{first.protocol['pairs']} test pairs, protocol `{out['protocol_sha256'][:12]}`. "
-            "Each cell: the mean over the seeds (each seed's score)."
-        ),
-        "",
         "| variant | " + " | ".join(f"{k} {arrows[k]}" for k in keys) + " |",
         "|---|" + "---:|" * len(keys),
     ]
     for v in rows:
         lines.append(f"| {v} | " + " | ".join(cell(v, k) for k in keys) + " |")
-    for b, r in baselines.items():
+    for b, r in out["baselines"].items():
         lines.append(
             f"| *{b}* | "
             + " | ".join(f"*{r[k]:.4f}*" if k in r and r[k] == r[k] else "–" for k in keys)
             + " |"
         )
-    lines += [
-        "",
-        (
-            "The paper's ordering, per score (beyond seed noise: every seed of the first variant beats "
-            "every seed of the second):"
-        ),
-        "",
+    return lines
+
+
+def _claims_table(claims: list[dict[str, str]], judged: list[str]) -> list[str]:
+    """The Markdown rows of the paper's claims, one column per judged score."""
+    lines = [
         "| claim | " + " | ".join(judged) + " |",
         "|---|" + "---|" * len(judged),
     ]
@@ -242,6 +233,58 @@ def table(cfg) -> int:
         got = {c["metric"]: c["verdict"] for c in claims if c["better"] == a and c["worse"] == b}
         if got:
             lines.append(f"| {a} better than {b} | " + " | ".join(got.get(k, "–") for k in judged) + " |")
+    return lines
+
+
+def _report_lines(cfg, out: dict[str, Any], keys: list[str], judged: list[str], pairs: int) -> list[str]:
+    """reports/ablation.md: what was run, the scores table and the claims table."""
+    seeds = ", ".join(map(str, out["seeds"]))
+    return [
+        (
+            f"Ablation on `{cfg.train.dataset}`, {cfg.train.total_images} training images per variant and seed "
+            f"(seeds {seeds}; profile {cfg.profile}, ablation/params.yaml); "
+            f"{pairs} test pairs, protocol `{out['protocol_sha256'][:12]}`. "
+            "Each cell: the mean over the seeds (each seed's score)."
+        ),
+        "",
+        *_scores_table(out, keys),
+        "",
+        (
+            "The paper's ordering, per score (beyond seed noise: every seed of the first variant beats "
+            "every seed of the second):"
+        ),
+        "",
+        *_claims_table(out["claims"], judged),
+    ]
+
+
+def table(cfg) -> int:
+    acfg = cfg.ablation
+    docs = _checked_records(acfg)
+    if docs is None:
+        return 2
+    first = next(iter(docs.values()))
+    keys = _score_keys(docs)
+    per_seed = _per_seed(docs, acfg, keys)
+    judged = [first.metric_names["lpd"] if k == "lpd" else k for k in VERDICT_KEYS]
+    judged = [k for k in judged if k in keys]
+    out = {
+        "dataset": cfg.train.dataset,
+        "total_images": cfg.train.total_images,
+        "seeds": list(acfg.seeds),
+        "profile": cfg.profile,
+        "protocol_sha256": first.protocol_sha256,
+        # means over the seeds
+        "variants": {v: {k: sum(vals) / len(vals) for k, vals in per_seed[v].items()} for v in acfg.variants},
+        "per_seed": per_seed,
+        "baselines": {
+            b: {k: first.baselines[b][k] for k in keys if k in first.baselines[b]} for b in first.baselines
+        },
+        "claims": _claims(per_seed, judged),
+    }
+    METRICS_DIR.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(Path("metrics/ablation.json"), (json.dumps(out, indent=2) + "\n").encode())
+    lines = _report_lines(cfg, out, keys, judged, first.protocol["pairs"])
     report = Path("reports/ablation.md")
     report.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(report, ("\n".join(lines) + "\n").encode())
