@@ -22,11 +22,21 @@ from __future__ import annotations
 import argparse
 import logging
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+from datasets.specs import DatasetSpec
+from model.generator import AttnFlowGenerator
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args
-from pipelines.evaluation.generators import EvaluationError, generator_from_checkpoint, generator_from_model
+from pipelines.config.schema import Config
+from pipelines.evaluation.generators import (
+    EvaluationError,
+    GeneratorUnderTest,
+    generator_from_checkpoint,
+    generator_from_model,
+)
 from pipelines.evaluation.run import load_record, run_evaluation
 from pipelines.registry.publish import (
     TASK_MODEL_NAMES,
@@ -35,7 +45,7 @@ from pipelines.registry.publish import (
     register_generator,
 )
 from pipelines.runs.folder import RunFolder
-from pipelines.runs.records import protocol_path
+from pipelines.runs.records import EvaluationRecord, protocol_path
 from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
 from pipelines.tracking.redact import redact
 
@@ -56,19 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level, "register")
-    cfg = config_from_args(args)
-    dataset = args.dataset or cfg.train.dataset
-    spec = dataset_from_args(cfg, dataset)
-    rcfg = cfg.register
-    metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
+def _evaluated_checkpoint(
+    metrics_path: Path,
+) -> tuple[EvaluationRecord, GeneratorUnderTest, AttnFlowGenerator, dict] | None:
+    """The evaluation record and the very checkpoint it scored (its sha256 checked); None when
+    either cannot be had (the reason logged)."""
     try:
         record = load_record(metrics_path)
     except EvaluationError as exc:
         log.error("%s", exc)
-        return 2
+        return None
     gen_info = record.generator
     if gen_info.get("source") != "checkpoint":
         log.error(
@@ -76,34 +83,26 @@ def main(argv: list[str] | None = None) -> int:
             metrics_path,
             gen_info.get("uri") or "a model",
         )
-        return 2
+        return None
     try:
         generator, ema, state = generator_from_checkpoint(gen_info["path"])
     except EvaluationError as exc:
         log.error("%s", redact(str(exc)))
-        return 2
+        return None
     if generator.info["state_sha256"] != gen_info.get("state_sha256"):
         log.error(
             "checkpoint %s changed since it was evaluated (sha256 differs); evaluate it again",
             gen_info["path"],
         )
-        return 2
+        return None
+    return record, generator, ema, state
 
-    exported, example, err, request = export_generator(ema, spec.shards)
-    if err > 1e-6:
-        log.error("the exported generator differs from the checkpoint's by %.2e", err)
-        return 1
 
-    import mlflow
-
-    mlflow.set_tracking_uri(tracking_uri())
-    client = mlflow.MlflowClient()
-    if client.get_experiment_by_name(cfg.train.mlflow_experiment) is None:
-        client.create_experiment(cfg.train.mlflow_experiment, artifact_location=default_artifact_location())
-    model_name = rcfg.model_name or TASK_MODEL_NAMES[spec.task]
-    artifacts = [metrics_path, protocol_path(metrics_path)] + [
-        Path(p) for p in record.plots or () if Path(p).is_file()
-    ]
+def _champion_rescorer(
+    cfg: Config, dataset: str, record: EvaluationRecord
+) -> Callable[[str], tuple[float, list[float] | None]]:
+    """How the champion is scored again when its protocol differs from this evaluation's."""
+    rcfg = cfg.register
 
     def rescore(uri: str) -> tuple[float, list[float] | None]:
         # The champion under this evaluation's protocol: same pairs, networks and settings.
@@ -123,7 +122,13 @@ def main(argv: list[str] | None = None) -> int:
         # The per-pair values too: the comparison with the candidate is a paired bootstrap.
         return float(redo.model[rcfg.primary_metric]), redo.per_pair["model"].get(rcfg.primary_metric)
 
-    tags = {
+    return rescore
+
+
+def _version_tags(
+    dataset: str, spec: DatasetSpec, record: EvaluationRecord, generator: GeneratorUnderTest
+) -> dict[str, str]:
+    return {
         "dataset": dataset,
         "task": spec.task,
         "manifest_sha256": str(record.manifest_sha256),
@@ -135,35 +140,68 @@ def main(argv: list[str] | None = None) -> int:
             record.metric_names[k] for k in ("fd", "kid", "lpd") if k in record.metric_names
         ),
     }
-    # The model card's training facts beyond the metrics doc: the data and the run's budget.
+
+
+def _training_facts(dataset: str, spec: DatasetSpec, state: dict) -> dict[str, Any]:
+    """The model card's training facts beyond the metrics doc: the data and the run's budget."""
     train_cfg = (state.get("config") or {}).get("train") or {}
-    training = {
+    return {
         "dataset": dataset,
         "layout": spec.layout,
         "synthetic": spec.synthetic,
         **{k: train_cfg.get(k) for k in ("batch_size", "workers", "total_images")},
     }
-    mlflow.set_experiment(cfg.train.mlflow_experiment)
+
+
+def _use_experiment(experiment: str) -> None:
+    """Point MLflow at the project's store, with the training experiment (created if new)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri())
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(experiment) is None:
+        client.create_experiment(experiment, artifact_location=default_artifact_location())
+    mlflow.set_experiment(experiment)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, "register")
+    cfg = config_from_args(args)
+    dataset = args.dataset or cfg.train.dataset
+    spec = dataset_from_args(cfg, dataset)
+    rcfg = cfg.register
+    metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
+    evaluated = _evaluated_checkpoint(metrics_path)
+    if evaluated is None:
+        return 2
+    record, generator, ema, state = evaluated
+    exported, example, err, request_example = export_generator(ema, spec.shards)
+    if err > 1e-6:
+        log.error("the exported generator differs from the checkpoint's by %.2e", err)
+        return 1
+    _use_experiment(cfg.train.mlflow_experiment)
+    model_name = rcfg.model_name or TASK_MODEL_NAMES[spec.task]
+    artifacts = [metrics_path, protocol_path(metrics_path)] + [
+        Path(p) for p in record.plots or () if Path(p).is_file()
+    ]
+    registration = RegistrationRequest(
+        model_name=model_name,
+        record=record,
+        primary_metric=rcfg.primary_metric,
+        artifacts=artifacts,
+        tags=_version_tags(dataset, spec, record, generator),
+        experiment=cfg.train.mlflow_experiment,
+        task=spec.task,
+        request_example=request_example,
+        training=_training_facts(dataset, spec, state),
+        promotion_policy=rcfg.promotion_policy,
+        bootstrap_resamples=cfg.evaluate.bootstrap_resamples,
+        seed=cfg.evaluate.seed,
+    )
+    rescore = _champion_rescorer(cfg, dataset, record) if rcfg.rescore_champion else None
     try:
-        reg = register_generator(
-            exported,
-            example,
-            RegistrationRequest(
-                model_name=model_name,
-                record=record,
-                primary_metric=rcfg.primary_metric,
-                artifacts=artifacts,
-                tags=tags,
-                experiment=cfg.train.mlflow_experiment,
-                task=spec.task,
-                request_example=request,
-                training=training,
-                promotion_policy=rcfg.promotion_policy,
-                bootstrap_resamples=cfg.evaluate.bootstrap_resamples,
-                seed=cfg.evaluate.seed,
-            ),
-            rescore=rescore if rcfg.rescore_champion else None,
-        )
+        reg = register_generator(exported, example, registration, rescore=rescore)
     except (ValueError, EvaluationError) as exc:
         log.error("%s", redact(str(exc)))
         return 2
