@@ -37,8 +37,11 @@ import torch
 from datasets import storage as data_storage
 from datasets.files import atomic_write_text, file_sha256
 from datasets.parallel import resolve_address
+from datasets.specs import DatasetSpec
 from pipelines.config.logs import add_log_level_arg, setup_logging
 from pipelines.config.params import add_config_args, config_from_args, dataset_from_args, to_dict
+from pipelines.config.schema import Config
+from pipelines.config.stages import TrainConfig
 from pipelines.runs.folder import RunFolder
 from pipelines.runs.records import TrainSummary
 from pipelines.tracking.journal import (
@@ -54,7 +57,7 @@ from pipelines.training.checkpoint import (
     DamagedCheckpointError,
 )
 from pipelines.training.loop import LocalSession, LoopContext, run_worker
-from pipelines.training.placement import PlacementError, decide
+from pipelines.training.placement import Placement, PlacementError, decide
 from pipelines.training.ray_trainer import train_on_ray
 from pipelines.training.resume import ResumeError, prepare_run
 
@@ -96,9 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level, "train")
+class _UsageError(Exception):
+    """A usage or config error found before anything starts: one line, exit status 2."""
+
+
+def _with_flag_overrides(args: argparse.Namespace) -> list[str]:
+    """``--set`` overrides plus the ones ``--dataset``, ``--workers`` and ``--run-name`` stand for."""
     overrides = list(args.overrides)
     if args.dataset:
         overrides.append(f"train.dataset={args.dataset}")
@@ -106,12 +112,13 @@ def main(argv: list[str] | None = None) -> int:
         overrides.append(f"train.workers={args.workers}")
     if args.run_name:
         overrides.append(f"train.run_name={args.run_name}")
-    args.overrides = overrides
-    cfg = config_from_args(args)
-    tcfg = cfg.train
-    root = project_root()
-    try:  # before anything starts: a GPU run on a machine without one fails here, in one line
-        placement = decide(
+    return overrides
+
+
+def _placement(tcfg: TrainConfig) -> Placement:
+    """Where the workers run; a GPU run on a machine without one fails here, in one line."""
+    try:
+        return decide(
             tcfg.device,
             gpus_per_worker=tcfg.gpus_per_worker,
             threads_per_worker=tcfg.threads_per_worker,
@@ -119,28 +126,34 @@ def main(argv: list[str] | None = None) -> int:
             local_cuda=torch.cuda.is_available(),
         )
     except PlacementError as exc:
-        return _usage_error(str(exc))
-    spec = dataset_from_args(cfg, tcfg.dataset)
+        raise _UsageError(str(exc)) from exc
+
+
+def _check_loss_weights(cfg: Config, params: list[str], root: Path) -> None:
+    """The paper's perceptual loss needs the VGG19 weights on disk (before any worker starts)."""
     if cfg.loss.backbone == "vgg19" and not (
         cfg.loss.vgg19_weights and Path(_resolve(cfg.loss.vgg19_weights, root)).is_file()
     ):
-        # Before any worker starts: the paper's perceptual loss needs the VGG19 weights on disk.
-        return _usage_error(
-            f"loss.backbone is vgg19 ({', '.join(args.params)}) but loss.vgg19_weights "
+        raise _UsageError(
+            f"loss.backbone is vgg19 ({', '.join(params)}) but loss.vgg19_weights "
             f"{cfg.loss.vgg19_weights!r} is not a file; nothing is downloaded: put a torchvision "
             "VGG19 state dict (vgg19-dcbb9e9d.pth) there, or set loss.backbone: effnet_lite0"
         )
-    shards = _resolve(spec.shards, root)  # a folder or a URL prefix (s3://…)
+
+
+def _shard_manifest(shards: str, cfg: Config, spec: DatasetSpec, params: list[str]) -> bytes:
+    """The shards' manifest.json, its pose channels checked against the model's."""
+    dataset = cfg.train.dataset
     try:
         manifest_bytes = data_storage.read_bytes(data_storage.join(shards, "manifest.json"))
-    except FileNotFoundError:
-        return _usage_error(
-            f"no shards for {tcfg.dataset!r} at {data_storage.safe_url(shards)} (missing "
-            f"manifest.json); run `python -m pipelines.preprocess --dataset {tcfg.dataset}` "
+    except FileNotFoundError as exc:
+        raise _UsageError(
+            f"no shards for {dataset!r} at {data_storage.safe_url(shards)} (missing "
+            f"manifest.json); run `python -m pipelines.preprocess --dataset {dataset}` "
             "(or `dvc repro`) first"
-        )
+        ) from exc
     except data_storage.StorageError as exc:
-        return _usage_error(str(exc))
+        raise _UsageError(str(exc)) from exc
     channels = json.loads(manifest_bytes).get("pose_channels")
     if channels is not None and channels != cfg.model.pose_channels:
         hint = (
@@ -148,31 +161,33 @@ def main(argv: list[str] | None = None) -> int:
             if spec.task == "portrait"
             else ""
         )
-        return _usage_error(
-            f"model.pose_channels is {cfg.model.pose_channels} ({', '.join(args.params)}) but the "
-            f"{tcfg.dataset} shards carry {channels} pose channels{hint}"
+        raise _UsageError(
+            f"model.pose_channels is {cfg.model.pose_channels} ({', '.join(params)}) but the "
+            f"{dataset} shards carry {channels} pose channels{hint}"
         )
-    run_name = tcfg.run_name or tcfg.dataset
-    run = RunFolder.of(run_name, tcfg.storage_path, root)
-    store = CheckpointStore(run.checkpoints, keep=tcfg.keep_checkpoints)
-    try:
-        resuming = prepare_run(run, store, to_dict(cfg))
-    except ResumeError as exc:
-        return _usage_error(str(exc))
-    except CheckpointReadError as exc:
-        log.error("cannot resume run %r: %s", run_name, exc)
-        return 1
-    run.path.mkdir(parents=True, exist_ok=True)
+    return manifest_bytes
+
+
+def _loop_context(
+    cfg: Config,
+    args: argparse.Namespace,
+    run_name: str,
+    run: RunFolder,
+    shards: str,
+    manifest_bytes: bytes,
+    root: Path,
+) -> LoopContext:
+    """What every worker's loop is given: the config, the run's places and its MLflow tags."""
     tags = {
         "git_commit": git_commit(root),
         "dvc_lock_sha256": file_sha256(root / "dvc.lock"),
         "manifest_sha256": hashlib.sha256(manifest_bytes).hexdigest(),
-        "dataset": tcfg.dataset,
+        "dataset": cfg.train.dataset,
         # Where the data and the checkpoints live (bucket URLs on a cluster), credentials stripped.
         "shards": data_storage.safe_url(shards),
         "checkpoints": data_storage.safe_url(run.checkpoints),
     }
-    ctx = LoopContext(
+    return LoopContext(
         config=cfg,
         run_name=run_name,
         run_dir=str(run.path),
@@ -187,9 +202,16 @@ def main(argv: list[str] | None = None) -> int:
         profile_comm=args.profile_comm,
         log_level=args.log_level,
     )
+
+
+def _train(
+    ctx: LoopContext, run: RunFolder, store: CheckpointStore, root: Path, placement: Placement, resuming: bool
+) -> TrainSummary | None:
+    """Train in this process (``--workers 0``) or on Ray; None when it failed (logged)."""
+    tcfg = ctx.config.train
     log.info(
         "run %r: %s, dataset %s, %s Ray workers, %d images, checkpoints in %s",
-        run_name,
+        ctx.run_name,
         "resuming" if resuming else "fresh",
         tcfg.dataset,
         tcfg.workers or "no",
@@ -199,17 +221,45 @@ def main(argv: list[str] | None = None) -> int:
     if ctx.track:
         prepare_local_store(ctx.tracking_uri, tcfg.mlflow_experiment, ctx.artifact_location)
     log.info("placement: %s (%s)", placement.device, placement.note)
-    summary: TrainSummary | None
     if tcfg.workers == 0:
         try:
-            summary = run_worker(ctx, LocalSession(placement.device))
+            return run_worker(ctx, LocalSession(placement.device))
         except (CheckpointReadError, DamagedCheckpointError) as exc:  # a clear line, not a traceback
-            log.error("run %r stopped: %s", run_name, exc)
-            return 1
-    else:
-        store.drop_ray_snapshot()  # it may name checkpoints the store has pruned since (see there)
-        summary = train_on_ray(ctx, tcfg, run.storage, root, placement)
-    if summary is None:  # training failed on Ray (logged there)
+            log.error("run %r stopped: %s", ctx.run_name, exc)
+            return None
+    store.drop_ray_snapshot()  # it may name checkpoints the store has pruned since (see there)
+    return train_on_ray(ctx, tcfg, run.storage, root, placement)  # None: failed on Ray (logged there)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, "train")
+    args.overrides = _with_flag_overrides(args)
+    cfg = config_from_args(args)
+    tcfg = cfg.train
+    root = project_root()
+    try:  # before anything starts
+        placement = _placement(tcfg)
+        spec = dataset_from_args(cfg, tcfg.dataset)
+        _check_loss_weights(cfg, args.params, root)
+        shards = _resolve(spec.shards, root)  # a folder or a URL prefix (s3://…)
+        manifest_bytes = _shard_manifest(shards, cfg, spec, args.params)
+    except _UsageError as exc:
+        return _usage_error(str(exc))
+    run_name = tcfg.run_name or tcfg.dataset
+    run = RunFolder.of(run_name, tcfg.storage_path, root)
+    store = CheckpointStore(run.checkpoints, keep=tcfg.keep_checkpoints)
+    try:
+        resuming = prepare_run(run, store, to_dict(cfg))
+    except ResumeError as exc:
+        return _usage_error(str(exc))
+    except CheckpointReadError as exc:
+        log.error("cannot resume run %r: %s", run_name, exc)
+        return 1
+    run.path.mkdir(parents=True, exist_ok=True)
+    ctx = _loop_context(cfg, args, run_name, run, shards, manifest_bytes, root)
+    summary = _train(ctx, run, store, root, placement, resuming)
+    if summary is None:
         return 1
     if run.checkpoints_in_bucket and summary.completed:
         write_checkpoint_receipt(store, run)
