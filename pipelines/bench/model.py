@@ -353,37 +353,37 @@ def _run(fn_name: str, isolate: bool, **kwargs) -> Any:
     return isolated(fn_name, **kwargs) if isolate else globals()[fn_name](**kwargs)
 
 
-def run(args: argparse.Namespace) -> dict:
-    device = "cuda" if args.device == "cuda" else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise SystemExit("--device cuda: no CUDA device available")
-    isolate = device == "cpu"  # fresh process per measurement for clean peak RSS
-    sizes = {k: v for k, v in SIZES.items() if not (args.quick and k == "paper@256x176")}
-    report: dict[str, Any] = {
-        "machine": {
-            "platform": platform.platform(),
-            "processor": platform.processor() or platform.machine(),
-            "torch": torch.__version__,
-            "threads": args.threads,
-            "device": device,
-            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
-        },
-        "batch": args.batch,
-        "load_average_start": os.getloadavg(),
+def _machine(args: argparse.Namespace, device: str) -> dict[str, Any]:
+    machine = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "torch": torch.__version__,
+        "threads": args.threads,
+        "device": device,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     if device == "cuda":
-        report["machine"]["gpu"] = torch.cuda.get_device_name()
-    # 1. Parameter counts and forward GFLOPs.
-    report["params"] = {
-        kind: {v: count_parameters(build_generator(model_config(kind, v))) for v in VARIANTS}
-        for kind in ("default", "paper")
+        machine["gpu"] = torch.cuda.get_device_name()
+    return machine
+
+
+def _sizes_and_gflops() -> dict[str, Any]:
+    """1. Parameter counts and forward GFLOPs."""
+    return {
+        "params": {
+            kind: {v: count_parameters(build_generator(model_config(kind, v))) for v in VARIANTS}
+            for kind in ("default", "paper")
+        },
+        "forward_gflops_256x176": {v: generator_gflops("paper", v, (256, 176)) for v in VARIANTS},
+        "forward_gflops_128x88": {v: generator_gflops("default", v, (128, 88)) for v in VARIANTS},
     }
-    report["forward_gflops_256x176"] = {v: generator_gflops("paper", v, (256, 176)) for v in VARIANTS}
-    report["forward_gflops_128x88"] = {v: generator_gflops("default", v, (128, 88)) for v in VARIANTS}
-    # 2. Generator forward+backward per variant and size.
-    report["generator_fwd_bwd"] = {}
+
+
+def _generator_fwd_bwd(args: argparse.Namespace, sizes: dict, device: str, isolate: bool) -> dict[str, dict]:
+    """2. Generator forward+backward per variant and size, and the full/flow ratio."""
+    out: dict[str, dict] = {}
     for label, (kind, size) in sizes.items():
-        report["generator_fwd_bwd"][label] = {
+        out[label] = {
             v: _run(
                 "measure_generator",
                 isolate,
@@ -398,7 +398,7 @@ def run(args: argparse.Namespace) -> dict:
             )
             for v in VARIANTS
         }
-        report["generator_fwd_bwd"][label]["full_over_flow"] = _run(
+        out[label]["full_over_flow"] = _run(
             "measure_full_over_flow",
             isolate,
             kind=kind,
@@ -409,8 +409,12 @@ def run(args: argparse.Namespace) -> dict:
             device=device,
             amp=device == "cuda",
         )
-    # 3. Training-step FLOP/s against the matmul rate measured alongside it.
-    report["train_step"] = {}
+    return out
+
+
+def _train_steps(args: argparse.Namespace, sizes: dict, device: str, isolate: bool) -> dict[str, dict]:
+    """3. Training-step FLOP/s against the matmul rate measured alongside it."""
+    out: dict[str, dict] = {}
     for label, (kind, size) in sizes.items():
         if label == "default@64x44":
             continue
@@ -427,10 +431,14 @@ def run(args: argparse.Namespace) -> dict:
         )
         r["achieved_flops"] = r["flops"] / r["seconds"]
         r["fraction_of_matmul"] = r["achieved_flops"] / r["matmul_flops"]
-        report["train_step"][label] = r
-    # 4. Fused vs explicit attention at the 1/4 scale of 256×176 (paper attn_dim).
+        out[label] = r
+    return out
+
+
+def _attention(args: argparse.Namespace, device: str, isolate: bool) -> dict[str, dict]:
+    """4. Fused vs explicit attention at the 1/4 scale of 256×176 (paper attn_dim)."""
     dim = ModelConfig.paper().attn_dim
-    report["attention_1_4_256x176"] = {
+    return {
         name: _run(
             "measure_attention",
             isolate,
@@ -444,6 +452,23 @@ def run(args: argparse.Namespace) -> dict:
         )
         for name, fused in (("fused", True), ("explicit", False))
     }
+
+
+def run(args: argparse.Namespace) -> dict:
+    device = "cuda" if args.device == "cuda" else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device available")
+    isolate = device == "cpu"  # fresh process per measurement for clean peak RSS
+    sizes = {k: v for k, v in SIZES.items() if not (args.quick and k == "paper@256x176")}
+    report: dict[str, Any] = {
+        "machine": _machine(args, device),
+        "batch": args.batch,
+        "load_average_start": os.getloadavg(),
+    }
+    report.update(_sizes_and_gflops())
+    report["generator_fwd_bwd"] = _generator_fwd_bwd(args, sizes, device, isolate)
+    report["train_step"] = _train_steps(args, sizes, device, isolate)
+    report["attention_1_4_256x176"] = _attention(args, device, isolate)
     report["load_average_end"] = os.getloadavg()
     # 5. GPU training throughput.
     if device == "cuda":
