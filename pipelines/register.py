@@ -45,7 +45,7 @@ from pipelines.registry.publish import (
     register_generator,
 )
 from pipelines.runs.folder import RunFolder
-from pipelines.runs.records import EvaluationRecord, protocol_path
+from pipelines.runs.records import EvaluationRecord, RegistrationReceipt, protocol_path
 from pipelines.tracking.journal import default_artifact_location, git_commit, project_root, tracking_uri
 from pipelines.tracking.redact import redact
 
@@ -164,42 +164,62 @@ def _use_experiment(experiment: str) -> None:
     mlflow.set_experiment(experiment)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    setup_logging(args.log_level, "register")
-    cfg = config_from_args(args)
-    dataset = args.dataset or cfg.train.dataset
-    spec = dataset_from_args(cfg, dataset)
-    rcfg = cfg.register
-    metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
-    evaluated = _evaluated_checkpoint(metrics_path)
-    if evaluated is None:
-        return 2
-    record, generator, ema, state = evaluated
-    exported, example, err, request_example = export_generator(ema, spec.shards)
-    if err > 1e-6:
-        log.error("the exported generator differs from the checkpoint's by %.2e", err)
-        return 1
-    _use_experiment(cfg.train.mlflow_experiment)
-    model_name = rcfg.model_name or TASK_MODEL_NAMES[spec.task]
+def _registration_request(
+    cfg: Config,
+    dataset: str,
+    spec: DatasetSpec,
+    metrics_path: Path,
+    evaluated: tuple[EvaluationRecord, GeneratorUnderTest, AttnFlowGenerator, dict],
+    request_example: Any,
+) -> RegistrationRequest:
+    """What is registered under which name, with its evidence, tags, card facts and promotion rule."""
+    record, generator, _ema, state = evaluated
     artifacts = [metrics_path, protocol_path(metrics_path)] + [
         Path(p) for p in record.plots or () if Path(p).is_file()
     ]
-    registration = RegistrationRequest(
-        model_name=model_name,
+    return RegistrationRequest(
+        model_name=cfg.register.model_name or TASK_MODEL_NAMES[spec.task],
         record=record,
-        primary_metric=rcfg.primary_metric,
+        primary_metric=cfg.register.primary_metric,
         artifacts=artifacts,
         tags=_version_tags(dataset, spec, record, generator),
         experiment=cfg.train.mlflow_experiment,
         task=spec.task,
         request_example=request_example,
         training=_training_facts(dataset, spec, state),
-        promotion_policy=rcfg.promotion_policy,
+        promotion_policy=cfg.register.promotion_policy,
         bootstrap_resamples=cfg.evaluate.bootstrap_resamples,
         seed=cfg.evaluate.seed,
     )
-    rescore = _champion_rescorer(cfg, dataset, record) if rcfg.rescore_champion else None
+
+
+def _report(reg: RegistrationReceipt, model_name: str, primary_metric: str) -> None:
+    champion = f"v{reg.champion_version}" if reg.champion_version else "none yet"
+    print(
+        f"registered {model_name} v{reg.version} ({primary_metric}={reg.value:.4f}); "
+        f"candidate -> v{reg.version}; champion -> {champion}: {reg.reason}"
+    )
+    print("browse it: make mlflow-ui, then open http://127.0.0.1:5000/#/models/" + model_name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging(args.log_level, "register")
+    cfg = config_from_args(args)
+    dataset = args.dataset or cfg.train.dataset
+    spec = dataset_from_args(cfg, dataset)
+    metrics_path = Path(args.metrics or f"metrics/{dataset}.json")
+    evaluated = _evaluated_checkpoint(metrics_path)
+    if evaluated is None:
+        return 2
+    record, _generator, ema, _state = evaluated
+    exported, example, err, request_example = export_generator(ema, spec.shards)
+    if err > 1e-6:
+        log.error("the exported generator differs from the checkpoint's by %.2e", err)
+        return 1
+    _use_experiment(cfg.train.mlflow_experiment)
+    registration = _registration_request(cfg, dataset, spec, metrics_path, evaluated, request_example)
+    rescore = _champion_rescorer(cfg, dataset, record) if cfg.register.rescore_champion else None
     try:
         reg = register_generator(exported, example, registration, rescore=rescore)
     except (ValueError, EvaluationError) as exc:
@@ -208,12 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     run = RunFolder.of(args.run_name or cfg.train.run_name or dataset, cfg.train.storage_path)
     # The receipt: what was registered and the rule that decided, with its numbers (reg.promotion).
     reg.save(run.registered(dataset))
-    champion = f"v{reg.champion_version}" if reg.champion_version else "none yet"
-    print(
-        f"registered {model_name} v{reg.version} ({rcfg.primary_metric}={reg.value:.4f}); "
-        f"candidate -> v{reg.version}; champion -> {champion}: {reg.reason}"
-    )
-    print("browse it: make mlflow-ui, then open http://127.0.0.1:5000/#/models/" + model_name)
+    _report(reg, registration.model_name, cfg.register.primary_metric)
     return 0
 
 
