@@ -252,3 +252,13 @@ def test_official_partition_file_splits_query_and_gallery_into_test(df_release, 
     assert plan.inputs["partition"] == "Eval/list_eval_partition.txt"
     by_lists = plan_release("deepfashion", df_release.root)
     assert {(im.name, im.split) for im in plan.images} == {(im.name, im.split) for im in by_lists.images}
+
+
+def test_an_unreadable_image_has_the_same_reason_on_every_run():
+    """PIL names the in-memory buffer by its address; the reject reason must not."""
+    from datasets.raw.frame import decode
+
+    reasons = {decode(b"definitely not an image")[2] for _ in range(3)}
+    assert len(reasons) == 1
+    (reason,) = reasons
+    assert reason.startswith("unreadable image: UnidentifiedImageError") and "0x" not in reason, reason

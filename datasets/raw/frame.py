@@ -16,6 +16,7 @@ flattened onto white, the catalogue backdrop) and the conversion is reported in 
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps
@@ -97,8 +98,14 @@ def decode(data: bytes, exif: bool = False) -> tuple[Image.Image | None, str, st
         if exif:
             img = ImageOps.exif_transpose(img)
     except Exception as exc:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError… on bad data
-        return None, "", f"unreadable image: {type(exc).__name__}: {str(exc)[:80]}"
+        # PIL names the in-memory buffer by its address: dropped, so a reject reason (and the rejects
+        # file it goes to) is the same on every run
+        message = _OBJECT_ADDRESS.sub(">", str(exc))
+        return None, "", f"unreadable image: {type(exc).__name__}: {message[:80]}"
     return img, fmt, ""
+
+
+_OBJECT_ADDRESS = re.compile(r" (?:object )?at 0x[0-9a-fA-F]+>")
 
 
 def conform(data: bytes, suffix: str, policy: FitPolicy) -> Conformed:
