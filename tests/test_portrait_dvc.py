@@ -1,8 +1,9 @@
-"""``dvc repro portrait/dvc.yaml`` end to end on a tiny profile, in a temporary copy (slow suite).
+"""``dvc repro portrait/dvc.yaml`` end to end on a tiny profile, in a temporary copy (about a minute).
 
 The path `make run-portrait` takes: synthesize and preprocess the portraits (root dvc.yaml), train,
 evaluate (landmark-following error, editing grid) and register ``attnflow-portrait``; then the
-editing CLI loads the champion from the registry.
+editing CLI loads the champion from the registry, and the report `make run-portrait` ends with reads
+the scores the pipeline wrote. In the default suite, beside the root pipeline's end-to-end test.
 """
 from __future__ import annotations
 
@@ -11,11 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from tests.test_pipeline_e2e import make_repo_copy, stages_run
-
-pytestmark = pytest.mark.slow
 
 # The tiny profile gives the data stages their smallest sizes; the portrait pipeline's own
 # params file gets a tiny model and budget (its sections replace params.yaml's whole).
@@ -48,6 +45,13 @@ def test_portrait_pipeline_trains_evaluates_and_registers(tmp_path):
     assert all("landmark_nme" in s for s in doc["baselines"].values())
     assert doc["protocol"]["landmark_following"]["regressor"]["weights_sha256"]
     assert (work / "plots/portrait/editing_grid.png").is_file()
+    # `make run-portrait`'s last step, on the scores file the pipeline itself wrote: a format change
+    # between evaluate and the report fails here, not after a user's 15-minute run.
+    report = subprocess.run([sys.executable, "-m", "pipelines.portrait_eval", "report", "metrics/portrait.json"],
+                            cwd=work, env=env, capture_output=True, text=True, timeout=300)
+    assert report.returncode == 0, report.stderr[-3000:]
+    assert report.stdout.startswith("synthetic_portrait: "), report.stdout
+    assert "copy_source" in report.stdout and "landmark_nme" in report.stdout, report.stdout
     config = json.loads((work / "runs/portrait/config.json").read_text())
     assert config["model"]["pose_channels"] == 8  # portrait/params.yaml's, recorded with the run
     assert config["profile"] == "portrait-cpu"
