@@ -29,6 +29,8 @@ def repose(photo: str, pose: dict, url: str = URL) -> bytes:
 
 if __name__ == "__main__":
     photo, pose_file, out = sys.argv[1:4]
-    with open(pose_file) as fh, open(out, "wb") as png:
-        png.write(repose(photo, json.load(fh), *sys.argv[4:5]))
+    with open(pose_file) as fh:
+        image = repose(photo, json.load(fh), *sys.argv[4:5])
+    with open(out, "wb") as png:  # only once the service has answered: a refusal leaves no empty file
+        png.write(image)
     print(f"wrote {out}")
