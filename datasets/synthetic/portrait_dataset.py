@@ -13,6 +13,8 @@ Written layout (``ROOT`` is the dataset root, prefix ``portrait`` by default)::
     ROOT/portrait-landmarks-{train,test}.csv   name:landmarks_y:landmarks_x  (sep ':',
                                                JSON lists of 68 ints, y first, -1 hidden)
     ROOT/portrait-pairs-{train,test}.csv       from,to  (both views of one identity)
+    ROOT/groundtruth/{train,test}/<stem>.npz   part map, head-model points (not the field's;
+                                               datasets/synthetic/portrait_groundtruth.py)
 
 Identities 0…train-1 are train, the next ``test_identities`` are test; an identity's
 parameters depend only on (seed, identity number), so the output is byte-identical
@@ -34,12 +36,19 @@ from datasets.faces.edits import Expression, apply_expression
 from datasets.files import staged_dir
 from datasets.pose.landmarks import encode_row
 from datasets.specs import SynthesizeSpec
+from datasets.synthetic import groundtruth
 
 # One summary type and one JPEG writer (4:4:4 chroma keeps the lips and irises of 64-pixel
 # faces; no optimisation = fixed bytes) for every generator.
 from datasets.synthetic.fashion import save_jpeg
 from datasets.synthetic.portrait_geometry import FaceShape, HeadPose, image_landmarks, neutral_landmarks
-from datasets.synthetic.portrait_render import GLASSES, HAIR_STYLES, PortraitAppearance, render
+from datasets.synthetic.portrait_render import (
+    GLASSES,
+    HAIR_STYLES,
+    PortraitAppearance,
+    render,
+    render_with_truth,
+)
 from datasets.synthetic.synthesis_summary import Summary
 
 SKIN_TONES: tuple[tuple[float, float, float], ...] = (
@@ -85,6 +94,7 @@ class PortraitView:
     landmarks: np.ndarray  # float32 [68, 2] (x, y), -1 hidden/outside
     pose: HeadPose
     expression: Expression
+    truth: groundtruth.GroundTruth | None = None  # when rendered with_truth
 
 
 def _u(rng: np.random.Generator, lo: float, hi: float) -> float:
@@ -201,19 +211,28 @@ def render_view(
     pose: HeadPose,
     size: tuple[int, int],
     supersample: int = 4,
+    with_truth: bool = False,
 ) -> PortraitView:
-    """Render one view and compute its landmarks from the same parameters."""
+    """Render one view and compute its landmarks from the same parameters (``with_truth``: and
+    record its ground truth; the pixels are the same either way)."""
     neutral = neutral_landmarks(identity.shape)
     # Shift off the origin while editing: a head-frame coordinate of exactly -1 (jaw point 0
     # sits at x = -1) would read as "missing".
     frontal = apply_expression(neutral + _EDIT_OFFSET, expression).astype(np.float64) - _EDIT_OFFSET
     jaw_drop = float(frontal[8, 1] - neutral[8, 1])
-    image = render(identity.shape, identity.appearance, frontal, jaw_drop, pose, size, supersample)
+    args = (identity.shape, identity.appearance, frontal, jaw_drop, pose, size, supersample)
+    truth = None
+    if with_truth:
+        image, truth = render_with_truth(*args)
+    else:
+        image = render(*args)
     lm = image_landmarks(frontal, identity.shape, jaw_drop, pose, size)
-    return PortraitView(image, lm, pose, expression)
+    return PortraitView(image, lm, pose, expression, truth)
 
 
-def identity_views(identity: PortraitIdentity, spec: SynthesizeSpec) -> list[PortraitView]:
+def identity_views(
+    identity: PortraitIdentity, spec: SynthesizeSpec, with_truth: bool = False
+) -> list[PortraitView]:
     """All views of one identity (the first is near-frontal and relaxed, a handy source image)."""
     rng = np.random.default_rng([spec.seed, identity.number, 0x51E])
     size = (spec.height, spec.width)
@@ -225,7 +244,7 @@ def identity_views(identity: PortraitIdentity, spec: SynthesizeSpec) -> list[Por
         else:
             pose = sample_head_pose(rng, size, spec.max_yaw_deg, spec.max_roll_deg)
             expr = sample_expression(rng)
-        views.append(render_view(identity, expr, pose, size, spec.supersample))
+        views.append(render_view(identity, expr, pose, size, spec.supersample, with_truth))
     return views
 
 
@@ -248,12 +267,15 @@ def _write_split(
 ) -> tuple[int, int]:
     prefix = spec.file_prefix
     (root / split).mkdir(parents=True)
+    (root / groundtruth.FOLDER / split).mkdir(parents=True)
     rows, pairs = ["name:landmarks_y:landmarks_x"], ["from,to"]
     for number in numbers:
         identity = sample_identity(spec.seed, number, spec.background)
         names = [image_name(prefix, number, v) for v in range(spec.views_per_identity)]
-        for name, view in zip(names, identity_views(identity, spec)):
+        for name, view in zip(names, identity_views(identity, spec, with_truth=True)):
             save_jpeg(root / split / name, view.image, spec.jpeg_quality)
+            assert view.truth is not None
+            groundtruth.path_for(root, split, name).write_bytes(groundtruth.encode(view.truth))
             ys, xs = encode_row(view.landmarks, (spec.height, spec.width))
             rows.append(f"{name}:{ys}:{xs}")
             if on_image is not None:

@@ -10,6 +10,9 @@ pose - so the exported landmarks sit on the drawn features by construction.
 Layers, back to front: background, long hair behind the head, neck and clothes,
 the far ear, the head (skin, hair shell, brows, eyes, lips, shading), the nose
 (two shaded side faces, tip, nostrils), the near ear with its earring, glasses.
+
+:func:`render_with_truth` draws the same pixels and also returns the ground truth (part map,
+head-model points; :mod:`datasets.synthetic.portrait_groundtruth`).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from datasets.synthetic.groundtruth import GroundTruth
 from datasets.synthetic.portrait_geometry import (
     NOSE_PROTRUSION,
     FaceShape,
@@ -31,6 +35,7 @@ from datasets.synthetic.portrait_geometry import (
     raycast,
     yaw_rotate,
 )
+from datasets.synthetic.portrait_groundtruth import PartRecorder, canonical_head_points
 
 Colour = tuple[float, float, float]
 HAIR_STYLES: tuple[str, ...] = ("buzz", "short", "bangs", "bob", "long", "bun")
@@ -177,8 +182,10 @@ class _Scene:
         height: int,
         width: int,
         k: int,
+        record: bool = False,
     ) -> None:
         self.shape, self.app, self.lm = shape, app, landmarks
+        self.jaw_stretch = (shape.jaw_length + jaw_drop) / shape.jaw_length
         self.profile: HeadProfile = head_profile(shape, jaw_drop)
         off = (k - 1) / 2.0  # output pixel centre i sits at supersampled k·i + (k-1)/2
         self.pose = HeadPose(
@@ -188,6 +195,13 @@ class _Scene:
         self.canvas = PortraitCanvas(height * k, width * k)
         light = np.asarray(app.light, np.float64)
         self.light = light / np.linalg.norm(light)
+        self.rec = PartRecorder(height * k, width * k) if record else None
+
+    def record(self, alpha: np.ndarray, part: str, on_head: bool = False) -> None:
+        """Note that layer ``part`` was painted with coverage ``alpha`` (only when recording);
+        ``on_head``: painted into the head's albedo, so it shows the head's points."""
+        if self.rec is not None:
+            self.rec.cover(self.rec.on_head(alpha) if on_head else alpha, part, keep_surface=on_head)
 
     def px(self, value: float) -> float:
         """Head units -> supersampled pixels."""
@@ -233,6 +247,7 @@ def _hair_behind(sc: _Scene) -> None:
     pts = np.concatenate([pts2, np.full((len(pts2), 1), -0.5)], 1)
     m = sc.canvas.mask([sc.free(pts)])
     sc.canvas.paint(m, np.asarray(sc.app.hair) * 0.62)
+    sc.record(m, "hair_back")
 
 
 def _neck_and_clothes(sc: _Scene) -> None:
@@ -242,6 +257,7 @@ def _neck_and_clothes(sc: _Scene) -> None:
     m = c.mask([sc.free(neck)])
     skin = np.asarray(sc.app.skin)
     c.paint(m, skin * (0.55 + 0.35 * sc.app.ambient))
+    sc.record(m, "neck")
     # Shadow under the chin on the neck.
     shadow = np.array(
         [[-0.55, 0.9, -0.3], [0.55, 0.9, -0.3], [0.55, chin + 0.35, -0.3], [-0.55, chin + 0.35, -0.3]]
@@ -251,9 +267,13 @@ def _neck_and_clothes(sc: _Scene) -> None:
     half = np.clip(0.55 + 1.6 * np.sqrt(np.clip(ys - chin - 0.55, 0, None)), 0, 2.6)
     body = np.concatenate([np.stack([-half, ys], 1), np.stack([half, ys], 1)[::-1]])
     body3 = np.concatenate([body, np.full((len(body), 1), -0.6)], 1)
-    c.paint(c.mask([sc.free(body3)]), np.asarray(sc.app.clothes))
+    clothes = c.mask([sc.free(body3)])
+    c.paint(clothes, np.asarray(sc.app.clothes))
+    sc.record(clothes, "clothing")
     collar = np.array([[-0.5, chin + 0.55, -0.3], [0.0, chin + 0.95, -0.1], [0.5, chin + 0.55, -0.3]])
-    c.paint(c.mask([sc.free(collar)]), skin * (0.5 + 0.4 * sc.app.ambient))
+    neckline = c.mask([sc.free(collar)])
+    c.paint(neckline, skin * (0.5 + 0.4 * sc.app.ambient))
+    sc.record(neckline, "neck")
 
 
 def _ear(sc: _Scene, side: int) -> None:
@@ -266,7 +286,9 @@ def _ear(sc: _Scene, side: int) -> None:
     skin = np.asarray(sc.app.skin)
     shade = sc.plane_shade(np.array([base[0], base[-1], rim[7]]))
     c = sc.canvas
-    c.paint(c.mask([sc.free(np.concatenate([base, rim[::-1]]))]), skin * shade * 0.92)
+    ear = c.mask([sc.free(np.concatenate([base, rim[::-1]]))])
+    c.paint(ear, skin * shade * 0.92)
+    sc.record(ear, "ears")
     inner = base + 0.55 * (rim - base)
     inner[:, 1] = ys * 0.8 + 0.2 * ys.mean()
     c.paint(c.mask([sc.free(np.concatenate([base[2:-3], inner[2:-3][::-1]]))]) * 0.7, skin * shade * 0.6)
@@ -282,6 +304,7 @@ def _ear(sc: _Scene, side: int) -> None:
             ring = centre + np.stack([r * 0.8 * np.cos(a), r + r * np.sin(a)], 1)
             m = c.mask([ring], thickness=max(sc.px(0.03), 1.0))
         c.paint(m, np.asarray(sc.app.earring_colour))
+        sc.record(m, "earrings")
 
 
 def _hairline(sc: _Scene, phi: np.ndarray) -> np.ndarray:
@@ -318,6 +341,10 @@ def _head(sc: _Scene) -> None:
     strands = 0.9 + 0.1 * np.sin(31 * phi + 4 * np.sin(3 * y) + 2 * np.sin(7 * phi))
     hair = np.asarray(app.hair, np.float32) * strands[:, None]
     col = col * (1 - hair_a[:, None]) + hair * hair_a[:, None]
+    if sc.rec is not None:
+        w, d, zc, *_ = sc.profile.at(y)
+        points = canonical_head_points(phi, y, w, d, zc, sc.shape.jaw_top, sc.jaw_stretch)
+        sc.rec.cover_head(hits.box, m, points, hair_a)
     crop = albedo[y0:y1, x0:x1]
     crop[m] = col
     _features(sc, albedo)
@@ -344,12 +371,15 @@ def _features(sc: _Scene, albedo: np.ndarray) -> None:
         band = np.concatenate(
             [centre + norm * thick[:, None] / 2, (centre - norm * thick[:, None] / 2)[::-1]]
         )
-        c.paint(c.mask([sc.on_face(band)]) * 0.95, brow_colour, albedo)
+        brow = c.mask([sc.on_face(band)]) * 0.95
+        c.paint(brow, brow_colour, albedo)
+        sc.record(brow, "brows", on_head=True)
     for eye in (np.arange(36, 42), np.arange(42, 48)):
         outline = catmull_rom(lm[eye], closed=True, samples=8)
         poly = sc.on_face(outline)
         sclera = c.mask([poly])
         c.paint(sclera, (0.93, 0.91, 0.88), albedo)
+        sc.record(sclera, "eyes", on_head=True)
         corners = lm[[eye[0], eye[3]]]
         centre = corners.mean(0) + [0, -0.005]
         r = 0.075 + 0.0 * corners[0, 0]
@@ -361,7 +391,9 @@ def _features(sc: _Scene, albedo: np.ndarray) -> None:
         glint = sc.on_face(centre + [-0.3 * r, -0.35 * r] + 0.22 * r * np.stack([np.cos(a), np.sin(a)], 1))
         c.paint(c.mask([glint]) * sclera * 0.8, (1.0, 1.0, 1.0), albedo)
         upper = catmull_rom(lm[[eye[0], eye[1], eye[2], eye[3]]], closed=False, samples=8)
-        c.paint(c.mask([sc.on_face(upper)], thickness=sc.px(0.032), closed=False), (0.08, 0.06, 0.05), albedo)
+        lash = c.mask([sc.on_face(upper)], thickness=sc.px(0.032), closed=False)
+        c.paint(lash, (0.08, 0.06, 0.05), albedo)
+        sc.record(lash, "eyes", on_head=True)
         crease = upper + [0, -0.055]
         c.paint(
             c.mask([sc.on_face(crease)], thickness=sc.px(0.012), closed=False) * 0.35,
@@ -378,6 +410,7 @@ def _features(sc: _Scene, albedo: np.ndarray) -> None:
     inner = sc.on_face(catmull_rom(lm[60:68], closed=True, samples=8))
     opening = c.mask([inner])
     c.paint(opening, (0.22, 0.06, 0.07), albedo)
+    sc.record(opening, "mouth", on_head=True)
     upper_inner = catmull_rom(lm[60:65], closed=False, samples=8)
     teeth = np.concatenate([upper_inner, (upper_inner + [0, 0.075])[::-1]])
     c.paint(c.mask([sc.on_face(teeth)]) * opening, (0.92, 0.9, 0.84), albedo)
@@ -389,8 +422,10 @@ def _features(sc: _Scene, albedo: np.ndarray) -> None:
             catmull_rom(lm[[60, 67, 66, 65, 64]], False, 8),
         ]
     )
-    c.paint(c.mask([sc.on_face(up)]), lips * 0.88, albedo)
-    c.paint(c.mask([sc.on_face(lo)]), lips, albedo)
+    for poly, shade in ((up, 0.88), (lo, 1.0)):
+        lip = c.mask([sc.on_face(poly)])
+        c.paint(lip, lips * shade, albedo)
+        sc.record(lip, "lips", on_head=True)
     line = sc.on_face(catmull_rom(lm[[48, 60, 61, 62, 63, 64, 54]], False, 8))
     c.paint(c.mask([line], thickness=sc.px(0.012), closed=False) * 0.6, lips * 0.45, albedo)
 
@@ -420,7 +455,9 @@ def _nose(sc: _Scene) -> None:
         depth = yaw_rotate(poly3, sc.pose.yaw_deg)[:, 2].mean()
         faces.append((depth, poly3, shade))
     for _, poly3, shade in sorted(faces, key=lambda f: f[0]):
-        c.paint(cv2.GaussianBlur(c.mask([sc.free(poly3)]), (0, 0), blur) * 0.7, skin * shade)
+        side_face = cv2.GaussianBlur(c.mask([sc.free(poly3)]), (0, 0), blur) * 0.7
+        c.paint(side_face, skin * shade)
+        sc.record(side_face, "nose")
     a = np.linspace(0, 2 * np.pi, 32)
     ring = np.stack([np.cos(a), np.sin(a), np.zeros_like(a)], 1)
     under = lift(np.array([[0.0, yb + 0.05]]), sc.profile, 0.02)[0]
@@ -436,7 +473,9 @@ def _nose(sc: _Scene) -> None:
     )
     for side in (-1, 1):
         centre = lift(np.array([[side * s.nose_width * 0.5, yb - 0.03]]), sc.profile, 0.12)[0]
-        c.paint(c.mask([sc.free(centre + ring * [0.05, 0.02, 0])]) * 0.75, skin * 0.22)
+        nostril = c.mask([sc.free(centre + ring * [0.05, 0.02, 0])]) * 0.75
+        c.paint(nostril, skin * 0.22)
+        sc.record(nostril, "nose")
         ala = lm[31] if side < 0 else lm[35]
         crease = np.array(
             [ala, [side * s.nose_width * 0.95, yb - 0.12], [side * s.nose_width * 0.55, yb - 0.15]]
@@ -467,9 +506,13 @@ def _glasses(sc: _Scene) -> None:
         rims.append(sc.on_face(centre + ring, 0.14))
     for rim in rims:
         c.paint(c.mask([rim]) * 0.12, col)
-        c.paint(c.mask([rim], thickness=thick), col)
+        frame = c.mask([rim], thickness=thick)
+        c.paint(frame, col)
+        sc.record(frame, "glasses")
     bridge = np.array([[-(s.eye_x - rx), -0.04], [0.0, -0.08], [s.eye_x - rx, -0.04]])
-    c.paint(c.mask([sc.on_face(bridge, np.array([0.14, 0.2, 0.14]))], thickness=thick, closed=False), col)
+    nose_pad = c.mask([sc.on_face(bridge, np.array([0.14, 0.2, 0.14]))], thickness=thick, closed=False)
+    c.paint(nose_pad, col)
+    sc.record(nose_pad, "glasses")
     yaw = sc.pose.yaw_deg
     if abs(yaw) > 4:  # the near temple arm runs back along the head to the ear
         side = -1 if yaw > 0 else 1
@@ -477,22 +520,13 @@ def _glasses(sc: _Scene) -> None:
         front = lift(np.array([[x0, -0.02]]), sc.profile, 0.14)[0]
         w, _, zc, *_ = sc.profile.at(np.array([0.0]))
         back = np.array([side * (w[0] + 0.04), 0.02, zc[0] - 0.2])
-        c.paint(c.mask([sc.free(np.stack([front, back]))], thickness=thick, closed=False), col)
+        arm = c.mask([sc.free(np.stack([front, back]))], thickness=thick, closed=False)
+        c.paint(arm, col)
+        sc.record(arm, "glasses")
 
 
-def render(
-    shape: FaceShape,
-    app: PortraitAppearance,
-    landmarks_frontal: np.ndarray,
-    jaw_drop: float,
-    pose: HeadPose,
-    size: tuple[int, int],
-    supersample: int = 4,
-) -> np.ndarray:
-    """uint8 [H, W, 3] RGB portrait of a face whose frontal landmarks (with expression) are given."""
-    h, w = size
-    k = supersample
-    sc = _Scene(shape, app, np.asarray(landmarks_frontal, np.float64), jaw_drop, pose, h, w, k)
+def _draw(sc: _Scene, app: PortraitAppearance, pose: HeadPose, h: int, w: int, k: int) -> np.ndarray:
+    """Every layer, back to front, on ``sc``'s canvas; the uint8 [h, w, 3] image."""
     sc.canvas.rgb = _background(app, h * k, w * k).astype(np.float32)
     _hair_behind(sc)
     _neck_and_clothes(sc)
@@ -507,3 +541,36 @@ def render(
     _glasses(sc)
     small = cv2.resize(sc.canvas.rgb, (w, h), interpolation=cv2.INTER_AREA)
     return (np.clip(small, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
+
+
+def render(
+    shape: FaceShape,
+    app: PortraitAppearance,
+    landmarks_frontal: np.ndarray,
+    jaw_drop: float,
+    pose: HeadPose,
+    size: tuple[int, int],
+    supersample: int = 4,
+) -> np.ndarray:
+    """uint8 [H, W, 3] RGB portrait of a face whose frontal landmarks (with expression) are given."""
+    h, w = size
+    sc = _Scene(shape, app, np.asarray(landmarks_frontal, np.float64), jaw_drop, pose, h, w, supersample)
+    return _draw(sc, app, pose, h, w, supersample)
+
+
+def render_with_truth(
+    shape: FaceShape,
+    app: PortraitAppearance,
+    landmarks_frontal: np.ndarray,
+    jaw_drop: float,
+    pose: HeadPose,
+    size: tuple[int, int],
+    supersample: int = 4,
+) -> tuple[np.ndarray, GroundTruth]:
+    """:func:`render`'s image (the same pixels) and its ground truth at output resolution."""
+    h, w = size
+    k = supersample
+    sc = _Scene(shape, app, np.asarray(landmarks_frontal, np.float64), jaw_drop, pose, h, w, k, record=True)
+    image = _draw(sc, app, pose, h, w, k)
+    assert sc.rec is not None
+    return image, sc.rec.ground_truth(k, pose.scale)
