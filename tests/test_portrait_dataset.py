@@ -46,7 +46,7 @@ def test_same_seed_same_bytes_other_seed_other_faces(written, tmp_path):
 def test_layout_is_written_exactly(written):
     assert sorted(p.name for p in written.iterdir()) == [
         "groundtruth", "portrait-landmarks-test.csv", "portrait-landmarks-train.csv", "portrait-pairs-test.csv",
-        "portrait-pairs-train.csv", "test", "train"]  # groundtruth/: the renderer's, beside the layout  # groundtruth/: the renderer's, beside the layout
+        "portrait-pairs-train.csv", "test", "train"]  # groundtruth/: the renderer's, beside the layout
     assert len(list((written / "train").glob("*.jpg"))) + len(list((written / "test").glob("*.jpg"))) == total_images(SPEC)
     frame = pd.read_csv(written / "portrait-landmarks-train.csv", sep=":")
     assert list(frame.columns) == ["name", "landmarks_y", "landmarks_x"]

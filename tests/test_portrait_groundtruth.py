@@ -1,15 +1,18 @@
 """The portrait renderer's ground truth: same pixels, part map of what is drawn, head points, true flow."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
 from datasets.faces.edits import Expression
+from datasets.pose.landmarks import visible
 from datasets.specs import SynthesizeSpec
-from datasets.synthetic import groundtruth
-from datasets.synthetic.portrait_dataset import identity_views, render_view, sample_identity, write_dataset
+from datasets.synthetic import groundtruth, portrait_true_edits
+from datasets.synthetic.portrait_dataset import identity_views, render_view, sample_identity, true_edits, write_dataset
 from datasets.synthetic.portrait_geometry import HeadPose
 from datasets.synthetic.portrait_groundtruth import PORTRAIT_PARTS, PORTRAIT_REGIONS, part_id
+from datasets.synthetic.portrait_true_edits import TRUE_EDITS
 
 SIZE = (64, 64)
 SPEC = SynthesizeSpec(generator="portrait", seed=5, height=64, width=64, train_identities=1, test_identities=1,
@@ -125,10 +128,70 @@ def test_writer_stores_the_ground_truth_of_every_image(tmp_path):
     root = write_dataset(SPEC, tmp_path / "p").root
     for split in ("train", "test"):
         images = sorted(p.stem for p in (root / split).glob("*.jpg"))
-        files = sorted(p.stem for p in (root / groundtruth.FOLDER / split).glob("*.npz"))
+        files = sorted(p.stem for p in (root / groundtruth.FOLDER / split).glob("*.npz") if ".edits" not in p.name)
         assert images == files
     ident = sample_identity(SPEC.seed, 1, SPEC.background)
     views = identity_views(ident, SPEC, with_truth=True)
     stored = groundtruth.decode(groundtruth.path_for(root, "test", "portrait-id00001_01.jpg").read_bytes())
     assert stored.shape == SIZE
     assert np.array_equal(stored.part, views[1].truth.part)
+
+
+def _edits_of(ident, expression=Expression(), pose=None):
+    view = render_view(ident, expression, pose or _pose(6.0, 3.0), SIZE, 2)
+    return view, true_edits(ident, view, SIZE, 2)
+
+
+def test_true_edits_show_the_requested_landmarks():
+    """Re-rendered with the edit as a parameter, the face's own landmarks are the requested ones."""
+    view, edits = _edits_of(_identity(glasses="none"), Expression(smile=0.3), _pose(-14.0, 4.0))
+    assert edits.names == tuple(n for n, *_ in TRUE_EDITS)
+    for i, name in enumerate(edits.names):
+        ok = visible(edits.requested[i]) & visible(edits.rendered[i])
+        assert ok.sum() > 50, name
+        tolerance = 1e-3 if name in ("rotate", "shift") else 0.3  # rigid moves are exact
+        assert np.abs(edits.requested[i] - edits.rendered[i])[ok].max() < tolerance, name
+        assert not np.array_equal(edits.images[i], view.image), name
+
+
+def test_expression_edits_change_only_their_feature():
+    view, edits = _edits_of(_identity(glasses="none"))
+    truth = render_view(_identity(glasses="none"), Expression(), _pose(6.0, 3.0), SIZE, 2, with_truth=True).truth
+    eyes = np.isin(truth.part, [part_id("eyes"), part_id("brows")])
+    near_eyes = cv2.dilate(eyes.astype(np.uint8), np.ones((5, 5), np.uint8)) > 0
+    changed = np.abs(edits.images[edits.index("eyes_closed")].astype(int) - view.image).max(-1) > 12
+    assert changed.any() and not (changed & ~near_eyes).any()
+    mouth = edits.images[edits.index("mouth_open")]
+    assert np.abs(mouth.astype(int) - view.image).max(-1)[:32].max() <= 12  # the upper face stays
+
+
+def test_true_edits_encode_decode():
+    _, edits = _edits_of(_identity())
+    data = portrait_true_edits.encode(edits)
+    back = portrait_true_edits.decode(data)
+    assert back.names == edits.names and np.array_equal(back.images, edits.images)
+    assert np.array_equal(back.requested, edits.requested) and portrait_true_edits.encode(back) == data
+    with pytest.raises(ValueError):
+        portrait_true_edits.decode(b"not a zip")
+
+
+def test_true_edits_travel_into_the_test_shards_only(tmp_path):
+    from datasets.shards.build import preprocess
+    from datasets.shards.tar import iter_samples, read_shard
+    from datasets.specs import DatasetSpec, PreprocessConfig
+
+    root = write_dataset(SPEC, tmp_path / "raw").root
+    assert sorted(p.name for p in (root / "groundtruth" / "test").glob("*.edits.npz")) == [
+        "portrait-id00001_00.edits.npz", "portrait-id00001_01.edits.npz"]
+    assert not list((root / "groundtruth" / "train").glob("*.edits.npz"))
+    ds = DatasetSpec(layout="portrait", task="portrait", root=str(root), image_size=SIZE, source_size=SIZE,
+                     shards=str(tmp_path / "shards"), pose_sigma=1.0)
+    manifest = preprocess("p", ds, PreprocessConfig(shard_size=2, face_size=16), tmp_path / "shards",
+                          show_progress=False)
+    assert manifest["groundtruth"]["test_sample_views"] == manifest["true_edits"]["test_sample_views"] == 4  # 2 pairs
+    members = {split: set() for split in ("train", "test")}
+    for shard in manifest["shards"]:
+        for _, files in iter_samples(read_shard(str(tmp_path / "shards"), shard)):
+            members[shard["split"]] |= set(files)
+    assert {"v0.gt.npz", "v0.edits.npz", "v1.edits.npz"} <= members["test"]
+    assert not any(m.endswith((".gt.npz", ".edits.npz")) for m in members["train"])

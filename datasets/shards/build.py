@@ -269,7 +269,7 @@ def _manifest(
     done: list[ShardResult],
 ) -> dict:
     recorded = {k: v for k, v in asdict(cfg).items() if k not in RUN_ONLY_PARAMS}
-    return {
+    manifest = {
         "dataset": name,
         "format_version": FORMAT_VERSION,
         "layout": spec.layout,
@@ -289,6 +289,13 @@ def _manifest(
             "member": "vN.gt.npz (datasets/synthetic/groundtruth.py) in test samples",
         },
     }
+    edits = sum(out.true_edits for out in done)
+    if edits:  # only portrait sets have them: the other manifests keep their bytes
+        manifest["true_edits"] = {
+            "test_sample_views": edits,
+            "member": "vN.edits.npz (datasets/synthetic/portrait_true_edits.py) in test samples",
+        }
+    return manifest
 
 
 def _publish(output: _Output, manifest_bytes: bytes, rejects: list[Reject]) -> None:

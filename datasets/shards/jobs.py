@@ -15,7 +15,9 @@ the driver writes ``rejects.csv`` and ``manifest.json`` after every job has fini
 
 Test views of a synthetic dataset also carry the renderer's ground truth (``vN.gt.npz``, from
 ``<root>/groundtruth/test/``, :mod:`datasets.synthetic.groundtruth`) when it matches the stored
-image size; training samples never do, so training shards do not depend on it.
+image size; training samples never do, so training shards do not depend on it.  Test views of
+a synthetic portrait set also carry the renderer's true edits (``vN.edits.npz``,
+:mod:`datasets.synthetic.portrait_true_edits`) under the same rule.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from datasets.raw.validate import ImageRecord, Reject, SplitResult, load_image
 from datasets.shards.samples import encode_view, meta_json, test_samples, train_groups
 from datasets.shards.tar import ShardInfo, ShardWriter
 from datasets.specs import DatasetSpec, PreprocessConfig
-from datasets.synthetic import groundtruth
+from datasets.synthetic import groundtruth, portrait_true_edits
 
 
 @dataclass(frozen=True)
@@ -59,6 +61,7 @@ class ShardResult:
     no_face: tuple[str, ...]  # written images without a face box
     decodes: int  # images decoded by this job
     groundtruth: int = 0  # written views carrying the renderer's ground truth
+    true_edits: int = 0  # written views carrying the renderer's true edits (portraits)
 
 
 def plan_shards(
@@ -102,7 +105,7 @@ def write_shard(job: ShardJob) -> ShardResult:
     bad: dict[str, str] = {}
     pair_rejects: list[Reject] = []
     no_face: set[str] = set()
-    with_truth = 0
+    with_truth = with_edits = 0
 
     def encode(name: str) -> None:
         if name in encoded or name in bad:
@@ -120,6 +123,9 @@ def write_shard(job: ShardJob) -> ShardResult:
             truth = _groundtruth_file(job, name)
             if truth is not None:
                 encoded[name][0].append(("gt.npz", truth))
+            edits = _true_edits_file(job, name)
+            if edits is not None:
+                encoded[name][0].append(("edits.npz", edits))
 
     with ShardWriter(job.out, job.split, cfg.shard_size, start_index=job.index) as writer:
         for offset, (names, pairs) in enumerate(job.samples):
@@ -151,7 +157,8 @@ def write_shard(job: ShardJob) -> ShardResult:
                 if not has_face:
                     no_face.add(name)
                 members.extend((f"v{v}.{ext}", data) for ext, data in files)
-                with_truth += files[-1][0] == "gt.npz"
+                with_truth += any(ext == "gt.npz" for ext, _ in files)
+                with_edits += any(ext == "edits.npz" for ext, _ in files)
             writer.write(f"{job.first_key + offset:06d}", members, images=len(keep), pairs=len(kept))
         shards = writer.close()
     return ShardResult(
@@ -161,6 +168,7 @@ def write_shard(job: ShardJob) -> ShardResult:
         tuple(sorted(no_face)),
         len(encoded) + len(bad),
         with_truth,
+        with_edits,
     )
 
 
@@ -173,6 +181,19 @@ def _groundtruth_file(job: ShardJob, name: str) -> bytes | None:
     data = path.read_bytes()
     try:
         shape = groundtruth.decode(data).shape
+    except ValueError:
+        return None
+    return data if shape == tuple(job.spec.image_size) else None
+
+
+def _true_edits_file(job: ShardJob, name: str) -> bytes | None:
+    """The renderer's true edits of test image ``name`` when the dataset has them at the stored size."""
+    path = portrait_true_edits.path_for(job.root, job.split, name)
+    if not path.is_file():
+        return None
+    data = path.read_bytes()
+    try:
+        shape = portrait_true_edits.decode(data).images.shape[1:3]
     except ValueError:
         return None
     return data if shape == tuple(job.spec.image_size) else None

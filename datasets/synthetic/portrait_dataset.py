@@ -15,6 +15,8 @@ Written layout (``ROOT`` is the dataset root, prefix ``portrait`` by default)::
     ROOT/portrait-pairs-{train,test}.csv       from,to  (both views of one identity)
     ROOT/groundtruth/{train,test}/<stem>.npz   part map, head-model points (not the field's;
                                                datasets/synthetic/portrait_groundtruth.py)
+    ROOT/groundtruth/test/<stem>.edits.npz     the renderer's true edits of each test view
+                                               (datasets/synthetic/portrait_true_edits.py)
 
 Identities 0…train-1 are train, the next ``test_identities`` are test; an identity's
 parameters depend only on (seed, identity number), so the output is byte-identical
@@ -32,11 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
+from datasets.faces import edits as face_edits
 from datasets.faces.edits import Expression, apply_expression
 from datasets.files import staged_dir
 from datasets.pose.landmarks import encode_row
 from datasets.specs import SynthesizeSpec
-from datasets.synthetic import groundtruth
+from datasets.synthetic import groundtruth, portrait_true_edits
 
 # One summary type and one JPEG writer (4:4:4 chroma keeps the lips and irises of 64-pixel
 # faces; no optimisation = fixed bytes) for every generator.
@@ -48,6 +51,15 @@ from datasets.synthetic.portrait_render import (
     PortraitAppearance,
     render,
     render_with_truth,
+)
+from datasets.synthetic.portrait_true_edits import (
+    EXPRESSION_EDITS,
+    TRUE_EDITS,
+    TrueEdits,
+    edit_values,
+    requested_landmarks,
+    rotated_pose,
+    shifted_pose,
 )
 from datasets.synthetic.synthesis_summary import Summary
 
@@ -205,6 +217,35 @@ def base_pose(size: tuple[int, int]) -> HeadPose:
     return HeadPose(cx=(w - 1) / 2.0, cy=0.44 * h, scale=min(h / 4.3, w / 3.4))
 
 
+def frontal_landmarks(identity: PortraitIdentity, expression: Expression) -> np.ndarray:
+    """The frontal (head-frame) landmarks the renderer draws ``identity``'s features through."""
+    neutral = neutral_landmarks(identity.shape)
+    # Shift off the origin while editing: a head-frame coordinate of exactly -1 (jaw point 0
+    # sits at x = -1) would read as "missing".
+    return apply_expression(neutral + _EDIT_OFFSET, expression).astype(np.float64) - _EDIT_OFFSET
+
+
+def render_frontal(
+    identity: PortraitIdentity,
+    frontal: np.ndarray,
+    expression: Expression,
+    pose: HeadPose,
+    size: tuple[int, int],
+    supersample: int = 4,
+    with_truth: bool = False,
+) -> PortraitView:
+    """Render ``identity`` with features through ``frontal`` landmarks, and its image landmarks."""
+    jaw_drop = float(frontal[8, 1] - neutral_landmarks(identity.shape)[8, 1])
+    args = (identity.shape, identity.appearance, frontal, jaw_drop, pose, size, supersample)
+    truth = None
+    if with_truth:
+        image, truth = render_with_truth(*args)
+    else:
+        image = render(*args)
+    lm = image_landmarks(frontal, identity.shape, jaw_drop, pose, size)
+    return PortraitView(image, lm, pose, expression, truth)
+
+
 def render_view(
     identity: PortraitIdentity,
     expression: Expression,
@@ -215,19 +256,52 @@ def render_view(
 ) -> PortraitView:
     """Render one view and compute its landmarks from the same parameters (``with_truth``: and
     record its ground truth; the pixels are the same either way)."""
-    neutral = neutral_landmarks(identity.shape)
-    # Shift off the origin while editing: a head-frame coordinate of exactly -1 (jaw point 0
-    # sits at x = -1) would read as "missing".
-    frontal = apply_expression(neutral + _EDIT_OFFSET, expression).astype(np.float64) - _EDIT_OFFSET
-    jaw_drop = float(frontal[8, 1] - neutral[8, 1])
-    args = (identity.shape, identity.appearance, frontal, jaw_drop, pose, size, supersample)
-    truth = None
-    if with_truth:
-        image, truth = render_with_truth(*args)
+    frontal = frontal_landmarks(identity, expression)
+    return render_frontal(identity, frontal, expression, pose, size, supersample, with_truth)
+
+
+def _edited_view(
+    identity: PortraitIdentity,
+    view: PortraitView,
+    name: str,
+    values: tuple[float, float],
+    size: tuple[int, int],
+    ss: int,
+) -> PortraitView:
+    """``view`` re-rendered with the edit ``name`` as a renderer parameter."""
+    frontal, pose = frontal_landmarks(identity, view.expression), view.pose
+    if name in EXPRESSION_EDITS:
+        frontal = (
+            getattr(face_edits, name)(frontal + _EDIT_OFFSET, values[0]).astype(np.float64) - _EDIT_OFFSET
+        )
+    elif name == "rotate":
+        pose = rotated_pose(pose, face_edits.face_centre(view.landmarks), values[0])
+    elif name == "shift":
+        pose = shifted_pose(pose, *values)
     else:
-        image = render(*args)
-    lm = image_landmarks(frontal, identity.shape, jaw_drop, pose, size)
-    return PortraitView(image, lm, pose, expression, truth)
+        raise ValueError(f"unknown edit {name!r}")
+    return render_frontal(identity, frontal, view.expression, pose, size, ss)
+
+
+def true_edits(
+    identity: PortraitIdentity, view: PortraitView, size: tuple[int, int], supersample: int
+) -> TrueEdits:
+    """The renderer's true image of every edit of :data:`TRUE_EDITS` applied to ``view``."""
+    values, images, requested, rendered = [], [], [], []
+    for name, strength, second in TRUE_EDITS:
+        v = edit_values(name, strength, second, size)
+        edited = _edited_view(identity, view, name, v, size, supersample)
+        values.append(v)
+        images.append(edited.image)
+        requested.append(requested_landmarks(view.landmarks, name, v, size))
+        rendered.append(edited.landmarks)
+    return TrueEdits(
+        tuple(n for n, *_ in TRUE_EDITS),
+        np.asarray(values, np.float32),
+        np.stack(images),
+        np.stack(requested).astype(np.float32),
+        np.stack(rendered).astype(np.float32),
+    )
 
 
 def identity_views(
@@ -276,6 +350,9 @@ def _write_split(
             save_jpeg(root / split / name, view.image, spec.jpeg_quality)
             assert view.truth is not None
             groundtruth.path_for(root, split, name).write_bytes(groundtruth.encode(view.truth))
+            if split == "test":
+                edits = true_edits(identity, view, (spec.height, spec.width), spec.supersample)
+                portrait_true_edits.path_for(root, split, name).write_bytes(portrait_true_edits.encode(edits))
             ys, xs = encode_row(view.landmarks, (spec.height, spec.width))
             rows.append(f"{name}:{ys}:{xs}")
             if on_image is not None:
