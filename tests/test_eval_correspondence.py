@@ -7,6 +7,7 @@ import torch
 
 from datasets.specs import SynthesizeSpec
 from datasets.synthetic import fashion, groundtruth
+from datasets.synthetic.portrait_groundtruth import PORTRAIT_PARTS, PORTRAIT_REGIONS
 from model.config import ModelConfig
 from model.generator import build_generator
 from pipelines.evaluation import correspondence
@@ -112,3 +113,35 @@ def test_real_data_is_reported_as_not_available() -> None:
     assert "no renderer ground truth" in correspondence.unavailable_reason({"format_version": 1})
     assert correspondence.unavailable_reason({"groundtruth": {"test_sample_views": 0}}) is not None
     assert correspondence.unavailable_reason({"groundtruth": {"test_sample_views": 4}}) is None
+
+
+def _portrait_pair():
+    """Two views of one synthetic portrait with glasses: images uint8 [H,W,3] and ground truth."""
+    from datasets.faces.edits import Expression
+    from datasets.synthetic.portrait_dataset import render_view, sample_identity
+    from datasets.synthetic.portrait_geometry import HeadPose
+
+    ident = next(i for i in (sample_identity(0, n, "gradient") for n in range(200)) if i.appearance.glasses != "none")
+    poses = (HeadPose(29.0, 28.0, 15.0, roll_deg=-5.0, yaw_deg=-8.0), HeadPose(34.0, 29.0, 15.0, roll_deg=6.0, yaw_deg=12.0))
+    return [render_view(ident, Expression(), p, (64, 64), 2, with_truth=True) for p in poses]
+
+
+def test_portrait_ground_truth_is_scored_with_portrait_names() -> None:
+    src, tgt = _portrait_pair()
+    as_t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).permute(2, 0, 1)[None]  # noqa: E731
+    truth = {"a.jpg": groundtruth.encode(src.truth), "b.jpg": groundtruth.encode(tgt.truth)}
+    batch = {"source_name": ["a.jpg"], "target_name": ["b.jpg"], "pair_index": torch.tensor([0])}
+    target = as_t(tgt.image)
+    outputs = {"model": target, "copy_source": as_t(src.image), "mean_train_image": torch.full_like(target, 128)}
+    labels = correspondence.labels_for({"task": "portrait"})
+    assert (labels.parts, labels.regions) == (PORTRAIT_PARTS, PORTRAIT_REGIONS)
+    assert correspondence.labels_for({"task": "pose"}) == correspondence.FIGURE_LABELS
+    scorer = correspondence.CorrespondenceScorer(truth, labels=labels)
+    scorer.add(batch, target, outputs, None, None)
+    part = correspondence.merge([scorer.part])
+    scores = correspondence.summarise(part, lambda v, kept: None)
+    for region in ("hair", "glasses", "skin", "lips"):  # glasses: thinner than a pixel, yet scored
+        assert scores["model"][f"appearance_de00_{region}"] == pytest.approx(0.0, abs=1e-6)
+        assert scores["mean_train_image"][f"appearance_de00_{region}"] > 3
+    assert scores["copy_source"]["flow_epe"] > 2  # the identity flow against the true flow
+    assert {"skin", "hair"} <= set(correspondence.part_table(part)["identity"])

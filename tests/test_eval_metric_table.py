@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from datasets.synthetic.figure_render import GARMENTS
+from datasets.synthetic.portrait_groundtruth import PORTRAIT_REGIONS
+from datasets.synthetic.portrait_true_edits import TRUE_EDITS
 from model.metrics import InceptionFID, LpipsVGG, ModuleFeatures
 from pipelines.evaluation import metric_table
 from pipelines.evaluation.lpips_alex import LpipsAlex
@@ -54,6 +56,11 @@ OTHER_CONFIGURATIONS = {
     "masked_lpips": LOWER,
     "fd_lossnet_effnet_lite0": LOWER,
     "fd_vgg19": LOWER,
+    # Portraits against the renderer's ground truth and true edits.
+    **{f"appearance_de00_{region}": LOWER for region in PORTRAIT_REGIONS[1:]},
+    **{f"edit_ssim_{e}": HIGHER for e, *_ in TRUE_EDITS},
+    **{f"edit_nme_{e}": LOWER for e, *_ in TRUE_EDITS},
+    **{f"edit_reached_{e}": HIGHER for e, *_ in TRUE_EDITS},
 }
 
 
@@ -75,7 +82,9 @@ def test_a_statistic_of_a_score_has_no_direction(name: str) -> None:
         lower_is_better(name)
 
 
-@pytest.mark.parametrize("name", ["accuracy", "ssim_std", "fid_std", "flow_epe_sx", "SSIM", "lpd_"])
+@pytest.mark.parametrize(
+    "name", ["accuracy", "ssim_std", "fid_std", "flow_epe_sx", "SSIM", "lpd_", "edit_ssim_", "edit_reached_2"]
+)
 def test_an_unknown_name_is_an_error_not_a_guess(name: str) -> None:
     with pytest.raises(UnknownMetric, match="lower is better"):
         lower_is_better(name)

@@ -83,6 +83,14 @@ def test_scores_are_read_from_the_scored_images_in_pair_order(shards, tmp_path):
     assert set(result.scores) == {"model", "copy_source", "mean_train_image"}
     assert result.protocol["pairs_counted"] == len(names) and result.protocol["regressor"]["weights_sha256"]
     assert all(f.is_file() for f in result.files)
+    # Every test view carries the renderer's true edits: each method scored on each edit.
+    assert result.protocol["edit_sources"] == len(set(n for pair in names for n in pair))
+    for method in ("model", "copy_source", "mean_train_image"):
+        assert {"edit_ssim_mouth_open", "edit_nme_mouth_open"} <= set(result.edit_scores[method])
+    # The generator copies the source: none of a rotation arrives.  (A share reached needs the edit
+    # measurable on the regressor's landmarks; a one-epoch regressor's expressions are not.)
+    for method in ("model", "copy_source"):
+        assert result.edit_scores[method]["edit_reached_rotate"] == pytest.approx(0.0, abs=1e-3)
     # The regressor is read, not retrained: a second evaluation scores identically.
     again = evaluate_portrait(generate, shards_dir, manifest, "p", names, images, mean, tmp_path / "plots2",
                               regressor, grid_rows=2, recipe=recipe)

@@ -15,6 +15,11 @@ then, for every method:
   body point), CIEDE2000 between the mean colours of the output and of the target; median over
   regions and pairs (``appearance_de00_<garment>``: median over that garment's regions).
 
+A portrait set's ground truth (:mod:`datasets.synthetic.portrait_groundtruth`) is scored the same
+way with its own names (:func:`labels_for`): parts of the head model, and appearance regions
+(``appearance_de00_hair``, ``_glasses``, ``_skin``, ``_lips`` ...) over every pixel a region owns
+(glasses frames and earrings are thinner than a pixel at 64x64: no pixel shows them alone).
+
 Per-pair EPE is the mean over the pair's masked pixels; a method's EPE is the mean over pairs
 with any masked pixel.  Everything here is accumulated per part of the test pairs and merged in
 pair order, so any number of evaluation workers gives the same numbers.
@@ -34,6 +39,7 @@ from datasets.shards.samples import parse_sample
 from datasets.shards.tar import iter_samples, read_shard
 from datasets.synthetic import groundtruth
 from datasets.synthetic.figure_render import BODY_PARTS, GARMENTS
+from datasets.synthetic.portrait_groundtruth import PORTRAIT_PARTS, PORTRAIT_REGIONS
 from model.generator import AttnFlowGenerator
 from model.warp import attention_warp, pixel_grid, resize_flow
 
@@ -52,6 +58,24 @@ def unavailable_reason(manifest: dict) -> str | None:
             "manifest format 2): correspondence scores need a synthetic figure dataset"
         )
     return None
+
+
+@dataclass(frozen=True)
+class TruthLabels:
+    """What a ground truth's indices name, and which pixels its appearance scores use."""
+
+    parts: tuple[str, ...]
+    regions: tuple[str, ...]  # index 0: background, never scored
+    whole_regions: bool  # True: every pixel a region owns; False: pixels showing one body point
+
+
+FIGURE_LABELS = TruthLabels(BODY_PARTS, GARMENTS, whole_regions=False)
+PORTRAIT_LABELS = TruthLabels(PORTRAIT_PARTS, PORTRAIT_REGIONS, whole_regions=True)
+
+
+def labels_for(manifest: dict) -> TruthLabels:
+    """The labels of the ground truth these shards carry (by the dataset's task)."""
+    return PORTRAIT_LABELS if manifest.get("task") == "portrait" else FIGURE_LABELS
 
 
 def load_test_truth(shards: str, manifest: dict) -> dict[str, bytes]:
@@ -142,6 +166,7 @@ class CorrespondencePart:
     masked_pixels: int = 0
     body_pixels: int = 0
     examples: list[dict[str, Any]] = field(default_factory=list)
+    labels: TruthLabels = FIGURE_LABELS
 
     def value(self, method: str, metric: str, v: float) -> None:
         self.per_pair.setdefault(method, {}).setdefault(metric, []).append(v)
@@ -155,11 +180,12 @@ class CorrespondenceScorer:
         truth: dict[str, bytes],
         tolerance_px: float = groundtruth.DEFAULT_TOLERANCE_PX,
         examples: int = EXAMPLE_PAIRS,
+        labels: TruthLabels = FIGURE_LABELS,
     ) -> None:
         self.truth = truth
         self.tolerance_px = tolerance_px
         self.examples = examples
-        self.part = CorrespondencePart()
+        self.part = CorrespondencePart(labels=labels)
 
     def add(
         self,
@@ -228,7 +254,7 @@ class CorrespondenceScorer:
         for name, f in located.items():
             e = np.linalg.norm(f[mask] - truth, axis=1)
             errors[name] = e
-            sums = p.part_error.setdefault(name, np.zeros((len(BODY_PARTS), 2)))
+            sums = p.part_error.setdefault(name, np.zeros((len(p.labels.parts), 2)))
             np.add.at(sums[:, 0], parts, e)
             np.add.at(sums[:, 1], parts, 1.0)
         mean = {n: float(e.mean()) if len(e) else math.nan for n, e in errors.items()}
@@ -248,8 +274,12 @@ class CorrespondenceScorer:
                     f"branch_choice_s{s}",
                     float((prefers_attention == attention_nearer).mean()) if mask.any() else math.nan,
                 )
-        # Appearance: the clean pixels (one body point each) of every garment region of the target.
-        clean = np.isfinite(tgt_gt.surface).all(-1)
+        # Appearance: the clean pixels (one body point each, or whole regions) of the target's regions.
+        clean = (
+            (tgt_gt.part != groundtruth.BACKGROUND)
+            if p.labels.whole_regions
+            else np.isfinite(tgt_gt.surface).all(-1)
+        )
         target = target_u8[i].permute(1, 2, 0).numpy().astype(np.float64)
         from skimage.color import deltaE_ciede2000
 
@@ -270,7 +300,7 @@ class CorrespondenceScorer:
 
 def merge(parts: list[CorrespondencePart], examples: int = EXAMPLE_PAIRS) -> CorrespondencePart:
     """Join the parts' accumulations in pair order (the parts are contiguous, in rank order)."""
-    out = CorrespondencePart()
+    out = CorrespondencePart(labels=parts[0].labels if parts else FIGURE_LABELS)
     for part in parts:
         out.index += part.index
         for method, metrics in part.per_pair.items():
@@ -308,7 +338,7 @@ def summarise(part: CorrespondencePart, bootstrap: Any) -> dict[str, dict[str, f
         rows = [(g, de) for _, m, g, de in part.regions if m == method]
         scores.setdefault(method, {})["appearance_de00"] = float(np.median([de for _, de in rows]))
         for g in sorted({g for g, _ in rows}):
-            scores[method][f"appearance_de00_{GARMENTS[g]}"] = float(
+            scores[method][f"appearance_de00_{part.labels.regions[g]}"] = float(
                 np.median([de for gg, de in rows if gg == g])
             )
     return scores
@@ -317,10 +347,9 @@ def summarise(part: CorrespondencePart, bootstrap: Any) -> dict[str, dict[str, f
 def part_table(part: CorrespondencePart) -> dict[str, dict[str, float]]:
     """Mean EPE (image pixels) per target body part, by located field (flows, attention, identity)."""
     out: dict[str, dict[str, float]] = {}
+    names = part.labels.parts
     for name, sums in part.part_error.items():
-        out[name] = {
-            BODY_PARTS[k]: float(sums[k, 0] / sums[k, 1]) for k in range(len(BODY_PARTS)) if sums[k, 1] > 0
-        }
+        out[name] = {names[k]: float(sums[k, 0] / sums[k, 1]) for k in range(len(names)) if sums[k, 1] > 0}
     return out
 
 
@@ -329,7 +358,7 @@ def garment_table(part: CorrespondencePart) -> dict[str, dict[str, float]]:
     out: dict[str, dict[str, float]] = {}
     for method in sorted({m for _, m, _, _ in part.regions}):
         for g in sorted({g for _, m, g, _ in part.regions if m == method}):
-            out.setdefault(method, {})[GARMENTS[g]] = float(
+            out.setdefault(method, {})[part.labels.regions[g]] = float(
                 np.median([de for _, m, gg, de in part.regions if m == method and gg == g])
             )
     return out

@@ -6,7 +6,7 @@ the ablation table all ask :func:`lower_is_better` or :func:`arrow`.  A name is 
 
 - a score of :data:`METRICS`, matched whole; a ``<placeholder>`` stands for a backbone name
   (``fd_effnet_lite1``, ``lpd_lossnet_effnet_lite0``), a stride (``flow_epe_s8``) or a garment
-  (``appearance_de00_top``);
+  (``appearance_de00_top``) or a portrait edit (``edit_ssim_mouth_open``);
 - ``masked_<score>``: the score on the target's body mask, better the same way;
 - a statistic of a score (:data:`STATISTICS`: ``<score>_ci95_low``, ``<score>_ci95_high``, a
   kernel distance's ``_std``).  A statistic describes its score's uncertainty and has no direction of its
@@ -111,7 +111,31 @@ METRICS: tuple[MetricSpec, ...] = (
         "median CIEDE2000 of output vs target mean colour per garment region",
         "ΔE00",
     ),
-    MetricSpec("appearance_de00_<garment>", LOWER, "appearance_de00 over one garment's regions", "ΔE00"),
+    MetricSpec(
+        "appearance_de00_<garment>",
+        LOWER,
+        "appearance_de00 over one garment's regions (portraits: one part's, e.g. hair, glasses, skin, lips)",
+        "ΔE00",
+    ),
+    MetricSpec(
+        "edit_ssim_<edit>",
+        HIGHER,
+        "portraits: SSIM of the edited source against the renderer's true edit (rotate, mouth_open, ...)",
+        "unitless, 1 = identical",
+    ),
+    MetricSpec(
+        "edit_nme_<edit>",
+        LOWER,
+        "portraits: landmarks found in the edited source vs the requested landmarks, over the eye distance",
+        "eye distances",
+    ),
+    MetricSpec(
+        "edit_reached_<edit>",
+        HIGHER,
+        "portraits: share of the requested change that arrives (measured by the landmark regressor; "
+        "1 = all of it, 0 = none, as copying the source)",
+        "fraction",
+    ),
 )
 
 # By suffix: the statistics the evaluation writes beside a score.
@@ -137,7 +161,12 @@ STATISTICS: dict[str, MetricSpec] = {
 }
 KERNEL_DISTANCES = ("kid", "kid_<backbone>")  # the scores with a SPREAD
 
-_PLACEHOLDERS = {"<backbone>": r"[a-z0-9_]+", "<garment>": r"[a-z0-9_]+", "<k>": r"[0-9]+"}
+_PLACEHOLDERS = {
+    "<backbone>": r"[a-z0-9_]+",
+    "<garment>": r"[a-z0-9_]+",
+    "<edit>": r"[a-z_]+",
+    "<k>": r"[0-9]+",
+}
 
 
 def _regex(pattern: str) -> re.Pattern[str]:

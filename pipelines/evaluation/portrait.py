@@ -15,11 +15,14 @@ held-out faces, the floor below which differences are not resolved).
 Editing grid (``editing_grid.png``): held-out identities (rows) edited through the evaluated
 generator with the landmark edit model - rotate, mouth-open, smile, eyes-closed, and a drive by
 another held-out face (shown in the last column).
+
+Edits against the renderer's true edits (``edit_ssim_<e>``, ``edit_nme_<e>``, ``edit_reached_<e>``;
+:mod:`pipelines.evaluation.portrait_edits`) when the test shards carry them (synthetic portraits).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +40,7 @@ from pipelines.apps.portrait_editor import Edits, target_landmarks
 from pipelines.evaluation.generators import GenerateFn
 from pipelines.evaluation.landmark_regressor import RegressorRecipe, load_regressor, nme, predict, to_tensor
 from pipelines.evaluation.plots import plot_histograms
+from pipelines.evaluation.portrait_edits import load_true_edits, score_edits
 
 GRID_EDITS: tuple[tuple[str, Edits], ...] = (
     ("rotate 20 deg", Edits(rotate=20.0)),  # cv2 fonts have no degree sign
@@ -109,6 +113,7 @@ class PortraitResult:
     details: dict[str, Any]  # target_image floor, pixel errors, counts, regressor record
     protocol: dict[str, Any]
     files: list[Path]
+    edit_scores: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> edit_<score>_<e>
 
 
 def evaluate_portrait(
@@ -166,12 +171,23 @@ def evaluate_portrait(
     grid = save_png(
         plots_dir / "editing_grid.png", editing_grid(generate, names, images, lms, ids, sigma, rows=grid_rows)
     )
+    edits = score_edits(
+        generate,
+        lambda imgs: predict(net, imgs),
+        names,
+        images,
+        lms,
+        load_true_edits(str(shards_dir), manifest),
+        mean_image,
+        sigma,
+    )
     protocol = {
         "metric": "landmark_nme: mean distance over the target's present landmarks between the landmarks a "
         "regressor finds in the image and the target's true landmarks, / the target's outer-eye-corner "
         "distance (iBUG 36-45); mean over test pairs whose target has both eye corners",
         "regressor": {k: reg[k] for k in ("weights_sha256", "recipe", "train_images")},
         "pairs_counted": counted,
+        "edit_sources": edits.sources,
     }
     details = {
         "landmark_nme": scores,
@@ -179,9 +195,14 @@ def evaluate_portrait(
         "regressor": reg,
         "editing_grid": str(grid),
         "grid_edits": [t for t, _ in GRID_EDITS] + ["drive"],
+        "true_edit_sources": edits.sources,
     }
     return PortraitResult(
-        {m: scores[m] for m in ("model", "copy_source", "mean_train_image")}, details, protocol, [hist, grid]
+        {m: scores[m] for m in ("model", "copy_source", "mean_train_image")},
+        details,
+        protocol,
+        [hist, grid],
+        edits.means(),
     )
 
 

@@ -401,6 +401,8 @@ def method_scores(
         scores.setdefault(method, {}).update(values)
     for method, value in (portrait.scores if portrait is not None else {}).items():
         scores[method]["landmark_nme"] = value
+    for method, values in (portrait.edit_scores if portrait is not None else {}).items():
+        scores[method].update(values)
     return scores
 
 

@@ -21,6 +21,7 @@ from model import metrics as image_metrics
 from pipelines.evaluation.correspondence import (
     CorrespondencePart,
     CorrespondenceScorer,
+    labels_for,
     load_test_truth,
     merge,
 )
@@ -455,8 +456,9 @@ def evaluate_part(
         disable=job.progress_total == 0,
         dynamic_ncols=True,
     )
+    manifest = load_manifest(job.shards) if job.correspondence else {}
     scorer = (
-        CorrespondenceScorer(load_test_truth(job.shards, load_manifest(job.shards)))
+        CorrespondenceScorer(load_test_truth(job.shards, manifest), labels=labels_for(manifest))
         if job.correspondence
         else None
     )

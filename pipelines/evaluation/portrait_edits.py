@@ -1,0 +1,182 @@
+"""Portrait edits scored against the renderer's true edits (synthetic portrait test sets only).
+
+Each test view whose shard sample carries ``vN.edits.npz``
+(:mod:`datasets.synthetic.portrait_true_edits`) is a source; every edit ``<e>`` stored there
+(rotate, mouth_open, smile, eyes_closed, brows, shift) is requested of the generator as the landmark
+edit of the source's landmarks (what an editor asks), and each method's image is scored:
+
+- ``edit_ssim_<e>``: the field's SSIM against the renderer's true edited image;
+- ``edit_nme_<e>``: the landmark regressor's landmarks of the image against the requested landmarks,
+  over the outer-eye-corner distance (as ``landmark_nme``);
+- ``edit_reached_<e>``: the share of the requested change that arrives.  The edit's quantity
+  (:func:`edit_quantity`: the edit model's mouth opening, smile, eye closure or brow raise; the eye
+  line's angle; the face centre) is measured by the regressor on the output and on the source, and
+  their difference projected on the requested change (true source → requested landmarks): 1 = all of
+  it, 0 = none (copy-source by construction), above 1 overshoots.
+
+Methods: ``model`` (the generator), ``copy_source`` (the source image unchanged) and
+``mean_train_image``.  A method's score is the mean over sources with a finite value.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from datasets.faces import edits as face_edits
+from datasets.pose.scheme import PORTRAIT
+from datasets.shards.samples import parse_sample
+from datasets.shards.tar import iter_samples, read_shard
+from datasets.synthetic import portrait_true_edits
+from pipelines.evaluation.generators import GenerateFn
+from pipelines.evaluation.landmark_regressor import nme, to_tensor
+from pipelines.evaluation.scoring import field_ssim
+
+METHODS = ("model", "copy_source", "mean_train_image")
+MIN_REQUESTED = {"rotate": 1.0, "shift": 0.5}  # smaller requested changes (degrees, px) are not scored
+MIN_EXPRESSION_CHANGE = 0.05  # edit-model strength units: an eye already closed cannot close further
+
+Predict = Callable[[np.ndarray], np.ndarray]  # uint8 images [N,H,W,3] -> landmarks [N,68,2]
+
+
+def load_true_edits(shards: str, manifest: dict) -> dict[str, bytes]:
+    """Encoded true edits of every test view that has them, by image name."""
+    out: dict[str, bytes] = {}
+    if not (manifest.get("true_edits") or {}).get("test_sample_views"):
+        return out
+    for shard in manifest["shards"]:
+        if shard["split"] != "test":
+            continue
+        for key, files in iter_samples(read_shard(shards, shard)):
+            for i, name in enumerate(parse_sample(key, files).names):
+                data = files.get(f"v{i}.edits.npz")
+                if data is not None and name not in out:
+                    out[name] = bytes(data)
+    return out
+
+
+def _eye_line_degrees(lm: np.ndarray) -> float:
+    right, left = lm[36:42].mean(0), lm[42:48].mean(0)
+    return math.degrees(math.atan2(-(left[1] - right[1]), left[0] - right[0]))  # counter-clockwise
+
+
+def edit_quantity(name: str, lm: np.ndarray) -> np.ndarray:
+    """What edit ``name`` changes, measured on landmarks [68, 2] (NaN where unmeasurable)."""
+    try:
+        if name == "rotate":
+            return np.array([_eye_line_degrees(np.asarray(lm, np.float64))])
+        if name == "shift":
+            return face_edits.face_centre(lm)
+        return np.array([float(getattr(face_edits.expression_state(lm), name))])
+    except ValueError:
+        return np.array([math.nan])
+
+
+def share_reached(
+    name: str, source: np.ndarray, requested: np.ndarray, found_source: np.ndarray, found: np.ndarray
+) -> float:
+    """Measured change (``found`` vs ``found_source``, both by the regressor) projected on the requested
+    one (``source`` → ``requested``, true landmarks), over the requested one; NaN when too small."""
+    want = edit_quantity(name, requested) - edit_quantity(name, source)
+    got = edit_quantity(name, found) - edit_quantity(name, found_source)
+    size = float(np.linalg.norm(want))
+    if not np.isfinite(size) or size < MIN_REQUESTED.get(name, MIN_EXPRESSION_CHANGE):
+        return math.nan
+    return float(np.dot(got, want) / size**2)
+
+
+@dataclass
+class EditScores:
+    """Per method and edit, the per-source values of each score (``ssim``, ``nme``, ``reached``)."""
+
+    values: dict[str, dict[str, dict[str, list[float]]]]  # method -> edit -> score -> values
+    sources: int
+
+    def add(self, method: str, edit: str, score: str, value: float) -> None:
+        self.values.setdefault(method, {}).setdefault(edit, {}).setdefault(score, []).append(value)
+
+    def means(self) -> dict[str, dict[str, float]]:
+        """``edit_<score>_<edit>`` per method: mean over sources with a finite value."""
+        out: dict[str, dict[str, float]] = {}
+        for method, edits in self.values.items():
+            for edit, scores in edits.items():
+                for score, vals in scores.items():
+                    v = np.asarray(vals, np.float64)
+                    if np.isfinite(v).any():
+                        out.setdefault(method, {})[f"edit_{score}_{edit}"] = float(np.nanmean(v))
+        return out
+
+
+def _generate(
+    generate: GenerateFn, image: np.ndarray, lm: np.ndarray, targets: np.ndarray, sigma: float
+) -> np.ndarray:
+    """uint8 [E,H,W,3]: ``image`` driven to each of ``targets`` [E,68,2]."""
+    size = (image.shape[0], image.shape[1])
+    n = len(targets)
+    x = to_tensor(image[None]).expand(n, -1, -1, -1)
+    src_pose = torch.from_numpy(PORTRAIT.dense(lm, size, sigma))[None].expand(n, -1, -1, -1)
+    tgt_pose = torch.stack([torch.from_numpy(PORTRAIT.dense(t, size, sigma)) for t in targets])
+    with torch.no_grad():
+        out = generate({"source_image": x, "source_pose": src_pose, "target_pose": tgt_pose})
+    return ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
+
+
+def score_source(
+    scores: EditScores,
+    generate: GenerateFn,
+    predict: Predict,
+    image: np.ndarray,
+    lm: np.ndarray,
+    truth: portrait_true_edits.TrueEdits,
+    mean_image: np.ndarray,
+    sigma: float,
+) -> None:
+    """Every stored edit of one source, for every method, added to ``scores``."""
+    size = (image.shape[0], image.shape[1])
+    requested = np.stack(
+        [
+            portrait_true_edits.requested_landmarks(lm, name, (float(v[0]), float(v[1])), size)
+            for name, v in zip(truth.names, truth.values)
+        ]
+    )
+    e = len(truth.names)
+    outputs = {
+        "model": _generate(generate, image, lm, requested, sigma),
+        "copy_source": np.repeat(image[None], e, 0),
+        "mean_train_image": np.repeat(mean_image[None], e, 0),
+    }
+    found_source = predict(image[None])[0]
+    true_t = torch.from_numpy(truth.images).permute(0, 3, 1, 2)
+    for method, imgs in outputs.items():
+        ssim = field_ssim(torch.from_numpy(np.ascontiguousarray(imgs)).permute(0, 3, 1, 2), true_t)
+        found = predict(imgs)
+        errors = nme(found, requested)
+        for k, name in enumerate(truth.names):
+            scores.add(method, name, "ssim", float(ssim[k]))
+            scores.add(method, name, "nme", float(errors[k]))
+            scores.add(method, name, "reached", share_reached(name, lm, requested[k], found_source, found[k]))
+
+
+def score_edits(
+    generate: GenerateFn,
+    predict: Predict,
+    names: list[str],
+    images: np.ndarray,
+    lms: np.ndarray,
+    encoded: dict[str, bytes],
+    mean_image: np.ndarray,
+    sigma: float,
+) -> EditScores:
+    """Scores of every test view (``names``, ``images`` [N,H,W,3], ``lms`` [N,68,2]) with true edits."""
+    scores = EditScores({}, 0)
+    for name, image, lm in zip(names, images, lms):
+        if name not in encoded:
+            continue
+        truth = portrait_true_edits.decode(encoded[name])
+        score_source(scores, generate, predict, image, lm, truth, mean_image, sigma)
+        scores.sources += 1
+    return scores
