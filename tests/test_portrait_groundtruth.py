@@ -1,7 +1,10 @@
 """The portrait renderer's ground truth: same pixels, part map of what is drawn, head points, true flow."""
 from __future__ import annotations
 
+import json
+
 import cv2
+
 import numpy as np
 import pytest
 
@@ -186,12 +189,18 @@ def test_true_edits_travel_into_the_test_shards_only(tmp_path):
     assert not list((root / "groundtruth" / "train").glob("*.edits.npz"))
     ds = DatasetSpec(layout="portrait", task="portrait", root=str(root), image_size=SIZE, source_size=SIZE,
                      shards=str(tmp_path / "shards"), pose_sigma=1.0)
-    manifest = preprocess("p", ds, PreprocessConfig(shard_size=2, face_size=16), tmp_path / "shards",
+    # shard_size 1: the two pairs (00->01, 01->00) land in two shards, written by separate jobs
+    manifest = preprocess("p", ds, PreprocessConfig(shard_size=1, face_size=16), tmp_path / "shards",
                           show_progress=False)
-    assert manifest["groundtruth"]["test_sample_views"] == manifest["true_edits"]["test_sample_views"] == 4  # 2 pairs
+    assert manifest["groundtruth"]["test_sample_views"] == 4  # 2 pairs x 2 views
+    assert manifest["true_edits"]["test_sample_views"] == 2  # each view's edits once
     members = {split: set() for split in ("train", "test")}
+    edits_of = []
     for shard in manifest["shards"]:
         for _, files in iter_samples(read_shard(str(tmp_path / "shards"), shard)):
             members[shard["split"]] |= set(files)
-    assert {"v0.gt.npz", "v0.edits.npz", "v1.edits.npz"} <= members["test"]
+            names = json.loads(bytes(files["meta.json"]))["names"]
+            edits_of += [names[int(m[1])] for m in files if m.endswith(".edits.npz")]
+    assert sorted(edits_of) == ["portrait-id00001_00.jpg", "portrait-id00001_01.jpg"]
+    assert {"v0.gt.npz", "v1.gt.npz", "v0.edits.npz", "v1.edits.npz"} <= members["test"]
     assert not any(m.endswith((".gt.npz", ".edits.npz")) for m in members["train"])

@@ -17,7 +17,8 @@ Test views of a synthetic dataset also carry the renderer's ground truth (``vN.g
 ``<root>/groundtruth/test/``, :mod:`datasets.synthetic.groundtruth`) when it matches the stored
 image size; training samples never do, so training shards do not depend on it.  Test views of
 a synthetic portrait set also carry the renderer's true edits (``vN.edits.npz``,
-:mod:`datasets.synthetic.portrait_true_edits`) under the same rule.
+:mod:`datasets.synthetic.portrait_true_edits`) under the same rule, once per view: with the first
+test sample (in pair order) that holds it.
 """
 
 from __future__ import annotations
@@ -49,6 +50,9 @@ class ShardJob:
     pairs_csv: str  # for pair rejects' "(file line N)"
     out: str  # absolute staging folder or URL prefix
     root: str = ""  # the raw dataset's folder, absolute (the test ground truth is read beside it)
+    # Test views whose true edits this shard carries: each view's edits travel once, with the
+    # view's first sample in the split, not with each of the pairs it is in.
+    edit_views: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -74,9 +78,12 @@ def plan_shards(
     else:
         samples = test_samples(res.images, res.pairs)
     jobs = []
+    seen: set[str] = set()
     for index, start in enumerate(range(0, len(samples), cfg.shard_size)):
         chunk = samples[start : start + cfg.shard_size]
         names = {n for sample_names, _ in chunk for n in sample_names}
+        first_seen = frozenset(names - seen) if res.split == "test" else frozenset()
+        seen |= names
         # Absolute paths: a Ray worker's working folder is not the driver's.
         records = {n: replace(res.images[n], path=Path(res.images[n].path).resolve()) for n in sorted(names)}
         jobs.append(
@@ -92,6 +99,7 @@ def plan_shards(
                 res.files.pairs_csv.name,
                 out,
                 str(Path(spec.root).resolve()),
+                first_seen,
             )
         )
     return jobs
@@ -106,6 +114,7 @@ def write_shard(job: ShardJob) -> ShardResult:
     pair_rejects: list[Reject] = []
     no_face: set[str] = set()
     with_truth = with_edits = 0
+    edit_files: dict[str, bytes] = {}  # popped when written: once per view
 
     def encode(name: str) -> None:
         if name in encoded or name in bad:
@@ -123,9 +132,10 @@ def write_shard(job: ShardJob) -> ShardResult:
             truth = _groundtruth_file(job, name)
             if truth is not None:
                 encoded[name][0].append(("gt.npz", truth))
-            edits = _true_edits_file(job, name)
-            if edits is not None:
-                encoded[name][0].append(("edits.npz", edits))
+            if name in job.edit_views:
+                edits = _true_edits_file(job, name)
+                if edits is not None:
+                    edit_files[name] = edits
 
     with ShardWriter(job.out, job.split, cfg.shard_size, start_index=job.index) as writer:
         for offset, (names, pairs) in enumerate(job.samples):
@@ -158,7 +168,10 @@ def write_shard(job: ShardJob) -> ShardResult:
                     no_face.add(name)
                 members.extend((f"v{v}.{ext}", data) for ext, data in files)
                 with_truth += any(ext == "gt.npz" for ext, _ in files)
-                with_edits += any(ext == "edits.npz" for ext, _ in files)
+                edits = edit_files.pop(name, None)
+                if edits is not None:
+                    members.append((f"v{v}.edits.npz", edits))
+                    with_edits += 1
             writer.write(f"{job.first_key + offset:06d}", members, images=len(keep), pairs=len(kept))
         shards = writer.close()
     return ShardResult(
