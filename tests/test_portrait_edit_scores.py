@@ -12,7 +12,7 @@ from datasets.synthetic.portrait_dataset import render_view, sample_identity, tr
 from datasets.synthetic.portrait_geometry import HeadPose
 from pipelines.evaluation import metric_table
 from pipelines.evaluation.landmark_regressor import to_tensor
-from pipelines.evaluation.portrait_edits import edit_quantity, score_edits, share_reached
+from pipelines.evaluation.portrait_edits import changed_l1, changed_mask, edit_quantity, score_edits, share_reached
 
 SIZE = (64, 64)
 
@@ -66,7 +66,20 @@ def test_oracle_reaches_every_edit_copy_source_none(source):
         assert means["model"][f"edit_nme_{name}"] < 0.02  # rendered vs requested: within 0.3 px
         assert means["copy_source"][f"edit_reached_{name}"] == pytest.approx(0.0, abs=1e-6)
         assert means["copy_source"][f"edit_ssim_{name}"] < 1.0
+        assert means["model"][f"edit_changed_l1_{name}"] == 0.0
+        assert means["copy_source"][f"edit_changed_l1_{name}"] > 3  # the change itself, diluted by the grown rim
         for method in ("model", "copy_source", "mean_train_image"):
-            for score in ("ssim", "nme", "reached"):
+            for score in ("ssim", "changed_l1", "nme", "reached"):
                 metric_table.lookup(f"edit_{score}_{name}")  # every name written has a direction
     assert torch.is_tensor(oracle({"target_pose": torch.zeros(len(edits.names))}))
+
+
+def test_changed_mask_covers_the_edit_and_a_pixel_around_it():
+    source = np.zeros((8, 8, 3), np.uint8)
+    edited = source.copy()
+    edited[3, 4] = (0, 9, 0)  # above the threshold in one channel
+    edited[6, 1] = (8, 8, 8)  # at it: unchanged
+    mask = changed_mask(source, edited)
+    assert mask.sum() == 9 and mask[2:5, 3:6].all()
+    assert changed_l1(source, edited, mask) == pytest.approx(9 / 3 / 9)  # one pixel of nine, one channel of three
+    assert np.isnan(changed_l1(source, source, changed_mask(source, source)))

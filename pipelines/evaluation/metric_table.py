@@ -124,6 +124,13 @@ METRICS: tuple[MetricSpec, ...] = (
         "unitless, 1 = identical",
     ),
     MetricSpec(
+        "edit_changed_l1_<edit>",
+        LOWER,
+        "portraits: mean absolute error against the renderer's true edit over the pixels the edit changes "
+        "(true edit vs source by more than 8 levels, grown by 1 px); copy-source scores the change itself",
+        "0-255 levels",
+    ),
+    MetricSpec(
         "edit_nme_<edit>",
         LOWER,
         "portraits: landmarks found in the edited source vs the requested landmarks, over the eye distance",
