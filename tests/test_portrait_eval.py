@@ -19,7 +19,10 @@ from pipelines.evaluation.landmark_regressor import (
     regressor_path,
     train_and_save,
 )
+from datasets.synthetic import portrait_true_edits
+from pipelines.apps.portrait_editor import target_landmarks
 from pipelines.evaluation.portrait import GRID_EDITS, editing_grid, evaluate_portrait, report
+from pipelines.evaluation.portrait_edits import load_true_edits
 
 SIZE = (32, 32)
 
@@ -124,3 +127,25 @@ def test_editing_grid_feeds_each_edit_to_the_generator(shards):
     for targets, source in zip(seen, sources):  # each edit moved some part (by at least ~1 px at σ = 1)
         flat = torch.cat([source[None], targets]).flatten(1)
         assert all((flat[i] - flat[j]).abs().max() > 0.3 for i in range(len(flat)) for j in range(i))
+
+
+def test_editing_grid_puts_the_true_edit_beside_each_edit(shards):
+    shards_dir, manifest = shards
+    names, images, lms, ids = split_views(shards_dir, manifest, "test")
+    true_edits = load_true_edits(shards_dir, manifest)
+    assert true_edits, "the synthetic portrait test shards carry the renderer's true edits"
+
+    def generate(batch: dict) -> torch.Tensor:
+        return batch["source_image"]
+
+    grid = editing_grid(generate, names, images, lms, ids, 1.0, true_edits, rows=1, scale=1)
+    assert grid.shape[1] == (1 + 2 * len(GRID_EDITS) + 2) * (SIZE[1] + 4)  # source, edit + truth each, drive, driver
+    first = names[0]
+    truth = portrait_true_edits.decode(true_edits[first])
+    cell = grid[2 : 2 + SIZE[0], 2 * (SIZE[1] + 4) + 2 : 3 * (SIZE[1] + 4) - 2]  # right of the first edit
+    assert np.array_equal(cell, truth.images[truth.index(GRID_EDITS[0][2])])  # titles are a band below
+    for title, edits, true_name in GRID_EDITS:  # the request the edit scores make of the same view
+        k = truth.index(true_name)
+        values = (float(truth.values[k][0]), float(truth.values[k][1]))
+        scored = portrait_true_edits.requested_landmarks(lms[0], true_name, values, SIZE)
+        assert np.allclose(target_landmarks(lms[0], edits, SIZE), scored, atol=1e-4), title

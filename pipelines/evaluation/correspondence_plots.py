@@ -52,7 +52,7 @@ def plot_part_errors(path: Path, record: dict[str, Any], dataset: str) -> None:
     """Left: mean end-point error per target body part of the model's finest flow, its finest
     attention location and the identity flow; right: median CIEDE2000 per garment by method."""
     if not record.get("available"):
-        _not_available(path, f"{dataset}: correspondence error by body part", record.get("why", ""))
+        _not_available(path, f"{dataset}: correspondence error by part", record.get("why", ""))
         return
     plt = _pyplot()
     epe, de = record["epe_by_part"], record["appearance_by_garment"]
@@ -75,7 +75,7 @@ def plot_part_errors(path: Path, record: dict[str, Any], dataset: str) -> None:
         )
     ax1.set_xticks(x + width * (len(fields) - 1) / 2, parts, rotation=60, fontsize=7)
     ax1.set_ylabel("end-point error (image px)")
-    ax1.set_title(f"{dataset}: flow error by target body part", fontsize=9)
+    ax1.set_title(f"{dataset}: flow error by target part", fontsize=9)
     ax1.legend(fontsize=7)
     methods = list(de)
     garments = sorted({g for m in methods for g in de[m]})
@@ -85,7 +85,7 @@ def plot_part_errors(path: Path, record: dict[str, Any], dataset: str) -> None:
         ax2.bar(x + k * width, [de[method].get(g, np.nan) for g in garments], width, label=method)
     ax2.set_xticks(x + width * (len(methods) - 1) / 2, garments, rotation=45, fontsize=7)
     ax2.set_ylabel("median CIEDE2000, output vs target mean colour")
-    ax2.set_title("appearance transfer by garment", fontsize=9)
+    ax2.set_title("appearance transfer by region (garment or face part)", fontsize=9)
     ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)

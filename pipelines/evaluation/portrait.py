@@ -28,25 +28,26 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 
 from datasets.faces.edits import expression_state
-from datasets.pose.scheme import PORTRAIT
 from datasets.shards.loader import eval_loader
 from datasets.shards.views import split_views
 from datasets.sheets.cells import enlarge, label
 from datasets.sheets.pose_sheet import save_png
+from datasets.synthetic import portrait_true_edits
 from pipelines.apps.portrait_editor import Edits, target_landmarks
 from pipelines.evaluation.generators import GenerateFn
-from pipelines.evaluation.landmark_regressor import RegressorRecipe, load_regressor, nme, predict, to_tensor
+from pipelines.evaluation.landmark_regressor import RegressorRecipe, load_regressor, nme, predict
 from pipelines.evaluation.plots import plot_histograms
-from pipelines.evaluation.portrait_edits import load_true_edits, score_edits
+from pipelines.evaluation.portrait_edits import generate_views, load_true_edits, score_edits
 
-GRID_EDITS: tuple[tuple[str, Edits], ...] = (
-    ("rotate 20 deg", Edits(rotate=20.0)),  # cv2 fonts have no degree sign
-    ("mouth-open 0.8", Edits(mouth_open=0.8)),
-    ("smile 1", Edits(smile=1.0)),
-    ("eyes-closed 1", Edits(eyes_closed=1.0)),
+# (column title, the edit requested, the renderer's true edit of the same name and strength)
+GRID_EDITS: tuple[tuple[str, Edits, str], ...] = (
+    ("rotate 20 deg", Edits(rotate=20.0), "rotate"),  # cv2 fonts have no degree sign
+    ("mouth-open 0.8", Edits(mouth_open=0.8), "mouth_open"),
+    ("smile 1", Edits(smile=1.0), "smile"),
+    ("eyes-closed 1", Edits(eyes_closed=1.0), "eyes_closed"),
+    ("brows 0.8", Edits(brows=0.8), "brows"),
 )
 
 
@@ -65,12 +66,15 @@ def editing_grid(
     lms: np.ndarray,
     ids: list[str],
     sigma: float,
+    true_edits: dict[str, bytes] | None = None,
     rows: int = 5,
     scale: int = 3,
 ) -> np.ndarray:
-    """uint8 grid: per held-out identity its first view, then each edit of :data:`GRID_EDITS`, then a
+    """uint8 grid: per held-out identity its first view, then each edit of :data:`GRID_EDITS` with the
+    renderer's true edit beside it (when ``true_edits``, encoded by image name, has the view), then a
     drive by the most expressive view of the next identity (that driver shown last)."""
     size = (images.shape[1], images.shape[2])
+    true_edits = true_edits or {}
     order: dict[str, list[int]] = {}
     for i, ident in enumerate(ids):
         order.setdefault(ident, []).append(i)
@@ -82,23 +86,21 @@ def editing_grid(
         src = order[ident][0]
         others = order[identities[(r + 1) % len(identities)]] if len(identities) > 1 else order[ident][1:]
         driver = max(others or [src], key=lambda i: _expressiveness(lms[i]))
-        targets = [target_landmarks(lms[src], edits, size) for _, edits in GRID_EDITS]
+        targets = [target_landmarks(lms[src], edits, size) for _, edits, _ in GRID_EDITS]
         targets.append(target_landmarks(lms[src], Edits(drive=lms[driver]), size))
-        n = len(targets)
-        x = to_tensor(images[src : src + 1]).expand(n, -1, -1, -1)
-        src_pose = torch.from_numpy(PORTRAIT.dense(lms[src], size, sigma))[None].expand(n, -1, -1, -1)
-        tgt_pose = torch.stack([torch.from_numpy(PORTRAIT.dense(t, size, sigma)) for t in targets])
-        with torch.no_grad():
-            out = generate({"source_image": x, "source_pose": src_pose, "target_pose": tgt_pose})
-        gen = ((out.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy()
-        labels = ["source " + Path(names[src]).stem[-10:]] + [t for t, _ in GRID_EDITS] + ["drive", "driver"]
-        cells = [images[src]] + list(gen) + [images[driver]]
-        cells = [
-            label(enlarge(c, scale), t if r == 0 else "") if r == 0 else enlarge(c, scale)
-            for c, t in zip(cells, labels)
-        ]
+        gen = generate_views(generate, images[src], lms[src], np.stack(targets), sigma)
+        truth = (
+            portrait_true_edits.decode(true_edits[names[src]]) if names[src] in true_edits else None
+        )
+        cells = [(images[src], "source " + Path(names[src]).stem[-10:])]
+        for k, (title, _, true_name) in enumerate(GRID_EDITS):
+            cells.append((gen[k], title))
+            if truth is not None and true_name in truth.names:
+                cells.append((truth.images[truth.index(true_name)], "true " + true_name.replace("_", "-")))
+        cells += [(gen[-1], "drive"), (images[driver], "driver")]
+        tiles = [label(enlarge(c, scale), t) if r == 0 else enlarge(c, scale) for c, t in cells]
         lines.append(
-            np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in cells], axis=1)
+            np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0)), constant_values=255) for c in tiles], axis=1)
         )
     width = max(line.shape[1] for line in lines)
     lines = [
@@ -168,18 +170,13 @@ def evaluate_portrait(
         alpha=0.5,
     )
     names, images, lms, ids = split_views(shards_dir, manifest, "test")
+    true_edits = load_true_edits(str(shards_dir), manifest)
     grid = save_png(
-        plots_dir / "editing_grid.png", editing_grid(generate, names, images, lms, ids, sigma, rows=grid_rows)
+        plots_dir / "editing_grid.png",
+        editing_grid(generate, names, images, lms, ids, sigma, true_edits, rows=grid_rows),
     )
     edits = score_edits(
-        generate,
-        lambda imgs: predict(net, imgs),
-        names,
-        images,
-        lms,
-        load_true_edits(str(shards_dir), manifest),
-        mean_image,
-        sigma,
+        generate, lambda imgs: predict(net, imgs), names, images, lms, true_edits, mean_image, sigma
     )
     protocol = {
         "metric": "landmark_nme: mean distance over the target's present landmarks between the landmarks a "
@@ -194,7 +191,7 @@ def evaluate_portrait(
         "pairs_counted": counted,
         "regressor": reg,
         "editing_grid": str(grid),
-        "grid_edits": [t for t, _ in GRID_EDITS] + ["drive"],
+        "grid_edits": [t for t, _, _ in GRID_EDITS] + ["drive"],
         "true_edit_sources": edits.sources,
     }
     return PortraitResult(

@@ -131,7 +131,7 @@ class EditScores:
         return out
 
 
-def _generate(
+def generate_views(
     generate: GenerateFn, image: np.ndarray, lm: np.ndarray, targets: np.ndarray, sigma: float
 ) -> np.ndarray:
     """uint8 [E,H,W,3]: ``image`` driven to each of ``targets`` [E,68,2]."""
@@ -165,7 +165,7 @@ def score_source(
     )
     e = len(truth.names)
     outputs = {
-        "model": _generate(generate, image, lm, requested, sigma),
+        "model": generate_views(generate, image, lm, requested, sigma),
         "copy_source": np.repeat(image[None], e, 0),
         "mean_train_image": np.repeat(mean_image[None], e, 0),
     }
