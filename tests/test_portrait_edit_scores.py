@@ -12,7 +12,8 @@ from datasets.synthetic.portrait_dataset import render_view, sample_identity, tr
 from datasets.synthetic.portrait_geometry import HeadPose
 from pipelines.evaluation import metric_table
 from pipelines.evaluation.landmark_regressor import to_tensor
-from pipelines.evaluation.portrait_edits import changed_l1, changed_mask, edit_quantity, score_edits, share_reached
+from pipelines.evaluation.portrait_edits import (
+    changed_l1, changed_mask, edit_quantity, pixel_share, score_edits, share_reached)
 
 SIZE = (64, 64)
 
@@ -48,9 +49,9 @@ def test_oracle_reaches_every_edit_copy_source_none(source):
     known = {view.image.tobytes(): view.landmarks}
     known.update({img.tobytes(): lm for img, lm in zip(edits.images, edits.rendered)})
 
-    def oracle(batch):  # the renderer's own true edits, in the stored order
-        assert batch["target_pose"].shape[0] == len(edits.names)
-        return to_tensor(edits.images)
+    def oracle(batch):  # the renderer's own true edits, in the stored order, then the source unedited
+        assert batch["target_pose"].shape[0] == len(edits.names) + 1
+        return to_tensor(np.concatenate([edits.images, view.image[None]]))
 
     def predict(images):  # a perfect regressor on the images it knows, the source's points otherwise
         return np.stack([known.get(np.ascontiguousarray(i).tobytes(), view.landmarks) for i in images])
@@ -62,16 +63,33 @@ def test_oracle_reaches_every_edit_copy_source_none(source):
     means = scores.means()
     for name in edits.names:
         assert means["model"][f"edit_ssim_{name}"] == pytest.approx(1.0)
-        assert means["model"][f"edit_reached_{name}"] == pytest.approx(1.0, abs=0.05)
+        assert means["model"][f"edit_reached_{name}"] == pytest.approx(1.0, abs=1e-6)
+        assert means["model"][f"edit_lm_reached_{name}"] == pytest.approx(1.0, abs=0.05)
         assert means["model"][f"edit_nme_{name}"] < 0.02  # rendered vs requested: within 0.3 px
-        assert means["copy_source"][f"edit_reached_{name}"] == pytest.approx(0.0, abs=1e-6)
+        assert means["copy_source"][f"edit_reached_{name}"] == means["mean_train_image"][f"edit_reached_{name}"] == 0.0
+        assert means["copy_source"][f"edit_lm_reached_{name}"] == pytest.approx(0.0, abs=1e-6)
         assert means["copy_source"][f"edit_ssim_{name}"] < 1.0
         assert means["model"][f"edit_changed_l1_{name}"] == 0.0
+        assert means["held_out_targets"][f"edit_lm_reached_{name}"] == pytest.approx(1.0, abs=0.05)
+        assert f"edit_ssim_{name}" not in means["held_out_targets"]
         assert means["copy_source"][f"edit_changed_l1_{name}"] > 3  # the change itself, diluted by the grown rim
         for method in ("model", "copy_source", "mean_train_image"):
-            for score in ("ssim", "changed_l1", "nme", "reached"):
+            for score in ("ssim", "changed_l1", "nme", "reached", "lm_reached"):
                 metric_table.lookup(f"edit_{score}_{name}")  # every name written has a direction
-    assert torch.is_tensor(oracle({"target_pose": torch.zeros(len(edits.names))}))
+    assert torch.is_tensor(oracle({"target_pose": torch.zeros(len(edits.names) + 1)}))
+
+
+def test_pixel_share_counts_the_true_change_only():
+    source = np.zeros((4, 4, 3), np.uint8)
+    truth = source.copy()
+    truth[1:3, 1:3] = 100
+    mask = np.ones((4, 4), bool)
+    blurred = np.full_like(source, 20)  # what the method does to every image
+    half = blurred.copy()
+    half[1:3, 1:3] += 50
+    assert pixel_share(half, blurred, source, truth, mask) == pytest.approx(0.5)
+    assert pixel_share(blurred, blurred, source, truth, mask) == 0.0
+    assert np.isnan(pixel_share(half, blurred, source, source, mask))
 
 
 def test_changed_mask_covers_the_edit_and_a_pixel_around_it():

@@ -436,6 +436,20 @@ def expression_state(landmarks: np.ndarray, *, frontal: bool = False) -> Express
     )
 
 
+def expression_measures(landmarks: np.ndarray) -> dict[str, float]:
+    """The raw quantities behind :func:`expression_state`, on the frontalised face, with no dead
+    zone and no clamp, so that any change shows: ``mouth_open`` the lip gap, ``eyes_closed`` minus the
+    eye opening (both in template units), ``smile`` the corner lift with the mouth closed and
+    ``brows`` the brow height (eye distances).  Each grows with its edit's strength."""
+    c = canonical(landmarks)[0]
+    return {
+        "mouth_open": lip_gap(c),
+        "smile": _corner_lift(mouth_open(c, -1.0)),
+        "eyes_closed": -_eye_openness(c),
+        "brows": _brow_height(c),
+    }
+
+
 def _clamp(x: float) -> float:
     return min(max(x, -1.0), 1.0)
 

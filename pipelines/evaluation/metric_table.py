@@ -139,8 +139,15 @@ METRICS: tuple[MetricSpec, ...] = (
     MetricSpec(
         "edit_reached_<edit>",
         HIGHER,
-        "portraits: share of the requested change that arrives (measured by the landmark regressor; "
-        "1 = all of it, 0 = none, as copying the source)",
+        "portraits: share of the true edit's pixel change that arrives (answer to the edit minus answer "
+        "to no edit, projected on true edit minus source; 1 = all of it, 0 = none, as copying the source)",
+        "fraction",
+    ),
+    MetricSpec(
+        "edit_lm_reached_<edit>",
+        HIGHER,
+        "portraits: share of the requested landmark change that the landmark regressor measures arriving "
+        "(1 = all of it; the held-out targets' value is what the regressor can see at all)",
         "fraction",
     ),
 )

@@ -89,9 +89,7 @@ def editing_grid(
         targets = [target_landmarks(lms[src], edits, size) for _, edits, _ in GRID_EDITS]
         targets.append(target_landmarks(lms[src], Edits(drive=lms[driver]), size))
         gen = generate_views(generate, images[src], lms[src], np.stack(targets), sigma)
-        truth = (
-            portrait_true_edits.decode(true_edits[names[src]]) if names[src] in true_edits else None
-        )
+        truth = portrait_true_edits.decode(true_edits[names[src]]) if names[src] in true_edits else None
         cells = [(images[src], "source " + Path(names[src]).stem[-10:])]
         for k, (title, _, true_name) in enumerate(GRID_EDITS):
             cells.append((gen[k], title))

@@ -402,7 +402,7 @@ def method_scores(
     for method, value in (portrait.scores if portrait is not None else {}).items():
         scores[method]["landmark_nme"] = value
     for method, values in (portrait.edit_scores if portrait is not None else {}).items():
-        scores[method].update(values)
+        scores.setdefault(method, {}).update(values)
     return scores
 
 
