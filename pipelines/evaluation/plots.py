@@ -168,3 +168,39 @@ def plot_sample_grid(path: Path, rows: list[dict[str, Any]], title: str) -> None
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+EDIT_PANELS = (
+    ("reached", "share of the true edit's change that arrives (pixels)", "1 = all, 0 = none"),
+    ("changed_l1", "error vs the true edit on the pixels it changes", "mean |error|, 0-255, lower is better"),
+    ("ssim", "SSIM vs the true edit (whole frame)", "higher is better"),
+)
+
+
+def plot_edit_bars(path: Path, means: dict[str, dict[str, float]], dataset: str, sources: int) -> None:
+    """One panel per edit score (:data:`EDIT_PANELS`), a bar per method and edit."""
+    plt = _pyplot()
+    methods = [m for m in ("model", "copy_source", "mean_train_image") if m in means]
+    edits = _edit_names(means, methods)
+    fig, axes = plt.subplots(1, len(EDIT_PANELS), figsize=(5.0 * len(EDIT_PANELS), 3.8), dpi=110)
+    width = 0.8 / max(len(methods), 1)
+    x = np.arange(len(edits))
+    for ax, (score, title, ylabel) in zip(axes, EDIT_PANELS):
+        for k, (method, colour) in enumerate(zip(methods, HIST_COLOURS)):
+            values = [means[method].get(f"edit_{score}_{e}", np.nan) for e in edits]
+            ax.bar(x + k * width, values, width, color=colour, label=method)
+        ax.set_xticks(x + width * (len(methods) - 1) / 2, edits, rotation=30, fontsize=8)
+        ax.set_title(title, fontsize=9)
+        ax.set_ylabel(ylabel, fontsize=8)
+        ax.axhline(0, color="black", linewidth=0.5)
+    axes[0].axhline(1, color="black", linewidth=0.5, linestyle=":")
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{dataset}: edits against the renderer's true edits, {sources} held-out sources", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _edit_names(means: dict[str, dict[str, float]], methods: list[str]) -> list[str]:
+    prefix = "edit_ssim_"
+    return sorted({k[len(prefix) :] for m in methods for k in means[m] if k.startswith(prefix)})

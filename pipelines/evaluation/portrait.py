@@ -38,7 +38,7 @@ from datasets.synthetic import portrait_true_edits
 from pipelines.apps.portrait_editor import Edits, target_landmarks
 from pipelines.evaluation.generators import GenerateFn
 from pipelines.evaluation.landmark_regressor import RegressorRecipe, load_regressor, nme, predict
-from pipelines.evaluation.plots import plot_histograms
+from pipelines.evaluation.plots import plot_edit_bars, plot_histograms
 from pipelines.evaluation.portrait_edits import generate_views, load_true_edits, score_edits
 
 # (column title, the edit requested, the renderer's true edit of the same name and strength)
@@ -176,6 +176,10 @@ def evaluate_portrait(
     edits = score_edits(
         generate, lambda imgs: predict(net, imgs), names, images, lms, true_edits, mean_image, sigma
     )
+    files = [hist, grid]
+    if edits.sources:
+        files.append(plots_dir / "edit_scores.png")
+        plot_edit_bars(files[-1], edits.means(), dataset, edits.sources)
     protocol = {
         "metric": "landmark_nme: mean distance over the target's present landmarks between the landmarks a "
         "regressor finds in the image and the target's true landmarks, / the target's outer-eye-corner "
@@ -196,7 +200,7 @@ def evaluate_portrait(
         {m: scores[m] for m in ("model", "copy_source", "mean_train_image")},
         details,
         protocol,
-        [hist, grid],
+        files,
         edits.means(),
     )
 
