@@ -8,6 +8,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,12 +196,14 @@ def plot_edit_bars(path: Path, means: dict[str, dict[str, float]], dataset: str,
         ax.axhline(0, color="black", linewidth=0.5)
     axes[0].axhline(1, color="black", linewidth=0.5, linestyle=":")
     axes[0].legend(fontsize=7)
-    fig.suptitle(f"{dataset}: edits against the renderer's true edits, {sources} held-out sources", fontsize=10)
+    fig.suptitle(
+        f"{dataset}: edits against the renderer's true edits, {sources} held-out sources", fontsize=10
+    )
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def _edit_names(means: dict[str, dict[str, float]], methods: list[str]) -> list[str]:
+def _edit_names(means: dict[str, dict[str, float]], methods: Sequence[str]) -> list[str]:
     prefix = "edit_ssim_"
     return sorted({k[len(prefix) :] for m in methods for k in means[m] if k.startswith(prefix)})
