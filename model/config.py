@@ -54,6 +54,12 @@ class ModelConfig:
     # The decoder predicts the output as a correction of the finest combined warped source image
     # (upsampled): tanh(decoder logits + atanh(warped image)). Colours start where the warps put them.
     image_skip: bool = False
+    # With image_skip: the starting image is the full-resolution source warped by the finest flow
+    # (resampled to the image grid), blended with the upsampled attention image by the finest
+    # combination map, instead of the finest warped image upsampled. A warped image at stride 2
+    # has lost every detail under two pixels (glasses frames, lids, hair strands) before the
+    # decoder sees it.
+    skip_full_resolution: bool = False
     flow_channels: int = 16  # flow estimator width at 1/2 scale
     flow_depth: int = 16  # deepest stride of the flow estimator's U-Net (its receptive field)
     combine_channels: int = 32  # hidden width of the combination map generator
@@ -161,6 +167,7 @@ class ModelConfig:
             "face_disc_blocks": 4,
             "decoder_image": False,
             "image_skip": False,
+            "skip_full_resolution": False,
         }
         values.update(overrides)
         return cls(**values)
@@ -178,6 +185,10 @@ class LossConfig:
     )
     vgg19_weights: str | None = None  # torchvision-layout VGG19 state dict (.pth)
     l1: float = 5.0
+    # L1 again, over the pixels the source's and target's pose maps cover (weighted by their
+    # maximum over channels): the eyes, lids, lips and brows of a portrait are a few percent of
+    # its pixels, so the plain L1 barely asks for an expression change.
+    pose_l1: float = 0.0
     content: float = 0.5
     style: float = 500.0
     adversarial: float = 2.0  # LSGAN
@@ -207,6 +218,7 @@ class LossConfig:
         """Weight of each generator loss term, by the name the GAN step logs it under."""
         return {
             "l1": self.l1,
+            "pose_l1": self.pose_l1,
             "content": self.content,
             "style": self.style,
             "g_adv": self.adversarial,

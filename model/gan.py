@@ -37,6 +37,7 @@ from model.losses import (
     lsgan_d_loss,
     lsgan_g_loss,
     masked_mean,
+    pose_weighted_l1,
     r1_penalty,
     sampling_correctness_loss,
     style_loss,
@@ -249,6 +250,8 @@ class GanStep:
                 "content": content_loss(fake_feats, real_feats, self.backbone.content_layers).mean(),
                 "style": style_loss(fake_feats, real_feats, self.backbone.style_layers).mean(),
             }
+            if self.loss_cfg.pose_l1 > 0:
+                terms["pose_l1"] = pose_weighted_l1(fake, real, batch["source_pose"], batch["target_pose"])
             if adversarial:
                 with _no_sync(self.D):
                     terms["g_adv"] = lsgan_g_loss(self._d_fn(fake)).mean()

@@ -349,14 +349,28 @@ class AttnFlowGenerator(nn.Module):
             x = self.decoder_blocks[str(s)](x)
         if cfg.image_skip:
             # Logits of the finest combined warped image (upsampled): the decoder corrects it.
-            base = F.interpolate(
-                combined_image[min(combined_image)].float(), size=(H, W), mode="bilinear", align_corners=False
-            ).clamp(-0.98, 0.98)
+            base = self._skip_image(out, combined_image, source_image).clamp(-0.98, 0.98)
             logits = self.to_image[0](self.ups["2"](x, (H, W)))
             out.image = torch.tanh(logits + torch.atanh(base).to(logits.dtype))
         else:
             out.image = self.to_image(self.ups["2"](x, (H, W)))  # [B,3,H,W]
         return out
+
+    def _skip_image(self, out: GeneratorOutput, combined_image: dict[int, Tensor], source: Tensor) -> Tensor:
+        """The image_skip's starting image [B,3,H,W] (see ``model.skip_full_resolution``)."""
+        size = source.shape[-2:]
+
+        def up(x: Tensor) -> Tensor:
+            return F.interpolate(x.float(), size=size, mode="bilinear", align_corners=False)
+
+        s = min(combined_image)
+        if not (self.cfg.skip_full_resolution and s in out.flows):
+            return up(combined_image[s])
+        flowed = flow_warp(source.float(), resize_flow(out.flows[s].float(), (size[0], size[1])))
+        if s not in out.combination_maps:
+            return flowed
+        m = up(out.combination_maps[s])
+        return m * up(out.attn_warped_image[s]) + (1 - m) * flowed
 
 
 def build_generator(cfg: ModelConfig) -> AttnFlowGenerator:

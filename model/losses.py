@@ -129,3 +129,13 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     """Mean of ``values`` [B] over ``mask`` [B]; 0 (still differentiable) when the mask is empty."""
     m = mask.to(values.dtype)
     return (values * m).sum() / m.sum().clamp_min(1.0)
+
+
+def pose_weighted_l1(fake: Tensor, real: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
+    """Mean absolute error per pixel and channel, weighted by where either pose map is drawn
+    (the maximum over both maps' channels, resized to the image): a scalar."""
+    weight = torch.maximum(source_pose.amax(1, keepdim=True), target_pose.amax(1, keepdim=True))
+    if weight.shape[-2:] != fake.shape[-2:]:
+        weight = F.interpolate(weight, size=fake.shape[-2:], mode="bilinear", align_corners=False)
+    weight = weight.to(fake.dtype)
+    return (weight * (fake - real).abs()).sum() / (weight.sum() * fake.shape[1]).clamp_min(1e-6)

@@ -202,3 +202,25 @@ def test_image_skip_starts_at_the_finest_warped_source_image(variant):
     plain = build_generator(tiny_config(variant))
     assert count_parameters(plain) == count_parameters(build_generator(tiny_config(variant, image_skip=True)))
     assert ModelConfig.paper().image_skip is False
+
+
+@pytest.mark.parametrize("variant", ["flow", "full"])
+def test_full_resolution_skip_warps_the_source_image_itself(variant):
+    from model.warp import flow_warp, resize_flow
+
+    torch.manual_seed(0)
+    g = build_generator(tiny_config(variant, image_skip=True, skip_full_resolution=True))
+    batch = synthetic_batch(2)
+    with torch.no_grad():
+        out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    finest = min(g.cfg.warp_scales)
+    flowed = flow_warp(batch["source_image"], resize_flow(out.flows[finest], (H, W)))
+    if variant == "full" and finest in out.combination_maps:
+        up = lambda x: torch.nn.functional.interpolate(x, size=(H, W), mode="bilinear", align_corners=False)  # noqa: E731
+        m = up(out.combination_maps[finest])
+        flowed = m * up(out.attn_warped_image[finest]) + (1 - m) * flowed
+    assert (out.image - flowed.clamp(-0.98, 0.98)).abs().mean() < 0.05
+    upsampled = torch.nn.functional.interpolate(out.flow_warped_image[finest], size=(H, W), mode="bilinear")
+    # a full-resolution warp keeps detail the stride-2 image lost
+    assert (flowed - upsampled).abs().mean() > 0.01
+    assert ModelConfig.paper().skip_full_resolution is False

@@ -149,3 +149,20 @@ def test_vgg19_loads_a_torchvision_layout_state_dict(tmp_path):
     assert feats["relu3_1"].shape == (1, 256, H // 2, W // 2)
     assert set(feats) == set(bb.layers) and bb.correctness_layer(4) == "relu3_1"
     assert not any(p.requires_grad for p in bb.parameters()) and not bb.train().training
+
+
+def test_pose_weighted_l1_counts_only_where_a_pose_map_is_drawn():
+    from model.losses import pose_weighted_l1
+
+    real = torch.zeros(2, 3, 8, 8)
+    fake = torch.zeros_like(real)
+    fake[:, :, 0, 0] = 1.0  # wrong far from any part
+    source, target = torch.zeros(2, 4, 8, 8), torch.zeros(2, 4, 8, 8)
+    source[:, 1, 4, 4] = 1.0
+    target[:, 2, 5, 5] = 0.5
+    assert pose_weighted_l1(fake, real, source, target) == 0.0
+    fake[:, :, 5, 5] = 0.6  # wrong where the target's part is drawn at weight 0.5
+    # weighted mean: 0.5 * 0.6 per channel over a weight of 1.5 per channel
+    assert pose_weighted_l1(fake, real, source, target).item() == pytest.approx(0.5 * 0.6 / 1.5)
+    half = torch.nn.functional.interpolate(source, scale_factor=0.5)  # maps at another size are resized
+    assert torch.isfinite(pose_weighted_l1(fake, real, half, half))
