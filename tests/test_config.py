@@ -181,6 +181,7 @@ def test_layered_files_replace_whole_sections():
     base = load_config(PARAMS)
     layered = load_config([PARAMS, ROOT / "portrait/params.yaml"])
     assert layered.profile == "portrait-cpu" and layered.model.pose_channels == 8
-    assert layered.optim.flow_warmup_steps == 0  # params.yaml's 150 is not merged in
-    assert layered.loss == base.loss and layered.datasets == base.datasets  # sections it does not have
+    assert layered.optim.flow_warmup_steps == 200 and layered.optim.ema_decay == 0.99  # its own, not params.yaml's
+    assert layered.loss.pose_l1 == 20.0 and base.loss.pose_l1 == 0.0
+    assert layered.evaluate == base.evaluate and layered.datasets == base.datasets  # sections it does not have
     assert layered.train.run_name == "portrait" and layered.train.dataset == "synthetic_portrait"

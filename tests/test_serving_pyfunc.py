@@ -320,3 +320,35 @@ def test_target_pose_from_a_photo(pose_model, monkeypatch):
 
     with pytest.raises(MlflowException, match="target_keypoints: not given, and this server has no pose extra"):
         pose_model["pyfunc"].predict(pd.DataFrame([{**row, "target_image": png_b64(astronaut())}]))
+
+
+def test_served_portrait_edits_are_the_editing_grid_cells(portrait_model):
+    """A served edit request on a face at the model's size, with its landmarks, answers the image the
+    evaluation's editing grid shows for that edit (same generator, same landmark edit, same maps)."""
+    import mlflow.pytorch
+
+    from datasets.specs import SynthesizeSpec
+    from datasets.synthetic.portrait_dataset import identity_views, sample_identity
+    from pipelines.evaluation.portrait import GRID_EDITS, editing_grid
+
+    net = mlflow.pytorch.load_model(str(portrait_model["path"]))
+
+    def generate(batch: dict) -> torch.Tensor:
+        return net(torch.cat([batch["source_image"], batch["source_pose"], batch["target_pose"]], 1))
+
+    h, w = PORTRAIT_SIZE
+    spec = SynthesizeSpec(generator="portrait", seed=7, height=h, width=w, views_per_identity=2,
+                          file_prefix="portrait", supersample=2)
+    views = identity_views(sample_identity(7, 0, "gradient"), spec)
+    images = np.stack([v.image for v in views])
+    lms = np.stack([np.round(np.asarray(v.landmarks, np.float64), 3) for v in views])  # as the request sends them
+    grid = editing_grid(generate, ["a_00.jpg", "a_01.jpg"], images, lms, ["a", "a"], net.heatmap_sigma,
+                        rows=1, scale=1)
+    for k, (title, edits, true_name) in enumerate(GRID_EDITS):
+        cell = grid[2 : 2 + h, (k + 1) * (w + 4) + 2 : (k + 2) * (w + 4) - 2]
+        out = portrait_model["pyfunc"].predict(
+            pd.DataFrame([_portrait_request(views, **{true_name: getattr(edits, true_name)})]))
+        served = decode_png(out["image"][0]).astype(int)
+        # one forward pass of six (the grid) against one of one (the request): float sums may round
+        # a level apart on a pixel or two
+        assert np.abs(served - cell).max() <= 1 and (served != cell).mean() < 0.005, title
