@@ -202,3 +202,20 @@ def test_the_benchmark_serves_a_tiny_model_over_http(tiny_model: Path, tmp_path:
     assert report["request"]["target_pose"].startswith("fixed")
     assert isinstance(report["servers"]["mlflow"]["same_image_as_in_process"], bool)
     assert "| mlflow | 2 | 4 | 0 |" in text
+
+
+def test_cpu_figures_give_the_ceiling_the_cores_allow():
+    figures = bench.cpu_figures(cpu_s=4.0, answered=40, wall_s=2.0, cores=2)
+    assert figures == {"server_cpu_ms_per_request": 100.0, "server_cores_busy": 2.0, "cpu_bound_requests_per_s": 20.0}
+    assert bench.cpu_figures(cpu_s=1.0, answered=0, wall_s=2.0, cores=2) == {}
+
+
+def test_server_cpu_counts_other_processes_not_this_one():
+    import subprocess
+    import sys
+
+    with bench.ServerCpu() as own:
+        sum(i * i for i in range(3_000_000))  # this process's work: not the server's
+    with bench.ServerCpu() as other:
+        subprocess.run([sys.executable, "-c", "sum(i * i for i in range(6_000_000))"], check=True)
+    assert other.seconds > 0.2 and other.seconds > own.seconds + 0.1

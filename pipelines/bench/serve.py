@@ -402,6 +402,45 @@ def answer_image(status: int, payload: bytes) -> str:
     return doc["predictions"][0]["image"]
 
 
+class ServerCpu:
+    """CPU seconds the machine spends outside this process (the server, whichever processes it
+    runs in: mlflow's worker, or Ray's proxy, replicas, controller and daemons) while clients run:
+    all cores' busy time (/proc/stat via psutil) minus this process's own (the client threads)."""
+
+    def __enter__(self) -> ServerCpu:
+        import psutil
+
+        self._me = psutil.Process()
+        self._t0 = self._busy(psutil.cpu_times()) - self._own()
+        return self
+
+    @staticmethod
+    def _busy(t: Any) -> float:
+        return float(t.user + t.nice + t.system + getattr(t, "irq", 0.0) + getattr(t, "softirq", 0.0))
+
+    def _own(self) -> float:
+        t = self._me.cpu_times()
+        return float(t.user + t.system)
+
+    def __exit__(self, *exc: object) -> None:
+        import psutil
+
+        self.seconds = self._busy(psutil.cpu_times()) - self._own() - self._t0
+
+
+def cpu_figures(cpu_s: float, answered: int, wall_s: float, cores: int) -> dict[str, float]:
+    """Server CPU per answered request, the cores it kept busy, and the requests/s the machine's
+    cores could give at that cost if every core did nothing else (the ceiling of that layout)."""
+    if answered <= 0 or wall_s <= 0 or cpu_s <= 0:
+        return {}
+    per = cpu_s / answered
+    return {
+        "server_cpu_ms_per_request": round(1e3 * per, 1),
+        "server_cores_busy": round(cpu_s / wall_s, 2),
+        "cpu_bound_requests_per_s": round(cores / per, 2),
+    }
+
+
 def run_clients(
     port: int, body: bytes, clients: int, requests: int, timeout_s: float
 ) -> tuple[list[float], float, int, str]:
@@ -550,8 +589,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             report["servers"][engine] = info
             for n in args.clients:
                 log.info("%s: %d client(s), %d requests ...", engine, n, args.requests)
-                latencies, wall, errors, first = run_clients(port, body, n, args.requests, args.timeout)
-                entry = {"engine": engine, "clients": n, **summarize(latencies, wall, errors)}
+                with ServerCpu() as cpu:
+                    latencies, wall, errors, first = run_clients(port, body, n, args.requests, args.timeout)
+                entry = {
+                    "engine": engine,
+                    "clients": n,
+                    **summarize(latencies, wall, errors),
+                    **cpu_figures(cpu.seconds, len(latencies), wall, len(os.sched_getaffinity(0))),
+                }
                 if first:
                     entry["first_error"] = first[:500]
                 report["http"].append(entry)
@@ -641,13 +686,20 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(f"{engine}: {info['engine']}, {how}; started in {info['startup_s']:.0f} s")
     lines += [
         "",
-        "| engine | clients | requests | errors | p50 ms | p95 ms | requests/s |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| engine | clients | requests | errors | p50 ms | p95 ms | requests/s "
+        "| server CPU ms/request | cores busy | CPU-bound requests/s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for h in r["http"]:
+        cpu = (
+            f"{h['server_cpu_ms_per_request']:.0f} | {h['server_cores_busy']:.2f} | "
+            f"{h['cpu_bound_requests_per_s']:.1f}"
+            if "server_cpu_ms_per_request" in h
+            else "n/a | n/a | n/a"
+        )
         lines.append(
             f"| {h['engine']} | {h['clients']} | {h['requests']} | {h['errors']} | {h['p50_ms']:.0f} | "
-            f"{h['p95_ms']:.0f} | {h['requests_per_s']:.2f} |"
+            f"{h['p95_ms']:.0f} | {h['requests_per_s']:.2f} | {cpu} |"
         )
     for clients, c in (r.get("ray_vs_mlflow") or {}).items():
         lines.append(
