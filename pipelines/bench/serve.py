@@ -42,7 +42,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -407,7 +407,7 @@ class ServerCpu:
     runs in: mlflow's worker, or Ray's proxy, replicas, controller and daemons) while clients run:
     all cores' busy time (/proc/stat via psutil) minus this process's own (the client threads)."""
 
-    def __enter__(self) -> ServerCpu:
+    def __enter__(self) -> Self:
         import psutil
 
         self._me = psutil.Process()
@@ -686,8 +686,10 @@ def format_table(r: dict[str, Any]) -> str:
         lines.append(f"{engine}: {info['engine']}, {how}; started in {info['startup_s']:.0f} s")
     lines += [
         "",
-        "| engine | clients | requests | errors | p50 ms | p95 ms | requests/s "
-        "| server CPU ms/request | cores busy | CPU-bound requests/s |",
+        (
+            "| engine | clients | requests | errors | p50 ms | p95 ms | requests/s "
+            "| server CPU ms/request | cores busy | CPU-bound requests/s |"
+        ),
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for h in r["http"]:
