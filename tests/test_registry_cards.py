@@ -160,3 +160,33 @@ def test_a_card_too_long_for_mlflow_drops_its_links() -> None:
 def test_unknown_task_is_an_error() -> None:
     with pytest.raises(ValueError, match="unknown task"):
         card(shape=cards.ModelShape("hands", (64, 64), 21))
+
+
+def test_score_families_are_one_table_each_and_a_full_portrait_card_fits() -> None:
+    edits = ("rotate", "mouth_open", "smile", "eyes_closed", "brows", "shift")
+    regions = ("brows", "clothing", "earrings", "eyes", "glasses", "hair", "lips", "mouth", "skin")
+    doc = metrics_doc(portrait=True)
+    for method, scores in [("model", doc["model"]), *doc["baselines"].items()]:
+        base = 0.5 if method == "model" else 0.0
+        scores.update({f"appearance_de00_{r}": 10.0 + i for i, r in enumerate(regions)})
+        for score in ("ssim", "changed_l1", "nme", "lm_reached"):
+            scores.update({f"edit_{score}_{e}": 0.25 + i for i, e in enumerate(edits)})
+        scores.update({f"edit_reached_{e}": base for e in edits})
+        scores.update({"flow_epe_s2": 3.1, "flow_epe_s4": 3.0, "flow_epe_s8": 2.9})
+    block = cards.scores_block(doc, "ssim")
+    lines = block.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("appearance_de00_<garment> ↓"))
+    assert lines[head].split()[2:] == list(regions)
+    assert lines[head + 1].split() == ["model", *(f"{10.0 + i:g}" for i in range(len(regions)))]
+    reached = next(i for i, line in enumerate(lines) if line.startswith("edit_reached_<edit> ↑"))
+    assert lines[reached + 1].split()[0] == "model" and not lines[reached + 2].strip()  # baselines' zeros left out
+    assert not any(line.startswith(("edit_nme", "edit_lm_reached", "edit_ssim")) for line in lines)
+    assert "Also in the metrics file: edit_lm_reached_<edit>, edit_nme_<edit>, edit_ssim_<edit>." in block
+    assert not any(line.startswith("appearance_de00_hair") for line in lines)  # no row per member
+    files = ["per_pair.csv", "ssim_hist.png", "sample_grid.png", "correspondence_parts.png", "correspondence_flow.png",
+             "landmark_nme_hist.png", "editing_grid.png", "edit_scores.png", "training_curves.png",
+             "training_curves.csv", "portrait.json", "portrait.protocol.json"]
+    text = card(model_name="attnflow-portrait", shape=PORTRAIT_SHAPE, metrics_doc=doc, request_example=None,
+                evaluation_files=files)
+    assert len(text) <= cards.MAX_DESCRIPTION and "cut to MLflow" not in text
+    assert "edit_changed_l1_<edit> ↓" in text and "## Use it" in text

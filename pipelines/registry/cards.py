@@ -26,6 +26,7 @@ from pipelines.evaluation.metric_table import (
     arrow,
     direction,
     is_statistic,
+    score_spec,
 )
 from pipelines.registry.promotion import (
     BASELINES,
@@ -237,8 +238,46 @@ def floor_scores(metrics_doc: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+FAMILY_MIN = 2  # a pattern with this many members (per region, edit, stride) is one compact table
+# Families left to the metrics file and the run's metrics (MLflow keeps a card under 5000 characters):
+# the landmark regressor's readings of the edits, which its own ceiling shows blind to small edits,
+# and whole-frame SSIM against the true edits, which the changed-pixel error says better.
+CARD_LEFT_OUT = ("edit_nme_<edit>", "edit_lm_reached_<edit>", "edit_ssim_<edit>")
+
+
+def _families(metrics: Sequence[str]) -> dict[str, list[str]]:
+    """Pattern (``edit_reached_<edit>``) -> its member metrics, for patterns with at least
+    :data:`FAMILY_MIN` members; the other metrics stay rows of their own."""
+    groups: dict[str, list[str]] = {}
+    for m in metrics:
+        spec = score_spec(m)
+        if spec is not None and "<" in spec.pattern:
+            groups.setdefault(spec.pattern, []).append(m)
+    return {k: v for k, v in groups.items() if len(v) >= FAMILY_MIN}
+
+
+def _family_block(
+    pattern: str, members: list[str], columns: list[tuple[str, Mapping[str, Any]]]
+) -> list[str]:
+    """One table: a column per member (its name past the pattern's prefix), a row per method."""
+    prefix = pattern.split("<", 1)[0]
+    keys = [m[len(prefix) :] for m in members]
+    rows = [(name, [fmt(scores.get(m)) if m in scores else "" for m in members]) for name, scores in columns]
+    # A row of zeros is a baseline's "none of it" by construction (edit_reached): it says nothing.
+    rows = [(name, cells) for name, cells in rows if any(cells) and set(cells) - {"0", ""}]
+    head = f"{pattern} {arrow(members[0])}".rstrip()
+    width = max([len(head)] + [len(name) for name, _ in rows])
+    widths = [max([len(k)] + [len(cells[i]) for _, cells in rows]) for i, k in enumerate(keys)]
+    lines = [head.ljust(width) + "".join(f"  {k:>{w}}" for k, w in zip(keys, widths))]
+    lines += [
+        name.ljust(width) + "".join(f"  {c:>{w}}" for c, w in zip(cells, widths)) for name, cells in rows
+    ]
+    return lines
+
+
 def scores_block(metrics_doc: Mapping[str, Any], primary_metric: str) -> str:
-    """Model, both baselines and the floor per metric (primary first), aligned in a preformatted block."""
+    """Model, both baselines and the floor per metric (primary first), aligned in a preformatted block;
+    a score family (per region, edit or stride) as one table of its own below."""
     model = metrics_doc.get("model") or {}
     baselines = metrics_doc.get("baselines") or {}
     columns = [("model", model)] + [(b, baselines.get(b) or {}) for b in BASELINE_NAMES]
@@ -248,6 +287,9 @@ def scores_block(metrics_doc: Mapping[str, Any], primary_metric: str) -> str:
         (m for m in model if isinstance(model[m], (int, float)) and not is_statistic(m)),
         key=lambda m: (m != primary_metric, m),
     )
+    families = _families([m for m in metrics if m != primary_metric])
+    in_family = {m for members in families.values() for m in members}
+    metrics = [m for m in metrics if m not in in_family]
     labels = {m: f"{m} {arrow(m)}".rstrip() + (" *" if m == primary_metric else "") for m in metrics}
     width = max([len("metric")] + [len(v) for v in labels.values()])
     cells = [[with_interval(scores, m) for m in metrics] for _, scores in columns]
@@ -257,7 +299,14 @@ def scores_block(metrics_doc: Mapping[str, Any], primary_metric: str) -> str:
         labels[m].ljust(width) + "".join(f"  {col[i]:>{w}}" for col, w in zip(cells, widths))
         for i, m in enumerate(metrics)
     ]
-    return "\n".join(["```text", head, *rows, "```"])
+    left_out = []
+    for pattern, members in families.items():
+        if pattern in CARD_LEFT_OUT:
+            left_out.append(pattern)
+            continue
+        rows += ["", *_family_block(pattern, members, columns)]
+    note = [f"Also in the metrics file: {', '.join(left_out)}."] if left_out else []
+    return "\n".join(["```text", head, *rows, "```", *note])
 
 
 def _int(value: Any) -> int | None:
