@@ -85,7 +85,7 @@ def plot_part_errors(path: Path, record: dict[str, Any], dataset: str) -> None:
         ax2.bar(x + k * width, [de[method].get(g, np.nan) for g in garments], width, label=method)
     ax2.set_xticks(x + width * (len(methods) - 1) / 2, garments, rotation=45, fontsize=7)
     ax2.set_ylabel("median CIEDE2000, output vs target mean colour")
-    ax2.set_title("appearance transfer by region (garment or face part)", fontsize=9)
+    ax2.set_title("appearance by region", fontsize=9)
     ax2.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path)
