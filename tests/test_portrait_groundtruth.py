@@ -204,3 +204,23 @@ def test_true_edits_travel_into_the_test_shards_only(tmp_path):
     assert sorted(edits_of) == ["portrait-id00001_00.jpg", "portrait-id00001_01.jpg"]
     assert {"v0.gt.npz", "v1.gt.npz", "v0.edits.npz", "v1.edits.npz"} <= members["test"]
     assert not any(m.endswith((".gt.npz", ".edits.npz")) for m in members["train"])
+
+
+def test_written_true_edits_went_through_the_views_jpeg_so_only_the_edit_differs(tmp_path):
+    # Against the written (JPEG) view, a lossless edit would differ by compression noise all over the
+    # face; encoded as the view was, the blocks the edit leaves alone come back equal, bit for bit.
+    root = write_dataset(SPEC, tmp_path / "raw").root
+    name = "portrait-id00001_00.jpg"
+    view = cv2.cvtColor(cv2.imread(str(root / "test" / name)), cv2.COLOR_BGR2RGB)
+    edits = portrait_true_edits.decode(portrait_true_edits.path_for(root, "test", name).read_bytes())
+    ident = sample_identity(SPEC.seed, 1, SPEC.background)
+    lossless = true_edits(ident, identity_views(ident, SPEC)[0], SIZE, SPEC.supersample)
+    for i, edit in enumerate(edits.names):
+        if edit in ("rotate", "shift"):
+            continue
+        stored = edits.images[i].astype(int)
+        blocks_equal = [np.array_equal(stored[y:y + 8, x:x + 8], view[y:y + 8, x:x + 8])
+                        for y in range(0, 64, 8) for x in range(0, 64, 8)]
+        assert 32 <= sum(blocks_equal) < 64, edit  # half the 64 blocks or more untouched by a local edit
+        noisy = np.abs(lossless.images[i].astype(int) - view).max(-1) > 0
+        assert noisy.mean() > 2 * (np.abs(stored - view).max(-1) > 0).mean(), edit

@@ -26,6 +26,7 @@ folder and renamed into place only when complete.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import time
@@ -401,11 +402,21 @@ def all_pairs(names: list[str]) -> list[tuple[str, str]]:
     return [(a, b) for a in names for b in names if a != b]
 
 
-def save_jpeg(path: Path, image: np.ndarray, quality: int) -> None:
+def save_jpeg(path: Path | io.BytesIO, image: np.ndarray, quality: int) -> None:
     """RGB uint8 -> JPEG with fixed settings (4:4:4, no optimisation), so equal images give equal bytes."""
     Image.fromarray(image).save(
         path, format="JPEG", quality=quality, subsampling=JPEG_SUBSAMPLING, optimize=False, progressive=False
     )
+
+
+def jpeg_round_trip(image: np.ndarray, quality: int) -> np.ndarray:
+    """RGB uint8 as a reader of the written dataset sees it: encoded as :func:`save_jpeg` writes a
+    view, decoded as the shard loader decodes one (OpenCV). An 8×8 block the encoder sees unchanged
+    comes back bit for bit as the written view's."""
+    buf = io.BytesIO()
+    save_jpeg(buf, image, quality)
+    bgr = cv2.imdecode(np.frombuffer(buf.getvalue(), np.uint8), cv2.IMREAD_COLOR)
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def write_dataset(

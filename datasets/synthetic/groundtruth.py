@@ -93,12 +93,18 @@ def from_canvas(
 
 def encode(gt: GroundTruth) -> bytes:
     """npz bytes (deflated, fixed timestamps: the same ground truth gives the same bytes)."""
-    arrays = {
+    arrays: dict[str, np.ndarray] = {
         "part": gt.part.astype(np.uint8),
         "garment": gt.garment.astype(np.uint8),
         "surface": gt.surface.astype(np.float16),
         "px_per_unit": np.float32(gt.px_per_unit),
     }
+    return npz_bytes(arrays)
+
+
+def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """``arrays`` as npz bytes, deflated, with fixed timestamps: the same arrays give the same
+    bytes, so a stage that writes them is reproducible byte for byte."""
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, arr in arrays.items():

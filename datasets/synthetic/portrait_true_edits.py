@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from datasets.faces import edits as face_edits
-from datasets.synthetic.groundtruth import FOLDER
+from datasets.synthetic.groundtruth import FOLDER, npz_bytes
 from datasets.synthetic.portrait_geometry import HeadPose
 
 SUFFIX = ".edits.npz"
@@ -112,15 +112,7 @@ def encode(edits: TrueEdits) -> bytes:
         "requested": edits.requested.astype(np.float32),
         "rendered": edits.rendered.astype(np.float32),
     }
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for name, arr in arrays.items():
-            member = io.BytesIO()
-            np.lib.format.write_array(member, np.asarray(arr), allow_pickle=False)
-            info = zipfile.ZipInfo(name + ".npy", date_time=(1980, 1, 1, 0, 0, 0))
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, member.getvalue())
-    return buf.getvalue()
+    return npz_bytes(arrays)
 
 
 def decode(data: bytes | memoryview) -> TrueEdits:
