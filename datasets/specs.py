@@ -48,6 +48,10 @@ class SynthesizeSpec:
     # portrait generator only: head pose ranges (degrees) of the views
     max_yaw_deg: float = 30.0
     max_roll_deg: float = 15.0
+    # portrait generator only: per training view, this many more renders of the same head pose
+    # with a newly drawn expression (a sitter keeping still), each paired with its view both ways.
+    # The test split is left as it is.
+    expression_twins: int = 0
     # Figure generator ("figure") options.
     patterns: tuple[Literal["hstripes", "vstripes", "checks", "dots"], ...] = (
         "hstripes",
@@ -69,6 +73,12 @@ class SynthesizeSpec:
             raise ValueError("train_identities and test_identities must be >= 1")
         if self.views_per_identity < 2:
             raise ValueError("views_per_identity must be >= 2 (pairs are drawn within identities)")
+        if self.expression_twins < 0:
+            raise ValueError(f"expression_twins must be >= 0, got {self.expression_twins}")
+        if self.expression_twins and self.generator != "portrait":
+            raise ValueError(
+                "expression_twins is a portrait generator option (the figure generator has none)"
+            )
         if not 0.0 <= self.max_yaw_deg <= 45.0 or not 0.0 <= self.max_roll_deg <= 45.0:
             raise ValueError(
                 f"max_yaw_deg/max_roll_deg must be in [0, 45], got {self.max_yaw_deg}/{self.max_roll_deg}"

@@ -189,6 +189,9 @@ class LossConfig:
     # maximum over channels): the eyes, lids, lips and brows of a portrait are a few percent of
     # its pixels, so the plain L1 barely asks for an expression change.
     pose_l1: float = 0.0
+    # L1 again, weighted per pixel by how much the pair changes it (|target - source|), each pair
+    # normalised on its own: the pixels a small edit moves weigh as much as a whole head turning.
+    change_l1: float = 0.0
     content: float = 0.5
     style: float = 500.0
     adversarial: float = 2.0  # LSGAN
@@ -219,6 +222,7 @@ class LossConfig:
         return {
             "l1": self.l1,
             "pose_l1": self.pose_l1,
+            "change_l1": self.change_l1,
             "content": self.content,
             "style": self.style,
             "g_adv": self.adversarial,

@@ -31,6 +31,7 @@ from model.discriminator import FaceDiscriminator
 from model.generator import AttnFlowGenerator, GeneratorOutput
 from model.losses import (
     attention_reconstruction_loss,
+    change_weighted_l1,
     content_loss,
     flow_regularization_loss,
     l1_loss,
@@ -252,6 +253,8 @@ class GanStep:
             }
             if self.loss_cfg.pose_l1 > 0:
                 terms["pose_l1"] = pose_weighted_l1(fake, real, batch["source_pose"], batch["target_pose"])
+            if self.loss_cfg.change_l1 > 0:
+                terms["change_l1"] = change_weighted_l1(fake, real, batch["source_image"])
             if adversarial:
                 with _no_sync(self.D):
                     terms["g_adv"] = lsgan_g_loss(self._d_fn(fake)).mean()

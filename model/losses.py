@@ -131,6 +131,18 @@ def masked_mean(values: Tensor, mask: Tensor) -> Tensor:
     return (values * m).sum() / m.sum().clamp_min(1.0)
 
 
+def change_weighted_l1(fake: Tensor, real: Tensor, source: Tensor) -> Tensor:
+    """Mean absolute error per pixel and channel, weighted by how much the pair changes each pixel
+    (``|real - source|``, maximum over channels), per sample, then averaged over the samples that
+    change at all: a scalar. A pair that changes a few pixels (an eye closing) weighs as much as one
+    that changes them all."""
+    weight = (real - source).abs().amax(1, keepdim=True).detach()
+    total = weight.sum(dim=(1, 2, 3))
+    per = (weight * (fake - real).abs()).sum(dim=(1, 2, 3)) / (total * fake.shape[1]).clamp_min(1e-6)
+    changed = (total > 1e-3).to(per.dtype)
+    return (per * changed).sum() / changed.sum().clamp_min(1.0)
+
+
 def pose_weighted_l1(fake: Tensor, real: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
     """Mean absolute error per pixel and channel, weighted by where either pose map is drawn
     (the maximum over both maps' channels, resized to the image): a scalar."""

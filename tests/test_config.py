@@ -185,3 +185,11 @@ def test_layered_files_replace_whole_sections():
     assert layered.loss.pose_l1 == 20.0 and base.loss.pose_l1 == 0.0
     assert layered.evaluate == base.evaluate and layered.datasets == base.datasets  # sections it does not have
     assert layered.train.run_name == "portrait" and layered.train.dataset == "synthetic_portrait"
+
+
+def test_same_view_pairs_are_a_share_and_need_augmentation():
+    assert load_config(PARAMS, ["train.same_view_pairs=0.3"]).train.same_view_pairs == 0.3
+    with pytest.raises(ConfigError, match=r"train.same_view_pairs must be in \[0, 1\], got 1.5"):
+        load_config(PARAMS, ["train.same_view_pairs=1.5"])
+    with pytest.raises(ConfigError, match="same_view_pairs needs train.augment"):
+        load_config(PARAMS, ["train.same_view_pairs=0.3", "train.augment=false"])

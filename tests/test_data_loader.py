@@ -449,3 +449,35 @@ def test_shard_cache_holds_at_most_its_budget(shards):
     assert len(loader._local._parsed) == 1  # room for one shard: the last one read
     with pytest.raises(ValueError, match="shard_cache_mb"):
         train_loader(shards_dir, rank=0, world_size=1, batch_size=5, shard_cache_mb=-1)
+
+
+def test_same_view_pairs_are_identical_or_an_exact_rigid_move_of_the_source(shards):
+    # train.same_view_pairs: the target is the source view itself, half of the time the identical
+    # image, otherwise the view moved by its own augmentation draw (its keypoints moved with it).
+    _, shards_dir = shards
+    kw = dict(rank=0, world_size=1, batch_size=4, num_workers=0, seed=2, compact=True, face_crops=False)
+    cfg = AugmentConfig(flip_p=0.0, affine_p=1.0, same_view_p=1.0)
+    batches = list(train_loader(shards_dir, augment=cfg, **kw))
+    identical = moved = 0
+    for b in batches:
+        assert b["source_name"] == b["target_name"]
+        for i in range(len(b["source_name"])):
+            same = np.array_equal(b["source_rgb"][i], b["target_rgb"][i])
+            assert same == np.array_equal(b["source_keypoints"][i], b["target_keypoints"][i])
+            identical, moved = identical + same, moved + (not same)
+    assert identical >= 4 and moved >= 4, (identical, moved)  # 24 pairs, each a fair coin
+
+
+def test_same_view_pairs_off_leave_every_draw_as_it_was(shards):
+    _, shards_dir = shards
+    kw = dict(rank=0, world_size=1, batch_size=4, num_workers=0, seed=2, compact=True, face_crops=False)
+    some = train_loader(shards_dir, augment=AugmentConfig(same_view_p=0.25), **kw)
+    off = list(train_loader(shards_dir, augment=AugmentConfig(same_view_p=0.0), **kw))
+    default = list(train_loader(shards_dir, augment=AugmentConfig(), **kw))
+    for a, b in zip(off, default, strict=True):
+        assert a["source_name"] == b["source_name"] and a["target_name"] == b["target_name"]
+        assert np.array_equal(a["source_rgb"], b["source_rgb"]) and np.array_equal(a["target_rgb"], b["target_rgb"])
+    names = [(s, t) for b in some for s, t in zip(b["source_name"], b["target_name"])]
+    assert 0 < sum(s == t for s, t in names) < len(names)
+    with pytest.raises(ValueError, match="same_view_p"):
+        AugmentConfig(same_view_p=1.5)

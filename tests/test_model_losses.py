@@ -166,3 +166,19 @@ def test_pose_weighted_l1_counts_only_where_a_pose_map_is_drawn():
     assert pose_weighted_l1(fake, real, source, target).item() == pytest.approx(0.5 * 0.6 / 1.5)
     half = torch.nn.functional.interpolate(source, scale_factor=0.5)  # maps at another size are resized
     assert torch.isfinite(pose_weighted_l1(fake, real, half, half))
+
+
+def test_change_weighted_l1_weighs_each_pair_by_the_pixels_it_changes():
+    from model.losses import change_weighted_l1
+
+    source = torch.zeros(3, 3, 8, 8)
+    real = source.clone()
+    real[0, :, 2, 2] = 1.0  # pair 0: one pixel changes
+    real[1] = 0.5  # pair 1: every pixel changes by 0.5; pair 2: nothing changes
+    fake = real.clone()
+    fake[:, :, 7, 7] += 1.0  # wrong where no pair changes anything: not counted for pairs 0 and 2
+    assert change_weighted_l1(fake, real, source).item() == pytest.approx((0.0 + 1.0 / 64) / 2)
+    fake = real.clone()
+    fake[0, :, 2, 2] = 0.0  # pair 0 misses its one change: its whole error, however small the change
+    assert change_weighted_l1(fake, real, source).item() == pytest.approx((1.0 + 0.0) / 2)
+    assert change_weighted_l1(source, source, source).item() == 0.0  # identical pairs: nothing to weigh

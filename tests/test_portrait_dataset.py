@@ -12,6 +12,7 @@ from datasets.faces.edits import Expression
 from datasets.pose.landmarks import MISSING, visible
 from datasets.raw.layout import find_split, get_layout, identity_of, read_annotations, read_pairs
 from datasets.specs import SynthesizeSpec
+from datasets.synthetic import portrait_dataset
 from datasets.synthetic.portrait_dataset import (
     base_pose,
     identity_views,
@@ -135,11 +136,43 @@ def test_synthesize_cli_writes_the_portrait_dataset(tmp_path, capsys):
                "--set", "synthesize.synthetic_portrait.test_identities=1",
                "--set", "synthesize.synthetic_portrait.views_per_identity=2",
                "--set", "synthesize.synthetic_portrait.supersample=1"])
-    assert rc == 0 and "4 portraits" in capsys.readouterr().out
-    assert (out / "portrait-landmarks-test.csv").is_file() and len(list((out / "train").glob("*.jpg"))) == 2
+    # params.yaml's expression_twins: 1 gives each training view a twin.
+    assert rc == 0 and "6 portraits (4 train / 2 test" in capsys.readouterr().out
+    assert (out / "portrait-landmarks-test.csv").is_file() and len(list((out / "train").glob("*.jpg"))) == 4
 
 
 def test_bad_generator_is_refused(tmp_path):
     with pytest.raises(ValueError, match="portrait"):
         write_dataset(SynthesizeSpec(generator="figure"), tmp_path / "x")
     assert not (tmp_path / "x").exists()
+
+
+def test_expression_twins_keep_the_head_pose_change_the_face_and_leave_the_rest_as_it_was(written, tmp_path):
+    spec = SynthesizeSpec(**{**SPEC.__dict__, "expression_twins": 2})
+    root = write_dataset(spec, tmp_path / "twins").root
+    before, after = _files(written), _files(root)
+    # Every file of the dataset without twins is unchanged but the training CSVs, which grow.
+    changed = sorted(k for k in before if before[k] != after.get(k))
+    assert changed == ["portrait-landmarks-train.csv", "portrait-pairs-train.csv"]
+    for name in changed:  # the same lines in the same order, the twins' lines among them
+        old, new = before[name].decode().splitlines(), iter(after[name].decode().splitlines())
+        assert all(line in new for line in old) and len(after[name]) > len(before[name])
+    extra = sorted(set(after) - set(before))
+    assert all(k.startswith(("train/", "groundtruth/train/")) for k in extra)
+    assert len(list((root / "train").glob("*.jpg"))) + len(list((root / "test").glob("*.jpg"))) == total_images(spec)
+    layout = get_layout("portrait")
+    pairs, issues = read_pairs(find_split(root, layout, "train").pairs_csv, layout)
+    n, k = SPEC.views_per_identity, spec.expression_twins
+    assert not issues and len(pairs) == SPEC.train_identities * (n * (n - 1) + 2 * n * k)
+    identity = sample_identity(SPEC.seed, 0, SPEC.background)
+    views = identity_views(identity, spec)
+    twins = portrait_dataset.expression_twins(identity, views, spec)
+    assert len(twins) == n * k
+    for i, twin in enumerate(twins):
+        view = views[i // k]
+        assert twin.pose == view.pose and twin.expression != view.expression
+        twin_name, view_name = f"portrait-id00000_{n + i:02d}.jpg", f"portrait-id00000_{i // k:02d}.jpg"
+        assert (view_name, twin_name) in {(p.source, p.target) for p in pairs}
+        assert (twin_name, view_name) in {(p.source, p.target) for p in pairs}
+    with pytest.raises(ValueError, match="expression_twins is a portrait generator option"):
+        SynthesizeSpec(generator="figure", expression_twins=1)

@@ -45,9 +45,14 @@ class AugmentConfig:
     scale: tuple[float, float] = (0.9, 1.1)
     translate: float = 0.05  # fraction of the image size, each direction
     rotate: float = 8.0  # degrees, each direction
+    # Share of training pairs whose target is the source view itself (train.same_view_pairs): half
+    # of them the identical image, the other half the view moved by its own draw (an exact rigid
+    # move). A portrait edit changes a few percent of the pixels; a model that has only seen pairs
+    # of different head poses and expressions never learns to leave the rest alone.
+    same_view_p: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("flip_p", "affine_p"):
+        for name in ("flip_p", "affine_p", "same_view_p"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
 
@@ -83,10 +88,18 @@ class Augmenter:
             seed=seed,
             save_applied_params=True,
         )
+        # Its own generator, so that same_view_p = 0 leaves every image draw as it was.
+        self.pair_rng = random.Random(seed * 2 + 1)
         affine = self.transform.transforms[1]
         self.border_value = fgeometric.extend_value(affine.fill, 3)
         if affine.fit_output:
             raise ValueError("Augmenter keeps the frame: Affine(fit_output=True) is not supported")
+
+    def same_view(self) -> tuple[bool, bool]:
+        """Whether the next pair's target is its source view, and if so whether the identical image."""
+        if self.cfg.same_view_p <= 0.0 or self.pair_rng.random() >= self.cfg.same_view_p:
+            return False, False
+        return True, self.pair_rng.random() < 0.5
 
     def __call__(
         self, rgb: np.ndarray, keypoints: np.ndarray, face_box: np.ndarray, face_valid: bool

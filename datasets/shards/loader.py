@@ -515,8 +515,11 @@ class _PairStream(IterableDataset):
         tgt_rgb = self._view(sample, b, cache, si)
         src_pose = tgt_pose = face = None
         if aug is not None:
+            same, identical = aug.same_view()
+            if same:
+                tgt, tgt_rgb = src, src_rgb
             s = aug(src_rgb, src.keypoints, src.face_box, src.face_valid)
-            t = aug(tgt_rgb, tgt.keypoints, tgt.face_box, tgt.face_valid)
+            t = s if identical else aug(tgt_rgb, tgt.keypoints, tgt.face_box, tgt.face_valid)
             if self.sparse_poses:  # rendered from the moved keypoints, never warped
                 src_pose = self.scheme.render(s.keypoints, self.size, self.sigma)
                 tgt_pose = self.scheme.render(t.keypoints, self.size, self.sigma)

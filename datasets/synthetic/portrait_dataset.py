@@ -22,7 +22,11 @@ Identities 0…train-1 are train, the next ``test_identities`` are test; an iden
 parameters depend only on (seed, identity number), so the output is byte-identical
 for a seed.  Pairs are all ordered pairs of distinct views of an identity
 (V·(V-1) per identity, identity then view order), in both splits, as for the
-synthetic person data.
+synthetic person data.  With ``expression_twins`` K > 0 each training view also has K
+twins (views V… of the identity, K per view in view order): its head pose with a newly drawn
+expression, a sitter keeping still while the face moves, paired with that view both ways and
+listed after the identity's other pairs.  A pair of distinct views always differs in head pose
+too, and every portrait edit asks for a face that moves while the rest stays put.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from datasets.synthetic import groundtruth, portrait_true_edits
 
 # One summary type and one JPEG writer (4:4:4 chroma keeps the lips and irises of 64-pixel
 # faces; no optimisation = fixed bytes) for every generator.
-from datasets.synthetic.fashion import save_jpeg
+from datasets.synthetic.fashion import jpeg_round_trip, save_jpeg
 from datasets.synthetic.portrait_geometry import FaceShape, HeadPose, image_landmarks, neutral_landmarks
 from datasets.synthetic.portrait_render import (
     GLASSES,
@@ -284,15 +288,24 @@ def _edited_view(
 
 
 def true_edits(
-    identity: PortraitIdentity, view: PortraitView, size: tuple[int, int], supersample: int
+    identity: PortraitIdentity,
+    view: PortraitView,
+    size: tuple[int, int],
+    supersample: int,
+    jpeg_quality: int | None = None,
 ) -> TrueEdits:
-    """The renderer's true image of every edit of :data:`TRUE_EDITS` applied to ``view``."""
+    """The renderer's true image of every edit of :data:`TRUE_EDITS` applied to ``view``; with
+    ``jpeg_quality``, each as the dataset would have written it (:func:`jpeg_round_trip`).
+
+    The written view is a JPEG: against a lossless edit, its compression noise counts as change
+    (a few levels, over 8 on ~3 % of a face's pixels: as many as a smile moves), which the edit
+    scores would then read as part of the edit."""
     values, images, requested, rendered = [], [], [], []
     for name, strength, second in TRUE_EDITS:
         v = edit_values(name, strength, second, size)
         edited = _edited_view(identity, view, name, v, size, supersample)
         values.append(v)
-        images.append(edited.image)
+        images.append(edited.image if jpeg_quality is None else jpeg_round_trip(edited.image, jpeg_quality))
         requested.append(requested_landmarks(view.landmarks, name, v, size))
         rendered.append(edited.landmarks)
     return TrueEdits(
@@ -322,6 +335,24 @@ def identity_views(
     return views
 
 
+def expression_twins(
+    identity: PortraitIdentity, views: list[PortraitView], spec: SynthesizeSpec, with_truth: bool = False
+) -> list[PortraitView]:
+    """``spec.expression_twins`` renders per view in ``views`` order: its head pose, a new expression.
+
+    Drawn from a generator of their own, so the views themselves are the same with or without them.
+    """
+    size = (spec.height, spec.width)
+    twins = []
+    for v, view in enumerate(views):
+        for k in range(spec.expression_twins):
+            rng = np.random.default_rng([spec.seed, identity.number, 0x7317, v, k])
+            twins.append(
+                render_view(identity, sample_expression(rng), view.pose, size, spec.supersample, with_truth)
+            )
+    return twins
+
+
 def image_name(prefix: str, identity: int, view: int) -> str:
     return f"{prefix}-id{identity:05d}_{view:02d}.jpg"
 
@@ -346,18 +377,26 @@ def _write_split(
     for number in numbers:
         identity = sample_identity(spec.seed, number, spec.background)
         names = [image_name(prefix, number, v) for v in range(spec.views_per_identity)]
-        for name, view in zip(names, identity_views(identity, spec, with_truth=True)):
+        views = identity_views(identity, spec, with_truth=True)
+        twins = expression_twins(identity, views, spec, with_truth=True) if split == "train" else []
+        k = spec.expression_twins
+        twin_names = [image_name(prefix, number, len(views) + i) for i in range(len(twins))]
+        for name, view in zip(names + twin_names, views + twins):
             save_jpeg(root / split / name, view.image, spec.jpeg_quality)
             assert view.truth is not None
             groundtruth.path_for(root, split, name).write_bytes(groundtruth.encode(view.truth))
             if split == "test":
-                edits = true_edits(identity, view, (spec.height, spec.width), spec.supersample)
+                edits = true_edits(
+                    identity, view, (spec.height, spec.width), spec.supersample, spec.jpeg_quality
+                )
                 portrait_true_edits.path_for(root, split, name).write_bytes(portrait_true_edits.encode(edits))
             ys, xs = encode_row(view.landmarks, (spec.height, spec.width))
             rows.append(f"{name}:{ys}:{xs}")
             if on_image is not None:
                 on_image(view)
         pairs += [f"{a},{b}" for a in names for b in names if a != b]
+        for i, twin in enumerate(twin_names):  # a twin pairs with its own view only
+            pairs += [f"{names[i // k]},{twin}", f"{twin},{names[i // k]}"]
     for path, lines in (
         (root / f"{prefix}-landmarks-{split}.csv", rows),
         (root / f"{prefix}-pairs-{split}.csv", pairs),

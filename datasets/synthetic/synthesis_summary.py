@@ -32,4 +32,5 @@ class Summary:
 
 def total_images(spec: SynthesizeSpec) -> int:
     """Images a generator writes for ``spec`` (every identity's views), for a progress bar."""
-    return (spec.train_identities + spec.test_identities) * spec.views_per_identity
+    twins = spec.train_identities * spec.views_per_identity * spec.expression_twins
+    return (spec.train_identities + spec.test_identities) * spec.views_per_identity + twins

@@ -44,6 +44,9 @@ class TrainConfig:
     # the JPEGs are decoded at every visit); 0 re-reads every shard every epoch.
     shard_cache_mb: float = 64
     augment: bool = True  # flips (left/right joints swapped), small affine jitter
+    # Share of training pairs whose target is the source view itself: half identical, half moved
+    # by the augmentation's own draw (datasets/shards/augment.py). Needs augment.
+    same_view_pairs: float = 0.0
     threads_per_worker: int = 1  # torch intra-op threads per worker on CPU
     # What every worker trains on (pipelines/training/placement.py): cuda asks Ray for
     # gpus_per_worker GPUs per worker and waits up to gpu_wait_s for them; auto is cuda only on a
@@ -73,6 +76,10 @@ class TrainConfig:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.shard_cache_mb < 0:
             raise ValueError(f"train.shard_cache_mb must be >= 0, got {self.shard_cache_mb}")
+        if not 0.0 <= self.same_view_pairs <= 1.0:
+            raise ValueError(f"train.same_view_pairs must be in [0, 1], got {self.same_view_pairs}")
+        if self.same_view_pairs > 0 and not self.augment:
+            raise ValueError("train.same_view_pairs needs train.augment: true (it is a pair augmentation)")
         if self.gpus_per_worker <= 0 or self.gpu_wait_s < 0:
             raise ValueError(
                 f"train.gpus_per_worker must be > 0 and train.gpu_wait_s >= 0, got "

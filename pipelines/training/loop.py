@@ -250,7 +250,7 @@ def make_batches(
         batch_size=tcfg.batch_size,
         num_workers=loader_workers(tcfg.loader_workers, device),
         seed=tcfg.seed,
-        augment=AugmentConfig() if tcfg.augment else None,
+        augment=AugmentConfig(same_view_p=tcfg.same_view_pairs) if tcfg.augment else None,
         compact=True,
         poses="keypoints" if gaussian else "sparse",
         face_crops=tcfg.face_crops,
