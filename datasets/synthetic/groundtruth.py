@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import io
 import zipfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,16 +94,16 @@ def from_canvas(
 
 def encode(gt: GroundTruth) -> bytes:
     """npz bytes (deflated, fixed timestamps: the same ground truth gives the same bytes)."""
-    arrays: dict[str, np.ndarray] = {
+    arrays = {
         "part": gt.part.astype(np.uint8),
         "garment": gt.garment.astype(np.uint8),
         "surface": gt.surface.astype(np.float16),
-        "px_per_unit": np.float32(gt.px_per_unit),
+        "px_per_unit": np.asarray(gt.px_per_unit, np.float32),
     }
     return npz_bytes(arrays)
 
 
-def npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+def npz_bytes(arrays: Mapping[str, object]) -> bytes:
     """``arrays`` as npz bytes, deflated, with fixed timestamps: the same arrays give the same
     bytes, so a stage that writes them is reproducible byte for byte."""
     buf = io.BytesIO()
