@@ -115,11 +115,11 @@ def pixel_share(
 ) -> float:
     """Share of the true change (``truth`` - ``source``) that the answer's change (``edited`` -
     ``unedited``) carries on ``mask``: their inner product over the true change's squared size; NaN
-    when the true change is below one level per pixel."""
+    when nothing changes or the true change is below one level per pixel."""
     want = truth.astype(np.float64)[mask] - source.astype(np.float64)[mask]
     got = edited.astype(np.float64)[mask] - unedited.astype(np.float64)[mask]
     size = float((want * want).sum())
-    if size < want.size:
+    if not mask.any() or size < want.size:
         return math.nan
     return float((got * want).sum() / size)
 
