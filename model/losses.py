@@ -139,8 +139,7 @@ def change_weighted_l1(fake: Tensor, real: Tensor, source: Tensor) -> Tensor:
     weight = (real - source).abs().amax(1, keepdim=True).detach()
     total = weight.sum(dim=(1, 2, 3))
     per = (weight * (fake - real).abs()).sum(dim=(1, 2, 3)) / (total * fake.shape[1]).clamp_min(1e-6)
-    changed = (total > 1e-3).to(per.dtype)
-    return (per * changed).sum() / changed.sum().clamp_min(1.0)
+    return masked_mean(per, total > 1e-3)
 
 
 def pose_weighted_l1(fake: Tensor, real: Tensor, source_pose: Tensor, target_pose: Tensor) -> Tensor:
