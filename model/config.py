@@ -60,6 +60,11 @@ class ModelConfig:
     # has lost every detail under two pixels (glasses frames, lids, hair strands) before the
     # decoder sees it.
     skip_full_resolution: bool = False
+    # A residual block at full resolution before the image head that sees the target's pose maps
+    # (and, with image_skip, the starting image) pixel for pixel. Without it the decoder's finest
+    # features are at stride 2, so a detail one pixel wide in the target (a closed lid, a lip line)
+    # reaches the output only through an upsampling.
+    full_resolution_head: bool = False
     flow_channels: int = 16  # flow estimator width at 1/2 scale
     flow_depth: int = 16  # deepest stride of the flow estimator's U-Net (its receptive field)
     combine_channels: int = 32  # hidden width of the combination map generator
@@ -168,6 +173,7 @@ class ModelConfig:
             "decoder_image": False,
             "image_skip": False,
             "skip_full_resolution": False,
+            "full_resolution_head": False,
         }
         values.update(overrides)
         return cls(**values)

@@ -208,6 +208,14 @@ class AttnFlowGenerator(nn.Module):
         self.ups = nn.ModuleDict(
             {str(s): Up(widths[s], widths[s // 2] if s > 2 else cfg.width(1), cfg.norm) for s in self.strides}
         )
+        self.full_head = (
+            nn.Sequential(
+                NormActConv(cfg.width(1) + P + (3 if cfg.image_skip else 0), cfg.width(1), cfg.norm),
+                NormActConv(cfg.width(1), cfg.width(1), cfg.norm),
+            )
+            if cfg.full_resolution_head
+            else None
+        )
         head = NormActConv(cfg.width(1), 3, cfg.norm)
         self.to_image = nn.Sequential(head, nn.Tanh())
         if cfg.image_skip:  # start at the warped image itself
@@ -347,13 +355,19 @@ class AttnFlowGenerator(nn.Module):
             if s in combined:
                 x = self.warp_blocks[str(s)](x, combined[s])
             x = self.decoder_blocks[str(s)](x)
-        if cfg.image_skip:
+        x = self.ups["2"](x, (H, W))
+        base = (
+            self._skip_image(out, combined_image, source_image).clamp(-0.98, 0.98) if cfg.image_skip else None
+        )
+        if self.full_head is not None:
+            seen = [x, target_pose.to(x.dtype)] + ([base.to(x.dtype)] if base is not None else [])
+            x = x + self.full_head(torch.cat(seen, dim=1))
+        if base is not None:
             # Logits of the finest combined warped image (upsampled): the decoder corrects it.
-            base = self._skip_image(out, combined_image, source_image).clamp(-0.98, 0.98)
-            logits = self.to_image[0](self.ups["2"](x, (H, W)))
+            logits = self.to_image[0](x)
             out.image = torch.tanh(logits + torch.atanh(base).to(logits.dtype))
         else:
-            out.image = self.to_image(self.ups["2"](x, (H, W)))  # [B,3,H,W]
+            out.image = self.to_image(x)  # [B,3,H,W]
         return out
 
     def _skip_image(self, out: GeneratorOutput, combined_image: dict[int, Tensor], source: Tensor) -> Tensor:

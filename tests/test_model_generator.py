@@ -1,4 +1,5 @@
 """Generator and discriminator shapes, value ranges and gradients for every variant (tiny configs)."""
+
 import pytest
 import torch
 
@@ -78,8 +79,17 @@ def test_unknown_variant_fails_clearly():
         ModelConfig(variant="attention")
 
 
-@pytest.mark.parametrize("bad", [dict(attn_scales=(3,)), dict(flow_scales=(8, 8)), dict(norm="batch"),
-                                 dict(attn_dim=4), dict(flow_depth=4), dict(base_channels=0)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        dict(attn_scales=(3,)),
+        dict(flow_scales=(8, 8)),
+        dict(norm="batch"),
+        dict(attn_dim=4),
+        dict(flow_depth=4),
+        dict(base_channels=0),
+    ],
+)
 def test_bad_config_values_fail(bad):
     with pytest.raises(ValueError):
         tiny_config(**bad)
@@ -124,8 +134,10 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(variant):
     d_total, _ = step.discriminator_loss(batch, out.image, r1=True)
     d_total.backward()
     for prefix, module in (("D", d), ("D_face", d_face)):
-        for name, p in (module.named_parameters() if module is not None else []):
-            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{prefix}.{name}"
+        for name, p in module.named_parameters() if module is not None else []:
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, (
+                f"{prefix}.{name}"
+            )
 
 
 def test_parameter_counts_grow_with_the_variant():
@@ -176,9 +188,14 @@ def test_decoder_image_carries_the_source_colours_past_the_textures(variant):
 def test_decoder_image_widens_only_the_warping_blocks():
     plain, wide = (build_generator(tiny_config("full", decoder_image=d)) for d in (False, True))
     c = tiny_config("full").width(8)
-    assert wide.warp_blocks["8"].fuse[0][2].in_channels == 2 * c + 3 == plain.warp_blocks["8"].fuse[0][2].in_channels + 3
+    assert (
+        wide.warp_blocks["8"].fuse[0][2].in_channels
+        == 2 * c + 3
+        == plain.warp_blocks["8"].fuse[0][2].in_channels + 3
+    )
     assert count_parameters(wide) - count_parameters(plain) == sum(
-        9 * 3 * tiny_config("full").width(s) + 2 * 3 for s in tiny_config("full").warp_scales)  # conv weights + norm affine
+        9 * 3 * tiny_config("full").width(s) + 2 * 3 for s in tiny_config("full").warp_scales
+    )  # conv weights + norm affine
     assert ModelConfig.paper().decoder_image is False
 
 
@@ -191,8 +208,12 @@ def test_image_skip_starts_at_the_finest_warped_source_image(variant):
         out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
     finest = min(g.cfg.warp_scales)
     if variant == "baseline":
-        warped = torch.nn.functional.interpolate(batch["source_image"], size=out.flow_warped_image.get(
-            finest, torch.zeros(1, 1, (H + 1) // 2, (W + 1) // 2)).shape[-2:], mode="bilinear", antialias=True)
+        warped = torch.nn.functional.interpolate(
+            batch["source_image"],
+            size=out.flow_warped_image.get(finest, torch.zeros(1, 1, (H + 1) // 2, (W + 1) // 2)).shape[-2:],
+            mode="bilinear",
+            antialias=True,
+        )
     else:
         warped = out.flow_warped_image.get(finest, out.attn_warped_image.get(finest))
     up = torch.nn.functional.interpolate(warped, size=(H, W), mode="bilinear", align_corners=False)
@@ -224,3 +245,28 @@ def test_full_resolution_skip_warps_the_source_image_itself(variant):
     # a full-resolution warp keeps detail the stride-2 image lost
     assert (flowed - upsampled).abs().mean() > 0.01
     assert ModelConfig.paper().skip_full_resolution is False
+
+
+@pytest.mark.parametrize("image_skip", [False, True])
+def test_full_resolution_head_sees_the_target_pose_and_starts_at_the_skip_image(image_skip):
+    cfg = tiny_config(
+        "full", image_skip=image_skip, skip_full_resolution=image_skip, full_resolution_head=True
+    )
+    g = build_generator(cfg)
+    first = g.full_head[0][2]
+    assert first.in_channels == cfg.width(1) + P + (3 if image_skip else 0)
+    batch = {k: v.requires_grad_(k == "target_pose") for k, v in synthetic_batch(2).items()}
+    out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
+    assert out.image.shape == (2, 3, H, W)
+    # one output pixel's gradient reaches the target pose maps at that very pixel
+    (grad,) = torch.autograd.grad(out.image[0, :, H // 2, W // 2].sum(), batch["target_pose"])
+    assert grad[0, :, H // 2, W // 2].abs().sum() > 0
+    if image_skip:
+        plain = build_generator(tiny_config("full", image_skip=True, skip_full_resolution=True))
+        missing, unexpected = plain.load_state_dict(g.state_dict(), strict=False)
+        assert not missing and all(k.startswith("full_head.") for k in unexpected)
+        with torch.no_grad():
+            start = plain(batch["source_image"], batch["source_pose"], batch["target_pose"].detach())
+        # the head adds a correction that starts small: the output still starts near the warped source
+        assert (out.image.detach() - start.image).abs().mean() < 0.1
+    assert ModelConfig.paper().full_resolution_head is False
