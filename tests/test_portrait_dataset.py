@@ -1,4 +1,5 @@
 """The synthetic portrait generator: determinism, the written layout, splits, pairs, exact landmarks."""
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,17 @@ from datasets.synthetic.portrait_dataset import (
 from datasets.synthetic.portrait_geometry import HeadPose
 from datasets.synthetic.synthesis_summary import total_images
 
-SPEC = SynthesizeSpec(generator="portrait", seed=3, height=48, width=48, train_identities=3, test_identities=2,
-                      views_per_identity=3, file_prefix="portrait", supersample=2)
+SPEC = SynthesizeSpec(
+    generator="portrait",
+    seed=3,
+    height=48,
+    width=48,
+    train_identities=3,
+    test_identities=2,
+    views_per_identity=3,
+    file_prefix="portrait",
+    supersample=2,
+)
 
 
 @pytest.fixture(scope="module")
@@ -46,9 +56,17 @@ def test_same_seed_same_bytes_other_seed_other_faces(written, tmp_path):
 
 def test_layout_is_written_exactly(written):
     assert sorted(p.name for p in written.iterdir()) == [
-        "groundtruth", "portrait-landmarks-test.csv", "portrait-landmarks-train.csv", "portrait-pairs-test.csv",
-        "portrait-pairs-train.csv", "test", "train"]  # groundtruth/: the renderer's, beside the layout
-    assert len(list((written / "train").glob("*.jpg"))) + len(list((written / "test").glob("*.jpg"))) == total_images(SPEC)
+        "groundtruth",
+        "portrait-landmarks-test.csv",
+        "portrait-landmarks-train.csv",
+        "portrait-pairs-test.csv",
+        "portrait-pairs-train.csv",
+        "test",
+        "train",
+    ]  # groundtruth/: the renderer's, beside the layout
+    assert len(list((written / "train").glob("*.jpg"))) + len(
+        list((written / "test").glob("*.jpg"))
+    ) == total_images(SPEC)
     frame = pd.read_csv(written / "portrait-landmarks-train.csv", sep=":")
     assert list(frame.columns) == ["name", "landmarks_y", "landmarks_x"]
     for name, ys, xs in zip(frame["name"], frame["landmarks_y"], frame["landmarks_x"]):
@@ -131,11 +149,23 @@ def test_synthesize_cli_writes_the_portrait_dataset(tmp_path, capsys):
     from pipelines.synthesize import main
 
     out = tmp_path / "cli"
-    rc = main(["--dataset", "synthetic_portrait", "--out", str(out), "--no-progress",
-               "--set", "synthesize.synthetic_portrait.train_identities=1",
-               "--set", "synthesize.synthetic_portrait.test_identities=1",
-               "--set", "synthesize.synthetic_portrait.views_per_identity=2",
-               "--set", "synthesize.synthetic_portrait.supersample=1"])
+    rc = main(
+        [
+            "--dataset",
+            "synthetic_portrait",
+            "--out",
+            str(out),
+            "--no-progress",
+            "--set",
+            "synthesize.synthetic_portrait.train_identities=1",
+            "--set",
+            "synthesize.synthetic_portrait.test_identities=1",
+            "--set",
+            "synthesize.synthetic_portrait.views_per_identity=2",
+            "--set",
+            "synthesize.synthetic_portrait.supersample=1",
+        ]
+    )
     # params.yaml's expression_twins: 1 gives each training view a twin.
     assert rc == 0 and "6 portraits (4 train / 2 test" in capsys.readouterr().out
     assert (out / "portrait-landmarks-test.csv").is_file() and len(list((out / "train").glob("*.jpg"))) == 4
@@ -159,7 +189,9 @@ def test_expression_twins_keep_the_head_pose_change_the_face_and_leave_the_rest_
         assert all(line in new for line in old) and len(after[name]) > len(before[name])
     extra = sorted(set(after) - set(before))
     assert all(k.startswith(("train/", "groundtruth/train/")) for k in extra)
-    assert len(list((root / "train").glob("*.jpg"))) + len(list((root / "test").glob("*.jpg"))) == total_images(spec)
+    assert len(list((root / "train").glob("*.jpg"))) + len(
+        list((root / "test").glob("*.jpg"))
+    ) == total_images(spec)
     layout = get_layout("portrait")
     pairs, issues = read_pairs(find_split(root, layout, "train").pairs_csv, layout)
     n, k = SPEC.views_per_identity, spec.expression_twins
@@ -170,9 +202,39 @@ def test_expression_twins_keep_the_head_pose_change_the_face_and_leave_the_rest_
     assert len(twins) == n * k
     for i, twin in enumerate(twins):
         view = views[i // k]
-        assert twin.pose == view.pose and twin.expression != view.expression
+        assert twin.pose == view.pose
+        moved = [
+            f
+            for f in portrait_dataset.EXPRESSION_FEATURES
+            if getattr(twin.expression, f) != getattr(view.expression, f)
+        ]
+        assert len(moved) == 1  # one edit at a time
+        assert (
+            abs(getattr(twin.expression, moved[0]) - getattr(view.expression, moved[0]))
+            >= portrait_dataset.TWIN_MIN_CHANGE
+        )
         twin_name, view_name = f"portrait-id00000_{n + i:02d}.jpg", f"portrait-id00000_{i // k:02d}.jpg"
         assert (view_name, twin_name) in {(p.source, p.target) for p in pairs}
         assert (twin_name, view_name) in {(p.source, p.target) for p in pairs}
     with pytest.raises(ValueError, match="expression_twins is a portrait generator option"):
         SynthesizeSpec(generator="figure", expression_twins=1)
+
+
+def test_twin_expressions_change_every_feature_and_close_open_eyes():
+    rng = np.random.default_rng(0)
+    moved: dict[str, int] = {}
+    closed = 0
+    for _ in range(400):
+        face = portrait_dataset.sample_expression(rng)
+        twin = portrait_dataset.twin_expression(rng, face)
+        (name,) = [f for f in portrait_dataset.EXPRESSION_FEATURES if getattr(twin, f) != getattr(face, f)]
+        moved[name] = moved.get(name, 0) + 1
+        closed += name == "eyes_closed" and face.eyes_closed < 0.5 <= twin.eyes_closed
+    assert set(moved) == set(portrait_dataset.EXPRESSION_FEATURES)
+    assert min(moved.values()) > 60  # about a quarter each
+    assert closed > 20  # the eyes_closed edit's direction is among them
+    # a feature drawn near its old value again and again goes to the far end of its range
+    never = type(
+        "Never", (), {"integers": lambda s, n: 2, "random": lambda s: 0.5, "uniform": lambda s, a, b: 0.1}
+    )()
+    assert portrait_dataset.twin_expression(never, Expression(eyes_closed=0.1)).eyes_closed == -1.0

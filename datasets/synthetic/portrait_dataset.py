@@ -23,14 +23,15 @@ parameters depend only on (seed, identity number), so the output is byte-identic
 for a seed.  Pairs are all ordered pairs of distinct views of an identity
 (V·(V-1) per identity, identity then view order), in both splits, as for the
 synthetic person data.  With ``expression_twins`` K > 0 each training view also has K
-twins (views V… of the identity, K per view in view order): its head pose with a newly drawn
-expression, a sitter keeping still while the face moves, paired with that view both ways and
+twins (views V… of the identity, K per view in view order): its head pose with one expression
+feature drawn again (one edit at a time), a sitter keeping still while the face moves, paired with that view both ways and
 listed after the identity's other pairs.  A pair of distinct views always differs in head pose
 too, and every portrait edit asks for a face that moves while the rest stays put.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -190,6 +191,9 @@ def sample_identity(seed: int, number: int, background: str) -> PortraitIdentity
     return PortraitIdentity(number, shape, app)
 
 
+EXPRESSION_FEATURES = ("mouth_open", "smile", "eyes_closed", "brows")
+
+
 def sample_expression(rng: np.random.Generator) -> Expression:
     """A mix of neutral, open-mouthed, smiling, frowning, surprised and closed-eye faces."""
     mouth = 0.0 if rng.random() < 0.45 else _u(rng, 0.2, 1.0)
@@ -335,10 +339,29 @@ def identity_views(
     return views
 
 
+TWIN_MIN_CHANGE = 0.3  # a twin's feature moves at least this far (strengths span [-1, 1])
+
+
+def twin_expression(rng: np.random.Generator, expression: Expression) -> Expression:
+    """``expression`` with one of its four features, chosen at random, drawn again from
+    :func:`sample_expression` until it moves by at least :data:`TWIN_MIN_CHANGE`: a pair that
+    differs in one feature is one edit, learnt without the others changing in the same pixels."""
+    name = EXPRESSION_FEATURES[int(rng.integers(len(EXPRESSION_FEATURES)))]
+    old = getattr(expression, name)
+    for _ in range(16):
+        new = getattr(sample_expression(rng), name)
+        if abs(new - old) >= TWIN_MIN_CHANGE:
+            break
+    else:  # a feature whose draws keep landing near it: go to the far end of its range
+        new = -1.0 if old > 0 else 1.0
+    return dataclasses.replace(expression, **{name: new})
+
+
 def expression_twins(
     identity: PortraitIdentity, views: list[PortraitView], spec: SynthesizeSpec, with_truth: bool = False
 ) -> list[PortraitView]:
-    """``spec.expression_twins`` renders per view in ``views`` order: its head pose, a new expression.
+    """``spec.expression_twins`` renders per view in ``views`` order: its head pose, its expression
+    with one feature changed (:func:`twin_expression`).
 
     Drawn from a generator of their own, so the views themselves are the same with or without them.
     """
@@ -348,7 +371,14 @@ def expression_twins(
         for k in range(spec.expression_twins):
             rng = np.random.default_rng([spec.seed, identity.number, 0x7317, v, k])
             twins.append(
-                render_view(identity, sample_expression(rng), view.pose, size, spec.supersample, with_truth)
+                render_view(
+                    identity,
+                    twin_expression(rng, view.expression),
+                    view.pose,
+                    size,
+                    spec.supersample,
+                    with_truth,
+                )
             )
     return twins
 
