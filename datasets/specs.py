@@ -49,8 +49,8 @@ class SynthesizeSpec:
     max_yaw_deg: float = 30.0
     max_roll_deg: float = 15.0
     # portrait generator only: per training view, this many more renders of the same head pose
-    # with a newly drawn expression (a sitter keeping still), each paired with its view both ways.
-    # The test split is left as it is.
+    # with one expression feature drawn again (a sitter keeping still while it moves), each paired
+    # with its view both ways. The test split is left as it is.
     expression_twins: int = 0
     # Figure generator ("figure") options.
     patterns: tuple[Literal["hstripes", "vstripes", "checks", "dots"], ...] = (
