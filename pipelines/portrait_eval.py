@@ -78,7 +78,11 @@ def fit_report(args: argparse.Namespace) -> int:
     except (ConfigError, EvaluationError, ValueError) as exc:
         log.error("%s", exc)
         return 2
-    print(f"{dataset}, {args.identities} identities per split, {model.info.get('path', args.checkpoint)}")
+    views = {split: int(next(iter(scores.values()))["sources"]) for split, scores in by_split.items()}
+    print(
+        f"{dataset}: {views['train']} training and {views['test']} held-out views (up to {args.identities} "
+        f"identities each), {model.info.get('path', args.checkpoint)}"
+    )
     print(portrait_fit.table(by_split))
     if args.out is not None:
         from datasets.files import atomic_write_text
