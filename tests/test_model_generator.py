@@ -1,5 +1,4 @@
 """Generator and discriminator shapes, value ranges and gradients for every variant (tiny configs)."""
-
 import pytest
 import torch
 
@@ -79,17 +78,8 @@ def test_unknown_variant_fails_clearly():
         ModelConfig(variant="attention")
 
 
-@pytest.mark.parametrize(
-    "bad",
-    [
-        dict(attn_scales=(3,)),
-        dict(flow_scales=(8, 8)),
-        dict(norm="batch"),
-        dict(attn_dim=4),
-        dict(flow_depth=4),
-        dict(base_channels=0),
-    ],
-)
+@pytest.mark.parametrize("bad", [dict(attn_scales=(3,)), dict(flow_scales=(8, 8)), dict(norm="batch"),
+                                 dict(attn_dim=4), dict(flow_depth=4), dict(base_channels=0)])
 def test_bad_config_values_fail(bad):
     with pytest.raises(ValueError):
         tiny_config(**bad)
@@ -134,10 +124,8 @@ def test_every_parameter_gets_a_finite_nonzero_gradient(variant):
     d_total, _ = step.discriminator_loss(batch, out.image, r1=True)
     d_total.backward()
     for prefix, module in (("D", d), ("D_face", d_face)):
-        for name, p in module.named_parameters() if module is not None else []:
-            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, (
-                f"{prefix}.{name}"
-            )
+        for name, p in (module.named_parameters() if module is not None else []):
+            assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, f"{prefix}.{name}"
 
 
 def test_parameter_counts_grow_with_the_variant():
@@ -188,14 +176,9 @@ def test_decoder_image_carries_the_source_colours_past_the_textures(variant):
 def test_decoder_image_widens_only_the_warping_blocks():
     plain, wide = (build_generator(tiny_config("full", decoder_image=d)) for d in (False, True))
     c = tiny_config("full").width(8)
-    assert (
-        wide.warp_blocks["8"].fuse[0][2].in_channels
-        == 2 * c + 3
-        == plain.warp_blocks["8"].fuse[0][2].in_channels + 3
-    )
+    assert wide.warp_blocks["8"].fuse[0][2].in_channels == 2 * c + 3 == plain.warp_blocks["8"].fuse[0][2].in_channels + 3
     assert count_parameters(wide) - count_parameters(plain) == sum(
-        9 * 3 * tiny_config("full").width(s) + 2 * 3 for s in tiny_config("full").warp_scales
-    )  # conv weights + norm affine
+        9 * 3 * tiny_config("full").width(s) + 2 * 3 for s in tiny_config("full").warp_scales)  # conv weights + norm affine
     assert ModelConfig.paper().decoder_image is False
 
 
@@ -208,12 +191,8 @@ def test_image_skip_starts_at_the_finest_warped_source_image(variant):
         out = g(batch["source_image"], batch["source_pose"], batch["target_pose"])
     finest = min(g.cfg.warp_scales)
     if variant == "baseline":
-        warped = torch.nn.functional.interpolate(
-            batch["source_image"],
-            size=out.flow_warped_image.get(finest, torch.zeros(1, 1, (H + 1) // 2, (W + 1) // 2)).shape[-2:],
-            mode="bilinear",
-            antialias=True,
-        )
+        warped = torch.nn.functional.interpolate(batch["source_image"], size=out.flow_warped_image.get(
+            finest, torch.zeros(1, 1, (H + 1) // 2, (W + 1) // 2)).shape[-2:], mode="bilinear", antialias=True)
     else:
         warped = out.flow_warped_image.get(finest, out.attn_warped_image.get(finest))
     up = torch.nn.functional.interpolate(warped, size=(H, W), mode="bilinear", align_corners=False)

@@ -1,5 +1,4 @@
 """The synthetic portrait generator: determinism, the written layout, splits, pairs, exact landmarks."""
-
 from __future__ import annotations
 
 import json
@@ -24,17 +23,8 @@ from datasets.synthetic.portrait_dataset import (
 from datasets.synthetic.portrait_geometry import HeadPose
 from datasets.synthetic.synthesis_summary import total_images
 
-SPEC = SynthesizeSpec(
-    generator="portrait",
-    seed=3,
-    height=48,
-    width=48,
-    train_identities=3,
-    test_identities=2,
-    views_per_identity=3,
-    file_prefix="portrait",
-    supersample=2,
-)
+SPEC = SynthesizeSpec(generator="portrait", seed=3, height=48, width=48, train_identities=3, test_identities=2,
+                      views_per_identity=3, file_prefix="portrait", supersample=2)
 
 
 @pytest.fixture(scope="module")
@@ -56,17 +46,9 @@ def test_same_seed_same_bytes_other_seed_other_faces(written, tmp_path):
 
 def test_layout_is_written_exactly(written):
     assert sorted(p.name for p in written.iterdir()) == [
-        "groundtruth",
-        "portrait-landmarks-test.csv",
-        "portrait-landmarks-train.csv",
-        "portrait-pairs-test.csv",
-        "portrait-pairs-train.csv",
-        "test",
-        "train",
-    ]  # groundtruth/: the renderer's, beside the layout
-    assert len(list((written / "train").glob("*.jpg"))) + len(
-        list((written / "test").glob("*.jpg"))
-    ) == total_images(SPEC)
+        "groundtruth", "portrait-landmarks-test.csv", "portrait-landmarks-train.csv", "portrait-pairs-test.csv",
+        "portrait-pairs-train.csv", "test", "train"]  # groundtruth/: the renderer's, beside the layout
+    assert len(list((written / "train").glob("*.jpg"))) + len(list((written / "test").glob("*.jpg"))) == total_images(SPEC)
     frame = pd.read_csv(written / "portrait-landmarks-train.csv", sep=":")
     assert list(frame.columns) == ["name", "landmarks_y", "landmarks_x"]
     for name, ys, xs in zip(frame["name"], frame["landmarks_y"], frame["landmarks_x"]):
@@ -149,23 +131,11 @@ def test_synthesize_cli_writes_the_portrait_dataset(tmp_path, capsys):
     from pipelines.synthesize import main
 
     out = tmp_path / "cli"
-    rc = main(
-        [
-            "--dataset",
-            "synthetic_portrait",
-            "--out",
-            str(out),
-            "--no-progress",
-            "--set",
-            "synthesize.synthetic_portrait.train_identities=1",
-            "--set",
-            "synthesize.synthetic_portrait.test_identities=1",
-            "--set",
-            "synthesize.synthetic_portrait.views_per_identity=2",
-            "--set",
-            "synthesize.synthetic_portrait.supersample=1",
-        ]
-    )
+    rc = main(["--dataset", "synthetic_portrait", "--out", str(out), "--no-progress",
+               "--set", "synthesize.synthetic_portrait.train_identities=1",
+               "--set", "synthesize.synthetic_portrait.test_identities=1",
+               "--set", "synthesize.synthetic_portrait.views_per_identity=2",
+               "--set", "synthesize.synthetic_portrait.supersample=1"])
     # params.yaml's expression_twins: 1 gives each training view a twin.
     assert rc == 0 and "6 portraits (4 train / 2 test" in capsys.readouterr().out
     assert (out / "portrait-landmarks-test.csv").is_file() and len(list((out / "train").glob("*.jpg"))) == 4
@@ -189,9 +159,7 @@ def test_expression_twins_keep_the_head_pose_change_the_face_and_leave_the_rest_
         assert all(line in new for line in old) and len(after[name]) > len(before[name])
     extra = sorted(set(after) - set(before))
     assert all(k.startswith(("train/", "groundtruth/train/")) for k in extra)
-    assert len(list((root / "train").glob("*.jpg"))) + len(
-        list((root / "test").glob("*.jpg"))
-    ) == total_images(spec)
+    assert len(list((root / "train").glob("*.jpg"))) + len(list((root / "test").glob("*.jpg"))) == total_images(spec)
     layout = get_layout("portrait")
     pairs, issues = read_pairs(find_split(root, layout, "train").pairs_csv, layout)
     n, k = SPEC.views_per_identity, spec.expression_twins
