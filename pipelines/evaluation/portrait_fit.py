@@ -11,6 +11,7 @@ capacity or loss weight), one that reaches more on training faces is learnt but 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -21,9 +22,16 @@ from datasets.synthetic import portrait_dataset
 from datasets.synthetic.fashion import jpeg_round_trip
 from datasets.synthetic.portrait_true_edits import TrueEdits
 from pipelines.evaluation.generators import GenerateFn
-from pipelines.evaluation.portrait_edits import changed_l1, changed_mask, generate_views, pixel_share
+from pipelines.evaluation.portrait_edits import (
+    EditScores,
+    changed_l1,
+    changed_mask,
+    generate_views,
+    pixel_share,
+)
 
 SCORES = ("reached", "changed_l1")
+METHOD = "model"
 
 
 def identities(spec: SynthesizeSpec, split: str, count: int) -> range:
@@ -55,22 +63,21 @@ def edit_scores(
     """``{edit: {"reached": mean, "changed_l1": mean, "sources": n}}`` over every view of ``numbers``
     (means over sources with a finite value, as the evaluation's ``edit_<score>_<edit>``); with
     ``desc``, a progress bar over the identities."""
-    values: dict[str, dict[str, list[float]]] = {}
+    scores = EditScores({}, 0)
     for image, lm, truth in _sources(spec, numbers, desc):
         targets = np.concatenate([truth.requested, lm[None]])
         out = generate_views(generate, image, lm, targets, sigma)
         for k, name in enumerate(truth.names):
             mask = changed_mask(image, truth.images[k])
-            got = values.setdefault(name, {s: [] for s in SCORES})
-            got["reached"].append(pixel_share(out[k], out[-1], image, truth.images[k], mask))
-            got["changed_l1"].append(changed_l1(out[k], truth.images[k], mask))
-    out_scores: dict[str, dict[str, float]] = {}
-    for name, scores in values.items():
-        out_scores[name] = {
-            s: float(np.nanmean(v)) if np.isfinite(v).any() else float("nan") for s, v in scores.items()
-        }
-        out_scores[name]["sources"] = float(len(scores["reached"]))
-    return out_scores
+            scores.add(METHOD, name, "reached", pixel_share(out[k], out[-1], image, truth.images[k], mask))
+            scores.add(METHOD, name, "changed_l1", changed_l1(out[k], truth.images[k], mask))
+        scores.sources += 1
+    means = scores.means().get(METHOD, {})
+    return {
+        name: {s: means.get(f"edit_{s}_{name}", math.nan) for s in SCORES}
+        | {"sources": float(scores.sources)}
+        for name in scores.values.get(METHOD, {})
+    }
 
 
 def table(by_split: dict[str, dict[str, dict[str, float]]]) -> str:
